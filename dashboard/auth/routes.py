@@ -1,0 +1,145 @@
+"""Sign in, sign out, change password; role decorators used by every other blueprint."""
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from ..extensions import db, htmx, login_manager
+from ..services import accounts, audit
+from .forms import ChangePasswordForm, LoginForm
+
+bp = Blueprint("auth", __name__)
+
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Please sign in to continue."
+login_manager.login_message_category = "info"
+login_manager.session_protection = "strong"
+
+
+@login_manager.user_loader
+def _load_user(session_id):
+    return accounts.load_session_user(session_id)
+
+
+@login_manager.unauthorized_handler
+def _unauthorized():
+    """Send the user to sign in; an htmx request gets ``HX-Redirect`` instead of a swapped page."""
+    login_url = url_for("auth.login", next=_safe_next(request.full_path.rstrip("?")))
+    if htmx:
+        return "", 401, {"HX-Redirect": login_url}
+    if request.accept_mimetypes.best == "text/event-stream" or request.path.startswith("/events"):
+        return "Sign in required.", 401
+    flash(login_manager.login_message, "info")
+    return redirect(login_url)
+
+
+def _safe_next(target):
+    """Only same-site paths may be a ``next``: no scheme, no host, no ``//``, no backslash."""
+    if not target or not isinstance(target, str):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target or any(ord(c) < 32 for c in target):
+        return None
+    return target
+
+
+def roles_required(*roles):
+    """Allow only the given roles; other signed-in roles get 403."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+@bp.route("/")
+def index():
+    if current_user.is_authenticated:
+        return redirect(url_for(current_user.home_endpoint))
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(url_for(current_user.home_endpoint))
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = _safe_next(request.args.get("next")) or ""
+        return render_template("auth/login.html", form=form)
+    if not form.validate_on_submit():
+        return render_template("auth/login.html", form=form), 400
+    try:
+        user = accounts.authenticate(form.email.data, form.password.data, request.remote_addr)
+    except accounts.LoginRefused as refused:
+        db.session.commit()  # the audit entry of the failure
+        flash(refused.message, "error")
+        return render_template("auth/login.html", form=form), refused.status
+    db.session.commit()
+    # A fresh session at sign-in: nothing from before survives (no session fixation).
+    session.clear()
+    login_user(user)
+    session.permanent = True
+    if user.must_change_password:
+        flash("Please choose a new password before you continue.", "info")
+        return redirect(url_for("auth.change_password"))
+    return redirect(_safe_next(form.next.data) or url_for(user.home_endpoint))
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    audit.record("logout", user=current_user, ip=request.remote_addr,
+                 entity_type="user", entity_id=current_user.public_id)
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    form = ChangePasswordForm()
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            return render_template("auth/change_password.html", form=form), 400
+        if not current_user.check_password(form.current_password.data):
+            form.current_password.errors.append("This is not your current password.")
+            return render_template("auth/change_password.html", form=form), 400
+        problem = accounts.validate_password(form.new_password.data)
+        if problem:
+            form.new_password.errors.append(problem)
+            return render_template("auth/change_password.html", form=form), 400
+        user = current_user._get_current_object()
+        user.set_password(form.new_password.data)
+        user.must_change_password = False
+        audit.record("user.password_changed", user=user, ip=request.remote_addr,
+                     entity_type="user", entity_id=user.public_id)
+        db.session.commit()
+        flash("Your password is changed.", "success")
+        return redirect(url_for(user.home_endpoint))
+    return render_template("auth/change_password.html", form=form)
+
+
+@bp.before_app_request
+def _require_password_change():
+    """A user whose password was reset may only change it (or sign out) until they do."""
+    if (current_user.is_authenticated and current_user.must_change_password
+            and request.endpoint not in ("auth.change_password", "auth.logout", "static", "health.healthz")):
+        if htmx:
+            return "", 401, {"HX-Redirect": url_for("auth.change_password")}
+        return redirect(url_for("auth.change_password"))
+    return None
+
+

@@ -1,0 +1,122 @@
+"""``flask medport ...``: silo checks, demo data, accounts, the relay."""
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .config import SILOS
+from .extensions import db
+
+
+@click.group()
+def medport():
+    """MedPort operations."""
+
+
+@medport.command("check")
+@with_appcontext
+def check_command():
+    """Check each silo: connection, expected tables, write/read/delete round trip."""
+    from .services.silos import check_all, describe_url, record_report
+
+    report = check_all(full=True)
+    failed = False
+    for silo in SILOS:
+        where = describe_url(silo)
+        click.echo(f"{silo} ({where['dialect']} {where['host'] or 'local'}/{where['database']})")
+        for name in ("connection", "tables", "round_trip"):
+            result = report[silo]["checks"].get(name)
+            if result is None:
+                click.echo(f"  {name:<11} SKIPPED (no connection)")
+                failed = True
+            elif result["ok"]:
+                click.echo(f"  {name:<11} ok    {result['ms']:8.2f} ms")
+            else:
+                click.echo(f"  {name:<11} FAILED  {result['error']}")
+                failed = True
+    recorded = record_report(report)
+    click.echo("service registry updated" if recorded else "service registry not updated (center silo not reachable or not migrated)")
+    if failed:
+        click.echo("some checks failed", err=True)
+        sys.exit(1)
+    click.echo("all 9 checks passed")
+
+
+@medport.command("seed-demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing when users already exist.")
+@with_appcontext
+def seed_demo_command(if_empty):
+    """Create the demo region: hospitals, agencies, units, users and a few days of trips."""
+    from .services import demo
+
+    if demo.is_seeded():
+        if if_empty:
+            click.echo("demo data already present")
+            return
+        raise click.ClickException("The center silo already has users; refusing to seed twice.")
+    summary = demo.seed()
+    click.echo(
+        f"seeded {summary['hospitals']} hospitals, {summary['agencies']} agencies, "
+        f"{summary['units']} units, {summary['users']} users, {summary['trips']} trips, "
+        f"{summary['bids']} bids"
+    )
+    click.echo("demo logins use the password " + demo.DEMO_PASSWORD)
+
+
+@medport.command("create-user")
+@click.option("--email", required=True)
+@click.option("--name", "display_name", required=True)
+@click.option("--role", type=click.Choice(["hospital", "ems", "coordinator", "admin"]), required=True)
+@click.option("--hospital", "hospital_code", help="Hospital short code (hospital role).")
+@click.option("--agency", "agency_code", help="Agency short code (ems role).")
+@click.password_option()
+@with_appcontext
+def create_user_command(email, display_name, role, hospital_code, agency_code, password):
+    """Create a real account (for a PostgreSQL deployment)."""
+    import sqlalchemy as sa
+
+    from .events.outbox import emit
+    from .models.center import Agency, Hospital
+    from .services import accounts, audit
+
+    hospital_id = agency_id = None
+    if hospital_code:
+        hospital = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == hospital_code))
+        if hospital is None:
+            raise click.ClickException(f"No hospital with code {hospital_code}.")
+        hospital_id = hospital.id
+    if agency_code:
+        agency = db.session.scalar(sa.select(Agency).where(Agency.short_code == agency_code))
+        if agency is None:
+            raise click.ClickException(f"No agency with code {agency_code}.")
+        agency_id = agency.id
+    problem = accounts.validate_password(password)
+    if problem:
+        raise click.ClickException(problem)
+    try:
+        user = accounts.create_user(email, display_name, role, password, hospital_id, agency_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    emit("center", "user.created", "user", user.public_id, accounts.user_event_payload(user))
+    audit.record("user.created", user_id=None, user_email="cli", entity_type="user",
+                 entity_id=user.public_id, after=accounts.user_event_payload(user))
+    db.session.commit()
+    click.echo(f"created {role} user {user.email}")
+
+
+@medport.command("relay")
+@click.option("--once", is_flag=True, help="Deliver what is pending, then exit.")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between idle polls.")
+@with_appcontext
+def relay_command(once, poll):
+    """Deliver outbox events (several relay processes may run together)."""
+    from .events.relay import Relay
+
+    relay = Relay(current_app._get_current_object())
+    if once:
+        delivered = relay.run_once()
+        click.echo(f"delivered {delivered} events")
+        return
+    click.echo("relay running; Ctrl-C to stop")
+    relay.run_forever(poll_seconds=poll)

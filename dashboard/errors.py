@@ -1,0 +1,89 @@
+"""Error pages in the site layout; a silo that is down answers 503 naming the silo."""
+from flask import current_app, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .extensions import db, htmx
+from .services.silos import SiloUnavailable
+
+SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
+
+
+def _render(status, title, message):
+    template = "errors/_panel.html" if htmx else "errors/error.html"
+    return render_template(template, status=status, title=title, message=message), status
+
+
+def _down_silo(exc):
+    """Which silo an operational error came from, judged by a quick connection check."""
+    from .services.silos import check_silo
+
+    for silo in ("hospital", "ems", "center"):
+        if not check_silo(silo, full=False)["connection"]["ok"]:
+            return silo
+    return None
+
+
+def register(app):
+    @app.errorhandler(400)
+    def bad_request(error):
+        return _render(400, "Bad request", getattr(error, "description", None)
+                       or "The request could not be understood.")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        return _render(400, "Form expired",
+                       "This form's security token is missing or no longer valid. "
+                       "Reload the page and submit again; nothing was saved.")
+
+    @app.errorhandler(403)
+    def forbidden(error):
+        return _render(403, "Not allowed", "Your role does not give access to this page.")
+
+    @app.errorhandler(404)
+    def not_found(error):
+        return _render(404, "Not found", "There is nothing at this address.")
+
+    @app.errorhandler(405)
+    def method_not_allowed(error):
+        return _render(405, "Not allowed", "This action is not available here.")
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return _render(413, "Too large", "What you sent is too large.")
+
+    @app.errorhandler(429)
+    def too_many(error):
+        return _render(429, "Slow down", getattr(error, "description", None)
+                       or "Too many requests; wait a moment and try again.")
+
+    @app.errorhandler(SiloUnavailable)
+    def silo_unavailable(error):
+        db.session.rollback()
+        label = SILO_LABELS.get(error.silo, error.silo)
+        return _render(503, "Temporarily unavailable",
+                       f"{label} data is temporarily unavailable. "
+                       "Nothing you saved is lost; try again in a moment.")
+
+    @app.errorhandler(OperationalError)
+    def database_down(error):
+        db.session.rollback()
+        silo = _down_silo(error)
+        current_app.logger.warning("database error on %s %s: silo %s", request.method,
+                                   request.path, silo or "unknown")
+        label = SILO_LABELS.get(silo, "Some")
+        return _render(503, "Temporarily unavailable",
+                       f"{label} data is temporarily unavailable. "
+                       "Nothing you saved is lost; try again in a moment.")
+
+    @app.errorhandler(DBAPIError)
+    def database_error(error):
+        db.session.rollback()
+        if error.connection_invalidated:
+            return database_down(error)
+        current_app.logger.exception("database error on %s %s", request.method, request.path)
+        return _render(500, "Something went wrong", "The error was logged. Please try again.")
+
+    @app.errorhandler(500)
+    def server_error(error):
+        return _render(500, "Something went wrong", "The error was logged. Please try again.")

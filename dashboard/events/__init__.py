@@ -1,0 +1,1 @@
+"""Events: the per-silo outbox, the relay that delivers it, and the live stream."""

@@ -1,0 +1,228 @@
+"""What each event sets off in the other silos, and the signal it sends to live pages.
+
+Each handler runs in one target silo inside the relay's transaction for it, so
+it must only write that silo.  Handlers are idempotent in effect: the relay
+also records them in the target's inbox, and they check state before changing it.
+"""
+import logging
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models.base import LEVEL_RANK, utcnow
+from ..models.center import Agency, LiveSignal, User
+from ..models.ems import EmsRoute, TransportBid, Unit
+from ..models.hospital import HospitalUser, TransportRequest
+from ..services import audit
+from .outbox import emit
+
+log = logging.getLogger("medport.relay")
+
+#: (source silo, event type) -> [(handler name, target silo, function)]
+_REGISTRY = {}
+
+
+def on(silo, *types, target, name=None):
+    def register(fn):
+        for type_ in types:
+            _REGISTRY.setdefault((silo, type_), []).append((name or fn.__name__, target, fn))
+        return fn
+
+    return register
+
+
+def handlers_for(silo, type_):
+    """Follow-ups first, then the center's record (audit + live signal), always last."""
+    return _REGISTRY.get((silo, type_), []) + [("record", "center", record)]
+
+
+# --- hospital events --------------------------------------------------------------------
+
+def _trip(trip_id):
+    return db.session.get(TransportRequest, trip_id)
+
+
+@on("hospital", "trip.awarded", target="ems")
+def ems_apply_award(event):
+    """Winning bid accepted, the others declined, the unit assigned and added to its route."""
+    p = event.payload
+    trip_id, now = p["trip_id"], utcnow()
+    for bid in db.session.scalars(
+        sa.select(TransportBid).where(TransportBid.trip_id == trip_id,
+                                      TransportBid.status.in_(("live", "accepted")))
+    ):
+        wanted = "accepted" if bid.id == p.get("awarded_bid_id") else "declined"
+        if bid.status != wanted:
+            bid.status, bid.decided_at = wanted, now
+    unit = db.session.get(Unit, p["awarded_unit_id"])
+    if unit is None:
+        log.warning("relay: awarded unit %s not found", p["awarded_unit_id"])
+        return
+    trip = _trip(trip_id)  # a read of the hospital silo for the route's labels
+    route = db.session.scalar(
+        sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id, EmsRoute.trip_id == trip_id))
+    if route is None and trip is not None:
+        day = trip.window_start.date()
+        position = db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.max(EmsRoute.position), 0)).where(
+                EmsRoute.unit_id == unit.id, EmsRoute.service_date == day)) + 1
+        origin, destination = trip.origin, trip.destination
+        db.session.add(EmsRoute(
+            unit_id=unit.id, agency_id=unit.agency_id, trip_id=trip_id,
+            trip_reference=trip.reference, service_date=day, position=position,
+            pickup_label=f"{origin.name}, {trip.pickup_location}",
+            dropoff_label=trip.destination_label or "",
+            pickup_lat=origin.lat, pickup_lon=origin.lon,
+            dropoff_lat=destination.lat if destination else trip.destination_lat,
+            dropoff_lon=destination.lon if destination else trip.destination_lon,
+            window_start=trip.window_start, window_end=trip.window_end, status="planned"))
+    elif route is not None and route.status in ("handed_back", "cancelled"):
+        route.status = "planned"
+    db.session.flush()
+    _refresh_unit(unit)
+
+
+@on("hospital", "trip.cancelled", "trip.reopened", target="ems")
+def ems_release_trip(event):
+    """Bids on the trip closed, its route ended, its unit freed."""
+    p = event.payload
+    trip_id, now = p["trip_id"], utcnow()
+    closing = ("live", "accepted") if event.type == "trip.cancelled" else ("accepted",)
+    for bid in db.session.scalars(
+        sa.select(TransportBid).where(TransportBid.trip_id == trip_id, TransportBid.status.in_(closing))
+    ):
+        bid.status, bid.decided_at = "closed", now
+    for route in db.session.scalars(sa.select(EmsRoute).where(
+            EmsRoute.trip_id == trip_id, EmsRoute.status.in_(("planned", "en_route")))):
+        route.status = "cancelled" if event.type == "trip.cancelled" else "handed_back"
+        db.session.flush()
+        _refresh_unit(route.unit)
+
+
+def _refresh_unit(unit):
+    from ..services.bidding import refresh_unit_status
+
+    if refresh_unit_status(unit):
+        emit("ems", "unit.status_changed", "unit", unit.public_id,
+             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status},
+             actor_user_id=None, actor_ip=None)
+
+
+# --- EMS events -------------------------------------------------------------------------
+
+@on("ems", "bid.placed", "bid.changed", "bid.withdrawn", target="hospital")
+def hospital_bid_summary(event):
+    """The trip's bid count and best ETA, recomputed from the EMS silo (a read)."""
+    trip_id = event.payload["trip_id"]
+    count, best, first = db.session.execute(
+        sa.select(sa.func.count(TransportBid.id), sa.func.min(TransportBid.eta_minutes),
+                  sa.func.min(TransportBid.created_at))
+        .where(TransportBid.trip_id == trip_id, TransportBid.status == "live")
+    ).one()
+    trip = _trip(trip_id)
+    if trip is None:
+        return
+    trip.bid_count, trip.best_eta_minutes = count, best
+    if first is not None and (trip.first_bid_at is None or first < trip.first_bid_at):
+        trip.first_bid_at = first
+    if event.type == "bid.placed" and trip.status == "open":
+        from ..services import deadlines
+
+        deadlines.maybe_auto_award_first(trip, event.payload)
+
+
+@on("ems", "trip.status_changed", target="hospital")
+def hospital_crew_step(event):
+    from ..services import trips
+
+    p = event.payload
+    trip = _trip(p["trip_id"])
+    if trip is None:
+        return
+    try:
+        trips.apply_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]),
+                              p.get("user_label", ""), p["agency_id"])
+    except trips.TransitionRefused as refused:
+        log.info("relay: crew step %s on trip %s not applied: %s", p["step"], trip.id, refused.message)
+
+
+@on("ems", "trip.handed_back", target="hospital")
+def hospital_hand_back(event):
+    from ..services import configuration, trips
+
+    p = event.payload
+    trip = _trip(p["trip_id"])
+    if trip is None or trip.status not in trips.HAND_BACK_FROM or trip.awarded_agency_id != p["agency_id"]:
+        return
+    trips.reopen(trip, None, p.get("user_label", ""), "Handed back: " + p.get("reason", ""),
+                 configuration.get("bid_deadline_default_minutes"), event_type="trip.handed_back",
+                 action="handed_back")
+
+
+# --- center events ----------------------------------------------------------------------
+
+@on("center", "user.created", "user.updated", target="hospital")
+def hospital_staff_profile(event):
+    """A hospital user gets (or keeps in step) a staff profile in the hospital silo."""
+    p = event.payload
+    profile = db.session.scalar(sa.select(HospitalUser).where(HospitalUser.user_id == p["user_id"]))
+    if p["role"] != "hospital":
+        if profile is not None:
+            profile.active = False
+        return
+    if profile is None:
+        profile = HospitalUser(user_id=p["user_id"], hospital_id=p["hospital_id"])
+        db.session.add(profile)
+    profile.hospital_id = p["hospital_id"]
+    profile.display_name = p["display_name"]
+    profile.active = bool(p["active"])
+
+
+# --- the record: audit entry and live signal, in the center silo ------------------------
+
+SIGNAL_NAMES = {"trip": "trip-updated", "bid": "bid-updated", "unit": "unit-updated",
+                "user": "account-updated", "config": "config-updated", "registry": "registry-updated"}
+
+
+def record(event):
+    """Audit entry for the event and the live signal for the pages that show it."""
+    p = event.payload or {}
+    email = None
+    if event.actor_user_id:
+        email = db.session.scalar(sa.select(User.email).where(User.id == event.actor_user_id))
+    if event.silo != "center":
+        # Center actions are audited where they happen, with their before/after values.
+        audit.record(event.type, user_id=event.actor_user_id, user_email=email, ip=event.actor_ip,
+                     entity_type=event.entity_type, entity_id=event.entity_id, after=p,
+                     silo=event.silo, event_id=event.event_id)
+    if event.entity_type == "trip" and event.silo == "ems":
+        # Crew progress: the hospital's own trip event (once applied) refreshes the pages.
+        return
+    signal = LiveSignal(name=SIGNAL_NAMES.get(event.entity_type, "trip-updated"),
+                        entity_id=str(p.get("public_id") or event.entity_id),
+                        hospital_id=p.get("hospital_id"), agency_ids=_agency_scope(event, p))
+    if event.entity_type == "user":
+        signal.user_id = p.get("user_id")
+        signal.agency_ids = ""
+    db.session.add(signal)
+
+
+def _agency_scope(event, p):
+    """Which agencies may hear of this: ",1,4," or "*" (every agency) or "" (none)."""
+    if event.entity_type in ("config", "registry"):
+        return "*"
+    ids = set()
+    if event.entity_type in ("bid", "unit") and p.get("agency_id"):
+        ids.add(p["agency_id"])
+    if event.entity_type == "trip":
+        released = (p.get("released") or {}).get("agency_id")
+        ids.update(i for i in (p.get("awarded_agency_id"), released) if i)
+        level = p.get("level_of_care")
+        if p.get("invite_mode") == "preferred":
+            ids.update(p.get("invited_agency_ids") or [])
+        elif level:
+            for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):
+                if any(LEVEL_RANK[lv] >= LEVEL_RANK[level] for lv in agency.level_list):
+                    ids.add(agency.id)
+    return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""

@@ -1,0 +1,82 @@
+"""Writing events: an outbox row in the same silo and transaction as the change."""
+from flask import has_request_context, request
+from flask_login import current_user
+
+from ..extensions import db
+from ..models.outbox import OUTBOX_BY_SILO
+
+EVENT_TYPES = (
+    "trip.posted",
+    "trip.changed",
+    "trip.awarded",
+    "trip.status_changed",
+    "trip.cancelled",
+    "trip.handed_back",
+    "trip.unfilled",
+    "trip.reopened",
+    "bid.placed",
+    "bid.changed",
+    "bid.withdrawn",
+    "unit.status_changed",
+    "user.created",
+    "user.updated",
+    "user.login",
+    "config.changed",
+    "registry.changed",
+)
+
+
+def actor_from_request():
+    """(user id, address) of whoever is acting in the current request, if any."""
+    if not has_request_context():
+        return None, None
+    user_id = current_user.id if current_user and current_user.is_authenticated else None
+    return user_id, request.remote_addr
+
+
+def emit(silo, type_, entity_type, entity_id, payload=None, actor_user_id=None, actor_ip=None):
+    """Add an outbox row to the current session; it commits with the change it describes.
+
+    The payload holds ids and operational facts only, never patient data beyond
+    what the receiving silo already shows (level, needs, window).
+    """
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type_!r}")
+    if actor_user_id is None and actor_ip is None:
+        actor_user_id, actor_ip = actor_from_request()
+    row = OUTBOX_BY_SILO[silo](
+        type=type_,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        payload=payload or {},
+        actor_user_id=actor_user_id,
+        actor_ip=actor_ip,
+    )
+    db.session.add(row)
+    _mark_written(db.session())
+    return row
+
+
+def _mark_written(session):
+    session.info["medport_outbox_written"] = True
+
+
+def install_relay_wakeup():
+    """After a commit that wrote outbox rows, wake the in-process relay (embedded default)."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    if getattr(install_relay_wakeup, "installed", False):
+        return
+    install_relay_wakeup.installed = True
+
+    @event.listens_for(Session, "after_commit")
+    def _wake(session):
+        if session.info.pop("medport_outbox_written", False):
+            from .relay import wake_inprocess_relay
+
+            wake_inprocess_relay()
+
+    @event.listens_for(Session, "after_rollback")
+    def _forget(session):
+        session.info.pop("medport_outbox_written", None)

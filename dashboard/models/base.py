@@ -1,0 +1,54 @@
+"""Helpers shared by the three silos' models."""
+import json
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.types import Text, TypeDecorator
+
+
+def utcnow():
+    """Naive UTC now: every timestamp in every silo is stored as naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_public_id():
+    """A non-guessable id for anything a URL shows."""
+    return str(uuid.uuid4())
+
+
+class JSONText(TypeDecorator):
+    """JSON stored as text, so SQLite and PostgreSQL hold it alike."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        return json.dumps(value, sort_keys=True, default=str)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return json.loads(value)
+
+
+# Vocabulary shared by the silos.  Order matters for levels of care.
+LEVELS = ("BLS", "ALS", "CCT")
+LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
+LEVEL_LABELS = {"BLS": "BLS", "ALS": "ALS", "CCT": "CCT (critical care)"}
+MOBILITIES = {
+    "ambulatory": "Ambulatory",
+    "wheelchair": "Wheelchair",
+    "stretcher": "Stretcher",
+    "bariatric_stretcher": "Bariatric stretcher",
+}
+URGENCIES = {"routine": "Routine", "urgent": "Urgent", "emergent": "Emergent"}
+URGENCY_RANK = {"emergent": 0, "urgent": 1, "routine": 2}
+ROLES = {
+    "hospital": "Hospital staff",
+    "ems": "EMS dispatcher / crew",
+    "coordinator": "Transport-center coordinator",
+    "admin": "Administrator",
+}
+CENTER_ROLES = ("coordinator", "admin")

@@ -1,0 +1,215 @@
+"""The ``center`` silo: accounts, registry, configuration, health, analytics, audit."""
+import sqlalchemy as sa
+from flask_login import UserMixin
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..extensions import db
+from .base import CENTER_ROLES, JSONText, new_public_id, utcnow
+
+
+class User(UserMixin, db.Model):
+    """Every account of every role.  Hospital and EMS users are bound to one organisation."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "role IN ('hospital', 'ems', 'coordinator', 'admin')", name="role_known"
+        ),
+        sa.CheckConstraint(
+            "(role <> 'hospital' OR hospital_id IS NOT NULL) AND "
+            "(role <> 'ems' OR agency_id IS NOT NULL)",
+            name="role_bound",
+        ),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    email = sa.Column(sa.String(254), nullable=False, unique=True)
+    display_name = sa.Column(sa.String(120), nullable=False)
+    password_hash = sa.Column(sa.String(256), nullable=False)
+    role = sa.Column(sa.String(20), nullable=False)
+    hospital_id = sa.Column(sa.Integer, sa.ForeignKey("hospitals.id"), index=True)
+    agency_id = sa.Column(sa.Integer, sa.ForeignKey("agencies.id"), index=True)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    must_change_password = sa.Column(sa.Boolean, nullable=False, default=False)
+    # Bumped on deactivation and password reset: every older session ends.
+    session_epoch = sa.Column(sa.Integer, nullable=False, default=0)
+    last_login_at = sa.Column(sa.DateTime)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+    hospital = db.relationship("Hospital")
+    agency = db.relationship("Agency")
+
+    @property
+    def is_active(self):
+        return bool(self.active)
+
+    def get_id(self):
+        """Session identity: the public id and the epoch, so an epoch bump ends sessions."""
+        return f"{self.public_id}:{self.session_epoch}"
+
+    def set_password(self, password):
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_center(self):
+        return self.role in CENTER_ROLES
+
+    @property
+    def is_admin(self):
+        return self.role == "admin"
+
+    @property
+    def home_endpoint(self):
+        return {
+            "hospital": "hospital.dashboard",
+            "ems": "ems.board",
+            "coordinator": "center.board",
+            "admin": "center.board",
+        }[self.role]
+
+
+class Hospital(db.Model):
+    """A hospital organisation in the center's registry."""
+
+    __tablename__ = "hospitals"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    name = sa.Column(sa.String(160), nullable=False, unique=True)
+    short_code = sa.Column(sa.String(12), nullable=False, unique=True)
+    city = sa.Column(sa.String(80), nullable=False, default="")
+    region = sa.Column(sa.String(80), nullable=False, default="")
+    phone = sa.Column(sa.String(40), nullable=False, default="")
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class Agency(db.Model):
+    """An EMS agency in the center's registry, with what it can serve and where."""
+
+    __tablename__ = "agencies"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    name = sa.Column(sa.String(160), nullable=False, unique=True)
+    short_code = sa.Column(sa.String(12), nullable=False, unique=True)
+    # Comma-separated subset of BLS,ALS,CCT.
+    levels = sa.Column(sa.String(20), nullable=False, default="BLS")
+    service_area = sa.Column(sa.String(240), nullable=False, default="")
+    base_lat = sa.Column(sa.Float)
+    base_lon = sa.Column(sa.Float)
+    service_radius_km = sa.Column(sa.Integer, nullable=False, default=80)
+    phone = sa.Column(sa.String(40), nullable=False, default="")
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    @property
+    def level_list(self):
+        return [level for level in self.levels.split(",") if level]
+
+
+class SystemConfiguration(db.Model):
+    """One tunable value (deadline default, escalation thresholds, auto-award policy)."""
+
+    __tablename__ = "system_configurations"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    key = sa.Column(sa.String(80), nullable=False, unique=True)
+    value = sa.Column(JSONText, nullable=False)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_by_user_id = sa.Column(sa.Integer)
+
+
+class ServiceRegistry(db.Model):
+    """The last result of each silo's checks."""
+
+    __tablename__ = "service_registry"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    silo = sa.Column(sa.String(20), nullable=False, unique=True)
+    status = sa.Column(sa.String(12), nullable=False)
+    latency_ms = sa.Column(sa.Float)
+    detail = sa.Column(JSONText, nullable=False, default=dict)
+    checked_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class DatabaseReference(db.Model):
+    """Where each silo lives (dialect, host, database name; never credentials)."""
+
+    __tablename__ = "database_references"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    silo = sa.Column(sa.String(20), nullable=False, unique=True)
+    dialect = sa.Column(sa.String(20), nullable=False)
+    host = sa.Column(sa.String(120), nullable=False, default="")
+    database = sa.Column(sa.String(240), nullable=False)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class SystemAnalytics(db.Model):
+    """A rolled-up metric for a closed period, e.g. requests per day per hospital."""
+
+    __tablename__ = "system_analytics"
+    __table_args__ = (
+        sa.UniqueConstraint("period_kind", "period_start", "metric", "dimension"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    period_kind = sa.Column(sa.String(10), nullable=False)
+    period_start = sa.Column(sa.Date, nullable=False)
+    metric = sa.Column(sa.String(60), nullable=False)
+    dimension = sa.Column(sa.String(60), nullable=False, default="")
+    value = sa.Column(sa.Float, nullable=False)
+    computed_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class AuditLog(db.Model):
+    """Who did what, when, from where.  Append-only: the app never edits or deletes rows."""
+
+    __tablename__ = "audit_logs"
+    __table_args__ = (
+        sa.Index("ix_audit_logs_entity", "entity_type", "entity_id"),
+        sa.Index("ix_audit_logs_action_ip_created", "action", "ip", "created_at"),
+        sa.Index("ix_audit_logs_action_email_created", "action", "user_email", "created_at"),
+        sa.Index("ix_audit_logs_user_created", "user_id", "created_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    user_id = sa.Column(sa.Integer)
+    user_email = sa.Column(sa.String(254))
+    action = sa.Column(sa.String(60), nullable=False)
+    silo = sa.Column(sa.String(20), nullable=False, default="center")
+    entity_type = sa.Column(sa.String(40))
+    entity_id = sa.Column(sa.String(64))
+    ip = sa.Column(sa.String(64))
+    before = sa.Column(JSONText)
+    after = sa.Column(JSONText)
+    detail = sa.Column(sa.String(500))
+    # The outbox event this entry records, so a retried delivery never doubles it.
+    event_id = sa.Column(sa.String(36), unique=True)
+
+
+class LiveSignal(db.Model):
+    """A small signal for live pages, kept so a reconnecting stream can replay what it missed.
+
+    ``hospital_id`` / ``agency_ids`` scope who may receive it; center roles
+    receive everything.  ``agency_ids`` is a comma-wrapped list (",3,5,") or
+    "*" for every agency.
+    """
+
+    __tablename__ = "live_signals"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    name = sa.Column(sa.String(30), nullable=False)
+    entity_id = sa.Column(sa.String(64), nullable=False)
+    hospital_id = sa.Column(sa.Integer)
+    agency_ids = sa.Column(sa.String(400), nullable=False, default="")
+    # Set when the signal concerns one user only (e.g. their account changed).
+    user_id = sa.Column(sa.Integer)

@@ -1,0 +1,168 @@
+"""The ``ems`` silo: agencies' operating profiles, units, availability, bids, routes.
+
+``agency_id`` holds the center registry id; ``trip_id`` holds the hospital
+silo's trip id.  Neither is a foreign key: no key crosses a silo.
+"""
+import sqlalchemy as sa
+
+from ..extensions import db
+from .base import new_public_id, utcnow
+
+UNIT_STATUSES = {
+    "available": "Available",
+    "assigned": "Assigned",
+    "on_break": "On break",
+    "out_of_service": "Out of service",
+}
+BID_STATUSES = ("live", "accepted", "declined", "withdrawn", "expired", "closed")
+
+
+class EmsAgency(db.Model):
+    """An agency's operating profile in the EMS silo."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "ems_agencies"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    agency_id = sa.Column(sa.Integer, nullable=False, unique=True)
+    name = sa.Column(sa.String(160), nullable=False)
+    levels = sa.Column(sa.String(20), nullable=False, default="BLS")
+    dispatch_phone = sa.Column(sa.String(40), nullable=False, default="")
+    base_lat = sa.Column(sa.Float)
+    base_lon = sa.Column(sa.Float)
+    service_radius_km = sa.Column(sa.Integer, nullable=False, default=80)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class Unit(db.Model):
+    """An ambulance (or critical-care truck) with its crew level and status."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "units"
+    __table_args__ = (
+        sa.UniqueConstraint("agency_id", "number"),
+        sa.CheckConstraint("level IN ('BLS', 'ALS', 'CCT')", name="level_known"),
+        sa.CheckConstraint(
+            "status IN ('available', 'assigned', 'on_break', 'out_of_service')",
+            name="status_known",
+        ),
+        sa.Index("ix_units_agency_status", "agency_id", "status"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    agency_id = sa.Column(sa.Integer, nullable=False)
+    number = sa.Column(sa.String(20), nullable=False)
+    level = sa.Column(sa.String(3), nullable=False)
+    base_station = sa.Column(sa.String(120), nullable=False, default="")
+    status = sa.Column(sa.String(16), nullable=False, default="available")
+    shift_start = sa.Column(sa.Time)
+    shift_end = sa.Column(sa.Time)
+    current_trip_id = sa.Column(sa.Integer)
+    lat = sa.Column(sa.Float)
+    lon = sa.Column(sa.Float)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    @property
+    def label(self):
+        return f"{self.number} ({self.level})"
+
+
+class UnitAvailability(db.Model):
+    """A window in which a unit is on shift, on break or out of service."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "unit_availability"
+    __table_args__ = (
+        sa.CheckConstraint("ends_at > starts_at", name="window_ordered"),
+        sa.Index("ix_unit_availability_unit_starts", "unit_id", "starts_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
+    starts_at = sa.Column(sa.DateTime, nullable=False)
+    ends_at = sa.Column(sa.DateTime, nullable=False)
+    kind = sa.Column(sa.String(16), nullable=False, default="on_shift")
+    note = sa.Column(sa.String(200), nullable=False, default="")
+
+    unit = db.relationship("Unit")
+
+
+class TransportBid(db.Model):
+    """An agency's offer for a trip: a unit and an ETA to pickup.
+
+    At most one ``live`` bid per agency per trip (a partial unique index).
+    """
+
+    __bind_key__ = "ems"
+    __tablename__ = "transport_bids"
+    __table_args__ = (
+        sa.CheckConstraint("eta_minutes > 0", name="eta_positive"),
+        sa.CheckConstraint(
+            "status IN ('live', 'accepted', 'declined', 'withdrawn', 'expired', 'closed')",
+            name="status_known",
+        ),
+        sa.Index(
+            "uq_transport_bids_one_live_per_agency",
+            "trip_id",
+            "agency_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'live'"),
+            postgresql_where=sa.text("status = 'live'"),
+        ),
+        sa.Index("ix_transport_bids_trip_status", "trip_id", "status"),
+        sa.Index("ix_transport_bids_agency_created", "agency_id", "created_at"),
+        sa.Index("ix_transport_bids_unit_status", "unit_id", "status"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    trip_id = sa.Column(sa.Integer, nullable=False)
+    hospital_id = sa.Column(sa.Integer, nullable=False)
+    agency_id = sa.Column(sa.Integer, nullable=False)
+    unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
+    eta_minutes = sa.Column(sa.Integer, nullable=False)
+    note = sa.Column(sa.String(200), nullable=False, default="")
+    status = sa.Column(sa.String(12), nullable=False, default="live")
+    # The trip's pickup window, copied at bid time to refuse overlapping bids of one unit.
+    window_start = sa.Column(sa.DateTime, nullable=False)
+    window_end = sa.Column(sa.DateTime, nullable=False)
+    created_by_user_id = sa.Column(sa.Integer)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    decided_at = sa.Column(sa.DateTime)
+
+    unit = db.relationship("Unit")
+
+
+class EmsRoute(db.Model):
+    """One stop of a unit's day: an assigned trip in order, with its pickup and drop-off."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "ems_routes"
+    __table_args__ = (
+        sa.UniqueConstraint("unit_id", "trip_id"),
+        sa.Index("ix_ems_routes_unit_date_position", "unit_id", "service_date", "position"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
+    agency_id = sa.Column(sa.Integer, nullable=False, index=True)
+    trip_id = sa.Column(sa.Integer, nullable=False)
+    trip_reference = sa.Column(sa.String(32), nullable=False)
+    service_date = sa.Column(sa.Date, nullable=False)
+    position = sa.Column(sa.Integer, nullable=False)
+    pickup_label = sa.Column(sa.String(200), nullable=False, default="")
+    dropoff_label = sa.Column(sa.String(240), nullable=False, default="")
+    pickup_lat = sa.Column(sa.Float)
+    pickup_lon = sa.Column(sa.Float)
+    dropoff_lat = sa.Column(sa.Float)
+    dropoff_lon = sa.Column(sa.Float)
+    window_start = sa.Column(sa.DateTime, nullable=False)
+    window_end = sa.Column(sa.DateTime, nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="planned")
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    unit = db.relationship("Unit")

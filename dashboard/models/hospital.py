@@ -1,0 +1,234 @@
+"""The ``hospital`` silo: facilities, staff profiles, trips and their history.
+
+``hospital_id`` and ``agency_id`` columns hold center registry ids; ``*_bid_id``
+and ``*_unit_id`` hold EMS silo ids.  None of them is a foreign key: no key
+crosses a silo.
+"""
+import sqlalchemy as sa
+
+from ..extensions import db
+from .base import JSONText, new_public_id, utcnow
+
+TRIP_STATUSES = (
+    "open",
+    "awarded",
+    "en_route",
+    "at_pickup",
+    "transporting",
+    "completed",
+    "cancelled",
+)
+ACTIVE_STATUSES = ("awarded", "en_route", "at_pickup", "transporting")
+INVITE_MODES = {
+    "preferred": "Preferred agencies only",
+    "all": "All agencies able to serve the level of care",
+    "preferred_then_all": "Preferred first, then everyone after N minutes",
+}
+CANCEL_REASONS = {
+    "no_availability": "No EMS availability",
+    "patient_not_stable": "Patient not stable",
+    "not_needed": "Transport no longer needed",
+    "other": "Other",
+}
+AGE_GROUPS = {
+    "neonate": "Neonate (< 1 month)",
+    "infant": "Infant (< 1 year)",
+    "child": "Child (1-12)",
+    "adolescent": "Adolescent (13-17)",
+    "adult": "Adult (18-64)",
+    "older_adult": "Older adult (65+)",
+}
+ISOLATIONS = {
+    "none": "None",
+    "contact": "Contact",
+    "droplet": "Droplet",
+    "airborne": "Airborne",
+    "enteric": "Enteric",
+}
+
+
+class HospitalFacility(db.Model):
+    """A place patients are picked up from or taken to."""
+
+    __bind_key__ = "hospital"
+    __tablename__ = "hospital_facilities"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    hospital_id = sa.Column(sa.Integer, nullable=False, index=True)
+    name = sa.Column(sa.String(160), nullable=False)
+    kind = sa.Column(sa.String(40), nullable=False, default="hospital")
+    address = sa.Column(sa.String(240), nullable=False, default="")
+    city = sa.Column(sa.String(80), nullable=False, default="")
+    lat = sa.Column(sa.Float)
+    lon = sa.Column(sa.Float)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class HospitalUser(db.Model):
+    """A hospital staff member's profile, linked to a center user by id."""
+
+    __bind_key__ = "hospital"
+    __tablename__ = "hospital_users"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    user_id = sa.Column(sa.Integer, nullable=False, unique=True)
+    hospital_id = sa.Column(sa.Integer, nullable=False, index=True)
+    display_name = sa.Column(sa.String(120), nullable=False, default="")
+    job_title = sa.Column(sa.String(80), nullable=False, default="")
+    default_facility_id = sa.Column(sa.Integer, sa.ForeignKey("hospital_facilities.id"))
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class TransportRequest(db.Model):
+    """A trip: posted by a hospital, bid on by agencies, awarded, driven, completed.
+
+    Holds no patient name, date of birth or record number: only a generated
+    patient reference and the clinical needs the crew must know.
+    """
+
+    __bind_key__ = "hospital"
+    __tablename__ = "transport_requests"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('open', 'awarded', 'en_route', 'at_pickup', 'transporting', "
+            "'completed', 'cancelled')",
+            name="status_known",
+        ),
+        sa.CheckConstraint("window_end >= window_start", name="window_ordered"),
+        sa.Index("ix_transport_requests_hospital_status_created", "hospital_id", "status", "created_at"),
+        sa.Index("ix_transport_requests_status_created", "status", "created_at"),
+        sa.Index("ix_transport_requests_status_deadline", "status", "bid_deadline"),
+        sa.Index("ix_transport_requests_agency_status", "awarded_agency_id", "status"),
+        sa.Index("ix_transport_requests_created", "created_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    reference = sa.Column(sa.String(32), nullable=False, unique=True)
+    hospital_id = sa.Column(sa.Integer, nullable=False)
+    status = sa.Column(sa.String(16), nullable=False, default="open")
+    # Optimistic lock: every state change bumps it and checks the old value.
+    version = sa.Column(sa.Integer, nullable=False, default=1)
+
+    origin_facility_id = sa.Column(
+        sa.Integer, sa.ForeignKey("hospital_facilities.id"), nullable=False, index=True
+    )
+    pickup_location = sa.Column(sa.String(120), nullable=False)
+    destination_facility_id = sa.Column(
+        sa.Integer, sa.ForeignKey("hospital_facilities.id"), index=True
+    )
+    destination_address = sa.Column(sa.String(240), nullable=False, default="")
+    destination_lat = sa.Column(sa.Float)
+    destination_lon = sa.Column(sa.Float)
+
+    level_of_care = sa.Column(sa.String(3), nullable=False)
+    mobility = sa.Column(sa.String(24), nullable=False)
+    urgency = sa.Column(sa.String(10), nullable=False)
+    window_start = sa.Column(sa.DateTime, nullable=False)
+    window_end = sa.Column(sa.DateTime, nullable=False)
+
+    patient_ref = sa.Column(sa.String(16), nullable=False)
+    age_group = sa.Column(sa.String(16), nullable=False)
+    weight_kg = sa.Column(sa.Integer, nullable=False)
+    isolation = sa.Column(sa.String(12), nullable=False, default="none")
+    oxygen_lpm = sa.Column(sa.Float, nullable=False, default=0)
+    cardiac_monitor = sa.Column(sa.Boolean, nullable=False, default=False)
+    iv_pump = sa.Column(sa.Boolean, nullable=False, default=False)
+    ventilator = sa.Column(sa.Boolean, nullable=False, default=False)
+    other_needs = sa.Column(sa.String(200), nullable=False, default="")
+    notes = sa.Column(sa.String(500), nullable=False, default="")
+
+    bid_deadline = sa.Column(sa.DateTime, nullable=False)
+    invite_mode = sa.Column(sa.String(20), nullable=False, default="all")
+    invite_all_after_minutes = sa.Column(sa.Integer)
+    # Preferred agencies at posting time (",3,7,"), so the invitation is stable.
+    invited_agency_ids = sa.Column(sa.String(400), nullable=False, default="")
+    unfilled_at = sa.Column(sa.DateTime)
+
+    # Denormalised from EMS bid events by the relay, for the dashboards.
+    bid_count = sa.Column(sa.Integer, nullable=False, default=0)
+    best_eta_minutes = sa.Column(sa.Integer)
+    first_bid_at = sa.Column(sa.DateTime)
+
+    awarded_bid_id = sa.Column(sa.Integer)
+    awarded_agency_id = sa.Column(sa.Integer)
+    awarded_unit_id = sa.Column(sa.Integer)
+    awarded_unit_label = sa.Column(sa.String(60))
+    awarded_agency_name = sa.Column(sa.String(160))
+    awarded_eta_minutes = sa.Column(sa.Integer)
+    awarded_at = sa.Column(sa.DateTime)
+    award_source = sa.Column(sa.String(12))
+    award_note = sa.Column(sa.String(300))
+
+    en_route_at = sa.Column(sa.DateTime)
+    at_pickup_at = sa.Column(sa.DateTime)
+    transporting_at = sa.Column(sa.DateTime)
+    completed_at = sa.Column(sa.DateTime)
+    cancelled_at = sa.Column(sa.DateTime)
+    cancel_reason = sa.Column(sa.String(24))
+    cancel_note = sa.Column(sa.String(300))
+    handed_back_count = sa.Column(sa.Integer, nullable=False, default=0)
+    reposted_from_id = sa.Column(sa.Integer, sa.ForeignKey("transport_requests.id"))
+
+    created_by_user_id = sa.Column(sa.Integer, nullable=False)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    origin = db.relationship("HospitalFacility", foreign_keys=[origin_facility_id])
+    destination = db.relationship("HospitalFacility", foreign_keys=[destination_facility_id])
+    history = db.relationship(
+        "TransportRequestEvent",
+        order_by="TransportRequestEvent.id",
+        back_populates="trip",
+        lazy="dynamic",
+    )
+
+    @property
+    def destination_label(self):
+        if self.destination is not None:
+            return self.destination.name
+        return self.destination_address
+
+    @property
+    def invited_ids(self):
+        return {int(x) for x in self.invited_agency_ids.strip(",").split(",") if x}
+
+
+class TransportRequestEvent(db.Model):
+    """One line of a trip's status history: every transition, with time and who."""
+
+    __bind_key__ = "hospital"
+    __tablename__ = "transport_request_events"
+    __table_args__ = (sa.Index("ix_transport_request_events_trip_at", "trip_id", "at"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    trip_id = sa.Column(sa.Integer, sa.ForeignKey("transport_requests.id"), nullable=False)
+    action = sa.Column(sa.String(30), nullable=False)
+    from_status = sa.Column(sa.String(16))
+    to_status = sa.Column(sa.String(16), nullable=False)
+    at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    user_id = sa.Column(sa.Integer)
+    user_label = sa.Column(sa.String(160), nullable=False, default="")
+    note = sa.Column(sa.String(300), nullable=False, default="")
+    detail = sa.Column(JSONText)
+
+    trip = db.relationship("TransportRequest", back_populates="history")
+
+
+class HospitalAgencyPreference(db.Model):
+    """A hospital's ordered list of preferred agencies (center registry ids)."""
+
+    __bind_key__ = "hospital"
+    __tablename__ = "hospital_agency_preferences"
+    __table_args__ = (sa.UniqueConstraint("hospital_id", "agency_id"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    hospital_id = sa.Column(sa.Integer, nullable=False, index=True)
+    agency_id = sa.Column(sa.Integer, nullable=False)
+    rank = sa.Column(sa.Integer, nullable=False)
+    notes = sa.Column(sa.String(300), nullable=False, default="")
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)

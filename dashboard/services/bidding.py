@@ -1,0 +1,255 @@
+"""Bids and crew progress, owned by the EMS silo.
+
+The EMS side reads the hospital silo (the trip as it is now) and writes only
+the EMS silo; the hospital learns of bids and crew progress through events.
+Functions here do not commit.
+"""
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..events.outbox import emit
+from ..extensions import db
+from ..models.base import LEVEL_RANK, utcnow
+from ..models.ems import EmsRoute, TransportBid, Unit
+from .trips import CREW_STEPS, HAND_BACK_FROM, agency_may_serve
+
+MAX_ETA_MINUTES = 24 * 60
+
+
+class BidRefused(Exception):
+    """A bid or crew action the rules do not allow; ``message`` is for the user."""
+
+    def __init__(self, message, status=409):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def bid_payload(bid, agency_name=None):
+    return {
+        "bid_id": bid.id,
+        "public_id": bid.public_id,
+        "trip_id": bid.trip_id,
+        "hospital_id": bid.hospital_id,
+        "agency_id": bid.agency_id,
+        "agency_name": agency_name,
+        "unit_id": bid.unit_id,
+        "eta_minutes": bid.eta_minutes,
+        "status": bid.status,
+    }
+
+
+def live_bid(trip_id, agency_id):
+    return db.session.scalar(
+        sa.select(TransportBid).where(
+            TransportBid.trip_id == trip_id,
+            TransportBid.agency_id == agency_id,
+            TransportBid.status == "live",
+        )
+    )
+
+
+def validate_eta(raw):
+    """An ETA in whole minutes, 1 .. 1440, or BidRefused(400)."""
+    try:
+        eta = int(str(raw).strip())
+    except (TypeError, ValueError):
+        raise BidRefused("Enter the ETA to pickup in whole minutes.", status=400) from None
+    if eta < 1:
+        raise BidRefused("The ETA must be at least 1 minute.", status=400)
+    if eta > MAX_ETA_MINUTES:
+        raise BidRefused(f"An ETA over {MAX_ETA_MINUTES} minutes (24 hours) is not a real offer.", status=400)
+    return eta
+
+
+def _check_trip_open(trip, agency_id, agency_levels, now):
+    if trip is None:
+        raise BidRefused("No such request.", status=404)
+    if not agency_may_serve(trip, agency_id, agency_levels, now):
+        raise BidRefused("No such request.", status=404)
+    if trip.status != "open":
+        raise BidRefused("This request is no longer open for bids.")
+    if trip.bid_deadline <= now:
+        raise BidRefused("The bidding deadline for this request has passed.")
+
+
+def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
+    if unit is None or unit.agency_id != agency_id or not unit.active:
+        raise BidRefused("Choose one of your agency's units.", status=400)
+    if LEVEL_RANK[unit.level] < LEVEL_RANK[trip.level_of_care]:
+        raise BidRefused(
+            f"{unit.number} is {unit.level}; this request needs {trip.level_of_care} or higher.",
+            status=400,
+        )
+    if unit.status in ("on_break", "out_of_service"):
+        raise BidRefused(f"{unit.number} is not available ({unit.status.replace('_', ' ')}).")
+    overlapping = db.session.scalar(
+        sa.select(TransportBid.id).where(
+            TransportBid.unit_id == unit.id,
+            TransportBid.status.in_(("live", "accepted")),
+            TransportBid.trip_id != trip.id,
+            TransportBid.window_start < trip.window_end,
+            TransportBid.window_end > trip.window_start,
+            *([TransportBid.id != exclude_bid_id] if exclude_bid_id else []),
+        ).limit(1)
+    )
+    if overlapping is not None:
+        raise BidRefused(f"{unit.number} is already bid or booked for an overlapping pickup window.")
+
+
+def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, user_id):
+    """Place this agency's one live bid on ``trip``; emit ``bid.placed``."""
+    now = utcnow()
+    _check_trip_open(trip, agency_id, agency_levels, now)
+    eta = validate_eta(eta_raw)
+    if live_bid(trip.id, agency_id) is not None:
+        raise BidRefused("Your agency already has a bid on this request; change it instead.")
+    unit = db.session.get(Unit, unit_id) if unit_id else None
+    _check_unit(unit, agency_id, trip)
+    bid = TransportBid(
+        trip_id=trip.id, hospital_id=trip.hospital_id, agency_id=agency_id, unit_id=unit.id,
+        eta_minutes=eta, note=(note or "").strip()[:200], status="live",
+        window_start=trip.window_start, window_end=trip.window_end,
+        created_by_user_id=user_id, created_at=now, updated_at=now,
+    )
+    db.session.add(bid)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise BidRefused("Your agency already has a bid on this request; change it instead.") from None
+    emit("ems", "bid.placed", "bid", bid.public_id, bid_payload(bid, agency_name))
+    return bid
+
+
+def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note):
+    """Change this agency's live bid (unit, ETA, note); emit ``bid.changed``."""
+    now = utcnow()
+    if bid is None or bid.agency_id != agency_id:
+        raise BidRefused("No such bid.", status=404)
+    if bid.status != "live":
+        raise BidRefused("This bid can no longer be changed.")
+    _check_trip_open(trip, agency_id, agency_levels, now)
+    eta = validate_eta(eta_raw)
+    unit = db.session.get(Unit, unit_id) if unit_id else None
+    if unit is None or unit.id != bid.unit_id:
+        _check_unit(unit, agency_id, trip, exclude_bid_id=bid.id)
+    bid.unit_id = unit.id
+    bid.eta_minutes = eta
+    bid.note = (note or "").strip()[:200]
+    bid.updated_at = now
+    db.session.flush()
+    emit("ems", "bid.changed", "bid", bid.public_id, bid_payload(bid, agency_name))
+    return bid
+
+
+def withdraw(bid, trip, agency_id, agency_name):
+    """Withdraw this agency's live bid while the request is open; emit ``bid.withdrawn``."""
+    if bid is None or bid.agency_id != agency_id:
+        raise BidRefused("No such bid.", status=404)
+    if bid.status != "live":
+        raise BidRefused("This bid is no longer live.")
+    if trip is not None and trip.status != "open":
+        raise BidRefused("The request is no longer open; the bid cannot be withdrawn.")
+    bid.status = "withdrawn"
+    bid.decided_at = bid.updated_at = utcnow()
+    db.session.flush()
+    emit("ems", "bid.withdrawn", "bid", bid.public_id, bid_payload(bid, agency_name))
+    return bid
+
+
+def route_for(trip_id, agency_id):
+    return db.session.scalar(
+        sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id, EmsRoute.agency_id == agency_id)
+    )
+
+
+ACTIVE_ROUTE_STATUSES = ("planned", "en_route", "at_pickup", "transporting")
+
+
+def refresh_unit_status(unit):
+    """After a trip ends for ``unit``: assigned to its next active trip, else available.
+
+    A unit on break or out of service keeps that status.  Returns True when it changed.
+    """
+    following = db.session.scalar(
+        sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id,
+                                  EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
+        .order_by(EmsRoute.window_start).limit(1)
+    )
+    before = (unit.status, unit.current_trip_id)
+    if following is not None:
+        unit.current_trip_id = following.trip_id
+        if unit.status == "available":
+            unit.status = "assigned"
+    else:
+        unit.current_trip_id = None
+        if unit.status == "assigned":
+            unit.status = "available"
+    if (unit.status, unit.current_trip_id) != before:
+        unit.updated_at = utcnow()
+        return True
+    return False
+
+
+def advance(route, step, user_id, user_label):
+    """The crew's next status (one tap); emits ``trip.status_changed`` from the EMS silo."""
+    order = ("planned",) + CREW_STEPS
+    if route is None:
+        raise BidRefused("No such trip.", status=404)
+    if route.status not in order:
+        raise BidRefused("This trip is no longer yours to progress.")
+    expected = order[order.index(route.status) + 1] if route.status != "completed" else None
+    if step != expected:
+        if expected is None:
+            raise BidRefused("This trip is already completed.")
+        raise BidRefused(
+            f"The next step is {expected.replace('_', ' ')}, not {step.replace('_', ' ')}.", status=409
+        )
+    now = utcnow()
+    route.status = step
+    unit = route.unit
+    if step == "completed":
+        db.session.flush()
+        refresh_unit_status(unit)
+    db.session.flush()
+    emit("ems", "trip.status_changed", "trip", str(route.trip_id),
+         {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "agency_id": route.agency_id,
+          "unit_id": route.unit_id, "user_label": user_label, "route_id": route.id})
+    if step == "completed":
+        emit("ems", "unit.status_changed", "unit", unit.public_id,
+             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+    return route
+
+
+def hand_back(route, reason, user_id, user_label):
+    """Give an awarded trip back before pickup; emits ``trip.handed_back`` from the EMS silo."""
+    if route is None:
+        raise BidRefused("No such trip.", status=404)
+    if route.status not in ("planned", "en_route"):
+        raise BidRefused("A trip can only be handed back before pickup.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise BidRefused("Say why the trip is handed back.", status=400)
+    now = utcnow()
+    route.status = "handed_back"
+    unit = route.unit
+    db.session.flush()
+    refresh_unit_status(unit)
+    accepted = db.session.scalar(
+        sa.select(TransportBid).where(TransportBid.trip_id == route.trip_id,
+                                      TransportBid.agency_id == route.agency_id,
+                                      TransportBid.status == "accepted"))
+    if accepted is not None:
+        accepted.status = "closed"
+        accepted.decided_at = now
+    db.session.flush()
+    emit("ems", "trip.handed_back", "trip", str(route.trip_id),
+         {"trip_id": route.trip_id, "agency_id": route.agency_id, "unit_id": route.unit_id,
+          "reason": reason[:300], "user_label": user_label, "at": now.isoformat()})
+    emit("ems", "unit.status_changed", "unit", unit.public_id,
+         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+    return route
+
+
+HAND_BACK_TRIP_STATUSES = HAND_BACK_FROM

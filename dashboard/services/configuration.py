@@ -1,0 +1,71 @@
+"""System configuration: typed values with defaults and validation, stored in the center silo."""
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models.base import utcnow
+from ..models.center import SystemConfiguration
+
+AUTO_AWARD_POLICIES = {
+    "off": "Off",
+    "preferred_best_eta": "Best ETA from a preferred agency, after the deadline",
+    "first_qualifying": "First qualifying bid",
+}
+
+#: key -> (default, kind, minimum, maximum, label)
+SETTINGS = {
+    "bid_deadline_default_minutes": (30, int, 5, 24 * 60, "Default bidding deadline (minutes after posting)"),
+    "risk_no_bids_minutes": (10, int, 1, 240, "At risk: open with no bids after (minutes)"),
+    "risk_pickup_window_minutes": (15, int, 1, 240, "At risk: pickup window closes within (minutes)"),
+    "auto_award_policy": ("off", str, None, None, "Auto-award policy"),
+}
+
+
+def defaults():
+    return {key: spec[0] for key, spec in SETTINGS.items()}
+
+
+def get_all():
+    """Every setting, stored value over default."""
+    values = defaults()
+    for row in db.session.scalars(sa.select(SystemConfiguration)):
+        if row.key in SETTINGS:
+            values[row.key] = row.value
+    return values
+
+
+def get(key):
+    if key not in SETTINGS:
+        raise KeyError(key)
+    row = db.session.scalar(sa.select(SystemConfiguration).where(SystemConfiguration.key == key))
+    return SETTINGS[key][0] if row is None else row.value
+
+
+def validate(key, raw):
+    """Return (value, None) or (None, message)."""
+    if key not in SETTINGS:
+        return None, "Unknown setting."
+    default, kind, low, high, label = SETTINGS[key]
+    if key == "auto_award_policy":
+        if raw not in AUTO_AWARD_POLICIES:
+            return None, "Choose one of the listed policies."
+        return raw, None
+    try:
+        value = kind(str(raw).strip())
+    except (TypeError, ValueError):
+        return None, "Enter a whole number."
+    if value < low or value > high:
+        return None, f"Enter a value from {low} to {high}."
+    return value, None
+
+
+def set_value(key, value, user_id):
+    """Store a validated value; return the previous value (the caller audits and commits)."""
+    row = db.session.scalar(sa.select(SystemConfiguration).where(SystemConfiguration.key == key))
+    before = SETTINGS[key][0] if row is None else row.value
+    if row is None:
+        row = SystemConfiguration(key=key)
+        db.session.add(row)
+    row.value = value
+    row.updated_at = utcnow()
+    row.updated_by_user_id = user_id
+    return before

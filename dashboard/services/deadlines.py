@@ -1,0 +1,82 @@
+"""The deadline timer (run by the relay, never by page views) and the auto-award policies."""
+import logging
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models.base import LEVEL_RANK, utcnow
+from ..models.center import Agency
+from ..models.ems import TransportBid, Unit
+from ..models.hospital import TransportRequest
+from . import configuration, trips
+
+log = logging.getLogger("medport.relay")
+SWEEP_BATCH = 200
+
+
+def sweep(now=None):
+    """Mark open trips past their deadline unfilled, or auto-award them per the policy."""
+    now = now or utcnow()
+    policy = configuration.get("auto_award_policy")
+    db.session.commit()  # end the center read before writing the hospital silo
+    due = list(db.session.scalars(
+        sa.select(TransportRequest).where(
+            TransportRequest.status == "open",
+            TransportRequest.unfilled_at.is_(None),
+            TransportRequest.bid_deadline <= now,
+        ).order_by(TransportRequest.bid_deadline).limit(SWEEP_BATCH)
+    ))
+    handled = 0
+    for trip in due:
+        try:
+            if policy == "preferred_best_eta" and _award_best_preferred(trip):
+                pass
+            else:
+                trips.mark_unfilled(trip, now)
+            db.session.commit()
+            handled += 1
+        except trips.TransitionRefused:
+            db.session.rollback()  # someone acted on it at the same moment: theirs stands
+    return handled
+
+
+def _live_bids(trip_id):
+    return list(db.session.scalars(
+        sa.select(TransportBid).where(TransportBid.trip_id == trip_id, TransportBid.status == "live")
+        .order_by(TransportBid.eta_minutes, TransportBid.created_at)
+    ))
+
+
+def bid_for_award(bid):
+    """The mapping :func:`trips.award` takes, read from the EMS and center silos."""
+    unit = db.session.get(Unit, bid.unit_id)
+    name = db.session.scalar(sa.select(Agency.name).where(Agency.id == bid.agency_id))
+    return {"id": bid.id, "trip_id": bid.trip_id, "agency_id": bid.agency_id, "agency_name": name,
+            "unit_id": bid.unit_id, "unit_label": unit.label if unit else "?",
+            "eta_minutes": bid.eta_minutes, "unit_level": unit.level if unit else None}
+
+
+def _award_best_preferred(trip):
+    preferred = trips.preferred_agency_ids(trip.hospital_id)
+    for bid in _live_bids(trip.id):
+        if bid.agency_id in preferred:
+            trips.award(trip, bid_for_award(bid), None, "MedPort auto-award", source="auto")
+            return True
+    return False
+
+
+def maybe_auto_award_first(trip, bid_payload):
+    """Policy "first qualifying bid": the first live bid of a sufficient level wins at once."""
+    if configuration.get("auto_award_policy") != "first_qualifying" or trip.status != "open":
+        return False
+    bid = db.session.get(TransportBid, bid_payload["bid_id"])
+    if bid is None or bid.status != "live":
+        return False
+    offer = bid_for_award(bid)
+    if offer["unit_level"] is None or LEVEL_RANK[offer["unit_level"]] < LEVEL_RANK[trip.level_of_care]:
+        return False
+    try:
+        trips.award(trip, offer, None, "MedPort auto-award", source="auto")
+    except trips.TransitionRefused:
+        return False
+    return True

@@ -1,0 +1,365 @@
+"""Demo data: a realistic small region (central Pennsylvania) with trips in every state.
+
+Each silo is written and committed on its own, as the silo rule asks; ids
+cross silos as plain integers.  Deterministic: the same seed gives the same region.
+"""
+import random
+from datetime import datetime, time, timedelta
+from functools import lru_cache
+
+import sqlalchemy as sa
+from werkzeug.security import generate_password_hash
+
+from ..extensions import db
+from ..models.base import LEVEL_RANK, utcnow
+from ..models.center import Agency, Hospital, User
+from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit, UnitAvailability
+from ..models.hospital import (
+    HospitalAgencyPreference,
+    HospitalFacility,
+    HospitalUser,
+    TransportRequest,
+    TransportRequestEvent,
+)
+from . import configuration
+from .accounts import DEMO_PASSWORD
+from .geo import distance_km
+
+HOSPITALS = [
+    # name, code, slug, city, (lat, lon), extra facilities [(name, kind, city, lat, lon)]
+    ("Altoona Regional Medical Center", "ALT", "altoona", "Altoona", (40.5187, -78.3947),
+     [("Altoona Rehabilitation Pavilion", "rehabilitation", "Altoona", 40.5049, -78.4022)]),
+    ("Mount Nittany Valley Hospital", "MNV", "mountnittany", "State College", (40.8020, -77.8600),
+     [("Nittany Dialysis Center", "dialysis", "State College", 40.7934, -77.8719)]),
+    ("Juniata Valley Medical Center", "JVM", "juniata", "Huntingdon", (40.4848, -78.0103),
+     [("Juniata Valley Skilled Nursing", "nursing_home", "Huntingdon", 40.4901, -78.0212)]),
+    ("Johnstown Memorial Hospital", "JMH", "johnstown", "Johnstown", (40.3267, -78.9220),
+     [("Conemaugh Heart Institute", "specialty", "Johnstown", 40.3312, -78.9180),
+      ("Johnstown Cancer Care Center", "oncology", "Johnstown", 40.3190, -78.9051)]),
+    ("Bedford County Community Hospital", "BED", "bedford", "Everett", (40.0115, -78.3737),
+     [("Bedford Manor Care Home", "nursing_home", "Bedford", 40.0187, -78.5039)]),
+    ("Tyrone Area Hospital", "TYR", "tyrone", "Tyrone", (40.6706, -78.2386), []),
+]
+
+AGENCIES = [
+    # name, code, slug, levels, (lat, lon), area, units [(number, level)]
+    ("Altoona EMS", "AEMS", "altoonaems", "BLS,ALS,CCT", (40.5150, -78.4000), "Blair County",
+     [("Medic 11", "ALS"), ("Medic 12", "ALS"), ("Ambulance 14", "BLS"), ("Ambulance 15", "BLS"), ("Critical 19", "CCT")]),
+    ("Blair County Ambulance", "BCA", "blaircounty", "BLS,ALS", (40.4300, -78.4200), "Blair and Bedford counties",
+     [("Unit 21", "BLS"), ("Unit 22", "BLS"), ("Medic 23", "ALS")]),
+    ("Centre LifeLink", "CLL", "centrelifelink", "BLS,ALS", (40.7900, -77.8500), "Centre County",
+     [("Medic 31", "ALS"), ("Medic 32", "ALS"), ("Ambulance 34", "BLS")]),
+    ("Allegheny Critical Care Transport", "ACCT", "alleghenycct", "ALS,CCT", (40.4500, -78.3000), "Central Pennsylvania",
+     [("Critical 41", "CCT"), ("Critical 42", "CCT"), ("Medic 43", "ALS")]),
+    ("Huntingdon County Rescue", "HCR", "huntingdonrescue", "BLS", (40.4850, -78.0150), "Huntingdon County",
+     [("Ambulance 51", "BLS"), ("Ambulance 52", "BLS")]),
+    ("Cambria Medical Transport", "CMT", "cambriamedical", "BLS,ALS,CCT", (40.3300, -78.9100), "Cambria and Somerset counties",
+     [("Ambulance 61", "BLS"), ("Medic 62", "ALS"), ("Critical 63", "CCT"), ("Ambulance 64", "BLS")]),
+]
+
+PREFERENCES = {
+    "ALT": ["AEMS", "BCA", "ACCT"],
+    "MNV": ["CLL", "ACCT"],
+    "JVM": ["HCR", "AEMS"],
+    "JMH": ["CMT", "ACCT"],
+    "BED": ["BCA", "AEMS"],
+    "TYR": ["AEMS", "CLL"],
+}
+
+PICKUP_LOCATIONS = ["4 West, room 412", "ICU bed 7", "ED bay 3", "3 North, room 318",
+                    "Cardiac step-down 22", "Oncology 5B, room 510", "Rehab wing, room 104",
+                    "Dialysis chair 6", "Main lobby", "Med-surg 2 East, room 221"]
+OTHER_NEEDS = ["", "", "", "Hard of hearing", "Needs family member to ride along",
+               "Fall risk", "Bring own wheelchair", "Oxygen concentrator at destination"]
+
+
+@lru_cache(maxsize=1)
+def _demo_password_hash():
+    """Every demo user shares the demo password; hash it once per process."""
+    return generate_password_hash(DEMO_PASSWORD)
+
+
+def is_seeded():
+    return db.session.scalar(sa.select(sa.func.count(User.id))) > 0
+
+
+def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
+    """Create the demo region; return a summary dict.  Refuses to run twice."""
+    if is_seeded():
+        raise RuntimeError("The center silo already has users; the demo is seeded once.")
+    now = now or utcnow()
+    rng = random.Random(rng_seed)
+    password_hash = _demo_password_hash()
+
+    # --- center: registry, users, configuration ---------------------------------------
+    hospitals, agencies = {}, {}
+    for name, code, _slug, city, _coords, _extra in HOSPITALS:
+        hospitals[code] = Hospital(name=name, short_code=code, city=city, region="Central PA",
+                                   phone="814-555-0" + str(100 + len(hospitals)))
+    for name, code, _slug, levels, (lat, lon), area, _units in AGENCIES:
+        agencies[code] = Agency(name=name, short_code=code, levels=levels, service_area=area,
+                                base_lat=lat, base_lon=lon, service_radius_km=90,
+                                phone="814-555-0" + str(200 + len(agencies)))
+    db.session.add_all(list(hospitals.values()) + list(agencies.values()))
+    db.session.flush()
+    users = [
+        User(email="coordinator@medport.test", display_name="Casey Coordinator", role="coordinator"),
+        User(email="admin@medport.test", display_name="Avery Admin", role="admin"),
+    ]
+    hospital_users = []
+    for _name, code, slug, *_ in HOSPITALS:
+        user = User(email=f"nurse@{slug}.medport.test", display_name=f"Charge Nurse ({code})",
+                    role="hospital", hospital_id=hospitals[code].id)
+        users.append(user)
+        hospital_users.append((user, code))
+    for _name, code, slug, *_ in AGENCIES:
+        users.append(User(email=f"dispatch@{slug}.medport.test", display_name=f"Dispatcher ({code})",
+                          role="ems", agency_id=agencies[code].id))
+    for user in users:
+        user.password_hash = password_hash
+    db.session.add_all(users)
+    for key, value in configuration.defaults().items():
+        configuration.set_value(key, value, user_id=None)
+    db.session.commit()
+    hospital_ids = {code: h.id for code, h in hospitals.items()}
+    agency_ids = {code: a.id for code, a in agencies.items()}
+    agency_names = {code: a.name for code, a in agencies.items()}
+    hospital_user_rows = [(u.id, u.display_name, code) for u, code in hospital_users]
+
+    # --- hospital: facilities, staff, preferences ---------------------------------------
+    facilities = {}
+    for name, code, _slug, city, (lat, lon), extra in HOSPITALS:
+        rows = [HospitalFacility(hospital_id=hospital_ids[code], name=name, kind="hospital",
+                                 address=f"1 Medical Center Drive, {city}, PA", city=city, lat=lat, lon=lon)]
+        for fname, kind, fcity, flat, flon in extra:
+            rows.append(HospitalFacility(hospital_id=hospital_ids[code], name=fname, kind=kind,
+                                         address=f"{fcity}, PA", city=fcity, lat=flat, lon=flon))
+        facilities[code] = rows
+        db.session.add_all(rows)
+    db.session.flush()
+    for user_id, display_name, code in hospital_user_rows:
+        db.session.add(HospitalUser(user_id=user_id, hospital_id=hospital_ids[code],
+                                    display_name=display_name, job_title="Charge nurse",
+                                    default_facility_id=facilities[code][0].id))
+    for code, preferred in PREFERENCES.items():
+        for rank, agency_code in enumerate(preferred, start=1):
+            db.session.add(HospitalAgencyPreference(hospital_id=hospital_ids[code],
+                                                    agency_id=agency_ids[agency_code], rank=rank,
+                                                    notes="Regular partner" if rank == 1 else ""))
+    db.session.commit()
+
+    # --- ems: agencies' profiles, units, availability ----------------------------------
+    units_by_agency = {}
+    today = now.date()
+    for name, code, _slug, levels, (lat, lon), area, unit_specs in AGENCIES:
+        db.session.add(EmsAgency(agency_id=agency_ids[code], name=name, levels=levels,
+                                 dispatch_phone="814-555-0" + str(300 + len(units_by_agency)),
+                                 base_lat=lat, base_lon=lon, service_radius_km=90))
+        units = []
+        for number, level in unit_specs:
+            unit = Unit(agency_id=agency_ids[code], number=number, level=level,
+                        base_station=f"{area.split(' ')[0]} Station", status="available",
+                        shift_start=time(7, 0), shift_end=time(19, 0), lat=lat, lon=lon)
+            units.append(unit)
+        db.session.add_all(units)
+        units_by_agency[code] = units
+    db.session.flush()
+    for units in units_by_agency.values():
+        for unit in units:
+            for offset in (0, 1):
+                day = today + timedelta(days=offset)
+                db.session.add(UnitAvailability(unit_id=unit.id, kind="on_shift",
+                                                starts_at=datetime.combine(day, time(11, 0)),
+                                                ends_at=datetime.combine(day, time(23, 0))))
+            db.session.add(UnitAvailability(unit_id=unit.id, kind="on_break",
+                                            starts_at=datetime.combine(today, time(16, 0)),
+                                            ends_at=datetime.combine(today, time(16, 30))))
+    db.session.commit()
+
+    # --- trips across the last days, and the bids/routes that go with them --------------
+    all_facilities = [f for rows in facilities.values() for f in rows]
+    trip_plans = []
+    statuses_recent = ["open", "open", "awarded", "en_route", "at_pickup", "transporting"]
+    counter = {}
+    for day_offset in range(days - 1, -1, -1):
+        for i in range(trips_per_day):
+            code = rng.choice(list(hospital_ids))
+            origin = facilities[code][0] if rng.random() < 0.8 else rng.choice(facilities[code])
+            destination = rng.choice([f for f in all_facilities if f.id != origin.id])
+            level = rng.choices(["BLS", "ALS", "CCT"], weights=[6, 3, 1])[0]
+            urgency = rng.choices(["routine", "urgent", "emergent"], weights=[7, 2, 1])[0]
+            if day_offset == 0:
+                created = now - timedelta(minutes=rng.randint(2, 240))
+                status = statuses_recent[i % len(statuses_recent)] if i < 8 else rng.choice(["completed", "cancelled"])
+            else:
+                created = now - timedelta(days=day_offset, minutes=rng.randint(0, 600))
+                status = rng.choices(["completed", "cancelled"], weights=[8, 2])[0]
+            window_start = created + timedelta(minutes=rng.choice([30, 45, 60, 90, 120]))
+            counter[code] = counter.get(code, 0) + 1
+            trip_plans.append(dict(code=code, origin=origin, destination=destination, level=level,
+                                   urgency=urgency, created=created, status=status,
+                                   window_start=window_start,
+                                   reference=f"{code}-{created:%y%m%d}-{counter[code]:03d}"))
+
+    trips = []
+    for plan in trip_plans:
+        created = plan["created"]
+        trip = TransportRequest(
+            reference=plan["reference"], hospital_id=hospital_ids[plan["code"]], status="open",
+            origin_facility_id=plan["origin"].id, pickup_location=rng.choice(PICKUP_LOCATIONS),
+            destination_facility_id=plan["destination"].id, level_of_care=plan["level"],
+            mobility=rng.choice(["stretcher", "stretcher", "wheelchair", "ambulatory", "bariatric_stretcher"]),
+            urgency=plan["urgency"], window_start=plan["window_start"],
+            window_end=plan["window_start"] + timedelta(minutes=60),
+            patient_ref="P-" + "".join(rng.choice("ACDEFHJKMNPRTUVWXY3479") for _ in range(6)),
+            age_group=rng.choice(["adult", "adult", "older_adult", "older_adult", "adolescent", "child"]),
+            weight_kg=rng.randint(40, 140), isolation=rng.choice(["none"] * 5 + ["contact", "droplet"]),
+            oxygen_lpm=rng.choice([0, 0, 0, 2, 4]), cardiac_monitor=plan["level"] != "BLS",
+            iv_pump=plan["level"] == "CCT" or rng.random() < 0.2, ventilator=plan["level"] == "CCT" and rng.random() < 0.5,
+            other_needs=rng.choice(OTHER_NEEDS), bid_deadline=created + timedelta(minutes=30),
+            invite_mode=rng.choice(["all", "all", "preferred", "preferred_then_all"]),
+            invite_all_after_minutes=10,
+            invited_agency_ids="," + ",".join(str(agency_ids[c]) for c in PREFERENCES[plan["code"]]) + ",",
+            created_by_user_id=1, created_at=created, updated_at=created,
+        )
+        if trip.invite_mode != "preferred_then_all":
+            trip.invite_all_after_minutes = None
+        db.session.add(trip)
+        trips.append((trip, plan))
+    db.session.flush()
+
+    # Bids are decided in memory first, so each silo is written once.
+    bid_plans = []
+    history = []
+    progression = ["awarded", "en_route", "at_pickup", "transporting", "completed"]
+    for trip, plan in trips:
+        created = plan["created"]
+        history.append(TransportRequestEvent(trip_id=trip.id, action="posted", to_status="open",
+                                             at=created, user_id=trip.created_by_user_id,
+                                             user_label="Charge Nurse (" + plan["code"] + ")"))
+        capable = [spec[1] for spec in AGENCIES
+                   if any(LEVEL_RANK[u.level] >= LEVEL_RANK[plan["level"]] for u in units_by_agency[spec[1]])]
+        recent_open = plan["status"] == "open" and rng.random() < 0.4
+        n_bids = 0 if recent_open else min(len(capable), rng.randint(2, 4))
+        bidders = rng.sample(capable, n_bids)
+        trip_bids = []
+        for code in bidders:
+            unit = rng.choice([u for u in units_by_agency[code] if LEVEL_RANK[u.level] >= LEVEL_RANK[plan["level"]]])
+            bid_at = created + timedelta(minutes=rng.randint(1, 20))
+            trip_bids.append(dict(code=code, unit=unit, eta=rng.randint(8, 75), at=bid_at,
+                                  note=rng.choice(["", "", "Crew finishing a call nearby", "Can take oxygen"])))
+        trip_bids.sort(key=lambda b: b["eta"])
+        if trip_bids:
+            trip.bid_count = len(trip_bids)
+            trip.best_eta_minutes = trip_bids[0]["eta"]
+            trip.first_bid_at = min(b["at"] for b in trip_bids)
+        winner = None
+        if plan["status"] in progression and trip_bids:
+            winner = trip_bids[0]
+            awarded_at = max(b["at"] for b in trip_bids) + timedelta(minutes=2)
+            trip.status = "awarded"
+            trip.awarded_agency_id = agency_ids[winner["code"]]
+            trip.awarded_agency_name = agency_names[winner["code"]]
+            trip.awarded_unit_id = winner["unit"].id
+            trip.awarded_unit_label = winner["unit"].label
+            trip.awarded_eta_minutes = winner["eta"]
+            trip.awarded_at = awarded_at
+            trip.award_source = "hospital"
+            history.append(TransportRequestEvent(trip_id=trip.id, action="awarded", from_status="open",
+                                                 to_status="awarded", at=awarded_at, user_id=1,
+                                                 user_label="Charge Nurse (" + plan["code"] + ")",
+                                                 note=f"{agency_names[winner['code']]}, {winner['unit'].label}, ETA {winner['eta']} min"))
+            at = awarded_at
+            steps = progression[1:progression.index(plan["status"]) + 1]
+            previous = "awarded"
+            for step in steps:
+                at = at + timedelta(minutes=rng.randint(5, 35))
+                setattr(trip, f"{step}_at", at)
+                trip.status = step
+                history.append(TransportRequestEvent(trip_id=trip.id, action=step, from_status=previous,
+                                                     to_status=step, at=at,
+                                                     user_label=f"{winner['unit'].number}, {agency_names[winner['code']]}"))
+                previous = step
+            trip.updated_at = at
+        elif plan["status"] in progression or plan["status"] == "cancelled":
+            cancel_at = created + timedelta(minutes=rng.randint(20, 50))
+            trip.status = "cancelled"
+            trip.cancel_reason = rng.choice(["no_availability", "patient_not_stable", "not_needed"])
+            trip.cancelled_at = cancel_at
+            trip.updated_at = cancel_at
+            history.append(TransportRequestEvent(trip_id=trip.id, action="cancelled", from_status="open",
+                                                 to_status="cancelled", at=cancel_at, user_id=1,
+                                                 user_label="Charge Nurse (" + plan["code"] + ")"))
+        elif plan["status"] == "open" and created + timedelta(minutes=30) < now:
+            trip.unfilled_at = created + timedelta(minutes=30)
+            trip.bid_deadline = now + timedelta(minutes=rng.randint(5, 30)) if trip_bids else trip.bid_deadline
+            if trip_bids:
+                trip.unfilled_at = None
+        bid_plans.append((trip, plan, trip_bids, winner))
+    db.session.add_all(history)
+    summary = {"trips": len(trips), "by_status": {}}
+    for trip, *_ in trips:
+        summary["by_status"][trip.status] = summary["by_status"].get(trip.status, 0) + 1
+    trip_facts = {trip.id: dict(status=trip.status, hospital_id=trip.hospital_id, reference=trip.reference,
+                                window_start=trip.window_start, window_end=trip.window_end,
+                                origin=trip.origin, destination=trip.destination,
+                                pickup=trip.pickup_location, completed_at=trip.completed_at,
+                                cancelled=trip.status == "cancelled")
+                  for trip, *_ in trips}
+    db.session.commit()
+
+    # --- ems: bids and routes ----------------------------------------------------------
+    position = {}
+    n_bids = 0
+    for trip, _plan, trip_bids, winner in bid_plans:
+        facts = trip_facts[trip.id]
+        for bid in trip_bids:
+            if winner is bid:
+                status = "accepted"
+            elif winner is not None:
+                status = "declined"
+            elif facts["cancelled"]:
+                status = "closed"
+            else:
+                status = "live"
+            db.session.add(TransportBid(trip_id=trip.id, hospital_id=facts["hospital_id"],
+                                        agency_id=agency_ids[bid["code"]], unit_id=bid["unit"].id,
+                                        eta_minutes=bid["eta"], note=bid["note"], status=status,
+                                        window_start=facts["window_start"], window_end=facts["window_end"],
+                                        created_at=bid["at"], updated_at=bid["at"],
+                                        decided_at=None if status == "live" else bid["at"] + timedelta(minutes=5)))
+            n_bids += 1
+        if winner is not None:
+            unit = winner["unit"]
+            day = facts["window_start"].date()
+            key = (unit.id, day)
+            position[key] = position.get(key, 0) + 1
+            done = facts["status"] == "completed"
+            origin, destination = facts["origin"], facts["destination"]
+            db.session.add(EmsRoute(unit_id=unit.id, agency_id=unit.agency_id, trip_id=trip.id,
+                                    trip_reference=facts["reference"], service_date=day,
+                                    position=position[key],
+                                    pickup_label=f"{origin.name}, {facts['pickup']}",
+                                    dropoff_label=destination.name if destination else "",
+                                    pickup_lat=origin.lat, pickup_lon=origin.lon,
+                                    dropoff_lat=destination.lat if destination else None,
+                                    dropoff_lon=destination.lon if destination else None,
+                                    window_start=facts["window_start"], window_end=facts["window_end"],
+                                    status=facts["status"] if facts["status"] != "awarded" else "planned"))
+            if not done:
+                unit.status = "assigned"
+                unit.current_trip_id = trip.id
+    db.session.commit()
+    summary.update(hospitals=len(hospitals), agencies=len(agencies), users=len(users), bids=n_bids,
+                   units=sum(len(u) for u in units_by_agency.values()),
+                   mean_leg_km=_mean_leg(trip_plans))
+    return summary
+
+
+def _mean_leg(plans):
+    legs = [distance_km(p["origin"].lat, p["origin"].lon, p["destination"].lat, p["destination"].lon)
+            for p in plans]
+    legs = [leg for leg in legs if leg is not None]
+    return round(sum(legs) / len(legs), 1) if legs else None
+
+

@@ -1,0 +1,328 @@
+"""The trip lifecycle, owned by the hospital silo.  Every transition is checked here, once.
+
+``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` → ``completed``;
+``cancelled`` from ``open`` or ``awarded``; an ``open`` trip past its deadline is
+flagged unfilled (it stays ``open``).  Every change is a compare-and-set on the
+trip's ``version``, so of two awards arriving at once exactly one wins and the
+other gets :class:`TransitionRefused` with a clear message.
+
+Functions here write the hospital silo only and add the matching outbox event;
+the caller commits.
+"""
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from ..events.outbox import emit
+from ..extensions import db
+from ..models.base import LEVEL_RANK, utcnow
+from ..models.hospital import HospitalAgencyPreference, TransportRequest, TransportRequestEvent
+
+#: from status -> statuses a trip may move to.
+TRANSITIONS = {
+    "open": {"awarded", "cancelled"},
+    "awarded": {"en_route", "cancelled", "open"},
+    "en_route": {"at_pickup", "open"},
+    "at_pickup": {"transporting"},
+    "transporting": {"completed"},
+    "completed": set(),
+    "cancelled": set(),
+}
+CREW_STEPS = ("en_route", "at_pickup", "transporting", "completed")
+HAND_BACK_FROM = ("awarded", "en_route")
+PATIENT_REF_ALPHABET = "ACDEFHJKMNPRTUVWXY3479"
+
+
+class TransitionRefused(Exception):
+    """An illegal or stale change; ``message`` is for the user, ``status`` for HTTP."""
+
+    def __init__(self, message, status=409):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def new_patient_ref():
+    """A generated patient reference: no name, no date of birth, no record number."""
+    return "P-" + "".join(secrets.choice(PATIENT_REF_ALPHABET) for _ in range(6))
+
+
+def new_reference(hospital_code, now=None):
+    """A human trip reference like ``ALT-261125-7KQ3``; unique by construction and index."""
+    now = now or utcnow()
+    return f"{hospital_code}-{now:%y%m%d}-" + "".join(
+        secrets.choice(PATIENT_REF_ALPHABET) for _ in range(4)
+    )
+
+
+def trip_payload(trip):
+    """What other silos learn of a trip: operational facts, no patient reference."""
+    return {
+        "trip_id": trip.id,
+        "public_id": trip.public_id,
+        "reference": trip.reference,
+        "hospital_id": trip.hospital_id,
+        "status": trip.status,
+        "level_of_care": trip.level_of_care,
+        "urgency": trip.urgency,
+        "invite_mode": trip.invite_mode,
+        "invited_agency_ids": sorted(trip.invited_ids),
+        "awarded_agency_id": trip.awarded_agency_id,
+        "awarded_unit_id": trip.awarded_unit_id,
+        "awarded_bid_id": trip.awarded_bid_id,
+        "version": trip.version,
+    }
+
+
+def _history(trip, action, from_status, to_status, user_id, user_label, note="", detail=None, at=None):
+    db.session.add(
+        TransportRequestEvent(
+            trip_id=trip.id, action=action, from_status=from_status, to_status=to_status,
+            at=at or utcnow(), user_id=user_id, user_label=user_label or "", note=(note or "")[:300],
+            detail=detail,
+        )
+    )
+
+
+def preferred_agency_ids(hospital_id):
+    return list(
+        db.session.scalars(
+            sa.select(HospitalAgencyPreference.agency_id)
+            .where(HospitalAgencyPreference.hospital_id == hospital_id)
+            .order_by(HospitalAgencyPreference.rank)
+        )
+    )
+
+
+def post(hospital_id, hospital_code, fields, user_id, user_label):
+    """Create an ``open`` trip from validated ``fields`` and emit ``trip.posted``."""
+    now = utcnow()
+    trip = TransportRequest(
+        hospital_id=hospital_id,
+        reference=new_reference(hospital_code, now),
+        status="open",
+        created_by_user_id=user_id,
+        created_at=now,
+        updated_at=now,
+        invited_agency_ids="," + ",".join(str(a) for a in preferred_agency_ids(hospital_id)) + ",",
+        **fields,
+    )
+    if not trip.patient_ref:
+        trip.patient_ref = new_patient_ref()
+    db.session.add(trip)
+    db.session.flush()
+    _history(trip, "posted", None, "open", user_id, user_label, at=now)
+    emit("hospital", "trip.posted", "trip", trip.public_id, trip_payload(trip))
+    return trip
+
+
+def _compare_and_set(trip, expected_status, values, expected_version=None):
+    """Apply ``values`` only if the trip is still in ``expected_status`` (and version).
+
+    One UPDATE with the old state in its WHERE: of two racing writers, one
+    matches and the other finds zero rows and is refused.
+    """
+    version = trip.version if expected_version is None else expected_version
+    values = dict(values, version=version + 1, updated_at=utcnow())
+    result = db.session.execute(
+        sa.update(TransportRequest)
+        .where(
+            TransportRequest.id == trip.id,
+            TransportRequest.status == expected_status,
+            TransportRequest.version == version,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise TransitionRefused(
+            "This request changed while you were looking at it (another user or the center acted). "
+            "Reload to see its current state; nothing was saved."
+        )
+    db.session.refresh(trip)
+
+
+def _check(trip, to_status):
+    if to_status not in TRANSITIONS.get(trip.status, set()):
+        raise TransitionRefused(
+            f"A request that is {trip.status.replace('_', ' ')} cannot become "
+            f"{to_status.replace('_', ' ')}."
+        )
+
+
+def award(trip, bid, user_id, user_label, source="hospital", note="", expected_version=None):
+    """Award ``bid`` (a live EMS bid, read from the EMS silo) and emit ``trip.awarded``.
+
+    ``bid`` is a mapping with ``id``, ``agency_id``, ``agency_name``, ``unit_id``,
+    ``unit_label``, ``eta_minutes`` (or ``bid_id=None`` for a center assignment).
+    """
+    _check(trip, "awarded")
+    if bid.get("trip_id") not in (None, trip.id):
+        raise TransitionRefused("That bid belongs to another request.", status=400)
+    _compare_and_set(
+        trip,
+        "open",
+        dict(
+            status="awarded",
+            awarded_bid_id=bid.get("id"),
+            awarded_agency_id=bid["agency_id"],
+            awarded_agency_name=bid["agency_name"],
+            awarded_unit_id=bid["unit_id"],
+            awarded_unit_label=bid["unit_label"],
+            awarded_eta_minutes=bid["eta_minutes"],
+            awarded_at=utcnow(),
+            award_source=source,
+            award_note=(note or "")[:300] or None,
+            unfilled_at=None,
+        ),
+        expected_version,
+    )
+    summary = f"{bid['agency_name']}, {bid['unit_label']}, ETA {bid['eta_minutes']} min"
+    if source == "center":
+        summary = "Center assignment: " + summary + (f". Reason: {note}" if note else "")
+    elif source == "auto":
+        summary = "Auto-award: " + summary
+    _history(trip, "awarded", "open", "awarded", user_id, user_label, summary)
+    payload = trip_payload(trip)
+    payload.update(
+        source=source,
+        eta_minutes=bid["eta_minutes"],
+        pickup_facility_id=trip.origin_facility_id,
+        window_start=trip.window_start.isoformat(),
+        window_end=trip.window_end.isoformat(),
+    )
+    emit("hospital", "trip.awarded", "trip", trip.public_id, payload)
+    return trip
+
+
+def cancel(trip, reason, note, user_id, user_label, expected_version=None):
+    """Cancel an open or awarded trip with a reason; emit ``trip.cancelled``."""
+    _check(trip, "cancelled")
+    previous = trip.status
+    _compare_and_set(
+        trip, previous,
+        dict(status="cancelled", cancel_reason=reason, cancel_note=(note or "")[:300] or None,
+             cancelled_at=utcnow()),
+        expected_version,
+    )
+    _history(trip, "cancelled", previous, "cancelled", user_id, user_label,
+             note or reason.replace("_", " "))
+    emit("hospital", "trip.cancelled", "trip", trip.public_id,
+         dict(trip_payload(trip), reason=reason, previous_status=previous))
+    return trip
+
+
+def edit(trip, changes, user_id, user_label, expected_version=None):
+    """Change an open trip's window, needs or notes; emit ``trip.changed``."""
+    if trip.status != "open":
+        raise TransitionRefused("Only an open request can be edited.")
+    before = {key: getattr(trip, key) for key in changes}
+    changed = {k: v for k, v in changes.items() if before[k] != v}
+    if not changed:
+        return trip, {}
+    _compare_and_set(trip, "open", changed, expected_version)
+    note = "Changed: " + ", ".join(sorted(k.replace("_", " ") for k in changed))
+    _history(trip, "changed", "open", "open", user_id, user_label, note,
+             detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
+    emit("hospital", "trip.changed", "trip", trip.public_id,
+         dict(trip_payload(trip), changed=sorted(changed)))
+    return trip, changed
+
+
+def extend_deadline(trip, new_deadline, user_id, user_label, note=""):
+    """Give an open trip more bidding time; clears the unfilled flag."""
+    if trip.status != "open":
+        raise TransitionRefused("Only an open request's deadline can be extended.")
+    if new_deadline <= utcnow():
+        raise TransitionRefused("The new deadline must be in the future.", status=400)
+    _compare_and_set(trip, "open", dict(bid_deadline=new_deadline, unfilled_at=None))
+    _history(trip, "deadline_extended", "open", "open", user_id, user_label,
+             note or "Bidding deadline extended")
+    emit("hospital", "trip.changed", "trip", trip.public_id,
+         dict(trip_payload(trip), changed=["bid_deadline"]))
+    return trip
+
+
+def _reopen_values(deadline_minutes):
+    return dict(
+        status="open", awarded_bid_id=None, awarded_agency_id=None, awarded_agency_name=None,
+        awarded_unit_id=None, awarded_unit_label=None, awarded_eta_minutes=None, awarded_at=None,
+        award_source=None, award_note=None, en_route_at=None, unfilled_at=None,
+        bid_deadline=utcnow() + timedelta(minutes=deadline_minutes),
+    )
+
+
+def reopen(trip, user_id, user_label, reason, deadline_minutes, event_type="trip.reopened",
+           action="reopened", expected_version=None):
+    """Take an awarded (not yet picked up) trip back to ``open`` for new bids."""
+    if trip.status not in HAND_BACK_FROM:
+        raise TransitionRefused("Only a request that is awarded or en route (before pickup) can be re-opened.")
+    previous = trip.status
+    released = dict(agency_id=trip.awarded_agency_id, unit_id=trip.awarded_unit_id,
+                    bid_id=trip.awarded_bid_id)
+    values = _reopen_values(deadline_minutes)
+    if event_type == "trip.handed_back":
+        values["handed_back_count"] = trip.handed_back_count + 1
+    _compare_and_set(trip, previous, values, expected_version)
+    _history(trip, action, previous, "open", user_id, user_label, reason)
+    emit("hospital", event_type, "trip", trip.public_id,
+         dict(trip_payload(trip), released=released, reason=reason, previous_status=previous))
+    return trip
+
+
+def apply_crew_step(trip, step, at, user_label, agency_id):
+    """Apply a crew's progress (reported through the EMS silo) to the trip.
+
+    Idempotent: a step already applied (or passed) is a no-op.  Returns True when applied.
+    """
+    if trip.awarded_agency_id != agency_id:
+        return False
+    order = ("awarded",) + CREW_STEPS
+    if trip.status not in order or order.index(trip.status) >= order.index(step):
+        return False
+    _check(trip, step)
+    previous = trip.status
+    _compare_and_set(trip, previous, {"status": step, f"{step}_at": at})
+    _history(trip, step, previous, step, None, user_label, at=at)
+    emit("hospital", "trip.status_changed", "trip", trip.public_id,
+         dict(trip_payload(trip), previous_status=previous))
+    return True
+
+
+def mark_unfilled(trip, now=None):
+    """Flag an open trip past its deadline as unfilled (it stays open for the center)."""
+    now = now or utcnow()
+    if trip.status != "open" or trip.unfilled_at is not None or trip.bid_deadline > now:
+        return False
+    _compare_and_set(trip, "open", dict(unfilled_at=now))
+    _history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled")
+    emit("hospital", "trip.unfilled", "trip", trip.public_id, trip_payload(trip))
+    return True
+
+
+def agency_may_serve(trip, agency_id, agency_levels, now=None):
+    """Whether the agency is invited to ``trip`` and has the level of care for it."""
+    now = now or utcnow()
+    if not any(LEVEL_RANK[level] >= LEVEL_RANK[trip.level_of_care] for level in agency_levels):
+        return False
+    if trip.invite_mode == "all":
+        return True
+    if agency_id in trip.invited_ids:
+        return True
+    if trip.invite_mode == "preferred_then_all":
+        return now >= trip.created_at + timedelta(minutes=trip.invite_all_after_minutes or 0)
+    return False
+
+
+def get_for_hospital(public_id, hospital_id):
+    """A trip of this hospital, or None (another hospital's trip is not found, not forbidden)."""
+    return db.session.scalar(
+        sa.select(TransportRequest).where(
+            TransportRequest.public_id == public_id, TransportRequest.hospital_id == hospital_id
+        )
+    )
+
+
+def get_by_public_id(public_id):
+    return db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == public_id))

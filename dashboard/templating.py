@@ -1,0 +1,122 @@
+"""Template filters and globals: local times, labels, the navigation of each role."""
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from flask_login import current_user
+
+from .models import base as vocab
+from .models import ems as ems_vocab
+from .models import hospital as hospital_vocab
+from .models.base import utcnow
+
+
+def local_zone():
+    return ZoneInfo(current_app.config["MEDPORT_TIMEZONE"])
+
+
+def to_local(value):
+    """A stored naive-UTC datetime in the region's time zone."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC).astimezone(local_zone())
+
+
+def from_local(value):
+    """A naive local datetime (from a form) as naive UTC for storage."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=local_zone()).astimezone(UTC).replace(tzinfo=None)
+
+
+def format_time(value, fmt="%a %d %b %H:%M"):
+    local = to_local(value)
+    return local.strftime(fmt) if local else "—"
+
+
+def format_age(value, now=None):
+    """How long ago, as dispatchers say it: 4 min, 2 h 05, 3 d."""
+    if value is None:
+        return "—"
+    seconds = int(((now or utcnow()) - value).total_seconds())
+    if seconds < 0:
+        return "in " + format_duration(-seconds)
+    return format_duration(seconds)
+
+
+def format_duration(seconds):
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d}"
+    return f"{hours // 24} d"
+
+
+NAVIGATION = {
+    "hospital": [
+        ("hospital.dashboard", "Requests"),
+        ("hospital.new_request", "New request"),
+        ("hospital.preferences", "Preferred agencies"),
+    ],
+    "ems": [
+        ("ems.board", "Open requests"),
+        ("ems.my_trips", "My trips"),
+        ("ems.units", "Units"),
+        ("ems.history", "Bid history"),
+    ],
+    "coordinator": [
+        ("center.board", "Regional board"),
+        ("center.units", "Units"),
+        ("center.audit", "Audit log"),
+        ("center.health", "Silo health"),
+    ],
+    "admin": [
+        ("center.board", "Regional board"),
+        ("center.units", "Units"),
+        ("center.registry", "Registry"),
+        ("center.users", "Users"),
+        ("center.config", "Configuration"),
+        ("center.audit", "Audit log"),
+        ("center.health", "Silo health"),
+    ],
+}
+
+
+def navigation():
+    """The navigation entries of the signed-in user's role whose endpoints exist."""
+    if not current_user.is_authenticated:
+        return []
+    endpoints = current_app.view_functions
+    return [(ep, label) for ep, label in NAVIGATION.get(current_user.role, []) if ep in endpoints]
+
+
+def register(app):
+    app.jinja_env.filters["localtime"] = format_time
+    app.jinja_env.filters["age"] = format_age
+    app.jinja_env.globals.update(
+        navigation=navigation,
+        LEVEL_LABELS=vocab.LEVEL_LABELS,
+        MOBILITIES=vocab.MOBILITIES,
+        URGENCIES=vocab.URGENCIES,
+        ROLES=vocab.ROLES,
+        UNIT_STATUSES=ems_vocab.UNIT_STATUSES,
+        CANCEL_REASONS=hospital_vocab.CANCEL_REASONS,
+        AGE_GROUPS=hospital_vocab.AGE_GROUPS,
+        ISOLATIONS=hospital_vocab.ISOLATIONS,
+        INVITE_MODES=hospital_vocab.INVITE_MODES,
+        STATUS_LABELS={
+            "open": "Open",
+            "awarded": "Awarded",
+            "en_route": "En route",
+            "at_pickup": "At pickup",
+            "transporting": "Transporting",
+            "completed": "Completed",
+            "cancelled": "Cancelled",
+        },
+    )
+
+    @app.context_processor
+    def _now():
+        return {"now_utc": utcnow()}
