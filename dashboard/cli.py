@@ -105,17 +105,43 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
     click.echo(f"created {role} user {user.email}")
 
 
-@medport.command("relay")
-@click.option("--once", is_flag=True, help="Deliver what is pending, then exit.")
-@click.option("--poll", default=1.0, show_default=True, help="Seconds between idle polls.")
+@medport.command("seed-scale")
+@click.option("--trips", type=click.IntRange(1, 10_000_000), required=True, help="How many trips to add.")
+@click.option("--years", type=click.FloatRange(0.1, 20), default=2.0, show_default=True,
+              help="How far back the history reaches.")
 @with_appcontext
-def relay_command(once, poll):
+def seed_scale_command(trips, years):
+    """Fill the three silos with a region's years of history (2-5 bids per trip), fast."""
+    import time
+
+    from .services import scale
+
+    started = time.perf_counter()
+    with click.progressbar(length=trips, label="trips") as bar:
+        counts = scale.generate(trips, years=years, progress=bar.update)
+    elapsed = time.perf_counter() - started
+    click.echo(
+        f"added {counts['trips']} trips, {counts['bids']} bids, {counts['history']} history rows, "
+        f"{counts['routes']} routes in {elapsed:.1f} s"
+    )
+
+
+@medport.command("relay")
+@click.option("--once", is_flag=True, help="Deliver what is pending (and its follow-ups), then exit.")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between idle polls.")
+@click.option("--retry-parked", is_flag=True, help="Put parked events back in the queue first.")
+@with_appcontext
+def relay_command(once, poll, retry_parked):
     """Deliver outbox events (several relay processes may run together)."""
     from .events.relay import Relay
+    from .events.relay import retry_parked as requeue
 
+    if retry_parked:
+        count = requeue()
+        click.echo(f"{count} parked events queued again")
     relay = Relay(current_app._get_current_object())
     if once:
-        delivered = relay.run_once()
+        delivered = relay.drain()
         click.echo(f"delivered {delivered} events")
         return
     click.echo("relay running; Ctrl-C to stop")
