@@ -20,7 +20,9 @@ PG_BASE = normalise_url(
     os.environ.get("MEDPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 )
 REQUIRE_PG = os.environ.get("MEDPORT_REQUIRE_POSTGRES") == "1"
-PG_DATABASES = {silo: f"medport_test_{silo}" for silo in SILOS}
+#: Two test runs at once (two checkouts) each set their own prefix.
+PG_PREFIX = os.environ.get("MEDPORT_TEST_DB_PREFIX", "medport_test")
+PG_DATABASES = {silo: f"{PG_PREFIX}_{silo}" for silo in SILOS}
 DEMO_PASSWORD = "medport-demo"
 
 _pg_state = {}

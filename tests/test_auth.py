@@ -205,3 +205,25 @@ def test_security_headers(client):
     assert "Strict-Transport-Security" not in response.headers
     secure = client.get("/login", base_url="https://localhost")
     assert "max-age" in secure.headers["Strict-Transport-Security"]
+
+
+def test_sign_out_revokes_the_session_even_for_a_copied_cookie(app, client, auth, demo):
+    auth.login()
+    with client.session_transaction() as session:
+        stolen = dict(session)
+    auth.logout()
+    thief = app.test_client()
+    with thief.session_transaction() as session:
+        session.update(stolen)
+    response = thief.get("/hospital/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_two_sessions_of_one_user_are_independent(app, auth, demo):
+    first, second = app.test_client(), app.test_client()
+    for c in (first, second):
+        assert c.post("/login", data={"email": "nurse@altoona.medport.test",
+                                      "password": "medport-demo"}).status_code == 302
+    first.post("/logout")
+    assert first.get("/hospital/").status_code == 302
+    assert second.get("/hospital/").status_code == 200

@@ -84,6 +84,7 @@ def login():
         db.session.commit()  # the audit entry of the failure
         flash(refused.message, "error")
         return render_template("auth/login.html", form=form), refused.status
+    accounts.start_session(user, request.remote_addr)
     db.session.commit()
     # A fresh session at sign-in: nothing from before survives (no session fixation).
     session.clear()
@@ -100,6 +101,7 @@ def login():
 def logout():
     audit.record("logout", user=current_user, ip=request.remote_addr,
                  entity_type="user", entity_id=current_user.public_id)
+    accounts.end_session(current_user.session_token)
     db.session.commit()
     logout_user()
     session.clear()

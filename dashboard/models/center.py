@@ -45,9 +45,15 @@ class User(UserMixin, db.Model):
     def is_active(self):
         return bool(self.active)
 
+    #: The server-side session this user object was loaded for (set at sign-in or by the loader).
+    session_token = None
+
     def get_id(self):
-        """Session identity: the public id and the epoch, so an epoch bump ends sessions."""
-        return f"{self.public_id}:{self.session_epoch}"
+        """Session identity: public id, epoch and server-side session token.
+
+        An epoch bump ends every session of the user; revoking the token ends one.
+        """
+        return f"{self.public_id}:{self.session_epoch}:{self.session_token or ''}"
 
     def set_password(self, password):
         self.password_hash = generate_password_hash(password)
@@ -71,6 +77,20 @@ class User(UserMixin, db.Model):
             "coordinator": "center.board",
             "admin": "center.board",
         }[self.role]
+
+
+class UserSession(db.Model):
+    """A signed-in browser session; sign-out revokes it, so a copied cookie stops working."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (sa.Index("ix_user_sessions_user_revoked", "user_id", "revoked_at"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    token = sa.Column(sa.String(64), nullable=False, unique=True)
+    user_id = sa.Column(sa.Integer, sa.ForeignKey("users.id"), nullable=False)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    revoked_at = sa.Column(sa.DateTime)
+    ip = sa.Column(sa.String(64))
 
 
 class Hospital(db.Model):

@@ -1,4 +1,5 @@
 """Accounts: authentication, login throttling, user creation and role rules."""
+import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -6,7 +7,7 @@ from flask import current_app
 
 from ..extensions import db
 from ..models.base import ROLES, utcnow
-from ..models.center import AuditLog, User
+from ..models.center import AuditLog, User, UserSession
 from . import audit
 
 DEMO_PASSWORD = "medport-demo"
@@ -82,14 +83,47 @@ def authenticate(email, password, ip):
     return user
 
 
+def start_session(user, ip):
+    """A new server-side session for ``user`` (the caller commits); returns its token."""
+    token = secrets.token_urlsafe(32)
+    db.session.add(UserSession(token=token, user_id=user.id, ip=ip))
+    user.session_token = token
+    return token
+
+
+def end_session(token):
+    """Revoke one server-side session (sign-out); the caller commits."""
+    if token:
+        db.session.execute(
+            sa.update(UserSession).where(UserSession.token == token, UserSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow()))
+
+
+def session_is_live(user_id, epoch, token):
+    """Whether a session (user, epoch, token) is still valid: active user, same epoch, not revoked."""
+    row = db.session.execute(
+        sa.select(User.active, User.session_epoch, UserSession.revoked_at)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(User.id == user_id, UserSession.token == token)
+    ).first()
+    return row is not None and row.active and row.session_epoch == epoch and row.revoked_at is None
+
+
 def load_session_user(session_id):
-    """Flask-Login loader: ``public_id:epoch``; an old epoch means the session ended."""
-    public_id, _, epoch = (session_id or "").partition(":")
-    if not public_id or not epoch.isdigit():
+    """Flask-Login loader: ``public_id:epoch:token``.
+
+    An old epoch (deactivation, password reset) or a revoked token (sign-out) means the
+    session ended.  One query: the user joined with their live session row.
+    """
+    public_id, epoch, token = ((session_id or "").split(":") + ["", "", ""])[:3]
+    if not public_id or not epoch.isdigit() or not token:
         return None
-    user = db.session.scalar(sa.select(User).where(User.public_id == public_id))
+    user = db.session.scalar(
+        sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
+            User.public_id == public_id, UserSession.token == token, UserSession.revoked_at.is_(None)))
     if user is None or user.session_epoch != int(epoch) or not user.is_active:
         return None
+    user.session_token = token
     return user
 
 
