@@ -1,12 +1,704 @@
-"""EMS dispatchers and crews: open-request board, bids, trips, units, routes."""
-from flask import Blueprint, render_template
+"""EMS dispatchers and crews: open-request board, bids, trips, units, availability, routes, history.
+
+Everything is scoped to the signed-in user's agency: another agency's bids,
+units and trips are not found (404).  Views read the hospital silo, write only
+the EMS silo, and commit once per use case; what the hospital must learn
+follows through the outbox.
+"""
+import csv
+import io
+from datetime import date, datetime, time, timedelta
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy.orm import selectinload
+from wtforms.fields.choices import SelectChoice
 
 from ..auth.routes import roles_required
+from ..extensions import db
+from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
+from ..models.ems import EmsRoute, TransportBid, Unit
+from ..models.hospital import TransportRequest
+from ..services import bidding, trips
+from ..services import units as unit_service
+from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
+from ..services.geo import distance_km
+from ..templating import from_local, to_local
+from .forms import AdvanceForm, AvailabilityForm, BidForm, HandBackForm, UnitForm, UnitStatusForm
 
 bp = Blueprint("ems", __name__, url_prefix="/ems")
+
+BOARD_WITHIN = {"": "Any time", "2": "Next 2 hours", "4": "Next 4 hours", "8": "Next 8 hours",
+                "today": "Today"}
+NEXT_STEP = {"planned": "en_route", "en_route": "at_pickup", "at_pickup": "transporting",
+             "transporting": "completed"}
+STEP_BUTTONS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": "Transporting",
+                "completed": "Completed"}
+ROUTE_STATUS_LABELS = {"planned": "Planned", "en_route": "En route", "at_pickup": "At pickup",
+                       "transporting": "Transporting", "completed": "Completed",
+                       "handed_back": "Handed back", "cancelled": "Cancelled"}
+HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined": "Lost",
+                   "withdrawn": "Withdrawn", "ended": "Expired or closed"}
+PAGE_SIZE = 25
+#: How far from today the availability and route pages may look.
+MAX_DAYS_AWAY = 3 * 366
+CSV_COLUMNS = ["trip_reference", "service_date", "unit", "unit_level", "level_of_care", "urgency",
+               "pickup_facility", "destination_facility", "window_start", "window_end",
+               "en_route_at", "at_pickup_at", "transporting_at", "completed_at"]
+BIDDABLE_UNIT_STATUSES = ("available", "assigned")
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def _agency():
+    """The signed-in dispatcher's agency (the center registry row)."""
+    agency = current_user.agency
+    if agency is None:
+        abort(403)
+    return agency
+
+
+def _page():
+    return max(request.args.get("page", 1, type=int) or 1, 1)
+
+
+def _refused(refused, render):
+    """Answer a refusal: nothing kept, 404 as not found, anything else shown with its status."""
+    db.session.rollback()
+    if refused.status == 404:
+        abort(404)
+    return render(refused.message, refused.status)
+
+
+def _local_day(raw):
+    """The local day asked for (``YYYY-MM-DD``, default today) and its naive-UTC bounds."""
+    today = to_local(utcnow()).date()
+    try:
+        day = date.fromisoformat(raw) if raw else today
+    except ValueError:
+        day = today
+    if abs((day - today).days) > MAX_DAYS_AWAY:
+        day = today
+    starts = from_local(datetime.combine(day, time()))
+    ends = from_local(datetime.combine(day + timedelta(days=1), time()))
+    return day, starts, ends
+
+
+def trip_distance(trip):
+    """Kilometres from the trip's pickup facility to its destination, or None."""
+    return distance_km(*unit_service.trip_coordinates(trip))
+
+
+def _trips_by_id(trip_ids):
+    if not trip_ids:
+        return {}
+    return {trip.id: trip for trip in db.session.scalars(
+        sa.select(TransportRequest).where(TransportRequest.id.in_(list(trip_ids)))
+        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination)))}
+
+
+# --- the open-request board ---------------------------------------------------------------
+
+def _board_filters(agency):
+    levels = bidding.servable_levels(agency.level_list)
+    args = request.args
+    return {
+        "level": args.get("level") if args.get("level") in levels else "",
+        "urgency": args.get("urgency") if args.get("urgency") in URGENCIES else "",
+        "within": args.get("within") if args.get("within") in BOARD_WITHIN else "",
+    }
+
+
+def _pickup_before(within, now):
+    """The latest pickup start the time filter keeps, as naive UTC (None: any time)."""
+    if within == "today":
+        tomorrow = to_local(now).date() + timedelta(days=1)
+        return from_local(datetime.combine(tomorrow, time()))
+    if within:
+        return now + timedelta(hours=int(within))
+    return None
+
+
+def _board_context():
+    agency = _agency()
+    now = utcnow()
+    filters = _board_filters(agency)
+    open_trips = bidding.open_requests(
+        agency.id, agency.level_list, level=filters["level"] or None,
+        urgency=filters["urgency"] or None, pickup_before=_pickup_before(filters["within"], now),
+        now=now)
+    bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
+    rows = [{"trip": trip, "distance_km": trip_distance(trip), "bid": bids.get(trip.id),
+             "bidding_open": trip.bid_deadline > now} for trip in open_trips]
+    return {"rows": rows, "filters": filters, "now": now,
+            "levels": bidding.servable_levels(agency.level_list), "within_choices": BOARD_WITHIN,
+            "panel_args": {key: value for key, value in filters.items() if value}}
 
 
 @bp.route("/")
 @roles_required("ems")
 def board():
-    return render_template("ems/board.html")
+    """Open requests this agency may serve, live."""
+    return render_template("ems/board.html", live=True, **_board_context())
+
+
+@bp.route("/board/panel")
+@roles_required("ems")
+def board_panel():
+    """The board's table alone, for the live refresh."""
+    return render_template("ems/_board_panel.html", **_board_context())
+
+
+# --- one request: details and the agency's bid ---------------------------------------------
+
+def _visible_trip(public_id):
+    """A trip this agency may see: invited at its level, awarded to it, or bid on by it; else 404."""
+    agency = _agency()
+    trip = trips.get_by_public_id(public_id)
+    if trip is None:
+        abort(404)
+    if trip.awarded_agency_id == agency.id or trips.agency_may_serve(trip, agency.id, agency.level_list):
+        return trip
+    has_bid = db.session.scalar(sa.select(TransportBid.id).where(
+        TransportBid.trip_id == trip.id, TransportBid.agency_id == agency.id).limit(1))
+    if has_bid is None:
+        abort(404)
+    return trip
+
+
+def _fill_unit_choices(form, trip, agency_id):
+    """The agency's units that could take this trip: level high enough, not on break or out."""
+    units = [unit for unit in unit_service.agency_units(agency_id)
+             if unit.active and LEVEL_RANK[unit.level] >= LEVEL_RANK[trip.level_of_care]
+             and unit.status in BIDDABLE_UNIT_STATUSES]
+    form.unit.choices = [SelectChoice("", "Choose a unit")] + [
+        SelectChoice(unit.public_id, f"{unit.number} ({unit.level}, {unit.status.replace('_', ' ')})")
+        for unit in units]
+    return units
+
+
+def _render_request(trip, form=None, error=None, status=200):
+    agency = _agency()
+    now = utcnow()
+    bid = bidding.live_bid(trip.id, agency.id)
+    if form is None:
+        form = BidForm(formdata=None)
+        if bid is not None:
+            form.unit.data = bid.unit.public_id
+            form.eta_minutes.data = str(bid.eta_minutes)
+            form.note.data = bid.note
+    units = _fill_unit_choices(form, trip, agency.id)
+    earlier = list(db.session.scalars(
+        sa.select(TransportBid).where(TransportBid.trip_id == trip.id,
+                                      TransportBid.agency_id == agency.id,
+                                      TransportBid.status != "live")
+        .order_by(TransportBid.created_at.desc()).options(selectinload(TransportBid.unit))))
+    ours = trip.awarded_agency_id == agency.id
+    route = bidding.route_for(trip.id, agency.id) if ours else None
+    return render_template(
+        "ems/request.html", trip=trip, bid=bid, form=form, error=error, units=units,
+        earlier_bids=earlier, outcomes=BID_OUTCOMES, distance_km=trip_distance(trip), route=route,
+        ours=ours,
+        bidding_open=trip.status == "open" and trip.bid_deadline > now,
+        route_status_labels=ROUTE_STATUS_LABELS,
+    ), status
+
+
+@bp.route("/requests/<public_id>")
+@roles_required("ems")
+def request_detail(public_id):
+    """A request's operational details and this agency's bid on it."""
+    return _render_request(_visible_trip(public_id))
+
+
+def _unit_id_for_bid(public_id):
+    """The unit a bid form names (any agency's: the service says clearly when it is not ours)."""
+    return db.session.scalar(sa.select(Unit.id).where(Unit.public_id == str(public_id or "")))
+
+
+@bp.route("/requests/<public_id>/bid", methods=["POST"])
+@roles_required("ems")
+def place_bid(public_id):
+    """Place this agency's bid: a unit and an ETA to pickup."""
+    trip = _visible_trip(public_id)
+    agency = _agency()
+    agency_id, agency_name, levels = agency.id, agency.name, agency.level_list
+    form = BidForm()
+    _fill_unit_choices(form, trip, agency_id)
+    if not form.validate_on_submit():
+        return _render_request(trip, form, "Check the highlighted fields; no bid was placed.", 400)
+    try:
+        bid = bidding.place(trip, agency_id, agency_name, levels, _unit_id_for_bid(form.unit.data),
+                            form.eta_minutes.data, form.note.data, current_user.id)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_request(
+            trips.get_by_public_id(public_id), form, message, status))
+    message = f"Bid placed: {bid.unit.number}, ETA {bid.eta_minutes} min."
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("ems.request_detail", public_id=public_id))
+
+
+def _own_bid(bid_public_id):
+    """This agency's bid and its trip; another agency's bid is not found."""
+    agency = _agency()
+    bid = db.session.scalar(sa.select(TransportBid).where(TransportBid.public_id == bid_public_id))
+    if bid is None or bid.agency_id != agency.id:
+        abort(404)
+    trip = db.session.get(TransportRequest, bid.trip_id)
+    if trip is None:
+        abort(404)
+    return bid, trip
+
+
+@bp.route("/bids/<bid_public_id>/change", methods=["POST"])
+@roles_required("ems")
+def change_bid(bid_public_id):
+    """Change this agency's live bid (unit, ETA, note) while the request is open."""
+    bid, trip = _own_bid(bid_public_id)
+    agency = _agency()
+    agency_id, agency_name, levels = agency.id, agency.name, agency.level_list
+    trip_public_id = trip.public_id
+    form = BidForm()
+    _fill_unit_choices(form, trip, agency_id)
+    if not form.validate_on_submit():
+        return _render_request(trip, form, "Check the highlighted fields; the bid is unchanged.", 400)
+    try:
+        bidding.change(bid, trip, agency_id, agency_name, levels, _unit_id_for_bid(form.unit.data),
+                       form.eta_minutes.data, form.note.data)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_request(
+            trips.get_by_public_id(trip_public_id), form, message, status))
+    message = f"Bid changed: {bid.unit.number}, ETA {bid.eta_minutes} min."
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("ems.request_detail", public_id=trip_public_id))
+
+
+@bp.route("/bids/<bid_public_id>/withdraw", methods=["POST"])
+@roles_required("ems")
+def withdraw_bid(bid_public_id):
+    """Withdraw this agency's live bid while the request is open."""
+    bid, trip = _own_bid(bid_public_id)
+    agency = _agency()
+    trip_public_id = trip.public_id
+    try:
+        bidding.withdraw(bid, trip, agency.id, agency.name)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_request(
+            trips.get_by_public_id(trip_public_id), None, message, status))
+    db.session.commit()
+    flash("Bid withdrawn.", "success")
+    return redirect(url_for("ems.request_detail", public_id=trip_public_id))
+
+
+# --- my trips: the crew's awarded trips -----------------------------------------------------
+
+def _my_trips_context():
+    agency = _agency()
+    tab = request.args.get("tab") if request.args.get("tab") in ("active", "completed") else "active"
+    query = sa.select(EmsRoute).where(EmsRoute.agency_id == agency.id).options(
+        selectinload(EmsRoute.unit))
+    pagination = None
+    if tab == "active":
+        routes = list(db.session.scalars(
+            query.where(EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
+            .order_by(EmsRoute.window_start, EmsRoute.id)))
+    else:
+        pagination = db.paginate(
+            query.where(EmsRoute.status == "completed")
+            .order_by(EmsRoute.window_start.desc(), EmsRoute.id.desc()),
+            page=_page(), per_page=PAGE_SIZE, error_out=False)
+        routes = list(pagination.items)
+    by_id = _trips_by_id({route.trip_id for route in routes})
+    rows = [{"route": route, "trip": by_id.get(route.trip_id), "next_step": NEXT_STEP.get(route.status),
+             "can_hand_back": route.status in ("planned", "en_route")} for route in routes]
+    panel_args = {"tab": tab}
+    if pagination is not None and pagination.page > 1:
+        panel_args["page"] = pagination.page
+    return {"rows": rows, "tab": tab, "pagination": pagination, "panel_args": panel_args,
+            "step_buttons": STEP_BUTTONS, "route_status_labels": ROUTE_STATUS_LABELS}
+
+
+def _render_my_trips(error=None, status=200):
+    return render_template("ems/my_trips.html", live=True, error=error, **_my_trips_context()), status
+
+
+@bp.route("/trips")
+@roles_required("ems")
+def my_trips():
+    """The agency's awarded trips with their units; the crew advances them one tap at a time."""
+    return _render_my_trips()
+
+
+@bp.route("/trips/panel")
+@roles_required("ems")
+def my_trips_panel():
+    """The trips table alone, for the live refresh."""
+    return render_template("ems/_my_trips_panel.html", **_my_trips_context())
+
+
+def _agency_route(public_id):
+    """This agency's stop for a trip (by the trip's public id) and the trip; else 404."""
+    agency = _agency()
+    trip = trips.get_by_public_id(public_id)
+    if trip is None:
+        abort(404)
+    route = bidding.route_for(trip.id, agency.id)
+    if route is None:
+        abort(404)
+    return route, trip
+
+
+def _crew_label(route):
+    return f"{route.unit.number}, {_agency().name}"
+
+
+@bp.route("/trips/<public_id>/advance", methods=["POST"])
+@roles_required("ems")
+def advance_trip(public_id):
+    """The crew's next step: en route, at pickup, transporting, completed."""
+    route, trip = _agency_route(public_id)
+    form = AdvanceForm()
+    if not form.validate_on_submit():
+        return _render_my_trips("Choose the next step from the trip's button.", 400)
+    step = form.step.data
+    reference = route.trip_reference
+    try:
+        bidding.advance(route, step, current_user.id, _crew_label(route), trip=trip)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_my_trips(
+            f"{reference}: {message}", status))
+    db.session.commit()
+    flash(f"{reference}: {STEP_BUTTONS.get(step, step)}.", "success")
+    return redirect(url_for("ems.my_trips"))
+
+
+@bp.route("/trips/<public_id>/hand-back", methods=["POST"])
+@roles_required("ems")
+def hand_back_trip(public_id):
+    """Give a trip back before pickup, with a reason; the request re-opens for bids."""
+    route, trip = _agency_route(public_id)
+    form = HandBackForm()
+    reference = route.trip_reference
+    if not form.validate_on_submit():
+        message = "; ".join(form.reason.errors) or "Say why the trip is handed back."
+        return _render_my_trips(f"{reference}: {message}", 400)
+    try:
+        bidding.hand_back(route, form.reason.data, current_user.id, _crew_label(route), trip=trip)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_my_trips(
+            f"{reference}: {message}", status))
+    db.session.commit()
+    flash(f"{reference} handed back; the hospital and the transport center are told.", "success")
+    return redirect(url_for("ems.my_trips"))
+
+
+def _csv_cell(value):
+    """A CSV value a spreadsheet will not run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _csv_time(value):
+    local = to_local(value)
+    return local.strftime("%Y-%m-%d %H:%M") if local else ""
+
+
+@bp.route("/trips.csv")
+@roles_required("ems")
+def trips_csv():
+    """The agency's completed trips as CSV (local times, no patient data), streamed."""
+    agency = _agency()
+    agency_id, code = agency.id, agency.short_code
+
+    def generate():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for row in unit_service.completed_trip_rows(agency_id):
+            route, trip = row["route"], row["trip"]
+            writer.writerow([_csv_cell(v) for v in (
+                route.trip_reference, to_local(route.window_start).date().isoformat(), row["unit_number"],
+                row["unit_level"], trip.level_of_care if trip else "", trip.urgency if trip else "",
+                trip.origin_name if trip else "", (trip.destination_name or "") if trip else "",
+                _csv_time(route.window_start), _csv_time(route.window_end),
+                _csv_time(trip.en_route_at if trip else None),
+                _csv_time(trip.at_pickup_at if trip else None),
+                _csv_time(trip.transporting_at if trip else None),
+                _csv_time(trip.completed_at if trip else None))])
+            if buffer.tell() > 8192:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"{code.lower()}-completed-trips-{to_local(utcnow()):%Y%m%d}.csv"
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+# --- units ---------------------------------------------------------------------------------
+
+def _units_context():
+    agency = _agency()
+    units = unit_service.agency_units(agency.id)
+    current = {}
+    for route in db.session.scalars(
+            sa.select(EmsRoute).where(EmsRoute.agency_id == agency.id,
+                                      EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
+            .order_by(EmsRoute.window_start)):
+        current.setdefault(route.unit_id, route)
+    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS}
+
+
+def _unit_form(agency, **kwargs):
+    form = UnitForm(**kwargs)
+    form.level.choices = [SelectChoice(level, LEVEL_LABELS[level]) for level in agency.level_list
+                          if level in LEVEL_LABELS]
+    return form
+
+
+def _render_units(form=None, error=None, status=200):
+    agency = _agency()
+    form = form or _unit_form(agency, formdata=None)
+    return render_template("ems/units.html", live=True, form=form, error=error,
+                           **_units_context()), status
+
+
+@bp.route("/units")
+@roles_required("ems")
+def units():
+    """The agency's units with their status; add a unit; change a status."""
+    return _render_units()
+
+
+@bp.route("/units/panel")
+@roles_required("ems")
+def units_panel():
+    """The units table alone, for the live refresh."""
+    return render_template("ems/_units_panel.html", **_units_context())
+
+
+@bp.route("/units", methods=["POST"])
+@roles_required("ems")
+def create_unit():
+    """Add a unit to the agency."""
+    agency = _agency()
+    agency_id, levels = agency.id, agency.level_list
+    form = _unit_form(agency)
+    if not form.validate_on_submit():
+        return _render_units(form, "Check the highlighted fields; no unit was added.", 400)
+    try:
+        unit = unit_service.create_unit(agency_id, levels, form.number.data, form.level.data,
+                                        form.base_station.data, form.shift_start.data,
+                                        form.shift_end.data)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_units(form, message, status))
+    message = f"{unit.number} added."
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("ems.units"))
+
+
+def _own_unit(public_id):
+    unit = unit_service.unit_of_agency(public_id, _agency().id)
+    if unit is None:
+        abort(404)
+    return unit
+
+
+@bp.route("/units/<public_id>/edit", methods=["GET", "POST"])
+@roles_required("ems")
+def edit_unit(public_id):
+    """Change a unit's number, level, base station or usual shift."""
+    unit = _own_unit(public_id)
+    agency = _agency()
+    levels = agency.level_list
+    form = _unit_form(agency, obj=unit)
+    error, status = None, 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                unit_service.update_unit(unit, levels, form.number.data, form.level.data,
+                                         form.base_station.data, form.shift_start.data,
+                                         form.shift_end.data)
+            except BidRefused as refused:
+                db.session.rollback()
+                if refused.status == 404:
+                    abort(404)
+                error, status = refused.message, refused.status
+            else:
+                message = f"{unit.number} saved."
+                db.session.commit()
+                flash(message, "success")
+                return redirect(url_for("ems.units"))
+        else:
+            error, status = "Check the highlighted fields; nothing was saved.", 400
+    return render_template("ems/unit_edit.html", unit=unit, form=form, error=error), status
+
+
+@bp.route("/units/<public_id>/status", methods=["POST"])
+@roles_required("ems")
+def unit_status(public_id):
+    """Set a unit available, on break or out of service (assigned follows its trips)."""
+    unit = _own_unit(public_id)
+    form = UnitStatusForm()
+    if not form.validate_on_submit():
+        return _render_units(error="Choose one of the listed statuses.", status=400)
+    number = unit.number
+    try:
+        changed = unit_service.change_status(unit, form.status.data)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_units(error=message, status=status))
+    db.session.commit()
+    if changed:
+        flash(f"{number} is now {form.status.data.replace('_', ' ')}.", "success")
+    return redirect(url_for("ems.units"))
+
+
+# --- availability --------------------------------------------------------------------------
+
+def _availability_form(agency_id, **kwargs):
+    form = AvailabilityForm(**kwargs)
+    form.unit.choices = [SelectChoice("", "Choose a unit")] + [
+        SelectChoice(unit.public_id, unit.label) for unit in unit_service.agency_units(agency_id)]
+    return form
+
+
+def _render_availability(day_raw=None, form=None, error=None, status=200):
+    agency = _agency()
+    day, starts, ends = _local_day(day_raw if day_raw is not None else request.args.get("date"))
+    units = unit_service.agency_units(agency.id)
+    windows = unit_service.agency_windows(agency.id, starts, ends)
+    routes = unit_service.day_routes(agency.id, starts, ends)
+    if form is None:
+        form = _availability_form(agency.id, formdata=None)
+        form.starts_at.data = datetime.combine(day, time(7, 0))
+        form.ends_at.data = datetime.combine(day, time(19, 0))
+    return render_template(
+        "ems/availability.html", day=day, form=form, error=error, windows=windows,
+        timeline=unit_service.day_timeline(units, windows, routes, starts),
+        hours=[to_local(starts + timedelta(hours=h)) for h in range(24)],
+        cell_labels=unit_service.CELL_LABELS, kinds=unit_service.AVAILABILITY_KINDS,
+        previous_day=day - timedelta(days=1), next_day=day + timedelta(days=1),
+    ), status
+
+
+@bp.route("/availability")
+@roles_required("ems")
+def availability():
+    """Each unit's day as a timeline of shift, breaks, out of service and trips."""
+    return _render_availability()
+
+
+@bp.route("/availability", methods=["POST"])
+@roles_required("ems")
+def add_availability():
+    """Add a shift, break or out-of-service window to one of the agency's units."""
+    agency = _agency()
+    form = _availability_form(agency.id)
+    day_raw = request.args.get("date")
+    if not form.validate_on_submit():
+        return _render_availability(day_raw, form, "Check the highlighted fields; nothing was saved.", 400)
+    unit = unit_service.unit_of_agency(form.unit.data, agency.id)
+    if unit is None:
+        abort(404)
+    starts, ends = from_local(form.starts_at.data), from_local(form.ends_at.data)
+    try:
+        unit_service.add_availability(unit, form.kind.data, starts, ends, form.note.data)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_availability(
+            day_raw, form, message, status))
+    message = f"{unit.number}: {unit_service.AVAILABILITY_KINDS[form.kind.data].lower()} window added."
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("ems.availability", date=form.starts_at.data.date().isoformat()))
+
+
+@bp.route("/availability/remove", methods=["POST"])
+@roles_required("ems")
+def remove_availability():
+    """Remove one of the agency's availability windows."""
+    window = unit_service.window_of_agency(request.form.get("window_id"), _agency().id)
+    if window is None:
+        abort(404)
+    day = to_local(window.starts_at).date().isoformat()
+    unit_service.remove_availability(window)
+    db.session.commit()
+    flash("Window removed.", "success")
+    return redirect(url_for("ems.availability", date=day))
+
+
+# --- routes: each unit's day ---------------------------------------------------------------
+
+@bp.route("/routes")
+@roles_required("ems")
+def routes():
+    """Each unit's trips of the day in order, the empty kilometres between them, and what
+    open requests would chain well after the last one."""
+    agency = _agency()
+    now = utcnow()
+    day, starts, ends = _local_day(request.args.get("date"))
+    all_units = unit_service.agency_units(agency.id)
+    chosen = None
+    if request.args.get("unit"):
+        chosen = unit_service.unit_of_agency(request.args["unit"], agency.id)
+        if chosen is None:
+            abort(404)
+    day_routes = unit_service.day_routes(agency.id, starts, ends, chosen.id if chosen else None)
+    by_unit = {}
+    for route in day_routes:
+        by_unit.setdefault(route.unit_id, []).append(route)
+    shown = [chosen] if chosen else [unit for unit in all_units if unit.id in by_unit]
+    open_trips = bidding.open_requests(agency.id, agency.level_list, now=now) if by_unit else []
+    bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
+    plans = []
+    for unit in shown:
+        stops = unit_service.stops_with_deadhead(unit, by_unit.get(unit.id, []))
+        last = stops[-1]["route"] if stops else None
+        plans.append({
+            "unit": unit, "stops": stops,
+            "deadhead_total": round(sum(s["deadhead_km"] or 0 for s in stops), 1),
+            "suggestions": unit_service.chain_suggestions(unit, last, open_trips, now),
+        })
+    return render_template(
+        "ems/routes.html", day=day, plans=plans, units=all_units, chosen=chosen, bids=bids,
+        route_status_labels=ROUTE_STATUS_LABELS, chain_radius_km=unit_service.CHAIN_RADIUS_KM,
+        previous_day=day - timedelta(days=1), next_day=day + timedelta(days=1))
+
+
+# --- bid history -----------------------------------------------------------------------------
+
+@bp.route("/history")
+@roles_required("ems")
+def history():
+    """The agency's bids, newest first, with how each ended."""
+    agency = _agency()
+    outcome = request.args.get("outcome") if request.args.get("outcome") in HISTORY_FILTERS else ""
+    query = (sa.select(TransportBid).where(TransportBid.agency_id == agency.id)
+             .options(selectinload(TransportBid.unit))
+             .order_by(TransportBid.created_at.desc(), TransportBid.id.desc()))
+    if outcome == "ended":
+        query = query.where(TransportBid.status.in_(("expired", "closed")))
+    elif outcome:
+        query = query.where(TransportBid.status == outcome)
+    pagination = db.paginate(query, page=_page(), per_page=PAGE_SIZE, error_out=False)
+    bids = list(pagination.items)
+    by_id = {row.id: row for row in db.session.execute(
+        sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
+                  TransportRequest.status, TransportRequest.level_of_care, TransportRequest.urgency)
+        .where(TransportRequest.id.in_([bid.trip_id for bid in bids])))} if bids else {}
+    return render_template("ems/history.html", bids=bids, trips_by_id=by_id, outcome=outcome,
+                           outcomes=BID_OUTCOMES, filters=HISTORY_FILTERS, pagination=pagination)

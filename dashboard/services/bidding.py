@@ -6,14 +6,26 @@ Functions here do not commit.
 """
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
+from ..models.hospital import TransportRequest
 from .trips import CREW_STEPS, HAND_BACK_FROM, agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
+ACTIVE_ROUTE_STATUSES = ("planned", "en_route", "at_pickup", "transporting")
+#: How a bid ended, as the agency's history shows it.
+BID_OUTCOMES = {
+    "live": "Live",
+    "accepted": "Won",
+    "declined": "Lost",
+    "withdrawn": "Withdrawn",
+    "expired": "Expired",
+    "closed": "Closed",
+}
 
 
 class BidRefused(Exception):
@@ -47,6 +59,71 @@ def live_bid(trip_id, agency_id):
             TransportBid.status == "live",
         )
     )
+
+
+def servable_levels(agency_levels):
+    """The levels of care an agency registered for ``agency_levels`` may serve (CCT covers all)."""
+    top = max((LEVEL_RANK[level] for level in agency_levels if level in LEVEL_RANK), default=-1)
+    return [level for level in LEVELS if LEVEL_RANK[level] <= top]
+
+
+def live_bids_by_trip(agency_id, trip_ids):
+    """This agency's live bids on the given trips, by trip id."""
+    if not trip_ids:
+        return {}
+    return {
+        bid.trip_id: bid
+        for bid in db.session.scalars(
+            sa.select(TransportBid).where(TransportBid.agency_id == agency_id,
+                                          TransportBid.status == "live",
+                                          TransportBid.trip_id.in_(list(trip_ids)))
+            .options(selectinload(TransportBid.unit))
+        )
+    }
+
+
+def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_before=None, now=None):
+    """The open requests this agency may serve, emergent first, then newest.
+
+    SQL keeps open trips of a level the agency covers that invite everyone, name
+    this agency, or invite everyone after a delay; that delay (a per-trip time
+    sum) is then checked by :func:`agency_may_serve`.  A trip past its bidding
+    deadline stays listed only while this agency has a live bid on it.
+    """
+    now = now or utcnow()
+    levels = servable_levels(agency_levels)
+    if level:
+        levels = [lv for lv in levels if lv == level]
+    if not levels:
+        return []
+    my_bid_trip_ids = list(db.session.scalars(
+        sa.select(TransportBid.trip_id).where(TransportBid.agency_id == agency_id,
+                                              TransportBid.status == "live")))
+    deadline_ok = TransportRequest.bid_deadline > now
+    if my_bid_trip_ids:
+        deadline_ok = sa.or_(deadline_ok, TransportRequest.id.in_(my_bid_trip_ids))
+    query = (
+        sa.select(TransportRequest)
+        .where(
+            TransportRequest.status == "open",
+            TransportRequest.level_of_care.in_(levels),
+            sa.or_(TransportRequest.invite_mode.in_(("all", "preferred_then_all")),
+                   TransportRequest.invited_agency_ids.contains(f",{agency_id},")),
+            deadline_ok,
+        )
+        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+        .order_by(
+            sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK)),
+            TransportRequest.created_at.desc(),
+            TransportRequest.id.desc(),
+        )
+    )
+    if urgency:
+        query = query.where(TransportRequest.urgency == urgency)
+    if pickup_before is not None:
+        query = query.where(TransportRequest.window_start < pickup_before)
+    return [trip for trip in db.session.scalars(query)
+            if agency_may_serve(trip, agency_id, agency_levels, now)]
 
 
 def validate_eta(raw):
@@ -93,6 +170,17 @@ def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
             *([TransportBid.id != exclude_bid_id] if exclude_bid_id else []),
         ).limit(1)
     )
+    if overlapping is None:
+        # A trip the center assigned has a route but no accepted bid: it books the unit too.
+        overlapping = db.session.scalar(
+            sa.select(EmsRoute.id).where(
+                EmsRoute.unit_id == unit.id,
+                EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
+                EmsRoute.trip_id != trip.id,
+                EmsRoute.window_start < trip.window_end,
+                EmsRoute.window_end > trip.window_start,
+            ).limit(1)
+        )
     if overlapping is not None:
         raise BidRefused(f"{unit.number} is already bid or booked for an overlapping pickup window.")
 
@@ -159,12 +247,14 @@ def withdraw(bid, trip, agency_id, agency_name):
 
 
 def route_for(trip_id, agency_id):
+    """This agency's stop for a trip: the active one, else the latest (a trip handed
+    back and awarded again to another unit of the agency has two)."""
     return db.session.scalar(
-        sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id, EmsRoute.agency_id == agency_id)
+        sa.select(EmsRoute)
+        .where(EmsRoute.trip_id == trip_id, EmsRoute.agency_id == agency_id)
+        .order_by(sa.case((EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES), 0), else_=1), EmsRoute.id.desc())
+        .limit(1)
     )
-
-
-ACTIVE_ROUTE_STATUSES = ("planned", "en_route", "at_pickup", "transporting")
 
 
 def refresh_unit_status(unit):
@@ -192,8 +282,22 @@ def refresh_unit_status(unit):
     return False
 
 
-def advance(route, step, user_id, user_label):
-    """The crew's next status (one tap); emits ``trip.status_changed`` from the EMS silo."""
+def _check_still_ours(route, trip):
+    """Refuse a crew action on a trip the hospital side has cancelled or taken back already."""
+    if trip is None:
+        return
+    if trip.status == "cancelled":
+        raise BidRefused("The hospital cancelled this trip.")
+    if trip.awarded_agency_id != route.agency_id or trip.awarded_unit_id != route.unit_id:
+        raise BidRefused("This trip is no longer assigned to this unit.")
+
+
+def advance(route, step, user_id, user_label, trip=None):
+    """The crew's next status (one tap); emits ``trip.status_changed`` from the EMS silo.
+
+    ``trip`` (the hospital's trip, read) lets a step on a trip cancelled or re-opened
+    there be refused before the relay has caught up.
+    """
     order = ("planned",) + CREW_STEPS
     if route is None:
         raise BidRefused("No such trip.", status=404)
@@ -204,8 +308,9 @@ def advance(route, step, user_id, user_label):
         if expected is None:
             raise BidRefused("This trip is already completed.")
         raise BidRefused(
-            f"The next step is {expected.replace('_', ' ')}, not {step.replace('_', ' ')}.", status=409
+            f"The next step is {expected.replace('_', ' ')}, not {str(step).replace('_', ' ')}.", status=409
         )
+    _check_still_ours(route, trip)
     now = utcnow()
     route.status = step
     unit = route.unit
@@ -222,7 +327,7 @@ def advance(route, step, user_id, user_label):
     return route
 
 
-def hand_back(route, reason, user_id, user_label):
+def hand_back(route, reason, user_id, user_label, trip=None):
     """Give an awarded trip back before pickup; emits ``trip.handed_back`` from the EMS silo."""
     if route is None:
         raise BidRefused("No such trip.", status=404)
@@ -231,6 +336,7 @@ def hand_back(route, reason, user_id, user_label):
     reason = (reason or "").strip()
     if not reason:
         raise BidRefused("Say why the trip is handed back.", status=400)
+    _check_still_ours(route, trip)
     now = utcnow()
     route.status = "handed_back"
     unit = route.unit

@@ -1,0 +1,79 @@
+"""Forms of the EMS pages: bids, crew hand-back, units, availability windows."""
+from flask_wtf import FlaskForm
+from wtforms import DateTimeLocalField, HiddenField, SelectField, StringField, TimeField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+from ..models.base import LEVEL_LABELS
+from ..models.ems import UNIT_STATUSES
+from ..services.bidding import BidRefused, validate_eta
+from ..services.units import AVAILABILITY_KINDS
+
+
+class BidForm(FlaskForm):
+    """A bid: one of the agency's units, an ETA to pickup, an optional note.
+
+    Unit choices are the agency's units of a sufficient level; any other value
+    is passed on so the service answers it with a clear message.
+    """
+
+    unit = SelectField("Unit", validate_choice=False,
+                       validators=[DataRequired("Choose the unit that would go.")])
+    eta_minutes = StringField(
+        "ETA to pickup (minutes)",
+        validators=[InputRequired("Enter the ETA to pickup in minutes."), Length(max=12)],
+        render_kw={"inputmode": "numeric", "autocomplete": "off"},
+    )
+    note = StringField("Note for the hospital (optional)", validators=[Optional(), Length(max=200)])
+
+    def validate_eta_minutes(self, field):
+        try:
+            validate_eta(field.data)
+        except BidRefused as refused:
+            raise ValidationError(refused.message) from None
+
+
+class HandBackForm(FlaskForm):
+    """Giving a trip back before pickup: the reason is required."""
+
+    reason = StringField("Reason for handing back", validators=[
+        DataRequired("Say why the trip is handed back."), Length(max=300)])
+
+
+class AdvanceForm(FlaskForm):
+    """One tap of crew progress; ``step`` names the step the crew saw, so a double tap is refused."""
+
+    step = HiddenField(validators=[DataRequired("No step given.")])
+
+
+class UnitForm(FlaskForm):
+    """A unit's number, level, base station and usual shift."""
+
+    number = StringField("Unit number", validators=[DataRequired("Give the unit a number."),
+                                                    Length(max=20)])
+    level = SelectField("Level", choices=[SelectChoice(k, v) for k, v in LEVEL_LABELS.items()])
+    base_station = StringField("Base station", validators=[Optional(), Length(max=120)])
+    shift_start = TimeField("Shift starts", validators=[Optional()])
+    shift_end = TimeField("Shift ends", validators=[Optional()])
+
+
+class UnitStatusForm(FlaskForm):
+    """A unit's new status."""
+
+    status = SelectField("Status", choices=[SelectChoice(k, v) for k, v in UNIT_STATUSES.items()])
+
+
+class AvailabilityForm(FlaskForm):
+    """A window in which a unit is on shift, on break or out of service (local time)."""
+
+    unit = SelectField("Unit", validate_choice=False, validators=[DataRequired("Choose a unit.")])
+    kind = SelectField("Kind", choices=[SelectChoice(k, v) for k, v in AVAILABILITY_KINDS.items()])
+    starts_at = DateTimeLocalField("From", format="%Y-%m-%dT%H:%M",
+                                   validators=[InputRequired("Give the start date and time.")])
+    ends_at = DateTimeLocalField("Until", format="%Y-%m-%dT%H:%M",
+                                 validators=[InputRequired("Give the end date and time.")])
+    note = StringField("Note (optional)", validators=[Optional(), Length(max=200)])
+
+    def validate_ends_at(self, field):
+        if self.starts_at.data and field.data and field.data <= self.starts_at.data:
+            raise ValidationError("The window must end after it starts.")

@@ -1,0 +1,347 @@
+"""Units, their availability windows and their day's route, owned by the EMS silo.
+
+Functions here write the EMS silo only (they read the hospital silo where a
+trip's facts are needed) and do not commit.  Refusals are
+:class:`~dashboard.services.bidding.BidRefused` with a message for the user.
+"""
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+
+from ..events.outbox import emit
+from ..extensions import db
+from ..models.base import LEVEL_RANK, utcnow
+from ..models.ems import UNIT_STATUSES, EmsRoute, TransportBid, Unit, UnitAvailability
+from ..models.hospital import HospitalFacility, TransportRequest
+from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
+from .geo import distance_km
+
+AVAILABILITY_KINDS = {"on_shift": "On shift", "on_break": "On break", "out_of_service": "Out of service"}
+#: What a timeline cell shows when several things cover it: the strongest wins.
+CELL_PRIORITY = {"off": 0, "on_shift": 1, "trip": 2, "on_break": 3, "out_of_service": 4}
+CELL_LABELS = dict(AVAILABILITY_KINDS, off="Off shift", trip="On a trip")
+CELL_MINUTES = 30
+CELLS_PER_DAY = 24 * 60 // CELL_MINUTES
+MAX_WINDOW_HOURS = 7 * 24
+#: A request "chains well" when its pickup is this close to the last drop-off.
+CHAIN_RADIUS_KM = 40
+CHAIN_SUGGESTIONS = 5
+ROUTE_SHOWN_STATUSES = ACTIVE_ROUTE_STATUSES + ("completed",)
+CSV_CHUNK = 500
+
+
+# --- units ------------------------------------------------------------------------------
+
+def agency_units(agency_id):
+    """Every unit of the agency, by number."""
+    return list(db.session.scalars(
+        sa.select(Unit).where(Unit.agency_id == agency_id).order_by(Unit.number, Unit.id)))
+
+
+def unit_of_agency(public_id, agency_id):
+    """One of this agency's units, or None (another agency's unit is not found)."""
+    return db.session.scalar(
+        sa.select(Unit).where(Unit.public_id == str(public_id), Unit.agency_id == agency_id))
+
+
+def active_route(unit):
+    """The unit's earliest trip not yet completed (planned, en route, at pickup, transporting)."""
+    return db.session.scalar(
+        sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id,
+                                  EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
+        .order_by(EmsRoute.window_start).limit(1))
+
+
+def _unit_event(unit):
+    emit("ems", "unit.status_changed", "unit", unit.public_id,
+         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+
+
+def _clean_unit_fields(agency_id, agency_levels, number, level, unit_id=None):
+    number = (number or "").strip()
+    if not number or len(number) > 20:
+        raise BidRefused("Give the unit a number of 1 to 20 characters.", status=400)
+    if level not in LEVEL_RANK:
+        raise BidRefused("Choose BLS, ALS or CCT.", status=400)
+    if level not in agency_levels:
+        raise BidRefused(f"Your agency is not registered for {level}; ask the transport center.",
+                         status=400)
+    taken = db.session.scalar(
+        sa.select(Unit.id).where(Unit.agency_id == agency_id, Unit.number == number,
+                                 *([Unit.id != unit_id] if unit_id else [])))
+    if taken is not None:
+        raise BidRefused(f"Your agency already has a unit numbered {number}.")
+    return number
+
+
+def create_unit(agency_id, agency_levels, number, level, base_station="", shift_start=None,
+                shift_end=None):
+    """Add a unit (available); emits ``unit.status_changed`` so live pages show it."""
+    number = _clean_unit_fields(agency_id, agency_levels, number, level)
+    unit = Unit(agency_id=agency_id, number=number, level=level,
+                base_station=(base_station or "").strip()[:120], status="available",
+                shift_start=shift_start, shift_end=shift_end, updated_at=utcnow())
+    db.session.add(unit)
+    db.session.flush()
+    _unit_event(unit)
+    return unit
+
+
+def update_unit(unit, agency_levels, number, level, base_station="", shift_start=None, shift_end=None):
+    """Change a unit's number, level, base or shift.
+
+    A unit cannot drop below the level of a trip it is bid or booked for.
+    """
+    number = _clean_unit_fields(unit.agency_id, agency_levels, number, level, unit_id=unit.id)
+    if LEVEL_RANK[level] < LEVEL_RANK[unit.level]:
+        trip_ids = set(db.session.scalars(
+            sa.select(TransportBid.trip_id).where(TransportBid.unit_id == unit.id,
+                                                  TransportBid.status.in_(("live", "accepted")))))
+        trip_ids.update(db.session.scalars(
+            sa.select(EmsRoute.trip_id).where(EmsRoute.unit_id == unit.id,
+                                              EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))))
+        needed = db.session.scalars(
+            sa.select(TransportRequest.level_of_care).where(TransportRequest.id.in_(trip_ids))
+        ) if trip_ids else []
+        if any(LEVEL_RANK[need] > LEVEL_RANK[level] for need in needed):
+            raise BidRefused(f"{unit.number} is bid or booked for a trip that needs more than "
+                             f"{level}; withdraw or hand it back first.")
+    unit.number, unit.level = number, level
+    unit.base_station = (base_station or "").strip()[:120]
+    unit.shift_start, unit.shift_end = shift_start, shift_end
+    unit.updated_at = utcnow()
+    db.session.flush()
+    return unit
+
+
+def change_status(unit, status):
+    """Set a unit's status; emits ``unit.status_changed``.  Returns False when nothing changed.
+
+    A unit with an active trip is assigned, never available; only an award
+    assigns a unit; a unit on a trip under way cannot go on break or out of
+    service, and one with a planned trip cannot go out of service.
+    """
+    if status not in UNIT_STATUSES:
+        raise BidRefused("Choose one of the listed statuses.", status=400)
+    if status == unit.status:
+        return False
+    route = active_route(unit)
+    if status == "available" and route is not None:
+        raise BidRefused(f"{unit.number} has an active trip ({route.trip_reference}); it stays "
+                         "assigned until the trip is completed or handed back.")
+    if status == "assigned" and route is None:
+        raise BidRefused(f"{unit.number} has no trip; a unit is assigned when it wins one.")
+    if status in ("on_break", "out_of_service") and route is not None:
+        if route.status != "planned":
+            raise BidRefused(f"{unit.number} is on a trip ({route.trip_reference}, "
+                             f"{route.status.replace('_', ' ')}); complete it first.")
+        if status == "out_of_service":
+            raise BidRefused(f"{unit.number} has a planned trip ({route.trip_reference}); "
+                             "hand it back before taking the unit out of service.")
+    unit.status = status
+    unit.updated_at = utcnow()
+    db.session.flush()
+    _unit_event(unit)
+    return True
+
+
+# --- availability -----------------------------------------------------------------------
+
+def add_availability(unit, kind, starts_at, ends_at, note=""):
+    """Add an on-shift, break or out-of-service window (naive UTC) to a unit."""
+    if kind not in AVAILABILITY_KINDS:
+        raise BidRefused("Choose on shift, on break or out of service.", status=400)
+    if starts_at is None or ends_at is None:
+        raise BidRefused("Give the window a start and an end.", status=400)
+    if ends_at <= starts_at:
+        raise BidRefused("The window must end after it starts.", status=400)
+    if ends_at - starts_at > timedelta(hours=MAX_WINDOW_HOURS):
+        raise BidRefused(f"A window may last at most {MAX_WINDOW_HOURS // 24} days.", status=400)
+    clash = db.session.scalar(
+        sa.select(UnitAvailability.id).where(UnitAvailability.unit_id == unit.id,
+                                             UnitAvailability.kind == kind,
+                                             UnitAvailability.starts_at < ends_at,
+                                             UnitAvailability.ends_at > starts_at).limit(1))
+    if clash is not None:
+        raise BidRefused(f"{unit.number} already has an overlapping "
+                         f"{AVAILABILITY_KINDS[kind].lower()} window.")
+    window = UnitAvailability(unit_id=unit.id, kind=kind, starts_at=starts_at, ends_at=ends_at,
+                              note=(note or "").strip()[:200])
+    db.session.add(window)
+    db.session.flush()
+    return window
+
+
+def window_of_agency(window_id, agency_id):
+    """One availability window of this agency's units, or None."""
+    try:
+        window_id = int(window_id)
+    except (TypeError, ValueError):
+        return None
+    return db.session.scalar(
+        sa.select(UnitAvailability).join(Unit, UnitAvailability.unit_id == Unit.id)
+        .where(UnitAvailability.id == window_id, Unit.agency_id == agency_id))
+
+
+def remove_availability(window):
+    """Delete an availability window."""
+    if window is None:
+        raise BidRefused("No such window.", status=404)
+    db.session.delete(window)
+    db.session.flush()
+
+
+def agency_windows(agency_id, starts, ends):
+    """The agency's availability windows overlapping ``[starts, ends)``, by unit and start."""
+    return list(db.session.scalars(
+        sa.select(UnitAvailability).join(Unit, UnitAvailability.unit_id == Unit.id)
+        .where(Unit.agency_id == agency_id, UnitAvailability.starts_at < ends,
+               UnitAvailability.ends_at > starts)
+        .order_by(Unit.number, UnitAvailability.starts_at)))
+
+
+def day_timeline(units, windows, routes, day_start):
+    """Per unit, 48 half-hour cells from ``day_start`` (naive UTC), each with a kind.
+
+    A cell takes the strongest of what covers it: out of service, break, trip,
+    shift, else off.  Returns ``[(unit, [{"kind", "starts_at"}, ...]), ...]``.
+    """
+    spans = {}
+    for window in windows:
+        spans.setdefault(window.unit_id, []).append((window.starts_at, window.ends_at, window.kind))
+    for route in routes:
+        spans.setdefault(route.unit_id, []).append((route.window_start, route.window_end, "trip"))
+    rows = []
+    for unit in units:
+        cells = []
+        for index in range(CELLS_PER_DAY):
+            start = day_start + timedelta(minutes=CELL_MINUTES * index)
+            end = start + timedelta(minutes=CELL_MINUTES)
+            kind = "off"
+            for s, e, k in spans.get(unit.id, ()):
+                if s < end and e > start and CELL_PRIORITY[k] > CELL_PRIORITY[kind]:
+                    kind = k
+            cells.append({"kind": kind, "starts_at": start})
+        rows.append((unit, cells))
+    return rows
+
+
+# --- routes -----------------------------------------------------------------------------
+
+def day_routes(agency_id, starts, ends, unit_id=None):
+    """The agency's trips whose window starts in ``[starts, ends)``, by unit, time, position.
+
+    Handed-back and cancelled stops are left out: they are no longer the unit's.
+    """
+    days = []
+    day = starts.date()
+    while day <= ends.date():
+        days.append(day)
+        day += timedelta(days=1)
+    query = (
+        sa.select(EmsRoute)
+        .where(EmsRoute.agency_id == agency_id, EmsRoute.service_date.in_(days),
+               EmsRoute.window_start >= starts, EmsRoute.window_start < ends,
+               EmsRoute.status.in_(ROUTE_SHOWN_STATUSES))
+        .order_by(EmsRoute.unit_id, EmsRoute.window_start, EmsRoute.position)
+    )
+    if unit_id is not None:
+        query = query.where(EmsRoute.unit_id == unit_id)
+    return list(db.session.scalars(query))
+
+
+def stops_with_deadhead(unit, routes):
+    """Each stop with the empty distance driven to reach its pickup.
+
+    The first stop counts from the unit's base; the others from the previous drop-off.
+    """
+    stops = []
+    previous = None
+    for route in routes:
+        if previous is None:
+            deadhead = distance_km(unit.lat, unit.lon, route.pickup_lat, route.pickup_lon)
+        else:
+            deadhead = distance_km(previous.dropoff_lat, previous.dropoff_lon,
+                                   route.pickup_lat, route.pickup_lon)
+        leg = distance_km(route.pickup_lat, route.pickup_lon, route.dropoff_lat, route.dropoff_lon)
+        stops.append({"route": route, "deadhead_km": deadhead, "leg_km": leg,
+                      "from_base": previous is None})
+        previous = route
+    return stops
+
+
+def trip_coordinates(trip):
+    """(pickup lat, lon, drop-off lat, lon) of a hospital trip, from its facilities."""
+    origin, destination = trip.origin, trip.destination
+    if destination is not None:
+        drop = (destination.lat, destination.lon)
+    else:
+        drop = (trip.destination_lat, trip.destination_lon)
+    return origin.lat, origin.lon, drop[0], drop[1]
+
+
+def chain_suggestions(unit, last_route, open_trips, now=None):
+    """Open requests that follow ``last_route`` well for ``unit``.
+
+    ``open_trips`` are requests the agency may serve (see
+    :func:`bidding.open_requests`).  Kept: bidding still open, a level the unit
+    covers, a window starting after the last trip's window ends, a pickup within
+    :data:`CHAIN_RADIUS_KM` of its drop-off.  Nearest first.
+    """
+    if last_route is None:
+        return []
+    now = now or utcnow()
+    found = []
+    for trip in open_trips:
+        if trip.bid_deadline <= now or LEVEL_RANK[trip.level_of_care] > LEVEL_RANK[unit.level]:
+            continue
+        if trip.window_start < last_route.window_end:
+            continue
+        pickup_lat, pickup_lon, _lat, _lon = trip_coordinates(trip)
+        gap = distance_km(last_route.dropoff_lat, last_route.dropoff_lon, pickup_lat, pickup_lon)
+        if gap is None or gap > CHAIN_RADIUS_KM:
+            continue
+        found.append({"trip": trip, "deadhead_km": gap,
+                      "wait_minutes": int((trip.window_start - last_route.window_end).total_seconds() // 60)})
+    found.sort(key=lambda s: (s["deadhead_km"], s["trip"].window_start))
+    return found[:CHAIN_SUGGESTIONS]
+
+
+def completed_trip_rows(agency_id):
+    """The agency's completed trips, oldest first, with the hospital's recorded times.
+
+    Read in chunks (EMS routes, then their trips from the hospital silo), so an
+    export of any size is streamed.  No patient data: reference, unit, facility
+    names and times; a destination that is not a facility (a home address) is not named.
+    """
+    origin = aliased(HospitalFacility)
+    destination = aliased(HospitalFacility)
+    last_id = 0
+    while True:
+        chunk = db.session.execute(
+            sa.select(EmsRoute, Unit.number, Unit.level)
+            .join(Unit, EmsRoute.unit_id == Unit.id)
+            .where(EmsRoute.agency_id == agency_id, EmsRoute.status == "completed",
+                   EmsRoute.id > last_id)
+            .order_by(EmsRoute.id).limit(CSV_CHUNK)
+        ).all()
+        if not chunk:
+            return
+        trip_ids = [route.trip_id for route, _n, _l in chunk]
+        trips = {
+            row.id: row for row in db.session.execute(
+                sa.select(TransportRequest.id, TransportRequest.level_of_care,
+                          TransportRequest.urgency, TransportRequest.en_route_at,
+                          TransportRequest.at_pickup_at, TransportRequest.transporting_at,
+                          TransportRequest.completed_at, origin.name.label("origin_name"),
+                          destination.name.label("destination_name"))
+                .join(origin, TransportRequest.origin_facility_id == origin.id)
+                .outerjoin(destination, TransportRequest.destination_facility_id == destination.id)
+                .where(TransportRequest.id.in_(trip_ids)))
+        }
+        for route, number, level in chunk:
+            yield {"route": route, "unit_number": number, "unit_level": level,
+                   "trip": trips.get(route.trip_id)}
+            db.session.expunge(route)
+        last_id = chunk[-1][0].id

@@ -1,0 +1,590 @@
+"""EMS pages: the open-request board, bids, my trips, units, availability, routes, history."""
+import csv
+import io
+import re
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from dashboard import create_app
+from dashboard.extensions import db
+from dashboard.models.base import utcnow
+from dashboard.models.center import Agency, Hospital, User
+from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
+from dashboard.models.hospital import HospitalFacility, TransportRequest
+from dashboard.models.outbox import EmsOutboxEvent
+from dashboard.services import deadlines, trips
+from dashboard.templating import to_local
+from tests.conftest import DEMO_PASSWORD
+
+AEMS = "dispatch@altoonaems.medport.test"      # BLS, ALS, CCT; preferred by ALT
+CLL = "dispatch@centrelifelink.medport.test"   # BLS, ALS; not preferred by ALT
+HCR = "dispatch@huntingdonrescue.medport.test"  # BLS only
+CMT = "dispatch@cambriamedical.medport.test"   # BLS, ALS, CCT; not preferred by ALT
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+def signed_in(app, email):
+    """A fresh client signed in as ``email``."""
+    client = app.test_client()
+    response = client.post("/login", data={"email": email, "password": DEMO_PASSWORD})
+    assert response.status_code == 302, response.data
+    return client
+
+
+def post_trip(app, level="BLS", urgency="routine", invite_mode="all", starts_in=timedelta(days=2),
+              deadline_in=timedelta(minutes=30), origin="Altoona Regional Medical Center",
+              destination="Tyrone Area Hospital", hospital="ALT", minutes=60, after_minutes=None):
+    """Post a trip as the hospital would; return its public id."""
+    with app.app_context():
+        hosp = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == hospital))
+        nurse = db.session.scalar(sa.select(User).where(User.hospital_id == hosp.id))
+        facility = {f.name: f for f in db.session.scalars(sa.select(HospitalFacility))}
+        now = utcnow()
+        fields = dict(
+            origin_facility_id=facility[origin].id, pickup_location="4 West, room 412",
+            destination_facility_id=facility[destination].id, level_of_care=level,
+            mobility="stretcher", urgency=urgency, window_start=now + starts_in,
+            window_end=now + starts_in + timedelta(minutes=minutes), patient_ref="",
+            age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=True,
+            other_needs="Fall risk", bid_deadline=now + deadline_in, invite_mode=invite_mode,
+            invite_all_after_minutes=after_minutes)
+        trip = trips.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)
+        db.session.commit()
+        return trip.public_id
+
+
+def trip_row(app, public_id):
+    with app.app_context():
+        trip = trips.get_by_public_id(public_id)
+        db.session.expunge(trip)
+        return trip
+
+
+def set_trip(app, public_id, **values):
+    """Change a trip directly in the hospital silo (time travel for deadlines and invitations)."""
+    with app.app_context():
+        db.session.execute(sa.update(TransportRequest)
+                           .where(TransportRequest.public_id == public_id).values(**values))
+        db.session.commit()
+
+
+def unit(app, number):
+    with app.app_context():
+        row = db.session.scalar(sa.select(Unit).where(Unit.number == number))
+        db.session.expunge(row)
+        return row
+
+
+def new_unit(app, agency_code, number, level="BLS"):
+    """A unit of the agency with no trips of its own (the demo's units carry demo trips)."""
+    with app.app_context():
+        agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == agency_code))
+        row = Unit(agency_id=agency_id, number=number, level=level, status="available")
+        db.session.add(row)
+        db.session.commit()
+        return row.public_id
+
+
+def bids_of(app, public_id, agency_code=None):
+    with app.app_context():
+        trip = trips.get_by_public_id(public_id)
+        query = sa.select(TransportBid).where(TransportBid.trip_id == trip.id)
+        if agency_code:
+            agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == agency_code))
+            query = query.where(TransportBid.agency_id == agency_id)
+        rows = list(db.session.scalars(query.order_by(TransportBid.id)))
+        for row in rows:
+            db.session.expunge(row)
+        return rows
+
+
+def bid(client, public_id, unit_number, eta="20", note=""):
+    app_unit = unit(client.application, unit_number)
+    return client.post(f"/ems/requests/{public_id}/bid",
+                       data={"unit": app_unit.public_id, "eta_minutes": eta, "note": note})
+
+
+def award(app, public_id, agency_code):
+    """Award the agency's live bid, as the hospital would."""
+    with app.app_context():
+        trip = trips.get_by_public_id(public_id)
+        agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == agency_code))
+        live = db.session.scalar(sa.select(TransportBid).where(
+            TransportBid.trip_id == trip.id, TransportBid.agency_id == agency_id,
+            TransportBid.status == "live"))
+        trips.award(trip, deadlines.bid_for_award(live), None, "Charge Nurse (ALT)")
+        db.session.commit()
+
+
+def route_of(app, public_id):
+    with app.app_context():
+        trip = trips.get_by_public_id(public_id)
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip.id)
+                                  .order_by(EmsRoute.id.desc()))
+        if route is not None:
+            db.session.expunge(route)
+        return route
+
+
+def advance(client, public_id, step):
+    return client.post(f"/ems/trips/{public_id}/advance", data={"step": step})
+
+
+# --- the board --------------------------------------------------------------------------
+
+def test_board_shows_what_the_agency_may_serve_and_was_invited_to(app, demo, deliver):
+    everyone = post_trip(app, level="BLS")
+    cct = post_trip(app, level="CCT")
+    preferred = post_trip(app, level="BLS", invite_mode="preferred")
+    later = post_trip(app, level="BLS", invite_mode="preferred_then_all", after_minutes=10)
+    deliver()
+    refs = {pid: trip_row(app, pid).reference for pid in (everyone, cct, preferred, later)}
+
+    aems = signed_in(app, AEMS).get("/ems/").get_data(as_text=True)
+    assert all(ref in aems for ref in refs.values())
+
+    cll = signed_in(app, CLL)
+    page = cll.get("/ems/").get_data(as_text=True)
+    assert refs[everyone] in page
+    assert refs[cct] not in page            # CLL has no CCT level
+    assert refs[preferred] not in page      # ALT prefers AEMS, BCA, ACCT
+    assert refs[later] not in page          # not yet open to everyone
+    assert cll.get(f"/ems/requests/{preferred}").status_code == 404
+    assert bid(cll, preferred, "Medic 31").status_code == 404
+    assert bids_of(app, preferred) == []
+
+    with app.app_context():
+        created = trips.get_by_public_id(later).created_at
+    set_trip(app, later, created_at=created - timedelta(minutes=11))
+    assert refs[later] in cll.get("/ems/").get_data(as_text=True)
+
+    hcr = signed_in(app, HCR).get("/ems/").get_data(as_text=True)
+    assert refs[cct] not in hcr and refs[everyone] in hcr
+
+
+def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
+    routine_old = post_trip(app, urgency="routine", starts_in=timedelta(hours=1))
+    routine_new = post_trip(app, urgency="routine", level="ALS", starts_in=timedelta(days=2))
+    emergent = post_trip(app, urgency="emergent", starts_in=timedelta(hours=1))
+    set_trip(app, routine_old, created_at=utcnow() - timedelta(minutes=5))
+    refs = {pid: trip_row(app, pid).reference for pid in (routine_old, routine_new, emergent)}
+    client = signed_in(app, AEMS)
+
+    page = client.get("/ems/").get_data(as_text=True)
+    positions = [page.index(refs[pid]) for pid in (emergent, routine_new, routine_old)]
+    assert positions == sorted(positions)
+    assert "Tyrone Area Hospital" in page and "km" in page and "Fall risk" in page
+    assert trip_row(app, emergent).patient_ref not in page  # no patient reference on the board
+
+    als = client.get("/ems/?level=ALS").get_data(as_text=True)
+    assert refs[routine_new] in als and refs[routine_old] not in als
+    emergent_only = client.get("/ems/?urgency=emergent").get_data(as_text=True)
+    assert refs[emergent] in emergent_only and refs[routine_old] not in emergent_only
+    soon = client.get("/ems/?within=2").get_data(as_text=True)
+    assert refs[routine_old] in soon and refs[routine_new] not in soon
+
+    panel = client.get("/ems/board/panel?urgency=emergent", headers={"HX-Request": "true"})
+    assert panel.status_code == 200
+    body = panel.get_data(as_text=True)
+    assert "<html" not in body and refs[emergent] in body and refs[routine_old] not in body
+    assert 'hx-get="/ems/board/panel?urgency=emergent"' in client.get("/ems/?urgency=emergent").get_data(as_text=True)
+
+    with app.app_context():
+        trip = trips.get_by_public_id(emergent)
+        trips.cancel(trip, "not_needed", "", None, "Charge Nurse (ALT)")
+        db.session.commit()
+    assert bid(client, routine_new, "Medic 11").status_code == 302
+    award(app, routine_new, "AEMS")
+    deliver()
+    page = client.get("/ems/").get_data(as_text=True)
+    assert refs[emergent] not in page and refs[routine_new] not in page
+    assert refs[routine_old] in page
+
+
+# --- bids -------------------------------------------------------------------------------
+
+def test_bid_lifecycle_updates_the_hospital_trip(app, demo, deliver):
+    trip_id = post_trip(app)
+    client = signed_in(app, AEMS)
+    response = bid(client, trip_id, "Ambulance 14", eta="20", note="Crew nearby")
+    assert response.status_code == 302
+    deliver()
+    trip = trip_row(app, trip_id)
+    assert (trip.bid_count, trip.best_eta_minutes) == (1, 20)
+    assert "ETA 20 min" in client.get("/ems/").get_data(as_text=True)
+
+    again = bid(client, trip_id, "Ambulance 14", eta="20")
+    assert again.status_code == 409
+    assert "already has a bid" in again.get_data(as_text=True)
+    assert len(bids_of(app, trip_id)) == 1
+
+    (live,) = bids_of(app, trip_id)
+    changed = client.post(f"/ems/bids/{live.public_id}/change",
+                          data={"unit": unit(app, "Ambulance 15").public_id, "eta_minutes": "12"})
+    assert changed.status_code == 302
+    deliver()
+    trip = trip_row(app, trip_id)
+    assert (trip.bid_count, trip.best_eta_minutes) == (1, 12)
+    assert bids_of(app, trip_id)[0].unit_id == unit(app, "Ambulance 15").id
+
+    assert client.post(f"/ems/bids/{live.public_id}/withdraw").status_code == 302
+    deliver()
+    trip = trip_row(app, trip_id)
+    assert (trip.bid_count, trip.best_eta_minutes) == (0, None)
+    assert bids_of(app, trip_id)[0].status == "withdrawn"
+    assert bid(client, trip_id, "Ambulance 14", eta="25").status_code == 302
+
+
+BAD_ETAS = [
+    ("0", "at least 1 minute"),
+    ("-5", "at least 1 minute"),
+    ("100000", "not a real offer"),
+    ("abc", "whole minutes"),
+    ("12.5", "whole minutes"),
+    ("", "ETA to pickup"),
+]
+
+
+def test_bad_bid_input_is_refused_and_nothing_is_stored(app, demo):
+    trip_id = post_trip(app)
+    als_trip = post_trip(app, level="ALS")
+    client = signed_in(app, AEMS)
+    for eta, message in BAD_ETAS:
+        response = bid(client, trip_id, "Ambulance 14", eta=eta)
+        assert response.status_code == 400, eta
+        assert message in response.get_data(as_text=True), eta
+    low = bid(client, als_trip, "Ambulance 14")
+    assert low.status_code == 400 and "needs ALS or higher" in low.get_data(as_text=True)
+    foreign = bid(client, als_trip, "Medic 31")  # a Centre LifeLink unit
+    assert foreign.status_code == 400 and "your agency" in foreign.get_data(as_text=True)
+    missing = client.post(f"/ems/requests/{als_trip}/bid", data={"unit": "", "eta_minutes": "10"})
+    assert missing.status_code == 400
+    assert bids_of(app, trip_id) == [] and bids_of(app, als_trip) == []
+
+
+def test_late_closed_and_foreign_bids_are_refused(app, demo):
+    late = post_trip(app)
+    closed = post_trip(app)
+    set_trip(app, late, bid_deadline=utcnow() - timedelta(minutes=1))
+    with app.app_context():
+        trips.cancel(trips.get_by_public_id(closed), "not_needed", "", None, "Nurse")
+        db.session.commit()
+    client = signed_in(app, AEMS)
+    response = bid(client, late, "Ambulance 14")
+    assert response.status_code == 409 and "deadline" in response.get_data(as_text=True)
+    response = bid(client, closed, "Ambulance 14")
+    assert response.status_code == 409 and "no longer open" in response.get_data(as_text=True)
+    assert bids_of(app, late) == [] and bids_of(app, closed) == []
+
+    trip_id = post_trip(app)
+    assert bid(client, trip_id, "Ambulance 14").status_code == 302
+    (theirs,) = bids_of(app, trip_id)
+    other = signed_in(app, CMT)
+    assert other.post(f"/ems/bids/{theirs.public_id}/withdraw").status_code == 404
+    assert other.post(f"/ems/bids/{theirs.public_id}/change",
+                      data={"unit": unit(app, "Ambulance 61").public_id, "eta_minutes": "5"}).status_code == 404
+    (after,) = bids_of(app, trip_id)
+    assert (after.status, after.eta_minutes) == ("live", 20)
+
+
+def test_a_unit_cannot_be_bid_twice_for_overlapping_windows(app, demo, deliver):
+    first = post_trip(app, starts_in=timedelta(days=2))
+    overlapping = post_trip(app, starts_in=timedelta(days=2, minutes=30))
+    separate = post_trip(app, starts_in=timedelta(days=2, hours=3))
+    client = signed_in(app, AEMS)
+    assert bid(client, first, "Ambulance 14").status_code == 302
+    response = bid(client, overlapping, "Ambulance 14")
+    assert response.status_code == 409 and "overlapping" in response.get_data(as_text=True)
+    assert bid(client, overlapping, "Ambulance 15").status_code == 302
+    assert bid(client, separate, "Ambulance 14").status_code == 302
+
+    # A trip the center assigned without a bid books the unit as well.
+    assigned = post_trip(app, starts_in=timedelta(days=4))
+    later = post_trip(app, starts_in=timedelta(days=4, minutes=15))
+    with app.app_context():
+        medic = db.session.scalar(sa.select(Unit).where(Unit.number == "Medic 11"))
+        trips.award(trips.get_by_public_id(assigned),
+                    {"id": None, "agency_id": medic.agency_id, "agency_name": "Altoona EMS",
+                     "unit_id": medic.id, "unit_label": medic.label, "eta_minutes": 30},
+                    None, "Casey Coordinator", source="center", note="Arranged by phone")
+        db.session.commit()
+    deliver()
+    response = bid(client, later, "Medic 11")
+    assert response.status_code == 409 and "overlapping" in response.get_data(as_text=True)
+
+
+# --- my trips ---------------------------------------------------------------------------
+
+def test_award_progress_to_completed_and_csv(app, demo, deliver):
+    trip_id = post_trip(app)
+    new_unit(app, "AEMS", "Test 1")
+    client = signed_in(app, AEMS)
+    assert bid(client, trip_id, "Test 1", eta="15").status_code == 302
+    assert bid(signed_in(app, CMT), trip_id, "Ambulance 61", eta="30").status_code == 302
+    award(app, trip_id, "AEMS")
+    deliver()
+    reference = trip_row(app, trip_id).reference
+    page = client.get("/ems/trips").get_data(as_text=True)
+    assert reference in page and "Test 1" in page and "En route" in page
+    assert unit(app, "Test 1").status == "assigned"
+    assert {b.status for b in bids_of(app, trip_id)} == {"accepted", "declined"}
+    assert signed_in(app, CMT).post(f"/ems/trips/{trip_id}/advance",
+                                    data={"step": "en_route"}).status_code == 404
+
+    skipped = advance(client, trip_id, "transporting")
+    assert skipped.status_code == 409 and "next step is en route" in skipped.get_data(as_text=True)
+    for step in ("en_route", "at_pickup", "transporting", "completed"):
+        assert advance(client, trip_id, step).status_code == 302, step
+        deliver()
+        trip = trip_row(app, trip_id)
+        assert trip.status == step and getattr(trip, f"{step}_at") is not None
+    assert advance(client, trip_id, "completed").status_code == 409
+    assert route_of(app, trip_id).status == "completed"
+    assert unit(app, "Test 1").status == "available"
+    assert reference not in client.get("/ems/trips/panel").get_data(as_text=True)
+    assert reference in client.get("/ems/trips/panel?tab=completed").get_data(as_text=True)
+
+    response = client.get("/ems/trips.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    mine = [row for row in rows if row["trip_reference"] == reference]
+    assert len(mine) == 1
+    assert mine[0]["unit"] == "Test 1" and mine[0]["completed_at"]
+    assert mine[0]["pickup_facility"] == "Altoona Regional Medical Center"
+    assert trip.patient_ref not in response.get_data(as_text=True)
+    assert "room 412" not in response.get_data(as_text=True)
+    cmt_csv = signed_in(app, CMT).get("/ems/trips.csv").get_data(as_text=True)
+    assert reference not in cmt_csv
+
+
+def test_hand_back_reopens_the_trip(app, demo, deliver):
+    trip_id = post_trip(app)
+    new_unit(app, "AEMS", "Test 1")
+    client = signed_in(app, AEMS)
+    assert bid(client, trip_id, "Test 1").status_code == 302
+    award(app, trip_id, "AEMS")
+    deliver()
+    assert client.post(f"/ems/trips/{trip_id}/hand-back", data={"reason": " "}).status_code == 400
+    assert route_of(app, trip_id).status == "planned"
+
+    response = client.post(f"/ems/trips/{trip_id}/hand-back", data={"reason": "Unit broke down"})
+    assert response.status_code == 302
+    deliver()
+    trip = trip_row(app, trip_id)
+    assert trip.status == "open" and trip.handed_back_count == 1 and trip.awarded_agency_id is None
+    assert route_of(app, trip_id).status == "handed_back"
+    assert bids_of(app, trip_id)[0].status == "closed"
+    assert unit(app, "Test 1").status == "available"
+    assert trip.reference not in client.get("/ems/trips/panel").get_data(as_text=True)
+    assert trip.reference in client.get("/ems/board/panel").get_data(as_text=True)
+    with app.app_context():
+        from dashboard.models.center import AuditLog
+        actions = set(db.session.scalars(sa.select(AuditLog.action)))
+    assert "trip.handed_back" in actions
+
+    picked_up = post_trip(app, starts_in=timedelta(days=3))
+    assert bid(client, picked_up, "Test 1").status_code == 302
+    award(app, picked_up, "AEMS")
+    deliver()
+    assert advance(client, picked_up, "en_route").status_code == 302
+    assert advance(client, picked_up, "at_pickup").status_code == 302
+    response = client.post(f"/ems/trips/{picked_up}/hand-back", data={"reason": "Too late"})
+    assert response.status_code == 409 and "before pickup" in response.get_data(as_text=True)
+    assert route_of(app, picked_up).status == "at_pickup"
+
+    cancelled = post_trip(app, starts_in=timedelta(days=4))
+    assert bid(client, cancelled, "Test 1").status_code == 302
+    award(app, cancelled, "AEMS")
+    deliver()
+    with app.app_context():
+        trips.cancel(trips.get_by_public_id(cancelled), "not_needed", "", None, "Nurse")
+        db.session.commit()
+    # Before the relay tells the EMS silo, the crew's tap is refused from the hospital's trip.
+    response = advance(client, cancelled, "en_route")
+    assert response.status_code == 409 and "cancelled" in response.get_data(as_text=True)
+    assert route_of(app, cancelled).status == "planned"
+    deliver()
+    assert route_of(app, cancelled).status == "cancelled"
+
+
+# --- units and availability -------------------------------------------------------------
+
+def test_units_create_edit_and_status_rules(app, demo, deliver):
+    client = signed_in(app, AEMS)
+    response = client.post("/ems/units", data={"number": "Medic 99", "level": "ALS",
+                                               "base_station": "North", "shift_start": "07:00",
+                                               "shift_end": "19:00"})
+    assert response.status_code == 302
+    assert "Medic 99" in client.get("/ems/units").get_data(as_text=True)
+    duplicate = client.post("/ems/units", data={"number": "Medic 99", "level": "BLS"})
+    assert duplicate.status_code == 409 and "already has a unit" in duplicate.get_data(as_text=True)
+    assert signed_in(app, HCR).post("/ems/units", data={"number": "Medic 7", "level": "ALS"}).status_code == 400
+
+    medic = unit(app, "Medic 99")
+    assert client.post(f"/ems/units/{medic.public_id}/edit",
+                       data={"number": "Medic 98", "level": "CCT", "base_station": "South"}).status_code == 302
+    assert unit(app, "Medic 98").level == "CCT"
+
+    assert client.post(f"/ems/units/{medic.public_id}/status", data={"status": "on_break"}).status_code == 302
+    assert unit(app, "Medic 98").status == "on_break"
+    with app.app_context():
+        events = list(db.session.scalars(sa.select(EmsOutboxEvent).where(
+            EmsOutboxEvent.type == "unit.status_changed", EmsOutboxEvent.entity_id == medic.public_id)))
+    assert [e.payload["status"] for e in events] == ["available", "on_break"]
+    assigned = client.post(f"/ems/units/{medic.public_id}/status", data={"status": "assigned"})
+    assert assigned.status_code == 409
+
+    other = signed_in(app, CLL)
+    assert other.post(f"/ems/units/{medic.public_id}/status", data={"status": "available"}).status_code == 404
+    assert other.get(f"/ems/units/{medic.public_id}/edit").status_code == 404
+    assert "Medic 98" not in other.get("/ems/units").get_data(as_text=True)
+
+
+def test_a_unit_with_an_active_trip_cannot_be_marked_available(app, demo, deliver):
+    trip_id = post_trip(app, level="ALS")
+    new_unit(app, "AEMS", "Medic 90", "ALS")
+    client = signed_in(app, AEMS)
+    assert bid(client, trip_id, "Medic 90").status_code == 302
+    award(app, trip_id, "AEMS")
+    deliver()
+    medic = unit(app, "Medic 90")
+    assert medic.status == "assigned"
+    response = client.post(f"/ems/units/{medic.public_id}/status", data={"status": "available"})
+    assert response.status_code == 409 and "active trip" in response.get_data(as_text=True)
+    assert client.post(f"/ems/units/{medic.public_id}/status",
+                       data={"status": "out_of_service"}).status_code == 409
+    lowered = client.post(f"/ems/units/{medic.public_id}/edit", data={"number": "Medic 90", "level": "BLS"})
+    assert lowered.status_code == 409
+    assert unit(app, "Medic 90").status == "assigned" and unit(app, "Medic 90").level == "ALS"
+    assert client.post(f"/ems/units/{medic.public_id}/status", data={"status": "on_break"}).status_code == 302
+    assert client.post(f"/ems/units/{medic.public_id}/status", data={"status": "assigned"}).status_code == 302
+
+
+def test_availability_windows_and_day_timeline(app, demo):
+    client = signed_in(app, AEMS)
+    medic = unit(app, "Medic 11")
+    with app.app_context():
+        day = to_local(utcnow()).date() + timedelta(days=3)
+    data = {"unit": medic.public_id, "kind": "out_of_service", "starts_at": f"{day}T09:00",
+            "ends_at": f"{day}T11:30", "note": "Oil change"}
+    assert client.post("/ems/availability", data=data).status_code == 302
+    page = client.get(f"/ems/availability?date={day}").get_data(as_text=True)
+    assert page.count("cell cell-out_of_service") == 5  # 09:00-11:30 in half hours
+    assert "Oil change" in page and 'style="' not in page
+
+    assert client.post("/ems/availability", data=data).status_code == 409  # overlapping, same kind
+    backwards = dict(data, starts_at=f"{day}T12:00", ends_at=f"{day}T10:00")
+    assert client.post("/ems/availability", data=backwards).status_code == 400
+    foreign = dict(data, unit=unit(app, "Medic 31").public_id, starts_at=f"{day}T13:00", ends_at=f"{day}T14:00")
+    assert client.post("/ems/availability", data=foreign).status_code == 404
+    with app.app_context():
+        (window,) = db.session.scalars(sa.select(UnitAvailability).where(UnitAvailability.note == "Oil change"))
+        window_id = window.id
+    assert signed_in(app, CLL).post("/ems/availability/remove", data={"window_id": window_id}).status_code == 404
+    assert client.post("/ems/availability/remove", data={"window_id": window_id}).status_code == 302
+    with app.app_context():
+        assert db.session.get(UnitAvailability, window_id) is None
+
+
+# --- routes and history -----------------------------------------------------------------
+
+def test_routes_show_order_deadhead_and_chain_suggestions(app, demo, deliver):
+    first = post_trip(app, starts_in=timedelta(days=2), destination="Tyrone Area Hospital")
+    second = post_trip(app, starts_in=timedelta(days=2, hours=2), origin="Altoona Rehabilitation Pavilion",
+                       destination="Altoona Regional Medical Center")
+    chain = post_trip(app, starts_in=timedelta(days=2, hours=4), hospital="TYR",
+                      origin="Tyrone Area Hospital", destination="Altoona Regional Medical Center")
+    too_early = post_trip(app, starts_in=timedelta(days=2, hours=2, minutes=30), hospital="TYR",
+                          origin="Tyrone Area Hospital", destination="Altoona Regional Medical Center")
+    far = post_trip(app, starts_in=timedelta(days=2, hours=4), hospital="JMH",
+                    origin="Johnstown Memorial Hospital", destination="Altoona Regional Medical Center")
+    client = signed_in(app, AEMS)
+    for trip_id in (second, first):  # awarded out of time order
+        assert bid(client, trip_id, "Ambulance 14").status_code == 302
+        award(app, trip_id, "AEMS")
+    deliver()
+    refs = {pid: trip_row(app, pid).reference for pid in (first, second, chain, too_early, far)}
+    with app.app_context():
+        day = to_local(trips.get_by_public_id(first).window_start).date()
+    amb = unit(app, "Ambulance 14")
+    page = client.get(f"/ems/routes?date={day}&unit={amb.public_id}").get_data(as_text=True)
+    assert page.index(refs[first]) < page.index(refs[second])
+    assert "Empty drive" in page and "From base" in page
+    suggestions = page[page.index("Would chain well"):]
+    assert refs[chain] in suggestions      # Tyrone, about 20 km from the last drop-off in Altoona
+    assert refs[far] not in suggestions    # Johnstown, about 50 km away
+    assert refs[too_early] not in suggestions  # starts before the last trip's window ends
+    assert signed_in(app, CLL).get(f"/ems/routes?unit={amb.public_id}").status_code == 404
+
+
+def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
+    monkeypatch.setattr("dashboard.ems.routes.PAGE_SIZE", 2)
+    won, lost, withdrawn, closed = (post_trip(app, starts_in=timedelta(days=2, hours=h)) for h in range(4))
+    client = signed_in(app, AEMS)
+    rival = signed_in(app, CMT)
+    for trip_id in (won, lost, withdrawn, closed):
+        assert bid(client, trip_id, "Ambulance 14").status_code == 302
+    assert bid(rival, lost, "Ambulance 61").status_code == 302
+    award(app, won, "AEMS")
+    award(app, lost, "CMT")
+    (mine,) = bids_of(app, withdrawn, "AEMS")
+    assert client.post(f"/ems/bids/{mine.public_id}/withdraw").status_code == 302
+    with app.app_context():
+        trips.cancel(trips.get_by_public_id(closed), "not_needed", "", None, "Nurse")
+        db.session.commit()
+    deliver()
+    refs = {pid: trip_row(app, pid).reference for pid in (won, lost, withdrawn, closed)}
+    expected = {won: "Won", lost: "Lost", withdrawn: "Withdrawn", closed: "Closed"}
+    outcome = {"Won": "accepted", "Lost": "declined", "Withdrawn": "withdrawn", "Closed": "ended"}
+    for pid, label in expected.items():
+        page = client.get(f"/ems/history?outcome={outcome[label]}").get_data(as_text=True)
+        assert refs[pid] in page, label
+        assert all(refs[other] not in page for other in refs if other != pid), label
+    assert "Page 1 of" in client.get("/ems/history").get_data(as_text=True)
+    second = client.get("/ems/history?page=2")
+    assert second.status_code == 200 and "Page 2 of" in second.get_data(as_text=True)
+    assert "Ambulance 61" not in client.get("/ems/history?outcome=declined").get_data(as_text=True)
+
+
+def test_other_roles_cannot_use_ems_pages(app, demo):
+    nurse = signed_in(app, "nurse@altoona.medport.test")
+    for path in ("/ems/", "/ems/trips", "/ems/units", "/ems/availability", "/ems/routes",
+                 "/ems/history", "/ems/trips.csv"):
+        assert nurse.get(path).status_code == 403, path
+
+
+def test_every_ems_form_carries_the_csrf_token(app, demo, deliver, migrated_config):
+    trip_id = post_trip(app)
+    new_unit(app, "AEMS", "Test 1")
+    plain = signed_in(app, AEMS)
+    assert bid(plain, trip_id, "Test 1").status_code == 302
+    award(app, trip_id, "AEMS")
+    deliver()
+    open_trip = post_trip(app)
+
+    guarded = create_app(dict(migrated_config, WTF_CSRF_ENABLED=True))
+    client = guarded.test_client()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
+                      client.get("/login").get_data(as_text=True)).group(1)
+    assert client.post("/login", data={"email": AEMS, "password": DEMO_PASSWORD,
+                                       "csrf_token": token}).status_code == 302
+    for path in ("/ems/", f"/ems/requests/{open_trip}", "/ems/trips", "/ems/units",
+                 "/ems/availability"):
+        page = client.get(path).get_data(as_text=True)
+        forms = [part for part in page.split("<form")[1:] if 'method="post"' in part.split(">")[0]]
+        assert forms, path
+        for form in forms:
+            assert 'name="csrf_token"' in form.split("</form>")[0], path
+    data = {"unit": unit(app, "Ambulance 14").public_id, "eta_minutes": "20"}
+    assert client.post(f"/ems/requests/{open_trip}/bid", data=data).status_code == 400
+    assert bids_of(app, open_trip) == []
+    page = client.get(f"/ems/requests/{open_trip}").get_data(as_text=True)
+    form_token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    assert client.post(f"/ems/requests/{open_trip}/bid",
+                       data=dict(data, csrf_token=form_token)).status_code == 302
+    with guarded.app_context():
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()
