@@ -226,3 +226,25 @@ def _agency_scope(event, p):
                 if any(LEVEL_RANK[lv] >= LEVEL_RANK[level] for lv in agency.level_list):
                     ids.add(agency.id)
     return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
+
+
+# --- registry: the center's registry kept in step in the hospital and EMS silos ---------
+
+@on("center", "registry.changed", target="hospital")
+def hospital_registry_facility(event):
+    """A facility created, changed or deactivated at the center, applied to the hospital silo."""
+    from ..services import registry
+
+    facility = event.payload.get("facility")
+    if facility:
+        registry.apply_facility(facility)
+
+
+@on("center", "registry.changed", target="ems")
+def ems_registry_agency(event):
+    """An agency created or changed at the center: its EMS operating profile follows."""
+    from ..services import registry
+
+    agency = event.payload.get("agency")
+    if agency:
+        registry.apply_agency(agency)

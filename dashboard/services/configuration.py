@@ -1,9 +1,11 @@
 """System configuration: typed values with defaults and validation, stored in the center silo."""
 import sqlalchemy as sa
 
+from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import utcnow
 from ..models.center import SystemConfiguration
+from . import audit
 
 AUTO_AWARD_POLICIES = {
     "off": "Off",
@@ -17,7 +19,23 @@ SETTINGS = {
     "risk_no_bids_minutes": (10, int, 1, 240, "At risk: open with no bids after (minutes)"),
     "risk_pickup_window_minutes": (15, int, 1, 240, "At risk: pickup window closes within (minutes)"),
     "auto_award_policy": ("off", str, None, None, "Auto-award policy"),
+    "board_recent_hours": (24, int, 1, 168, "Board: show closed requests of the last (hours)"),
 }
+
+#: How the configuration page groups the settings (a setting not listed shows under "Other").
+GROUPS = (
+    ("Bidding", ("bid_deadline_default_minutes", "auto_award_policy")),
+    ("Escalation to the transport center", ("risk_no_bids_minutes", "risk_pickup_window_minutes",
+                                            "board_recent_hours")),
+)
+
+
+def grouped():
+    """``[(group title, [key])]`` covering every setting once."""
+    listed = {key for _title, keys in GROUPS for key in keys}
+    other = [key for key in SETTINGS if key not in listed]
+    return [(title, [k for k in keys if k in SETTINGS]) for title, keys in GROUPS] + (
+        [("Other", other)] if other else [])
 
 
 def defaults():
@@ -69,3 +87,37 @@ def set_value(key, value, user_id):
     row.updated_at = utcnow()
     row.updated_by_user_id = user_id
     return before
+
+
+def save(raw_values, actor):
+    """Validate every submitted value; store, audit and announce those that changed.
+
+    ``raw_values`` maps setting keys to what the form sent; ``actor`` has
+    ``user_id``, ``email`` and ``ip``.  Returns ``(changed, errors)``: on any
+    error nothing is stored and ``changed`` is empty; otherwise ``changed`` maps
+    each changed key to ``(before, after)``, with one audit entry per value and
+    one ``config.changed`` event.  The caller commits.
+    """
+    values, errors = {}, {}
+    for key in SETTINGS:
+        value, problem = validate(key, raw_values.get(key))
+        if problem:
+            errors[key] = problem
+        else:
+            values[key] = value
+    if errors:
+        return {}, errors
+    current = get_all()
+    changed = {}
+    for key, value in values.items():
+        if current[key] == value:
+            continue
+        before = set_value(key, value, actor.user_id)
+        changed[key] = (before, value)
+        audit.record("config.changed", user_id=actor.user_id, user_email=actor.email, ip=actor.ip,
+                     entity_type="config", entity_id=key, before={key: before}, after={key: value},
+                     detail=SETTINGS[key][4])
+    if changed:
+        emit("center", "config.changed", "config", "system",
+             {"changed": {key: [before, after] for key, (before, after) in changed.items()}})
+    return changed, {}

@@ -1,0 +1,114 @@
+"""Reading the audit log: filters, keyset pages (newest first, by id) and a streamed CSV export.
+
+Read only: nothing here (or anywhere in the app) edits or deletes audit rows.
+"""
+import csv
+import io
+import json
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models.center import AuditLog
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 500
+CSV_COLUMNS = ("id", "time_local", "time_utc", "user_email", "user_id", "action", "silo",
+               "entity_type", "entity_id", "ip", "before", "after", "detail")
+#: A spreadsheet would run a cell starting with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass
+class AuditFilters:
+    """``since``/``until`` are naive UTC; text filters are matched as documented on the page."""
+
+    user: str | None = None
+    action: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    since: object = None
+    until: object = None
+
+
+def _escape_like(value):
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def conditions(filters):
+    """The WHERE clauses of the filters: email contains, action starts with, entity exact."""
+    where = []
+    if filters.user:
+        where.append(sa.func.lower(AuditLog.user_email).like(
+            f"%{_escape_like(filters.user.strip().lower())}%", escape="\\"))
+    if filters.action:
+        where.append(AuditLog.action.like(_escape_like(filters.action.strip()) + "%", escape="\\"))
+    if filters.entity_type:
+        where.append(AuditLog.entity_type == filters.entity_type.strip())
+    if filters.entity_id:
+        where.append(AuditLog.entity_id == filters.entity_id.strip())
+    if filters.since:
+        where.append(AuditLog.created_at >= filters.since)
+    if filters.until:
+        where.append(AuditLog.created_at < filters.until)
+    return where
+
+
+def page(filters, before_id=None, size=PAGE_SIZE):
+    """One page of entries newer-first; returns ``(entries, id to continue before or None)``."""
+    query = sa.select(AuditLog).where(*conditions(filters))
+    if before_id:
+        query = query.where(AuditLog.id < before_id)
+    rows = list(db.session.scalars(query.order_by(AuditLog.id.desc()).limit(size + 1)))
+    more = len(rows) > size
+    rows = rows[:size]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        value = json.dumps(value, sort_keys=True, default=str)
+    text = str(value)
+    if text.startswith(FORMULA_PREFIXES):
+        text = "'" + text
+    return text
+
+
+def csv_lines(filters, local_time):
+    """The matching entries as CSV text, yielded a batch at a time (newest first).
+
+    ``local_time`` formats a naive-UTC datetime in the region's zone.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush():
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(CSV_COLUMNS)
+    yield flush()
+    columns = (AuditLog.id, AuditLog.created_at, AuditLog.user_email, AuditLog.user_id, AuditLog.action,
+               AuditLog.silo, AuditLog.entity_type, AuditLog.entity_id, AuditLog.ip, AuditLog.before,
+               AuditLog.after, AuditLog.detail)
+    before_id = None
+    while True:
+        query = sa.select(*columns).where(*conditions(filters))
+        if before_id is not None:
+            query = query.where(AuditLog.id < before_id)
+        rows = db.session.execute(query.order_by(AuditLog.id.desc()).limit(EXPORT_BATCH)).all()
+        for row in rows:
+            writer.writerow([_cell(v) for v in (
+                row.id, local_time(row.created_at), row.created_at.isoformat(sep=" ", timespec="seconds"),
+                row.user_email, row.user_id, row.action, row.silo, row.entity_type, row.entity_id,
+                row.ip, row.before, row.after, row.detail)])
+        if rows:
+            yield flush()
+        if len(rows) < EXPORT_BATCH:
+            break
+        before_id = rows[-1].id

@@ -1,0 +1,305 @@
+"""What the transport center watches: the regional board, the units overview, one request in full,
+and the silos' health.
+
+Reads only.  Trips come from the hospital silo, units and bids from the EMS
+silo, names from the center registry; every cross-silo lookup is one batched
+query (no query per row).
+"""
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from ..config import SILOS
+from ..extensions import db
+from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
+from ..models.center import Agency, Hospital
+from ..models.ems import EmsRoute, TransportBid, Unit
+from ..models.hospital import ACTIVE_STATUSES, TransportRequest
+from ..models.outbox import OUTBOX_BY_SILO
+from . import configuration, silos
+
+BOARD_STATES = {
+    "open": "Open",
+    "active": "Awarded / in progress",
+    "closed": "Recently completed or cancelled",
+}
+CLOSED_STATUSES = ("completed", "cancelled")
+#: At most this many requests per board group; the board says when it shows fewer than exist.
+GROUP_LIMIT = 300
+#: Before the pickup window runs out the crew must be at the pickup.
+BEFORE_PICKUP = ("open", "awarded", "en_route")
+#: Units that may take a center assignment.
+ASSIGNABLE_UNIT_STATUSES = ("available", "assigned")
+ACTIVE_ROUTE_STATUSES = ("planned", "en_route", "at_pickup", "transporting")
+PARKED_LIST_LIMIT = 50
+SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
+
+
+@dataclass
+class BoardFilters:
+    """The board's filters; None means "all"."""
+
+    hospital_id: int | None = None
+    agency_id: int | None = None
+    level: str | None = None
+    urgency: str | None = None
+    state: str | None = None
+    risk_only: bool = False
+
+    def as_args(self):
+        """The filters as query-string arguments (for the panel URL and links)."""
+        args = {"hospital": self.hospital_id, "agency": self.agency_id, "level": self.level,
+                "urgency": self.urgency, "state": self.state, "risk": "y" if self.risk_only else None}
+        return {key: value for key, value in args.items() if value not in (None, "")}
+
+
+@dataclass
+class BoardRow:
+    trip: TransportRequest
+    hospital: Hospital | None
+    marks: list = field(default_factory=list)
+
+    @property
+    def at_risk(self):
+        return bool(self.marks)
+
+
+def risk_marks(trip, now, settings):
+    """The reasons a request needs the center's eye, as ``[(code, label)]``.
+
+    * ``unfilled``: open and past its bidding deadline (flagged or not yet swept);
+    * ``no_bids``: open with no bids after ``risk_no_bids_minutes``;
+    * ``pickup``: the pickup window ends within ``risk_pickup_window_minutes`` (or has
+      ended) and no crew is at the pickup yet;
+    * ``emergent``: an emergent request not yet completed or cancelled.
+    """
+    marks = []
+    if trip.status == "open":
+        if trip.unfilled_at is not None or trip.bid_deadline <= now:
+            marks.append(("unfilled", "Deadline passed unfilled"))
+        waited = now - trip.created_at
+        if not trip.bid_count and waited >= timedelta(minutes=settings["risk_no_bids_minutes"]):
+            marks.append(("no_bids", f"No bids after {int(waited.total_seconds() // 60)} min"))
+    if trip.status in BEFORE_PICKUP:
+        left = trip.window_end - now
+        if left <= timedelta(0):
+            marks.append(("pickup", "Pickup window missed"))
+        elif left <= timedelta(minutes=settings["risk_pickup_window_minutes"]):
+            marks.append(("pickup", f"Pickup window ends in {int(left.total_seconds() // 60)} min"))
+    if trip.urgency == "emergent" and trip.status not in CLOSED_STATUSES:
+        marks.append(("emergent", "Emergent"))
+    return marks
+
+
+def registry_names():
+    """``({hospital id: Hospital}, {agency id: Agency})`` from the center registry (two queries)."""
+    hospitals = {h.id: h for h in db.session.scalars(sa.select(Hospital).order_by(Hospital.name))}
+    agencies = {a.id: a for a in db.session.scalars(sa.select(Agency).order_by(Agency.name))}
+    return hospitals, agencies
+
+
+def _group_condition(state, since):
+    if state == "open":
+        return TransportRequest.status == "open"
+    if state == "active":
+        return TransportRequest.status.in_(ACTIVE_STATUSES)
+    return sa.or_(
+        sa.and_(TransportRequest.status == "completed", TransportRequest.completed_at >= since),
+        sa.and_(TransportRequest.status == "cancelled", TransportRequest.cancelled_at >= since),
+    )
+
+
+def _group_order(state):
+    if state == "open":
+        return (TransportRequest.created_at,)
+    if state == "active":
+        return (TransportRequest.window_start,)
+    return (sa.func.coalesce(TransportRequest.completed_at, TransportRequest.cancelled_at).desc(),)
+
+
+def board(filters, now=None):
+    """The regional board: every hospital's requests grouped by state, at-risk ones marked.
+
+    Returns ``{"groups": {state: [BoardRow]}, "truncated": {state: bool}, "counts": {...},
+    "settings": {...}, "hospitals": {...}, "agencies": {...}}``.
+    """
+    now = now or utcnow()
+    settings = configuration.get_all()
+    hospitals, agencies = registry_names()
+    since = now - timedelta(hours=settings["board_recent_hours"])
+    conditions = []
+    if filters.hospital_id:
+        conditions.append(TransportRequest.hospital_id == filters.hospital_id)
+    if filters.agency_id:
+        conditions.append(TransportRequest.awarded_agency_id == filters.agency_id)
+    if filters.level:
+        conditions.append(TransportRequest.level_of_care == filters.level)
+    if filters.urgency:
+        conditions.append(TransportRequest.urgency == filters.urgency)
+    states = [filters.state] if filters.state else list(BOARD_STATES)
+    groups, truncated = {}, {}
+    for state in states:
+        rows = list(db.session.scalars(
+            sa.select(TransportRequest)
+            .where(_group_condition(state, since), *conditions)
+            .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+            .order_by(*_group_order(state), TransportRequest.id)
+            .limit(GROUP_LIMIT + 1)
+        ))
+        truncated[state] = len(rows) > GROUP_LIMIT
+        board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings))
+                      for trip in rows[:GROUP_LIMIT]]
+        if filters.risk_only:
+            board_rows = [row for row in board_rows if row.at_risk]
+        if state == "open":
+            # The ones at risk first, the most urgent of those first, then oldest first.
+            board_rows.sort(key=lambda r: (not r.at_risk, URGENCY_RANK.get(r.trip.urgency, 9)))
+        groups[state] = board_rows
+    counts = {state: len(rows) for state, rows in groups.items()}
+    counts["at_risk"] = sum(row.at_risk for state in ("open", "active") for row in groups.get(state, []))
+    return {"groups": groups, "truncated": truncated, "counts": counts, "settings": settings,
+            "hospitals": hospitals, "agencies": agencies, "now": now, "state_labels": BOARD_STATES,
+            "group_limit": GROUP_LIMIT}
+
+
+# --- units -------------------------------------------------------------------------------
+
+@dataclass
+class UnitRow:
+    unit: Unit
+    agency: Agency | None
+    trip: object = None  # (public_id, reference, status, hospital_id) of its current trip
+
+
+def units_overview(agency_id=None, level=None, status=None):
+    """Every agency's active units with their status and current trip; available counts.
+
+    Three queries whatever the number of units: units (EMS), agencies (center),
+    current trips (hospital, one ``IN``).
+    """
+    _hospitals, agencies = registry_names()
+    query = sa.select(Unit).where(Unit.active.is_(True))
+    if agency_id:
+        query = query.where(Unit.agency_id == agency_id)
+    if level:
+        query = query.where(Unit.level == level)
+    if status:
+        query = query.where(Unit.status == status)
+    units = list(db.session.scalars(query.order_by(Unit.agency_id, Unit.number)))
+    trip_ids = {u.current_trip_id for u in units if u.current_trip_id}
+    trips = {}
+    if trip_ids:
+        trips = {row.id: row for row in db.session.execute(
+            sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
+                      TransportRequest.status, TransportRequest.hospital_id)
+            .where(TransportRequest.id.in_(trip_ids))
+        )}
+    rows = [UnitRow(u, agencies.get(u.agency_id), trips.get(u.current_trip_id)) for u in units]
+    rows.sort(key=lambda r: ((r.agency.name if r.agency else ""), r.unit.number))
+    available = {lv: 0 for lv in LEVELS}
+    matrix = {}
+    for agency_key, lv, unit_status, count in db.session.execute(
+        sa.select(Unit.agency_id, Unit.level, Unit.status, sa.func.count(Unit.id))
+        .where(Unit.active.is_(True)).group_by(Unit.agency_id, Unit.level, Unit.status)
+    ):
+        cell = matrix.setdefault(agency_key, {level_: [0, 0] for level_ in LEVELS})
+        cell[lv][1] += count
+        if unit_status == "available":
+            cell[lv][0] += count
+            available[lv] += count
+    by_agency = [(agencies.get(key), cells) for key, cells in matrix.items()]
+    by_agency.sort(key=lambda pair: pair[0].name if pair[0] else "")
+    return {"rows": rows, "available": available, "by_agency": by_agency, "agencies": agencies}
+
+
+# --- one request -------------------------------------------------------------------------
+
+def request_view(trip):
+    """Everything the center's request page shows: hospital, history, bids, assignable units."""
+    hospitals, agencies = registry_names()
+    bids = list(db.session.scalars(
+        sa.select(TransportBid).where(TransportBid.trip_id == trip.id)
+        .options(selectinload(TransportBid.unit))
+        .order_by(TransportBid.status != "live", TransportBid.eta_minutes, TransportBid.created_at)
+    ))
+    return {
+        "trip": trip,
+        "hospital": hospitals.get(trip.hospital_id),
+        "history": list(trip.history),
+        "bids": bids,
+        "agencies": agencies,
+    }
+
+
+def assignable_units(trip):
+    """Active units of a sufficient level, not on break or out of service, of active agencies.
+
+    Returns ``[(Agency, [Unit])]`` in agency order.
+    """
+    _hospitals, agencies = registry_names()
+    levels = [lv for lv in LEVELS if LEVEL_RANK[lv] >= LEVEL_RANK[trip.level_of_care]]
+    units = db.session.scalars(
+        sa.select(Unit).where(Unit.active.is_(True), Unit.level.in_(levels),
+                              Unit.status.in_(ASSIGNABLE_UNIT_STATUSES))
+        .order_by(Unit.agency_id, Unit.number)
+    )
+    grouped = {}
+    for unit in units:
+        agency = agencies.get(unit.agency_id)
+        if agency is not None and agency.active:
+            grouped.setdefault(agency.id, (agency, []))[1].append(unit)
+    return sorted(grouped.values(), key=lambda pair: pair[0].name)
+
+
+def overlapping_route(unit_id, trip):
+    """An active route of this unit whose pickup window overlaps the trip's, or None."""
+    return db.session.scalar(
+        sa.select(EmsRoute).where(
+            EmsRoute.unit_id == unit_id,
+            EmsRoute.trip_id != trip.id,
+            EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
+            EmsRoute.window_start < trip.window_end,
+            EmsRoute.window_end > trip.window_start,
+        ).limit(1)
+    )
+
+
+# --- silo health -------------------------------------------------------------------------
+
+def silo_health():
+    """Each silo's state and latency, its pending/parked outbox counts, and the parked events.
+
+    Returns ``{"silos": [entry per silo], "parked": [(silo, event row)], "silo_labels": ...}``.  A silo
+    that cannot be read shows as down with what could not be read; the others
+    are still reported.
+    """
+    report = silos.check_all(full=False)
+    silos.record_report(report)
+    result, parked = [], []
+    for silo in SILOS:
+        entry = {"silo": silo, "label": SILO_LABELS[silo], "up": report[silo]["up"], "latency_ms": report[silo]["latency_ms"],
+                 "error": next((c.get("error") for c in report[silo]["checks"].values()
+                                if not c["ok"]), None),
+                 "pending": None, "parked": None}
+        if entry["up"]:
+            model = OUTBOX_BY_SILO[silo]
+            try:
+                counts = dict(db.session.execute(
+                    sa.select(model.status, sa.func.count(model.id))
+                    .where(model.status.in_(("pending", "parked"))).group_by(model.status)
+                ).all())
+                entry["pending"] = counts.get("pending", 0)
+                entry["parked"] = counts.get("parked", 0)
+                parked.extend((silo, row) for row in db.session.execute(
+                    sa.select(model.event_id, model.type, model.entity_type, model.entity_id,
+                              model.attempts, model.last_error, model.created_at)
+                    .where(model.status == "parked").order_by(model.id.desc()).limit(PARKED_LIST_LIMIT)
+                ))
+            except Exception as exc:  # the silo went away between the check and the read
+                db.session.rollback()
+                entry["up"] = False
+                entry["error"] = f"Its outbox could not be read ({type(exc).__name__})."
+        result.append(entry)
+    return {"silos": result, "parked": parked, "silo_labels": SILO_LABELS}
