@@ -20,6 +20,35 @@
     setLive("lost", "Live updates stopped. Reload the page to resume.");
   });
 
+  // The page's one event stream.  The browser itself reconnects a dropped stream and
+  // sends Last-Event-ID, so the server replays what the page missed.  When the browser
+  // gives up on a stream (an error answer), htmx opens a new one: it carries the last id
+  // seen as ?last_event_id= so that reconnect catches up too.  A stream that says the
+  // session ended reloads the page, which leads to the sign-in page.
+  var SIGNALS = ["trip-updated", "bid-updated", "unit-updated", "account-updated",
+                 "config-updated", "registry-updated"];
+  var lastEventId = "";
+  if (window.htmx) {
+    window.htmx.createEventSource = function (url) {
+      var target = url;
+      if (lastEventId) {
+        target += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastEventId);
+      }
+      var source = new EventSource(target, { withCredentials: true });
+      SIGNALS.forEach(function (name) {
+        source.addEventListener(name, function (event) {
+          if (event.lastEventId && /^[0-9]+$/.test(event.lastEventId)) lastEventId = event.lastEventId;
+        });
+      });
+      source.addEventListener("session-ended", function () {
+        source.close();
+        setLive("lost", "Your session ended. Sign in again to continue.");
+        window.location.reload();
+      });
+      return source;
+    };
+  }
+
   // A form with data-confirm asks before it submits (used for award and cancel).
   document.addEventListener("submit", function (event) {
     var form = event.target;

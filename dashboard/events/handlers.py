@@ -5,7 +5,7 @@ it must only write that silo.  Handlers are idempotent in effect: the relay
 also records them in the target's inbox, and they check state before changing it.
 """
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -45,13 +45,23 @@ def _trip(trip_id):
 
 @on("hospital", "trip.awarded", target="ems")
 def ems_apply_award(event):
-    """Winning bid accepted, the others declined, the unit assigned and added to its route."""
+    """Winning bid accepted, the others declined, the unit assigned and added to its route.
+
+    An award already superseded at the hospital (cancelled or handed back since,
+    its follow-up delivered first after a retry) changes nothing.
+    """
     p = event.payload
     trip_id, now = p["trip_id"], utcnow()
+    trip = _trip(trip_id)  # a read of the hospital silo: still this award, and the route's labels
+    if trip is None or trip.status in ("open", "cancelled") \
+            or trip.awarded_unit_id != p["awarded_unit_id"] \
+            or trip.awarded_bid_id != p.get("awarded_bid_id"):
+        log.info("relay: award of trip %s superseded; nothing applied", trip_id)
+        return
     for bid in db.session.scalars(
         sa.select(TransportBid).where(TransportBid.trip_id == trip_id,
                                       TransportBid.status.in_(("live", "accepted")))
-    ):
+    ).all():
         wanted = "accepted" if bid.id == p.get("awarded_bid_id") else "declined"
         if bid.status != wanted:
             bid.status, bid.decided_at = wanted, now
@@ -59,10 +69,9 @@ def ems_apply_award(event):
     if unit is None:
         log.warning("relay: awarded unit %s not found", p["awarded_unit_id"])
         return
-    trip = _trip(trip_id)  # a read of the hospital silo for the route's labels
     route = db.session.scalar(
         sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id, EmsRoute.trip_id == trip_id))
-    if route is None and trip is not None:
+    if route is None:
         day = trip.window_start.date()
         position = db.session.scalar(
             sa.select(sa.func.coalesce(sa.func.max(EmsRoute.position), 0)).where(
@@ -77,7 +86,7 @@ def ems_apply_award(event):
             dropoff_lat=destination.lat if destination else trip.destination_lat,
             dropoff_lon=destination.lon if destination else trip.destination_lon,
             window_start=trip.window_start, window_end=trip.window_end, status="planned"))
-    elif route is not None and route.status in ("handed_back", "cancelled"):
+    elif route.status in ("handed_back", "cancelled"):
         route.status = "planned"
     db.session.flush()
     _refresh_unit(unit)
@@ -94,7 +103,7 @@ def ems_release_trip(event):
     ):
         bid.status, bid.decided_at = "closed", now
     for route in db.session.scalars(sa.select(EmsRoute).where(
-            EmsRoute.trip_id == trip_id, EmsRoute.status.in_(("planned", "en_route")))):
+            EmsRoute.trip_id == trip_id, EmsRoute.status.in_(("planned", "en_route")))).all():
         route.status = "cancelled" if event.type == "trip.cancelled" else "handed_back"
         db.session.flush()
         _refresh_unit(route.unit)
@@ -208,6 +217,16 @@ def record(event):
     db.session.add(signal)
 
 
+def _invites_preferred_only(p, at):
+    """Whether, when the event happened, only the invited (preferred) agencies could see the trip."""
+    if p.get("invite_mode") == "preferred":
+        return True
+    if p.get("invite_mode") != "preferred_then_all":
+        return False
+    trip = _trip(p["trip_id"])  # a read of the hospital silo: when the invitation widens
+    return trip is not None and at < trip.created_at + timedelta(minutes=trip.invite_all_after_minutes or 0)
+
+
 def _agency_scope(event, p):
     """Which agencies may hear of this: ",1,4," or "*" (every agency) or "" (none)."""
     if event.entity_type in ("config", "registry"):
@@ -219,7 +238,7 @@ def _agency_scope(event, p):
         released = (p.get("released") or {}).get("agency_id")
         ids.update(i for i in (p.get("awarded_agency_id"), released) if i)
         level = p.get("level_of_care")
-        if p.get("invite_mode") == "preferred":
+        if _invites_preferred_only(p, event.created_at):
             ids.update(p.get("invited_agency_ids") or [])
         elif level:
             for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):

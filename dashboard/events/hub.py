@@ -2,12 +2,17 @@
 
 Signals are rows of the center's ``live_signals`` table (so a reconnecting
 stream can replay what it missed).  Each process keeps the recent ones in
-memory and is woken when new ones exist:
+memory, numbered in the order it learnt of them, and is woken when new ones
+exist:
 
-* ``local``: the in-process relay pokes the hub directly (embedded default);
+* ``local``: the relay in this process pokes the hub directly (embedded default);
 * ``postgres``: the relay sends ``NOTIFY medport_signals`` on the center
-  database, and one listener thread per process ``LISTEN``s and fetches;
+  database, and one listener thread per process ``LISTEN``s and fetches, so a
+  signal reaches the streams of every worker and host;
 * a slow poll backs both up, so a lost notification delays, never loses.
+
+A stream follows the hub's own sequence, not the table's ids: a signal
+committed late with a lower id (two relays at once) is still passed on.
 """
 import logging
 import select
@@ -22,148 +27,224 @@ from ..models.center import LiveSignal
 
 log = logging.getLogger("medport.events")
 CHANNEL = "medport_signals"
+#: Signals held in memory for streams that fell behind and for replays.
 RECENT = 5000
-# Ids a concurrent writer may still commit below the highest id seen.
-LOOKBACK = 200
+#: Ids a concurrent writer may still commit below the highest id seen.
+LOOKBACK = 100
+_COLUMNS = (LiveSignal.id, LiveSignal.name, LiveSignal.entity_id, LiveSignal.hospital_id,
+            LiveSignal.agency_ids, LiveSignal.user_id)
 
 
 class SignalHub:
+    """Recent signals of this process and the condition streams wait on.
+
+    A signal is a tuple ``(id, name, entity_id, hospital_id, agency_ids, user_id)``.
+    """
+
     def __init__(self):
         self.app = None
-        self._cond = threading.Condition()
-        self._recent = deque(maxlen=RECENT)
-        self._seen = set()
-        self._last_id = None
-        self._listener = None
         self._lock = threading.Lock()
-        #: Grows with every signal taken in; streams wait for it to change.
-        self.generation = 0
+        #: Set (and replaced) whenever new signals arrive: every waiting stream wakes at once.
+        self._arrived = threading.Event()
+        self._fetch_lock = threading.Lock()
+        self._listener_lock = threading.Lock()
+        self._listener = None
+        self._reset()
+
+    def _reset(self):
+        with self._lock:
+            self._recent = deque(maxlen=RECENT)  # (sequence number, signal)
+            self._sequence = 0
+            self._seen = set()
+            self._last_id = None
+            self._primed_floor = None
+            self._app_generation = getattr(self, "_app_generation", 0) + 1
 
     def init_app(self, app):
+        """Serve ``app`` (one per process; a new app starts from a clean memory)."""
         self.app = app
+        self._reset()
 
     # -- state ---------------------------------------------------------------------
-    @property
-    def last_id(self):
+    def position(self):
+        """The current end of the sequence: a new stream starts here."""
         if self._last_id is None:
             self.refresh()
-        return self._last_id or 0
+        return self._sequence
 
-    def refresh(self):
-        """Fetch signals newer than what this process has; wake the waiting streams."""
+    def refresh(self, connection=None):
+        """Fetch signals newer than what this process has; wake the waiting streams.
+
+        ``connection`` (the listener's own) spares the pool, which page
+        requests may be using up.  Returns how many new signals were taken in.
+        """
         app = self.app
         if app is None:
             return 0
-        with self._lock, app.app_context():
+        with self._fetch_lock, app.app_context():
+            generation = self._app_generation
+            reader = connection if connection is not None else db.session
             try:
-                floor = max((self._last_id or 0) - LOOKBACK, 0)
-                if self._last_id is None:
-                    top = db.session.scalar(sa.select(sa.func.max(LiveSignal.id))) or 0
+                priming = self._last_id is None
+                if priming:
+                    top = reader.scalar(sa.select(sa.func.max(LiveSignal.id))) or 0
                     floor = max(top - LOOKBACK, 0)
-                rows = db.session.execute(
-                    sa.select(LiveSignal.id, LiveSignal.name, LiveSignal.entity_id,
-                              LiveSignal.hospital_id, LiveSignal.agency_ids, LiveSignal.user_id)
-                    .where(LiveSignal.id > floor).order_by(LiveSignal.id).limit(RECENT)
+                else:
+                    floor = max(self._last_id - LOOKBACK, 0)
+                rows = reader.execute(
+                    sa.select(*_COLUMNS).where(LiveSignal.id > floor).order_by(LiveSignal.id).limit(RECENT)
                 ).all()
             except Exception as exc:
+                if connection is not None:
+                    raise  # the listener reconnects
                 log.warning("signal hub: cannot read signals: %s", type(exc).__name__)
                 return 0
             finally:
-                db.session.remove()
-            fresh = [r for r in rows if r.id not in self._seen]
-            for row in fresh:
-                self._seen.add(row.id)
-                self._recent.append(tuple(row))
-            if len(self._seen) > RECENT * 2:
-                keep = {r[0] for r in self._recent}
-                self._seen = keep
-            top = max([r.id for r in rows], default=self._last_id or 0)
-            self._last_id = max(self._last_id or 0, top)
-        if fresh:
-            with self._cond:
-                self.generation += len(fresh)
-                self._cond.notify_all()
+                if connection is None:
+                    db.session.remove()
+            with self._lock:
+                if generation != self._app_generation:
+                    return 0  # the hub was reset meanwhile
+                fresh = [tuple(row) for row in rows if row.id not in self._seen]
+                for signal in fresh:
+                    self._sequence += 1
+                    self._recent.append((self._sequence, signal))
+                    self._seen.add(signal[0])
+                self._last_id = max([self._last_id or 0] + [row.id for row in rows])
+                if priming:
+                    self._primed_floor = floor
+                keep_above = self._last_id - 2 * LOOKBACK
+                if len(self._seen) > 4 * LOOKBACK:
+                    self._seen = {i for i in self._seen if i > keep_above}
+                if fresh:
+                    arrived, self._arrived = self._arrived, threading.Event()
+                    arrived.set()
         return len(fresh)
 
-    def wait(self, generation, timeout):
-        """Block until signals newer than ``generation`` (a count) arrive, or ``timeout``."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.generation != generation, timeout)
-        return self.generation
+    def wait(self, position, timeout):
+        """Block until the sequence moves past ``position``, or ``timeout``; return it."""
+        arrived = self._arrived  # taken before the check: a signal after it sets this one
+        if self._sequence == position:
+            arrived.wait(timeout)
+        return self._sequence
 
-    def since(self, last_id):
-        """Signals with id > ``last_id`` held in memory, and whether memory covers the gap."""
-        items = [s for s in list(self._recent) if s[0] > last_id]
-        oldest = self._recent[0][0] if self._recent else None
-        covered = oldest is not None and oldest <= last_id + 1 or not self._recent
-        return items, covered
+    def after(self, position):
+        """``(new position, signals after position, complete)``.
+
+        ``complete`` is False when the stream fell behind further than memory
+        reaches (it then replays from the table).
+        """
+        with self._lock:
+            items = []
+            for sequence, signal in reversed(self._recent):
+                if sequence <= position:
+                    break
+                items.append(signal)
+            items.reverse()
+            oldest = self._recent[0][0] if self._recent else self._sequence + 1
+            complete = position >= oldest - 1 or position >= self._sequence
+            return self._sequence, items, complete
+
+    def since_id(self, last_id):
+        """Signals with id > ``last_id`` held in memory, or None when memory does not reach back.
+
+        Memory reaches back when the hub has held every signal after ``last_id``:
+        ``last_id`` is at or above where this process started listening.
+        """
+        if self._last_id is None:
+            self.refresh()
+        with self._lock:
+            if self._primed_floor is None or last_id < self._primed_floor:
+                return None
+            oldest_kept = self._recent[0][1][0] if self._recent else None
+            if len(self._recent) == RECENT and oldest_kept is not None and last_id < oldest_kept:
+                return None
+            return sorted((s for _, s in self._recent if s[0] > last_id), key=lambda s: s[0])
 
     def replay_from_db(self, last_id, limit=1000):
+        """``(signals with id > last_id, complete)`` from the table.
+
+        ``complete`` is False when the table no longer holds what came right
+        after ``last_id`` (pruned): the stream then asks every panel to refresh.
+        """
         with self.app.app_context():
             try:
                 rows = db.session.execute(
-                    sa.select(LiveSignal.id, LiveSignal.name, LiveSignal.entity_id,
-                              LiveSignal.hospital_id, LiveSignal.agency_ids, LiveSignal.user_id)
-                    .where(LiveSignal.id > last_id).order_by(LiveSignal.id).limit(limit)
+                    sa.select(*_COLUMNS).where(LiveSignal.id > last_id).order_by(LiveSignal.id).limit(limit)
                 ).all()
-                return [tuple(r) for r in rows]
+                reaches_back = last_id <= 0 or db.session.scalar(
+                    sa.select(LiveSignal.id).where(LiveSignal.id <= last_id).limit(1)) is not None
+                return [tuple(r) for r in rows], reaches_back and len(rows) < limit
             finally:
                 db.session.remove()
 
     # -- publishing ------------------------------------------------------------------
     def poke(self):
-        """Called by the relay after it wrote signals: tell every process."""
+        """Called by the relay after it wrote a signal: tell the streams of every process.
+
+        With ``postgres``, a NOTIFY reaches every process's listener (this one's
+        too, when it serves streams); with ``local``, this process looks at once.
+        """
         if self.app is None:
             return
-        if self.app.config["MEDPORT_SIGNAL_BACKEND"] == "postgres":
-            try:
-                with db.engines[None].connect() as conn:
-                    conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-                    conn.commit()
-            except Exception as exc:
-                log.warning("signal hub: NOTIFY failed: %s", type(exc).__name__)
-        self.refresh()
+        if self.app.config["MEDPORT_SIGNAL_BACKEND"] != "postgres":
+            self.refresh()
+            return
+        try:
+            with self.app.app_context(), db.engines[None].connect() as conn:
+                conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                conn.commit()
+        except Exception as exc:  # the slow poll still brings the signal
+            log.warning("signal hub: NOTIFY failed: %s", type(exc).__name__)
 
     # -- listening -------------------------------------------------------------------
     def ensure_listener(self):
         """Start this process's listener thread once (LISTEN, or a slow poll)."""
         if self._listener is not None or self.app is None:
             return
-        with self._lock:
+        with self._listener_lock:
             if self._listener is not None:
                 return
             self._listener = threading.Thread(target=self._listen_forever, name="medport-signals",
                                               daemon=True)
             self._listener.start()
 
+    def _poll_seconds(self):
+        return float(self.app.config.get("MEDPORT_SIGNAL_POLL_SECONDS", 5))
+
     def _listen_forever(self):
-        poll = self.app.config.get("MEDPORT_SIGNAL_POLL_SECONDS", 5)
         while True:
             if self.app.config["MEDPORT_SIGNAL_BACKEND"] == "postgres":
                 try:
-                    self._listen_postgres(poll)
+                    self._listen_postgres()
                 except Exception as exc:
                     log.warning("signal hub: LISTEN lost (%s); retrying", type(exc).__name__)
             self.refresh()
-            time.sleep(poll)
+            time.sleep(self._poll_seconds())
 
-    def _listen_postgres(self, poll):
-        with self.app.app_context():
-            raw = db.engines[None].raw_connection()
+    def _listen_postgres(self):
+        """LISTEN on the center database until the connection is lost or the app changes.
+
+        The listening connection also fetches the signals, so fan-out never
+        waits for a pooled connection.
+        """
+        app, generation = self.app, self._app_generation
+        with app.app_context():
+            engine = db.engines[None]
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            conn = raw.driver_connection
-            conn.set_session(autocommit=True)
-            with conn.cursor() as cur:
-                cur.execute(f"LISTEN {CHANNEL}")
-            self.refresh()
-            while True:
-                ready, _, _ = select.select([conn], [], [], poll)
+            conn.exec_driver_sql(f"LISTEN {CHANNEL}")
+            driver = conn.connection.driver_connection
+            self.refresh(conn)  # whatever was written before LISTEN took effect
+            while generation == self._app_generation:
+                ready, _, _ = select.select([driver], [], [], self._poll_seconds())
                 if ready:
-                    conn.poll()
-                    conn.notifies.clear()
-                self.refresh()
+                    driver.poll()
+                    driver.notifies.clear()
+                self.refresh(conn)
         finally:
-            raw.invalidate()
+            conn.invalidate()  # never back to the pool still listening
+            conn.close()
 
 
 hub = SignalHub()

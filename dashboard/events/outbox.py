@@ -1,9 +1,13 @@
 """Writing events: an outbox row in the same silo and transaction as the change."""
+import sqlalchemy as sa
 from flask import has_request_context, request
 from flask_login import current_user
 
 from ..extensions import db
 from ..models.outbox import OUTBOX_BY_SILO
+
+#: PostgreSQL channel on which a commit that wrote outbox rows wakes the relays.
+RELAY_CHANNEL = "medport_outbox"
 
 EVENT_TYPES = (
     "trip.posted",
@@ -54,7 +58,20 @@ def emit(silo, type_, entity_type, entity_id, payload=None, actor_user_id=None, 
     )
     db.session.add(row)
     _mark_written(db.session())
+    _notify_relays(silo)
     return row
+
+
+def _notify_relays(silo):
+    """On PostgreSQL, wake every relay process when this transaction commits.
+
+    ``NOTIFY`` is transactional: it is delivered at commit, and never for a
+    transaction rolled back.  Repeats within one transaction are folded into one.
+    """
+    engine = db.engines[None if silo == "center" else silo]
+    if engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SELECT pg_notify(:channel, :silo)"),
+                           {"channel": RELAY_CHANNEL, "silo": silo}, bind_arguments={"bind": engine})
 
 
 def _mark_written(session):

@@ -6,14 +6,18 @@ Delivery of one event:
 2. run each handler registered for its type, each in its own transaction in
    its target silo, recording ``(event_id, handler)`` in that silo's
    ``inbox_events`` in the same transaction: a retried event skips handlers
-   that already took effect;
+   that already took effect, and of two relays racing on one handler the
+   inbox's unique key lets exactly one commit;
 3. mark it delivered, then wake the live streams.
 
 A handler that fails (a silo down) leaves the event pending with a growing
-back-off; after ``MAX_ATTEMPTS`` it is parked for the center's health panel,
-never dropped.  Events of one entity are delivered in order.
+back-off; after ``MEDPORT_RELAY_MAX_ATTEMPTS`` tries it is parked for the
+center's health panel, never dropped (:func:`retry_parked` puts it back).
+Events of one entity are delivered in order: while an earlier pending event of
+an entity waits, the later ones wait behind it.
 """
 import logging
+import select
 import threading
 import time
 from datetime import timedelta
@@ -24,20 +28,27 @@ from sqlalchemy.exc import IntegrityError
 from ..config import SILOS
 from ..extensions import db
 from ..models.base import utcnow
+from ..models.center import LiveSignal
 from ..models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
 from . import handlers as handler_registry
+from .hub import hub
+from .outbox import RELAY_CHANNEL
 
 log = logging.getLogger("medport.relay")
 
-MAX_ATTEMPTS = 12
+DEFAULT_MAX_ATTEMPTS = 15
+MAX_BACKOFF_SECONDS = 300
 LEASE_SECONDS = 30
 BATCH = 100
 SWEEP_EVERY_SECONDS = 5
+LISTEN_CHECK_SECONDS = 5
+#: Live signals older than this are pruned; a page away longer reloads anyway.
+SIGNAL_RETENTION = timedelta(days=1)
 
 
 def backoff_seconds(attempts):
-    """1, 2, 4, ... seconds, at most 5 minutes between tries."""
-    return min(2 ** max(attempts - 1, 0), 300)
+    """1, 2, 4, ... seconds after the 1st, 2nd, 3rd failure; at most 5 minutes."""
+    return min(2 ** max(attempts - 1, 0), MAX_BACKOFF_SECONDS)
 
 
 class Relay:
@@ -47,37 +58,96 @@ class Relay:
         self.app = app
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self._last_sweep = 0.0
+        self._last_sweep = None
+
+    @property
+    def max_attempts(self):
+        return int(self.app.config.get("MEDPORT_RELAY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
 
     # -- one pass -------------------------------------------------------------------
     def run_once(self, now=None):
-        """Deliver every due event of every reachable silo; run the deadline timer. Returns count."""
-        delivered = 0
-        with self.app.app_context():
-            for silo in SILOS:
-                try:
-                    delivered += self._deliver_silo(silo, now)
-                except Exception as exc:  # a silo down: its events wait, the others go on
-                    db.session.rollback()
-                    log.warning("relay: cannot read the %s outbox: %s", silo, type(exc).__name__)
-            if time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS or now is not None:
-                self._last_sweep = time.monotonic()
-                try:
-                    from ..services import deadlines
+        """Deliver every due event of every reachable silo, then run the timer when due.
 
-                    deadlines.sweep(now)
-                except Exception as exc:
-                    db.session.rollback()
-                    log.warning("relay: deadline sweep failed: %s", type(exc).__name__)
-            db.session.remove()
+        ``now`` (naive UTC) stands in for the clock, so tests can step past a
+        back-off or a deadline; given, the timer always runs.  What the timer
+        emits (unfilled, auto-awarded) is delivered in the same pass.  Returns
+        how many events were delivered.
+        """
+        with self.app.app_context():
+            try:
+                delivered = self._deliver_all(now)
+                if (now is not None or self._sweep_due()) and self._sweep(now):
+                    delivered += self._deliver_all(now)
+            finally:
+                db.session.remove()
         return delivered
 
-    def _deliver_silo(self, silo, now=None):
+    def _deliver_all(self, now):
+        delivered = 0
+        for silo in SILOS:
+            try:
+                delivered += self._deliver_silo(silo, now or utcnow())
+            except Exception as exc:  # a silo down: its events wait, the others go on
+                db.session.rollback()
+                log.warning("relay: cannot read the %s outbox: %s", silo, type(exc).__name__)
+        return delivered
+
+    def drain(self, max_passes=20, now=None):
+        """Run passes until one delivers nothing (bounded); return the total delivered.
+
+        Follow-ups emitted while delivering (a unit freed, an auto-award) go out too.
+        """
+        total = 0
+        for _ in range(max_passes):
+            delivered = self.run_once(now)
+            total += delivered
+            if not delivered:
+                break
+        return total
+
+    def _sweep_due(self):
+        return self._last_sweep is None or time.monotonic() - self._last_sweep >= SWEEP_EVERY_SECONDS
+
+    def _sweep(self, now):
+        """The timer: deadlines of open requests, and old live signals pruned.
+
+        Returns how many requests reached their deadline.
+        """
+        from ..services import deadlines
+
+        self._last_sweep = time.monotonic()
+        handled = 0
+        try:
+            handled = deadlines.sweep(now)
+        except Exception as exc:  # a silo the policy needs is down: the next sweep retries
+            db.session.rollback()
+            log.warning("relay: deadline sweep failed: %s", type(exc).__name__)
+        try:
+            db.session.execute(
+                sa.delete(LiveSignal)
+                .where(LiveSignal.created_at < (now or utcnow()) - SIGNAL_RETENTION)
+                .execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+        except Exception as exc:
+            db.session.rollback()
+            log.warning("relay: pruning live signals failed: %s", type(exc).__name__)
+        return handled
+
+    def _deliver_silo(self, silo, now):
         model = OUTBOX_BY_SILO[silo]
-        now = now or utcnow()
+        # Entities whose earliest pending event is still backing off: nothing later may pass it.
+        waiting = {
+            (row.entity_type, row.entity_id): row.first
+            for row in db.session.execute(
+                sa.select(model.entity_type, model.entity_id, sa.func.min(model.id).label("first"))
+                .where(model.status == "pending", model.next_attempt_at > now)
+                .group_by(model.entity_type, model.entity_id)
+            )
+        }
         rows = db.session.execute(
-            sa.select(model.id, model.entity_type, model.entity_id, model.next_attempt_at)
-            .where(model.status == "pending")
+            sa.select(model.id, model.entity_type, model.entity_id)
+            .where(model.status == "pending", model.next_attempt_at <= now)
             .order_by(model.id)
             .limit(BATCH)
         ).all()
@@ -86,21 +156,22 @@ class Relay:
         delivered = 0
         for row in rows:
             key = (row.entity_type, row.entity_id)
-            if key in blocked:
+            if key in blocked or waiting.get(key, row.id) < row.id:
                 continue
-            if row.next_attempt_at > now or not self._claim(model, row.id, now):
-                blocked.add(key)
+            if not self._claim(model, row.id, now):
+                blocked.add(key)  # another relay holds it, or it is no longer pending
                 continue
-            if self._deliver(silo, model, row.id):
+            if self._deliver(silo, model, row.id, now):
                 delivered += 1
             else:
                 blocked.add(key)
         return delivered
 
     def _claim(self, model, event_pk, now):
+        """Take a lease on a due, pending event; False when another relay holds it."""
         result = db.session.execute(
             sa.update(model)
-            .where(model.id == event_pk, model.status == "pending",
+            .where(model.id == event_pk, model.status == "pending", model.next_attempt_at <= now,
                    sa.or_(model.claimed_until.is_(None), model.claimed_until < now))
             .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS))
             .execution_options(synchronize_session=False)
@@ -108,7 +179,7 @@ class Relay:
         db.session.commit()
         return result.rowcount == 1
 
-    def _deliver(self, silo, model, event_pk):
+    def _deliver(self, silo, model, event_pk, now):
         event = db.session.get(model, event_pk)
         db.session.expunge(event)
         db.session.commit()
@@ -118,20 +189,21 @@ class Relay:
         except Exception as exc:
             db.session.rollback()
             attempts = event.attempts + 1
-            parked = attempts >= MAX_ATTEMPTS
-            log.warning("relay: %s %s attempt %d failed: %s", silo, event.type, attempts,
-                        type(exc).__name__)
+            parked = attempts >= self.max_attempts
+            log.warning("relay: %s %s %s attempt %d failed%s: %s", silo, event.type, event.event_id,
+                        attempts, " (parked)" if parked else "", type(exc).__name__)
             db.session.execute(
                 sa.update(model).where(model.id == event_pk).values(
                     attempts=attempts,
                     status="parked" if parked else "pending",
-                    next_attempt_at=utcnow() + timedelta(seconds=backoff_seconds(attempts)),
-                    last_error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                    next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
+                    last_error=_describe(exc),
                     claimed_until=None,
                 ).execution_options(synchronize_session=False)
             )
             db.session.commit()
             return False
+        hub.poke()  # the live signal is committed: wake the streams before the bookkeeping
         db.session.execute(
             sa.update(model).where(model.id == event_pk).values(
                 status="delivered", delivered_at=utcnow(), attempts=event.attempts + 1,
@@ -139,18 +211,13 @@ class Relay:
             ).execution_options(synchronize_session=False)
         )
         db.session.commit()
-        from .hub import hub
-
-        hub.poke()
         return True
 
     def _apply(self, name, target, fn, event):
         """Run one handler in its target silo, exactly once in effect."""
         inbox = INBOX_BY_SILO[target]
-        already = db.session.scalar(
-            sa.select(inbox.id).where(inbox.event_id == event.event_id, inbox.handler == name)
-        )
-        if already is not None:
+        applied = sa.select(inbox.id).where(inbox.event_id == event.event_id, inbox.handler == name)
+        if db.session.scalar(applied) is not None:
             db.session.commit()
             return
         try:
@@ -160,14 +227,20 @@ class Relay:
         except IntegrityError:
             # Another relay applied the same handler first: its effect stands, ours is undone.
             db.session.rollback()
-            if db.session.scalar(
-                sa.select(inbox.id).where(inbox.event_id == event.event_id, inbox.handler == name)
-            ) is None:
+            if db.session.scalar(applied) is None:
                 raise
+            db.session.commit()
 
     # -- loops ----------------------------------------------------------------------
     def run_forever(self, poll_seconds=1.0):
-        """Deliver until stopped; a commit that wrote outbox rows wakes the loop early."""
+        """Deliver until stopped; a commit that wrote outbox rows wakes the loop early.
+
+        In this process the commit hook wakes it; on PostgreSQL a commit in any
+        process does too (``LISTEN medport_outbox`` on each silo).
+        """
+        listener = threading.Thread(target=self._listen_for_commits, name="medport-relay-listen",
+                                    daemon=True)
+        listener.start()
         while not self.stopping.is_set():
             try:
                 self.run_once()
@@ -177,11 +250,113 @@ class Relay:
             self.wake.clear()
 
     def stop(self):
+        """End :meth:`run_forever` after the pass under way."""
         self.stopping.set()
         self.wake.set()
 
+    def _listen_for_commits(self):
+        """LISTEN on every PostgreSQL silo; each notification wakes the delivery loop."""
+        with self.app.app_context():
+            engines = [engine for engine in (db.engines[None if silo == "center" else silo]
+                                             for silo in SILOS)
+                       if engine.dialect.name == "postgresql"]
+        while engines and not self.stopping.is_set():
+            raws = []
+            try:
+                for engine in engines:
+                    raws.append(engine.raw_connection())
+                    conn = raws[-1].driver_connection
+                    conn.rollback()
+                    conn.autocommit = True
+                    with conn.cursor() as cur:
+                        cur.execute(f"LISTEN {RELAY_CHANNEL}")
+                self.wake.set()  # whatever was committed before LISTEN took effect
+                conns = [raw.driver_connection for raw in raws]
+                while not self.stopping.is_set():
+                    ready, _, _ = select.select(conns, [], [], LISTEN_CHECK_SECONDS)
+                    for conn in ready:
+                        conn.poll()
+                        conn.notifies.clear()
+                    if ready:
+                        self.wake.set()
+            except Exception as exc:  # a silo down: the poll goes on; listen again later
+                log.info("relay: LISTEN interrupted (%s); retrying", type(exc).__name__)
+                self.stopping.wait(LISTEN_CHECK_SECONDS)
+            finally:
+                for raw in raws:
+                    raw.invalidate()
 
-_inprocess = {"relay": None}
+
+def _describe(exc):
+    """A one-line error for the health panel (driver messages name no password)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+# -- what the center's health panel and the operators use ---------------------------------
+
+def outbox_summary():
+    """Per silo: ``{"reachable", "pending", "parked", "oldest_pending"}`` (a silo down says so)."""
+    summary = {}
+    for silo, model in OUTBOX_BY_SILO.items():
+        try:
+            counts = dict(db.session.execute(
+                sa.select(model.status, sa.func.count(model.id))
+                .where(model.status.in_(("pending", "parked"))).group_by(model.status)
+            ).all())
+            oldest = db.session.scalar(
+                sa.select(sa.func.min(model.created_at)).where(model.status == "pending"))
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            summary[silo] = {"reachable": False, "pending": None, "parked": None, "oldest_pending": None}
+            continue
+        summary[silo] = {"reachable": True, "pending": counts.get("pending", 0),
+                         "parked": counts.get("parked", 0), "oldest_pending": oldest}
+    return summary
+
+
+def parked_events(limit=50):
+    """The parked events of every reachable silo, newest first: what failed and why."""
+    rows = []
+    for silo, model in OUTBOX_BY_SILO.items():
+        try:
+            found = db.session.scalars(
+                sa.select(model).where(model.status == "parked").order_by(model.id.desc()).limit(limit))
+            rows += [dict(silo=silo, event_id=e.event_id, type=e.type, entity_type=e.entity_type,
+                          entity_id=e.entity_id, attempts=e.attempts, last_error=e.last_error,
+                          created_at=e.created_at) for e in found]
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+    return sorted(rows, key=lambda r: r["created_at"], reverse=True)[:limit]
+
+
+def retry_parked(silo=None, event_id=None):
+    """Put parked events back in the queue (all, one silo's, or one event); return how many.
+
+    Handlers that already took effect are skipped on the next delivery (the
+    inbox).  Each silo's outbox is updated in its own transaction, committed here.
+    """
+    count = 0
+    for name, model in OUTBOX_BY_SILO.items():
+        if silo is not None and name != silo:
+            continue
+        query = sa.update(model).where(model.status == "parked")
+        if event_id is not None:
+            query = query.where(model.event_id == event_id)
+        result = db.session.execute(
+            query.values(status="pending", attempts=0, next_attempt_at=utcnow(), claimed_until=None)
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+        count += result.rowcount
+    wake_inprocess_relay()
+    return count
+
+
+# -- the embedded default: a relay thread in the web process ------------------------------
+
+_inprocess = {"relay": None, "thread": None}
 _inprocess_lock = threading.Lock()
 
 
@@ -196,9 +371,19 @@ def start_inprocess_relay(app):
             if _inprocess["relay"] is not None:
                 return
             relay = Relay(app)
-            _inprocess["relay"] = relay
             thread = threading.Thread(target=relay.run_forever, name="medport-relay", daemon=True)
             thread.start()
+            _inprocess.update(relay=relay, thread=thread)
+
+
+def stop_inprocess_relay(timeout=10):
+    """Stop this process's relay thread (a worker shutting down); it finishes its pass."""
+    with _inprocess_lock:
+        relay, thread = _inprocess["relay"], _inprocess["thread"]
+        _inprocess.update(relay=None, thread=None)
+    if relay is not None:
+        relay.stop()
+        thread.join(timeout)
 
 
 def wake_inprocess_relay():

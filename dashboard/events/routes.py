@@ -3,8 +3,11 @@
 A signal says *what* changed (``event: trip-updated``, ``data: <public id>``);
 each panel re-fetches its own partial, so every viewer sees only what its role
 may see.  The database session is released before streaming starts; the
-stream itself only reads the in-memory hub (and the database briefly when a
-reconnect asks to replay more than the hub holds).
+stream itself reads the in-memory hub, and the database only briefly: a
+reconnect that asks to replay more than the hub holds, and the session check
+at each keep-alive.  A stream ends after ``MEDPORT_STREAM_MAX_SECONDS`` (the
+browser reconnects with ``Last-Event-ID``) or with ``event: session-ended``
+when the viewer's session ends (deactivated, signed out everywhere).
 """
 import time
 
@@ -13,24 +16,37 @@ from flask import Blueprint, Response, current_app, request
 from flask_login import current_user, login_required
 
 from ..extensions import db
+from ..models.base import CENTER_ROLES
 from ..models.center import User
 from .hub import hub
 
 bp = Blueprint("events", __name__)
 
+#: Sent when a reconnect cannot be replayed exactly: every panel refreshes once.
+RESYNC_SIGNALS = ("trip-updated", "bid-updated", "unit-updated")
+SESSION_ENDED = "event: session-ended\ndata: signed out\n\n"
+
 
 def may_receive(viewer, signal):
-    """Whether a viewer (role, hospital_id, agency_id, user_id) may receive ``signal``."""
-    _id, name, _entity, hospital_id, agency_ids, user_id = signal
+    """Whether a viewer ``(role, hospital_id, agency_id, user_id)`` may receive ``signal``.
+
+    Center roles receive everything; a hospital user what concerns their
+    hospital; an EMS user what names their agency; a signal about one account
+    goes to that account (and the center); ``"*"`` signals (configuration,
+    registry) go to every organisation.
+    """
+    _id, _name, _entity, hospital_id, agency_ids, user_id = signal
     role, viewer_hospital, viewer_agency, viewer_user = viewer
+    if role in CENTER_ROLES:
+        return True
     if user_id is not None:
         return user_id == viewer_user
-    if role in ("coordinator", "admin"):
+    if agency_ids == "*":
         return True
     if role == "hospital":
-        return hospital_id is not None and hospital_id == viewer_hospital or agency_ids == "*"
+        return hospital_id is not None and hospital_id == viewer_hospital
     if role == "ems":
-        return agency_ids == "*" or f",{viewer_agency}," in (agency_ids or "")
+        return viewer_agency is not None and f",{viewer_agency}," in (agency_ids or "")
     return False
 
 
@@ -39,6 +55,7 @@ def _format(signal):
 
 
 def _session_still_valid(app, user_id, epoch):
+    """The viewer is still active with the same session epoch (a center outage says yes)."""
     with app.app_context():
         try:
             row = db.session.execute(
@@ -47,47 +64,78 @@ def _session_still_valid(app, user_id, epoch):
             return True  # center down: keep streaming what the hub has
         finally:
             db.session.remove()
-    return row is not None and row.active and row.session_epoch == epoch
+    return row is not None and bool(row.active) and row.session_epoch == epoch
+
+
+def _last_event_id():
+    """The id the browser saw last: the ``Last-Event-ID`` header, or ``?last_event_id=``."""
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or ""
+    raw = raw.strip()
+    return int(raw) if raw.isdigit() else None
 
 
 @bp.route("/events")
 @login_required
 def stream():
+    """The viewer's live signals; ``Last-Event-ID`` replays what a reconnecting page missed."""
     app = current_app._get_current_object()
     viewer = (current_user.role, current_user.hospital_id, current_user.agency_id, current_user.id)
     epoch = current_user.session_epoch
-    keepalive = app.config.get("MEDPORT_STREAM_KEEPALIVE_SECONDS", 15)
-    max_seconds = app.config.get("MEDPORT_STREAM_MAX_SECONDS", 3600)
-    raw_last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or ""
-    hub.ensure_listener()
-    last_id = int(raw_last) if raw_last.isdigit() else hub.last_id
-    # Nothing of this request's database session is held while streaming.
+    keepalive = float(app.config.get("MEDPORT_STREAM_KEEPALIVE_SECONDS", 15))
+    max_seconds = float(app.config.get("MEDPORT_STREAM_MAX_SECONDS", 3600))
+    last_id = _last_event_id()
+    # Nothing of this request's database session is held from here on: the hub's
+    # reads below and the stream take a connection only for a moment.
     db.session.remove()
+    hub.ensure_listener()
+    position = hub.position()
+    replay, resync = [], False
+    if last_id is not None:
+        replay = hub.since_id(last_id)
+        if replay is None:
+            replay, complete = hub.replay_from_db(last_id)
+            resync = not complete
 
     def generate():
-        nonlocal last_id
         yield "retry: 2000\n: connected\n\n"
-        started = time.monotonic()
-        generation = hub.generation
-        while time.monotonic() - started < max_seconds:
-            items, covered = hub.since(last_id)
-            if not covered:
-                items = hub.replay_from_db(last_id)
-            for signal in items:
-                last_id = max(last_id, signal[0])
-                if signal[5] == viewer[3] and signal[1] == "account-updated":
-                    if not _session_still_valid(app, viewer[3], epoch):
-                        yield "event: session-ended\ndata: signed out\n\n"
-                        return
-                if may_receive(viewer, signal):
-                    yield _format(signal)
-            new_generation = hub.wait(generation, keepalive)
-            if new_generation == generation:
-                if not _session_still_valid(app, viewer[3], epoch):
-                    yield "event: session-ended\ndata: signed out\n\n"
+        started = last_write = last_check = time.monotonic()
+        sent = set()
+        pending, cursor = replay, position
+        if resync:
+            yield "".join(f"event: {name}\ndata: *\n\n" for name in RESYNC_SIGNALS)
+        while True:
+            chunks = []
+            for signal in pending:
+                if signal[0] in sent:
+                    continue
+                sent.add(signal[0])
+                if signal[5] == viewer[3] and signal[1] == "account-updated" \
+                        and not _session_still_valid(app, viewer[3], epoch):
+                    yield "".join(chunks) + SESSION_ENDED
                     return
+                if may_receive(viewer, signal):
+                    chunks.append(_format(signal))
+            if len(sent) > 2000:
+                sent = {i for i in sent if i > max(sent) - 1000}
+            now = time.monotonic()
+            if now - last_check >= keepalive:
+                last_check = now
+                if not _session_still_valid(app, viewer[3], epoch):
+                    yield "".join(chunks) + SESSION_ENDED
+                    return
+            if chunks:
+                yield "".join(chunks)
+                last_write = now
+            elif now - last_write >= keepalive:
                 yield ": keep-alive\n\n"
-            generation = new_generation
+                last_write = now
+            remaining = max_seconds - (now - started)
+            if remaining <= 0:
+                return
+            hub.wait(cursor, max(min(keepalive - (time.monotonic() - last_write), remaining), 0))
+            cursor, pending, complete = hub.after(cursor)
+            if not complete:
+                pending, _ = hub.replay_from_db(max(sent, default=last_id or 0))
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(generate(), mimetype="text/event-stream", headers=headers)

@@ -1,0 +1,56 @@
+"""gunicorn settings: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+Live pages hold one Server-Sent Events stream each, open for as long as the
+page is.  gevent workers hold thousands of such idle connections cheaply (a
+greenlet each); thread workers would be used up by them.  psycopg2 is made
+cooperative (psycogreen) so a query waits without blocking the other
+greenlets of its worker.  gunicorn's gevent worker monkey-patches the
+standard library when the worker starts, before the app (and the threads of
+its relay and signal listener) is imported.
+
+Command-line options override what is set here (``-w``, ``-b``, ``-k``).
+"""
+import os
+
+bind = [f"0.0.0.0:{os.environ['PORT']}"] if os.environ.get("PORT") else ["127.0.0.1:8000"]
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# Open connections per worker, streams included.
+worker_connections = int(os.environ.get("MEDPORT_WORKER_CONNECTIONS", "2000"))
+
+# With gevent, ``timeout`` is how long a worker may stop answering the arbiter's
+# heartbeat (a blocked event loop), not a limit on a request: streams last long.
+timeout = 30
+# On restart, open streams get this long to end; browsers then reconnect to the new
+# workers with Last-Event-ID and miss nothing.
+graceful_timeout = 10
+keepalive = 5
+
+# gunicorn's control socket sits at one path per user: several servers on a host would
+# share it.  Give each its own path to use ``gunicornc``.
+if os.environ.get("MEDPORT_CONTROL_SOCKET"):
+    control_socket = os.environ["MEDPORT_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
+
+accesslog = os.environ.get("MEDPORT_ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("MEDPORT_LOG_LEVEL", "info")
+# Behind a proxy that terminates TLS, gunicorn trusts its X-Forwarded-* headers only
+# from these addresses (the app's own MEDPORT_PROXY_HOPS applies ProxyFix).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_fork(server, worker):
+    """Make psycopg2 cooperative in each gevent worker before the app connects anywhere."""
+    if "gevent" in server.cfg.worker_class_str:
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+
+
+def worker_exit(server, worker):
+    """Let a worker's in-process relay finish its pass before the worker goes."""
+    from dashboard.events.relay import stop_inprocess_relay
+
+    stop_inprocess_relay(timeout=5)

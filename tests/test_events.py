@@ -1,0 +1,625 @@
+"""Events: the outbox written with each change, the relay's follow-ups, retries, parking, deadlines.
+
+The helpers at the top act as the views do (services, then one commit) and
+are shared with the stream, fault and multi-worker tests.
+"""
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from dashboard import create_app
+from dashboard.events import handlers
+from dashboard.events.outbox import emit
+from dashboard.events.relay import (
+    Relay,
+    backoff_seconds,
+    outbox_summary,
+    parked_events,
+    retry_parked,
+    start_inprocess_relay,
+    stop_inprocess_relay,
+)
+from dashboard.extensions import db
+from dashboard.models.base import utcnow
+from dashboard.models.center import Agency, AuditLog, Hospital, LiveSignal, User
+from dashboard.models.ems import EmsRoute, TransportBid, Unit
+from dashboard.models.hospital import HospitalFacility, HospitalUser, TransportRequest
+from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
+from dashboard.services import bidding, configuration, trips
+from dashboard.services.deadlines import bid_for_award
+from dashboard.services.silos import CrossSiloWrite
+
+# --- helpers: act as the views do (services, then one commit) -----------------------------
+
+
+def hospital(code):
+    return db.session.scalar(sa.select(Hospital).where(Hospital.short_code == code))
+
+
+def agency(code):
+    return db.session.scalar(sa.select(Agency).where(Agency.short_code == code))
+
+
+def post_trip(code="ALT", level="BLS", invite_mode="all", deadline_minutes=30, commit=True):
+    """Post an open request for hospital ``code``; return its id."""
+    org = hospital(code)
+    facilities = db.session.scalars(sa.select(HospitalFacility).where(
+        HospitalFacility.hospital_id == org.id).order_by(HospitalFacility.id)).all()
+    destination = db.session.scalar(sa.select(HospitalFacility).where(
+        HospitalFacility.hospital_id != org.id).order_by(HospitalFacility.id).limit(1))
+    now = utcnow()
+    fields = dict(
+        origin_facility_id=facilities[0].id, pickup_location="4 West, room 412",
+        destination_facility_id=destination.id, level_of_care=level, mobility="stretcher",
+        urgency="routine", window_start=now + timedelta(hours=6), window_end=now + timedelta(hours=7),
+        age_group="adult", weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_minutes),
+        invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None,
+    )
+    nurse = db.session.scalar(sa.select(User.id).where(User.hospital_id == org.id).limit(1))
+    trip = trips.post(org.id, org.short_code, fields, nurse, "Charge Nurse")
+    trip_id = trip.id
+    if commit:
+        db.session.commit()
+    return trip_id
+
+
+def free_unit(agency_id, trip):
+    """An active unit of the agency able to serve ``trip``, with no bid overlapping its window."""
+    busy = sa.select(TransportBid.unit_id).where(
+        TransportBid.status.in_(("live", "accepted")), TransportBid.window_start < trip.window_end,
+        TransportBid.window_end > trip.window_start)
+    levels = ("BLS", "ALS", "CCT")
+    for unit in db.session.scalars(sa.select(Unit).where(
+            Unit.agency_id == agency_id, Unit.active.is_(True), Unit.id.not_in(busy),
+            Unit.status.in_(("available", "assigned"))).order_by(Unit.id)):
+        if levels.index(unit.level) >= levels.index(trip.level_of_care):
+            return unit
+    raise AssertionError(f"no free unit for agency {agency_id}")
+
+
+def place_bid(trip_id, agency_code, eta):
+    """This agency's bid on the trip with a free unit; return the bid id."""
+    org = agency(agency_code)
+    trip = db.session.get(TransportRequest, trip_id)
+    unit = free_unit(org.id, trip)
+    bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, str(eta), "", None)
+    bid_id = bid.id
+    db.session.commit()
+    return bid_id
+
+
+def award(trip_id, bid_id):
+    """The hospital awards the trip to the bid."""
+    offer = bid_for_award(db.session.get(TransportBid, bid_id))
+    db.session.commit()  # end the EMS and center reads before the hospital write
+    trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
+    db.session.commit()
+
+
+def outbox_types(silo, entity_id=None):
+    model = OUTBOX_BY_SILO[silo]
+    query = sa.select(model.type).order_by(model.id)
+    if entity_id is not None:
+        query = query.where(model.entity_id == str(entity_id))
+    return list(db.session.scalars(query))
+
+
+def pending(silo):
+    model = OUTBOX_BY_SILO[silo]
+    return db.session.scalar(sa.select(sa.func.count(model.id)).where(model.status == "pending"))
+
+
+def awarded_trip(app, deliver):
+    """A posted trip with two bids (AEMS ETA 20, CLL ETA 12), all delivered; returns ids."""
+    with app.app_context():
+        trip_id = post_trip()
+        aems = place_bid(trip_id, "AEMS", 20)
+        cll = place_bid(trip_id, "CLL", 12)
+    deliver()
+    return trip_id, aems, cll
+
+
+# --- the outbox: an event with every committed change, none without -------------------------
+
+
+def test_a_trip_lifecycle_writes_each_event_in_its_own_silo(app, demo, deliver):
+    trip_id, aems, _cll = awarded_trip(app, deliver)
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        public_id = trip.public_id
+        trips.edit(trip, {"notes": "Bring a bariatric stretcher"}, None, "Charge Nurse")
+        db.session.commit()
+        org = agency("AEMS")
+        bid = db.session.get(TransportBid, aems)
+        bidding.change(bid, db.session.get(TransportRequest, trip_id), org.id, org.name, org.level_list,
+                       bid.unit_id, "18", "Closer now")
+        db.session.commit()
+        award(trip_id, aems)
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        bidding.advance(route, "en_route", None, "Medic 11")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        bidding.hand_back(route, "Unit broke down", None, "Medic 11")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        assert outbox_types("hospital", public_id) == [
+            "trip.posted", "trip.changed", "trip.awarded", "trip.status_changed", "trip.handed_back"]
+        assert outbox_types("ems", trip_id) == ["trip.status_changed", "trip.handed_back"]
+        ems_types = outbox_types("ems")
+        assert ems_types.count("bid.placed") == 2 and "bid.changed" in ems_types
+        assert "unit.status_changed" in ems_types  # assigned by the award, freed by the hand-back
+        trip = db.session.get(TransportRequest, trip_id)
+        assert trip.status == "open" and trip.handed_back_count == 1
+        for silo in OUTBOX_BY_SILO:
+            assert pending(silo) == 0
+        # Every delivered event left its audit entry in the center, once.
+        audited = db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.event_id.is_not(None)))
+        delivered = sum(db.session.scalar(sa.select(sa.func.count(m.id)).where(m.status == "delivered"))
+                        for silo, m in OUTBOX_BY_SILO.items() if silo != "center")
+        assert audited == delivered
+
+
+def test_a_failed_transaction_leaves_no_event(app, demo):
+    with app.app_context():
+        count = sa.select(sa.func.count(TransportRequest.id))
+        trips_before, events_before = db.session.scalar(count), len(outbox_types("hospital"))
+        post_trip(commit=False)
+        db.session.rollback()
+        assert db.session.scalar(count) == trips_before
+        assert len(outbox_types("hospital")) == events_before
+
+
+def test_a_refused_transition_leaves_no_event(app, demo, deliver):
+    trip_id, aems, cll = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+        with pytest.raises(trips.TransitionRefused):
+            award(trip_id, cll)
+        db.session.rollback()
+        assert outbox_types("hospital").count("trip.awarded") == 1
+
+
+def test_a_transaction_writing_two_silos_is_refused_with_its_event(app, demo):
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == "nurse@altoona.medport.test"))
+        with pytest.raises(CrossSiloWrite):
+            user.display_name = "Renamed"
+            emit("center", "user.updated", "user", user.public_id, {"user_id": user.id})
+            post_trip()
+        db.session.rollback()
+        assert outbox_types("center") == [] and "trip.posted" not in outbox_types("hospital")
+
+
+def test_unknown_event_types_are_refused(app):
+    with app.app_context(), pytest.raises(ValueError):
+        emit("hospital", "trip.teleported", "trip", "x", {})
+
+
+# --- follow-ups ----------------------------------------------------------------------------
+
+
+def test_award_accepts_the_winner_declines_the_rest_and_books_the_unit(app, demo, deliver):
+    trip_id, aems, cll = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+    deliver()
+    with app.app_context():
+        winner, loser = db.session.get(TransportBid, aems), db.session.get(TransportBid, cll)
+        assert (winner.status, loser.status) == ("accepted", "declined")
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        assert route.unit_id == winner.unit_id and route.status == "planned"
+        unit = db.session.get(Unit, winner.unit_id)
+        assert unit.status == "assigned" and unit.current_trip_id == trip_id
+        trip = db.session.get(TransportRequest, trip_id)
+        assert trip.bid_count == 2 and trip.best_eta_minutes == 12
+        entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "trip.awarded"))
+        assert entry.entity_id == trip.public_id and entry.silo == "hospital"
+
+
+def test_cancel_closes_the_bids_and_frees_the_unit(app, demo, deliver):
+    trip_id, aems, cll = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+    deliver()
+    with app.app_context():
+        trips.cancel(db.session.get(TransportRequest, trip_id), "not_needed", "", None, "Charge Nurse")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        assert db.session.get(TransportBid, aems).status == "closed"
+        assert db.session.get(TransportBid, cll).status == "declined"
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        assert route.status == "cancelled"
+        unit = db.session.get(Unit, db.session.get(TransportBid, aems).unit_id)
+        assert unit.status == "available" and unit.current_trip_id is None
+
+
+def test_a_new_hospital_user_gets_a_staff_profile(app, demo, deliver, runner):
+    result = runner.invoke(args=["medport", "create-user", "--email", "ward@altoona.medport.test",
+                                 "--name", "Ward Clerk", "--role", "hospital", "--hospital", "ALT",
+                                 "--password", "long enough password"])
+    assert result.exit_code == 0, result.output
+    deliver()
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == "ward@altoona.medport.test"))
+        user_id = user.id
+        profile = db.session.scalar(sa.select(HospitalUser).where(HospitalUser.user_id == user_id))
+        assert profile.hospital_id == user.hospital_id and profile.display_name == "Ward Clerk"
+        user.active = False
+        emit("center", "user.updated", "user", user.public_id,
+             {"user_id": user.id, "public_id": user.public_id, "display_name": "Ward Clerk",
+              "role": "hospital", "hospital_id": user.hospital_id, "agency_id": None, "active": False})
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        profile = db.session.scalar(sa.select(HospitalUser).where(HospitalUser.user_id == user_id))
+        assert profile.active is False
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+def _effects(trip_id):
+    """Everything the award's delivery creates, counted."""
+    return dict(
+        routes=db.session.scalar(sa.select(sa.func.count(EmsRoute.id)).where(EmsRoute.trip_id == trip_id)),
+        accepted=db.session.scalar(sa.select(sa.func.count(TransportBid.id)).where(
+            TransportBid.trip_id == trip_id, TransportBid.status == "accepted")),
+        audit=db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "trip.awarded")),
+        signals=db.session.scalar(sa.select(sa.func.count(LiveSignal.id))),
+        unit_events=outbox_types("ems").count("unit.status_changed"),
+        inbox=sum(db.session.scalar(sa.select(sa.func.count(m.id))) for m in INBOX_BY_SILO.values()),
+    )
+
+
+def test_delivering_the_same_event_twice_has_one_effect(app, demo, deliver):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+    deliver()
+    with app.app_context():
+        once = _effects(trip_id)
+        model = OUTBOX_BY_SILO["hospital"]
+        # As if the relay died after applying the follow-ups but before marking the event.
+        db.session.execute(sa.update(model).where(model.type == "trip.awarded")
+                           .values(status="pending", delivered_at=None))
+        db.session.commit()
+    assert deliver() == 1
+    with app.app_context():
+        assert _effects(trip_id) == once
+        assert once["routes"] == 1 and once["accepted"] == 1 and once["audit"] == 1
+
+
+class LeaseExpiredRelay(Relay):
+    """A relay that finds every lease run out, as when another relay stalled mid-delivery."""
+
+    def _claim(self, model, event_pk, now):
+        return True
+
+
+def test_two_relays_racing_on_one_event_apply_it_once(app, demo, deliver, monkeypatch):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+        before = _effects(trip_id)
+    barrier = threading.Barrier(2, timeout=20)
+    registered = handlers.handlers_for
+
+    def racing(silo, type_):
+        """Both relays enter each of the award's handlers before either commits it."""
+        if type_ != "trip.awarded":
+            return registered(silo, type_)
+
+        def entered_together(fn):
+            def run(event):
+                barrier.wait()
+                fn(event)
+            return run
+        return [(name, target, entered_together(fn)) for name, target, fn in registered(silo, type_)]
+
+    monkeypatch.setattr(handlers, "handlers_for", racing)
+    relays = [LeaseExpiredRelay(app), LeaseExpiredRelay(app)]
+    results, errors = [], []
+
+    def run(relay):
+        try:
+            results.append(relay.run_once())
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(relay,)) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and min(results) >= 1
+    monkeypatch.setattr(handlers, "handlers_for", registered)
+    deliver()  # the unit's status event
+    with app.app_context():
+        after = _effects(trip_id)
+        assert after["routes"] == 1 and after["accepted"] == 1
+        assert after["audit"] == before["audit"] + 1
+        assert after["unit_events"] == before["unit_events"] + 1
+        model = INBOX_BY_SILO["ems"]
+        assert db.session.scalar(sa.select(sa.func.count(model.id)).where(model.handler == "ems_apply_award")) == 1
+
+
+def test_two_relays_together_deliver_everything_once(app, demo, deliver):
+    deliver()
+    with app.app_context():
+        trip_ids = [post_trip() for _ in range(6)]
+        public_ids = list(db.session.scalars(sa.select(TransportRequest.public_id).where(
+            TransportRequest.id.in_(trip_ids))))
+    relays = [Relay(app), Relay(app)]
+    threads = [threading.Thread(target=relay.drain) for relay in relays]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    with app.app_context():
+        assert pending("hospital") == 0
+        posted = db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "trip.posted"))
+        assert posted == len(trip_ids)
+        assert db.session.scalar(sa.select(sa.func.count(LiveSignal.id)).where(
+            LiveSignal.entity_id.in_(public_ids))) == len(trip_ids)
+
+
+# --- order, back-off, parking ----------------------------------------------------------------
+
+
+def test_events_of_one_entity_are_delivered_in_order(app, demo, deliver, monkeypatch):
+    deliver()
+    with app.app_context():
+        first = post_trip()
+        trips.edit(db.session.get(TransportRequest, first), {"notes": "changed"}, None, "Nurse")
+        db.session.commit()
+        other = post_trip()
+    registered = handlers.handlers_for
+
+    def failing_posted(silo, type_):
+        if type_ == "trip.posted":
+            def fail(event):
+                if event.entity_id == first_public:
+                    raise RuntimeError("target unreachable")
+            return [("fail", "center", fail)] + registered(silo, type_)
+        return registered(silo, type_)
+
+    with app.app_context():
+        first_public = db.session.get(TransportRequest, first).public_id
+        other_public = db.session.get(TransportRequest, other).public_id
+    monkeypatch.setattr(handlers, "handlers_for", failing_posted)
+    relay = Relay(app)
+    now = utcnow()
+    assert relay.run_once(now) == 1  # the other trip's event only
+    model = OUTBOX_BY_SILO["hospital"]
+    with app.app_context():
+        states = dict(db.session.execute(sa.select(model.type, model.status).where(model.entity_id == first_public)).all())
+        assert states == {"trip.posted": "pending", "trip.changed": "pending"}
+        assert db.session.scalar(sa.select(model.status).where(model.entity_id == other_public)) == "delivered"
+    monkeypatch.setattr(handlers, "handlers_for", registered)
+    assert relay.run_once(now) == 0  # still backing off: the later event waits behind it
+    assert relay.run_once(now + timedelta(seconds=2)) == 2
+    with app.app_context():
+        rows = db.session.execute(sa.select(model.type, model.delivered_at).where(
+            model.entity_id == first_public).order_by(model.id)).all()
+        assert [r.type for r in rows] == ["trip.posted", "trip.changed"]
+        assert rows[0].delivered_at <= rows[1].delivered_at
+        signals = list(db.session.scalars(sa.select(LiveSignal.entity_id).where(
+            LiveSignal.entity_id.in_((first_public, other_public))).order_by(LiveSignal.id)))
+        assert signals == [other_public, first_public, first_public]
+
+
+def _unreachable(url, tmp_path):
+    """The same kind of database at an address where none exists."""
+    if url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path}/missing-folder/medport_ems.sqlite3"
+    return make_url(url).set(database="medport_test_missing").render_as_string(hide_password=False)
+
+
+def test_a_silo_down_backs_off_then_parks_and_nothing_is_lost(app, demo, deliver, tmp_path):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+    config = dict(app.config)
+    config["SQLALCHEMY_BINDS"] = dict(config["SQLALCHEMY_BINDS"])
+    config["SQLALCHEMY_BINDS"]["ems"] = {"url": _unreachable(config["SQLALCHEMY_BINDS"]["ems"]["url"], tmp_path)}
+    config["MEDPORT_RELAY_MAX_ATTEMPTS"] = 4
+    cut_off = create_app(config)
+    relay, model = Relay(cut_off), OUTBOX_BY_SILO["hospital"]
+    now = utcnow()
+
+    def state():
+        with cut_off.app_context():
+            row = db.session.scalar(sa.select(model).where(model.type == "trip.awarded"))
+            return row.status, row.attempts, row.next_attempt_at, row.last_error
+
+    try:
+        for attempt in range(1, 4):
+            relay.run_once(now)
+            status, attempts, next_at, error = state()
+            assert (status, attempts) == ("pending", attempt)
+            assert next_at == now + timedelta(seconds=backoff_seconds(attempt))
+            assert error.startswith("OperationalError")
+            relay.run_once(now)  # not due yet: not tried again
+            assert state()[1] == attempt
+            now = next_at
+        relay.run_once(now)
+        assert state()[:2] == ("parked", 4)
+        relay.run_once(now + timedelta(hours=1))
+        assert state()[:2] == ("parked", 4)  # parked stays parked until an operator retries
+        with cut_off.app_context():
+            summary = outbox_summary()
+            assert summary["hospital"]["parked"] == 1 and summary["ems"]["reachable"] is False
+            assert [e["type"] for e in parked_events()] == ["trip.awarded"]
+    finally:
+        with cut_off.app_context():
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()
+    with app.app_context():
+        assert db.session.get(TransportBid, aems).status == "live"  # not applied yet, not lost
+        assert retry_parked(silo="hospital") == 1
+    deliver()
+    with app.app_context():
+        assert db.session.get(TransportBid, aems).status == "accepted"
+        assert db.session.scalar(sa.select(model.status).where(model.type == "trip.awarded")) == "delivered"
+
+
+def test_backoff_doubles_up_to_five_minutes():
+    assert [backoff_seconds(n) for n in (1, 2, 3, 4, 10, 30)] == [1, 2, 4, 8, 300, 300]
+
+
+# --- the relay command and the in-process relay -------------------------------------------
+
+
+def test_relay_command_once_delivers_everything_pending(app, demo, deliver, runner):
+    deliver()
+    with app.app_context():
+        trip_id = post_trip()
+        place_bid(trip_id, "AEMS", 15)
+    result = runner.invoke(args=["medport", "relay", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "delivered 2 events" in result.output
+    with app.app_context():
+        assert db.session.get(TransportRequest, trip_id).bid_count == 1
+        assert pending("hospital") == pending("ems") == 0
+
+
+def test_relay_command_retries_parked_events(app, demo, deliver, runner):
+    deliver()
+    with app.app_context():
+        post_trip()
+        model = OUTBOX_BY_SILO["hospital"]
+        db.session.execute(sa.update(model).where(model.status == "pending")
+                           .values(status="parked", attempts=15, last_error="X"))
+        db.session.commit()
+    result = runner.invoke(args=["medport", "relay", "--once", "--retry-parked"])
+    assert result.exit_code == 0, result.output
+    assert "1 parked events queued again" in result.output and "delivered 1 events" in result.output
+
+
+def test_the_inprocess_relay_delivers_after_a_commit(app, demo):
+    from dashboard.events.hub import hub
+
+    start_inprocess_relay(app)
+    try:
+        app.test_client().get("/login")  # the first request starts the relay thread
+        position = hub.position()
+        with app.app_context():
+            trip_id = post_trip()  # the commit wakes the relay
+            public_id = db.session.get(TransportRequest, trip_id).public_id
+        deadline = utcnow() + timedelta(seconds=20)
+        seen = []
+        while public_id not in seen and utcnow() < deadline:
+            position = hub.wait(position, 5)
+            seen = [signal[2] for signal in hub.after(0)[1]]
+        assert public_id in seen
+    finally:
+        stop_inprocess_relay()
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+
+def _set_policy(app, policy):
+    with app.app_context():
+        configuration.set_value("auto_award_policy", policy, None)
+        db.session.commit()
+
+
+def _past_deadline(trip_id):
+    return db.session.get(TransportRequest, trip_id).bid_deadline + timedelta(seconds=1)
+
+
+def test_deadline_marks_an_open_request_unfilled(app, demo, deliver):
+    with app.app_context():
+        trip_id = post_trip()
+        place_bid(trip_id, "AEMS", 20)
+        after = _past_deadline(trip_id)
+    relay = Relay(app)
+    relay.run_once(after - timedelta(seconds=2))
+    with app.app_context():
+        assert db.session.get(TransportRequest, trip_id).unfilled_at is None
+    relay.drain(now=after)
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        assert trip.status == "open" and trip.unfilled_at == after
+        assert "trip.unfilled" in outbox_types("hospital", trip.public_id)
+        assert db.session.scalar(sa.select(AuditLog.id).where(AuditLog.action == "trip.unfilled"))
+
+
+def test_preferred_best_eta_awards_the_best_preferred_bid_after_the_deadline(app, demo, deliver):
+    _set_policy(app, "preferred_best_eta")
+    with app.app_context():
+        trip_id = post_trip()  # ALT prefers AEMS, BCA, ACCT
+        place_bid(trip_id, "CLL", 5)
+        slow = place_bid(trip_id, "AEMS", 40)
+        fast = place_bid(trip_id, "BCA", 25)
+        after = _past_deadline(trip_id)
+    relay = Relay(app)
+    relay.drain(now=after - timedelta(seconds=5))
+    with app.app_context():
+        assert db.session.get(TransportRequest, trip_id).status == "open"
+    relay.drain(now=after)
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        assert (trip.status, trip.awarded_bid_id, trip.award_source) == ("awarded", fast, "auto")
+        assert trip.unfilled_at is None
+        assert db.session.get(TransportBid, fast).status == "accepted"
+        assert db.session.get(TransportBid, slow).status == "declined"
+
+
+def test_preferred_best_eta_without_a_preferred_bid_marks_unfilled(app, demo):
+    _set_policy(app, "preferred_best_eta")
+    with app.app_context():
+        trip_id = post_trip()
+        place_bid(trip_id, "CLL", 5)
+        after = _past_deadline(trip_id)
+    Relay(app).drain(now=after)
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        assert trip.status == "open" and trip.unfilled_at is not None
+
+
+def test_first_qualifying_awards_at_the_first_bid(app, demo, deliver):
+    _set_policy(app, "first_qualifying")
+    with app.app_context():
+        trip_id = post_trip()
+    deliver()
+    with app.app_context():
+        first = place_bid(trip_id, "CLL", 30)
+    deliver()
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        assert (trip.status, trip.awarded_bid_id, trip.award_source) == ("awarded", first, "auto")
+        assert db.session.get(TransportBid, first).status == "accepted"
+        assert db.session.scalar(sa.select(EmsRoute.id).where(EmsRoute.trip_id == trip_id))
+
+
+def test_off_policy_never_awards(app, demo, deliver):
+    with app.app_context():
+        trip_id = post_trip()
+        place_bid(trip_id, "AEMS", 10)
+        after = _past_deadline(trip_id)
+    Relay(app).drain(now=after)
+    with app.app_context():
+        assert db.session.get(TransportRequest, trip_id).status == "open"
+
+
+def test_the_sweep_prunes_old_live_signals(app, demo):
+    now = utcnow()
+    with app.app_context():
+        db.session.add_all([LiveSignal(name="trip-updated", entity_id="old", created_at=now - timedelta(days=2)),
+                            LiveSignal(name="trip-updated", entity_id="new", created_at=now)])
+        db.session.commit()
+    Relay(app).run_once(now)
+    with app.app_context():
+        assert list(db.session.scalars(sa.select(LiveSignal.entity_id))) == ["new"]

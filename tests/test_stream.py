@@ -1,0 +1,290 @@
+"""The live stream ``GET /events``: signals scoped to the viewer, keep-alive, replay, session end."""
+import sqlalchemy as sa
+
+from dashboard.events.handlers import _agency_scope
+from dashboard.events.hub import LOOKBACK, SignalHub, hub
+from dashboard.events.outbox import emit
+from dashboard.events.routes import may_receive
+from dashboard.extensions import db
+from dashboard.models.center import Agency, Hospital, LiveSignal, User
+from dashboard.models.hospital import TransportRequest
+from tests.test_events import award, place_bid, post_trip
+
+NURSE_ALT = "nurse@altoona.medport.test"
+NURSE_MNV = "nurse@mountnittany.medport.test"
+DISPATCH_AEMS = "dispatch@altoonaems.medport.test"
+DISPATCH_CLL = "dispatch@centrelifelink.medport.test"
+COORDINATOR = "coordinator@medport.test"
+
+
+class Stream:
+    """An open ``/events`` response, read one chunk at a time (each read is bounded by the
+    keep-alive interval; the stream itself ends after ``MEDPORT_STREAM_MAX_SECONDS``)."""
+
+    def __init__(self, client, headers=None, query=""):
+        self.response = client.get("/events" + query, headers=headers or {}, buffered=False)
+        self.chunks = iter(self.response.response)
+        self.text = ""
+        self.ended = False
+
+    def read(self):
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.ended = True
+            return ""
+        chunk = chunk.decode() if isinstance(chunk, bytes) else chunk
+        self.text += chunk
+        return chunk
+
+    def read_until(self, needle, max_reads=50):
+        """Read until ``needle`` arrived (True) or the stream ended / reads ran out (False)."""
+        for _ in range(max_reads):
+            if needle in self.text:
+                return True
+            if self.ended:
+                return False
+            self.read()
+        return needle in self.text
+
+    def read_to_end(self, max_reads=200):
+        for _ in range(max_reads):
+            if self.ended:
+                break
+            self.read()
+        return self.text
+
+    def close(self):
+        self.response.close()
+
+
+def signed_in(app, email):
+    client = app.test_client()
+    response = client.post("/login", data={"email": email, "password": "medport-demo"})
+    assert response.status_code == 302, email
+    return client
+
+
+def public_id(trip_id):
+    return db.session.get(TransportRequest, trip_id).public_id
+
+
+def test_the_stream_needs_a_login(client):
+    response = client.get("/events")
+    assert response.status_code == 401
+
+
+def test_a_posted_trip_reaches_the_hospital_and_the_agencies_that_may_serve_it(app, demo, deliver):
+    deliver()
+    app.config["MEDPORT_STREAM_MAX_SECONDS"] = 0.6
+    streams = {email: Stream(signed_in(app, email))
+               for email in (NURSE_ALT, NURSE_MNV, DISPATCH_AEMS, COORDINATOR)}
+    for stream in streams.values():
+        assert stream.response.status_code == 200
+        assert stream.response.mimetype == "text/event-stream"
+        assert stream.read().startswith("retry: 2000")
+    with app.app_context():
+        trip = post_trip("ALT", level="BLS")
+        public = public_id(trip)
+    deliver()
+    expected = f"event: trip-updated\ndata: {public}\n\n"
+    for email in (NURSE_ALT, DISPATCH_AEMS, COORDINATOR):
+        assert streams[email].read_until(expected), email
+        assert "\nid: " in "\n" + streams[email].text
+    assert expected not in streams[NURSE_MNV].read_to_end()  # another hospital's trip
+
+
+def test_a_preferred_only_trip_and_a_bid_reach_only_those_concerned(app, demo, deliver):
+    deliver()
+    app.config["MEDPORT_STREAM_MAX_SECONDS"] = 0.6
+    streams = {email: Stream(signed_in(app, email)) for email in (NURSE_ALT, DISPATCH_AEMS, DISPATCH_CLL)}
+    for stream in streams.values():
+        stream.read()
+    with app.app_context():
+        trip = post_trip("ALT", invite_mode="preferred")  # ALT prefers AEMS, BCA, ACCT
+        public = public_id(trip)
+        bid = place_bid(trip, "AEMS", 15)
+        from dashboard.models.ems import TransportBid
+
+        bid_public = db.session.get(TransportBid, bid).public_id
+    deliver()
+    assert streams[DISPATCH_AEMS].read_until(f"data: {public}")
+    assert streams[DISPATCH_AEMS].read_until(f"event: bid-updated\ndata: {bid_public}")
+    assert streams[NURSE_ALT].read_until(f"event: bid-updated\ndata: {bid_public}")
+    text = streams[DISPATCH_CLL].read_to_end()
+    assert public not in text and bid_public not in text
+
+
+def test_keep_alive_comments_while_idle_and_the_stream_ends_on_time(app, demo):
+    app.config["MEDPORT_STREAM_MAX_SECONDS"] = 0.7
+    stream = Stream(signed_in(app, NURSE_ALT))
+    text = stream.read_to_end()
+    assert stream.ended
+    assert text.count(": keep-alive\n\n") >= 2  # every 0.2 s in the tests' configuration
+
+
+def test_no_database_connection_is_held_while_streaming(app, demo):
+    stream = Stream(signed_in(app, NURSE_ALT))
+    stream.read()
+    stream.read()  # suspended between reads, as between two signals
+    with app.app_context():
+        for engine in db.engines.values():
+            assert engine.pool.checkedout() == 0
+    stream.close()
+
+
+def test_last_event_id_replays_what_was_missed_from_memory(app, demo, deliver):
+    deliver()
+    with app.app_context():
+        first = public_id(post_trip("ALT"))
+    deliver()
+    with app.app_context():
+        seen = db.session.scalar(sa.select(LiveSignal.id).where(LiveSignal.entity_id == first))
+        missed = [public_id(post_trip("ALT")) for _ in range(2)]
+    deliver()
+    stream = Stream(signed_in(app, NURSE_ALT), headers={"Last-Event-ID": str(seen)})
+    assert stream.read_until(f"data: {missed[1]}")
+    assert stream.text.index(missed[0]) < stream.text.index(missed[1])
+    assert f"data: {first}" not in stream.text
+    stream.close()
+
+
+def test_last_event_id_beyond_memory_replays_from_the_table(app, demo):
+    with app.app_context():
+        hospital_id = db.session.scalar(sa.select(Hospital.id).where(Hospital.short_code == "ALT"))
+        db.session.add_all([LiveSignal(name="trip-updated", entity_id=f"trip-{n}", hospital_id=hospital_id)
+                            for n in range(LOOKBACK + 30)])
+        db.session.commit()
+    hub.init_app(app)  # as a process starting now: its memory begins near the newest signals
+    # The browser last saw signal 5.
+    stream = Stream(signed_in(app, NURSE_ALT), query="?last_event_id=5")
+    assert stream.read_until(f"data: trip-{LOOKBACK + 29}\n")
+    assert "data: trip-4\n" not in stream.text and "id: 6\nevent: trip-updated\ndata: trip-5\n" in stream.text
+    stream.close()
+
+
+def test_a_gap_the_table_no_longer_holds_refreshes_every_panel(app, demo):
+    with app.app_context():
+        db.session.add_all([LiveSignal(name="trip-updated", entity_id=f"trip-{n}") for n in range(LOOKBACK + 30)])
+        db.session.commit()
+        db.session.execute(sa.delete(LiveSignal).where(LiveSignal.id <= 20))  # pruned
+        db.session.commit()
+    hub.init_app(app)
+    stream = Stream(signed_in(app, NURSE_ALT), headers={"Last-Event-ID": "10"})
+    assert stream.read_until("event: unit-updated\ndata: *\n\n")
+    assert "event: trip-updated\ndata: *\n\n" in stream.text
+    stream.close()
+
+
+def _end_session(app, email, announce):
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == email))
+        user.session_epoch += 1
+        if announce:
+            emit("center", "user.updated", "user", user.public_id,
+                 {"user_id": user.id, "public_id": user.public_id, "display_name": user.display_name,
+                  "role": user.role, "hospital_id": user.hospital_id, "agency_id": user.agency_id,
+                  "active": True})
+        db.session.commit()
+
+
+def test_the_stream_ends_when_the_session_ends(app, demo, deliver):
+    app.config["MEDPORT_STREAM_KEEPALIVE_SECONDS"] = 30  # the account's signal ends it, not a timer
+    stream = Stream(signed_in(app, DISPATCH_AEMS))
+    stream.read()
+    _end_session(app, DISPATCH_AEMS, announce=True)
+    deliver()
+    assert stream.read_until("event: session-ended\n", max_reads=3)
+    stream.read()
+    assert stream.ended
+
+
+def test_a_session_ended_without_a_signal_is_noticed_at_the_keep_alive(app, demo):
+    stream = Stream(signed_in(app, NURSE_ALT))
+    stream.read()
+    _end_session(app, NURSE_ALT, announce=False)
+    assert stream.read_until("event: session-ended\n", max_reads=5)
+    stream.read()
+    assert stream.ended
+
+
+# --- who may know of what ------------------------------------------------------------------------
+
+
+def test_may_receive_scopes_by_role_and_organisation():
+    trip = (1, "trip-updated", "t", 3, ",2,5,", None)
+    config = (2, "config-updated", "c", None, "*", None)
+    account = (3, "account-updated", "u", None, "", 9)
+    assert may_receive(("hospital", 3, None, 1), trip)
+    assert not may_receive(("hospital", 4, None, 1), trip)
+    assert may_receive(("ems", None, 5, 1), trip)
+    assert not may_receive(("ems", None, 1, 1), trip)
+    assert not may_receive(("ems", None, 15, 1), (1, "trip-updated", "t", 3, ",1,5,", None))  # 15 is not 5
+    assert may_receive(("coordinator", None, None, 1), trip) and may_receive(("admin", None, None, 1), account)
+    assert may_receive(("ems", None, 7, 1), config) and may_receive(("hospital", 8, None, 1), config)
+    assert may_receive(("hospital", None, None, 9), account)
+    assert not may_receive(("hospital", None, None, 8), account)
+
+
+def test_agency_scope_of_a_trip_follows_its_invitation_and_level(app, demo):
+    with app.app_context():
+        codes = {a.id: a.short_code for a in db.session.scalars(sa.select(Agency))}
+
+        def scope(invite_mode, level, **extra):
+            trip = db.session.get(TransportRequest, post_trip("ALT", level=level, invite_mode=invite_mode))
+            payload = dict(trip_id=trip.id, level_of_care=level, invite_mode=invite_mode,
+                           invited_agency_ids=sorted(trip.invited_ids), **extra)
+
+            class Event:
+                entity_type, silo, created_at = "trip", "hospital", trip.created_at
+
+            ids = _agency_scope(Event, payload)
+            return {codes[int(i)] for i in ids.strip(",").split(",") if i}
+
+        assert scope("all", "BLS") == set(codes.values())
+        assert scope("all", "CCT") == {"AEMS", "ACCT", "CMT"}
+        assert scope("preferred", "BLS") == {"AEMS", "BCA", "ACCT"}
+        assert scope("preferred_then_all", "BLS") == {"AEMS", "BCA", "ACCT"}  # within the first 10 min
+        assert scope("preferred", "BLS", awarded_agency_id=next(i for i, c in codes.items() if c == "CLL")) \
+            == {"AEMS", "BCA", "ACCT", "CLL"}
+
+
+# --- the hub -----------------------------------------------------------------------------------
+
+
+def test_the_hub_passes_on_a_signal_committed_late_with_a_lower_id(app):
+    local = SignalHub()
+    local.app = app
+    with app.app_context():
+        db.session.add(LiveSignal(id=10, name="trip-updated", entity_id="ten"))
+        db.session.commit()
+    start = local.position()
+    with app.app_context():
+        db.session.add(LiveSignal(id=12, name="trip-updated", entity_id="twelve"))
+        db.session.commit()
+    assert local.refresh() == 1
+    with app.app_context():
+        db.session.add(LiveSignal(id=11, name="trip-updated", entity_id="eleven"))  # a slower relay
+        db.session.commit()
+    assert local.refresh() == 1
+    position, signals, complete = local.after(start)
+    assert [s[2] for s in signals] == ["twelve", "eleven"] and complete
+    assert local.wait(position, 0.01) == position  # nothing newer: times out
+    assert [s[2] for s in local.since_id(10)] == ["eleven", "twelve"]
+
+
+def test_the_relay_wakes_the_hub(app, demo, deliver):
+    start = hub.position()
+    with app.app_context():
+        trip = post_trip("ALT")
+        awarded = public_id(trip)
+        award_bid = place_bid(trip, "AEMS", 10)
+    deliver()
+    with app.app_context():
+        award(trip, award_bid)
+    deliver()
+    position, signals, _ = hub.after(start)
+    assert position > start
+    names = [(s[1], s[2]) for s in signals]
+    assert names.count(("trip-updated", awarded)) == 2  # posted, awarded
+    assert {"bid-updated", "unit-updated"} <= {name for name, _ in names}
