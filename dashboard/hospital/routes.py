@@ -1,12 +1,639 @@
-"""Hospital staff: request entry, tracking, awarding, preferred agencies."""
-from flask import Blueprint, render_template
+"""Hospital staff: request entry, tracking, awarding, preferred agencies.
+
+Everything here is scoped to the signed-in user's hospital: another
+hospital's request answers 404.  A use case writes the hospital silo only
+and commits once; the relay tells the other silos.
+"""
+import math
+from datetime import datetime, time, timedelta
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from ..auth.routes import roles_required
+from ..extensions import db
+from ..models.base import URGENCY_RANK, utcnow
+from ..models.center import Agency
+from ..models.ems import TransportBid
+from ..models.hospital import (
+    ACTIVE_STATUSES,
+    HospitalAgencyPreference,
+    HospitalFacility,
+    HospitalUser,
+    TransportRequest,
+    TransportRequestEvent,
+)
+from ..services import configuration, deadlines, trips
+from ..templating import format_time, from_local, to_local
+from .forms import (
+    AwardForm,
+    CancelForm,
+    EditForm,
+    PreferenceForm,
+    PreferenceMoveForm,
+    PreferenceNotesForm,
+    RequestForm,
+    parse_version,
+)
 
 bp = Blueprint("hospital", __name__, url_prefix="/hospital")
+
+PAGE_SIZE = 25
+MAX_PAGES = 200
+MAX_SEARCH = 40
+TABS = {
+    "open": "Open",
+    "active": "Awarded / in progress",
+    "completed": "Completed today",
+    "cancelled": "Cancelled",
+}
+SORTS = {"reference": "Reference", "created": "Posted", "window": "Pickup window", "urgency": "Urgency"}
+DEFAULT_SORT = {"open": "urgency", "active": "window", "completed": "-window", "cancelled": "-created"}
+CANCELLABLE = ("open", "awarded")
+SHOWN_BID_STATUSES = ("live", "accepted", "declined")
+STATUS_WORDS = {"awarded": "awarded", "en_route": "awarded (the crew is en route)",
+                "at_pickup": "awarded (the crew is at pickup)", "transporting": "awarded (transporting)",
+                "completed": "completed", "cancelled": "cancelled"}
+FORM_ALTERED = "This form was altered or is incomplete; reload the page and try again. Nothing was saved."
+
+
+# --- loading -------------------------------------------------------------------------------
+
+def _hospital_id():
+    """The signed-in user's hospital (center registry id)."""
+    return current_user.hospital_id
+
+
+def _own_trip(public_id):
+    """The user's hospital's trip, or 404 (another hospital's trip does not exist for them)."""
+    trip = trips.get_for_hospital(public_id, _hospital_id())
+    if trip is None:
+        abort(404)
+    return trip
+
+
+def _is_unfilled(trip, now=None):
+    """An open request whose bidding time ran out (flagged by the timer or not yet)."""
+    return trip.status == "open" and (
+        trip.unfilled_at is not None or trip.bid_deadline <= (now or utcnow())
+    )
+
+
+def _repostable(trip, now=None):
+    """A cancelled or unfilled request may be re-posted as a new one."""
+    return trip.status == "cancelled" or _is_unfilled(trip, now)
+
+
+def _own_facilities():
+    """The user's hospital's active facilities: where a patient may leave from."""
+    return list(db.session.scalars(
+        sa.select(HospitalFacility)
+        .where(HospitalFacility.hospital_id == _hospital_id(), HospitalFacility.active.is_(True))
+        .order_by(HospitalFacility.name)
+    ))
+
+
+def _all_facilities():
+    """Every active facility of the region: where a patient may go."""
+    return list(db.session.scalars(
+        sa.select(HospitalFacility).where(HospitalFacility.active.is_(True))
+        .order_by(HospitalFacility.city, HospitalFacility.name)
+    ))
+
+
+def _agency_names(ids):
+    """Center registry names of the given agency ids."""
+    ids = {i for i in ids if i}
+    if not ids:
+        return {}
+    return dict(db.session.execute(sa.select(Agency.id, Agency.name).where(Agency.id.in_(ids))).all())
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+def _urgency_order():
+    """Emergent first, then urgent, then routine."""
+    return sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK))
+
+
+def _sort_column(key):
+    """The column (or expression) behind a sort key."""
+    return {
+        "reference": TransportRequest.reference,
+        "created": TransportRequest.created_at,
+        "window": TransportRequest.window_start,
+        "urgency": _urgency_order(),
+    }[key]
+
+
+def _today_utc():
+    """The region's current local day as a naive-UTC [start, end) range."""
+    day = to_local(utcnow()).date()
+    start = datetime.combine(day, time())
+    return from_local(start), from_local(start + timedelta(days=1))
+
+
+def _tab_filter(tab):
+    """The condition that puts a request in a dashboard tab."""
+    if tab == "open":
+        return TransportRequest.status == "open"
+    if tab == "active":
+        return TransportRequest.status.in_(ACTIVE_STATUSES)
+    if tab == "completed":
+        start, end = _today_utc()
+        return sa.and_(TransportRequest.status == "completed", TransportRequest.completed_at >= start,
+                       TransportRequest.completed_at < end)
+    return TransportRequest.status == "cancelled"
+
+
+def _search_filter(q):
+    """Reference or patient reference containing ``q`` (LIKE wildcards taken literally)."""
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return sa.or_(TransportRequest.reference.ilike(pattern, escape="\\"),
+                  TransportRequest.patient_ref.ilike(pattern, escape="\\"))
+
+
+def _view_args():
+    """Tab, sort, page and search from the query string, each forced into its allowed range."""
+    tab = request.args.get("tab", "open")
+    tab = tab if tab in TABS else "open"
+    sort = request.args.get("sort") or DEFAULT_SORT[tab]
+    if sort.removeprefix("-") not in SORTS:
+        sort = DEFAULT_SORT[tab]
+    raw_page = request.args.get("page", "1")
+    page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) < 6 else 1
+    q = " ".join((request.args.get("q") or "").split())[:MAX_SEARCH]
+    return dict(tab=tab, sort=sort, page=max(1, min(page, MAX_PAGES)), q=q)
+
+
+def _link_args(view, **changes):
+    """Query arguments for a link that keeps the view and changes some of it (defaults left out)."""
+    args = dict(view, **changes)
+    if args["sort"] == DEFAULT_SORT[args["tab"]]:
+        args.pop("sort")
+    if args["page"] == 1:
+        args.pop("page")
+    if not args["q"]:
+        args.pop("q")
+    if args["tab"] == "open":
+        args.pop("tab")
+    return args
+
+
+def _tab_counts(hospital_id):
+    """How many requests each tab holds (before any search)."""
+    counts = dict(db.session.execute(
+        sa.select(TransportRequest.status, sa.func.count(TransportRequest.id))
+        .where(TransportRequest.hospital_id == hospital_id,
+               TransportRequest.status.in_(("open", "cancelled") + ACTIVE_STATUSES))
+        .group_by(TransportRequest.status)
+    ).all())
+    completed = db.session.scalar(
+        sa.select(sa.func.count(TransportRequest.id))
+        .where(TransportRequest.hospital_id == hospital_id, _tab_filter("completed"))
+    )
+    return {"open": counts.get("open", 0),
+            "active": sum(counts.get(s, 0) for s in ACTIVE_STATUSES),
+            "completed": completed,
+            "cancelled": counts.get("cancelled", 0)}
+
+
+def _requests_view():
+    """Everything the requests panel shows, for the current query string."""
+    view = _view_args()
+    hospital_id = _hospital_id()
+    conditions = [TransportRequest.hospital_id == hospital_id, _tab_filter(view["tab"])]
+    if view["q"]:
+        conditions.append(_search_filter(view["q"]))
+    total = db.session.scalar(sa.select(sa.func.count(TransportRequest.id)).where(*conditions))
+    pages = max(1, min(MAX_PAGES, math.ceil(total / PAGE_SIZE)))
+    view["page"] = min(view["page"], pages)
+    key, descending = view["sort"].removeprefix("-"), view["sort"].startswith("-")
+    column = _sort_column(key)
+    order = [column.desc() if descending else column.asc()]
+    if key != "window":
+        order.append(TransportRequest.window_start.asc())
+    order.append(TransportRequest.id.desc() if descending else TransportRequest.id.asc())
+    rows = list(db.session.scalars(
+        sa.select(TransportRequest)
+        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+        .where(*conditions).order_by(*order)
+        .offset((view["page"] - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+    ))
+    return dict(view=view, rows=rows, total=total, pages=pages, counts=_tab_counts(hospital_id),
+                tabs=TABS, sorts=SORTS, default_sort=DEFAULT_SORT, link_args=_link_args, now=utcnow(), is_unfilled=_is_unfilled,
+                panel_args=_link_args(view))
 
 
 @bp.route("/")
 @roles_required("hospital")
 def dashboard():
-    return render_template("hospital/dashboard.html")
+    """The hospital's requests, in tabs, refreshed live."""
+    return render_template("hospital/dashboard.html", live=True, **_requests_view())
+
+
+@bp.route("/requests/panel")
+@roles_required("hospital")
+def requests_panel():
+    """The requests panel alone, for live refreshes (tab, sort, page and search from the URL)."""
+    return render_template("hospital/_requests_panel.html", **_requests_view())
+
+
+# --- one request ------------------------------------------------------------------------------
+
+def _bids(trip):
+    """Bids received for the trip (EMS silo), live ones first, best ETA first."""
+    bids = list(db.session.scalars(
+        sa.select(TransportBid).options(selectinload(TransportBid.unit))
+        .where(TransportBid.trip_id == trip.id, TransportBid.status.in_(SHOWN_BID_STATUSES))
+    ))
+    rank = {status: i for i, status in enumerate(SHOWN_BID_STATUSES)}
+    bids.sort(key=lambda b: (rank[b.status], b.eta_minutes, b.created_at, b.id))
+    return bids
+
+
+def _bids_context(trip):
+    """What the bids panel shows."""
+    bids = _bids(trip)
+    preferred = set(trips.preferred_agency_ids(trip.hospital_id))
+    return dict(trip=trip, bids=bids, agency_names=_agency_names(b.agency_id for b in bids),
+                preferred=preferred, now=utcnow())
+
+
+def _timeline(trip):
+    """Every status change of the trip, oldest first."""
+    return list(db.session.scalars(
+        sa.select(TransportRequestEvent).where(TransportRequestEvent.trip_id == trip.id)
+        .order_by(TransportRequestEvent.at, TransportRequestEvent.id)
+    ))
+
+
+def _summary_context(trip):
+    """What the request summary shows: facts, award, cancel, re-post links."""
+    related = list(db.session.scalars(
+        sa.select(TransportRequest).where(
+            TransportRequest.hospital_id == trip.hospital_id,
+            sa.or_(TransportRequest.id == trip.reposted_from_id, TransportRequest.reposted_from_id == trip.id),
+        )
+    ))
+    names = _agency_names(trip.invited_ids)
+    return dict(
+        trip=trip, now=utcnow(), unfilled=_is_unfilled(trip), repostable=_repostable(trip),
+        cancellable=trip.status in CANCELLABLE,
+        invited_names=[names.get(i, f"Agency {i}") for i in sorted(trip.invited_ids)],
+        reposted_from=next((t for t in related if t.id == trip.reposted_from_id), None),
+        reposted_as=[t for t in related if t.reposted_from_id == trip.id],
+    )
+
+
+def _render_request(trip, status=200, alert=None):
+    """The request page; ``alert`` explains a refused action (answered with ``status``)."""
+    context = dict(_summary_context(trip), **_bids_context(trip))
+    return render_template("hospital/request.html", live=True, alert=alert, events=_timeline(trip),
+                           **context), status
+
+
+@bp.route("/requests/<public_id>")
+@roles_required("hospital")
+def request_detail(public_id):
+    """One request: details, bids received and status timeline, refreshed live."""
+    return _render_request(_own_trip(public_id))
+
+
+@bp.route("/requests/<public_id>/summary")
+@roles_required("hospital")
+def request_summary(public_id):
+    """The request summary panel alone, for live refreshes."""
+    return render_template("hospital/_request_summary.html", **_summary_context(_own_trip(public_id)))
+
+
+@bp.route("/requests/<public_id>/bids")
+@roles_required("hospital")
+def bids_panel(public_id):
+    """The bids panel alone, for live refreshes."""
+    return render_template("hospital/_bids.html", **_bids_context(_own_trip(public_id)))
+
+
+@bp.route("/requests/<public_id>/timeline")
+@roles_required("hospital")
+def timeline_panel(public_id):
+    """The timeline panel alone, for live refreshes."""
+    trip = _own_trip(public_id)
+    return render_template("hospital/_timeline.html", trip=trip, events=_timeline(trip))
+
+
+@bp.route("/requests/<public_id>/award", methods=["POST"])
+@roles_required("hospital")
+def award(public_id):
+    """Award one live bid of this request; of two awards at once, exactly one wins."""
+    trip = _own_trip(public_id)
+    form = AwardForm()
+    version = parse_version(form.version)
+    if not form.validate_on_submit() or version is None:
+        return _render_request(trip, 400, FORM_ALTERED)
+    bid = db.session.scalar(sa.select(TransportBid).where(TransportBid.public_id == form.bid.data))
+    if bid is None or bid.trip_id != trip.id:
+        abort(404)
+    if trip.status != "open":
+        taken = f" to {trip.awarded_agency_name}" if trip.awarded_agency_name else ""
+        return _render_request(trip, 409, f"{trip.reference} was already {STATUS_WORDS.get(trip.status, trip.status)}"
+                                          f"{taken}; nothing was saved.")
+    if bid.status != "live":
+        return _render_request(trip, 409, f"That bid is no longer live (it was {bid.status}). "
+                                          "Choose another bid; nothing was saved.")
+    offer = deadlines.bid_for_award(bid)
+    try:
+        trips.award(trip, offer, current_user.id, current_user.display_name, expected_version=version)
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_request(trip, refused.status, refused.message)
+    db.session.commit()
+    flash(f"{trip.reference} awarded to {offer['agency_name']} ({offer['unit_label']}, "
+          f"ETA {offer['eta_minutes']} min). The other bidders are told.", "success")
+    return redirect(url_for(".request_detail", public_id=trip.public_id))
+
+
+@bp.route("/requests/<public_id>/cancel", methods=["GET", "POST"])
+@roles_required("hospital")
+def cancel_request(public_id):
+    """Cancel an open or awarded request, with a reason."""
+    trip = _own_trip(public_id)
+    if trip.status not in CANCELLABLE:
+        return _render_request(trip, 409, f"A request that is {trip.status.replace('_', ' ')} cannot be "
+                                          "cancelled here; call the agency or the transport center.")
+    form = CancelForm()
+    if request.method == "GET":
+        form.version.data = str(trip.version)
+        return _render_cancel(trip, form)
+    version = parse_version(form.version)
+    if not form.validate_on_submit():
+        return _render_cancel(trip, form, 400)
+    if version is None:
+        return _render_cancel(trip, form, 400, FORM_ALTERED)
+    try:
+        trips.cancel(trip, form.reason.data, form.note.data, current_user.id, current_user.display_name,
+                     expected_version=version)
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_cancel(trip, form, refused.status, refused.message)
+    db.session.commit()
+    flash(f"{trip.reference} is cancelled.", "success")
+    return redirect(url_for(".request_detail", public_id=trip.public_id))
+
+
+def _render_cancel(trip, form, status=200, alert=None):
+    """The cancel page; after a refusal the form carries the version now shown."""
+    if alert and trip.status in CANCELLABLE:
+        form.version.data = str(trip.version)  # the page now shows the current state
+    return render_template("hospital/cancel.html", form=form, alert=alert, **_summary_context(trip)), status
+
+
+@bp.route("/requests/<public_id>/edit", methods=["GET", "POST"])
+@roles_required("hospital")
+def edit_request(public_id):
+    """Change an open request's window, needs or notes."""
+    trip = _own_trip(public_id)
+    if trip.status != "open":
+        return _render_request(trip, 409, "Only an open request can be edited; this one is "
+                                          f"{trip.status.replace('_', ' ')}. Nothing was saved.")
+    form = EditForm()
+    if request.method == "GET":
+        form.fill_from(trip)
+        return _render_edit(trip, form)
+    ok = form.validate_on_submit()
+    ok = form.check_window(unchanged=(trip.window_start, trip.window_end)) and ok
+    if not ok:
+        return _render_edit(trip, form, 400)
+    version = parse_version(form.version)
+    if version is None:
+        return _render_edit(trip, form, 400, FORM_ALTERED)
+    try:
+        _trip, changed = trips.edit(trip, form.changes(trip), current_user.id, current_user.display_name,
+                                    expected_version=version)
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_edit(trip, form, refused.status, refused.message)
+    db.session.commit()
+    if changed:
+        flash(f"{trip.reference} updated; agencies that bid see the change.", "success")
+    else:
+        flash("Nothing was changed.", "info")
+    return redirect(url_for(".request_detail", public_id=trip.public_id))
+
+
+def _render_edit(trip, form, status=200, alert=None):
+    """The edit page; after a refusal the form carries the version now shown."""
+    if alert and trip.status == "open":
+        form.version.data = str(trip.version)  # the page now shows the current state
+    return render_template("hospital/edit.html", form=form, alert=alert,
+                           hints=form.window_hints(stored_start=trip.window_start),
+                           editable=trip.status == "open", **_summary_context(trip)), status
+
+
+# --- new request (and re-post) ------------------------------------------------------------------
+
+def _default_origin(own):
+    """The user's usual facility (staff profile), else the hospital's first."""
+    profile = db.session.scalar(sa.select(HospitalUser).where(HospitalUser.user_id == current_user.id))
+    by_id = {f.id: f for f in own}
+    if profile is not None and profile.default_facility_id in by_id:
+        return by_id[profile.default_facility_id]
+    return own[0] if own else None
+
+
+def _next_quarter_hour(value):
+    """Round up to the next quarter hour."""
+    value = value.replace(second=0, microsecond=0)
+    return value + timedelta(minutes=-value.minute % 15)
+
+
+def _fill_defaults(form, own, preferred):
+    """A fresh form: usual origin, new patient reference, a window from the next quarter hour."""
+    origin = _default_origin(own)
+    form.origin_facility.data = origin.public_id if origin else ""
+    form.patient_ref.data = trips.new_patient_ref()
+    start = _next_quarter_hour(to_local(utcnow() + timedelta(minutes=15)).replace(tzinfo=None))
+    form.window_start.data, form.window_end.data = start, start + timedelta(hours=1)
+    form.mobility.data = "stretcher"
+    form.invite_mode.data = "preferred_then_all" if preferred else "all"
+    form.invite_all_after_minutes.data = 10
+
+
+@bp.route("/requests/new", methods=["GET", "POST"])
+@roles_required("hospital")
+def new_request():
+    """Post a transport request; ``?repost=<id>`` pre-fills it from a cancelled or unfilled one."""
+    hospital_id = _hospital_id()
+    own, everywhere = _own_facilities(), _all_facilities()
+    preferred = trips.preferred_agency_ids(hospital_id)
+    form = RequestForm()
+    form.offer(own, everywhere, len(preferred))
+    source_id = request.args.get("repost") if request.method == "GET" else form.reposted_from.data
+    source = _own_trip(source_id) if source_id else None
+    now = utcnow()
+    if source is not None and not _repostable(source, now):
+        return _render_request(source, 409, "Only a cancelled or unfilled request can be re-posted.")
+    if request.method == "GET":
+        form.bid_deadline_minutes.data = configuration.get("bid_deadline_default_minutes")
+        if source is not None:
+            form.fill_from(source, now)
+        else:
+            _fill_defaults(form, own, preferred)
+        return _render_new(form, source)
+    if not form.validate_on_submit():
+        if form.patient_ref.errors:
+            form.patient_ref.data = trips.new_patient_ref()
+        return _render_new(form, source, 400)
+    source_version = parse_version(form.reposted_version) if source is not None else None
+    if source is not None and source_version is None:
+        return _render_new(form, source, 400, FORM_ALTERED)
+    fields = form.trip_fields()
+    if source is not None:
+        fields["reposted_from_id"] = source.id
+    try:
+        trip = trips.post(hospital_id, current_user.hospital.short_code, fields,
+                          current_user.id, current_user.display_name)
+        if source is not None and source.status == "open":
+            trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}", current_user.id,
+                         current_user.display_name, expected_version=source_version)
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_new(form, source, refused.status, refused.message)
+    db.session.commit()
+    flash(f"Request {trip.reference} posted. Agencies may bid until "
+          f"{format_time(trip.bid_deadline, '%H:%M')}; bids appear below as they arrive.", "success")
+    return redirect(url_for(".request_detail", public_id=trip.public_id))
+
+
+def _render_new(form, source, status=200, alert=None):
+    """The new-request form page."""
+    return render_template("hospital/new_request.html", form=form, source=source, alert=alert,
+                           hints=form.window_hints()), status
+
+
+# --- preferred agencies -----------------------------------------------------------------------
+
+def _preference_rows(hospital_id):
+    """The hospital's preferred agencies, in order."""
+    return list(db.session.scalars(
+        sa.select(HospitalAgencyPreference).where(HospitalAgencyPreference.hospital_id == hospital_id)
+        .order_by(HospitalAgencyPreference.rank, HospitalAgencyPreference.id)
+    ))
+
+
+def _own_preference(pref_id):
+    """One entry of the user's hospital's list, or 404."""
+    pref = db.session.get(HospitalAgencyPreference, pref_id)
+    if pref is None or pref.hospital_id != _hospital_id():
+        abort(404)
+    return pref
+
+
+def _render_preferences(form, status=200, alert=None):
+    """The preferred-agencies page."""
+    rows = _preference_rows(_hospital_id())
+    agencies = {a.id: a for a in db.session.scalars(
+        sa.select(Agency).where(Agency.id.in_([r.agency_id for r in rows])))} if rows else {}
+    return render_template("hospital/preferences.html", form=form, rows=rows, agencies=agencies,
+                           alert=alert), status
+
+
+def _addable_agencies(hospital_id):
+    """The center's active agencies not on the hospital's list yet."""
+    listed = sa.select(HospitalAgencyPreference.agency_id).where(
+        HospitalAgencyPreference.hospital_id == hospital_id)
+    listed_ids = set(db.session.scalars(listed))
+    return [a for a in db.session.scalars(
+        sa.select(Agency).where(Agency.active.is_(True)).order_by(Agency.name)) if a.id not in listed_ids]
+
+
+@bp.route("/preferences", methods=["GET", "POST"])
+@roles_required("hospital")
+def preferences():
+    """The hospital's ordered list of preferred agencies; POST adds one at the end."""
+    hospital_id = _hospital_id()
+    form = PreferenceForm()
+    form.offer(_addable_agencies(hospital_id))
+    if request.method == "GET":
+        return _render_preferences(form)
+    if not form.validate_on_submit():
+        return _render_preferences(form, 400)
+    agency = form.chosen
+    last = db.session.scalar(sa.select(sa.func.max(HospitalAgencyPreference.rank))
+                             .where(HospitalAgencyPreference.hospital_id == hospital_id)) or 0
+    db.session.add(HospitalAgencyPreference(hospital_id=hospital_id, agency_id=agency.id, rank=last + 1,
+                                            notes=form.notes.data or ""))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return _render_preferences(form, 409, f"{agency.name} is already on your list.")
+    flash(f"{agency.name} added to your preferred agencies.", "success")
+    return redirect(url_for(".preferences"))
+
+
+def _renumber(rows):
+    """Ranks 1..n in list order."""
+    for rank, row in enumerate(rows, start=1):
+        if row.rank != rank:
+            row.rank = rank
+
+
+@bp.route("/preferences/<int:pref_id>/remove", methods=["POST"])
+@roles_required("hospital")
+def remove_preference(pref_id):
+    """Take an agency off the list; the others close ranks."""
+    pref = _own_preference(pref_id)
+    if not FlaskForm().validate_on_submit():
+        return _render_preferences(_fresh_preference_form(), 400, FORM_ALTERED)
+    name = _agency_names([pref.agency_id]).get(pref.agency_id, "The agency")
+    db.session.delete(pref)
+    db.session.flush()
+    _renumber(_preference_rows(pref.hospital_id))
+    db.session.commit()
+    flash(f"{name} removed from your preferred agencies.", "success")
+    return redirect(url_for(".preferences"))
+
+
+@bp.route("/preferences/<int:pref_id>/move", methods=["POST"])
+@roles_required("hospital")
+def move_preference(pref_id):
+    """Move an agency one place up or down the list."""
+    pref = _own_preference(pref_id)
+    form = PreferenceMoveForm()
+    if not form.validate_on_submit():
+        return _render_preferences(_fresh_preference_form(), 400, "Move an agency up or down the list.")
+    rows = _preference_rows(pref.hospital_id)
+    at = rows.index(pref)
+    to = at - 1 if form.direction.data == "up" else at + 1
+    if 0 <= to < len(rows):
+        rows[at], rows[to] = rows[to], rows[at]
+    _renumber(rows)
+    db.session.commit()
+    return redirect(url_for(".preferences"))
+
+
+@bp.route("/preferences/<int:pref_id>/notes", methods=["POST"])
+@roles_required("hospital")
+def preference_notes(pref_id):
+    """Change the notes of one preferred agency."""
+    pref = _own_preference(pref_id)
+    form = PreferenceNotesForm()
+    if not form.validate_on_submit():
+        message = form.notes.errors[0] if form.notes.errors else FORM_ALTERED
+        return _render_preferences(_fresh_preference_form(), 400, message)
+    pref.notes = form.notes.data or ""
+    db.session.commit()
+    flash("Notes saved.", "success")
+    return redirect(url_for(".preferences"))
+
+
+def _fresh_preference_form():
+    """An empty add-agency form (for re-rendering the page after a refused action)."""
+    form = PreferenceForm(formdata=None)
+    form.offer(_addable_agencies(_hospital_id()))
+    return form

@@ -32,6 +32,12 @@ TRANSITIONS = {
 CREW_STEPS = ("en_route", "at_pickup", "transporting", "completed")
 HAND_BACK_FROM = ("awarded", "en_route")
 PATIENT_REF_ALPHABET = "ACDEFHJKMNPRTUVWXY3479"
+PATIENT_REF_PATTERN = "^P-[" + PATIENT_REF_ALPHABET + "]{6}$"
+REFERENCE_ATTEMPTS = 8
+STALE_MESSAGE = (
+    "This request changed while you were looking at it (another user or the center acted). "
+    "Reload to see its current state; nothing was saved."
+)
 
 
 class TransitionRefused(Exception):
@@ -86,6 +92,7 @@ def _history(trip, action, from_status, to_status, user_id, user_label, note="",
 
 
 def preferred_agency_ids(hospital_id):
+    """The hospital's preferred agencies (center registry ids), in the hospital's order."""
     return list(
         db.session.scalars(
             sa.select(HospitalAgencyPreference.agency_id)
@@ -95,17 +102,40 @@ def preferred_agency_ids(hospital_id):
     )
 
 
+def _unused_reference(hospital_code, now):
+    """A reference no trip has yet (a clash is rare, but it must not fail a posting)."""
+    for _ in range(REFERENCE_ATTEMPTS):
+        reference = new_reference(hospital_code, now)
+        taken = db.session.scalar(
+            sa.select(TransportRequest.id).where(TransportRequest.reference == reference)
+        )
+        if taken is None:
+            return reference
+    raise TransitionRefused("Could not allocate a request reference; please post again.", status=503)
+
+
 def post(hospital_id, hospital_code, fields, user_id, user_label):
-    """Create an ``open`` trip from validated ``fields`` and emit ``trip.posted``."""
+    """Create an ``open`` trip from validated ``fields`` and emit ``trip.posted``.
+
+    Invitations to preferred agencies need a preferred list: posting one with
+    an empty list is refused (nobody could bid).
+    """
     now = utcnow()
+    preferred = preferred_agency_ids(hospital_id)
+    if fields.get("invite_mode", "all") != "all" and not preferred:
+        raise TransitionRefused(
+            "Your hospital has no preferred agencies, so no agency could bid. Add preferred "
+            "agencies first or invite all agencies.",
+            status=400,
+        )
     trip = TransportRequest(
         hospital_id=hospital_id,
-        reference=new_reference(hospital_code, now),
+        reference=_unused_reference(hospital_code, now),
         status="open",
         created_by_user_id=user_id,
         created_at=now,
         updated_at=now,
-        invited_agency_ids="," + ",".join(str(a) for a in preferred_agency_ids(hospital_id)) + ",",
+        invited_agency_ids="," + ",".join(str(a) for a in preferred) + ",",
         **fields,
     )
     if not trip.patient_ref:
@@ -136,10 +166,7 @@ def _compare_and_set(trip, expected_status, values, expected_version=None):
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        raise TransitionRefused(
-            "This request changed while you were looking at it (another user or the center acted). "
-            "Reload to see its current state; nothing was saved."
-        )
+        raise TransitionRefused(STALE_MESSAGE)
     db.session.refresh(trip)
 
 
@@ -214,9 +241,14 @@ def cancel(trip, reason, note, user_id, user_label, expected_version=None):
 
 
 def edit(trip, changes, user_id, user_label, expected_version=None):
-    """Change an open trip's window, needs or notes; emit ``trip.changed``."""
+    """Change an open trip's window, needs or notes; emit ``trip.changed``.
+
+    A stale ``expected_version`` is refused even when nothing would change.
+    """
     if trip.status != "open":
         raise TransitionRefused("Only an open request can be edited.")
+    if expected_version is not None and expected_version != trip.version:
+        raise TransitionRefused(STALE_MESSAGE)
     before = {key: getattr(trip, key) for key in changes}
     changed = {k: v for k, v in changes.items() if before[k] != v}
     if not changed:
