@@ -278,9 +278,17 @@ def timed_get(client, url):
     return elapsed
 
 
-def measure_page(app, email, url, runs):
+def login(app, email):
+    """A test client signed in as ``email``."""
     client = app.test_client()
-    client.post("/login", data={"email": email, "password": PASSWORD})
+    response = client.post("/login", data={"email": email, "password": PASSWORD})
+    if response.status_code != 302:
+        raise SystemExit(f"could not sign in as {email}: {response.status_code}")
+    return client
+
+
+def measure_page(app, email, url, runs):
+    client = login(app, email)
     cold = timed_get(client, url)
     warm = [timed_get(client, url) for _ in range(runs)]
     return cold, statistics.median(warm), max(warm)
@@ -304,8 +312,7 @@ def measure_export(app, url, trace=False):
     ``trace`` measures Python allocations with tracemalloc (exact, but much slower);
     otherwise the growth of the process's peak RSS is reported.
     """
-    client = app.test_client()
-    client.post("/login", data={"email": "coordinator@bench.test", "password": PASSWORD})
+    client = login(app, "coordinator@bench.test")
     if trace:
         tracemalloc.start()
     else:
@@ -340,8 +347,8 @@ def main():
         from dashboard.models.center import SystemAnalytics
         from dashboard.models.hospital import TransportRequest
 
+        upgrade()  # with --reuse too: newer migrations apply to the kept databases
         if not args.reuse:
-            upgrade()
             now = datetime.now(UTC).replace(tzinfo=None)
             region = seed_region()
             print(f"Loading {args.trips:,} trips over {args.days} days ...")

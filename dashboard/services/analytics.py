@@ -20,6 +20,7 @@ import io
 import math
 import re
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -230,51 +231,91 @@ def dialect_of(silo):
 def minutes_between(dialect, later, earlier):
     """``later - earlier`` in minutes (NULL when either is NULL)."""
     if dialect == "postgresql":
-        return sa.extract("epoch", later - earlier) / 60.0
+        # date_part gives double precision (EXTRACT gives numeric: far slower to sort and sum).
+        return sa.func.date_part("epoch", later - earlier) / 60.0
     return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 1440.0
 
 
-def percentiles(silo, measures, where, group=None, fractions=(0.5, 0.9)):
-    """Percentiles (``percentile_cont`` semantics) of each measure expression, per group.
+@dataclass
+class PercentileQuery:
+    """Percentiles of measure expressions (``{name: expr}``) over rows matching ``where``, per group."""
 
-    Returns ``{group value: {name: {"n": count, fraction: value or None}}}``
-    (group value ``None`` when ungrouped).  NULL values are left out.
+    measures: dict
+    where: list
+    group: object = None
+    fractions: tuple = (0.5, 0.9)
+
+
+def start_percentiles(silo, queries):
+    """Start :class:`PercentileQuery` s; returns a function that waits for and returns their results.
+
+    Each result is ``{group value: {name: {"n": count, fraction: value}}}``
+    (``percentile_cont`` semantics, NULLs left out, group value ``None`` when
+    ungrouped).  On PostgreSQL each query is one ``percentile_cont(ARRAY[...])
+    WITHIN GROUP`` statement (one sort per measure) run at once on its own
+    connection, so the caller's other queries overlap with them; on SQLite the
+    ordered values are read with ``ORDER BY ... LIMIT/OFFSET`` when asked for.
     """
-    dialect = dialect_of(silo)
-    group_cols = [group] if group is not None else []
-    results = {}
-    if dialect == "postgresql":
-        columns = []
-        for expr in measures.values():
-            columns.append(sa.func.count(expr))
-            columns += [sa.func.percentile_cont(f).within_group(expr) for f in fractions]
-        stmt = sa.select(*group_cols, *columns).where(*where)
-        if group is not None:
-            stmt = stmt.group_by(group)
-        width = 1 + len(fractions)
-        for row in db.session.execute(stmt):
-            key, values = (row[0], row[1:]) if group is not None else (None, row)
-            entry = {}
-            for i, name in enumerate(measures):
-                chunk = values[i * width:(i + 1) * width]
-                entry[name] = {"n": chunk[0], **{f: _float(v) for f, v in zip(fractions, chunk[1:], strict=True)}}
-            results[key] = entry
-        return results
-    stmt = sa.select(*group_cols, *[sa.func.count(expr) for expr in measures.values()]).where(*where)
+    if dialect_of(silo) != "postgresql":
+        return lambda: [_sqlite_percentiles(query) for query in queries]
+    engine = db.engines[None if silo == "center" else silo]
+
+    def read(stmt):
+        with engine.connect() as conn:
+            return conn.execute(stmt).all()
+
+    pool = ThreadPoolExecutor(max_workers=len(queries))
+    futures = [pool.submit(read, _percentile_statement(query)) for query in queries]
+    pool.shutdown(wait=False)  # the threads end when their statement has answered
+
+    def results():
+        return [_percentile_rows(query, future.result()) for query, future in zip(queries, futures, strict=True)]
+
+    return results
+
+
+def _percentile_statement(query):
+    fractions = postgresql.array([sa.literal(f, sa.Float) for f in query.fractions])
+    columns = []
+    for expr in query.measures.values():
+        columns += [sa.func.count(expr),
+                    sa.func.percentile_cont(fractions, type_=postgresql.ARRAY(sa.Float)).within_group(expr)]
+    stmt = sa.select(*([query.group] if query.group is not None else []), *columns).where(*query.where)
+    return stmt.group_by(query.group) if query.group is not None else stmt
+
+
+def _percentile_rows(query, rows):
+    result = {}
+    empty = [None] * len(query.fractions)
+    for row in rows:
+        key, values = (row[0], row[1:]) if query.group is not None else (None, row)
+        result[key] = {
+            name: {"n": values[2 * i], **dict(zip(query.fractions, values[2 * i + 1] or empty, strict=True))}
+            for i, name in enumerate(query.measures)
+        }
+    return result
+
+
+def _sqlite_percentiles(query):
+    """Counts in one statement, then two ordered values per percentile (LIMIT 2 OFFSET k)."""
+    group = query.group
+    stmt = sa.select(*([group] if group is not None else []),
+                     *[sa.func.count(expr) for expr in query.measures.values()]).where(*query.where)
     if group is not None:
         stmt = stmt.group_by(group)
+    result = {}
     for row in db.session.execute(stmt).all():
         key, counts = (row[0], row[1:]) if group is not None else (None, row)
         entry = {}
-        for (name, expr), n in zip(measures.items(), counts, strict=True):
+        for (name, expr), n in zip(query.measures.items(), counts, strict=True):
             entry[name] = {"n": n}
-            conditions = list(where) + [expr.isnot(None)]
+            conditions = list(query.where) + [expr.isnot(None)]
             if group is not None:
                 conditions.append(group == key)
-            for f in fractions:
+            for f in query.fractions:
                 entry[name][f] = _sqlite_percentile(expr, conditions, n, f)
-        results[key] = entry
-    return results
+        result[key] = entry
+    return result
 
 
 def _sqlite_percentile(expr, conditions, n, fraction):
@@ -291,10 +332,6 @@ def _sqlite_percentile(expr, conditions, n, fraction):
     if len(values) == 1 or position == low:
         return float(values[0])
     return float(values[0]) + (float(values[1]) - float(values[0])) * (position - low)
-
-
-def _float(value):
-    return None if value is None else float(value)
 
 
 # --- the day aggregates (hospital and EMS), and their rollups -----------------------------
@@ -377,24 +414,33 @@ def compute_days(days, scope):
             if value:
                 metrics[key][name] += value
 
-    def grouped(prefix, column, *conditions, value=None):
-        value = value if value is not None else sa.func.count(T.id)
-        stmt = sa.select(day, column, value).where(*where, *conditions).group_by(day, column)
-        for row_day, key, amount in db.session.execute(stmt):
-            if key is not None and amount:
-                metrics[_as_date(row_day)][f"{prefix}:{key}"] += amount
-
-    grouped("level", T.level_of_care)
-    grouped("urgency", T.urgency)
-    grouped("hour", clock.hour(T.created_at).label("hour"))
-    grouped("cancel", T.cancel_reason, T.status == "cancelled")
-    grouped("hospital_requests", T.hospital_id)
-    grouped("hospital_unfilled", T.hospital_id, T.unfilled_at.isnot(None))
-    grouped("agency_wins", T.awarded_agency_id, T.awarded_at.isnot(None))
-    grouped("agency_completed", T.awarded_agency_id, T.status == "completed")
-    grouped("unit_trips", T.awarded_unit_id, T.status == "completed")
-    grouped("unit_busy_min", T.awarded_unit_id, T.status == "completed",
-            value=sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at)))
+    completed = T.status == "completed"
+    breakdowns = (  # (metric prefix, grouped column, extra conditions, value; default a count)
+        ("level", T.level_of_care, (), None),
+        ("urgency", T.urgency, (), None),
+        ("hour", clock.hour(T.created_at), (), None),
+        ("cancel", T.cancel_reason, (T.status == "cancelled",), None),
+        ("hospital_requests", T.hospital_id, (), None),
+        ("hospital_unfilled", T.hospital_id, (T.unfilled_at.isnot(None),), None),
+        ("agency_wins", T.awarded_agency_id, (T.awarded_at.isnot(None),), None),
+        ("agency_completed", T.awarded_agency_id, (completed,), None),
+        ("unit_trips", T.awarded_unit_id, (completed,), None),
+        ("unit_busy_min", T.awarded_unit_id, (completed,),
+         sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at))),
+    )
+    # One statement (a UNION ALL of small GROUP BYs): one round trip for every breakdown.
+    parts = [
+        sa.select(sa.literal_column(f"'{prefix}'").label("prefix"), day,
+                  sa.cast(column, sa.String).label("key"),
+                  sa.cast(value if value is not None else sa.func.count(T.id), sa.Float).label("amount"))
+        .where(*where, *conditions).group_by(day, column)
+        for prefix, column, conditions, value in breakdowns
+    ]
+    hospital_engine = db.engines["hospital"]  # a UNION names no table the session could route by
+    for prefix, row_day, key, amount in db.session.execute(sa.union_all(*parts),
+                                                           bind_arguments={"bind": hospital_engine}):
+        if key is not None and amount:
+            metrics[_as_date(row_day)][f"{prefix}:{key}"] += amount
     _bid_metrics(days, scope, clock, metrics)
     return metrics, unfinished
 
@@ -517,29 +563,32 @@ def _shift_minutes(shift_start, shift_end, period, now):
 def report(period, scope, now=None):
     """Every figure of the analytics page for ``period`` and ``scope``, as plain data."""
     now = now or utcnow()
-    per_day = day_metrics(period, scope, now)
-    total = Counter()
-    for counts in per_day.values():
-        total.update(counts)
     T = TransportRequest
     dialect = dialect_of("hospital")
     where = [T.created_at >= utc_midnight(period.start),
              T.created_at < utc_midnight(period.end + timedelta(days=1)), *_scope_conditions(scope)]
-    speed = percentiles("hospital", {
-        "first_bid": minutes_between(dialect, T.first_bid_at, T.created_at),
-        "award": minutes_between(dialect, T.awarded_at, T.created_at),
-        "pickup": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
-    }, where).get(None, {})
-    by_agency = percentiles("hospital", {
-        "eta": T.awarded_eta_minutes,
-        "actual": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
-    }, where + [T.awarded_agency_id.isnot(None), T.at_pickup_at.isnot(None),
-                T.awarded_at.isnot(None)], group=T.awarded_agency_id, fractions=(0.5,))
-    by_hospital = percentiles("hospital", {
-        "award": minutes_between(dialect, T.awarded_at, T.created_at),
-    }, where + [T.awarded_at.isnot(None)], group=T.hospital_id, fractions=(0.5,))
+    pending = start_percentiles("hospital", [
+        PercentileQuery({
+            "first_bid": minutes_between(dialect, T.first_bid_at, T.created_at),
+            "award": minutes_between(dialect, T.awarded_at, T.created_at),
+            "pickup": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
+        }, where),
+        PercentileQuery({
+            "eta": T.awarded_eta_minutes,
+            "actual": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
+        }, where + [T.awarded_agency_id.isnot(None), T.at_pickup_at.isnot(None), T.awarded_at.isnot(None)],
+            group=T.awarded_agency_id, fractions=(0.5,)),
+        PercentileQuery({"award": minutes_between(dialect, T.awarded_at, T.created_at)},
+                        where + [T.awarded_at.isnot(None)], group=T.hospital_id, fractions=(0.5,)),
+    ])
+    per_day = day_metrics(period, scope, now)
+    total = Counter()
+    for counts in per_day.values():
+        total.update(counts)
     hospitals = {h.id: h for h in db.session.execute(sa.select(Hospital)).scalars()}
     agencies = {a.id: a for a in db.session.execute(sa.select(Agency)).scalars()}
+    speed, by_agency, by_hospital = pending()
+    speed = speed.get(None, {})
     requests = int(total["requests"])
     return {
         "period": period,
