@@ -49,6 +49,22 @@ def post_fork(server, worker):
         patch_psycopg()
 
 
+def post_worker_init(worker):
+    """On a graceful stop, end the worker's live streams at once instead of after
+    ``graceful_timeout``: the browsers reconnect to the other workers and replay."""
+    import signal
+
+    from dashboard.events.hub import hub
+
+    stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        hub.close()
+        stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
 def worker_exit(server, worker):
     """Let a worker's in-process relay finish its pass before the worker goes."""
     from dashboard.events.relay import stop_inprocess_relay

@@ -76,12 +76,16 @@ class Server:
         raise AssertionError(f"server did not start:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self):
-        self.process.terminate()
+        """Wait for the graceful shutdown asked by :meth:`terminate`; kill it if it hangs."""
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def terminate(self):
+        if self.process.poll() is None:
+            self.process.terminate()
 
 
 class Client:
@@ -155,6 +159,8 @@ def servers(postgres, app, demo, tmp_path):
         streaming.wait_until_up()
         yield relaying, streaming
     finally:
+        for server in started:
+            server.terminate()
         for server in started:
             server.stop()
 

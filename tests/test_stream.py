@@ -176,15 +176,15 @@ def test_a_gap_the_table_no_longer_holds_refreshes_every_panel(app, demo):
     stream.close()
 
 
-def _end_session(app, email, announce):
+def _end_sessions(app, email):
+    """Every session of the account ends (as a password reset does), and the relay hears of it."""
     with app.app_context():
         user = db.session.scalar(sa.select(User).where(User.email == email))
         user.session_epoch += 1
-        if announce:
-            emit("center", "user.updated", "user", user.public_id,
-                 {"user_id": user.id, "public_id": user.public_id, "display_name": user.display_name,
-                  "role": user.role, "hospital_id": user.hospital_id, "agency_id": user.agency_id,
-                  "active": True})
+        emit("center", "user.updated", "user", user.public_id,
+             {"user_id": user.id, "public_id": user.public_id, "display_name": user.display_name,
+              "role": user.role, "hospital_id": user.hospital_id, "agency_id": user.agency_id,
+              "active": True})
         db.session.commit()
 
 
@@ -192,17 +192,18 @@ def test_the_stream_ends_when_the_session_ends(app, demo, deliver):
     app.config["MEDPORT_STREAM_KEEPALIVE_SECONDS"] = 30  # the account's signal ends it, not a timer
     stream = Stream(signed_in(app, DISPATCH_AEMS))
     stream.read()
-    _end_session(app, DISPATCH_AEMS, announce=True)
+    _end_sessions(app, DISPATCH_AEMS)
     deliver()
     assert stream.read_until("event: session-ended\n", max_reads=3)
     stream.read()
     assert stream.ended
 
 
-def test_a_session_ended_without_a_signal_is_noticed_at_the_keep_alive(app, demo):
-    stream = Stream(signed_in(app, NURSE_ALT))
+def test_signing_out_ends_the_stream_at_the_next_keep_alive(app, demo):
+    client = signed_in(app, NURSE_ALT)
+    stream = Stream(client)
     stream.read()
-    _end_session(app, NURSE_ALT, announce=False)
+    assert client.post("/logout").status_code == 302
     assert stream.read_until("event: session-ended\n", max_reads=5)
     stream.read()
     assert stream.ended
@@ -288,3 +289,11 @@ def test_the_relay_wakes_the_hub(app, demo, deliver):
     names = [(s[1], s[2]) for s in signals]
     assert names.count(("trip-updated", awarded)) == 2  # posted, awarded
     assert {"bid-updated", "unit-updated"} <= {name for name, _ in names}
+
+
+def test_a_live_page_opens_one_stream_on_main(app, demo):
+    page = signed_in(app, NURSE_ALT).get("/hospital/").get_data(as_text=True)
+    assert page.count("sse-connect=") == 1
+    main = page[page.index("<main"):page.index(">", page.index("<main"))]
+    assert 'hx-ext="sse"' in main and 'sse-connect="/events"' in main
+    assert 'id="live-status"' in page

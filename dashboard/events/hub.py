@@ -59,6 +59,13 @@ class SignalHub:
             self._last_id = None
             self._primed_floor = None
             self._app_generation = getattr(self, "_app_generation", 0) + 1
+            self.closing = False
+
+    def close(self):
+        """This process is stopping: every stream ends now (browsers reconnect elsewhere)."""
+        with self._lock:
+            self.closing = True
+            self._arrived.set()
 
     def init_app(self, app):
         """Serve ``app`` (one per process; a new app starts from a clean memory)."""

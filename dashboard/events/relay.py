@@ -293,44 +293,7 @@ def _describe(exc):
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-# -- what the center's health panel and the operators use ---------------------------------
-
-def outbox_summary():
-    """Per silo: ``{"reachable", "pending", "parked", "oldest_pending"}`` (a silo down says so)."""
-    summary = {}
-    for silo, model in OUTBOX_BY_SILO.items():
-        try:
-            counts = dict(db.session.execute(
-                sa.select(model.status, sa.func.count(model.id))
-                .where(model.status.in_(("pending", "parked"))).group_by(model.status)
-            ).all())
-            oldest = db.session.scalar(
-                sa.select(sa.func.min(model.created_at)).where(model.status == "pending"))
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            summary[silo] = {"reachable": False, "pending": None, "parked": None, "oldest_pending": None}
-            continue
-        summary[silo] = {"reachable": True, "pending": counts.get("pending", 0),
-                         "parked": counts.get("parked", 0), "oldest_pending": oldest}
-    return summary
-
-
-def parked_events(limit=50):
-    """The parked events of every reachable silo, newest first: what failed and why."""
-    rows = []
-    for silo, model in OUTBOX_BY_SILO.items():
-        try:
-            found = db.session.scalars(
-                sa.select(model).where(model.status == "parked").order_by(model.id.desc()).limit(limit))
-            rows += [dict(silo=silo, event_id=e.event_id, type=e.type, entity_type=e.entity_type,
-                          entity_id=e.entity_id, attempts=e.attempts, last_error=e.last_error,
-                          created_at=e.created_at) for e in found]
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-    return sorted(rows, key=lambda r: r["created_at"], reverse=True)[:limit]
-
+# -- what the operators use ---------------------------------------------------------------
 
 def retry_parked(silo=None, event_id=None):
     """Put parked events back in the queue (all, one silo's, or one event); return how many.

@@ -7,17 +7,16 @@ stream itself reads the in-memory hub, and the database only briefly: a
 reconnect that asks to replay more than the hub holds, and the session check
 at each keep-alive.  A stream ends after ``MEDPORT_STREAM_MAX_SECONDS`` (the
 browser reconnects with ``Last-Event-ID``) or with ``event: session-ended``
-when the viewer's session ends (deactivated, signed out everywhere).
+when the viewer's session ends (deactivated, password reset, signed out).
 """
 import time
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, request
 from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..models.base import CENTER_ROLES
-from ..models.center import User
+from ..services import accounts
 from .hub import hub
 
 bp = Blueprint("events", __name__)
@@ -54,17 +53,18 @@ def _format(signal):
     return f"id: {signal[0]}\nevent: {signal[1]}\ndata: {signal[2]}\n\n"
 
 
-def _session_still_valid(app, user_id, epoch):
-    """The viewer is still active with the same session epoch (a center outage says yes)."""
+def _session_still_valid(app, viewer, epoch, token):
+    """The viewer's session is live: account active, same epoch, not signed out.
+
+    A center outage says yes: the stream goes on with what the hub has.
+    """
     with app.app_context():
         try:
-            row = db.session.execute(
-                sa.select(User.active, User.session_epoch).where(User.id == user_id)).first()
+            return accounts.session_is_live(viewer[3], epoch, token)
         except Exception:
-            return True  # center down: keep streaming what the hub has
+            return True
         finally:
             db.session.remove()
-    return row is not None and bool(row.active) and row.session_epoch == epoch
 
 
 def _last_event_id():
@@ -80,7 +80,7 @@ def stream():
     """The viewer's live signals; ``Last-Event-ID`` replays what a reconnecting page missed."""
     app = current_app._get_current_object()
     viewer = (current_user.role, current_user.hospital_id, current_user.agency_id, current_user.id)
-    epoch = current_user.session_epoch
+    epoch, token = current_user.session_epoch, current_user.session_token
     keepalive = float(app.config.get("MEDPORT_STREAM_KEEPALIVE_SECONDS", 15))
     max_seconds = float(app.config.get("MEDPORT_STREAM_MAX_SECONDS", 3600))
     last_id = _last_event_id()
@@ -110,7 +110,7 @@ def stream():
                     continue
                 sent.add(signal[0])
                 if signal[5] == viewer[3] and signal[1] == "account-updated" \
-                        and not _session_still_valid(app, viewer[3], epoch):
+                        and not _session_still_valid(app, viewer, epoch, token):
                     yield "".join(chunks) + SESSION_ENDED
                     return
                 if may_receive(viewer, signal):
@@ -120,7 +120,7 @@ def stream():
             now = time.monotonic()
             if now - last_check >= keepalive:
                 last_check = now
-                if not _session_still_valid(app, viewer[3], epoch):
+                if not _session_still_valid(app, viewer, epoch, token):
                     yield "".join(chunks) + SESSION_ENDED
                     return
             if chunks:
@@ -133,6 +133,8 @@ def stream():
             if remaining <= 0:
                 return
             hub.wait(cursor, max(min(keepalive - (time.monotonic() - last_write), remaining), 0))
+            if hub.closing:
+                return
             cursor, pending, complete = hub.after(cursor)
             if not complete:
                 pending, _ = hub.replay_from_db(max(sent, default=last_id or 0))
