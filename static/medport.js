@@ -23,7 +23,8 @@
   // The page's one event stream.  The browser itself reconnects a dropped stream and
   // sends Last-Event-ID, so the server replays what the page missed.  When the browser
   // gives up on a stream (an error answer), htmx opens a new one: it carries the last id
-  // seen as ?last_event_id= so that reconnect catches up too.  A stream that says the
+  // seen as ?last_event_id= (in place of the one the page was rendered with) so that
+  // reconnect catches up too.  A stream that says the
   // session ended reloads the page, which leads to the sign-in page.
   var SIGNALS = ["trip-updated", "bid-updated", "unit-updated", "account-updated",
                  "config-updated", "registry-updated"];
@@ -32,7 +33,8 @@
     window.htmx.createEventSource = function (url) {
       var target = url;
       if (lastEventId) {
-        target += (url.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastEventId);
+        target = url.replace(/([?&])last_event_id=[^&]*&?/, "$1").replace(/[?&]$/, "");
+        target += (target.indexOf("?") < 0 ? "?" : "&") + "last_event_id=" + encodeURIComponent(lastEventId);
       }
       var source = new EventSource(target, { withCredentials: true });
       SIGNALS.forEach(function (name) {
