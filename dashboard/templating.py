@@ -96,11 +96,19 @@ def navigation():
     return [(ep, label) for ep, label in NAVIGATION.get(current_user.role, []) if ep in endpoints]
 
 
+def _live_since():
+    """The last signal id when a live page is rendered (its stream replays from there)."""
+    from .events.hub import hub
+
+    return hub.latest_id()
+
+
 def register(app):
     app.jinja_env.filters["localtime"] = format_time
     app.jinja_env.filters["age"] = format_age
     app.jinja_env.globals.update(
         navigation=navigation,
+        live_since=_live_since,
         LEVEL_LABELS=vocab.LEVEL_LABELS,
         MOBILITIES=vocab.MOBILITIES,
         URGENCIES=vocab.URGENCIES,

@@ -79,6 +79,17 @@ class SignalHub:
             self.refresh()
         return self._sequence
 
+    def latest_id(self):
+        """The newest signal id this process knows of, or None when it cannot tell.
+
+        A page rendered now reflects every signal up to (at least) this id, so its
+        stream asks to replay from here: nothing between render and connect is lost.
+        The id may lag behind the table (then a little more is replayed), never lead it.
+        """
+        if self._last_id is None:
+            self.refresh()
+        return self._last_id
+
     def refresh(self, connection=None):
         """Fetch signals newer than what this process has; wake the waiting streams.
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from dashboard.config import normalise_url
+
 from ..conftest import PG_BASE, REQUIRE_PG, postgres_available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,10 +91,20 @@ def _prepare_postgres():
 
 
 class LiveServer:
-    def __init__(self, backend, url, log_path):
+    def __init__(self, backend, url, log_path, database_urls):
         self.backend = backend
         self.url = url
         self.log_path = log_path
+        self.database_urls = database_urls
+
+    def query(self, silo, sql, **params):
+        """Read the served silo directly (to set a scene or check an outcome)."""
+        engine = sa.create_engine(normalise_url(self.database_urls[silo]))
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(sql), params).all()
+        finally:
+            engine.dispose()
 
     def log_text(self):
         return Path(self.log_path).read_text(errors="replace")
@@ -139,7 +151,7 @@ def live_server(request, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, processes[0])
-        yield LiveServer(backend, url, log_path)
+        yield LiveServer(backend, url, log_path, urls)
     finally:
         for process in processes:
             process.terminate()

@@ -1,0 +1,170 @@
+"""The dispatch story, live in three browsers: nurse, EMS dispatcher, center coordinator.
+
+No page is reloaded to see another person's action: each step must appear on the
+other screens through the event stream.  Waits are bounded (Playwright's timeouts).
+"""
+import re
+
+import pytest
+
+NURSE = "nurse@altoona.medport.test"
+DISPATCH = "dispatch@altoonaems.medport.test"
+COORDINATOR = "coordinator@medport.test"
+LIVE = 10_000  # ms: a live update must arrive well within this
+
+
+@pytest.fixture
+def people(open_session):
+    nurse = open_session(NURSE)
+    ems = open_session(DISPATCH)
+    center = open_session(COORDINATOR)
+    for session in (nurse, ems, center):
+        session.page.on("dialog", lambda dialog: dialog.accept())
+    return nurse, ems, center
+
+
+def wait_live(page):
+    page.wait_for_selector("#live-status[data-state=open]", timeout=LIVE)
+
+
+def post_request(nurse, level="BLS", note="Story"):
+    page = nurse.page
+    nurse.goto("/hospital/requests/new")
+    page.fill("#pickup_location", "4 West, room 412")
+    page.select_option("#destination_facility", index=2)
+    page.check(f"input[name=level_of_care][value={level}]")
+    page.select_option("#age_group", "adult")
+    page.select_option("#mobility", "stretcher")
+    page.fill("#weight_kg", "82")
+    page.check("input[name=invite_mode][value=all]")
+    page.fill("#other_needs", note)
+    page.click("button:has-text('Post request')")
+    page.wait_for_url(re.compile(r"/hospital/requests/[0-9a-f-]{36}$"))
+    reference = re.search(r"[A-Z]{3}-\d{6}-[A-Z0-9]{4}", page.title()).group(0)
+    return reference, page.url.rsplit("/", 1)[1]
+
+
+def place_bid(ems, reference, eta="17", unit_index=1):
+    page = ems.page
+    page.click(f"text={reference}")
+    page.wait_for_url(re.compile(r"/ems/requests/"))
+    page.select_option("#unit", index=unit_index)  # 0 is "Choose a unit"
+    page.fill("#eta_minutes", eta)
+    page.click("button:has-text('Place bid')")
+    page.wait_for_load_state()
+    assert "Change bid" in page.content(), page.inner_text("main")[:600]
+
+
+def test_post_bid_award_drive_complete(people, live_server):
+    nurse, ems, center = people
+    ems.goto("/ems/")
+    center.goto("/center/")
+    wait_live(ems.page)
+    wait_live(center.page)
+
+    reference, public_id = post_request(nurse)
+    # Without any reload the request appears on the EMS board and the center board.
+    ems.page.wait_for_selector(f"text={reference}", timeout=LIVE)
+    center.page.wait_for_selector(f"text={reference}", timeout=LIVE)
+
+    wait_live(nurse.page)  # the nurse is on the request page, live
+    place_bid(ems, reference)
+    # The nurse sees the bid appear and awards it.
+    nurse.page.wait_for_selector("button:has-text('Award')", timeout=LIVE)
+    assert "Altoona EMS" in nurse.page.inner_text("main")
+    nurse.page.click("button:has-text('Award')")
+    nurse.page.wait_for_selector("text=Awarded", timeout=LIVE)
+
+    # The crew runs the trip; every step shows on the nurse's and the coordinator's screens.
+    center.goto(f"/center/requests/{public_id}")
+    wait_live(center.page)
+    ems.goto("/ems/trips")
+    wait_live(ems.page)
+    card = ems.page.locator("li.trip-card", has_text=reference)
+    card.wait_for(timeout=LIVE)
+    for step, button_text in [("en_route", "En route"), ("at_pickup", "pickup"),
+                              ("transporting", "Transport"), ("completed", "Complete")]:
+        button = ems.page.locator("li.trip-card", has_text=reference).locator("button.step-button")
+        assert button_text.lower() in button.inner_text().lower()
+        button.click()
+        ems.page.wait_for_load_state()
+        for other in (nurse, center):
+            other.page.locator(f"main .badge.status-{step}").first.wait_for(timeout=LIVE)
+    # The hospital's record is completed; the coordinator's analytics count it.
+    rows = live_server.query("hospital", "SELECT status FROM transport_requests WHERE public_id = :p",
+                             p=public_id)
+    assert rows[0][0] == "completed"
+    export = center.context.request.get(live_server.url + "/center/analytics?period=today&format=csv&table=trips")
+    assert export.status == 200
+    line = next(row for row in export.text().splitlines() if reference in row)
+    assert "completed" in line
+    page = center.goto("/center/analytics?period=today")
+    assert page.status == 200
+    assert nurse.errors == [] and ems.errors == [] and center.errors == []
+
+
+def test_cancellation_leaves_the_board_live(people, live_server):
+    nurse, ems, center = people
+    ems.goto("/ems/")
+    wait_live(ems.page)
+    reference, public_id = post_request(nurse, note="To cancel")
+    ems.page.wait_for_selector(f"text={reference}", timeout=LIVE)
+    nurse.goto(f"/hospital/requests/{public_id}/cancel")
+    nurse.page.check("input[name=reason][value=not_needed]")
+    nurse.page.click("button:has-text('Cancel request')")
+    nurse.page.wait_for_load_state()
+    ems.page.wait_for_selector(f"text={reference}", state="detached", timeout=LIVE)
+    status = live_server.query("hospital", "SELECT status, cancel_reason FROM transport_requests "
+                                           "WHERE public_id = :p", p=public_id)
+    assert tuple(status[0]) == ("cancelled", "not_needed")
+
+
+def test_center_rescues_an_unfilled_request(people, live_server):
+    nurse, ems, center = people
+    (public_id, reference), = live_server.query(
+        "hospital", "SELECT public_id, reference FROM transport_requests WHERE status = 'open' "
+                    "AND level_of_care = 'BLS' AND bid_deadline < CURRENT_TIMESTAMP "
+                    "ORDER BY id LIMIT 1")
+    ems.goto("/ems/trips")
+    wait_live(ems.page)
+    center.goto(f"/center/requests/{public_id}")
+    page = center.page
+    agency_value = page.eval_on_selector(
+        "#agency", "s => [...s.options].find(o => o.text.includes('Altoona EMS')).value")
+    page.select_option("#agency", agency_value)
+    unit_value = page.eval_on_selector(
+        "#unit", "s => [...s.options].find(o => o.text.includes('Ambulance 14') || o.text.includes('Ambulance 15')).value")
+    page.select_option("#unit", unit_value)
+    page.fill("#eta_minutes", "25")
+    page.fill("#reason", "Unfilled past deadline; Altoona EMS agreed by phone")
+    page.click("button:has-text('Assign')")
+    page.wait_for_load_state()
+    # The agency's crew sees the trip arrive, live.
+    ems.page.locator("li.trip-card", has_text=reference).wait_for(timeout=LIVE)
+    award = live_server.query("hospital", "SELECT status, award_source FROM transport_requests "
+                                          "WHERE public_id = :p", p=public_id)
+    assert tuple(award[0]) == ("awarded", "center")
+
+
+def test_hand_back_reopens_the_request(people, live_server):
+    nurse, ems, center = people
+    ems.goto("/ems/")
+    wait_live(ems.page)
+    reference, public_id = post_request(nurse, note="Hand back")
+    ems.page.wait_for_selector(f"text={reference}", timeout=LIVE)
+    place_bid(ems, reference, eta="30", unit_index=2)  # unit 1 is booked by the first story
+    nurse.page.wait_for_selector("button:has-text('Award')", timeout=LIVE)
+    nurse.page.click("button:has-text('Award')")
+    nurse.page.wait_for_selector("text=Awarded", timeout=LIVE)
+    ems.goto("/ems/trips")
+    card = ems.page.locator("li.trip-card", has_text=reference)
+    card.wait_for(timeout=LIVE)
+    card.locator("summary").click()
+    card.locator("input[name=reason]").fill("Unit broke down")
+    card.locator("button:has-text('Hand back')").click()
+    ems.page.wait_for_load_state()
+    # The nurse's page shows the request open again, live.
+    nurse.page.locator("main").get_by_text("Handed back", exact=False).first.wait_for(timeout=LIVE)
+    status = live_server.query("hospital", "SELECT status, handed_back_count FROM transport_requests "
+                                           "WHERE public_id = :p", p=public_id)
+    assert tuple(status[0]) == ("open", 1)
