@@ -272,6 +272,12 @@ def test_the_hub_passes_on_a_signal_committed_late_with_a_lower_id(app):
     assert [s[2] for s in signals] == ["twelve", "eleven"] and complete
     assert local.wait(position, 0.01) == position  # nothing newer: times out
     assert [s[2] for s in local.since_id(10)] == ["eleven", "twelve"]
+    with app.app_context():  # the table emptied (restored from a backup): ids start again
+        db.session.execute(sa.delete(LiveSignal))
+        db.session.add(LiveSignal(id=1, name="trip-updated", entity_id="one"))
+        db.session.commit()
+    assert local.refresh() == 1
+    assert [s[2] for s in local.after(position)[1]] == ["one"]
 
 
 def test_the_relay_wakes_the_hub(app, demo, deliver):
@@ -291,9 +297,18 @@ def test_the_relay_wakes_the_hub(app, demo, deliver):
     assert {"bid-updated", "unit-updated"} <= {name for name, _ in names}
 
 
-def test_a_live_page_opens_one_stream_on_main(app, demo):
-    page = signed_in(app, NURSE_ALT).get("/hospital/").get_data(as_text=True)
+def test_a_live_page_opens_one_stream_that_replays_from_its_rendering(app, demo, deliver):
+    deliver()
+    client = signed_in(app, NURSE_ALT)
+    page = client.get("/hospital/").get_data(as_text=True)
     assert page.count("sse-connect=") == 1
     main = page[page.index("<main"):page.index(">", page.index("<main"))]
-    assert 'hx-ext="sse"' in main and 'sse-connect="/events"' in main
-    assert 'id="live-status"' in page
+    assert 'hx-ext="sse"' in main and 'id="live-status"' in page
+    url = main.split('sse-connect="', 1)[1].split('"', 1)[0]
+    assert url.startswith("/events?last_event_id=")
+    with app.app_context():
+        posted = public_id(post_trip("ALT"))  # after the page was rendered, before its stream opened
+    deliver()
+    stream = Stream(client, query=url[len("/events"):])
+    assert stream.read_until(f"data: {posted}\n", max_reads=3)
+    stream.close()

@@ -84,53 +84,58 @@ class SignalHub:
 
         A page rendered now reflects every signal up to (at least) this id, so its
         stream asks to replay from here: nothing between render and connect is lost.
-        The id may lag behind the table (then a little more is replayed), never lead it.
+        The id may lag behind the table (then a little more is replayed), never lead it:
+        the listener keeps it current.  The first read goes through the request's own
+        session, so a page never waits for a second pooled connection.
         """
+        self.ensure_listener()
         if self._last_id is None:
-            self.refresh()
+            self.refresh(reader=db.session())
         return self._last_id
 
-    def refresh(self, connection=None):
+    def refresh(self, reader=None):
         """Fetch signals newer than what this process has; wake the waiting streams.
 
-        ``connection`` (the listener's own) spares the pool, which page
-        requests may be using up.  Returns how many new signals were taken in.
+        ``reader`` (the listener's connection, a request's session) spares the
+        pool, which page requests may be using up; its errors are the caller's.
+        Returns how many new signals were taken in.
         """
         app = self.app
         if app is None:
             return 0
         with self._fetch_lock, app.app_context():
             generation = self._app_generation
-            reader = connection if connection is not None else db.session
+            own = reader is None
+            reader = db.session if own else reader
             try:
-                priming = self._last_id is None
+                known = self._last_id
+                rows = [] if known is None else self._read_after(reader, known - LOOKBACK)
+                # Starting, or the newest signal seen is gone (the table was emptied or
+                # pruned): begin again from the newest signals there are.
+                priming = known is None or (known > 0 and all(row.id != known for row in rows))
                 if priming:
                     top = reader.scalar(sa.select(sa.func.max(LiveSignal.id))) or 0
                     floor = max(top - LOOKBACK, 0)
-                else:
-                    floor = max(self._last_id - LOOKBACK, 0)
-                rows = reader.execute(
-                    sa.select(*_COLUMNS).where(LiveSignal.id > floor).order_by(LiveSignal.id).limit(RECENT)
-                ).all()
+                    rows = self._read_after(reader, floor)
             except Exception as exc:
-                if connection is not None:
-                    raise  # the listener reconnects
+                if not own:
+                    raise
                 log.warning("signal hub: cannot read signals: %s", type(exc).__name__)
                 return 0
             finally:
-                if connection is None:
+                if own:
                     db.session.remove()
             with self._lock:
                 if generation != self._app_generation:
                     return 0  # the hub was reset meanwhile
+                if priming:
+                    self._seen, self._last_id, self._primed_floor = set(), 0, floor
                 fresh = [tuple(row) for row in rows if row.id not in self._seen]
                 for signal in fresh:
                     self._sequence += 1
                     self._recent.append((self._sequence, signal))
                     self._seen.add(signal[0])
-                self._last_id = max([self._last_id or 0] + [row.id for row in rows])
-                if priming:
-                    self._primed_floor = floor
+                self._last_id = max([self._last_id] + [row.id for row in rows])
                 keep_above = self._last_id - 2 * LOOKBACK
                 if len(self._seen) > 4 * LOOKBACK:
                     self._seen = {i for i in self._seen if i > keep_above}
@@ -138,6 +143,12 @@ class SignalHub:
                     arrived, self._arrived = self._arrived, threading.Event()
                     arrived.set()
         return len(fresh)
+
+    @staticmethod
+    def _read_after(reader, floor):
+        return reader.execute(
+            sa.select(*_COLUMNS).where(LiveSignal.id > max(floor, 0)).order_by(LiveSignal.id).limit(RECENT)
+        ).all()
 
     def wait(self, position, timeout):
         """Block until the sequence moves past ``position``, or ``timeout``; return it."""
@@ -253,13 +264,13 @@ class SignalHub:
         try:
             conn.exec_driver_sql(f"LISTEN {CHANNEL}")
             driver = conn.connection.driver_connection
-            self.refresh(conn)  # whatever was written before LISTEN took effect
+            self.refresh(reader=conn)  # whatever was written before LISTEN took effect
             while generation == self._app_generation:
                 ready, _, _ = select.select([driver], [], [], self._poll_seconds())
                 if ready:
                     driver.poll()
                     driver.notifies.clear()
-                self.refresh(conn)
+                self.refresh(reader=conn)
         finally:
             conn.invalidate()  # never back to the pool still listening
             conn.close()
