@@ -58,9 +58,13 @@ def ems_apply_award(event):
             or trip.awarded_bid_id != p.get("awarded_bid_id"):
         log.info("relay: award of trip %s superseded; nothing applied", trip_id)
         return
+    # An award that crossed the agency's withdrawal stands (the bid was live on the
+    # awarding page); the agency hands the trip back if it cannot go.
+    awarded_bid = TransportBid.id == p.get("awarded_bid_id")
     for bid in db.session.scalars(
-        sa.select(TransportBid).where(TransportBid.trip_id == trip_id,
-                                      TransportBid.status.in_(("live", "accepted")))
+        sa.select(TransportBid).where(TransportBid.trip_id == trip_id, sa.or_(
+            TransportBid.status.in_(("live", "accepted")),
+            sa.and_(awarded_bid, TransportBid.status == "withdrawn")))
     ).all():
         wanted = "accepted" if bid.id == p.get("awarded_bid_id") else "declined"
         if bid.status != wanted:
@@ -94,7 +98,13 @@ def ems_apply_award(event):
 
 @on("hospital", "trip.cancelled", "trip.reopened", target="ems")
 def ems_release_trip(event):
-    """Bids on the trip closed, its route ended, its unit freed."""
+    """Bids on the trip closed, its route ended, its unit freed.
+
+    Every route not completed ends, even one whose crew reported the pickup after
+    the hospital side last heard from it: the trip is no longer theirs.
+    """
+    from ..services.bidding import ACTIVE_ROUTE_STATUSES
+
     p = event.payload
     trip_id, now = p["trip_id"], utcnow()
     closing = ("live", "accepted") if event.type == "trip.cancelled" else ("accepted",)
@@ -103,7 +113,7 @@ def ems_release_trip(event):
     ):
         bid.status, bid.decided_at = "closed", now
     for route in db.session.scalars(sa.select(EmsRoute).where(
-            EmsRoute.trip_id == trip_id, EmsRoute.status.in_(("planned", "en_route")))).all():
+            EmsRoute.trip_id == trip_id, EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))).all():
         route.status = "cancelled" if event.type == "trip.cancelled" else "handed_back"
         db.session.flush()
         _refresh_unit(route.unit)
@@ -119,6 +129,23 @@ def _refresh_unit(unit):
 
 
 # --- EMS events -------------------------------------------------------------------------
+
+@on("ems", "bid.placed", target="ems")
+def ems_settle_late_bid(event):
+    """A bid written after its request stopped taking bids is declined (or closed if cancelled).
+
+    The award's or cancellation's follow-up may run between a bid's checks and its
+    commit and so miss it; the bid's own event catches it here.
+    """
+    p = event.payload
+    bid, trip = db.session.get(TransportBid, p["bid_id"]), _trip(p["trip_id"])
+    if bid is None or bid.status != "live" or trip is None or trip.status == "open":
+        return
+    if trip.status != "cancelled" and trip.awarded_bid_id == bid.id:
+        return  # the award of this very bid: its own follow-up accepts it
+    bid.status = "closed" if trip.status == "cancelled" else "declined"
+    bid.decided_at = utcnow()
+
 
 @on("ems", "bid.placed", "bid.changed", "bid.withdrawn", target="hospital")
 def hospital_bid_summary(event):
@@ -151,7 +178,7 @@ def hospital_crew_step(event):
         return
     try:
         trips.apply_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]),
-                              p.get("user_label", ""), p["agency_id"])
+                              p.get("user_label", ""), p["agency_id"], p.get("unit_id"))
     except trips.TransitionRefused as refused:
         log.info("relay: crew step %s on trip %s not applied: %s", p["step"], trip.id, refused.message)
 
@@ -162,8 +189,9 @@ def hospital_hand_back(event):
 
     p = event.payload
     trip = _trip(p["trip_id"])
-    if trip is None or trip.status not in trips.HAND_BACK_FROM or trip.awarded_agency_id != p["agency_id"]:
-        return
+    if trip is None or trip.status not in trips.HAND_BACK_FROM or trip.awarded_agency_id != p["agency_id"] \
+            or trip.awarded_unit_id != p.get("unit_id", trip.awarded_unit_id):
+        return  # handed back by a unit the trip has since been taken from: nothing to re-open
     trips.reopen(trip, None, p.get("user_label", ""), "Handed back: " + p.get("reason", ""),
                  configuration.get("bid_deadline_default_minutes"), event_type="trip.handed_back",
                  action="handed_back")

@@ -153,6 +153,8 @@ def _check_trip_open(trip, agency_id, agency_levels, now):
 def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
     if unit is None or unit.agency_id != agency_id or not unit.active:
         raise BidRefused("Choose one of your agency's units.", status=400)
+    # Two bids of one unit at once: the second waits here for the first to commit, then sees it.
+    db.session.execute(sa.select(Unit.id).where(Unit.id == unit.id).with_for_update())
     if LEVEL_RANK[unit.level] < LEVEL_RANK[trip.level_of_care]:
         raise BidRefused(
             f"{unit.number} is {unit.level}; this request needs {trip.level_of_care} or higher.",
@@ -210,6 +212,19 @@ def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, u
     return bid
 
 
+def _still_live(bid, values):
+    """Write ``values`` on the bid only if it is still live (one UPDATE), else refuse.
+
+    The award's follow-up may have accepted or declined it since the page was read.
+    """
+    result = db.session.execute(
+        sa.update(TransportBid).where(TransportBid.id == bid.id, TransportBid.status == "live")
+        .values(**values).execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise BidRefused("This bid was decided meanwhile (the request was awarded or cancelled).")
+
+
 def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note):
     """Change this agency's live bid (unit, ETA, note); emit ``bid.changed``."""
     now = utcnow()
@@ -222,11 +237,8 @@ def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, n
     unit = db.session.get(Unit, unit_id) if unit_id else None
     if unit is None or unit.id != bid.unit_id:
         _check_unit(unit, agency_id, trip, exclude_bid_id=bid.id)
-    bid.unit_id = unit.id
-    bid.eta_minutes = eta
-    bid.note = (note or "").strip()[:200]
-    bid.updated_at = now
-    db.session.flush()
+    _still_live(bid, dict(unit_id=unit.id, eta_minutes=eta, note=(note or "").strip()[:200], updated_at=now))
+    db.session.refresh(bid)
     emit("ems", "bid.changed", "bid", bid.public_id, bid_payload(bid, agency_name))
     return bid
 
@@ -239,9 +251,9 @@ def withdraw(bid, trip, agency_id, agency_name):
         raise BidRefused("This bid is no longer live.")
     if trip is not None and trip.status != "open":
         raise BidRefused("The request is no longer open; the bid cannot be withdrawn.")
-    bid.status = "withdrawn"
-    bid.decided_at = bid.updated_at = utcnow()
-    db.session.flush()
+    now = utcnow()
+    _still_live(bid, dict(status="withdrawn", decided_at=now, updated_at=now))
+    db.session.refresh(bid)
     emit("ems", "bid.withdrawn", "bid", bid.public_id, bid_payload(bid, agency_name))
     return bid
 
@@ -282,6 +294,20 @@ def refresh_unit_status(unit):
     return False
 
 
+def _move_route(route, from_status, to_status):
+    """Set the route's status only if it is still ``from_status`` (one UPDATE), else refuse.
+
+    The relay may have ended the route meanwhile (the trip cancelled or re-opened).
+    """
+    result = db.session.execute(
+        sa.update(EmsRoute).where(EmsRoute.id == route.id, EmsRoute.status == from_status)
+        .values(status=to_status).execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise BidRefused("This trip changed meanwhile (cancelled or taken back); reload the page.")
+    db.session.refresh(route)
+
+
 def _check_still_ours(route, trip):
     """Refuse a crew action on a trip the hospital side has cancelled or taken back already."""
     if trip is None:
@@ -312,7 +338,7 @@ def advance(route, step, user_id, user_label, trip=None):
         )
     _check_still_ours(route, trip)
     now = utcnow()
-    route.status = step
+    _move_route(route, order[order.index(step) - 1], step)
     unit = route.unit
     if step == "completed":
         db.session.flush()
@@ -338,7 +364,7 @@ def hand_back(route, reason, user_id, user_label, trip=None):
         raise BidRefused("Say why the trip is handed back.", status=400)
     _check_still_ours(route, trip)
     now = utcnow()
-    route.status = "handed_back"
+    _move_route(route, route.status, "handed_back")
     unit = route.unit
     db.session.flush()
     refresh_unit_status(unit)

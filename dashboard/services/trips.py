@@ -303,12 +303,13 @@ def reopen(trip, user_id, user_label, reason, deadline_minutes, event_type="trip
     return trip
 
 
-def apply_crew_step(trip, step, at, user_label, agency_id):
+def apply_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     """Apply a crew's progress (reported through the EMS silo) to the trip.
 
-    Idempotent: a step already applied (or passed) is a no-op.  Returns True when applied.
+    Idempotent: a step already applied (or passed) is a no-op, and so is a late
+    step of a unit the trip has since been taken from.  Returns True when applied.
     """
-    if trip.awarded_agency_id != agency_id:
+    if trip.awarded_agency_id != agency_id or unit_id not in (None, trip.awarded_unit_id):
         return False
     order = ("awarded",) + CREW_STEPS
     if trip.status not in order or order.index(trip.status) >= order.index(step):

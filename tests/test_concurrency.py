@@ -1,0 +1,587 @@
+"""Races on one request: whatever arrives together, the silos end in one legal state.
+
+The racing tests run on PostgreSQL only (SQLite serialises every writer of a
+file, so nothing races there): several threads, each with its own client (its
+own app context and session), are lined up by a barrier at the point where
+each acts (the trip's compare-and-set, or right after a bid's checks) and let
+go together.  After the relay has delivered everything, :func:`assert_consistent`
+checks the hospital's trip against the EMS silo: one award, at most one
+accepted bid (the awarded one), one active route on the awarded unit, every
+unit's current trip one of its active routes.
+
+The interleaving tests run on both backends: an action reads the request, then
+another role acts and the relay delivers before the first one writes, exactly
+as when a slow request is overtaken.
+"""
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from dashboard.extensions import db
+from dashboard.models.base import utcnow
+from dashboard.models.center import User
+from dashboard.models.ems import EmsRoute, TransportBid, Unit
+from dashboard.models.hospital import ACTIVE_STATUSES, TRIP_STATUSES, TransportRequest
+from dashboard.models.outbox import OUTBOX_BY_SILO
+from dashboard.services import bidding, intervention, trips
+from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES, BidRefused
+from dashboard.services.deadlines import bid_for_award
+from tests.test_events import agency, awarded_trip, free_unit, place_bid, post_trip
+from tests.test_stream import signed_in
+
+JOIN_SECONDS = 60
+#: The route status that goes with each trip status once the relay has delivered.
+ROUTE_FOR_TRIP = {"awarded": "planned", "en_route": "en_route", "at_pickup": "at_pickup",
+                  "transporting": "transporting", "completed": "completed"}
+
+
+# --- the invariants ------------------------------------------------------------------------
+
+
+def assert_units_consistent():
+    """Every unit's current trip is one of its active routes; a unit with none is not assigned."""
+    active = {}
+    for unit_id, trip_id in db.session.execute(sa.select(EmsRoute.unit_id, EmsRoute.trip_id).where(
+            EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))):
+        active.setdefault(unit_id, set()).add(trip_id)
+    for unit in db.session.scalars(sa.select(Unit)):
+        if unit.current_trip_id is None:
+            assert unit.id not in active, f"unit {unit.number} has active routes but no current trip"
+            assert unit.status != "assigned", f"unit {unit.number} is assigned to nothing"
+        else:
+            assert unit.current_trip_id in active.get(unit.id, set()), (
+                f"unit {unit.number}'s current trip {unit.current_trip_id} is not one of its active routes")
+
+
+def assert_consistent(trip_id):
+    """The hospital's trip and the EMS silo agree (call once the relay has delivered everything)."""
+    db.session.expire_all()
+    trip = db.session.get(TransportRequest, trip_id)
+    assert trip.status in TRIP_STATUSES
+    bids = list(db.session.scalars(sa.select(TransportBid).where(TransportBid.trip_id == trip_id)))
+    live = [b for b in bids if b.status == "live"]
+    accepted = [b.id for b in bids if b.status == "accepted"]
+    assert len({b.agency_id for b in live}) == len(live), "two live bids of one agency"
+    routes = list(db.session.scalars(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id)))
+    active_routes = [r for r in routes if r.status in ACTIVE_ROUTE_STATUSES]
+    if trip.status == "open":
+        assert trip.awarded_agency_id is None and trip.awarded_unit_id is None
+        assert accepted == [] and active_routes == []
+    elif trip.status == "cancelled":
+        assert live == [] and accepted == [] and active_routes == []
+    else:
+        assert trip.awarded_agency_id is not None and trip.awarded_unit_id is not None
+        assert live == [], f"live bids on a {trip.status} trip"
+        assert accepted == ([trip.awarded_bid_id] if trip.awarded_bid_id else []), (
+            f"accepted bids {accepted}, awarded bid {trip.awarded_bid_id}")
+        wanted = ROUTE_FOR_TRIP[trip.status]
+        current = [r for r in routes if r.status == wanted and r.unit_id == trip.awarded_unit_id]
+        assert len(current) == 1, f"{trip.status} trip: routes {[(r.unit_id, r.status) for r in routes]}"
+        assert current[0].agency_id == trip.awarded_agency_id
+        assert [r for r in active_routes if r is not current[0]] == [], "a second active route"
+        if trip.status in ACTIVE_STATUSES:
+            unit = db.session.get(Unit, trip.awarded_unit_id)
+            assert unit.current_trip_id is not None
+    assert_units_consistent()
+    return trip
+
+
+def assert_all_delivered():
+    for silo, model in OUTBOX_BY_SILO.items():
+        left = db.session.scalar(sa.select(sa.func.count(model.id)).where(model.status != "delivered"))
+        assert left == 0, f"{left} {silo} events not delivered"
+
+
+# --- lining threads up ---------------------------------------------------------------------
+
+
+class StartingLine:
+    """Threads that each act once, released together from a gated point.
+
+    :meth:`gate` wraps a function so the first call in each racing thread waits
+    at the barrier (before the call, or right after it with ``after=True``).
+    """
+
+    def __init__(self, monkeypatch, parties):
+        self.monkeypatch = monkeypatch
+        self.barrier = threading.Barrier(parties, timeout=JOIN_SECONDS)
+        self.local = threading.local()
+
+    def _wait(self):
+        if getattr(self.local, "armed", False):
+            self.local.armed = False
+            self.barrier.wait()
+
+    def gate(self, owner, name, after=False):
+        original = getattr(owner, name)
+
+        def gated(*args, **kwargs):
+            if not after:
+                self._wait()
+            result = original(*args, **kwargs)
+            if after:
+                self._wait()
+            return result
+
+        self.monkeypatch.setattr(owner, name, gated)
+
+    def run(self, *actions):
+        """Run each action in its own thread; return their results (or exceptions), in order."""
+        results = [None] * len(actions)
+
+        def run_one(index, action):
+            self.local.armed = True
+            try:
+                results[index] = action()
+            except Exception as exc:  # reported in the results, asserted by the test
+                results[index] = exc
+                self.barrier.abort()  # nobody waits for a thread that failed early
+
+        threads = [threading.Thread(target=run_one, args=(i, a), daemon=True) for i, a in enumerate(actions)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(JOIN_SECONDS)
+        assert not any(thread.is_alive() for thread in threads), "a racing thread did not finish"
+        self.monkeypatch.undo()
+        return results
+
+
+@pytest.fixture
+def region(app):
+    """The demo region's organisations, units and users, without its history of trips."""
+    from dashboard.services import demo
+
+    with app.app_context():
+        return demo.seed(trips_per_day=0, days=0)
+
+
+@pytest.fixture
+def postgres(backend):
+    if backend != "postgres":
+        pytest.skip("writers race on PostgreSQL; SQLite serialises them")
+
+
+def _trip_state(app, trip_id):
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        return trip.public_id, trip.version
+
+
+def _bid_public(app, bid_id):
+    with app.app_context():
+        return db.session.get(TransportBid, bid_id).public_id
+
+
+def _post(client, path, form):
+    response = client.post(path, data=form)
+    return response.status_code, response.get_data(as_text=True)
+
+
+# --- races ------------------------------------------------------------------------------------
+
+
+def test_awards_of_different_bids_at_once_leave_one_award(postgres, app, region, deliver, monkeypatch):
+    with app.app_context():
+        trip_id = post_trip("ALT", level="BLS")
+        bid_ids = [place_bid(trip_id, code, eta) for code, eta in
+                   (("AEMS", 20), ("BCA", 14), ("CLL", 11), ("CMT", 30))]
+    deliver()
+    public_id, version = _trip_state(app, trip_id)
+    bids = [_bid_public(app, bid_id) for bid_id in bid_ids]
+    nurses = [signed_in(app, "nurse@altoona.medport.test") for _ in range(2)]
+    coordinators = [signed_in(app, "coordinator@medport.test") for _ in range(2)]
+    line = StartingLine(monkeypatch, 4)
+    line.gate(trips, "_compare_and_set")
+    results = line.run(
+        lambda: _post(nurses[0], f"/hospital/requests/{public_id}/award", {"bid": bids[0], "version": version}),
+        lambda: _post(nurses[1], f"/hospital/requests/{public_id}/award", {"bid": bids[1], "version": version}),
+        lambda: _post(coordinators[0], f"/center/requests/{public_id}/award", {"bid": bids[2], "version": version}),
+        lambda: _post(coordinators[1], f"/center/requests/{public_id}/award", {"bid": bids[3], "version": version}),
+    )
+    statuses = [r[0] if isinstance(r, tuple) else r for r in results]
+    assert sorted(statuses) == [302, 409, 409, 409], statuses
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        winner = bid_ids[statuses.index(302)]
+        assert trip.awarded_bid_id == winner
+        assert {db.session.get(TransportBid, b).status for b in bid_ids if b != winner} == {"declined"}
+        assert_all_delivered()
+
+
+def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region, deliver, monkeypatch):
+    with app.app_context():
+        trip_id = post_trip("ALT")
+        bid_id = place_bid(trip_id, "AEMS", 15)
+        cmt = agency("CMT")
+        unit = free_unit(cmt.id, db.session.get(TransportRequest, trip_id))
+        assign = {"agency": cmt.id, "unit": unit.id, "eta_minutes": 25, "reason": "Closest crew"}
+    deliver()
+    public_id, version = _trip_state(app, trip_id)
+    nurse = signed_in(app, "nurse@altoona.medport.test")
+    coordinator = signed_in(app, "coordinator@medport.test")
+    line = StartingLine(monkeypatch, 2)
+    line.gate(trips, "_compare_and_set")
+    results = line.run(
+        lambda: _post(nurse, f"/hospital/requests/{public_id}/award",
+                      {"bid": _bid_public(app, bid_id), "version": version}),
+        lambda: _post(coordinator, f"/center/requests/{public_id}/assign", dict(assign, version=version)),
+    )
+    assert sorted(r[0] for r in results) == [302, 409], results
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        if results[0][0] == 302:
+            assert trip.awarded_bid_id == bid_id
+        else:
+            assert (trip.awarded_unit_id, trip.award_source) == (assign["unit"], "center")
+            assert db.session.get(TransportBid, bid_id).status == "declined"
+        assert_all_delivered()
+
+
+def test_bids_placed_while_the_hospital_cancels(postgres, app, region, deliver, monkeypatch):
+    with app.app_context():
+        trip_id = post_trip("ALT", level="BLS")
+        trip = db.session.get(TransportRequest, trip_id)
+        units = {code: free_unit(agency(code).id, trip).public_id for code in ("AEMS", "BCA", "CLL")}
+    deliver()
+    public_id, version = _trip_state(app, trip_id)
+    dispatchers = {code: signed_in(app, f"dispatch@{slug}.medport.test") for code, slug in
+                   (("AEMS", "altoonaems"), ("BCA", "blaircounty"), ("CLL", "centrelifelink"))}
+    nurse = signed_in(app, "nurse@altoona.medport.test")
+    line = StartingLine(monkeypatch, 4)
+    line.gate(bidding, "_check_trip_open", after=True)  # every bid has seen the request open
+    line.gate(trips, "_compare_and_set")
+    results = line.run(
+        *[(lambda code=code: _post(dispatchers[code], f"/ems/requests/{public_id}/bid",
+                                   {"unit": units[code], "eta_minutes": "20", "note": ""}))
+          for code in dispatchers],
+        lambda: _post(nurse, f"/hospital/requests/{public_id}/cancel",
+                      {"reason": "not_needed", "note": "", "version": version}),
+    )
+    assert [r[0] for r in results] == [302, 302, 302, 302], results
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert trip.status == "cancelled"
+        statuses = list(db.session.scalars(sa.select(TransportBid.status).where(TransportBid.trip_id == trip_id)))
+        assert statuses == ["closed"] * 3
+        assert_all_delivered()
+
+
+def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, region, deliver, monkeypatch):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        offer = bid_for_award(db.session.get(TransportBid, aems))
+        db.session.commit()
+        trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
+        db.session.commit()
+        aems_agency = agency("AEMS")
+        other_unit = next(u for u in db.session.scalars(sa.select(Unit).where(
+            Unit.agency_id == aems_agency.id, Unit.status == "available", Unit.id != offer["unit_id"],
+            Unit.level.in_(("BLS", "ALS")))))
+        reassign = {"agency": aems_agency.id, "unit": other_unit.id, "eta_minutes": 18,
+                    "reason": "Medic 11 is needed elsewhere"}
+    deliver()
+    public_id, version = _trip_state(app, trip_id)
+    crew = signed_in(app, "dispatch@altoonaems.medport.test")
+    coordinator = signed_in(app, "coordinator@medport.test")
+
+    def reopen_then_reassign():
+        status, page = _post(coordinator, f"/center/requests/{public_id}/reopen",
+                             {"reason": "Crew delayed", "version": version})
+        if status != 302:
+            return status, page
+        _, current = _trip_state(app, trip_id)
+        return _post(coordinator, f"/center/requests/{public_id}/assign", dict(reassign, version=current))
+
+    line = StartingLine(monkeypatch, 2)
+    line.gate(bidding, "_check_still_ours", after=True)  # the crew has checked the trip is theirs
+    line.gate(trips, "_compare_and_set")
+    advanced, reassigned = line.run(
+        lambda: _post(crew, f"/ems/trips/{public_id}/advance", {"step": "en_route"}),
+        reopen_then_reassign,
+    )
+    assert reassigned[0] == 302, reassigned
+    assert advanced[0] in (302, 409), advanced
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        # The re-assignment stands: the old crew's step neither moved the trip nor kept its unit.
+        assert (trip.status, trip.awarded_unit_id) == ("awarded", other_unit.id)
+        old = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id,
+                                                         EmsRoute.unit_id == offer["unit_id"]))
+        assert old.status == "handed_back"
+        assert db.session.get(Unit, offer["unit_id"]).current_trip_id != trip_id
+        assert_all_delivered()
+
+
+def test_two_dispatchers_bidding_one_unit_on_two_overlapping_requests(postgres, app, region, deliver, monkeypatch):
+    with app.app_context():
+        first, second = post_trip("ALT"), post_trip("TYR")
+        unit = free_unit(agency("AEMS").id, db.session.get(TransportRequest, first)).public_id
+    deliver()
+    dispatchers = [signed_in(app, "dispatch@altoonaems.medport.test") for _ in range(2)]
+    line = StartingLine(monkeypatch, 2)
+    line.gate(bidding, "_check_trip_open", after=True)
+    results = line.run(*[
+        (lambda client=client, trip_id=trip_id: _post(
+            client, f"/ems/requests/{_trip_state(app, trip_id)[0]}/bid",
+            {"unit": unit, "eta_minutes": "15", "note": ""}))
+        for client, trip_id in zip(dispatchers, (first, second), strict=True)])
+    assert sorted(r[0] for r in results) == [302, 409], results
+    assert "already bid or booked" in [r for r in results if r[0] == 409][0][1]
+    deliver()
+    with app.app_context():
+        live = db.session.scalar(sa.select(sa.func.count(TransportBid.id)).where(
+            TransportBid.status == "live", TransportBid.unit_id == db.session.scalar(
+                sa.select(Unit.id).where(Unit.public_id == unit))))
+        assert live == 1
+
+
+# --- interleavings: an action overtaken between its read and its write -----------------------
+
+
+@contextmanager
+def overtaken(app):
+    """A second app context (its own session) for what happens while the first one waits."""
+    with app.app_context():
+        yield
+        db.session.commit()
+
+
+def _nurse_id():
+    return db.session.scalar(sa.select(User.id).where(User.email == "nurse@altoona.medport.test"))
+
+
+def test_a_bid_overtaken_by_the_cancellation_is_closed(app, region, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT")
+    deliver()
+    with app.app_context():
+        org = agency("BCA")
+        trip = db.session.get(TransportRequest, trip_id)  # the dispatcher's page: open
+        unit = free_unit(org.id, trip)
+        with overtaken(app):
+            trips.cancel(db.session.get(TransportRequest, trip_id), "not_needed", "", None, "Nurse")
+        deliver()  # the cancellation's follow-up ran before the bid was written
+        bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, "12", "", None)
+        bid_id = bid.id
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        assert db.session.get(TransportBid, bid_id).status == "closed"
+        assert_consistent(trip_id)
+
+
+def test_a_bid_overtaken_by_an_award_is_declined(app, region, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT")
+        winner = place_bid(trip_id, "AEMS", 20)
+    deliver()
+    with app.app_context():
+        org = agency("CLL")
+        trip = db.session.get(TransportRequest, trip_id)
+        unit = free_unit(org.id, trip)
+        with overtaken(app):
+            offer = bid_for_award(db.session.get(TransportBid, winner))
+            trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse")
+        deliver()
+        late = bidding.place(trip, org.id, org.name, org.level_list, unit.id, "9", "", None).id
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        assert db.session.get(TransportBid, late).status == "declined"
+        assert_consistent(trip_id)
+
+
+def test_a_withdrawal_overtaken_by_the_award_leaves_the_award_standing(app, region, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT")
+        bid_id = place_bid(trip_id, "AEMS", 20)
+    deliver()
+    with app.app_context():
+        org = agency("AEMS")
+        bid, trip = db.session.get(TransportBid, bid_id), db.session.get(TransportRequest, trip_id)
+        assert bid.status == "live"  # what the dispatcher's page showed
+        with overtaken(app):
+            offer = bid_for_award(db.session.get(TransportBid, bid_id))
+            trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse")
+        deliver()
+        with pytest.raises(BidRefused):
+            bidding.withdraw(bid, trip, org.id, org.name)
+        db.session.rollback()
+    deliver()
+    with app.app_context():
+        assert db.session.get(TransportBid, bid_id).status == "accepted"
+        assert_consistent(trip_id)
+
+
+def test_an_award_crossing_a_withdrawal_stands(app, region, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT")
+        bid_id = place_bid(trip_id, "AEMS", 20)
+        other = place_bid(trip_id, "BCA", 30)
+    deliver()
+    with app.app_context():
+        offer = bid_for_award(db.session.get(TransportBid, bid_id))  # the nurse's page: live
+        db.session.commit()
+        with overtaken(app):
+            org = agency("AEMS")
+            bidding.withdraw(db.session.get(TransportBid, bid_id), db.session.get(TransportRequest, trip_id),
+                             org.id, org.name)
+        trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert trip.awarded_bid_id == bid_id
+        assert db.session.get(TransportBid, bid_id).status == "accepted"
+        assert db.session.get(TransportBid, other).status == "declined"
+
+
+def test_a_crew_step_overtaken_by_a_reopening_is_refused(app, region, deliver):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award_offer = bid_for_award(db.session.get(TransportBid, aems))
+        db.session.commit()
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        trip = db.session.get(TransportRequest, trip_id)  # the crew's page: still theirs
+        with overtaken(app):
+            fresh = db.session.get(TransportRequest, trip_id)
+            intervention.reopen(fresh, "Crew delayed", None, "Coordinator", fresh.version)
+        deliver()
+        with pytest.raises(BidRefused):
+            bidding.advance(route, "en_route", None, "Medic 11", trip=trip)
+        db.session.rollback()
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert trip.status == "open"
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        assert route.status == "handed_back"
+
+
+def test_a_reopening_overtaking_the_crew_at_the_pickup_ends_its_route(app, region, deliver):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award_offer = bid_for_award(db.session.get(TransportBid, aems))
+        db.session.commit()
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        bidding.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        bidding.advance(route, "at_pickup", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        db.session.commit()  # the step waits in the EMS outbox: the hospital still sees en route
+        trip = db.session.get(TransportRequest, trip_id)
+        intervention.reopen(trip, "No word from the crew", None, "Coordinator", trip.version)
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert trip.status == "open"
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        assert route.status == "handed_back"
+
+
+def test_a_late_crew_step_of_the_old_unit_does_not_move_the_new_one(app, region, deliver):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award_offer = bid_for_award(db.session.get(TransportBid, aems))
+        db.session.commit()
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        bidding.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        db.session.commit()  # the step waits in the EMS outbox
+        org = agency("AEMS")
+        trip = db.session.get(TransportRequest, trip_id)
+        intervention.reopen(trip, "Crew delayed", None, "Coordinator", trip.version)
+        db.session.commit()
+        trip = db.session.get(TransportRequest, trip_id)
+        other = next(u for u in db.session.scalars(sa.select(Unit).where(
+            Unit.agency_id == org.id, Unit.status == "available", Unit.id != award_offer["unit_id"],
+            Unit.level.in_(("BLS", "ALS")))))
+        intervention.assign_unit(trip, org.id, other.id, 15, "Closer unit", None, "Coordinator", trip.version)
+        db.session.commit()
+        other_id = other.id
+    deliver()  # the hospital's events go first, then the old crew's step
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert (trip.status, trip.awarded_unit_id) == ("awarded", other_id)
+
+
+def test_a_late_hand_back_of_the_old_unit_does_not_reopen_the_new_assignment(app, region, deliver):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award_offer = bid_for_award(db.session.get(TransportBid, aems))
+        db.session.commit()
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
+        bidding.hand_back(route, "Unit broke down", None, "Medic 11",
+                          trip=db.session.get(TransportRequest, trip_id))
+        db.session.commit()
+        org = agency("AEMS")
+        trip = db.session.get(TransportRequest, trip_id)
+        intervention.reopen(trip, "Unit broke down, per phone call", None, "Coordinator", trip.version)
+        db.session.commit()
+        trip = db.session.get(TransportRequest, trip_id)
+        other = next(u for u in db.session.scalars(sa.select(Unit).where(
+            Unit.agency_id == org.id, Unit.status == "available", Unit.id != award_offer["unit_id"],
+            Unit.level.in_(("BLS", "ALS")))))
+        intervention.assign_unit(trip, org.id, other.id, 15, "Replacement unit", None, "Coordinator",
+                                 trip.version)
+        db.session.commit()
+        other_id = other.id
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert (trip.status, trip.awarded_unit_id, trip.handed_back_count) == ("awarded", other_id, 0)
+
+
+def test_a_sweep_and_an_award_at_the_deadline(app, region, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT", deadline_minutes=5)
+        bid_id = place_bid(trip_id, "AEMS", 20)
+    deliver()
+    with app.app_context():
+        offer = bid_for_award(db.session.get(TransportBid, bid_id))
+        trip = db.session.get(TransportRequest, trip_id)
+        version = trip.version
+        db.session.commit()
+        after = trip.bid_deadline + timedelta(seconds=1)
+    from dashboard.events.relay import Relay
+
+    Relay(app).run_once(now=after)  # the sweep flags it unfilled first
+    with app.app_context():
+        with pytest.raises(trips.TransitionRefused):
+            trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse",
+                        expected_version=version)
+        db.session.rollback()
+        trip = db.session.get(TransportRequest, trip_id)
+        trips.award(trip, offer, None, "Nurse", expected_version=trip.version)  # on the fresh page
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        trip = assert_consistent(trip_id)
+        assert trip.status == "awarded" and trip.unfilled_at is None
+        assert utcnow() < trip.window_start
