@@ -21,13 +21,15 @@ def nav_paths(page):
 
 
 def check_page(page, name, problems):
-    """axe once, then layout and a screenshot at each size (resizing re-lays the page out)."""
+    """axe once, then layout and a screenshot at each size, the page loaded at that size."""
     page.wait_for_load_state("networkidle")
     violations = run_axe(page)
     if violations:
         problems.append(f"{name}: axe {violations}")
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
+        page.reload()
+        page.wait_for_load_state("networkidle")
         layout = layout_problems(page)
         if layout:
             problems.append(f"{name} at {width}x{height}: {layout}")
