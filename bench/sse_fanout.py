@@ -30,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, timedelta
@@ -296,10 +297,11 @@ def main(args):
     relay = subprocess.Popen(flask + ["medport", "relay"], cwd=ROOT, env=env,
                              stdout=log, stderr=subprocess.STDOUT)
     clients = None
+    scratch = tempfile.TemporaryDirectory()
     try:
         _wait_up(port, server)
         cookies = [_login(port, email) for email in USERS]
-        cookie_file = ROOT / "instance" / "bench-cookies.json"
+        cookie_file = Path(scratch.name) / "cookies.json"
         cookie_file.write_text(json.dumps(cookies))
 
         # Warm up: every worker has served streams (hub primed, listener connected).
@@ -332,6 +334,7 @@ def main(args):
         for process in (relay, server):
             process.wait(timeout=30)
         log.close()
+        scratch.cleanup()
 
     latencies = [(seen[pid] - at) * 1000 for seen in arrivals for pid, at in committed.items() if pid in seen]
     written = _signal_times(committed)

@@ -94,12 +94,11 @@ def build_config(instance_path, environ=None):
         # Behind a TLS-terminating proxy, trust one hop of X-Forwarded-*.
         "MEDPORT_PROXY_HOPS": int(environ.get("MEDPORT_PROXY_HOPS", "0") or 0),
         "MEDPORT_TIMEZONE": environ.get("MEDPORT_TIMEZONE", "America/New_York"),
-        # Where live signals fan out between workers: "local" (one process),
-        # "postgres" (LISTEN/NOTIFY on the center database) or "redis".
+        # Where live signals fan out between workers: "local" (one process) or
+        # "postgres" (LISTEN/NOTIFY on the center database: every worker, every host).
         "MEDPORT_SIGNAL_BACKEND": environ.get(
-            "MEDPORT_SIGNAL_BACKEND", "local" if embedded else "postgres"
+            "MEDPORT_SIGNAL_BACKEND", "postgres" if urls["center"].startswith("postgresql") else "local"
         ),
-        "MEDPORT_REDIS_URL": environ.get("MEDPORT_REDIS_URL", "redis://127.0.0.1:6379/0"),
         # Run the outbox relay inside the web process (embedded default).
         "MEDPORT_INPROCESS_RELAY": _env_bool("MEDPORT_INPROCESS_RELAY", embedded),
         # Tries before an event that keeps failing is parked for the health panel.
@@ -121,8 +120,17 @@ class ConfigurationError(RuntimeError):
     """The environment asks for something the app must not do."""
 
 
+SIGNAL_BACKENDS = ("local", "postgres")
+
+
 def check_config(config):
-    """Refuse configurations that are unsafe to serve."""
+    """Refuse configurations that are unsafe or impossible to serve."""
+    backend = config["MEDPORT_SIGNAL_BACKEND"]
+    if backend not in SIGNAL_BACKENDS:
+        raise ConfigurationError(f"MEDPORT_SIGNAL_BACKEND must be one of {', '.join(SIGNAL_BACKENDS)}, "
+                                 f"not {backend!r}.")
+    if backend == "postgres" and not config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        raise ConfigurationError("MEDPORT_SIGNAL_BACKEND=postgres needs the center silo on PostgreSQL.")
     if config.get("TESTING"):
         return
     if config["SECRET_KEY"] == DEV_SECRET_KEY and (

@@ -637,3 +637,15 @@ def test_the_sweep_prunes_old_live_signals(app, demo):
     Relay(app).run_once(now)
     with app.app_context():
         assert list(db.session.scalars(sa.select(LiveSignal.entity_id))) == ["new"]
+
+
+def test_signal_backends_are_checked(tmp_path):
+    from dashboard.config import ConfigurationError, build_config, check_config
+
+    config = build_config(str(tmp_path), environ={"MEDPORT_SIGNAL_BACKEND": "redis"})
+    with pytest.raises(ConfigurationError):
+        check_config(config)
+    config = build_config(str(tmp_path), environ={"MEDPORT_SIGNAL_BACKEND": "postgres"})
+    with pytest.raises(ConfigurationError, match="center silo on PostgreSQL"):
+        check_config(config)
+    assert build_config(str(tmp_path), environ={})["MEDPORT_SIGNAL_BACKEND"] == "local"
