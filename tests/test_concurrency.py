@@ -20,13 +20,13 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
-from dashboard.models.center import User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import ACTIVE_STATUSES, TRIP_STATUSES, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, intervention, trips
+from dashboard.services import bidding, demo, intervention, trips
 from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from dashboard.services.deadlines import bid_for_award
 from tests.test_events import agency, awarded_trip, free_unit, place_bid, post_trip
@@ -90,6 +90,7 @@ def assert_consistent(trip_id):
 
 
 def assert_all_delivered():
+    """Every outbox row of every silo is delivered (none pending, none parked)."""
     for silo, model in OUTBOX_BY_SILO.items():
         left = db.session.scalar(sa.select(sa.func.count(model.id)).where(model.status != "delivered"))
         assert left == 0, f"{left} {silo} events not delivered"
@@ -106,16 +107,19 @@ class StartingLine:
     """
 
     def __init__(self, monkeypatch, parties):
+        """``parties`` threads will be released together."""
         self.monkeypatch = monkeypatch
         self.barrier = threading.Barrier(parties, timeout=JOIN_SECONDS)
         self.local = threading.local()
 
     def _wait(self):
+        """The barrier, once per racing thread (later calls in the thread pass straight on)."""
         if getattr(self.local, "armed", False):
             self.local.armed = False
             self.barrier.wait()
 
     def gate(self, owner, name, after=False):
+        """Make ``owner.name`` the point where each racing thread waits for the others."""
         original = getattr(owner, name)
 
         def gated(*args, **kwargs):
@@ -138,7 +142,8 @@ class StartingLine:
                 results[index] = action()
             except Exception as exc:  # reported in the results, asserted by the test
                 results[index] = exc
-                self.barrier.abort()  # nobody waits for a thread that failed early
+            if self.local.armed:  # it never reached the gate: nobody waits for it
+                self.barrier.abort()
 
         threads = [threading.Thread(target=run_one, args=(i, a), daemon=True) for i, a in enumerate(actions)]
         for thread in threads:
@@ -150,33 +155,40 @@ class StartingLine:
         return results
 
 
-@pytest.fixture
-def region(app):
+def seed_region(app):
     """The demo region's organisations, units and users, without its history of trips."""
-    from dashboard.services import demo
-
     with app.app_context():
         return demo.seed(trips_per_day=0, days=0)
 
 
 @pytest.fixture
+def region(app):
+    """The demo region, lighter than the ``demo`` fixture: no trips yet."""
+    return seed_region(app)
+
+
+@pytest.fixture
 def postgres(backend):
+    """Skip on SQLite: its writers never run at the same time."""
     if backend != "postgres":
         pytest.skip("writers race on PostgreSQL; SQLite serialises them")
 
 
 def _trip_state(app, trip_id):
+    """The trip's public id and version, as a page shows them."""
     with app.app_context():
         trip = db.session.get(TransportRequest, trip_id)
         return trip.public_id, trip.version
 
 
 def _bid_public(app, bid_id):
+    """The bid's public id (what a form posts)."""
     with app.app_context():
         return db.session.get(TransportBid, bid_id).public_id
 
 
 def _post(client, path, form):
+    """POST a form as a signed-in user; the status and the page."""
     response = client.post(path, data=form)
     return response.status_code, response.get_data(as_text=True)
 
@@ -292,6 +304,7 @@ def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, 
     coordinator = signed_in(app, "coordinator@medport.test")
 
     def reopen_then_reassign():
+        """The center's re-assignment: re-open, then assign the other unit at the new version."""
         status, page = _post(coordinator, f"/center/requests/{public_id}/reopen",
                              {"reason": "Crew delayed", "version": version})
         if status != 302:
@@ -352,10 +365,6 @@ def overtaken(app):
     with app.app_context():
         yield
         db.session.commit()
-
-
-def _nurse_id():
-    return db.session.scalar(sa.select(User.id).where(User.email == "nurse@altoona.medport.test"))
 
 
 def test_a_bid_overtaken_by_the_cancellation_is_closed(app, region, deliver):
@@ -569,8 +578,6 @@ def test_a_sweep_and_an_award_at_the_deadline(app, region, deliver):
         version = trip.version
         db.session.commit()
         after = trip.bid_deadline + timedelta(seconds=1)
-    from dashboard.events.relay import Relay
-
     Relay(app).run_once(now=after)  # the sweep flags it unfilled first
     with app.app_context():
         with pytest.raises(trips.TransitionRefused):

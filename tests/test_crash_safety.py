@@ -38,7 +38,7 @@ from dashboard.models.hospital import TransportRequest, TransportRequestEvent
 from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
 from dashboard.services import trips
 from dashboard.services.deadlines import bid_for_award
-from tests.test_concurrency import assert_consistent
+from tests.test_concurrency import assert_consistent, seed_region
 from tests.test_events import place_bid, post_trip
 from tests.test_multiworker import ROOT, Client, Server
 
@@ -47,24 +47,24 @@ WAIT_SECONDS = 30
 
 @pytest.fixture
 def postgres(backend):
+    """Skip on SQLite: the processes share the PostgreSQL test databases."""
     if backend != "postgres":
         pytest.skip("processes are killed against the PostgreSQL test databases")
 
 
 @pytest.fixture
 def region(app):
-    """The demo region's organisations, units and users, without its history of trips."""
-    from dashboard.services import demo
-
-    with app.app_context():
-        return demo.seed(trips_per_day=0, days=0)
+    """The demo region without its history of trips."""
+    return seed_region(app)
 
 
 def silo_url(app, silo):
+    """The test database URL of a silo."""
     return app.config["SQLALCHEMY_DATABASE_URI"] if silo == "center" else app.config["SQLALCHEMY_BINDS"][silo]["url"]
 
 
 def silo_env(app):
+    """The environment of a process that works on the test databases."""
     env = dict(os.environ)
     env.update({
         "MEDPORT_CENTER_DATABASE_URL": silo_url(app, "center"),
@@ -112,6 +112,7 @@ def terminate(engine, pids):
 
 @contextmanager
 def engines(app):
+    """Engines of the test's own (one per silo), apart from the app's."""
     made = {silo: sa.create_engine(silo_url(app, silo)) for silo in OUTBOX_BY_SILO}
     try:
         yield made
@@ -124,6 +125,7 @@ class RelayProcess:
     """``flask medport relay`` against the test databases."""
 
     def __init__(self, app, tmp_path, name):
+        """Start it; its output goes to a log file in ``tmp_path``."""
         self.log_path = tmp_path / f"relay-{name}.log"
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
@@ -131,10 +133,12 @@ class RelayProcess:
                 cwd=ROOT, env=silo_env(app), stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self):
+        """SIGKILL: no clean-up, no finishing the pass under way."""
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self):
+        """End it (it is idle by then), killing it if it does not stop."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -142,9 +146,6 @@ class RelayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-
-    def log(self):
-        return self.log_path.read_text()[-3000:]
 
 
 def counts(app):
@@ -159,6 +160,7 @@ def counts(app):
 
 
 def award(app, trip_id, bid_id):
+    """The hospital awards the trip to the bid (one commit in the hospital silo)."""
     with app.app_context():
         offer = bid_for_award(db.session.get(TransportBid, bid_id))
         db.session.commit()
@@ -265,6 +267,7 @@ def trip_record(app, trip_id):
 
 @pytest.fixture
 def server(postgres, app, region, tmp_path):
+    """gunicorn (``gunicorn.conf.py``) with one worker and no relay, on the test databases."""
     started = Server(app, tmp_path, "crash", workers=1, relay=False)
     try:
         started.wait_until_up()

@@ -60,6 +60,7 @@ class DispatchMachine(RuleBasedStateMachine):
     app = None  # set per backend by the test
 
     def __init__(self):
+        """A fresh region for each example: the silos wiped, the organisations seeded."""
         super().__init__()
         _wipe(self.app)
         with self.app.app_context():
@@ -117,6 +118,7 @@ class DispatchMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(units), label="unit")
 
     def bid_on(self, trip, data, live_only=True):
+        """One of the trip's bids (live ones only, unless told), or a refusal when it has none."""
         query = sa.select(TransportBid).where(TransportBid.trip_id == trip.id).order_by(TransportBid.id)
         if live_only:
             query = query.where(TransportBid.status == "live")
@@ -126,6 +128,7 @@ class DispatchMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(bids), label="bid")
 
     def agency(self, data):
+        """One of the machine's agencies: its registry row and code."""
         code = data.draw(st.sampled_from(AGENCIES), label="agency")
         return db.session.get(Agency, self.agencies[code]), code
 
@@ -142,6 +145,7 @@ class DispatchMachine(RuleBasedStateMachine):
     # -- the set-up -------------------------------------------------------------------------
     @initialize(policy=st.sampled_from(["off", "preferred_best_eta", "first_qualifying"]))
     def choose_policy(self, policy):
+        """The region's auto-award policy for this example."""
         with self.app.app_context():
             configuration.set_value("auto_award_policy", policy, None)
             db.session.commit()
@@ -152,6 +156,7 @@ class DispatchMachine(RuleBasedStateMachine):
           invite=st.sampled_from(["all", "all", "preferred", "preferred_then_all"]),
           start_hours=st.integers(2, 5), deadline_minutes=st.integers(5, 90), data=st.data())
     def post(self, code, level, invite, start_hours, deadline_minutes, data):
+        """A hospital posts a request (at most a few per example)."""
         def action():
             hospital_id = self.hospitals[code]
             facilities = list(db.session.scalars(sa.select(HospitalFacility.id).where(
@@ -189,6 +194,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.trips)
     @rule(data=st.data(), by_center=st.booleans(), reason=st.sampled_from(["no_availability", "not_needed"]))
     def cancel(self, data, by_center, reason):
+        """The hospital or the center cancels a request."""
         def action():
             trip = self.trip(data, ("open", "awarded"))
             if by_center:
@@ -201,6 +207,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.trips)
     @rule(data=st.data(), notes=st.sampled_from(["Bariatric stretcher", "Oxygen 2 L", ""]))
     def hospital_edits(self, data, notes):
+        """The hospital changes an open request's notes."""
         def action():
             trip = self.trip(data, ("open",))
             trips.edit(trip, {"notes": notes}, None, "Charge Nurse", expected_version=trip.version)
@@ -210,6 +217,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.trips)
     @rule(data=st.data(), eta=st.integers(1, 90))
     def agency_bids(self, data, eta):
+        """An agency bids on a request with one of its units."""
         def action():
             trip = self.trip(data, ("open",))
             org, code = self.agency(data)
@@ -220,6 +228,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.bid_on_trips)
     @rule(data=st.data(), eta=st.integers(1, 90), other_unit=st.booleans())
     def agency_changes_bid(self, data, eta, other_unit):
+        """An agency changes its live bid's ETA, and perhaps its unit."""
         def action():
             trip = self.trip(data, ("open",), with_bids=True)
             bid = self.bid_on(trip, data)
@@ -232,6 +241,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.bid_on_trips)
     @rule(data=st.data())
     def agency_withdraws(self, data):
+        """An agency withdraws its live bid."""
         def action():
             trip = self.trip(data, ("open",), with_bids=True)
             bid = self.bid_on(trip, data)
@@ -242,6 +252,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.crews_on_the_road)
     @rule(data=st.data(), wrong_step=st.booleans())
     def crew_advances(self, data, wrong_step):
+        """A crew taps its next step (or, as a double tap would, the one after)."""
         def action():
             route = self.crew_route(data)
             position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 0
@@ -253,6 +264,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.crews_on_the_road)
     @rule(data=st.data())
     def crew_hands_back(self, data):
+        """A crew hands its trip back."""
         def action():
             route = self.crew_route(data)
             bidding.hand_back(route, "Unit out of service", None, "Crew",
@@ -263,6 +275,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.trips)
     @rule(data=st.data(), eta=st.integers(5, 60))
     def center_assigns(self, data, eta):
+        """The center assigns an agency's unit directly."""
         def action():
             trip = self.trip(data, ("open",))
             org, code = self.agency(data)
@@ -274,6 +287,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.trips)
     @rule(data=st.data(), minutes=st.integers(5, 120))
     def center_extends(self, data, minutes):
+        """The center gives an open request more bidding time."""
         def action():
             trip = self.trip(data, ("open",))
             intervention.extend_deadline(trip, minutes, "", self.coordinator,
@@ -283,6 +297,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.reopenable)
     @rule(data=st.data())
     def center_reopens(self, data):
+        """The center takes an awarded or en-route request back to open."""
         def action():
             trip = self.trip(data, trips.HAND_BACK_FROM)
             intervention.reopen(trip, "Crew delayed", self.coordinator, "Coordinator (transport center)",
@@ -306,6 +321,7 @@ class DispatchMachine(RuleBasedStateMachine):
     # -- invariants ------------------------------------------------------------------------------
     @invariant()
     def silos_hold_together(self):
+        """What holds after every step, and in full whenever nothing is pending."""
         with self.app.app_context():
             for trip in db.session.scalars(sa.select(TransportRequest)):
                 assert trip.status in TRIP_STATUSES
@@ -355,6 +371,7 @@ class DispatchMachine(RuleBasedStateMachine):
 
 @pytest.fixture
 def machine(app, backend):
+    """The machine bound to this backend's app, and its settings."""
     return type("DispatchMachineRun", (DispatchMachine,), {"app": app}), SETTINGS[backend]
 
 
