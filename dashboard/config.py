@@ -104,9 +104,12 @@ def build_config(instance_path, environ=None):
         # Tries before an event that keeps failing is parked for the health panel.
         "MEDPORT_RELAY_MAX_ATTEMPTS": int(environ.get("MEDPORT_RELAY_MAX_ATTEMPTS", "15")),
         # Live streams: a keep-alive comment when idle, a reconnect after at most an hour,
-        # and a slow poll of the signal table behind LISTEN/NOTIFY.
+        # a check that the viewer is still signed in, and a slow poll of the signal
+        # table behind LISTEN/NOTIFY.
         "MEDPORT_STREAM_KEEPALIVE_SECONDS": float(environ.get("MEDPORT_STREAM_KEEPALIVE_SECONDS", "15")),
         "MEDPORT_STREAM_MAX_SECONDS": float(environ.get("MEDPORT_STREAM_MAX_SECONDS", "3600")),
+        "MEDPORT_STREAM_SESSION_CHECK_SECONDS": float(
+            environ.get("MEDPORT_STREAM_SESSION_CHECK_SECONDS", "60")),
         "MEDPORT_SIGNAL_POLL_SECONDS": float(environ.get("MEDPORT_SIGNAL_POLL_SECONDS", "5")),
         "MEDPORT_LOGIN_MAX_FAILURES": int(environ.get("MEDPORT_LOGIN_MAX_FAILURES", "5")),
         "MEDPORT_LOGIN_WINDOW_MINUTES": int(environ.get("MEDPORT_LOGIN_WINDOW_MINUTES", "15")),

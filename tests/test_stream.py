@@ -189,7 +189,8 @@ def _end_sessions(app, email):
 
 
 def test_the_stream_ends_when_the_session_ends(app, demo, deliver):
-    app.config["MEDPORT_STREAM_KEEPALIVE_SECONDS"] = 30  # the account's signal ends it, not a timer
+    # The account's signal ends it, not a timer.
+    app.config.update(MEDPORT_STREAM_KEEPALIVE_SECONDS=30, MEDPORT_STREAM_SESSION_CHECK_SECONDS=3600)
     stream = Stream(signed_in(app, DISPATCH_AEMS))
     stream.read()
     _end_sessions(app, DISPATCH_AEMS)
@@ -199,7 +200,8 @@ def test_the_stream_ends_when_the_session_ends(app, demo, deliver):
     assert stream.ended
 
 
-def test_signing_out_ends_the_stream_at_the_next_keep_alive(app, demo):
+def test_signing_out_ends_the_stream_at_the_next_session_check(app, demo):
+    app.config["MEDPORT_STREAM_SESSION_CHECK_SECONDS"] = 0.3
     client = signed_in(app, NURSE_ALT)
     stream = Stream(client)
     stream.read()

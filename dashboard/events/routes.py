@@ -4,11 +4,14 @@ A signal says *what* changed (``event: trip-updated``, ``data: <public id>``);
 each panel re-fetches its own partial, so every viewer sees only what its role
 may see.  The database session is released before streaming starts; the
 stream itself reads the in-memory hub, and the database only briefly: a
-reconnect that asks to replay more than the hub holds, and the session check
-at each keep-alive.  A stream ends after ``MEDPORT_STREAM_MAX_SECONDS`` (the
-browser reconnects with ``Last-Event-ID``) or with ``event: session-ended``
-when the viewer's session ends (deactivated, password reset, signed out).
+reconnect that asks to replay more than the hub holds, and the session check.
+A stream ends after ``MEDPORT_STREAM_MAX_SECONDS`` (the browser reconnects
+with ``Last-Event-ID``) or with ``event: session-ended`` when the viewer's
+session ends: at once when the account changes (deactivated, password reset:
+its ``account-updated`` signal), else at the next check, every
+``MEDPORT_STREAM_SESSION_CHECK_SECONDS`` (signed out in another tab).
 """
+import random
 import time
 
 from flask import Blueprint, Response, current_app, request
@@ -83,6 +86,7 @@ def stream():
     epoch, token = current_user.session_epoch, current_user.session_token
     keepalive = float(app.config.get("MEDPORT_STREAM_KEEPALIVE_SECONDS", 15))
     max_seconds = float(app.config.get("MEDPORT_STREAM_MAX_SECONDS", 3600))
+    session_check = float(app.config.get("MEDPORT_STREAM_SESSION_CHECK_SECONDS", 60))
     last_id = _last_event_id()
     # Nothing of this request's database session is held from here on: the hub's
     # reads below and the stream take a connection only for a moment.
@@ -98,7 +102,9 @@ def stream():
 
     def generate():
         yield "retry: 2000\n: connected\n\n"
-        started = last_write = last_check = time.monotonic()
+        started = last_write = time.monotonic()
+        # Streams opened together check at different moments, not in one burst.
+        last_check = started - random.uniform(0, session_check / 2)
         sent = set()
         pending, cursor = replay, position
         if resync:
@@ -118,7 +124,7 @@ def stream():
             if len(sent) > 2000:
                 sent = {i for i in sent if i > max(sent) - 1000}
             now = time.monotonic()
-            if now - last_check >= keepalive:
+            if now - last_check >= session_check:
                 last_check = now
                 if not _session_still_valid(app, viewer, epoch, token):
                     yield "".join(chunks) + SESSION_ENDED
