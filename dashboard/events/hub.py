@@ -36,7 +36,7 @@ _COLUMNS = (LiveSignal.id, LiveSignal.name, LiveSignal.entity_id, LiveSignal.hos
 
 
 class SignalHub:
-    """Recent signals of this process and the condition streams wait on.
+    """Recent signals of this process, and the event its streams wait on.
 
     A signal is a tuple ``(id, name, entity_id, hospital_id, agency_ids, user_id)``.
     """
