@@ -588,3 +588,31 @@ def test_every_ems_form_carries_the_csrf_token(app, demo, deliver, migrated_conf
         db.session.remove()
         for engine in db.engines.values():
             engine.dispose()
+
+
+def test_unit_edits_and_availability_are_audited(app, demo, deliver):
+    """Every EMS state change reaches the center audit log through the relay."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from dashboard.extensions import db
+    from dashboard.models.base import utcnow
+    from dashboard.models.center import AuditLog
+    from dashboard.models.ems import Unit
+    from dashboard.services import units as unit_service
+
+    with app.app_context():
+        unit = db.session.scalar(sa.select(Unit).where(Unit.number == "Ambulance 14"))
+        unit_service.update_unit(unit, ["BLS", "ALS", "CCT"], "Ambulance 14", "BLS", base_station="North")
+        db.session.commit()
+        start = utcnow() + timedelta(days=3)
+        window = unit_service.add_availability(unit, "on_break", start, start + timedelta(hours=1))
+        db.session.commit()
+        unit_service.remove_availability(window)
+        db.session.commit()
+    deliver()
+    with app.app_context():
+        changes = [row.after["change"] for row in db.session.scalars(
+            sa.select(AuditLog).where(AuditLog.action == "unit.changed").order_by(AuditLog.id))]
+    assert changes == ["edited", "availability_added", "availability_removed"]

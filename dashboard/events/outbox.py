@@ -22,6 +22,7 @@ EVENT_TYPES = (
     "bid.changed",
     "bid.withdrawn",
     "unit.status_changed",
+    "unit.changed",
     "user.created",
     "user.updated",
     "user.login",

@@ -58,6 +58,13 @@ def _unit_event(unit):
          {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
 
 
+def _unit_changed(unit, change, **detail):
+    """Record an edit of a unit or of its availability (audited by the relay, shown live)."""
+    emit("ems", "unit.changed", "unit", unit.public_id,
+         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status,
+          "change": change, **{k: str(v) if v is not None else None for k, v in detail.items()}})
+
+
 def _clean_unit_fields(agency_id, agency_levels, number, level, unit_id=None):
     number = (number or "").strip()
     if not number or len(number) > 20:
@@ -112,6 +119,8 @@ def update_unit(unit, agency_levels, number, level, base_station="", shift_start
     unit.shift_start, unit.shift_end = shift_start, shift_end
     unit.updated_at = utcnow()
     db.session.flush()
+    _unit_changed(unit, "edited", number=unit.number, level=unit.level, base_station=unit.base_station,
+                  shift_start=shift_start, shift_end=shift_end)
     return unit
 
 
@@ -170,6 +179,7 @@ def add_availability(unit, kind, starts_at, ends_at, note=""):
                               note=(note or "").strip()[:200])
     db.session.add(window)
     db.session.flush()
+    _unit_changed(unit, "availability_added", kind=kind, starts_at=starts_at, ends_at=ends_at)
     return window
 
 
@@ -188,6 +198,8 @@ def remove_availability(window):
     """Delete an availability window."""
     if window is None:
         raise BidRefused("No such window.", status=404)
+    _unit_changed(window.unit, "availability_removed", kind=window.kind,
+                  starts_at=window.starts_at, ends_at=window.ends_at)
     db.session.delete(window)
     db.session.flush()
 
