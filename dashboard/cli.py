@@ -107,10 +107,12 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
 
 @medport.command("seed-scale")
 @click.option("--trips", type=click.IntRange(1, 10_000_000), required=True, help="How many trips to add.")
-@click.option("--years", type=click.FloatRange(0.1, 20), default=2.0, show_default=True,
+@click.option("--years", type=click.FloatRange(0.01, 20), default=2.0, show_default=True,
               help="How far back the history reaches.")
+@click.option("--live", type=click.IntRange(0, 10_000_000), default=None,
+              help="Exactly this many trips posted in the last 4 hours (default: about 0.2 %).")
 @with_appcontext
-def seed_scale_command(trips, years):
+def seed_scale_command(trips, years, live):
     """Fill the three silos with a region's years of history (2-5 bids per trip), fast."""
     import time
 
@@ -118,7 +120,7 @@ def seed_scale_command(trips, years):
 
     started = time.perf_counter()
     with click.progressbar(length=trips, label="trips") as bar:
-        counts = scale.generate(trips, years=years, progress=bar.update)
+        counts = scale.generate(trips, years=years, progress=bar.update, live=live)
     elapsed = time.perf_counter() - started
     click.echo(
         f"added {counts['trips']} trips, {counts['bids']} bids, {counts['history']} history rows, "

@@ -187,13 +187,13 @@ def _link_args(view, **changes):
 def _tab_counts(hospital_id):
     """How many requests each tab holds (before any search)."""
     counts = dict(db.session.execute(
-        sa.select(TransportRequest.status, sa.func.count(TransportRequest.id))
+        sa.select(TransportRequest.status, sa.func.count())
         .where(TransportRequest.hospital_id == hospital_id,
                TransportRequest.status.in_(("open", "cancelled") + ACTIVE_STATUSES))
         .group_by(TransportRequest.status)
     ).all())
     completed = db.session.scalar(
-        sa.select(sa.func.count(TransportRequest.id))
+        sa.select(sa.func.count())
         .where(TransportRequest.hospital_id == hospital_id, _tab_filter("completed"))
     )
     return {"open": counts.get("open", 0),
@@ -209,7 +209,7 @@ def _requests_view():
     conditions = [TransportRequest.hospital_id == hospital_id, _tab_filter(view["tab"])]
     if view["q"]:
         conditions.append(_search_filter(view["q"]))
-    total = db.session.scalar(sa.select(sa.func.count(TransportRequest.id)).where(*conditions))
+    total = db.session.scalar(sa.select(sa.func.count()).where(*conditions))
     pages = max(1, min(MAX_PAGES, math.ceil(total / PAGE_SIZE)))
     view["page"] = min(view["page"], pages)
     key, descending = view["sort"].removeprefix("-"), view["sort"].startswith("-")

@@ -116,8 +116,13 @@ def _csv_value(value):
     return value
 
 
-def generate(trips, years=2.0, rng_seed=7, progress=None, now=None):
-    """Add ``trips`` trips (2–5 bids each) with their registry; return counts."""
+def generate(trips, years=2.0, rng_seed=7, progress=None, now=None, live=None):
+    """Add ``trips`` trips (2–5 bids each) with their registry; return counts.
+
+    About 0.2 % of the trips are posted in the last four hours and still live
+    (open, awarded or on the road); ``live`` makes that exactly ``live`` trips instead, so
+    regions of different history sizes can share the same working set.
+    """
     rng = random.Random(rng_seed)
     now = now or utcnow()
     center, hospital, ems = SiloWriter("center"), SiloWriter("hospital"), SiloWriter("ems")
@@ -166,7 +171,7 @@ def generate(trips, years=2.0, rng_seed=7, progress=None, now=None):
     span = timedelta(days=365 * years)
     counts = {"trips": 0, "bids": 0, "history": 0, "routes": 0}
     for n in range(trips):
-        recent = rng.random() < 0.002
+        recent = rng.random() < 0.002 if live is None else n < live
         created = now - (timedelta(minutes=rng.randint(1, 240)) if recent else span * rng.random())
         hid, facilities = hospitals[rng.randrange(HOSPITALS)]
         origin = facilities[0]

@@ -1,0 +1,133 @@
+"""The dashboards read the trips table through indexes: EXPLAIN finds no sequential scan of it.
+
+PostgreSQL only (on SQLite the test skips).  The region gets years of history
+from the bulk generator (``flask medport seed-scale``'s code), 3,000 trips, then
+ANALYZE (its last step); a nurse of a generated hospital, a dispatcher of a generated agency
+and the demo coordinator fetch every dashboard page and partial while a
+listener keeps each SELECT that reads ``transport_requests`` with its
+parameters.  Each is then EXPLAINed on its silo with the planner as
+configured (``enable_seqscan`` left on): at this size a sequential scan is
+what the planner picks when no index fits the query (a query an index fits
+gets an index or bitmap scan from a few hundred rows up), so a ``Seq Scan on
+transport_requests`` fails the test and names the page and the statement.
+"""
+import json
+import threading
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from dashboard.extensions import db
+from dashboard.models.center import Agency, Hospital
+from dashboard.services import accounts, scale
+
+TRIPS = 3000
+LIVE = 120
+PASSWORD = "plans-password-1"
+NURSE, DISPATCHER, COORDINATOR = "nurse@plans.test", "dispatch@plans.test", "coordinator@medport.test"
+TABLE = "transport_requests"
+
+
+def pages(trip):
+    """``{user: [path]}``: the dashboard pages and partials, ``trip`` as the one request shown."""
+    return {
+        NURSE: ["/hospital/", "/hospital/requests/panel?tab=active", "/hospital/requests/panel?tab=completed",
+                "/hospital/requests/panel?tab=cancelled", "/hospital/requests/panel?tab=cancelled&page=3",
+                "/hospital/requests/panel?q=S", f"/hospital/requests/{trip}",
+                f"/hospital/requests/{trip}/summary", f"/hospital/requests/{trip}/bids",
+                f"/hospital/requests/{trip}/timeline"],
+        DISPATCHER: ["/ems/", "/ems/board/panel?level=BLS&urgency=routine&within=8", "/ems/trips",
+                     "/ems/trips/panel?tab=completed", f"/ems/requests/{trip}", "/ems/units", "/ems/history",
+                     "/ems/routes"],
+        COORDINATOR: ["/center/", "/center/board/panel?state=closed", "/center/board/panel?risk=y",
+                      f"/center/requests/{trip}", f"/center/requests/{trip}/panel", "/center/units"],
+    }
+
+
+def _scans(node, found):
+    """Every (node type, relation) of a JSON plan."""
+    found.append((node["Node Type"], node.get("Relation Name")))
+    for child in node.get("Plans", ()):
+        _scans(child, found)
+    return found
+
+
+def _region(app):
+    """History, users of a generated hospital and agency; returns a live request's public id."""
+    from dashboard.models.hospital import TransportRequest
+
+    with app.app_context():
+        scale.generate(TRIPS, live=LIVE)
+        hospital_id = db.session.scalar(sa.select(Hospital.id).where(Hospital.region == "Scale").order_by(Hospital.id))
+        agency_id = db.session.scalar(sa.select(Agency.id).where(
+            Agency.service_area == "Scale", Agency.levels == "BLS,ALS,CCT").order_by(Agency.id))
+        accounts.create_user(NURSE, "Plans Nurse", "hospital", PASSWORD, hospital_id=hospital_id)
+        accounts.create_user(DISPATCHER, "Plans Dispatcher", "ems", PASSWORD, agency_id=agency_id)
+        db.session.commit()
+        trip = db.session.scalar(
+            sa.select(TransportRequest.public_id).where(TransportRequest.hospital_id == hospital_id,
+                                                        TransportRequest.status == "open")
+            .order_by(TransportRequest.bid_count.desc(), TransportRequest.id))
+        if trip is None:  # the hospital has no open request now: show its newest one
+            trip = db.session.scalar(sa.select(TransportRequest.public_id).where(
+                TransportRequest.hospital_id == hospital_id).order_by(TransportRequest.created_at.desc()))
+    return trip
+
+
+def _captured_reads(app, trip):
+    """``[(user, path, engine, statement, parameters)]`` of the SELECTs that read the trips table."""
+    reads = []
+    request_thread = threading.get_ident()
+    with app.app_context():
+        engines = list(db.engines.values())
+    for email, paths in pages(trip).items():
+        client = app.test_client()
+        password = PASSWORD if email != COORDINATOR else "medport-demo"
+        assert client.post("/login", data={"email": email, "password": password}).status_code == 302
+        for path in paths:
+            def keep(conn, cursor, statement, parameters, context, executemany, path=path, email=email):
+                if (threading.get_ident() == request_thread and statement.lstrip().upper().startswith("SELECT")
+                        and TABLE in statement):
+                    reads.append((email, path, conn.engine, statement, parameters))
+
+            for engine in engines:
+                event.listen(engine, "before_cursor_execute", keep)
+            try:
+                response = client.get(path)
+            finally:
+                for engine in engines:
+                    event.remove(engine, "before_cursor_execute", keep)
+            assert response.status_code == 200, (email, path, response.status_code)
+    return reads
+
+
+def test_dashboard_queries_use_an_index_on_the_trips_table(backend, request):
+    if backend != "postgres":
+        pytest.skip("query plans are checked on PostgreSQL")
+    app = request.getfixturevalue("app")
+    request.getfixturevalue("demo")
+    trip = _region(app)
+    reads = _captured_reads(app, trip)
+    assert {path for _email, path, *_rest in reads} >= {"/hospital/", "/ems/", "/center/"}
+
+    scanned, explained = [], set()
+    with app.app_context():
+        connections = {engine: engine.connect() for engine in db.engines.values()}
+    try:
+        for email, path, engine, statement, parameters in reads:
+            if (engine, statement, repr(parameters)) in explained:
+                continue  # the same read on another page
+            explained.add((engine, statement, repr(parameters)))
+            cursor = connections[engine].connection.dbapi_connection.cursor()
+            cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+            plan = cursor.fetchone()[0]
+            if isinstance(plan, str):
+                plan = json.loads(plan)
+            if ("Seq Scan", TABLE) in _scans(plan[0]["Plan"], []):
+                where = " ".join(statement.split()).partition(" FROM ")[2]
+                scanned.append(f"{email} {path}: ... FROM {where[:500]}")
+    finally:
+        for conn in connections.values():
+            conn.close()
+    assert not scanned, "sequential scan of transport_requests:\n" + "\n".join(scanned)
