@@ -145,11 +145,13 @@ class EmsRoute(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("unit_id", "trip_id"),
         sa.Index("ix_ems_routes_unit_date_position", "unit_id", "service_date", "position"),
+        # The agency's route pages: its planned stops in window order.
+        sa.Index("ix_ems_routes_agency_status_window", "agency_id", "status", "window_start"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
     unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
-    agency_id = sa.Column(sa.Integer, nullable=False, index=True)
+    agency_id = sa.Column(sa.Integer, nullable=False)
     trip_id = sa.Column(sa.Integer, nullable=False)
     trip_reference = sa.Column(sa.String(32), nullable=False)
     service_date = sa.Column(sa.Date, nullable=False)

@@ -104,6 +104,16 @@ class TransportRequest(db.Model):
         sa.Index("ix_transport_requests_status_deadline", "status", "bid_deadline"),
         sa.Index("ix_transport_requests_agency_status", "awarded_agency_id", "status"),
         sa.Index("ix_transport_requests_created", "created_at"),
+        # History tabs and analytics: completed trips by completion time, per hospital.
+        sa.Index("ix_transport_requests_status_completed", "status", "completed_at", "hospital_id"),
+        sa.Index("ix_transport_requests_status_cancelled", "status", "cancelled_at"),
+        # Reposts are rare: index only the rows that have one.
+        sa.Index(
+            "ix_transport_requests_reposted_from",
+            "reposted_from_id",
+            postgresql_where=sa.text("reposted_from_id IS NOT NULL"),
+            sqlite_where=sa.text("reposted_from_id IS NOT NULL"),
+        ),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from dashboard.config import normalise_url
 
-from ..conftest import PG_BASE, REQUIRE_PG, postgres_available
+from ..conftest import PG_BASE, PG_PREFIX, REQUIRE_PG, postgres_available
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -82,7 +82,7 @@ def _prepare_postgres():
     urls = {}
     with engine.connect() as conn:
         for silo in ("center", "hospital", "ems"):
-            name = f"medport_browser_{silo}"
+            name = f"{PG_PREFIX}_browser_{silo}"
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             urls[silo] = f"{PG_BASE}/{name}"
