@@ -542,10 +542,30 @@ def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
         page = client.get(f"/ems/history?outcome={outcome[label]}").get_data(as_text=True)
         assert refs[pid] in page, label
         assert all(refs[other] not in page for other in refs if other != pid), label
-    assert "Page 1 of" in client.get("/ems/history").get_data(as_text=True)
-    second = client.get("/ems/history?page=2")
-    assert second.status_code == 200 and "Page 2 of" in second.get_data(as_text=True)
     assert "Ambulance 61" not in client.get("/ems/history?outcome=declined").get_data(as_text=True)
+
+    # Keyset pages of two, newest first: following "Older" walks every bid once, in order.
+    with app.app_context():
+        agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == "AEMS"))
+        mine_newest_first = [bid.public_id for bid in db.session.scalars(
+            sa.select(TransportBid).where(TransportBid.agency_id == agency_id)
+            .order_by(TransportBid.created_at.desc(), TransportBid.id.desc()))]
+    seen, path = [], "/ems/history"
+    for _ in range(len(mine_newest_first) + 1):
+        page = client.get(path)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        seen.extend(re.findall(r'data-bid="([0-9a-f-]{36})"', html))
+        older = re.search(r'href="(/ems/history\?before=[0-9a-f-]{36})">Older', html)
+        if older is None:
+            break
+        assert "← Newest" in client.get(older.group(1)).get_data(as_text=True)
+        path = older.group(1)
+    assert seen == mine_newest_first
+    assert {bid.public_id for pid in (won, lost, withdrawn, closed) for bid in bids_of(app, pid, "AEMS")} <= set(seen)
+    assert client.get("/ems/history?before=00000000-0000-0000-0000-000000000000").status_code == 404
+    rival_bid = bids_of(app, lost, "CMT")[0].public_id
+    assert client.get(f"/ems/history?before={rival_bid}").status_code == 404  # another agency's cursor
 
 
 def test_other_roles_cannot_use_ems_pages(app, demo):

@@ -684,7 +684,11 @@ def routes():
 @bp.route("/history")
 @roles_required("ems")
 def history():
-    """The agency's bids, newest first, with how each ended."""
+    """The agency's bids, newest first, with how each ended.
+
+    Keyset pages: ``?before=<bid>`` continues after that bid in (placed, id) order, so a
+    page costs the same on the first day and after years of bids (no OFFSET, no count).
+    """
     agency = _agency()
     outcome = request.args.get("outcome") if request.args.get("outcome") in HISTORY_FILTERS else ""
     query = (sa.select(TransportBid).where(TransportBid.agency_id == agency.id)
@@ -694,11 +698,20 @@ def history():
         query = query.where(TransportBid.status.in_(("expired", "closed")))
     elif outcome:
         query = query.where(TransportBid.status == outcome)
-    pagination = db.paginate(query, page=_page(), per_page=PAGE_SIZE, error_out=False)
-    bids = list(pagination.items)
+    before = request.args.get("before", "")
+    if before:
+        cursor = db.session.execute(
+            sa.select(TransportBid.created_at, TransportBid.id)
+            .where(TransportBid.public_id == before[:36], TransportBid.agency_id == agency.id)).first()
+        if cursor is None:
+            abort(404)
+        query = query.where(sa.tuple_(TransportBid.created_at, TransportBid.id) < tuple(cursor))
+    rows = list(db.session.scalars(query.limit(PAGE_SIZE + 1)))
+    bids, older = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
     by_id = {row.id: row for row in db.session.execute(
         sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
                   TransportRequest.status, TransportRequest.level_of_care, TransportRequest.urgency)
         .where(TransportRequest.id.in_([bid.trip_id for bid in bids])))} if bids else {}
     return render_template("ems/history.html", bids=bids, trips_by_id=by_id, outcome=outcome,
-                           outcomes=BID_OUTCOMES, filters=HISTORY_FILTERS, pagination=pagination)
+                           outcomes=BID_OUTCOMES, filters=HISTORY_FILTERS, paged=bool(before),
+                           next_before=bids[-1].public_id if older else None)
