@@ -199,6 +199,34 @@ def test_board_groups_requests_by_state_and_marks_the_ones_at_risk(client, auth,
     assert refs[done] in html and refs[old] not in html
 
 
+def test_board_previews_the_latest_closed_requests_with_their_true_count(client, auth, demo, app,
+                                                                          monkeypatch):
+    monkeypatch.setattr(oversight, "CLOSED_PREVIEW", 2)
+    now = utcnow()
+    closed = [post_trip(app, status="completed", completed_at=now - timedelta(minutes=minutes))
+              for minutes in (50, 10, 30)] + [
+        post_trip(app, status="cancelled", cancelled_at=now - timedelta(minutes=20), cancel_reason="not_needed")]
+    refs = {pid: trip_row(app, pid).reference for pid in closed}
+    with app.app_context():
+        since = now - timedelta(hours=24)
+        expected_total = db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest).where(
+            sa.or_(sa.and_(TransportRequest.status == "completed", TransportRequest.completed_at >= since),
+                   sa.and_(TransportRequest.status == "cancelled", TransportRequest.cancelled_at >= since))))
+        result = oversight.board(oversight.BoardFilters(), now=now)
+    assert expected_total >= 4
+    assert [row.trip.public_id for row in result["groups"]["closed"]] == [closed[1], closed[3]]  # latest first
+    assert result["counts"]["closed"] == expected_total and result["previewed"] == {"closed"}
+
+    auth.login(COORDINATOR)
+    html = client.get("/center/").data.decode()
+    assert f"Showing the latest 2 of {expected_total}." in html
+    assert refs[closed[1]] in html and refs[closed[3]] in html and refs[closed[0]] not in html
+    link = re.search(r'<a href="(/center/\?state=closed)">Show all', html)
+    assert link is not None
+    everything = client.get(link.group(1)).data.decode()
+    assert all(ref in everything for ref in refs.values()) and "Showing the latest" not in everything
+
+
 def test_board_filters_apply_to_page_and_panel(client, auth, demo, app):
     tyrone = post_trip(app, "TYR", level="ALS", urgency="urgent")
     altoona = post_trip(app, "ALT", level="ALS", urgency="urgent")

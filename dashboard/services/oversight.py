@@ -28,6 +28,10 @@ BOARD_STATES = {
 CLOSED_STATUSES = ("completed", "cancelled")
 #: At most this many requests per board group; the board says when it shows fewer than exist.
 GROUP_LIMIT = 300
+#: The unfiltered board shows only the latest closed requests (with their true count and a
+#: link to all of them): coordinators watch what is open and moving, and a busy region
+#: closes a few hundred trips a day.
+CLOSED_PREVIEW = 25
 #: Before the pickup window runs out the crew must be at the pickup.
 BEFORE_PICKUP = ("open", "awarded", "en_route")
 #: Units that may take a center assignment.
@@ -123,7 +127,8 @@ def board(filters, now=None):
     """The regional board: every hospital's requests grouped by state, at-risk ones marked.
 
     Returns ``{"groups": {state: [BoardRow]}, "truncated": {state: bool}, "counts": {...},
-    "settings": {...}, "hospitals": {...}, "agencies": {...}}``.
+    "settings": {...}, "hospitals": {...}, "agencies": {...}, "previewed": {state}}``;
+    ``previewed`` names the groups cut to a preview, whose ``counts`` are their true totals.
     """
     now = now or utcnow()
     settings = configuration.get_all()
@@ -139,29 +144,34 @@ def board(filters, now=None):
     if filters.urgency:
         conditions.append(TransportRequest.urgency == filters.urgency)
     states = [filters.state] if filters.state else list(BOARD_STATES)
-    groups, truncated = {}, {}
+    groups, truncated, totals = {}, {}, {}
     for state in states:
+        limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
         rows = list(db.session.scalars(
             sa.select(TransportRequest)
             .where(_group_condition(state, since), *conditions)
             .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
             .order_by(*_group_order(state), TransportRequest.id)
-            .limit(GROUP_LIMIT + 1)
+            .limit(limit + 1)
         ))
-        truncated[state] = len(rows) > GROUP_LIMIT
+        truncated[state] = len(rows) > limit
+        if truncated[state] and limit == CLOSED_PREVIEW:
+            totals[state] = db.session.scalar(
+                sa.select(sa.func.count()).select_from(TransportRequest)
+                .where(_group_condition(state, since), *conditions))
         board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings))
-                      for trip in rows[:GROUP_LIMIT]]
+                      for trip in rows[:limit]]
         if filters.risk_only:
             board_rows = [row for row in board_rows if row.at_risk]
         if state == "open":
             # The ones at risk first, the most urgent of those first, then oldest first.
             board_rows.sort(key=lambda r: (not r.at_risk, URGENCY_RANK.get(r.trip.urgency, 9)))
         groups[state] = board_rows
-    counts = {state: len(rows) for state, rows in groups.items()}
+    counts = {state: totals.get(state, len(rows)) for state, rows in groups.items()}
     counts["at_risk"] = sum(row.at_risk for state in ("open", "active") for row in groups.get(state, []))
     return {"groups": groups, "truncated": truncated, "counts": counts, "settings": settings,
             "hospitals": hospitals, "agencies": agencies, "now": now, "state_labels": BOARD_STATES,
-            "group_limit": GROUP_LIMIT}
+            "group_limit": GROUP_LIMIT, "previewed": set(totals)}
 
 
 # --- units -------------------------------------------------------------------------------
