@@ -1,5 +1,8 @@
 """Sign-in, roles, throttling, CSRF, sessions, audit."""
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -227,3 +230,39 @@ def test_two_sessions_of_one_user_are_independent(app, auth, demo):
     first.post("/logout")
     assert first.get("/hospital/").status_code == 302
     assert second.get("/hospital/").status_code == 200
+
+
+GEVENT_PASSWORD_CHECK = """
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from werkzeug.security import generate_password_hash
+from dashboard.models.center import User
+
+user = User(password_hash=generate_password_hash("correct horse battery"))
+ticks = []
+
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.001)
+
+other = gevent.spawn(ticker)
+gevent.sleep(0)
+before = len(ticks)
+right, wrong = user.check_password("correct horse battery"), user.check_password("wrong horse")
+print(right, wrong, len(ticks) - before)
+other.kill()
+"""
+
+
+def test_password_checks_leave_a_gevent_worker_free_for_its_other_requests():
+    """scrypt runs in gevent's thread pool: another greenlet of the worker keeps running meanwhile
+    (checked inline, the loop would stall and the other greenlet would not run at all)."""
+    pytest.importorskip("gevent", reason="gevent is installed with requirements.txt")
+    done = subprocess.run([sys.executable, "-c", GEVENT_PASSWORD_CHECK], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    right, wrong, ticks = done.stdout.split()
+    assert (right, wrong) == ("True", "False")
+    assert int(ticks) >= 2
