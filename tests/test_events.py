@@ -231,6 +231,23 @@ def test_award_accepts_the_winner_declines_the_rest_and_books_the_unit(app, demo
         assert entry.entity_id == trip.public_id and entry.silo == "hospital"
 
 
+def test_a_bid_event_delivered_after_the_award_keeps_the_trips_bid_summary(app, demo, deliver):
+    """The summary counts live bids while the request takes bids; once awarded it stays as the
+    hospital saw it when it chose (a bid event that arrives late does not recount it to 0)."""
+    trip_id, aems, cll = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+    deliver()
+    with app.app_context():
+        late = db.session.get(TransportBid, cll)
+        emit("ems", "bid.changed", "bid", late.public_id, bidding.bid_payload(late, "Centre LifeLink"))
+        db.session.commit()
+    assert deliver() >= 1
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        assert (trip.status, trip.bid_count, trip.best_eta_minutes) == ("awarded", 2, 12)
+
+
 def test_cancel_closes_the_bids_and_frees_the_unit(app, demo, deliver):
     trip_id, aems, cll = awarded_trip(app, deliver)
     with app.app_context():

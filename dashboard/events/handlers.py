@@ -149,20 +149,25 @@ def ems_settle_late_bid(event):
 
 @on("ems", "bid.placed", "bid.changed", "bid.withdrawn", target="hospital")
 def hospital_bid_summary(event):
-    """The trip's bid count and best ETA, recomputed from the EMS silo (a read)."""
+    """The trip's bid count and best ETA, recomputed from the EMS silo (a read).
+
+    Only while the request takes bids: once awarded or cancelled its bids are no longer
+    live, and the summary stays as it was when the request closed (what the hospital saw
+    when it chose) rather than dropping to none when a late bid event arrives.
+    """
     trip_id = event.payload["trip_id"]
+    trip = _trip(trip_id)
+    if trip is None or trip.status != "open":
+        return
     count, best, first = db.session.execute(
         sa.select(sa.func.count(TransportBid.id), sa.func.min(TransportBid.eta_minutes),
                   sa.func.min(TransportBid.created_at))
         .where(TransportBid.trip_id == trip_id, TransportBid.status == "live")
     ).one()
-    trip = _trip(trip_id)
-    if trip is None:
-        return
     trip.bid_count, trip.best_eta_minutes = count, best
     if first is not None and (trip.first_bid_at is None or first < trip.first_bid_at):
         trip.first_bid_at = first
-    if event.type == "bid.placed" and trip.status == "open":
+    if event.type == "bid.placed":
         from ..services import deadlines
 
         deadlines.maybe_auto_award_first(trip, event.payload)
