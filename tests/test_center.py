@@ -364,6 +364,7 @@ def test_center_reopens_an_awarded_trip_and_the_unit_is_released(client, auth, d
     deliver()
     trip = trip_row(app, public_id)
     assert trip.status == "open" and trip.awarded_unit_id is None
+    assert (trip.bid_count, trip.best_eta_minutes) == (0, None)  # the earlier round's bids are over
     assert unit_row(app, "AEMS", "Medic 11").status == "available"
     (entry,) = audit_rows(app, "trip.reopened", public_id)
     assert entry.user_email == COORDINATOR

@@ -281,6 +281,7 @@ def _reopen_values(deadline_minutes):
         status="open", awarded_bid_id=None, awarded_agency_id=None, awarded_agency_name=None,
         awarded_unit_id=None, awarded_unit_label=None, awarded_eta_minutes=None, awarded_at=None,
         award_source=None, award_note=None, en_route_at=None, unfilled_at=None,
+        bid_count=0, best_eta_minutes=None,  # a new round of bids: the earlier ones are over
         bid_deadline=utcnow() + timedelta(minutes=deadline_minutes),
     )
 
