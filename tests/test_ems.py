@@ -315,6 +315,28 @@ def test_a_unit_cannot_be_bid_twice_for_overlapping_windows(app, demo, deliver):
     assert response.status_code == 409 and "overlapping" in response.get_data(as_text=True)
 
 
+def test_an_edited_window_reaches_the_bids_overlap_checks(app, demo, deliver):
+    """The hospital moves a bid-on request's window: the unit's bid now books the new window."""
+    moved = post_trip(app, starts_in=timedelta(days=2))
+    at_old_time = post_trip(app, starts_in=timedelta(days=2, minutes=15))
+    at_new_time = post_trip(app, starts_in=timedelta(days=3, minutes=15))
+    client = signed_in(app, AEMS)
+    assert bid(client, moved, "Ambulance 14").status_code == 302
+    deliver()
+    with app.app_context():
+        trip = trips.get_by_public_id(moved)
+        trips.edit(trip, {"window_start": trip.window_start + timedelta(days=1),
+                          "window_end": trip.window_end + timedelta(days=1)}, None, "Nurse")
+        db.session.commit()
+        new_window = (trip.window_start, trip.window_end)
+    deliver()
+    (mine,) = bids_of(app, moved, "AEMS")
+    assert (mine.window_start, mine.window_end) == new_window
+    response = bid(client, at_new_time, "Ambulance 14")
+    assert response.status_code == 409 and "overlapping" in response.get_data(as_text=True)
+    assert bid(client, at_old_time, "Ambulance 14").status_code == 302
+
+
 # --- my trips ---------------------------------------------------------------------------
 
 def test_award_progress_to_completed_and_csv(app, demo, deliver):

@@ -96,6 +96,24 @@ def ems_apply_award(event):
     _refresh_unit(unit)
 
 
+def _align_bid_windows(trip, bids):
+    """Give live bids the trip's current pickup window (they keep a copy for overlap checks)."""
+    for bid in bids:
+        if bid.status == "live" and (bid.window_start, bid.window_end) != (trip.window_start, trip.window_end):
+            bid.window_start, bid.window_end = trip.window_start, trip.window_end
+
+
+@on("hospital", "trip.changed", target="ems")
+def ems_follow_trip_window(event):
+    """An edited pickup window reaches the trip's live bids, so a unit's later bids are
+    checked for overlap against the window the trip has now, not the one it was bid on."""
+    trip = _trip(event.payload["trip_id"])  # a read of the hospital silo: its window now
+    if trip is None or trip.status != "open":
+        return
+    _align_bid_windows(trip, db.session.scalars(
+        sa.select(TransportBid).where(TransportBid.trip_id == trip.id, TransportBid.status == "live")))
+
+
 @on("hospital", "trip.cancelled", "trip.reopened", target="ems")
 def ems_release_trip(event):
     """Bids on the trip closed, its route ended, its unit freed.
@@ -132,14 +150,18 @@ def _refresh_unit(unit):
 
 @on("ems", "bid.placed", target="ems")
 def ems_settle_late_bid(event):
-    """A bid written after its request stopped taking bids is declined (or closed if cancelled).
+    """A bid written after its request stopped taking bids is declined (or closed if cancelled);
+    one written while its request's window was being edited gets the new window.
 
     The award's or cancellation's follow-up may run between a bid's checks and its
     commit and so miss it; the bid's own event catches it here.
     """
     p = event.payload
     bid, trip = db.session.get(TransportBid, p["bid_id"]), _trip(p["trip_id"])
-    if bid is None or bid.status != "live" or trip is None or trip.status == "open":
+    if bid is None or bid.status != "live" or trip is None:
+        return
+    if trip.status == "open":
+        _align_bid_windows(trip, [bid])  # placed while an edit of the window was committing
         return
     if trip.status != "cancelled" and trip.awarded_bid_id == bid.id:
         return  # the award of this very bid: its own follow-up accepts it
