@@ -656,6 +656,46 @@ def test_the_sweep_prunes_old_live_signals(app, demo):
         assert list(db.session.scalars(sa.select(LiveSignal.entity_id))) == ["new"]
 
 
+def test_the_sweep_prunes_delivered_events_but_keeps_what_a_retry_needs(app, demo, deliver):
+    deliver()
+    now = utcnow()
+    old, fresh = now - timedelta(days=8), now - timedelta(days=6)
+
+    def outbox_row(silo, status, at):
+        row = OUTBOX_BY_SILO[silo](type="trip.changed", entity_type="trip", entity_id="prune-test",
+                                   payload={}, created_at=at, status=status, next_attempt_at=now + timedelta(days=30),
+                                   delivered_at=at if status == "delivered" else None)
+        db.session.add(row)
+        return row
+
+    with app.app_context():
+        parked = outbox_row("hospital", "parked", old)
+        db.session.commit()
+        kept_for_retry, parked_id = parked.event_id, parked.id
+        ids = {}
+        for silo in ("center", "hospital", "ems"):  # one transaction per silo
+            pair = {"old": outbox_row(silo, "delivered", old), "fresh": outbox_row(silo, "delivered", fresh)}
+            db.session.flush()
+            ids[silo] = {key: row.event_id for key, row in pair.items()}
+            inbox = INBOX_BY_SILO[silo]
+            db.session.add_all([
+                inbox(event_id=ids[silo]["old"], handler="record", applied_at=old),
+                inbox(event_id=ids[silo]["fresh"], handler="record", applied_at=fresh),
+                inbox(event_id=kept_for_retry, handler="record", applied_at=old)])
+            db.session.commit()
+
+    Relay(app).run_once(now)  # the timer prunes when given a clock
+    with app.app_context():
+        for silo in ("center", "hospital", "ems"):
+            outbox, inbox = OUTBOX_BY_SILO[silo], INBOX_BY_SILO[silo]
+            left = set(db.session.scalars(sa.select(outbox.event_id).where(outbox.entity_id == "prune-test")))
+            assert ids[silo]["old"] not in left and ids[silo]["fresh"] in left, silo
+            recorded = set(db.session.scalars(sa.select(inbox.event_id)))
+            assert ids[silo]["old"] not in recorded and ids[silo]["fresh"] in recorded, silo
+            assert kept_for_retry in recorded, silo  # its event is parked: a retry must still see it
+        assert db.session.get(OUTBOX_BY_SILO["hospital"], parked_id).status == "parked"
+
+
 def test_signal_backends_are_checked(tmp_path):
     from dashboard.config import ConfigurationError, build_config, check_config
 

@@ -44,6 +44,12 @@ SWEEP_EVERY_SECONDS = 5
 LISTEN_CHECK_SECONDS = 5
 #: Live signals older than this are pruned; a page away longer reloads anyway.
 SIGNAL_RETENTION = timedelta(days=1)
+#: Delivered outbox rows and inbox records older than this are pruned (the audit log keeps
+#: the record of every event); pending and parked rows are never pruned.
+EVENT_RETENTION = timedelta(days=7)
+PRUNE_EVERY_SECONDS = 600
+#: Rows deleted per table and prune, so a backlog is cleared in short transactions.
+PRUNE_BATCH = 5000
 
 
 def backoff_seconds(attempts):
@@ -59,6 +65,7 @@ class Relay:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._last_sweep = None
+        self._last_prune = None
 
     @property
     def max_attempts(self):
@@ -132,7 +139,51 @@ class Relay:
         except Exception as exc:
             db.session.rollback()
             log.warning("relay: pruning live signals failed: %s", type(exc).__name__)
+        if now is not None or self._last_prune is None \
+                or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
+            self._last_prune = time.monotonic()
+            self.prune_events(now or utcnow())
         return handled
+
+    def prune_events(self, now):
+        """Delete delivered outbox rows and inbox records older than ``EVENT_RETENTION``, at
+        most ``PRUNE_BATCH`` per table.  Returns ``{silo: rows deleted}``.
+
+        An inbox record is what keeps a retried event from applying twice, so none is pruned
+        while its event is still pending or parked somewhere (a parked event may be retried
+        weeks later); if an outbox cannot be read, no inbox is pruned this time.  A silo that
+        is down is left for the next prune.
+        """
+        cutoff, pruned = now - EVENT_RETENTION, {}
+        unfinished = set()
+        try:
+            for model in OUTBOX_BY_SILO.values():
+                unfinished.update(db.session.scalars(
+                    sa.select(model.event_id).where(model.status != "delivered").limit(PRUNE_BATCH + 1)))
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            unfinished = None
+        prune_inbox = unfinished is not None and len(unfinished) <= PRUNE_BATCH
+        for silo in SILOS:
+            outbox, inbox = OUTBOX_BY_SILO[silo], INBOX_BY_SILO[silo]
+            targets = [(outbox, [outbox.status == "delivered", outbox.delivered_at < cutoff])]
+            if prune_inbox:
+                targets.append((inbox, [inbox.applied_at < cutoff]
+                                + ([inbox.event_id.not_in(unfinished)] if unfinished else [])))
+            try:
+                count = 0
+                for model, old in targets:
+                    batch = sa.select(model.id).where(*old).limit(PRUNE_BATCH).scalar_subquery()
+                    count += db.session.execute(
+                        sa.delete(model).where(model.id.in_(batch))
+                        .execution_options(synchronize_session=False)).rowcount
+                db.session.commit()
+                pruned[silo] = count
+            except Exception as exc:
+                db.session.rollback()
+                log.warning("relay: pruning the %s event tables failed: %s", silo, type(exc).__name__)
+        return pruned
 
     def _deliver_silo(self, silo, now):
         model = OUTBOX_BY_SILO[silo]
