@@ -708,6 +708,40 @@ def test_health_page_counts_pending_and_parked_events(client, auth, demo, app):
     assert "<html" not in panel and "t-parked" in panel
 
 
+def test_a_coordinator_retries_parked_events_from_the_health_page(client, auth, demo, app, deliver):
+    deliver()
+    with app.app_context():
+        first, second = (HospitalOutboxEvent(type="trip.changed", entity_type="trip", entity_id=name, payload={},
+                                             status="parked", attempts=15, last_error="OperationalError")
+                         for name in ("t-one", "t-two"))
+        db.session.add_all([first, second])
+        db.session.commit()
+        first_id, second_id = first.event_id, second.event_id
+
+    def status(event_id):
+        return scalar(app, sa.select(HospitalOutboxEvent.status).where(HospitalOutboxEvent.event_id == event_id))
+
+    auth.login(NURSE)
+    assert client.post("/center/health/parked/retry", data={"silo": "hospital", "event": first_id}).status_code == 403
+    auth.login(COORDINATOR)
+    html = client.get("/center/health").data.decode()
+    assert f'name="event" value="{first_id}"' in html and "Retry every parked event" in html
+    for bad in ({"silo": "nowhere"}, {"event": first_id}, {"silo": "hospital", "event": "x" * 37}):
+        assert client.post("/center/health/parked/retry", data=bad).status_code == 400, bad
+    assert status(first_id) == status(second_id) == "parked"
+
+    done = client.post("/center/health/parked/retry", data={"silo": "hospital", "event": first_id},
+                       follow_redirects=True)
+    assert done.status_code == 200 and "1 parked event queued for delivery again." in done.data.decode()
+    assert (status(first_id), status(second_id)) == ("pending", "parked")
+    again = client.post("/center/health/parked/retry", data={"silo": "hospital", "event": first_id})
+    assert again.status_code == 404  # no longer parked
+    assert client.post("/center/health/parked/retry", data={}).status_code == 302  # every silo
+    assert status(second_id) == "pending"
+    entries = audit_rows(app, "relay.parked_retried")
+    assert [(e.user_email, e.after["events"]) for e in entries] == [(COORDINATOR, 1), (COORDINATOR, 1)]
+
+
 def test_health_page_shows_a_silo_that_is_down(app, demo, migrated_config, tmp_path):
     config = dict(migrated_config)
     url = config["SQLALCHEMY_BINDS"]["ems"]["url"]

@@ -611,3 +611,29 @@ def health():
 def health_panel():
     return render_template("center/_health.html", **oversight.silo_health())
 
+
+@bp.route("/health/parked/retry", methods=["POST"])
+@center_only
+def retry_parked():
+    """Put parked events back in the relay's queue: one (``silo`` and ``event``) or all."""
+    from ..config import SILOS
+    from ..events.relay import retry_parked as requeue
+    from ..services import audit
+
+    silo, event_id = request.form.get("silo") or None, request.form.get("event") or None
+    if (silo is not None and silo not in SILOS) or (event_id is not None and (silo is None or len(event_id) > 36)):
+        abort(400, "Choose a parked event from the list on the health page.")
+    try:
+        count = requeue(silo, event_id)
+    except Exception as exc:  # the silo went down meanwhile: nothing was changed there
+        db.session.rollback()
+        abort(503, f"The {silo or 'event'} database could not be reached ({type(exc).__name__}); try again.")
+    if event_id is not None and count == 0:
+        abort(404, "That event is no longer parked; it may have been retried already.")
+    audit.record("relay.parked_retried", user=current_user, ip=request.remote_addr, entity_type="outbox_event",
+                 entity_id=event_id, after={"silo": silo, "events": count})
+    db.session.commit()
+    flash(f"{count} parked event{'' if count == 1 else 's'} queued for delivery again." if count
+          else "No events were parked.", "success" if count else "info")
+    return redirect(url_for("center.health"))
+
