@@ -645,6 +645,37 @@ def test_first_qualifying_awards_at_the_first_bid(app, demo, deliver):
         assert db.session.scalar(sa.select(EmsRoute.id).where(EmsRoute.trip_id == trip_id))
 
 
+def test_a_widened_invitation_is_announced_to_every_agencys_board_once(app, demo, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT", invite_mode="preferred_then_all")
+        trip = db.session.get(TransportRequest, trip_id)
+        public_id, opens, invited = trip.public_id, trip.widen_invite_at, trip.invited_ids
+        assert opens == trip.created_at + timedelta(minutes=10)
+        outsider = next(a.id for a in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True)))
+                        if a.id not in invited)
+    deliver()
+
+    def announced():
+        with app.app_context():
+            return outbox_types("hospital", public_id).count("trip.invite_widened")
+
+    relay = Relay(app)
+    relay.run_once(opens - timedelta(minutes=1))
+    assert announced() == 0
+    relay.run_once(opens + timedelta(seconds=1))
+    deliver()
+    assert announced() == 1
+    with app.app_context():
+        signal = db.session.scalar(sa.select(LiveSignal).where(LiveSignal.entity_id == public_id)
+                                   .order_by(LiveSignal.id.desc()))
+        assert f",{outsider}," in signal.agency_ids  # the boards of agencies that were not invited hear it
+        trip = db.session.get(TransportRequest, trip_id)
+        assert trip.widen_invite_at is None and trip.version == 1  # no open form goes stale
+        assert "invite_widened" in [event.action for event in trip.history]
+    relay.run_once(opens + timedelta(minutes=5))
+    assert announced() == 1
+
+
 def test_the_sweep_prunes_old_live_signals(app, demo):
     now = utcnow()
     with app.app_context():

@@ -293,7 +293,7 @@ def _agency_scope(event, p):
         released = (p.get("released") or {}).get("agency_id")
         ids.update(i for i in (p.get("awarded_agency_id"), released) if i)
         level = p.get("level_of_care")
-        if _invites_preferred_only(p, event.created_at):
+        if event.type != "trip.invite_widened" and _invites_preferred_only(p, event.created_at):
             ids.update(p.get("invited_agency_ids") or [])
         elif level:
             for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):

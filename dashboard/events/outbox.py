@@ -18,6 +18,7 @@ EVENT_TYPES = (
     "trip.handed_back",
     "trip.unfilled",
     "trip.reopened",
+    "trip.invite_widened",
     "bid.placed",
     "bid.changed",
     "bid.withdrawn",

@@ -155,6 +155,9 @@ class TransportRequest(db.Model):
     bid_deadline = sa.Column(sa.DateTime, nullable=False)
     invite_mode = sa.Column(sa.String(20), nullable=False, default="all")
     invite_all_after_minutes = sa.Column(sa.Integer)
+    # When a preferred-then-all invitation widens to every agency; the relay's timer
+    # clears it when it tells their boards (so each request is announced once).
+    widen_invite_at = sa.Column(sa.DateTime, index=True)
     # Preferred agencies at posting time (",3,7,"), so the invitation is stable.
     invited_agency_ids = sa.Column(sa.String(400), nullable=False, default="")
     unfilled_at = sa.Column(sa.DateTime)

@@ -15,7 +15,8 @@ SWEEP_BATCH = 200
 
 
 def sweep(now=None):
-    """Mark open trips past their deadline unfilled, or auto-award them per the policy."""
+    """Mark open trips past their deadline unfilled, or auto-award them per the policy; announce
+    the requests whose invitation has widened to every agency.  Returns how many were handled."""
     now = now or utcnow()
     policy = configuration.get("auto_award_policy")
     db.session.commit()  # end the center read before writing the hospital silo
@@ -37,6 +38,8 @@ def sweep(now=None):
             handled += 1
         except trips.TransitionRefused:
             db.session.rollback()  # someone acted on it at the same moment: theirs stands
+    handled += trips.announce_widened_invites(now)
+    db.session.commit()
     return handled
 
 

@@ -140,6 +140,7 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
     )
     if not trip.patient_ref:
         trip.patient_ref = new_patient_ref()
+    trip.widen_invite_at = widen_invite_at(trip)
     db.session.add(trip)
     db.session.flush()
     _history(trip, "posted", None, "open", user_id, user_label, at=now)
@@ -253,7 +254,12 @@ def edit(trip, changes, user_id, user_label, expected_version=None):
     changed = {k: v for k, v in changes.items() if before[k] != v}
     if not changed:
         return trip, {}
-    _compare_and_set(trip, "open", changed, expected_version)
+    values = dict(changed)
+    if {"invite_mode", "invite_all_after_minutes"} & set(changed):
+        values["widen_invite_at"] = widen_invite_at(trip, changes.get("invite_mode", trip.invite_mode),
+                                                    changes.get("invite_all_after_minutes",
+                                                                trip.invite_all_after_minutes))
+    _compare_and_set(trip, "open", values, expected_version)
     note = "Changed: " + ", ".join(sorted(k.replace("_", " ") for k in changed))
     _history(trip, "changed", "open", "open", user_id, user_label, note,
              detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
@@ -333,6 +339,45 @@ def mark_unfilled(trip, now=None):
     _history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled")
     emit("hospital", "trip.unfilled", "trip", trip.public_id, trip_payload(trip))
     return True
+
+
+def widen_invite_at(trip, invite_mode=None, after_minutes=None):
+    """When a preferred-then-all invitation opens to every agency (None for other modes)."""
+    invite_mode = invite_mode or trip.invite_mode
+    if invite_mode != "preferred_then_all":
+        return None
+    if after_minutes is None:
+        after_minutes = trip.invite_all_after_minutes
+    return trip.created_at + timedelta(minutes=after_minutes or 0)
+
+
+def announce_widened_invites(now=None, limit=200):
+    """Tell every agency's board about the requests whose invitation has just widened.
+
+    Each is announced once: the timer clears ``widen_invite_at`` with a conditional update
+    (two relays racing announce it once) and emits ``trip.invite_widened`` in the same
+    transaction.  The trip's version is left alone, so no open form goes stale.  The caller
+    commits.  Returns how many were announced.
+    """
+    now = now or utcnow()
+    due = list(db.session.scalars(
+        sa.select(TransportRequest).where(TransportRequest.status == "open",
+                                          TransportRequest.widen_invite_at <= now)
+        .order_by(TransportRequest.widen_invite_at).limit(limit)))
+    announced = 0
+    for trip in due:
+        claimed = db.session.execute(
+            sa.update(TransportRequest)
+            .where(TransportRequest.id == trip.id, TransportRequest.widen_invite_at.is_not(None),
+                   TransportRequest.widen_invite_at <= now)
+            .values(widen_invite_at=None).execution_options(synchronize_session=False)).rowcount
+        if not claimed:
+            continue
+        _history(trip, "invite_widened", "open", "open", None, "MedPort",
+                 "Opened to every agency after the preferred agencies' head start", at=now)
+        emit("hospital", "trip.invite_widened", "trip", trip.public_id, trip_payload(trip))
+        announced += 1
+    return announced
 
 
 def agency_may_serve(trip, agency_id, agency_levels, now=None):
