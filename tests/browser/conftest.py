@@ -253,17 +253,20 @@ LAYOUT_PROBLEMS_JS = """
     const interactive = el.matches('a, button, input, select, textarea, label, h1, h2, h3, p, li > a, th, td, dt, dd, .badge');
     const textLeaf = el.children.length === 0 && el.textContent.trim().length > 0;
     if (!interactive && !textLeaf) continue;
-    const r = el.getBoundingClientRect();
-    if (r.width < 2 || r.height < 2) continue;
-    leaves.push([el, r]);
+    // An inline element that wraps has one box per line: its bounding box would cover
+    // the start of its first line, so each line's box is compared on its own.
+    const boxes = Array.from(el.getClientRects()).filter(r => r.width >= 2 && r.height >= 2);
+    if (!boxes.length) continue;
+    leaves.push([el, boxes]);
   }
+  const overlapping = (as, bs) => as.some(ra => bs.some(rb =>
+    Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left) > 3 &&
+    Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top) > 3));
   for (let i = 0; i < leaves.length && problems.length < 10; i++) {
     for (let j = i + 1; j < leaves.length; j++) {
       const [a, ra] = leaves[i], [b, rb] = leaves[j];
       if (a.contains(b) || b.contains(a)) continue;
-      const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
-      const h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
-      if (w > 3 && h > 3) {
+      if (overlapping(ra, rb)) {
         const name = (e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '') + ' "' + e.textContent.trim().slice(0, 30) + '"';
         problems.push(`overlap: ${name(a)} and ${name(b)}`);
       }

@@ -48,8 +48,8 @@ class Keyboard:
         return self.page.evaluate(FOCUSED_JS)
 
     def matches(self, selector):
-        return self.page.evaluate("s => !!document.activeElement && document.activeElement.matches(s)",
-                                  selector)
+        """Whether the focused element is one of ``selector`` (a Playwright selector)."""
+        return self.page.locator(selector).evaluate_all("els => els.includes(document.activeElement)")
 
     def _note(self):
         info = self.focused()
@@ -62,8 +62,14 @@ class Keyboard:
 
     # -- moving ------------------------------------------------------------------------------
     def start(self):
-        """From the top of a freshly loaded page: Tab to the skip link, Enter, land in main."""
+        """From the top of a freshly loaded page: Tab to the skip link, Enter, land in main.
+
+        A page that puts focus in a field itself (autofocus) starts there instead.
+        """
         self.page.wait_for_load_state("networkidle")
+        if self.page.evaluate("document.activeElement && document.activeElement !== document.body"):
+            self._note()
+            return self
         self.page.keyboard.press("Tab")
         info = self._note()
         assert "skip" in info["text"].lower(), f"the first Tab reaches the skip link, not {info}"
@@ -74,6 +80,8 @@ class Keyboard:
     def tab_to(self, selector, max_tabs=40, backwards=False):
         """Press Tab (or Shift+Tab) until the focused element matches ``selector``."""
         key = "Shift+Tab" if backwards else "Tab"
+        if self.matches(selector):
+            return self.focused()
         previous, repeats = None, 0
         for _ in range(max_tabs):
             self.page.keyboard.press(key)
