@@ -176,19 +176,35 @@ def browser():
         browser.close()
 
 
-class Session:
-    """One signed-in person in their own browser context."""
+#: Signed-in cookies per (server, email): a later session of the same person starts signed in,
+#: as a second browser window would, instead of signing in again.
+_signed_in = {}
 
-    def __init__(self, browser, server, email, width=1280, height=800):
+
+class Session:
+    """One signed-in person in their own browser context.
+
+    ``fresh=True`` signs in anew (a session of its own, e.g. to sign it out).
+    """
+
+    def __init__(self, browser, server, email, width=1280, height=800, fresh=False):
         self.server = server
-        self.context = browser.new_context(viewport={"width": width, "height": height})
+        key = (server.url, email)
+        state = None if (fresh or not email) else _signed_in.get(key)
+        self.context = browser.new_context(viewport={"width": width, "height": height}, storage_state=state)
         self.context.set_default_timeout(10_000)
         self.page = self.context.new_page()
         self.errors = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.email = email
+        if state is not None:
+            self.page.goto(server.url + "/")
+            if "/login" not in self.page.url:
+                return
         if email:
             self.login(email)
+            if not fresh:
+                _signed_in[key] = self.context.storage_state()
 
     def login(self, email, password=PASSWORD):
         page = self.page
@@ -196,7 +212,7 @@ class Session:
         page.fill("#email", email)
         page.fill("#password", password)
         page.click("button[type=submit]")
-        page.wait_for_load_state()
+        page.wait_for_url(lambda url: "/login" not in url)
 
     def goto(self, path):
         return self.page.goto(self.server.url + path)
@@ -209,8 +225,8 @@ class Session:
 def open_session(browser, live_server):
     sessions = []
 
-    def opener(email, **size):
-        session = Session(browser, live_server, email, **size)
+    def opener(email, **options):
+        session = Session(browser, live_server, email, **options)
         sessions.append(session)
         return session
 

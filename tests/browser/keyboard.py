@@ -128,6 +128,12 @@ class Keyboard:
             self.page.keyboard.press("ArrowDown")
         raise AssertionError(f"no option {option_text!r} reached by the arrow keys")
 
+    def selected(self):
+        """The text of the chosen option of the focused <select>."""
+        return self.page.evaluate(
+            "() => { const s = document.activeElement; return s.selectedIndex < 0 ? '' : "
+            "s.options[s.selectedIndex].text; }")
+
     def radio(self, value, max_steps=10):
         """In a focused radio group: arrow keys until the radio with ``value`` is checked."""
         for _ in range(max_steps):

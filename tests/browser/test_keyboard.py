@@ -6,6 +6,7 @@ groups, Space on checkboxes and Enter on buttons; it never clicks or fills.  Key
 behaviour does not depend on the database, so these run on the embedded default.
 """
 import re
+import time
 
 import pytest
 
@@ -104,6 +105,21 @@ def test_hospital_forms_by_keyboard(open_session, live_server):
     assert trip_row(live_server, public_id, "status, cancel_reason, cancel_note") \
         == ("cancelled", "other", "Family is driving")
 
+    # Re-post it: the link on its page, then the pre-filled form.
+    kb = Keyboard(page).start()
+    kb.tab_to("a:has-text('Re-post as a new request')", max_tabs=60)
+    kb.press("Enter")
+    page.wait_for_url(re.compile(r"repost="))
+    kb = Keyboard(page).start()
+    assert page.input_value("#pickup_location") == "Keyboard ward, bed 3"
+    kb.submit_with("button[type=submit].primary", max_tabs=80)
+    kb.lands_on(REQUEST_URL)
+    kb.check_focus_seen()
+    reposted = REQUEST_URL.search(page.url).group(1)
+    (source,), = live_server.query("hospital", "SELECT id FROM transport_requests WHERE public_id = :p",
+                                   p=public_id)
+    assert trip_row(live_server, reposted, "status, reposted_from_id") == ("open", source)
+
     # Preferred agencies: add one, note it, move it up.
     kb = keyboard_on(nurse, "/hospital/preferences")
     kb.tab_to("#agency")
@@ -132,6 +148,11 @@ def test_hospital_forms_by_keyboard(open_session, live_server):
     moved = page.locator("table.preferences tbody tr").nth(last - 2)
     moved.filter(has_text=chosen).wait_for()
     kb.check_focus_seen()
+    kb = keyboard_on(nurse, "/hospital/preferences")
+    kb.tab_to(f"tr:has(#{notes_id}) button.danger", max_tabs=80)
+    kb.press("Enter")
+    page.locator("table.preferences tbody tr", has_text=chosen).wait_for(state="detached")
+    kb.check_focus_seen()
     assert nurse.errors == []
 
 
@@ -154,13 +175,35 @@ def test_bid_award_advance_and_hand_back_by_keyboard(open_session, live_server):
     kb.tab_to(f"#board-panel a:has-text('{reference}')", max_tabs=200)
     kb.press("Enter")
     ems.page.wait_for_url(re.compile(r"/ems/requests/"))
+    # A unit already booked for an overlapping window is refused: try the next one.
+    for steps in range(1, 8):
+        kb = Keyboard(ems.page).start()
+        kb.tab_to("#unit")
+        kb.press("Home")
+        for _ in range(steps):
+            kb.press("ArrowDown")
+        unit = kb.selected()
+        kb.tab_to("#eta_minutes")
+        kb.type("18")
+        kb.tab_to("#note")
+        kb.type("Crew of two")
+        kb.submit_with("#bid button[type=submit].primary")
+        ems.page.wait_for_load_state()
+        outcome = ems.page.locator("#bid button:has-text('Change bid'), [role=alert]").first
+        outcome.wait_for()
+        if "overlapping" not in outcome.inner_text():
+            break
+    ems.page.locator("#bid button", has_text="Change bid").wait_for()
+    # Withdraw it, and bid again.
+    kb = Keyboard(ems.page).start()
+    kb.tab_to("#bid button.danger", max_tabs=60)
+    kb.press("Enter")
+    ems.page.locator("#bid button", has_text="Place bid").wait_for()
     kb = Keyboard(ems.page).start()
     kb.tab_to("#unit")
-    unit = kb.select(re.compile(r"^(?!Choose)\w"))
+    kb.select(unit)
     kb.tab_to("#eta_minutes")
     kb.type("18")
-    kb.tab_to("#note")
-    kb.type("Crew of two")
     kb.submit_with("#bid button[type=submit].primary")
     ems.page.locator("#bid button", has_text="Change bid").wait_for()
     # Change it.
@@ -377,6 +420,12 @@ def test_accounts_by_keyboard(open_session, live_server):
     kb.submit_with("button[type=submit].primary")
     newcomer.page.wait_for_url(re.compile(r"/hospital/" + END))
     kb.check_focus_seen()
+    kb = Keyboard(newcomer.page)
+    kb.press("Tab")  # from the top of the page: the skip link, then the header
+    kb.tab_to("button:has-text('Sign out')", max_tabs=20)
+    kb.press("Enter")
+    newcomer.page.wait_for_url(re.compile(r"/login"))
+    kb.check_focus_seen()
 
     # Find the user with the filter, open it by its Edit link, reset the password.
     kb = keyboard_on(admin, "/center/users")
@@ -448,8 +497,15 @@ def test_registry_and_configuration_by_keyboard(open_session, live_server):
     kb.tab_to("#address")
     kb.type("2 Keyboard Way, Tyrone, PA")
     kb.submit_with("button[type=submit].primary")
-    page.locator(row, has_text="Keyboard General Dialysis").wait_for()
+    page.wait_for_url(re.compile(r"/center/registry" + END))
     kb.check_focus_seen()
+    # The facility lives in the hospital silo: the relay writes it there within moments.
+    deadline = time.monotonic() + 10
+    while not live_server.query("hospital", "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis'"):
+        assert time.monotonic() < deadline, "the new facility never reached the hospital silo"
+        time.sleep(0.2)
+    page.reload()
+    page.locator(row, has_text="Keyboard General Dialysis").wait_for()
 
     kb = Keyboard(page).start()
     kb.tab_to(f"{row} a[href*='/registry/hospitals/']:not([href*='/facilities'])", max_tabs=150)
