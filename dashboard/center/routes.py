@@ -141,6 +141,12 @@ def _render_request(trip, status=200, error=None, **forms):
         cancel_form=forms.get("cancel") or CancelForm(formdata=None, data=version),
         live=True,
     )
+    # Several forms share field names (reason, note): each label must name its own field.
+    for key, form in (("extend", context["extend_form"]), ("reopen", context["reopen_form"]),
+                      ("cancel", context["cancel_form"])):
+        for f in form:
+            if f.type not in ("HiddenField", "CSRFTokenField"):
+                f.id = f.label.field_id = f"{key}-{f.name}"
     return render_template("center/request.html", **context), status
 
 

@@ -176,19 +176,35 @@ def browser():
         browser.close()
 
 
-class Session:
-    """One signed-in person in their own browser context."""
+#: Signed-in cookies per (server, email): a later session of the same person starts signed in,
+#: as a second browser window would, instead of signing in again.
+_signed_in = {}
 
-    def __init__(self, browser, server, email, width=1280, height=800):
+
+class Session:
+    """One signed-in person in their own browser context.
+
+    ``fresh=True`` signs in anew (a session of its own, e.g. to sign it out).
+    """
+
+    def __init__(self, browser, server, email, width=1280, height=800, fresh=False):
         self.server = server
-        self.context = browser.new_context(viewport={"width": width, "height": height})
+        key = (server.url, email)
+        state = None if (fresh or not email) else _signed_in.get(key)
+        self.context = browser.new_context(viewport={"width": width, "height": height}, storage_state=state)
         self.context.set_default_timeout(10_000)
         self.page = self.context.new_page()
         self.errors = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.email = email
+        if state is not None:
+            self.page.goto(server.url + "/")
+            if "/login" not in self.page.url:
+                return
         if email:
             self.login(email)
+            if not fresh:
+                _signed_in[key] = self.context.storage_state()
 
     def login(self, email, password=PASSWORD):
         page = self.page
@@ -196,7 +212,7 @@ class Session:
         page.fill("#email", email)
         page.fill("#password", password)
         page.click("button[type=submit]")
-        page.wait_for_load_state()
+        page.wait_for_url(lambda url: "/login" not in url)
 
     def goto(self, path):
         return self.page.goto(self.server.url + path)
@@ -209,8 +225,8 @@ class Session:
 def open_session(browser, live_server):
     sessions = []
 
-    def opener(email, **size):
-        session = Session(browser, live_server, email, **size)
+    def opener(email, **options):
+        session = Session(browser, live_server, email, **options)
         sessions.append(session)
         return session
 
@@ -253,17 +269,20 @@ LAYOUT_PROBLEMS_JS = """
     const interactive = el.matches('a, button, input, select, textarea, label, h1, h2, h3, p, li > a, th, td, dt, dd, .badge');
     const textLeaf = el.children.length === 0 && el.textContent.trim().length > 0;
     if (!interactive && !textLeaf) continue;
-    const r = el.getBoundingClientRect();
-    if (r.width < 2 || r.height < 2) continue;
-    leaves.push([el, r]);
+    // An inline element that wraps has one box per line: its bounding box would cover
+    // the start of its first line, so each line's box is compared on its own.
+    const boxes = Array.from(el.getClientRects()).filter(r => r.width >= 2 && r.height >= 2);
+    if (!boxes.length) continue;
+    leaves.push([el, boxes]);
   }
+  const overlapping = (as, bs) => as.some(ra => bs.some(rb =>
+    Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left) > 3 &&
+    Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top) > 3));
   for (let i = 0; i < leaves.length && problems.length < 10; i++) {
     for (let j = i + 1; j < leaves.length; j++) {
       const [a, ra] = leaves[i], [b, rb] = leaves[j];
       if (a.contains(b) || b.contains(a)) continue;
-      const w = Math.min(ra.right, rb.right) - Math.max(ra.left, rb.left);
-      const h = Math.min(ra.bottom, rb.bottom) - Math.max(ra.top, rb.top);
-      if (w > 3 && h > 3) {
+      if (overlapping(ra, rb)) {
         const name = (e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : '') + ' "' + e.textContent.trim().slice(0, 30) + '"';
         problems.push(`overlap: ${name(a)} and ${name(b)}`);
       }

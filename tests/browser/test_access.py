@@ -28,7 +28,7 @@ def test_anonymous_is_sent_to_sign_in(open_session):
 
 
 def test_logout_ends_the_live_stream(open_session, live_server):
-    session = open_session("coordinator@medport.test")
+    session = open_session("coordinator@medport.test", fresh=True)
     page = session.page
     status = page.wait_for_selector("#live-status[data-state=open]", timeout=10_000)
     assert status is not None
