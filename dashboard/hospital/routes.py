@@ -527,7 +527,7 @@ def _preference_rows(hospital_id):
 
 def _own_preference(pref_id):
     """One entry of the user's hospital's list, or 404."""
-    pref = db.session.get(HospitalAgencyPreference, pref_id)
+    pref = db.session.get(HospitalAgencyPreference, pref_id) if pref_id < 2**31 else None
     if pref is None or pref.hospital_id != _hospital_id():
         abort(404)
     return pref
