@@ -392,6 +392,7 @@ def test_stored_text_comes_back_escaped(world):
     script, attribute = "<script>alert('medport')</script>", '"><img src=x onerror=alert(1)>'
     hospital, ems, coordinator, admin = (world.clients[r] for r in ("hospital_a", "ems_x", "coordinator",
                                                                      "admin"))
+    world.fresh_forms.discard("new request")  # the page as it is now (its window starts from now)
     fields = dict(browser_fields(world, "new request"))
     fields.update(notes=script, other_needs=attribute, pickup_location=script, level_of_care="BLS",
                   invite_mode="all", destination_facility=world.ids["facility_b"])
@@ -405,17 +406,18 @@ def test_stored_text_comes_back_escaped(world):
         body = client.get(url).get_data(as_text=True)
         assert escaped in body and script not in body, url
         assert attribute not in body, url
-    bid_page = ems.get(f"/ems/requests/{public_id}").get_data(as_text=True)
-    unit = re.search(r'<option value="([0-9a-f-]{36})"', bid_page).group(1)
-    bid = ems.post(f"/ems/requests/{public_id}/bid", data={"unit": unit, "eta_minutes": "20",
-                                                          "note": "<b>bold</b>"})
-    assert bid.status_code == 302
-    bids = hospital.get(f"/hospital/requests/{public_id}/bids").get_data(as_text=True)
-    assert "&lt;b&gt;bold&lt;/b&gt;" in bids and "<b>bold</b>" not in bids
     added = ems.post("/ems/units", data={"number": "<i>U1</i>", "level": "BLS"})
     assert added.status_code == 302
     units = ems.get("/ems/units").get_data(as_text=True)
     assert "&lt;i&gt;U1&lt;/i&gt;" in units and "<i>U1</i>" not in units
+    # The bid goes out with that new unit: the agency's other units may be booked by now.
+    bid_page = ems.get(f"/ems/requests/{public_id}").get_data(as_text=True)
+    unit = re.search(r'<option value="([0-9a-f-]{36})">&lt;i&gt;U1&lt;/i&gt; \(BLS', bid_page).group(1)
+    bid = ems.post(f"/ems/requests/{public_id}/bid", data={"unit": unit, "eta_minutes": "20",
+                                                          "note": "<b>bold</b>"})
+    assert bid.status_code == 302, re.findall(r'class="error">([^<]+)', bid.get_data(as_text=True))
+    bids = hospital.get(f"/hospital/requests/{public_id}/bids").get_data(as_text=True)
+    assert "&lt;b&gt;bold&lt;/b&gt;" in bids and "<b>bold</b>" not in bids
     created = admin.post("/center/users/new", data={"email": "hostile@medport.test",
                                                     "display_name": script, "role": "coordinator"})
     assert created.status_code == 201
