@@ -358,3 +358,24 @@ def test_the_session_lasts_a_shift_and_no_longer(app, client, demo):
     assert "Expires=" in cookie
     lifetime = app.permanent_session_lifetime.total_seconds()
     assert 12 * 3600 <= lifetime <= 24 * 3600
+
+
+def test_a_pool_with_no_free_connection_answers_busy_not_an_error(migrated_config):
+    """Overload (every pooled connection held past the pool's timeout) is a 503 with Retry-After."""
+    from dashboard import create_app
+    from dashboard.extensions import db
+
+    config = dict(migrated_config, SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                                              "pool_timeout": 0.2})
+    app = create_app(config)
+    client = app.test_client()
+    with app.app_context():
+        held = db.engine.connect()  # the center pool's only connection
+        try:
+            response = client.post("/login", data={"email": "nobody@medport.test", "password": "x" * 12})
+        finally:
+            held.close()
+            db.engine.dispose()
+    assert response.status_code == 503, response.status_code
+    assert response.headers["Retry-After"] == "5"
+    assert b"very busy" in response.data
