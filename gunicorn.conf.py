@@ -34,6 +34,9 @@ else:
     control_socket_disable = True
 
 accesslog = os.environ.get("MEDPORT_ACCESS_LOG", "-") or None
+# The path without its query string, and no Referer: a query (a search by patient reference,
+# say) may name a patient, and logs must not.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("MEDPORT_LOG_LEVEL", "info")
 # Behind a proxy that terminates TLS, gunicorn trusts its X-Forwarded-* headers only

@@ -14,8 +14,11 @@ DEV_SECRET_KEY = "medport-embedded-development-key"
 #: default bind (``SQLALCHEMY_DATABASE_URI``), the other two are named binds.
 SILOS = ("center", "hospital", "ems")
 
-_SQLITE_ENGINE_OPTIONS = {"connect_args": {"timeout": 15}}
+#: A failed statement's error (logged with its traceback) leaves out the values it was
+#: given: they may be patient data.
+_SQLITE_ENGINE_OPTIONS = {"connect_args": {"timeout": 15}, "hide_parameters": True}
 _SERVER_ENGINE_OPTIONS = {
+    "hide_parameters": True,
     "pool_pre_ping": True,
     "pool_size": 5,
     "max_overflow": 10,

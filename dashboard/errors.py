@@ -2,6 +2,7 @@
 from flask import current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .extensions import db, htmx
 from .services.silos import SiloUnavailable
@@ -75,6 +76,16 @@ def register(app):
         return _render(503, "Temporarily unavailable",
                        f"{label} data is temporarily unavailable. "
                        "Nothing you saved is lost; try again in a moment.")
+
+    @app.errorhandler(PoolTimeout)
+    def too_busy(error):
+        """Every pooled connection stayed busy past the pool's timeout: overload, not a fault.
+        The answer says to retry shortly (503 with Retry-After), as a load balancer expects."""
+        db.session.rollback()
+        current_app.logger.warning("no database connection free on %s %s", request.method, request.path)
+        response, status = _render(503, "Busy", "MedPort is very busy right now. Nothing you saved is "
+                                   "lost; try again in a moment.")
+        return response, status, {"Retry-After": "5"}
 
     @app.errorhandler(DBAPIError)
     def database_error(error):

@@ -1,5 +1,5 @@
 """Response headers: a strict Content-Security-Policy (no inline script), and friends."""
-from flask import request
+from flask import abort, request
 
 CSP = "; ".join(
     [
@@ -18,6 +18,19 @@ CSP = "; ".join(
 
 
 def register(app):
+    @app.before_request
+    def refuse_what_no_form_sends():
+        """A NUL character (PostgreSQL cannot store one, no keyboard types one) or a file (no
+        form takes one) is refused before any view reads it."""
+        values = [request.path]
+        for key, items in list(request.args.lists()) + list(request.form.lists()):
+            values.append(key)
+            values.extend(items)
+        if any("\x00" in value for value in values):
+            abort(400, "What you sent contains a NUL character; nothing was saved.")
+        if request.files:
+            abort(400, "This form does not take files; nothing was saved.")
+
     @app.after_request
     def security_headers(response):
         headers = response.headers

@@ -592,3 +592,62 @@ def test_a_sweep_and_an_award_at_the_deadline(app, region, deliver):
         trip = assert_consistent(trip_id)
         assert trip.status == "awarded" and trip.unfilled_at is None
         assert utcnow() < trip.window_start
+
+
+# --- one unit, two center assignments --------------------------------------------------------
+
+
+def _two_overlapping_trips_and_a_unit():
+    """Two open requests of one pickup window and a free CMT unit able to serve both."""
+    first, second = post_trip("ALT", level="BLS"), post_trip("TYR", level="BLS")
+    cmt = agency("CMT")
+    unit = free_unit(cmt.id, db.session.get(TransportRequest, first))
+    return first, second, {"agency": cmt.id, "unit": unit.id, "eta_minutes": 20, "reason": "No bids yet"}
+
+
+def test_a_unit_assigned_by_the_center_is_not_assigned_again_before_the_relay(app, region, deliver):
+    """The EMS silo books the route only when the relay delivers; the second assignment of the
+    unit to an overlapping window is refused before that, and after it."""
+    with app.app_context():
+        first, second, assign = _two_overlapping_trips_and_a_unit()
+    coordinator = signed_in(app, "coordinator@medport.test")
+    public_first, version_first = _trip_state(app, first)
+    public_second, version_second = _trip_state(app, second)
+    status, _ = _post(coordinator, f"/center/requests/{public_first}/assign", dict(assign, version=version_first))
+    assert status == 302
+    status, page = _post(coordinator, f"/center/requests/{public_second}/assign",
+                         dict(assign, version=version_second))
+    assert status == 409 and "already booked" in page
+    deliver()
+    status, page = _post(coordinator, f"/center/requests/{public_second}/assign",
+                         dict(assign, version=version_second))
+    assert status == 409 and "already booked" in page
+    with app.app_context():
+        assert db.session.get(TransportRequest, second).status == "open"
+        assert_consistent(first)
+        assert_consistent(second)
+
+
+def test_two_center_assignments_of_one_unit_at_once(postgres, app, region, deliver, monkeypatch):
+    with app.app_context():
+        first, second, assign = _two_overlapping_trips_and_a_unit()
+    deliver()
+    coordinators = [signed_in(app, "coordinator@medport.test") for _ in range(2)]
+    forms = [(_trip_state(app, trip_id), client) for trip_id, client in zip((first, second), coordinators,
+                                                                             strict=True)]
+    line = StartingLine(monkeypatch, 2)
+    line.gate(trips, "check_unit_free")  # both have passed every other check of the assignment
+    results = line.run(*[
+        (lambda client=client, public_id=public_id, version=version: _post(
+            client, f"/center/requests/{public_id}/assign", dict(assign, version=version)))
+        for (public_id, version), client in forms])
+    assert sorted(r[0] for r in results) == [302, 409], [r[0] if isinstance(r, tuple) else r for r in results]
+    assert "already booked" in [r for r in results if r[0] == 409][0][1]
+    deliver()
+    with app.app_context():
+        holding = db.session.scalars(sa.select(TransportRequest.status).where(
+            TransportRequest.id.in_((first, second)), TransportRequest.awarded_unit_id == assign["unit"])).all()
+        assert holding == ["awarded"]
+        assert_consistent(first)
+        assert_consistent(second)
+        assert_all_delivered()

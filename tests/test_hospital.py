@@ -156,6 +156,34 @@ def test_new_request_form_has_hints_and_no_identity_fields(app, nurse):
     assert re.search(r'checked id="invite_mode-2"', page)
 
 
+@pytest.mark.parametrize("deadline", [30, 600])
+def test_the_new_request_form_as_shown_can_be_posted(app, nurse, deadline):
+    """Whatever default bidding deadline the center configured, the pre-filled form is accepted
+    once a destination is chosen (a deadline past the default hour window widens the window)."""
+    from dashboard.services import configuration
+    from tests.test_hostile_input import PageForms
+
+    with app.app_context():
+        configuration.set_value("bid_deadline_default_minutes", deadline, None)
+        db.session.commit()
+        destination = db.session.scalar(sa.select(HospitalFacility.public_id).where(
+            HospitalFacility.hospital_id != hospital_id(app, "ALT")).limit(1))
+    parser = PageForms("/hospital/requests/new")
+    parser.feed(text(nurse.get("/hospital/requests/new")))
+    ((action, fields),) = [form for form in parser.forms if form[0] == "/hospital/requests/new"]
+    data = {}
+    for name, value in fields:
+        data.setdefault(name, []).append(value)
+    assert data["bid_deadline_minutes"] == [str(deadline)]
+    data.update(destination_facility=[destination], weight_kg=["80"], age_group=["adult"],
+                pickup_location=["ED bay 3"], level_of_care=["BLS"])
+    response = nurse.post(action, data=data)
+    assert response.status_code == 302, re.findall(r'class="error">([^<]+)', text(response))
+    trip = load(app, response.headers["Location"].rsplit("/", 1)[1])
+    assert trip.bid_deadline <= trip.window_end
+    assert trip.window_end - trip.window_start >= timedelta(hours=1)
+
+
 def test_posting_creates_an_open_trip_emits_and_is_audited(app, nurse, deliver):
     before = counts(app)
     public_id = post_trip(nurse, app)

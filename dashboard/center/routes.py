@@ -5,6 +5,8 @@ audit log, silo health) and step in on requests.  Administrators also run the
 registry, the accounts and the system configuration.  Each POST is one use
 case: it writes one silo and commits once.
 """
+import re
+
 from flask import (
     Blueprint,
     Response,
@@ -586,7 +588,7 @@ def audit_log():
         return render_template("center/audit.html", form=form, entries=[], next_before=None,
                                query={}, paged=False), 400
     before = request.args.get("before", "")
-    if before and not before.isdigit():
+    if before and not re.fullmatch(r"[0-9]{1,18}", before):
         abort(400)
     entries, next_before = audit_trail.page(filters, int(before) if before else None)
     return render_template("center/audit.html", form=form, entries=entries, next_before=next_before,

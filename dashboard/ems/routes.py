@@ -51,6 +51,7 @@ ROUTE_STATUS_LABELS = {"planned": "Planned", "en_route": "En route", "at_pickup"
 HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined": "Lost",
                    "withdrawn": "Withdrawn", "ended": "Expired or closed"}
 PAGE_SIZE = 25
+MAX_PAGE = 100_000
 #: How far from today the availability and route pages may look.
 MAX_DAYS_AWAY = 3 * 366
 CSV_COLUMNS = ["trip_reference", "service_date", "unit", "unit_level", "level_of_care", "urgency",
@@ -70,7 +71,9 @@ def _agency():
 
 
 def _page():
-    return max(request.args.get("page", 1, type=int) or 1, 1)
+    """The page asked for, within what a pager may show (a huge number is page 1)."""
+    page = request.args.get("page", 1, type=int) or 1
+    return page if 1 <= page <= MAX_PAGE else 1
 
 
 def _refused(refused, render):

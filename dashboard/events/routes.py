@@ -12,6 +12,7 @@ its ``account-updated`` signal), else at the next check, every
 ``MEDPORT_STREAM_SESSION_CHECK_SECONDS`` (signed out in another tab).
 """
 import random
+import re
 import time
 
 from flask import Blueprint, Response, current_app, request
@@ -74,7 +75,7 @@ def _last_event_id():
     """The id the browser saw last: the ``Last-Event-ID`` header, or ``?last_event_id=``."""
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or ""
     raw = raw.strip()
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None
 
 
 @bp.route("/events")

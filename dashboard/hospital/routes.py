@@ -452,12 +452,20 @@ def _next_quarter_hour(value):
 
 
 def _fill_defaults(form, own, preferred):
-    """A fresh form: usual origin, new patient reference, a window from the next quarter hour."""
+    """A fresh form: usual origin, new patient reference, a window from the next quarter hour.
+
+    The window lasts an hour, or longer when the configured bidding deadline
+    (``form.bid_deadline_minutes``) closes later: the form as shown must be one
+    that can be posted (bidding may not close after the latest pickup).
+    """
     origin = _default_origin(own)
     form.origin_facility.data = origin.public_id if origin else ""
     form.patient_ref.data = trips.new_patient_ref()
-    start = _next_quarter_hour(to_local(utcnow() + timedelta(minutes=15)).replace(tzinfo=None))
-    form.window_start.data, form.window_end.data = start, start + timedelta(hours=1)
+    now = utcnow()
+    start = _next_quarter_hour(to_local(now + timedelta(minutes=15)).replace(tzinfo=None))
+    bidding_closes = _next_quarter_hour(
+        to_local(now + timedelta(minutes=form.bid_deadline_minutes.data or 0)).replace(tzinfo=None))
+    form.window_start.data, form.window_end.data = start, max(start + timedelta(hours=1), bidding_closes)
     form.mobility.data = "stretcher"
     form.invite_mode.data = "preferred_then_all" if preferred else "all"
     form.invite_all_after_minutes.data = 10
@@ -527,7 +535,7 @@ def _preference_rows(hospital_id):
 
 def _own_preference(pref_id):
     """One entry of the user's hospital's list, or 404."""
-    pref = db.session.get(HospitalAgencyPreference, pref_id)
+    pref = db.session.get(HospitalAgencyPreference, pref_id) if pref_id < 2**31 else None
     if pref is None or pref.hospital_id != _hospital_id():
         abort(404)
     return pref

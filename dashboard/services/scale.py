@@ -102,9 +102,11 @@ class SiloWriter:
         if self.postgres:
             with self.engine.begin() as conn:
                 for name in self.max_ids:
-                    conn.execute(sa.text(
-                        f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
-                        f"(SELECT COALESCE(MAX(id), 1) FROM \"{name}\"))"))
+                    # The id sequence continues after the rows loaded with explicit ids.
+                    table = self.tables[name]
+                    conn.execute(sa.select(sa.func.setval(
+                        sa.func.pg_get_serial_sequence(name, "id"),
+                        sa.select(sa.func.coalesce(sa.func.max(table.c.id), 1)).scalar_subquery())))
                 conn.execute(sa.text("ANALYZE"))
 
 

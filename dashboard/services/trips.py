@@ -17,7 +17,12 @@ import sqlalchemy as sa
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
-from ..models.hospital import HospitalAgencyPreference, TransportRequest, TransportRequestEvent
+from ..models.hospital import (
+    ACTIVE_STATUSES,
+    HospitalAgencyPreference,
+    TransportRequest,
+    TransportRequestEvent,
+)
 
 #: from status -> statuses a trip may move to.
 TRANSITIONS = {
@@ -38,6 +43,10 @@ STALE_MESSAGE = (
     "This request changed while you were looking at it (another user or the center acted). "
     "Reload to see its current state; nothing was saved."
 )
+
+
+#: First key of the PostgreSQL advisory lock that makes bookings of one unit take turns.
+UNIT_BOOKING_LOCK = 7301
 
 
 class TransitionRefused(Exception):
@@ -177,6 +186,30 @@ def _check(trip, to_status):
             f"A request that is {trip.status.replace('_', ' ')} cannot become "
             f"{to_status.replace('_', ' ')}."
         )
+
+
+def check_unit_free(trip, agency_id, unit_id, unit_number):
+    """Refuse a unit this silo has already awarded another trip of an overlapping window.
+
+    The EMS silo learns of an award (and books the unit's route) only when the
+    relay delivers it, so an assignment that names its unit checks the awards
+    themselves too.  On PostgreSQL a transaction-level advisory lock on the unit,
+    held until the caller commits, makes two such bookings take turns: the second
+    one reads the first one's award and is refused.
+    """
+    if db.session.get_bind(mapper=TransportRequest).dialect.name == "postgresql":
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(UNIT_BOOKING_LOCK, unit_id)),
+                           bind_arguments={"mapper": TransportRequest})
+    clash = db.session.scalar(sa.select(TransportRequest.reference).where(
+        TransportRequest.awarded_agency_id == agency_id,
+        TransportRequest.status.in_(ACTIVE_STATUSES),
+        TransportRequest.awarded_unit_id == unit_id,
+        TransportRequest.id != trip.id,
+        TransportRequest.window_start < trip.window_end,
+        TransportRequest.window_end > trip.window_start,
+    ).limit(1))
+    if clash is not None:
+        raise TransitionRefused(f"{unit_number} is already booked for {clash}, an overlapping pickup window.")
 
 
 def award(trip, bid, user_id, user_label, source="hospital", note="", expected_version=None):
