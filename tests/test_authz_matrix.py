@@ -117,6 +117,7 @@ ACCESS = {
     "center.audit_export": "center",
     "center.health": "center",
     "center.health_panel": "center",
+    "center.retry_parked": "center",
     "analytics.center_view": "center",
     # administrators only
     "center.registry": "admin",
@@ -164,7 +165,7 @@ OWNER_POST = {
 #: Actions that need no field: an owner's POST would act, so only the refusals are checked here
 #: (each blueprint's tests do the action itself).
 ACTS_WITHOUT_FIELDS = {"auth.logout", "hospital.remove_preference", "hospital.preference_notes",
-                       "center.user_reset_password"}
+                       "center.user_reset_password", "center.retry_parked"}
 #: Tables that change on reads or sign-ins, not on a refused action.
 VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry", "system_analytics"}
 #: Required fields sent empty (an edit form that misses a field keeps its stored value).
