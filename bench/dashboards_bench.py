@@ -164,6 +164,7 @@ def prepare(server, trips, args, env):
     if found and found[0] == trips and abs(found[1] - years * 365) <= 0.05 * years * 365 + 1:
         print(f"[{size_label(trips)}] reusing {', '.join(names.values())} "
               f"({trips:,} generated trips over {found[1]:.0f} days)")
+        _run_flask(env, "db", "upgrade")  # the code measured may have added a migration since
     else:
         print(f"[{size_label(trips)}] creating {', '.join(names.values())} (found "
               f"{f'{found[0]:,} generated trips over {found[1]:.0f} days' if found else 'no databases'})")
