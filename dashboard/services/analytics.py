@@ -648,8 +648,12 @@ def stored_metrics(days, scope):
 
 
 def _closed_candidates(days, now):
-    """Those of ``days`` that are past (before today) and not stored yet."""
-    today = local_today(now)
+    """Those of ``days`` that are past (before today) and not stored yet.
+
+    Today is the earlier of ``now``'s and the clock's: a ``now`` stepped ahead
+    (tests of the timer) never stores a day still open in fact.
+    """
+    today = min(local_today(now), local_today())
     past = [d for d in days if d < today]
     if not past:
         return []
