@@ -75,6 +75,8 @@ def parse_args():
                                                            "postgresql://postgres@127.0.0.1:5432"))
     parser.add_argument("--reuse", action="store_true",
                         help="keep the filled databases of an earlier run (stored cells are cleared)")
+    parser.add_argument("--keep-cells", action="store_true",
+                        help="with --reuse: keep the stored cells (the backfill then stores only missing days)")
     parser.add_argument("--page-computes", action="store_true",
                         help="also time first loads with no cells stored (the page computes them)")
     return parser.parse_args()
@@ -382,7 +384,8 @@ def main():
         else:
             trips = db.session.scalar(sa.select(sa.func.count(TransportRequest.id)))
             print(f"Reusing {trips:,} trips")
-        clear_rollups()
+        if not args.keep_cells:
+            clear_rollups()
         if args.page_computes:
             print("\nNo cells stored: first load of each page, which computes and stores the closed days:")
             for label, email, url in PAGES[:4]:

@@ -464,21 +464,26 @@ def compute_cells(days, scope=None):
         lower = upper
     for reason in CANCEL_REASONS:
         columns[f"cancel_{reason}"] = count(T.status == "cancelled", T.cancel_reason == reason)
-    for h in range(24):
-        columns[f"hour_{h:02d}"] = count(hour == h)
+    # Grouped by the hour too (the local time is converted once per row, not once per hour),
+    # then folded into the cell's hour_00 ... hour_23.
     stmt = (
-        sa.select(*key, count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
+        sa.select(*key, hour, count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
         .select_from(T)
         .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
                                        preference.agency_id == T.awarded_agency_id))
-        .where(*where).group_by(*key)
+        .where(*where).group_by(*key, hour)
     )
     empty = dict.fromkeys(ANALYTICS_CELL_COUNTS, 0)
     cells, unfinished = {}, Counter()
     for row in db.session.execute(stmt):
         cell = (_as_date(row[0]), *row[1:5])
-        unfinished[cell[0]] += row[5]
-        cells[cell] = {**empty, **dict(zip(columns, row[6:], strict=True))}
+        unfinished[cell[0]] += row[6]
+        counts = cells.get(cell)
+        if counts is None:
+            counts = cells[cell] = dict(empty)
+        for name, value in zip(columns, row[7:], strict=True):
+            counts[name] += value
+        counts[f"hour_{int(row[5]):02d}"] += row[7]
 
     units = {}
     stmt = (
@@ -503,15 +508,22 @@ def _bid_cells(trips, cells):
     where = {}
     for trip_id, row_day, hospital_id, agency_id, level, urgency in trips:
         where[trip_id] = (_as_date(row_day), hospital_id, agency_id, level, urgency)
-    ids = list(where)
+    ids = sorted(where)
     chunk = ID_CHUNK.get(dialect_of("ems"), ID_CHUNK_DEFAULT)
     B = TransportBid
+    if ids and ids[-1] - ids[0] < 2 * len(ids):
+        # Ids are handed out in posting order, so a run of days is (nearly) one id range:
+        # one range scan, and the few bids of requests outside the set are skipped below.
+        ranges = [B.trip_id.between(ids[0], ids[-1])]
+    else:
+        ranges = [B.trip_id.in_(ids[start:start + chunk]) for start in range(0, len(ids), chunk)]
     per_trip, bids = Counter(), Counter()
-    for start in range(0, len(ids), chunk):
-        part = ids[start:start + chunk]
+    for condition in ranges:
         stmt = (sa.select(B.trip_id, B.agency_id, sa.func.count(B.id))
-                .where(B.trip_id.in_(part)).group_by(B.trip_id, B.agency_id))
+                .where(condition).group_by(B.trip_id, B.agency_id))
         for trip_id, agency_id, amount in db.session.execute(stmt):
+            if trip_id not in where:
+                continue
             per_trip[trip_id] += amount
             row_day, hospital_id, _awarded, level, urgency = where[trip_id]
             bids[row_day, hospital_id, level, urgency, agency_id] += amount
