@@ -391,6 +391,22 @@ def test_stored_cells_sum_like_live_cells_for_every_filter(app, known):
         assert live[str({"agency": "BCA", "level": "BLS"})][1]["requests"] == 1
 
 
+def test_bids_counted_alike_by_id_range_and_by_id_list(app, known, monkeypatch):
+    from datetime import date
+
+    from dashboard.services import analytics
+
+    days = [date(2024, 3, 4), date(2024, 3, 5)]
+    with app.app_context():
+        by_range = analytics.compute_cells(days)
+        monkeypatch.setattr(analytics, "DENSE_IDS", 0)
+        by_list = analytics.compute_cells(days)
+        for scoped in (by_range, by_list):
+            assert sum(counts["bids"] for counts in scoped.cells.values()) == 9
+            assert sum(scoped.bids.values()) == 9
+        assert by_range == by_list
+
+
 def test_rollup_stores_each_closed_day_once(app, runner, known):
     """The backfill skips today and days still running a request; a later run finishes them."""
     from dashboard.services import analytics

@@ -78,6 +78,8 @@ BID_BUCKETS = ("0", "1", "2", "3", "4", "5+")
 #: Trip ids sent to the EMS silo per query (SQLite caps bound parameters).
 ID_CHUNK = {"sqlite": 900}
 ID_CHUNK_DEFAULT = 20000
+#: Bids are read by one id range when the range is at most this many times the ids asked for.
+DENSE_IDS = 2
 
 
 class AnalyticsInputError(ValueError):
@@ -511,7 +513,7 @@ def _bid_cells(trips, cells):
     ids = sorted(where)
     chunk = ID_CHUNK.get(dialect_of("ems"), ID_CHUNK_DEFAULT)
     B = TransportBid
-    if ids and ids[-1] - ids[0] < 2 * len(ids):
+    if ids and ids[-1] - ids[0] < DENSE_IDS * len(ids):
         # Ids are handed out in posting order, so a run of days is (nearly) one id range:
         # one range scan, and the few bids of requests outside the set are skipped below.
         ranges = [B.trip_id.between(ids[0], ids[-1])]
