@@ -28,6 +28,7 @@ import csv
 import io
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -631,33 +632,33 @@ def stored_metrics(days, scope):
         for name, value in zip(names, row[1:], strict=True):
             _add(target, CELL_METRICS[name], value)
 
-    def part(prefix, group, amount, columns, *conditions, by_day=False, include_agency=True):
+    def part(prefixes, group, amounts, columns, *conditions, by_day=False, include_agency=True):
+        """One GROUP BY giving two metrics (``prefixes``) summed from two columns (``amounts``)."""
         keys = ([columns.day] if by_day else [])
-        return (sa.select(sa.literal_column(f"'{prefix}'").label("prefix"),
+        return (sa.select(sa.literal_column(f"'{prefixes}'").label("prefixes"),
                           (columns.day if by_day else sa.null()).label("day"),
-                          sa.cast(group, sa.String).label("key"), sa.cast(sa.func.sum(amount), sa.Float))
+                          sa.cast(group, sa.String).label("key"),
+                          *[sa.cast(sa.func.sum(amount), sa.Float) for amount in amounts])
                 .where(*where(columns, include_agency), *conditions).group_by(*keys, group))
 
-    awarded = C.agency_id != 0
     parts = [
-        part("level", C.level_of_care, C.requests, C, by_day=True),
-        part("urgency", C.urgency, C.requests, C, by_day=True),
-        part("hospital_requests", C.hospital_id, C.requests, C),
-        part("hospital_unfilled", C.hospital_id, C.unfilled, C),
-        part("agency_wins", C.agency_id, C.awarded, C, awarded),
-        part("agency_completed", C.agency_id, C.completed, C, awarded),
-        part("unit_trips", U.unit_id, U.trips, U),
-        part("unit_busy_min", U.unit_id, U.busy_minutes, U),
-        part("agency_bids", B.agency_id, B.bids, B,
+        part("level,", C.level_of_care, (C.requests, sa.literal(0)), C, by_day=True),
+        part("urgency,", C.urgency, (C.requests, sa.literal(0)), C, by_day=True),
+        part("hospital_requests,hospital_unfilled", C.hospital_id, (C.requests, C.unfilled), C),
+        part("agency_wins,agency_completed", C.agency_id, (C.awarded, C.completed), C, C.agency_id != 0),
+        part("unit_trips,unit_busy_min", U.unit_id, (U.trips, U.busy_minutes), U),
+        part("agency_bids,", B.agency_id, (B.bids, sa.literal(0)), B,
              *([B.agency_id == scope.agency_id] if scope.agency_id is not None else []), include_agency=False),
     ]
     center = db.engines[None]  # a UNION names no table the session could route by
-    for prefix, row_day, key, amount in db.session.execute(sa.union_all(*parts), bind_arguments={"bind": center}):
-        if key is None or not amount:
+    for prefixes, row_day, key, *amounts in db.session.execute(sa.union_all(*parts),
+                                                                bind_arguments={"bind": center}):
+        if key is None:
             continue
-        if prefix == "unit_trips":
-            amount = int(amount)
-        _add(per_day[_as_date(row_day)] if row_day is not None else overall, f"{prefix}:{key}", amount)
+        target = per_day[_as_date(row_day)] if row_day is not None else overall
+        for prefix, amount in zip(prefixes.split(","), amounts, strict=True):
+            if prefix and amount:
+                _add(target, f"{prefix}:{key}", int(amount) if prefix == "unit_trips" else amount)
     return per_day, overall
 
 
@@ -697,6 +698,39 @@ def roll_up(now=None, days_back=ROLLUP_TICK_DAYS, batch_days=ROLLUP_BATCH_DAYS, 
     return stored
 
 
+def _meanwhile(work):
+    """Start ``work()``; returns a function that waits for and returns its result.
+
+    On PostgreSQL it runs on a thread with its own app context (so its own
+    session and connections) while the caller goes on; on SQLite it runs when
+    asked for, in the caller's session.
+    """
+    if dialect_of("hospital") != "postgresql":
+        return work
+    app = current_app._get_current_object()
+    outcome = {}
+
+    def run():
+        with app.app_context():
+            try:
+                outcome["value"] = work()
+            except Exception as exc:  # handed to the caller, raised there
+                outcome["error"] = exc
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run, name="analytics-today", daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return result
+
+
 def day_metrics(period, scope, now=None):
     """The period's counts for ``scope``: ``({day: Counter} for every day, period-wide Counter)``.
 
@@ -719,10 +753,13 @@ def day_metrics(period, scope, now=None):
         live.update(cell_metrics(cells, running, scope))
         missing = running
     current = [d for d in reachable if d >= today]
-    if current:
-        live.update(cell_metrics(compute_cells(current, scope), current, scope))
+    today_metrics = None
+    if current:  # today reads the hospital and EMS silos while the stored cells are summed
+        today_metrics = _meanwhile(lambda: cell_metrics(compute_cells(current, scope), current, scope))
     done = [d for d in reachable if d < today and d not in missing]
     per_day, overall = stored_metrics(done, scope)
+    if today_metrics is not None:
+        live.update(today_metrics())
     for d, counts in live.items():
         per_day[d] = counts
     result = {d: per_day.get(d, Counter()) for d in period.days}
