@@ -9,9 +9,14 @@ migrations, loads a region (20 hospitals, 15 agencies, 150 units) and N trips
 spread over ``--days`` days ending now, with about three bids per trip, through
 COPY.  Then it prints:
 
-- the 30-day analytics page's server time: the first (cold) load, which
-  computes and stores the closed days' rollups, and the median of ``--runs``
-  warm loads, for the center, an agency and a hospital, and with a level filter;
+- the time ``roll_up`` takes to store the closed days' analytics cells (what
+  ``flask medport rollup`` does once, and the relay's timer as each day closes);
+- the 30-day analytics page's server time: the first (cold) load of each
+  period/filter, and the median of ``--runs`` warm loads, for the center, an
+  agency and a hospital, and with a level filter (closed days are sums over
+  the stored cells; today and days still running are computed live);
+- with ``--page-computes``, the same first loads with no cells stored, where
+  the page itself computes and stores the closed days (the fallback);
 - the trips CSV export's memory while streaming (tracemalloc for today, the growth
   of the peak RSS for 7 and 30 days): flat memory means it does not grow with the
   number of rows.
@@ -69,7 +74,11 @@ def parse_args():
     parser.add_argument("--server", default=os.environ.get("MEDPORT_BENCH_POSTGRES_URL",
                                                            "postgresql://postgres@127.0.0.1:5432"))
     parser.add_argument("--reuse", action="store_true",
-                        help="keep the filled databases of an earlier run (rollups are cleared)")
+                        help="keep the filled databases of an earlier run (stored cells are cleared)")
+    parser.add_argument("--keep-cells", action="store_true",
+                        help="with --reuse: keep the stored cells (the backfill then stores only missing days)")
+    parser.add_argument("--page-computes", action="store_true",
+                        help="also time first loads with no cells stored (the page computes them)")
     return parser.parse_args()
 
 
@@ -334,6 +343,23 @@ def measure_export(app, url, trace=False):
     return lines - 1, size, growth, seconds
 
 
+def clear_rollups():
+    from dashboard.models.center import AnalyticsBidCell, AnalyticsCell, AnalyticsDay, AnalyticsUnitCell
+
+    for model in (AnalyticsCell, AnalyticsUnitCell, AnalyticsBidCell, AnalyticsDay):
+        db.session.execute(sa.delete(model))
+    db.session.commit()
+
+
+PAGES = (
+    ("center, all filters open", "coordinator@bench.test", "/center/analytics?period=30d"),
+    ("center, level ALS", "coordinator@bench.test", "/center/analytics?period=30d&level=ALS"),
+    ("EMS user (own agency)", "dispatch@bench.test", "/ems/analytics?period=30d"),
+    ("hospital user (own hospital)", "nurse@bench.test", "/hospital/analytics?period=30d"),
+    ("center, today only", "coordinator@bench.test", "/center/analytics?period=today"),
+)
+
+
 def main():
     args = parse_args()
     urls = bench_urls(args.server)
@@ -344,8 +370,8 @@ def main():
     with app.app_context():
         from flask_migrate import upgrade
 
-        from dashboard.models.center import SystemAnalytics
         from dashboard.models.hospital import TransportRequest
+        from dashboard.services import analytics
 
         upgrade()  # with --reuse too: newer migrations apply to the kept databases
         if not args.reuse:
@@ -356,24 +382,29 @@ def main():
             trips, bids = load(app, args.trips, args.days, region, now)
             print(f"Loaded {trips:,} trips and {bids:,} bids in {time.perf_counter() - started:.0f} s")
         else:
-            db.session.execute(sa.delete(SystemAnalytics))
-            db.session.commit()
             trips = db.session.scalar(sa.select(sa.func.count(TransportRequest.id)))
-            print(f"Reusing {trips:,} trips; rollups cleared")
+            print(f"Reusing {trips:,} trips")
+        if not args.keep_cells:
+            clear_rollups()
+        if args.page_computes:
+            print("\nNo cells stored: first load of each page, which computes and stores the closed days:")
+            for label, email, url in PAGES[:4]:
+                clear_rollups()
+                client = login(app, email)
+                print(f"  {label:32s} first load {timed_get(client, url):8.0f} ms")
+            clear_rollups()
+        db.session.remove()
+        started = time.perf_counter()
+        stored = analytics.roll_up(days_back=args.days + 1)
+        print(f"\nroll_up stored the cells of {stored} closed days in {time.perf_counter() - started:.1f} s")
         db.session.remove()
 
-    print(f"\n30-day analytics page, server time (cold = first load, stores the rollups; "
+    print(f"\n30-day analytics page, server time (cold = first load of the period/filter; "
           f"warm = median of {args.runs}):")
-    for label, email, url in (
-        ("center, all filters open", "coordinator@bench.test", "/center/analytics?period=30d"),
-        ("center, level ALS", "coordinator@bench.test", "/center/analytics?period=30d&level=ALS"),
-        ("EMS user (own agency)", "dispatch@bench.test", "/ems/analytics?period=30d"),
-        ("hospital user (own hospital)", "nurse@bench.test", "/hospital/analytics?period=30d"),
-        ("center, today only", "coordinator@bench.test", "/center/analytics?period=today"),
-    ):
+    for label, email, url in PAGES:
         cold, warm, worst = measure_page(app, email, url, args.runs)
         print(f"  {label:32s} cold {cold:8.0f} ms   warm median {warm:6.0f} ms   warm max {worst:6.0f} ms")
-
+    print(f"  load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("\nTrips CSV export (streamed): memory growth while streaming "
           "(peak RSS above the start; 'traced' = tracemalloc peak of Python allocations):")
     for period, trace in (("today", True), ("7d", False), ("30d", False)):

@@ -1,4 +1,4 @@
-"""``flask medport ...``: silo checks, demo data, accounts, the relay."""
+"""``flask medport ...``: silo checks, demo data, accounts, analytics rollups, the relay."""
 import sys
 
 import click
@@ -111,8 +111,10 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
               help="How far back the history reaches.")
 @click.option("--live", type=click.IntRange(0, 10_000_000), default=None,
               help="Exactly this many trips posted in the last 4 hours (default: about 0.2 %).")
+@click.option("--rollup/--no-rollup", default=True, show_default=True,
+              help="Store the analytics cells of the closed days afterwards (as flask medport rollup).")
 @with_appcontext
-def seed_scale_command(trips, years, live):
+def seed_scale_command(trips, years, live, rollup):
     """Fill the three silos with a region's years of history (2-5 bids per trip), fast."""
     import time
 
@@ -126,6 +128,27 @@ def seed_scale_command(trips, years, live):
         f"added {counts['trips']} trips, {counts['bids']} bids, {counts['history']} history rows, "
         f"{counts['routes']} routes in {elapsed:.1f} s"
     )
+    if rollup:
+        from .services import analytics
+
+        started = time.perf_counter()
+        stored = analytics.roll_up(days_back=int(years * 366) + 1)
+        click.echo(f"stored the analytics cells of {stored} closed days in {time.perf_counter() - started:.1f} s")
+
+
+@medport.command("rollup")
+@click.option("--days", type=click.IntRange(1, 4000), default=400, show_default=True,
+              help="How many past local days to look at (today is never stored).")
+@with_appcontext
+def rollup_command(days):
+    """Store the analytics cells of every closed day not stored yet (backfill)."""
+    import time
+
+    from .services import analytics
+
+    started = time.perf_counter()
+    stored = analytics.roll_up(days_back=days)
+    click.echo(f"stored {stored} closed days in {time.perf_counter() - started:.1f} s")
 
 
 @medport.command("relay")

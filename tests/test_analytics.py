@@ -13,7 +13,14 @@ import sqlalchemy as sa
 
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
-from dashboard.models.center import Agency, Hospital, SystemAnalytics
+from dashboard.models.center import (
+    Agency,
+    AnalyticsBidCell,
+    AnalyticsCell,
+    AnalyticsDay,
+    AnalyticsUnitCell,
+    Hospital,
+)
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 
@@ -260,10 +267,17 @@ def test_bad_export_requests(client, auth, demo):
 
 
 def _rollups():
-    return db.session.execute(
-        sa.select(SystemAnalytics.period_start, SystemAnalytics.metric, SystemAnalytics.value)
-        .where(SystemAnalytics.dimension == "h*a*l*u*")
-    ).all()
+    """Every stored row: (table, row) pairs, the days first."""
+    stored = []
+    for model in (AnalyticsDay, AnalyticsCell, AnalyticsUnitCell, AnalyticsBidCell):
+        table = model.__table__
+        columns = [c for c in table.c if c.name != "computed_at"]
+        stored += [(table.name, tuple(row)) for row in db.session.execute(sa.select(*columns)).all()]
+    return stored
+
+
+def _stored_days():
+    return {row[0].isoformat() for name, row in _rollups() if name == "analytics_days"}
 
 
 def test_closed_days_are_rolled_up_once_and_reused(app, client, auth, known):
@@ -271,8 +285,7 @@ def test_closed_days_are_rolled_up_once_and_reused(app, client, auth, known):
     assert table(client, PERIOD, "volume_by_day")["2024-03-04"][0] == "4"
     with app.app_context():
         stored = _rollups()
-        days = {d.isoformat() for d, metric, _v in stored if metric == "requests"}
-        assert days == {"2024-03-04", "2024-03-05", "2024-03-06"}
+        assert _stored_days() == {"2024-03-04", "2024-03-05", "2024-03-06"}
         # Change the source behind the rollup's back: a closed day is not recomputed.
         db.session.execute(sa.delete(TransportBid))
         db.session.execute(sa.delete(TransportRequest).where(TransportRequest.reference == "T4"))
@@ -291,8 +304,7 @@ def test_open_days_are_computed_live(app, client, auth, known):
         db.session.commit()
     assert table(client, PERIOD, "volume_by_day")["2024-03-06"][0] == "1"
     with app.app_context():
-        days = {d.isoformat() for d, metric, _v in _rollups() if metric == "requests"}
-        assert days == {"2024-03-04", "2024-03-05"}
+        assert _stored_days() == {"2024-03-04", "2024-03-05"}
         db.session.execute(sa.update(TransportRequest).where(TransportRequest.reference == "RUNNING")
                            .values(status="completed"))
         _trip("NOW", "TYR", utcnow() - timedelta(minutes=1), status="open")
@@ -301,8 +313,7 @@ def test_open_days_are_computed_live(app, client, auth, known):
     today = table(client, "/center/analytics?period=today", "volume_by_day")
     assert sum(int(v[0]) for v in today.values()) >= 1
     with app.app_context():
-        days = {d for d, metric, _v in _rollups() if metric == "requests"}
-        assert max(days).isoformat() == "2024-03-06"
+        assert max(_stored_days()) == "2024-03-06"
 
 
 def test_local_days_and_hours_across_daylight_saving(app, client, auth, demo):
@@ -330,3 +341,107 @@ def test_page_renders_for_each_role_on_demo_data(client, auth, demo):
         assert "Median time to award" in html and 'type="application/json"' in html
         assert "<script>" not in html  # no inline script: the CSP forbids it
         auth.logout()
+
+
+SCOPES = [
+    {}, {"hospital": "ALT"}, {"hospital": "MNV"}, {"agency": "AEMS"}, {"agency": "BCA"}, {"agency": "CLL"},
+    {"level": "BLS"}, {"level": "ALS"}, {"urgency": "urgent"}, {"hospital": "ALT", "agency": "AEMS"},
+    {"hospital": "ALT", "level": "ALS", "urgency": "routine"}, {"agency": "BCA", "level": "BLS"},
+]
+
+
+def _scope(spec):
+    from dashboard.services.analytics import Scope
+
+    hospitals, agencies = _ids(Hospital), _ids(Agency)
+    return Scope(hospital_id=hospitals[spec["hospital"]].id if "hospital" in spec else None,
+                 agency_id=agencies[spec["agency"]].id if "agency" in spec else None,
+                 level=spec.get("level"), urgency=spec.get("urgency"))
+
+
+def test_stored_cells_sum_like_live_cells_for_every_filter(app, known):
+    """The SQL sums over stored cells and the Python sums over live cells agree, filter by filter."""
+    from collections import Counter
+    from datetime import date
+
+    from dashboard.services import analytics
+
+    days = [date(2024, 3, d) for d in (3, 4, 5, 6, 7)]
+    with app.app_context():
+        cells = analytics.compute_cells(days)
+        live = {}
+        for spec in SCOPES:
+            per_day = analytics.cell_metrics(cells, days, _scope(spec))
+            live[str(spec)] = ({d: Counter(per_day.get(d, {})) for d in days},
+                               sum(per_day.values(), Counter()))
+        assert analytics.store_cells(cells, days) == days
+        db.session.commit()
+        assert analytics.store_cells(cells, days) == []  # stored once: nothing doubles
+        for spec in SCOPES:
+            per_day, overall = analytics.stored_metrics(days, _scope(spec))
+            total = sum(per_day.values(), Counter(overall))
+            live_days, live_total = live[str(spec)]
+            assert total == live_total, spec
+            for d in days:  # the figures shown per day
+                for metric in ("requests", "awarded", "inside", "pickups", "level:ALS", "urgency:urgent"):
+                    assert per_day[d][metric] == live_days[d][metric], (spec, d, metric)
+        everything = live[str({})][1]
+        assert everything["requests"] == 6 and everything["bids"] == 9
+        assert live[str({"agency": "AEMS"})][1]["agency_bids:" + str(_ids(Agency)["AEMS"].id)] == 3
+        assert live[str({"agency": "BCA", "level": "BLS"})][1]["requests"] == 1
+
+
+def test_bids_counted_alike_by_id_range_and_by_id_list(app, known, monkeypatch):
+    from datetime import date
+
+    from dashboard.services import analytics
+
+    days = [date(2024, 3, 4), date(2024, 3, 5)]
+    with app.app_context():
+        by_range = analytics.compute_cells(days)
+        monkeypatch.setattr(analytics, "DENSE_IDS", 0)
+        by_list = analytics.compute_cells(days)
+        for scoped in (by_range, by_list):
+            assert sum(counts["bids"] for counts in scoped.cells.values()) == 9
+            assert sum(scoped.bids.values()) == 9
+        assert by_range == by_list
+
+
+def test_rollup_stores_each_closed_day_once(app, runner, known):
+    """The backfill skips today and days still running a request; a later run finishes them."""
+    from dashboard.services import analytics
+
+    now = datetime(2024, 3, 8, 17, 0)  # noon on the 8th in New York
+    with app.app_context():
+        _trip("RUNNING", "TYR", datetime(2024, 3, 6, 15, 0), status="en_route")
+        db.session.commit()
+        assert analytics.roll_up(now, days_back=5) == 4
+        assert _stored_days() == {"2024-03-03", "2024-03-04", "2024-03-05", "2024-03-07"}
+        requests = {row[0].isoformat(): row[1] for name, row in _rollups() if name == "analytics_days"}
+        assert requests == {"2024-03-03": 0, "2024-03-04": 4, "2024-03-05": 2, "2024-03-07": 0}
+        assert analytics.roll_up(now, days_back=5) == 0
+        db.session.execute(sa.update(TransportRequest).where(TransportRequest.reference == "RUNNING")
+                           .values(status="completed"))
+        db.session.commit()
+        assert analytics.roll_up(now, days_back=5) == 1
+        assert "2024-03-06" in _stored_days() and "2024-03-08" not in _stored_days()
+    result = runner.invoke(args=["medport", "rollup", "--days", "3"])
+    assert result.exit_code == 0, result.output
+    assert "closed days" in result.output
+
+
+def test_relay_timer_stores_closed_days(app, client, auth, known):
+    """The relay's timer stores the days that closed; the page then reads them without computing."""
+    from dashboard.events.relay import Relay
+
+    Relay(app).run_once(now=datetime(2024, 3, 7, 17, 0))
+    with app.app_context():
+        stored = _stored_days()
+        assert {"2024-03-04", "2024-03-05", "2024-03-06"} <= stored
+        assert "2024-03-07" not in stored
+        rows_before = sorted(_rollups())
+    auth.login("coordinator@medport.test")
+    assert table(client, PERIOD, "volume_by_day")["2024-03-04"][0] == "4"
+    assert table(client, PERIOD, "competition")["Bids"] == ["9"]
+    with app.app_context():
+        assert sorted(_rollups()) == rows_before

@@ -1,4 +1,7 @@
-"""The relay: delivers each silo's outbox, applies cross-silo follow-ups, runs the deadline timer.
+"""The relay: delivers each silo's outbox, applies cross-silo follow-ups, runs the timer.
+
+The timer handles deadlines of open requests, prunes old live signals and, at most
+once a minute, stores the analytics cells of the days that closed.
 
 Delivery of one event:
 1. claim it (a short lease; several relays may run together and never apply
@@ -41,6 +44,8 @@ MAX_BACKOFF_SECONDS = 300
 LEASE_SECONDS = 30
 BATCH = 100
 SWEEP_EVERY_SECONDS = 5
+#: How often the timer looks for closed days whose analytics cells are not stored yet.
+ROLLUP_EVERY_SECONDS = 60
 LISTEN_CHECK_SECONDS = 5
 #: Live signals older than this are pruned; a page away longer reloads anyway.
 SIGNAL_RETENTION = timedelta(days=1)
@@ -66,6 +71,7 @@ class Relay:
         self.stopping = threading.Event()
         self._last_sweep = None
         self._last_prune = None
+        self._last_rollup = None
 
     @property
     def max_attempts(self):
@@ -143,6 +149,7 @@ class Relay:
                 or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune_events(now or utcnow())
+        self._roll_up(now)
         return handled
 
     def prune_events(self, now):
@@ -184,6 +191,19 @@ class Relay:
                 db.session.rollback()
                 log.warning("relay: pruning the %s event tables failed: %s", silo, type(exc).__name__)
         return pruned
+
+    def _roll_up(self, now):
+        """Store the analytics cells of the last few days that closed (at most once a minute)."""
+        from ..services import analytics
+
+        if self._last_rollup is not None and time.monotonic() - self._last_rollup < ROLLUP_EVERY_SECONDS:
+            return
+        self._last_rollup = time.monotonic()
+        try:
+            analytics.roll_up(now)
+        except Exception as exc:  # a silo down: the next minute retries
+            db.session.rollback()
+            log.warning("relay: analytics rollup failed: %s", type(exc).__name__)
 
     def _deliver_silo(self, silo, now):
         model = OUTBOX_BY_SILO[silo]

@@ -201,6 +201,78 @@ class SystemAnalytics(db.Model):
     computed_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
+#: The counts an analytics cell keeps (integers; see :class:`AnalyticsCell`).
+ANALYTICS_CELL_COUNTS = (
+    ("requests", "awarded", "unfilled", "cancelled", "handed_back", "pickups", "inside", "early",
+     "preferred_awards", "completed",
+     "late_1_15", "late_16_30", "late_31_60", "late_61_120", "late_over_120",
+     "cancel_no_availability", "cancel_patient_not_stable", "cancel_not_needed", "cancel_other",
+     "bids", "bids_1", "bids_2", "bids_3", "bids_4", "bids_5_plus")
+    + tuple(f"hour_{h:02d}" for h in range(24))
+)
+
+
+class AnalyticsDay(db.Model):
+    """A closed local day whose analytics cells are stored (a day with no requests has a row too)."""
+
+    __tablename__ = "analytics_days"
+
+    day = sa.Column(sa.Date, primary_key=True)
+    requests = sa.Column(sa.Integer, nullable=False)
+    computed_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class AnalyticsCell(db.Model):
+    """The counts of one closed day's requests of one hospital, awarded agency, level and urgency.
+
+    ``agency_id`` is 0 for requests never awarded.  Any filter combination of the
+    analytics page is a sum over cells; bids per request are counted per request
+    before they are summed (``bids_1`` ... ``bids_5_plus``: requests with that many).
+    """
+
+    __table__ = sa.Table(
+        "analytics_cells", db.metadata,
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("hospital_id", sa.Integer, primary_key=True),
+        sa.Column("agency_id", sa.Integer, primary_key=True),
+        sa.Column("level_of_care", sa.String(3), primary_key=True),
+        sa.Column("urgency", sa.String(10), primary_key=True),
+        *[sa.Column(name, sa.Integer, nullable=False, default=0) for name in ANALYTICS_CELL_COUNTS],
+    )
+
+
+class AnalyticsUnitCell(db.Model):
+    """Completed trips and busy minutes (award to completion) of a unit, per closed day and cell."""
+
+    __tablename__ = "analytics_unit_cells"
+
+    day = sa.Column(sa.Date, primary_key=True)
+    hospital_id = sa.Column(sa.Integer, primary_key=True)
+    agency_id = sa.Column(sa.Integer, primary_key=True)
+    level_of_care = sa.Column(sa.String(3), primary_key=True)
+    urgency = sa.Column(sa.String(10), primary_key=True)
+    unit_id = sa.Column(sa.Integer, primary_key=True)
+    trips = sa.Column(sa.Integer, nullable=False)
+    busy_minutes = sa.Column(sa.Float, nullable=False)
+
+
+class AnalyticsBidCell(db.Model):
+    """Bids an agency placed on one closed day's requests of a hospital, level and urgency.
+
+    Not keyed by the awarded agency: an agency's bids count on every request the
+    other filters match, won or lost.
+    """
+
+    __tablename__ = "analytics_bid_cells"
+
+    day = sa.Column(sa.Date, primary_key=True)
+    hospital_id = sa.Column(sa.Integer, primary_key=True)
+    level_of_care = sa.Column(sa.String(3), primary_key=True)
+    urgency = sa.Column(sa.String(10), primary_key=True)
+    agency_id = sa.Column(sa.Integer, primary_key=True)
+    bids = sa.Column(sa.Integer, nullable=False)
+
+
 class AuditLog(db.Model):
     """Who did what, when, from where.  Append-only: the app never edits or deletes rows."""
 

@@ -104,6 +104,10 @@ class TransportRequest(db.Model):
         sa.Index("ix_transport_requests_status_deadline", "status", "bid_deadline"),
         sa.Index("ix_transport_requests_agency_status", "awarded_agency_id", "status"),
         sa.Index("ix_transport_requests_created", "created_at"),
+        # Analytics medians: a period's requests read from the index alone (PostgreSQL).
+        sa.Index("ix_transport_requests_created_timings", "created_at",
+                 postgresql_include=["hospital_id", "awarded_agency_id", "level_of_care", "urgency",
+                                     "first_bid_at", "awarded_at", "at_pickup_at", "awarded_eta_minutes"]),
         # History tabs and analytics: completed trips by completion time, per hospital.
         sa.Index("ix_transport_requests_status_completed", "status", "completed_at", "hospital_id"),
         sa.Index("ix_transport_requests_status_cancelled", "status", "cancelled_at"),

@@ -4,21 +4,31 @@ Every figure is aggregated in SQL by the silo that owns the data and combined
 here; no trip is loaded into Python.  A request belongs to the local day it was
 posted (the region's time zone), so a period is a run of local days.
 
-Counts add up across days, so each *closed* day (in the past, every request of it
-finished or cancelled) is computed once per filter scope and kept in the center's
-``system_analytics`` table (``period_kind='day'``, ``dimension`` = the scope,
-``metric`` = what is counted); later pages read those rows and compute only the
-days still open.  Medians and 90th percentiles do not add up, so they are
-computed over the whole period each time: ``percentile_cont`` on PostgreSQL,
-``ORDER BY ... LIMIT/OFFSET`` on SQLite (the same interpolation, so both agree).
+Counts add up across days and across filters, so each *closed* day (in the past,
+every request of it finished or cancelled) is aggregated once into *cells* kept in
+the center silo: one row per day, hospital, awarded agency (0: none), level of
+care and urgency (``analytics_cells``), plus completed trips and busy minutes per
+unit (``analytics_unit_cells``) and bids per bidding agency (``analytics_bid_cells``,
+not keyed by the winner), and the day itself in ``analytics_days``.  Any filter
+combination of the page is then a sum over cells in SQL.  The relay's timer stores
+the last few closed days as they close, ``flask medport rollup`` backfills older
+ones, and a page that meets a closed day not stored yet computes and stages it.
+Today, and a past day with a request still running, are computed live into cells
+for the page's filters and summed in Python the same way.
+
+Medians and 90th percentiles do not add up, so they are computed over the whole
+period each time: ``percentile_cont`` on PostgreSQL, ``ORDER BY ... LIMIT/OFFSET``
+on SQLite (the same interpolation, so both agree).
 
 Bids live in the EMS silo and carry no level of care or urgency, so bids are
-counted for the requests in scope by their ids, day by day, in chunks.
+counted per request by trip id, in chunks, when a day's cells are computed; only
+ids and counts pass through Python, never whole trips.
 """
 import csv
 import io
 import math
 import re
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +42,15 @@ from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..models.base import LEVELS, URGENCIES, utcnow
-from ..models.center import Agency, Hospital, SystemAnalytics
+from ..models.center import (
+    ANALYTICS_CELL_COUNTS,
+    Agency,
+    AnalyticsBidCell,
+    AnalyticsCell,
+    AnalyticsDay,
+    AnalyticsUnitCell,
+    Hospital,
+)
 from ..models.ems import TransportBid, Unit
 from ..models.hospital import (
     CANCEL_REASONS,
@@ -61,7 +79,8 @@ BID_BUCKETS = ("0", "1", "2", "3", "4", "5+")
 #: Trip ids sent to the EMS silo per query (SQLite caps bound parameters).
 ID_CHUNK = {"sqlite": 900}
 ID_CHUNK_DEFAULT = 20000
-ROLLUP_KIND = "day"
+#: Bids are read by one id range when the range is at most this many times the ids asked for.
+DENSE_IDS = 2
 
 
 class AnalyticsInputError(ValueError):
@@ -368,21 +387,66 @@ def _created_in(days):
     return ranges[0] if len(ranges) == 1 else sa.or_(*ranges)
 
 
-def compute_days(days, scope):
-    """Aggregate the given local days for ``scope`` in SQL: ``({day: Counter}, {day: unfinished})``."""
+# Cell columns (see AnalyticsCell) and the metric names the report reads from them.
+LATE_COLUMNS = dict(zip((suffix for suffix, _label, _upper in LATE_BUCKETS),
+                        ("late_1_15", "late_16_30", "late_31_60", "late_61_120", "late_over_120"), strict=True))
+BID_COLUMNS = dict(zip(BID_BUCKETS[1:], ("bids_1", "bids_2", "bids_3", "bids_4", "bids_5_plus"), strict=True))
+CELL_METRICS = {
+    **{name: name for name in ("requests", "awarded", "unfilled", "cancelled", "handed_back", "pickups",
+                               "inside", "early", "preferred_awards", "completed", "bids")},
+    **{column: "late:" + suffix for suffix, column in LATE_COLUMNS.items()},
+    **{f"cancel_{reason}": f"cancel:{reason}" for reason in CANCEL_REASONS},
+    **{column: "bids_trips:" + bucket for bucket, column in BID_COLUMNS.items()},
+    **{f"hour_{h:02d}": f"hour:{h}" for h in range(24)},
+}
+assert set(CELL_METRICS) == set(ANALYTICS_CELL_COUNTS)
+#: Past local days the relay's timer rolls up (older days: ``flask medport rollup``).
+ROLLUP_TICK_DAYS = 7
+ROLLUP_BATCH_DAYS = 7
+
+
+@dataclass
+class Cells:
+    """Counts of some local days, per cell (day, hospital, awarded agency or 0, level, urgency).
+
+    ``cells`` maps a cell to its counts (the columns of AnalyticsCell), ``units``
+    a cell plus unit id to [completed trips, busy minutes], ``bids`` (day,
+    hospital, level, urgency, bidding agency) to bids; ``unfinished`` counts the
+    requests of each day still running.
+    """
+
+    cells: dict
+    units: dict
+    bids: dict
+    unfinished: Counter
+
+    def requests(self, day):
+        return sum(counts["requests"] for key, counts in self.cells.items() if key[0] == day)
+
+
+def compute_cells(days, scope=None):
+    """Aggregate the given local days into cells, in SQL, from the hospital and EMS silos.
+
+    ``scope``'s hospital, level and urgency narrow what is read (its agency does
+    not: an agency's bids count on requests it did not win); without a scope the
+    cells cover every request and can be stored.
+    """
     T = TransportRequest
+    scope = scope or Scope()
     dialect = dialect_of("hospital")
     clock = Clock(dialect, utc_midnight(min(days)), utc_midnight(max(days) + timedelta(days=1)))
     day = clock.day(T.created_at).label("day")
-    where = [_created_in(days), *_scope_conditions(scope)]
-    metrics = defaultdict(Counter)
-    unfinished = Counter()
+    agency = sa.func.coalesce(T.awarded_agency_id, 0)
+    key = (day, T.hospital_id, agency, T.level_of_care, T.urgency)
+    where = [_created_in(days), *_scope_conditions(scope, include_agency=False)]
 
     def count(*conditions):
         return sa.func.count(T.id).filter(*conditions)
 
     picked_up = T.at_pickup_at.isnot(None)
+    completed = T.status == "completed"
     late = minutes_between(dialect, T.at_pickup_at, T.window_end)
+    hour = clock.hour(T.created_at)
     preference = aliased(HospitalAgencyPreference)
     columns = {
         "requests": sa.func.count(T.id),
@@ -394,136 +458,312 @@ def compute_days(days, scope):
         "inside": count(picked_up, T.at_pickup_at >= T.window_start, T.at_pickup_at <= T.window_end),
         "early": count(picked_up, T.at_pickup_at < T.window_start),
         "preferred_awards": count(T.awarded_at.isnot(None), preference.id.isnot(None)),
+        "completed": count(completed),
     }
     lower = 0
     for suffix, _label, upper in LATE_BUCKETS:
         bound = [late > lower] + ([late <= upper] if upper is not None else [])
-        columns["late:" + suffix] = count(picked_up, T.at_pickup_at > T.window_end, *bound)
+        columns[LATE_COLUMNS[suffix]] = count(picked_up, T.at_pickup_at > T.window_end, *bound)
         lower = upper
+    for reason in CANCEL_REASONS:
+        columns[f"cancel_{reason}"] = count(T.status == "cancelled", T.cancel_reason == reason)
+    # Grouped by the hour too (the local time is converted once per row, not once per hour),
+    # then folded into the cell's hour_00 ... hour_23.
     stmt = (
-        sa.select(day, count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
+        sa.select(*key, hour, count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
         .select_from(T)
         .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
                                        preference.agency_id == T.awarded_agency_id))
-        .where(*where).group_by(day)
+        .where(*where).group_by(*key, hour)
+    )
+    empty = dict.fromkeys(ANALYTICS_CELL_COUNTS, 0)
+    cells, unfinished = {}, Counter()
+    for row in db.session.execute(stmt):
+        cell = (_as_date(row[0]), *row[1:5])
+        unfinished[cell[0]] += row[6]
+        counts = cells.get(cell)
+        if counts is None:
+            counts = cells[cell] = dict(empty)
+        for name, value in zip(columns, row[7:], strict=True):
+            counts[name] += value
+        counts[f"hour_{int(row[5]):02d}"] += row[7]
+
+    units = {}
+    stmt = (
+        sa.select(*key, T.awarded_unit_id, sa.func.count(T.id),
+                  sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at)))
+        .where(*where, completed, T.awarded_unit_id.isnot(None))
+        .group_by(*key, T.awarded_unit_id)
     )
     for row in db.session.execute(stmt):
-        key = _as_date(row[0])
-        unfinished[key] = row[1]
-        for name, value in zip(columns, row[2:], strict=True):
-            if value:
-                metrics[key][name] += value
+        units[(_as_date(row[0]), *row[1:6])] = [row[6], float(row[7] or 0.0)]
 
-    completed = T.status == "completed"
-    breakdowns = (  # (metric prefix, grouped column, extra conditions, value; default a count)
-        ("level", T.level_of_care, (), None),
-        ("urgency", T.urgency, (), None),
-        ("hour", clock.hour(T.created_at), (), None),
-        ("cancel", T.cancel_reason, (T.status == "cancelled",), None),
-        ("hospital_requests", T.hospital_id, (), None),
-        ("hospital_unfilled", T.hospital_id, (T.unfilled_at.isnot(None),), None),
-        ("agency_wins", T.awarded_agency_id, (T.awarded_at.isnot(None),), None),
-        ("agency_completed", T.awarded_agency_id, (completed,), None),
-        ("unit_trips", T.awarded_unit_id, (completed,), None),
-        ("unit_busy_min", T.awarded_unit_id, (completed,),
-         sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at))),
-    )
-    # One statement (a UNION ALL of small GROUP BYs): one round trip for every breakdown.
-    parts = [
-        sa.select(sa.literal_column(f"'{prefix}'").label("prefix"), day,
-                  sa.cast(column, sa.String).label("key"),
-                  sa.cast(value if value is not None else sa.func.count(T.id), sa.Float).label("amount"))
-        .where(*where, *conditions).group_by(day, column)
-        for prefix, column, conditions, value in breakdowns
-    ]
-    hospital_engine = db.engines["hospital"]  # a UNION names no table the session could route by
-    for prefix, row_day, key, amount in db.session.execute(sa.union_all(*parts),
-                                                           bind_arguments={"bind": hospital_engine}):
-        if key is not None and amount:
-            metrics[_as_date(row_day)][f"{prefix}:{key}"] += amount
-    _bid_metrics(days, scope, clock, metrics)
-    return metrics, unfinished
+    bids = _bid_cells(db.session.execute(sa.select(T.id, *key).where(*where)), cells)
+    return Cells(cells, units, bids, unfinished)
 
 
-def _bid_metrics(days, scope, clock, metrics):
-    """Bids on the requests of each day, counted in the EMS silo by trip id.
+def _bid_cells(trips, cells):
+    """Count the bids on ``trips`` ((id, *cell) rows) in the EMS silo, by trip id in chunks.
 
-    The request scope (with the agency filter: trips awarded to the agency) gives
-    bids per request; the agency table counts each agency's bids on every request
-    matching the other filters, so an agency's lost bids count too.
+    Adds each request's bids to its cell (``bids`` and the per-request bucket) and
+    returns {(day, hospital, level, urgency, bidding agency): bids}.
     """
-    T = TransportRequest
-    day = clock.day(T.created_at).label("day")
-    stmt = sa.select(day, T.id, T.awarded_agency_id).where(
-        _created_in(days), *_scope_conditions(scope, include_agency=False))
-    bidding, requested = defaultdict(list), defaultdict(list)
-    for row_day, trip_id, agency_id in db.session.execute(stmt):
-        key = _as_date(row_day)
-        bidding[key].append(trip_id)
-        if scope.agency_id is None or agency_id == scope.agency_id:
-            requested[key].append(trip_id)
+    where = {}
+    for trip_id, row_day, hospital_id, agency_id, level, urgency in trips:
+        where[trip_id] = (_as_date(row_day), hospital_id, agency_id, level, urgency)
+    ids = sorted(where)
     chunk = ID_CHUNK.get(dialect_of("ems"), ID_CHUNK_DEFAULT)
     B = TransportBid
-    for key, ids in bidding.items():
-        for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
-            stmt = sa.select(B.agency_id, sa.func.count(B.id)).where(B.trip_id.in_(part))
-            if scope.agency_id is not None:
-                stmt = stmt.where(B.agency_id == scope.agency_id)
-            for agency_id, amount in db.session.execute(stmt.group_by(B.agency_id)):
-                metrics[key][f"agency_bids:{agency_id}"] += amount
-    for key, ids in requested.items():
-        for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
-            per_trip = (sa.select(B.trip_id, sa.func.count(B.id).label("n"))
-                        .where(B.trip_id.in_(part)).group_by(B.trip_id).subquery())
-            stmt = sa.select(per_trip.c.n, sa.func.count()).group_by(per_trip.c.n)
-            for n, trips in db.session.execute(stmt):
-                bucket = str(n) if n < 5 else "5+"
-                metrics[key]["bids_trips:" + bucket] += trips
-                metrics[key]["bids"] += n * trips
+    if ids and ids[-1] - ids[0] < DENSE_IDS * len(ids):
+        # Ids are handed out in posting order, so a run of days is (nearly) one id range:
+        # one range scan, and the few bids of requests outside the set are skipped below.
+        ranges = [B.trip_id.between(ids[0], ids[-1])]
+    else:
+        ranges = [B.trip_id.in_(ids[start:start + chunk]) for start in range(0, len(ids), chunk)]
+    per_trip, bids = Counter(), Counter()
+    for condition in ranges:
+        stmt = (sa.select(B.trip_id, B.agency_id, sa.func.count(B.id))
+                .where(condition).group_by(B.trip_id, B.agency_id))
+        for trip_id, agency_id, amount in db.session.execute(stmt):
+            if trip_id not in where:
+                continue
+            per_trip[trip_id] += amount
+            row_day, hospital_id, _awarded, level, urgency = where[trip_id]
+            bids[row_day, hospital_id, level, urgency, agency_id] += amount
+    for trip_id, amount in per_trip.items():
+        counts = cells[where[trip_id]]
+        counts["bids"] += amount
+        counts[BID_COLUMNS["5+" if amount >= 5 else str(amount)]] += 1
+    return dict(bids)
 
 
-def day_metrics(period, scope, now=None):
-    """{day: Counter} for every day of the period: closed days from rollups, others live.
+def _matches(scope, hospital_id, agency_id, level, urgency):
+    return ((scope.hospital_id is None or hospital_id == scope.hospital_id)
+            and (scope.agency_id is None or agency_id == scope.agency_id)
+            and (scope.level is None or level == scope.level)
+            and (scope.urgency is None or urgency == scope.urgency))
 
-    Closed days computed now are staged in ``system_analytics`` (the caller
-    commits); a concurrent page that stored them first wins, nothing doubles.
+
+def _add(counter, metric, value):
+    if value:
+        counter[metric] += value
+
+
+def cell_metrics(cells, days, scope):
+    """{day: Counter} of ``scope`` for ``days``, summed from computed :class:`Cells` in Python."""
+    days = set(days)
+    metrics = defaultdict(Counter)
+    for (row_day, hospital_id, agency_id, level, urgency), counts in cells.cells.items():
+        if row_day not in days or not _matches(scope, hospital_id, agency_id, level, urgency):
+            continue
+        target = metrics[row_day]
+        for column, metric in CELL_METRICS.items():
+            _add(target, metric, counts[column])
+        _add(target, f"level:{level}", counts["requests"])
+        _add(target, f"urgency:{urgency}", counts["requests"])
+        _add(target, f"hospital_requests:{hospital_id}", counts["requests"])
+        _add(target, f"hospital_unfilled:{hospital_id}", counts["unfilled"])
+        if agency_id:
+            _add(target, f"agency_wins:{agency_id}", counts["awarded"])
+            _add(target, f"agency_completed:{agency_id}", counts["completed"])
+    for (row_day, hospital_id, agency_id, level, urgency, unit_id), (trips, busy) in cells.units.items():
+        if row_day in days and _matches(scope, hospital_id, agency_id, level, urgency):
+            _add(metrics[row_day], f"unit_trips:{unit_id}", trips)
+            _add(metrics[row_day], f"unit_busy_min:{unit_id}", busy)
+    for (row_day, hospital_id, level, urgency, agency_id), amount in cells.bids.items():
+        if row_day in days and _matches(scope, hospital_id, scope.agency_id and agency_id, level, urgency):
+            _add(metrics[row_day], f"agency_bids:{agency_id}", amount)
+    return metrics
+
+
+def store_cells(cells, days, now=None):
+    """Stage the cells of closed ``days`` in the center silo; returns the days this call stored.
+
+    Each day is claimed by inserting its AnalyticsDay row first: a day another
+    transaction stored already is skipped, so nothing doubles (the caller commits).
+    """
+    if not days:
+        return []
+    now = now or utcnow()
+    insert = postgresql.insert if dialect_of("center") == "postgresql" else sqlite.insert
+    claimed = set(db.session.scalars(
+        insert(AnalyticsDay.__table__).values(
+            [dict(day=d, requests=cells.requests(d), computed_at=now) for d in days]
+        ).on_conflict_do_nothing().returning(AnalyticsDay.__table__.c.day)
+    ))
+    rows = [dict(zip(("day", "hospital_id", "agency_id", "level_of_care", "urgency"), key, strict=True), **counts)
+            for key, counts in cells.cells.items() if key[0] in claimed]
+    units = [dict(day=key[0], hospital_id=key[1], agency_id=key[2], level_of_care=key[3], urgency=key[4],
+                  unit_id=key[5], trips=trips, busy_minutes=busy)
+             for key, (trips, busy) in cells.units.items() if key[0] in claimed]
+    bids = [dict(day=key[0], hospital_id=key[1], level_of_care=key[2], urgency=key[3], agency_id=key[4],
+                 bids=amount) for key, amount in cells.bids.items() if key[0] in claimed]
+    for table, values in ((AnalyticsCell.__table__, rows), (AnalyticsUnitCell.__table__, units),
+                          (AnalyticsBidCell.__table__, bids)):
+        for start in range(0, len(values), 5000):
+            db.session.execute(sa.insert(table), values[start:start + 5000])
+    return sorted(claimed)
+
+
+def stored_metrics(days, scope):
+    """Per-day counts and period-wide breakdowns of ``scope`` over stored ``days``, summed in SQL.
+
+    Returns ``({day: Counter}, Counter)``: the day-by-day figures, and the
+    breakdowns by hospital, agency and unit over all of ``days``.
+    """
+    per_day, overall = defaultdict(Counter), Counter()
+    if not days:
+        return per_day, overall
+    C, U, B = AnalyticsCell.__table__.c, AnalyticsUnitCell.__table__.c, AnalyticsBidCell.__table__.c
+
+    def where(columns, include_agency=True):
+        runs = [sa.and_(columns.day >= first, columns.day <= last) for first, last in _runs(days)]
+        conditions = [runs[0] if len(runs) == 1 else sa.or_(*runs)]
+        for name in ("hospital_id", "agency_id", "level_of_care", "urgency"):
+            value = getattr(scope, {"level_of_care": "level"}.get(name, name))
+            if value is not None and (include_agency or name != "agency_id"):
+                conditions.append(columns[name] == value)
+        return conditions
+
+    names = list(CELL_METRICS)
+    stmt = sa.select(C.day, *[sa.func.sum(C[name]) for name in names]).where(*where(C)).group_by(C.day)
+    for row in db.session.execute(stmt):
+        target = per_day[_as_date(row[0])]
+        for name, value in zip(names, row[1:], strict=True):
+            _add(target, CELL_METRICS[name], value)
+
+    def part(prefixes, group, amounts, columns, *conditions, by_day=False, include_agency=True):
+        """One GROUP BY giving two metrics (``prefixes``) summed from two columns (``amounts``)."""
+        keys = ([columns.day] if by_day else [])
+        return (sa.select(sa.literal_column(f"'{prefixes}'").label("prefixes"),
+                          (columns.day if by_day else sa.null()).label("day"),
+                          sa.cast(group, sa.String).label("key"),
+                          *[sa.cast(sa.func.sum(amount), sa.Float) for amount in amounts])
+                .where(*where(columns, include_agency), *conditions).group_by(*keys, group))
+
+    parts = [
+        part("level,", C.level_of_care, (C.requests, sa.literal(0)), C, by_day=True),
+        part("urgency,", C.urgency, (C.requests, sa.literal(0)), C, by_day=True),
+        part("hospital_requests,hospital_unfilled", C.hospital_id, (C.requests, C.unfilled), C),
+        part("agency_wins,agency_completed", C.agency_id, (C.awarded, C.completed), C, C.agency_id != 0),
+        part("unit_trips,unit_busy_min", U.unit_id, (U.trips, U.busy_minutes), U),
+        part("agency_bids,", B.agency_id, (B.bids, sa.literal(0)), B,
+             *([B.agency_id == scope.agency_id] if scope.agency_id is not None else []), include_agency=False),
+    ]
+    center = db.engines[None]  # a UNION names no table the session could route by
+    for prefixes, row_day, key, *amounts in db.session.execute(sa.union_all(*parts),
+                                                                bind_arguments={"bind": center}):
+        if key is None:
+            continue
+        target = per_day[_as_date(row_day)] if row_day is not None else overall
+        for prefix, amount in zip(prefixes.split(","), amounts, strict=True):
+            if prefix and amount:
+                _add(target, f"{prefix}:{key}", int(amount) if prefix == "unit_trips" else amount)
+    return per_day, overall
+
+
+def _closed_candidates(days, now):
+    """Those of ``days`` that are past (before today) and not stored yet.
+
+    Today is the earlier of ``now``'s and the clock's: a ``now`` stepped ahead
+    (tests of the timer) never stores a day still open in fact.
+    """
+    today = min(local_today(now), local_today())
+    past = [d for d in days if d < today]
+    if not past:
+        return []
+    stored = set(db.session.scalars(
+        sa.select(AnalyticsDay.day).where(AnalyticsDay.day >= min(past), AnalyticsDay.day <= max(past))))
+    return [d for d in past if d not in stored]
+
+
+def roll_up(now=None, days_back=ROLLUP_TICK_DAYS, batch_days=ROLLUP_BATCH_DAYS, progress=None):
+    """Store the cells of every closed day among the last ``days_back`` local days not stored yet.
+
+    Run by the relay's timer (the last few days) and ``flask medport rollup``
+    (backfill).  A day still running a request stays open and is tried again
+    later.  Commits after each batch of days; returns how many days it stored.
     """
     now = now or utcnow()
     today = local_today(now)
-    key = scope.key()
-    SA = SystemAnalytics
-    stored = defaultdict(Counter)
-    rows = db.session.execute(
-        sa.select(SA.period_start, SA.metric, SA.value).where(
-            SA.period_kind == ROLLUP_KIND, SA.dimension == key,
-            SA.period_start >= period.start, SA.period_start <= period.end)
-    )
-    for period_start, metric, value in rows:
-        stored[period_start][metric] = value
-    closed = {d for d, counts in stored.items() if "requests" in counts}
-    result = {d: stored[d] for d in closed}
-    missing = [d for d in period.days if d not in closed and utc_midnight(d) < now]
-    if missing:
-        computed, unfinished = compute_days(missing, scope)
-        new_rows = []
-        for d in missing:
-            counts = computed.get(d, Counter())
-            result[d] = counts
-            if d < today and not unfinished.get(d):
-                new_rows.append(dict(period_kind=ROLLUP_KIND, period_start=d, metric="requests",
-                                     dimension=key, value=float(counts.get("requests", 0)),
-                                     computed_at=now))
-                new_rows += [dict(period_kind=ROLLUP_KIND, period_start=d, metric=metric,
-                                  dimension=key, value=float(value), computed_at=now)
-                             for metric, value in counts.items() if metric != "requests" and value]
-        if new_rows:
-            insert = postgresql.insert if dialect_of("center") == "postgresql" else sqlite.insert
-            db.session.execute(insert(SA.__table__).on_conflict_do_nothing(), new_rows)
-    for d in period.days:
-        result.setdefault(d, Counter())
+    candidates = _closed_candidates([today - timedelta(days=i) for i in range(days_back, 0, -1)], now)
+    stored = 0
+    for start in range(0, len(candidates), batch_days):
+        batch = candidates[start:start + batch_days]
+        cells = compute_cells(batch)
+        stored += len(store_cells(cells, [d for d in batch if not cells.unfinished.get(d)], now))
+        db.session.commit()
+        if progress is not None:
+            progress(len(batch))
+    return stored
+
+
+def _meanwhile(work):
+    """Start ``work()``; returns a function that waits for and returns its result.
+
+    On PostgreSQL it runs on a thread with its own app context (so its own
+    session and connections) while the caller goes on; on SQLite it runs when
+    asked for, in the caller's session.
+    """
+    if dialect_of("hospital") != "postgresql":
+        return work
+    app = current_app._get_current_object()
+    outcome = {}
+
+    def run():
+        with app.app_context():
+            try:
+                outcome["value"] = work()
+            except Exception as exc:  # handed to the caller, raised there
+                outcome["error"] = exc
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run, name="analytics-today", daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
     return result
+
+
+def day_metrics(period, scope, now=None):
+    """The period's counts for ``scope``: ``({day: Counter} for every day, period-wide Counter)``.
+
+    Closed days come from the stored cells (summed in SQL); a closed day not
+    stored yet is computed for every scope at once and staged (the caller
+    commits; a concurrent page that stored it first wins, nothing doubles).
+    Today, and a past day with a request still running, are computed live for
+    the scope.
+    """
+    now = now or utcnow()
+    today = local_today(now)
+    reachable = [d for d in period.days if utc_midnight(d) < now]
+    missing = set(_closed_candidates(reachable, now))
+    live = defaultdict(Counter)
+    if missing:
+        cells = compute_cells(sorted(missing))
+        closed = [d for d in sorted(missing) if not cells.unfinished.get(d)]
+        store_cells(cells, closed, now)
+        running = missing - set(closed)
+        live.update(cell_metrics(cells, running, scope))
+        missing = running
+    current = [d for d in reachable if d >= today]
+    today_metrics = None
+    if current:  # today reads the hospital and EMS silos while the stored cells are summed
+        today_metrics = _meanwhile(lambda: cell_metrics(compute_cells(current, scope), current, scope))
+    done = [d for d in reachable if d < today and d not in missing]
+    per_day, overall = stored_metrics(done, scope)
+    if today_metrics is not None:
+        live.update(today_metrics())
+    for d, counts in live.items():
+        per_day[d] = counts
+    result = {d: per_day.get(d, Counter()) for d in period.days}
+    return result, overall
 
 
 # --- the report --------------------------------------------------------------------------
@@ -581,8 +821,8 @@ def report(period, scope, now=None):
         PercentileQuery({"award": minutes_between(dialect, T.awarded_at, T.created_at)},
                         where + [T.awarded_at.isnot(None)], group=T.hospital_id, fractions=(0.5,)),
     ])
-    per_day = day_metrics(period, scope, now)
-    total = Counter()
+    per_day, total = day_metrics(period, scope, now)
+    total = Counter(total)
     for counts in per_day.values():
         total.update(counts)
     hospitals = {h.id: h for h in db.session.execute(sa.select(Hospital)).scalars()}

@@ -1,7 +1,7 @@
 """when a preferred-then-all invitation widens
 
 Revision ID: 14b51be7f179
-Revises: 0e9bc59eec38
+Revises: 5df6f7928554
 Create Date: 2026-11-25 23:19:33.451692
 
 """
@@ -13,7 +13,7 @@ import dashboard.models.base
 
 # revision identifiers, used by Alembic.
 revision = '14b51be7f179'
-down_revision = '0e9bc59eec38'
+down_revision = '5df6f7928554'
 branch_labels = None
 depends_on = None
 
