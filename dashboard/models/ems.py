@@ -114,7 +114,9 @@ class TransportBid(db.Model):
         ),
         sa.Index("ix_transport_bids_trip_status", "trip_id", "status"),
         sa.Index("ix_transport_bids_agency_created", "agency_id", "created_at"),
-        sa.Index("ix_transport_bids_unit_status", "unit_id", "status"),
+        # A unit's bids by status; with the window's end, the overlap check of a new bid reads
+        # only the unit's bids still ahead, not its years of accepted ones.
+        sa.Index("ix_transport_bids_unit_status_window", "unit_id", "status", "window_end"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
@@ -147,6 +149,8 @@ class EmsRoute(db.Model):
         sa.Index("ix_ems_routes_unit_date_position", "unit_id", "service_date", "position"),
         # The agency's route pages: its planned stops in window order.
         sa.Index("ix_ems_routes_agency_status_window", "agency_id", "status", "window_start"),
+        # The overlap check of a bid or an assignment: the unit's active stops still ahead.
+        sa.Index("ix_ems_routes_unit_status_window", "unit_id", "status", "window_end"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
