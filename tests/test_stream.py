@@ -239,7 +239,7 @@ def test_agency_scope_of_a_trip_follows_its_invitation_and_level(app, demo):
                            invited_agency_ids=sorted(trip.invited_ids), **extra)
 
             class Event:
-                entity_type, silo, created_at = "trip", "hospital", trip.created_at
+                type, entity_type, silo, created_at = "trip.posted", "trip", "hospital", trip.created_at
 
             ids = _agency_scope(Event, payload)
             return {codes[int(i)] for i in ids.strip(",").split(",") if i}
