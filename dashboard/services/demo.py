@@ -21,6 +21,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
+from ..templating import from_local, to_local
 from . import configuration
 from .accounts import DEMO_PASSWORD
 from .geo import distance_km
@@ -150,7 +151,6 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
 
     # --- ems: agencies' profiles, units, availability ----------------------------------
     units_by_agency = {}
-    today = now.date()
     for name, code, _slug, levels, (lat, lon), area, unit_specs in AGENCIES:
         db.session.add(EmsAgency(agency_id=agency_ids[code], name=name, levels=levels,
                                  dispatch_phone="814-555-0" + str(300 + len(units_by_agency)),
@@ -164,16 +164,19 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
         db.session.add_all(units)
         units_by_agency[code] = units
     db.session.flush()
+    # Shifts of the region's today and tomorrow, 07:00-19:00 local time with a break at noon
+    # (the region's day, not UTC's: the availability page shows local days).
+    local_today = to_local(now).date()
     for units in units_by_agency.values():
         for unit in units:
             for offset in (0, 1):
-                day = today + timedelta(days=offset)
+                day = local_today + timedelta(days=offset)
                 db.session.add(UnitAvailability(unit_id=unit.id, kind="on_shift",
-                                                starts_at=datetime.combine(day, time(11, 0)),
-                                                ends_at=datetime.combine(day, time(23, 0))))
+                                                starts_at=from_local(datetime.combine(day, time(7, 0))),
+                                                ends_at=from_local(datetime.combine(day, time(19, 0)))))
             db.session.add(UnitAvailability(unit_id=unit.id, kind="on_break",
-                                            starts_at=datetime.combine(today, time(16, 0)),
-                                            ends_at=datetime.combine(today, time(16, 30))))
+                                            starts_at=from_local(datetime.combine(local_today, time(12, 0))),
+                                            ends_at=from_local(datetime.combine(local_today, time(12, 30)))))
     db.session.commit()
 
     # --- trips across the last days, and the bids/routes that go with them --------------
