@@ -1,32 +1,12 @@
 """Template filters and globals: local times, labels, the navigation of each role."""
-from datetime import UTC
-from zoneinfo import ZoneInfo
-
 from flask import current_app
 from flask_login import current_user
 
+from .localtime import to_local
 from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-
-
-def local_zone():
-    return ZoneInfo(current_app.config["MEDPORT_TIMEZONE"])
-
-
-def to_local(value):
-    """A stored naive-UTC datetime in the region's time zone."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC).astimezone(local_zone())
-
-
-def from_local(value):
-    """A naive local datetime (from a form) as naive UTC for storage."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=local_zone()).astimezone(UTC).replace(tzinfo=None)
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):

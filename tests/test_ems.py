@@ -8,13 +8,13 @@ import sqlalchemy as sa
 
 from dashboard import create_app
 from dashboard.extensions import db
+from dashboard.localtime import to_local
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.outbox import EmsOutboxEvent
 from dashboard.services import deadlines, trips
-from dashboard.templating import to_local
 from tests.conftest import DEMO_PASSWORD
 
 AEMS = "dispatch@altoonaems.medport.test"      # BLS, ALS, CCT; preferred by ALT

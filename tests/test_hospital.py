@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard.extensions import db
+from dashboard.localtime import to_local
 from dashboard.models.base import LEVEL_RANK, utcnow
 from dashboard.models.center import Agency, AuditLog, Hospital, LiveSignal
 from dashboard.models.ems import TransportBid, Unit
@@ -18,7 +19,6 @@ from dashboard.models.hospital import (
 )
 from dashboard.models.outbox import CenterOutboxEvent, EmsOutboxEvent, HospitalOutboxEvent
 from dashboard.services import bidding, deadlines, trips
-from dashboard.templating import to_local
 
 ALT_NURSE = "nurse@altoona.medport.test"
 JMH_NURSE = "nurse@johnstown.medport.test"

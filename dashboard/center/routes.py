@@ -22,6 +22,7 @@ from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..extensions import db
+from ..localtime import from_local
 from ..models.center import Agency, Hospital
 from ..services import (
     audit_trail,
@@ -33,7 +34,7 @@ from ..services import (
     users,
 )
 from ..services.trips import TransitionRefused
-from ..templating import format_time, from_local
+from ..templating import format_time
 from .forms import (
     AgencyForm,
     AssignForm,

@@ -27,6 +27,7 @@ from wtforms.fields.choices import SelectChoice
 
 from ..auth.routes import roles_required
 from ..extensions import db
+from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
@@ -34,7 +35,6 @@ from ..services import bidding, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
-from ..templating import from_local, to_local
 from .forms import AdvanceForm, AvailabilityForm, BidForm, HandBackForm, UnitForm, UnitStatusForm
 
 bp = Blueprint("ems", __name__, url_prefix="/ems")

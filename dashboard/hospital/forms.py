@@ -23,10 +23,10 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS
 from ..services.trips import PATIENT_REF_PATTERN
-from ..templating import from_local, to_local
 
 WINDOW_GRACE = timedelta(minutes=10)
 WINDOW_AHEAD = timedelta(days=14)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from ..auth.routes import roles_required
 from ..extensions import db
+from ..localtime import from_local, to_local
 from ..models.base import URGENCY_RANK, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid
@@ -28,7 +29,7 @@ from ..models.hospital import (
     TransportRequestEvent,
 )
 from ..services import configuration, deadlines, trips
-from ..templating import format_time, from_local, to_local
+from ..templating import format_time
 from .forms import (
     AwardForm,
     CancelForm,

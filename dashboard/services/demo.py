@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
 
 from ..extensions import db
+from ..localtime import from_local, to_local
 from ..models.base import LEVEL_RANK, utcnow
 from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit, UnitAvailability
@@ -21,7 +22,6 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from ..templating import from_local, to_local
 from . import configuration
 from .accounts import DEMO_PASSWORD
 from .geo import distance_km
