@@ -651,3 +651,38 @@ def test_two_center_assignments_of_one_unit_at_once(postgres, app, region, deliv
         assert_consistent(first)
         assert_consistent(second)
         assert_all_delivered()
+
+
+def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, region, deliver, monkeypatch):
+    """The center assigns a unit to one request while a hospital awards that unit's bid on an
+    overlapping one: the unit ends booked once, the other request stays open."""
+    with app.app_context():
+        first, second, assign = _two_overlapping_trips_and_a_unit()
+        bid_id = place_bid(second, "CMT", 20)
+        assign["unit"] = db.session.get(TransportBid, bid_id).unit_id
+    deliver()
+    coordinator = signed_in(app, "coordinator@medport.test")
+    nurse = signed_in(app, "nurse@tyrone.medport.test")
+    public_first, version_first = _trip_state(app, first)
+    public_second, version_second = _trip_state(app, second)
+    bid_public = _bid_public(app, bid_id)
+    line = StartingLine(monkeypatch, 2)
+    line.gate(trips, "check_unit_free")  # both have passed every other check of their action
+    results = line.run(
+        lambda: _post(coordinator, f"/center/requests/{public_first}/assign",
+                      dict(assign, version=version_first)),
+        lambda: _post(nurse, f"/hospital/requests/{public_second}/award",
+                      {"bid": bid_public, "version": version_second}),
+    )
+    assert sorted(r[0] for r in results) == [302, 409], [r[0] if isinstance(r, tuple) else r for r in results]
+    assert "already booked" in [r for r in results if r[0] == 409][0][1]
+    deliver()
+    with app.app_context():
+        statuses = db.session.execute(sa.select(TransportRequest.id, TransportRequest.status).where(
+            TransportRequest.id.in_((first, second)))).all()
+        assert sorted(status for _, status in statuses) == ["awarded", "open"]
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(EmsRoute).where(
+            EmsRoute.unit_id == assign["unit"], EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))) == 1
+        assert_consistent(first)
+        assert_consistent(second)
+        assert_all_delivered()

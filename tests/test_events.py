@@ -676,6 +676,31 @@ def test_a_widened_invitation_is_announced_to_every_agencys_board_once(app, demo
     assert announced() == 1
 
 
+def test_an_awarded_or_cancelled_request_has_no_widening_left_and_a_reopened_one_gets_it_back(
+        app, demo, deliver):
+    with app.app_context():
+        awarded_id = post_trip("ALT", invite_mode="preferred_then_all")
+        cancelled_id = post_trip("ALT", invite_mode="preferred_then_all")
+        opens = db.session.get(TransportRequest, awarded_id).widen_invite_at
+        award(awarded_id, place_bid(awarded_id, "AEMS", 15))
+        trip = db.session.get(TransportRequest, cancelled_id)
+        trips.cancel(trip, "not_needed", "", None, "Charge Nurse")
+        db.session.commit()
+        assert db.session.get(TransportRequest, awarded_id).widen_invite_at is None
+        assert db.session.get(TransportRequest, cancelled_id).widen_invite_at is None
+    deliver()
+    with app.app_context():  # taken back inside the preferred agencies' ten-minute head start
+        trip = db.session.get(TransportRequest, awarded_id)
+        trips.reopen(trip, None, "Charge Nurse", "Crew unavailable", 30)
+        db.session.commit()
+        assert db.session.get(TransportRequest, awarded_id).widen_invite_at == opens
+    deliver()
+    Relay(app).run_once(opens + timedelta(seconds=1))
+    with app.app_context():
+        assert outbox_types("hospital", db.session.get(TransportRequest, awarded_id).public_id) \
+            .count("trip.invite_widened") == 1
+
+
 def test_the_sweep_prunes_old_live_signals(app, demo):
     now = utcnow()
     with app.app_context():

@@ -82,7 +82,6 @@ def assign_unit(trip, agency_id, unit_id, eta_minutes, reason, user_id, user_lab
     bid = db.session.scalar(sa.select(TransportBid.id).where(
         TransportBid.trip_id == trip.id, TransportBid.agency_id == agency.id,
         TransportBid.unit_id == unit.id, TransportBid.status == "live"))
-    trips.check_unit_free(trip, agency.id, unit.id, unit.number)
     offer = {"id": bid, "trip_id": trip.id, "agency_id": agency.id, "agency_name": agency.name,
              "unit_id": unit.id, "unit_label": unit.label, "eta_minutes": eta_minutes}
     return trips.award(trip, offer, user_id, user_label, source="center", note=reason[:250],

@@ -221,6 +221,9 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
     _check(trip, "awarded")
     if bid.get("trip_id") not in (None, trip.id):
         raise TransitionRefused("That bid belongs to another request.", status=400)
+    # A bid's unit was free when it bid, but the center may have assigned it to an
+    # overlapping trip since (or be doing so now): bookings of one unit take turns here.
+    check_unit_free(trip, bid["agency_id"], bid["unit_id"], bid["unit_label"])
     _compare_and_set(
         trip,
         "open",
@@ -236,6 +239,7 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
             award_source=source,
             award_note=(note or "")[:300] or None,
             unfilled_at=None,
+            widen_invite_at=None,  # nothing left to announce; a reopening sets it again
         ),
         expected_version,
     )
@@ -264,7 +268,7 @@ def cancel(trip, reason, note, user_id, user_label, expected_version=None):
     _compare_and_set(
         trip, previous,
         dict(status="cancelled", cancel_reason=reason, cancel_note=(note or "")[:300] or None,
-             cancelled_at=utcnow()),
+             cancelled_at=utcnow(), widen_invite_at=None),
         expected_version,
     )
     _history(trip, "cancelled", previous, "cancelled", user_id, user_label,
@@ -315,13 +319,18 @@ def extend_deadline(trip, new_deadline, user_id, user_label, note=""):
     return trip
 
 
-def _reopen_values(deadline_minutes):
+def _reopen_values(trip, deadline_minutes):
+    now = utcnow()
+    widens = widen_invite_at(trip)
     return dict(
         status="open", awarded_bid_id=None, awarded_agency_id=None, awarded_agency_name=None,
         awarded_unit_id=None, awarded_unit_label=None, awarded_eta_minutes=None, awarded_at=None,
         award_source=None, award_note=None, en_route_at=None, unfilled_at=None,
         bid_count=0, best_eta_minutes=None,  # a new round of bids: the earlier ones are over
-        bid_deadline=utcnow() + timedelta(minutes=deadline_minutes),
+        bid_deadline=now + timedelta(minutes=deadline_minutes),
+        # Re-opened inside the preferred agencies' head start: its end is still to be
+        # announced.  After it, the re-opening itself reaches every agency's board.
+        widen_invite_at=widens if widens is not None and widens > now else None,
     )
 
 
@@ -333,7 +342,7 @@ def reopen(trip, user_id, user_label, reason, deadline_minutes, event_type="trip
     previous = trip.status
     released = dict(agency_id=trip.awarded_agency_id, unit_id=trip.awarded_unit_id,
                     bid_id=trip.awarded_bid_id)
-    values = _reopen_values(deadline_minutes)
+    values = _reopen_values(trip, deadline_minutes)
     if event_type == "trip.handed_back":
         values["handed_back_count"] = trip.handed_back_count + 1
     _compare_and_set(trip, previous, values, expected_version)
