@@ -84,6 +84,32 @@ def is_seeded():
     return db.session.scalar(sa.select(sa.func.count(User.id))) > 0
 
 
+def _withdraw_clashing_bids(bid_plans):
+    """Mark withdrawn the open requests' bids whose unit is booked (or already bid) elsewhere
+    for an overlapping pickup window, as its agency would have; recount those requests' bids.
+
+    Bidding refuses such a unit, and an award of such a bid is refused, so the demo must
+    not offer one.  Decided without the random generator: the rest of the region stays
+    exactly as the seed makes it.
+    """
+    taken = {}
+    active = ("awarded", "en_route", "at_pickup", "transporting")
+    for trip, _plan, _bids, winner in bid_plans:
+        if winner is not None and trip.status in active:
+            taken.setdefault(winner["unit"].id, []).append((trip.window_start, trip.window_end))
+    for trip, _plan, trip_bids, winner in bid_plans:
+        if trip.status != "open" or winner is not None or not trip_bids:
+            continue
+        for bid in trip_bids:
+            windows = taken.setdefault(bid["unit"].id, [])
+            if any(start < trip.window_end and trip.window_start < end for start, end in windows):
+                bid["withdrawn"] = True
+            else:
+                windows.append((trip.window_start, trip.window_end))
+        live = [bid["eta"] for bid in trip_bids if not bid.get("withdrawn")]
+        trip.bid_count, trip.best_eta_minutes = len(live), min(live, default=None)
+
+
 def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     """Create the demo region; return a summary dict.  Refuses to run twice."""
     if is_seeded():
@@ -299,6 +325,7 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
             if trip_bids:
                 trip.unfilled_at = None
         bid_plans.append((trip, plan, trip_bids, winner))
+    _withdraw_clashing_bids(bid_plans)
     db.session.add_all(history)
     summary = {"trips": len(trips), "by_status": {}}
     for trip, *_ in trips:
@@ -321,6 +348,8 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                 status = "accepted"
             elif winner is not None:
                 status = "declined"
+            elif bid.get("withdrawn"):
+                status = "withdrawn"
             elif facts["cancelled"]:
                 status = "closed"
             else:
