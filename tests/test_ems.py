@@ -2,13 +2,13 @@
 import csv
 import io
 import re
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 
 from dashboard import create_app
 from dashboard.extensions import db
-from dashboard.localtime import to_local
+from dashboard.localtime import from_local, to_local
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
@@ -505,6 +505,8 @@ def test_availability_windows_and_day_timeline(app, demo):
         (window,) = db.session.scalars(sa.select(UnitAvailability).where(UnitAvailability.note == "Oil change"))
         window_id = window.id
     assert signed_in(app, CLL).post("/ems/availability/remove", data={"window_id": window_id}).status_code == 404
+    for not_an_id in ("9223372036854775808", str(2**31), "-1", "0", "1e3", ""):  # 2**63 overflowed SQLite
+        assert client.post("/ems/availability/remove", data={"window_id": not_an_id}).status_code == 404
     assert client.post("/ems/availability/remove", data={"window_id": window_id}).status_code == 302
     with app.app_context():
         assert db.session.get(UnitAvailability, window_id) is None
@@ -512,15 +514,24 @@ def test_availability_windows_and_day_timeline(app, demo):
 
 # --- routes and history -----------------------------------------------------------------
 
+def local_morning_in(app, days):
+    """From now until 08:00 local time ``days`` days ahead: trips from then on, a few hours
+    apart, fall on one local day (and one route page) whatever the time the test runs."""
+    with app.app_context():
+        now = utcnow()
+        return from_local(datetime.combine(to_local(now).date() + timedelta(days=days), time(8))) - now
+
+
 def test_routes_show_order_deadhead_and_chain_suggestions(app, demo, deliver):
-    first = post_trip(app, starts_in=timedelta(days=2), destination="Tyrone Area Hospital")
-    second = post_trip(app, starts_in=timedelta(days=2, hours=2), origin="Altoona Rehabilitation Pavilion",
+    morning = local_morning_in(app, 2)
+    first = post_trip(app, starts_in=morning, destination="Tyrone Area Hospital")
+    second = post_trip(app, starts_in=morning + timedelta(hours=2), origin="Altoona Rehabilitation Pavilion",
                        destination="Altoona Regional Medical Center")
-    chain = post_trip(app, starts_in=timedelta(days=2, hours=4), hospital="TYR",
+    chain = post_trip(app, starts_in=morning + timedelta(hours=4), hospital="TYR",
                       origin="Tyrone Area Hospital", destination="Altoona Regional Medical Center")
-    too_early = post_trip(app, starts_in=timedelta(days=2, hours=2, minutes=30), hospital="TYR",
+    too_early = post_trip(app, starts_in=morning + timedelta(hours=2, minutes=30), hospital="TYR",
                           origin="Tyrone Area Hospital", destination="Altoona Regional Medical Center")
-    far = post_trip(app, starts_in=timedelta(days=2, hours=4), hospital="JMH",
+    far = post_trip(app, starts_in=morning + timedelta(hours=4), hospital="JMH",
                     origin="Johnstown Memorial Hospital", destination="Altoona Regional Medical Center")
     client = signed_in(app, AEMS)
     for trip_id in (second, first):  # awarded out of time order

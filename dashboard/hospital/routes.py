@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 from ..auth.routes import roles_required
 from ..extensions import db
 from ..localtime import from_local, to_local
-from ..models.base import URGENCY_RANK, utcnow
+from ..models.base import URGENCY_RANK, row_id, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid
 from ..models.hospital import (
@@ -536,7 +536,7 @@ def _preference_rows(hospital_id):
 
 def _own_preference(pref_id):
     """One entry of the user's hospital's list, or 404."""
-    pref = db.session.get(HospitalAgencyPreference, pref_id) if pref_id < 2**31 else None
+    pref = db.session.get(HospitalAgencyPreference, pref_id) if row_id(pref_id) else None
     if pref is None or pref.hospital_id != _hospital_id():
         abort(404)
     return pref

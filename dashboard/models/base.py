@@ -16,6 +16,20 @@ def new_public_id():
     return str(uuid.uuid4())
 
 
+#: The largest value of an ``Integer`` id column (PostgreSQL's ``integer``).
+MAX_ROW_ID = 2**31 - 1
+
+
+def row_id(value):
+    """A row id from a form or URL, or None when it is not one (not a number, or out of range:
+    SQLite cannot even bind an integer past 2**63)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number <= MAX_ROW_ID else None
+
+
 class JSONText(TypeDecorator):
     """JSON stored as text, so SQLite and PostgreSQL hold it alike."""
 

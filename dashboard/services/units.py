@@ -11,7 +11,7 @@ from sqlalchemy.orm import aliased
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import LEVEL_RANK, row_id, utcnow
 from ..models.ems import UNIT_STATUSES, EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import HospitalFacility, TransportRequest
 from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
@@ -185,9 +185,8 @@ def add_availability(unit, kind, starts_at, ends_at, note=""):
 
 def window_of_agency(window_id, agency_id):
     """One availability window of this agency's units, or None."""
-    try:
-        window_id = int(window_id)
-    except (TypeError, ValueError):
+    window_id = row_id(window_id)
+    if window_id is None:
         return None
     return db.session.scalar(
         sa.select(UnitAvailability).join(Unit, UnitAvailability.unit_id == Unit.id)
