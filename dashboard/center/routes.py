@@ -21,10 +21,13 @@ from flask import (
 from flask_login import current_user
 
 from ..auth.routes import roles_required
+from ..config import SILOS
+from ..events.relay import retry_parked as requeue_parked
 from ..extensions import db
 from ..localtime import from_local
 from ..models.center import Agency, Hospital
 from ..services import (
+    audit,
     audit_trail,
     configuration,
     intervention,
@@ -625,15 +628,11 @@ def health_panel():
 @center_only
 def retry_parked():
     """Put parked events back in the relay's queue: one (``silo`` and ``event``) or all."""
-    from ..config import SILOS
-    from ..events.relay import retry_parked as requeue
-    from ..services import audit
-
     silo, event_id = request.form.get("silo") or None, request.form.get("event") or None
     if (silo is not None and silo not in SILOS) or (event_id is not None and (silo is None or len(event_id) > 36)):
         abort(400, "Choose a parked event from the list on the health page.")
     try:
-        count = requeue(silo, event_id)
+        count = requeue_parked(silo, event_id)
     except Exception as exc:  # the silo went down meanwhile: nothing was changed there
         db.session.rollback()
         abort(503, f"The {silo or 'event'} database could not be reached ({type(exc).__name__}); try again.")
