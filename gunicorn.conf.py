@@ -24,7 +24,10 @@ timeout = 30
 # On restart, open streams get this long to end; browsers then reconnect to the new
 # workers with Last-Event-ID and miss nothing.
 graceful_timeout = 10
-keepalive = 5
+# An idle keep-alive connection costs a gevent worker one greenlet.  Keep it open longer
+# than a user's pause between requests (and a proxy's idle upstream timeout): a server
+# closing a connection just as the client reuses it makes that request fail with a reset.
+keepalive = int(os.environ.get("MEDPORT_KEEPALIVE_SECONDS", "75"))
 
 # gunicorn's control socket sits at one path per user: several servers on a host would
 # share it.  Give each its own path to use ``gunicornc``.

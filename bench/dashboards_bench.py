@@ -365,12 +365,6 @@ class BoardWatcher(threading.Thread):
 
 # --- the run ----------------------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _children(pid):
     found = []
     for entry in Path("/proc").iterdir():
@@ -389,21 +383,6 @@ def _memory_kb(pid, field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
-
-
-def _wait_up(port, process, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the server exited; see instance/bench-dashboards-server.log")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the server did not start")
 
 
 _ENGINES = {}
@@ -554,9 +533,12 @@ def run_size(server, trips, args):
     hospital_code, agency_code = choose_organisations(urls)
     ensure_users(urls, env, hospital_code, agency_code)
 
+    # A script's own folder is on its import path; gunicorn imports this module as bench.*.
+    from serving import free_port, wait_until_up
+
     timings = ROOT / "instance" / f"bench-dashboards-{label}.tsv"
     timings.unlink(missing_ok=True)
-    port = _free_port()
+    port = free_port()
     env[TIMINGS_ENV] = str(timings)
     log = open(ROOT / "instance" / "bench-dashboards-server.log", "a")
     server_process = subprocess.Popen(
@@ -565,7 +547,7 @@ def run_size(server, trips, args):
     relay = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "medport", "relay"],
                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_up(port, server_process)
+        wait_until_up(f"http://127.0.0.1:{port}", server_process, timeout=60)
         workers = _children(server_process.pid)
         sessions = {"hospital": Session(port, NURSE, PASSWORD), "ems": Session(port, DISPATCHER, PASSWORD),
                     "center": Session(port, COORDINATOR, DEMO_PASSWORD), None: Session(port)}

@@ -4,35 +4,29 @@
 
 Builds three fresh PostgreSQL databases (``<prefix>_center`` ...), seeds the demo
 region, starts gunicorn (``gunicorn.conf.py``, gevent workers) and one relay process
-on a free loopback port, reads each worker's resident memory, runs
-``bench/locustfile.py`` headless for the given time, reads the memory again and
-prints, per page, the requests, failures and response times (p50, p95, p99), then
-each worker's RSS before and after the run (and its peak).  ``--json FILE`` writes
-the same figures for a program to read (``tests/test_load.py`` runs a short one).
+on a free loopback port, runs ``bench/locustfile.py`` headless for a warm-up that is
+not counted (``--warmup``), reads each worker's resident memory, runs it again for
+the given time, reads the memory again and prints, per page, the requests, failures
+and response times (p50, p95, p99), then each worker's RSS at start, before and after
+the counted run (and its peak).  ``--json FILE`` writes the same figures for a
+program to read (``tests/test_load.py`` runs a short one).
 Loopback only; everything it started is stopped at the end.
 """
 import argparse
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
+from serving import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 SILOS = ("center", "hospital", "ems")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fresh_databases(server_url, prefix):
@@ -47,22 +41,6 @@ def fresh_databases(server_url, prefix):
             urls[silo] = f"{server_url}/{name}"
     engine.dispose()
     return urls
-
-
-def wait_until_up(url, process, timeout):
-    """Poll ``/healthz`` until it answers 200 (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up within {timeout} s")
 
 
 def workers_of(master_pid):
@@ -92,7 +70,33 @@ def page_figures(stats_csv):
     return rows
 
 
-def run(users, spawn_rate, duration, workers, prefix, server_url):
+def _locust(url, users, spawn_rate, duration, csv_prefix, pids=(), every=30):
+    """Run locust headless; meanwhile read the workers' RSS every ``every`` seconds.
+
+    Returns ``(CompletedProcess, samples)``, each sample ``(seconds since the start,
+    {pid: RSS MiB})``: the curve tells a plateau (a worker that has reached its working
+    size) from a steady climb (a leak).
+    """
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
+               "-u", str(users), "-r", str(spawn_rate), "-t", duration, "--host", url, "--only-summary",
+               "--stop-timeout", "10", "--csv", str(csv_prefix)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started, samples = time.monotonic(), []
+    deadline = started + _seconds(duration) + 300
+    while True:
+        try:
+            stdout, stderr = process.communicate(timeout=max(1.0, min(every, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                process.kill()
+                stdout, stderr = process.communicate()
+                break
+            samples.append((round(time.monotonic() - started), {pid: memory(pid)[0] for pid in pids}))
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), samples
+
+
+def run(users, spawn_rate, duration, workers, prefix, server_url, warmup="0"):
     urls = fresh_databases(server_url, prefix)
     env = dict(os.environ, MEDPORT_CENTER_DATABASE_URL=urls["center"],
                MEDPORT_HOSPITAL_DATABASE_URL=urls["hospital"], MEDPORT_EMS_DATABASE_URL=urls["ems"],
@@ -115,13 +119,14 @@ def run(users, spawn_rate, duration, workers, prefix, server_url):
     try:
         wait_until_up(url, server, timeout=120)
         pids = workers_of(server.pid)
+        at_start = {pid: memory(pid) for pid in pids}
+        if _seconds(warmup):
+            # The same users for a while first, not counted: templates compiled, statement
+            # caches and connection pools filled, so "before" is a worker at work.
+            _locust(url, users, spawn_rate, warmup, scratch / "warmup")
         before = {pid: memory(pid) for pid in pids}
         started = time.monotonic()
-        locust = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
-             "-u", str(users), "-r", str(spawn_rate), "-t", duration, "--host", url, "--only-summary",
-             "--stop-timeout", "10", "--csv", str(scratch / "load")],
-            cwd=ROOT, capture_output=True, text=True, timeout=_seconds(duration) + 300)
+        locust, samples = _locust(url, users, spawn_rate, duration, scratch / "load", pids)
         elapsed = time.monotonic() - started
         after = {pid: memory(pid) for pid in pids}
         pages = page_figures(scratch / "load_stats.csv")
@@ -135,24 +140,31 @@ def run(users, spawn_rate, duration, workers, prefix, server_url):
                 process.kill()
         log.close()
     return {
-        "users": users, "spawn_rate": spawn_rate, "duration": duration, "workers": workers,
+        "users": users, "spawn_rate": spawn_rate, "duration": duration, "warmup": warmup, "workers": workers,
         "elapsed_seconds": round(elapsed, 1), "locust_exit": locust.returncode,
         "pages": pages,
-        "workers_rss_mib": [{"pid": pid, "before": before[pid][0], "after": after[pid][0],
+        "workers_rss_mib": [{"pid": pid, "at_start": at_start[pid][0], "before": before[pid][0],
+                             "after": after[pid][0], "growth_percent": _growth(before[pid][0], after[pid][0]),
                              "peak": after[pid][1]} for pid in pids],
+        "rss_samples": [{"seconds": at, "rss_mib": [rss[pid] for pid in pids]} for at, rss in samples],
         "load_average": os.getloadavg(), "scratch": str(scratch),
         "locust_tail": locust.stderr[-3000:],
     }
 
 
 def _seconds(duration):
-    """Seconds in a locust ``-t`` value such as ``20s``, ``5m``, ``1h``."""
+    """Seconds in a locust ``-t`` value such as ``20s``, ``5m``, ``1h`` (or a bare number)."""
     units = {"s": 1, "m": 60, "h": 3600}
     return int(duration[:-1]) * units[duration[-1]] if duration[-1] in units else int(duration)
 
 
+def _growth(before, after):
+    return round(100 * (after - before) / before, 1)
+
+
 def report(result):
-    print(f"{result['users']} users (spawn {result['spawn_rate']}/s), {result['duration']}, "
+    print(f"{result['users']} users (spawn {result['spawn_rate']}/s), {result['duration']} after "
+          f"{result['warmup']} of warm-up, "
           f"{result['workers']} gunicorn workers + 1 relay, PostgreSQL; load average after: "
           + ", ".join(f"{x:.1f}" for x in result["load_average"]))
     print(f"{'page':<42} {'requests':>8} {'failures':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
@@ -160,8 +172,13 @@ def report(result):
         name = f"{row['method']} {row['page']}".strip()
         print(f"{name:<42} {row['requests']:>8} {row['failures']:>8} {row['p50']:>7} {row['p95']:>7} "
               f"{row['p99']:>7}")
+    if result["rss_samples"]:
+        print("RSS during the run (MiB per worker): " + "; ".join(
+            f"{sample['seconds']} s: " + " / ".join(f"{mib:.1f}" for mib in sample["rss_mib"])
+            for sample in result["rss_samples"]))
     for worker in result["workers_rss_mib"]:
-        print(f"worker {worker['pid']}: RSS {worker['before']} MiB before, {worker['after']} MiB after, "
+        print(f"worker {worker['pid']}: RSS {worker['at_start']} MiB at start, {worker['before']} MiB "
+              f"after warm-up, {worker['after']} MiB after the run ({worker['growth_percent']:+}%), "
               f"peak {worker['peak']} MiB")
 
 
@@ -170,6 +187,8 @@ def main():
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--spawn-rate", type=int, default=20)
     parser.add_argument("--time", default="5m", help="locust -t: 20s, 5m, ...")
+    parser.add_argument("--warmup", default="60s",
+                        help="locust -t of an uncounted run first (0: none); RSS 'before' is read after it")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--db-prefix", default="medport_load")
     parser.add_argument("--postgres", default=os.environ.get("MEDPORT_TEST_POSTGRES_URL",
@@ -177,7 +196,7 @@ def main():
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     result = run(args.users, args.spawn_rate, args.time, args.workers, args.db_prefix,
-                 args.postgres.rstrip("/").replace("postgresql://", "postgresql+psycopg2://", 1))
+                 args.postgres.rstrip("/").replace("postgresql://", "postgresql+psycopg2://", 1), args.warmup)
     report(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -9,8 +9,8 @@ relay``), on this machine only (loopback).  The run ends by itself after ``-t``.
 Who does what (weights are how many of each user there are, tasks how often each acts):
 
 * hospital staff (nurses of the six hospitals): their request list and its live panel,
-  one request's page and panels, now and then a new request (the form as the page
-  fills it, plus the fields a nurse picks);
+  one request's page and panels (awarding its best bid when it has bids), now and then
+  a new request (the form as the page fills it, plus the fields a nurse picks);
 * EMS dispatchers (the six agencies): the open-request board and its panel, a request's
   page, and a bid on an open request with the first free unit (a refusal, such as the
   unit being booked already, is an expected answer, not a failure);
@@ -32,7 +32,8 @@ EMS_LOGINS = [f"dispatch@{slug}.medport.test" for slug in
               ("altoonaems", "blaircounty", "centrelifelink", "alleghenycct", "huntingdonrescue",
                "cambriamedical")]
 HTMX = {"HX-Request": "true"}
-#: Answers a bid may get besides success: refused with a message (booked unit, closed request).
+#: Answers a bid or an award may get besides success: refused with a message (booked unit,
+#: closed request, a bid withdrawn or a request awarded meanwhile).
 EXPECTED_REFUSALS = (400, 409)
 
 
@@ -115,7 +116,7 @@ class SignedIn(HttpUser):
 
 
 class HospitalStaff(SignedIn):
-    """A nurse or case manager: watches the hospital's requests, posts a new one now and then."""
+    """A nurse or case manager: watches the hospital's requests, awards bids, posts a new one now and then."""
 
     weight = 3
     wait_time = between(2, 6)
@@ -131,12 +132,22 @@ class HospitalStaff(SignedIn):
 
     @task(3)
     def one_request(self):
+        """A request's page and its bids; a request with bids is awarded to the first (best) one."""
         if not self.seen:
             return
         public_id = random.choice(self.seen)
         self.client.get(f"/hospital/requests/{public_id}", name="/hospital/requests/[id]")
-        self.client.get(f"/hospital/requests/{public_id}/bids", headers=HTMX,
-                        name="/hospital/requests/[id]/bids")
+        bids = self.client.get(f"/hospital/requests/{public_id}/bids", headers=HTMX,
+                               name="/hospital/requests/[id]/bids").text
+        form = read_form(bids, f"/hospital/requests/{public_id}/award")
+        if not form.fields.get("bid"):
+            return
+        with self.client.post(f"/hospital/requests/{public_id}/award", data=form.fields, allow_redirects=False,
+                              name="/hospital/requests/[id]/award [POST]", catch_response=True) as answer:
+            if answer.status_code == 302 or answer.status_code in EXPECTED_REFUSALS:
+                answer.success()  # a refusal: awarded meanwhile, or the bid was withdrawn
+            else:
+                answer.failure(f"awarding answered {answer.status_code}")
 
     @task(1)
     def post_request(self):

@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import uuid
 from datetime import UTC, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
+
+from serving import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = ["coordinator@medport.test", "nurse@altoona.medport.test"] + [
@@ -116,11 +117,6 @@ def client_main(args):
 
 # --- the orchestrating process ---------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _rss_kb(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -181,22 +177,6 @@ def _login(port, email):
         raise RuntimeError(f"login of {email} answered {status}")
     cookies = dict(c.split("=", 1) for c in jar + jar2)
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
-
-
-def _wait_up(port, process, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if _request(port, "GET", "/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        try:
-            process.wait(timeout=0.3)
-            raise RuntimeError("the server exited")
-        except subprocess.TimeoutExpired:
-            pass
-    raise RuntimeError("the server did not start")
 
 
 def _prepare_databases(base):
@@ -288,7 +268,7 @@ def main(args):
     subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run(flask + ["medport", "seed-demo"], cwd=ROOT, env=env, check=True, capture_output=True)
 
-    port = _free_port()
+    port = free_port()
     env["PORT"] = str(port)
     log = open(ROOT / "instance" / "bench-server.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
@@ -299,7 +279,7 @@ def main(args):
     clients = None
     scratch = tempfile.TemporaryDirectory()
     try:
-        _wait_up(port, server)
+        wait_until_up(f"http://127.0.0.1:{port}", server, timeout=60)
         cookies = [_login(port, email) for email in USERS]
         cookie_file = Path(scratch.name) / "cookies.json"
         cookie_file.write_text(json.dumps(cookies))

@@ -34,7 +34,7 @@ def test_a_short_load_run_has_no_failures(tmp_path):
         pytest.skip(reason)
     out = tmp_path / "load.json"
     done = subprocess.run(
-        [sys.executable, "bench/load_run.py", "--users", str(USERS), "--spawn-rate", "10", "--time", "30s",
+        [sys.executable, "bench/load_run.py", "--users", str(USERS), "--spawn-rate", "10", "--time", "30s", "--warmup", "0",
          "--db-prefix", f"{PG_PREFIX}_load", "--postgres", PG_BASE.replace("+psycopg2", ""),
          "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=540)
