@@ -7,16 +7,15 @@ files, in-process relay) and once on three PostgreSQL databases with two workers
 LISTEN/NOTIFY signals and a separate relay process.
 """
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from bench.serving import free_port, wait_until_up
 from dashboard.config import normalise_url
 
 from ..conftest import PG_BASE, PG_PREFIX, REQUIRE_PG, postgres_available
@@ -45,28 +44,6 @@ def _skip_or_fail(reason, required):
     if required:
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url, process, timeout=30.0):
-    """Poll the health endpoint until it answers (bounded); fail with the server's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server at {url} did not come up within {timeout} s")
 
 
 def _flask(env, *args):
@@ -108,6 +85,15 @@ class LiveServer:
 
     def log_text(self):
         return Path(self.log_path).read_text(errors="replace")
+
+    def wait_for_row(self, what, silo, sql, timeout=30.0, **params):
+        """Poll the silo until ``sql`` returns a row (bounded): the relay delivers a change to
+        another silo in its own time, and no page shows when it has; returns the rows."""
+        deadline = time.monotonic() + timeout
+        while not (rows := self.query(silo, sql, **params)):
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            time.sleep(0.2)
+        return rows
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

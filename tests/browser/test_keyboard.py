@@ -6,7 +6,6 @@ groups, Space on checkboxes and Enter on buttons; it never clicks or fills.  Key
 behaviour does not depend on the database, so these run on the embedded default.
 """
 import re
-import time
 
 import pytest
 
@@ -302,6 +301,29 @@ def test_units_and_availability_by_keyboard(open_session, live_server):
     kb.press("Enter")
     window_row.wait_for(state="detached")
     kb.check_focus_seen()
+
+    # The day filters: the next day by its link, then another day by the date field's arrow
+    # keys, and on routes a unit too; each is a plain GET form.
+    for path in ("/ems/availability", "/ems/routes"):
+        kb = keyboard_on(ems, path)
+        shown = page.inner_text("h1")
+        kb.tab_to("form.filters a:has-text('Next day')", max_tabs=60)
+        kb.press("Enter")
+        page.wait_for_url(re.compile(r"[?&]date=\d{4}-\d{2}-\d{2}"))
+        next_day = re.search(r"date=([\d-]+)", page.url).group(1)
+        assert page.inner_text("h1") != shown
+        kb = Keyboard(page).start()
+        kb.tab_to("#day", max_tabs=60)
+        kb.press("ArrowUp")  # the first part of the date (month or day, by locale) moves on by one
+        if path == "/ems/routes":
+            kb.tab_to("#unit", max_tabs=10)
+            kb.select("Keyboard 7")
+        kb.submit_with("form.filters button[type=submit]", max_tabs=10)
+        page.wait_for_url(lambda url, before=next_day: "date=" in url and f"date={before}" not in url)
+        if path == "/ems/routes":
+            assert "unit=" in page.url
+            page.locator("main", has_text="No trips for Keyboard 7").wait_for()
+        kb.check_focus_seen()
     assert ems.errors == []
 
 
@@ -357,6 +379,25 @@ def test_center_interventions_by_keyboard(open_session, live_server):
     kb.submit_with("form[action$='/reopen'] button")
     page.locator("#request-panel .badge.status-open").wait_for()
     assert trip_row(live_server, first, "status")[0] == "open"
+
+    # Award a live bid on the hospital's behalf (the button asks to confirm first).
+    # A request whose first live bid names a unit not booked for an overlapping window meanwhile
+    # (the other keyboard tests award units too; the server would rightly refuse that one).
+    units_bid = dict(live_server.query(
+        "ems", "SELECT trip_id, unit_id FROM transport_bids WHERE status = 'live' ORDER BY eta_minutes DESC"))
+    booked = live_server.query(
+        "hospital", "SELECT awarded_unit_id, window_start, window_end FROM transport_requests "
+                    "WHERE status IN ('awarded', 'en_route', 'at_pickup', 'transporting')")
+    bid_on = next(public_id for public_id, trip_id, start, end in live_server.query(
+        "hospital", "SELECT public_id, id, window_start, window_end FROM transport_requests "
+                    "WHERE status = 'open' ORDER BY id")
+        if trip_id in units_bid and public_id not in (first, second)
+        and not any(unit == units_bid[trip_id] and s < end and start < e for unit, s, e in booked))
+    kb = keyboard_on(center, f"/center/requests/{bid_on}")
+    kb.submit_with("#request-panel form[action$='/award'] button.primary", max_tabs=150)
+    page.locator("#request-panel .badge.status-awarded").wait_for()
+    kb.check_focus_seen()
+    assert trip_row(live_server, bid_on, "status, award_source") == ("awarded", "center")
 
     # Cancel another with a reason.
     kb = keyboard_on(center, f"/center/requests/{second}")
@@ -485,11 +526,7 @@ def test_registry_and_configuration_by_keyboard(open_session, live_server):
     page.locator(row).wait_for()
     kb.check_focus_seen()
 
-    kb = Keyboard(page).start()
-    kb.tab_to(f"{row} a[href*='/facilities/new']", max_tabs=150)
-    kb.press("Enter")
-    page.wait_for_url(re.compile(r"/facilities/new" + END))
-    kb = Keyboard(page).start()
+    kb = Keyboard(page).start().follow(f"{row} a[href*='/facilities/new']", re.compile(r"/facilities/new" + END))
     kb.tab_to("#name")
     kb.type("Keyboard General Dialysis")
     kb.tab_to("#kind")
@@ -500,12 +537,21 @@ def test_registry_and_configuration_by_keyboard(open_session, live_server):
     page.wait_for_url(re.compile(r"/center/registry" + END))
     kb.check_focus_seen()
     # The facility lives in the hospital silo: the relay writes it there within moments.
-    deadline = time.monotonic() + 10
-    while not live_server.query("hospital", "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis'"):
-        assert time.monotonic() < deadline, "the new facility never reached the hospital silo"
-        time.sleep(0.2)
+    live_server.wait_for_row("the new facility in the hospital silo", "hospital",
+                             "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis'")
     page.reload()
     page.locator(row, has_text="Keyboard General Dialysis").wait_for()
+
+    kb = Keyboard(page).start().follow(f"{row} a:has-text('Keyboard General Dialysis')",
+                                       re.compile(r"/registry/facilities/[^/]+" + END))
+    kb.tab_to("#city")
+    kb.type("Bellwood")
+    kb.submit_with("button[type=submit].primary")
+    page.wait_for_url(re.compile(r"/center/registry" + END))
+    kb.check_focus_seen()
+    live_server.wait_for_row("the facility's new city in the hospital silo", "hospital",
+                             "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis' "
+                             "AND city = 'Bellwood'")
 
     kb = Keyboard(page).start()
     kb.tab_to(f"{row} a[href*='/registry/hospitals/']:not([href*='/facilities'])", max_tabs=150)
