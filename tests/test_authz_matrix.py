@@ -167,7 +167,7 @@ OWNER_POST = {
 ACTS_WITHOUT_FIELDS = {"auth.logout", "hospital.remove_preference", "hospital.preference_notes",
                        "center.user_reset_password", "center.retry_parked"}
 #: Tables that change on reads or sign-ins, not on a refused action.
-VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry", "system_analytics"}
+VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry"}
 #: Required fields sent empty (an edit form that misses a field keeps its stored value).
 INCOMPLETE_FORM = {"name": "", "number": ""}
 

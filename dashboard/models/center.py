@@ -184,23 +184,6 @@ class DatabaseReference(db.Model):
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
-class SystemAnalytics(db.Model):
-    """A rolled-up metric for a closed period, e.g. requests per day per hospital."""
-
-    __tablename__ = "system_analytics"
-    __table_args__ = (
-        sa.UniqueConstraint("period_kind", "period_start", "metric", "dimension"),
-    )
-
-    id = sa.Column(sa.Integer, primary_key=True)
-    period_kind = sa.Column(sa.String(10), nullable=False)
-    period_start = sa.Column(sa.Date, nullable=False)
-    metric = sa.Column(sa.String(60), nullable=False)
-    dimension = sa.Column(sa.String(60), nullable=False, default="")
-    value = sa.Column(sa.Float, nullable=False)
-    computed_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-
-
 #: The counts an analytics cell keeps (integers; see :class:`AnalyticsCell`).
 ANALYTICS_CELL_COUNTS = (
     ("requests", "awarded", "unfilled", "cancelled", "handed_back", "pickups", "inside", "early",
