@@ -120,10 +120,12 @@ def run(users, spawn_rate, duration, workers, prefix, server_url, warmup="0"):
         wait_until_up(url, server, timeout=120)
         pids = workers_of(server.pid)
         at_start = {pid: memory(pid) for pid in pids}
+        warmed = None
         if _seconds(warmup):
             # The same users for a while first, not counted: templates compiled, statement
             # caches and connection pools filled, so "before" is a worker at work.
             _locust(url, users, spawn_rate, warmup, scratch / "warmup")
+            warmed = next(row for row in page_figures(scratch / "warmup_stats.csv") if row["page"] == "all")
         before = {pid: memory(pid) for pid in pids}
         started = time.monotonic()
         locust, samples = _locust(url, users, spawn_rate, duration, scratch / "load", pids)
@@ -141,6 +143,7 @@ def run(users, spawn_rate, duration, workers, prefix, server_url, warmup="0"):
         log.close()
     return {
         "users": users, "spawn_rate": spawn_rate, "duration": duration, "warmup": warmup, "workers": workers,
+        "warmup_requests": warmed and warmed["requests"], "warmup_failures": warmed and warmed["failures"],
         "elapsed_seconds": round(elapsed, 1), "locust_exit": locust.returncode,
         "pages": pages,
         "workers_rss_mib": [{"pid": pid, "at_start": at_start[pid][0], "before": before[pid][0],
@@ -167,6 +170,9 @@ def report(result):
           f"{result['warmup']} of warm-up, "
           f"{result['workers']} gunicorn workers + 1 relay, PostgreSQL; load average after: "
           + ", ".join(f"{x:.1f}" for x in result["load_average"]))
+    if result["warmup_requests"] is not None:
+        print(f"warm-up (not counted below): {result['warmup_requests']} requests, "
+              f"{result['warmup_failures']} failures")
     print(f"{'page':<42} {'requests':>8} {'failures':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
     for row in result["pages"]:
         name = f"{row['method']} {row['page']}".strip()
