@@ -26,7 +26,7 @@ from dashboard.models.center import Agency, AuditLog, Hospital, LiveSignal, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility, HospitalUser, TransportRequest
 from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
-from dashboard.services import bidding, configuration, trips
+from dashboard.services import bidding, configuration, intervention, trips
 from dashboard.services.deadlines import bid_for_award
 from dashboard.services.silos import CrossSiloWrite
 
@@ -616,6 +616,27 @@ def test_preferred_best_eta_awards_the_best_preferred_bid_after_the_deadline(app
         assert trip.unfilled_at is None
         assert db.session.get(TransportBid, fast).status == "accepted"
         assert db.session.get(TransportBid, slow).status == "declined"
+
+
+def test_preferred_best_eta_passes_over_a_bid_whose_unit_was_booked_since(app, demo, deliver):
+    _set_policy(app, "preferred_best_eta")
+    with app.app_context():
+        trip_id = post_trip()  # ALT prefers AEMS, BCA, ACCT
+        slow = place_bid(trip_id, "AEMS", 40)
+        fast = place_bid(trip_id, "BCA", 25)
+        other = post_trip("TYR")  # the same pickup window
+        unit_id = db.session.get(TransportBid, fast).unit_id
+        trip = db.session.get(TransportRequest, other)
+        intervention.assign_unit(trip, agency("BCA").id, unit_id, 20, "Closest crew", None, "Coordinator",
+                                 trip.version)
+        db.session.commit()
+        after = _past_deadline(trip_id)
+    deliver()
+    Relay(app).drain(now=after)
+    with app.app_context():
+        trip = db.session.get(TransportRequest, trip_id)
+        assert (trip.status, trip.awarded_bid_id, trip.award_source) == ("awarded", slow, "auto")
+        assert db.session.get(TransportRequest, other).awarded_unit_id == unit_id
 
 
 def test_preferred_best_eta_without_a_preferred_bid_marks_unfilled(app, demo):

@@ -60,10 +60,14 @@ def bid_for_award(bid):
 
 
 def _award_best_preferred(trip):
+    """Award the fastest live bid of a preferred agency whose unit is still free; False if none."""
     preferred = trips.preferred_agency_ids(trip.hospital_id)
     for bid in _live_bids(trip.id):
         if bid.agency_id in preferred:
-            trips.award(trip, bid_for_award(bid), None, "MedPort auto-award", source="auto")
+            try:
+                trips.award(trip, bid_for_award(bid), None, "MedPort auto-award", source="auto")
+            except trips.UnitBooked:
+                continue  # assigned elsewhere since it bid (nothing was written): the next one
             return True
     return False
 

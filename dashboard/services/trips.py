@@ -58,6 +58,10 @@ class TransitionRefused(Exception):
         self.status = status
 
 
+class UnitBooked(TransitionRefused):
+    """The unit is awarded another request of an overlapping window: award another bid instead."""
+
+
 def new_patient_ref():
     """A generated patient reference: no name, no date of birth, no record number."""
     return "P-" + "".join(secrets.choice(PATIENT_REF_ALPHABET) for _ in range(6))
@@ -209,7 +213,7 @@ def check_unit_free(trip, agency_id, unit_id, unit_number):
         TransportRequest.window_end > trip.window_start,
     ).limit(1))
     if clash is not None:
-        raise TransitionRefused(f"{unit_number} is already booked for {clash}, an overlapping pickup window.")
+        raise UnitBooked(f"{unit_number} is already booked for {clash}, an overlapping pickup window.")
 
 
 def award(trip, bid, user_id, user_label, source="hospital", note="", expected_version=None):
