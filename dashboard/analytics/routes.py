@@ -11,6 +11,7 @@ from markupsafe import Markup
 
 from ..auth.routes import roles_required
 from ..extensions import db
+from ..localtime import local_today
 from ..models.center import Agency, Hospital
 from ..services import analytics
 from .forms import AnalyticsFilterForm
@@ -74,7 +75,7 @@ def _analytics(view, hospital=None, agency=None):
     if "period" not in args and ("start" in args or "end" in args):
         args["period"] = "custom"
     form = AnalyticsFilterForm(
-        args, _registry(Hospital), _registry(Agency), analytics.local_today(),
+        args, _registry(Hospital), _registry(Agency), local_today(),
         hospital_id=hospital.id if hospital else None, agency_id=agency.id if agency else None,
     )
     wants_csv = args.get("format") == "csv"

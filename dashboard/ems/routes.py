@@ -27,7 +27,7 @@ from wtforms.fields.choices import SelectChoice
 
 from ..auth.routes import roles_required
 from ..extensions import db
-from ..localtime import from_local, to_local
+from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
@@ -86,16 +86,14 @@ def _refused(refused, render):
 
 def _local_day(raw):
     """The local day asked for (``YYYY-MM-DD``, default today) and its naive-UTC bounds."""
-    today = to_local(utcnow()).date()
+    today = local_today()
     try:
         day = date.fromisoformat(raw) if raw else today
     except ValueError:
         day = today
     if abs((day - today).days) > MAX_DAYS_AWAY:
         day = today
-    starts = from_local(datetime.combine(day, time()))
-    ends = from_local(datetime.combine(day + timedelta(days=1), time()))
-    return day, starts, ends
+    return day, local_midnight(day), local_midnight(day + timedelta(days=1))
 
 
 def trip_distance(trip):
@@ -126,8 +124,7 @@ def _board_filters(agency):
 def _pickup_before(within, now):
     """The latest pickup start the time filter keeps, as naive UTC (None: any time)."""
     if within == "today":
-        tomorrow = to_local(now).date() + timedelta(days=1)
-        return from_local(datetime.combine(tomorrow, time()))
+        return local_midnight(local_today(now) + timedelta(days=1))
     if within:
         return now + timedelta(hours=int(within))
     return None

@@ -5,7 +5,7 @@ hospital's request answers 404.  A use case writes the hospital silo only
 and commits once; the relay tells the other silos.
 """
 import math
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from ..auth.routes import roles_required
 from ..extensions import db
-from ..localtime import from_local, to_local
+from ..localtime import local_midnight, local_today, to_local
 from ..models.base import URGENCY_RANK, row_id, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid
@@ -133,9 +133,8 @@ def _sort_column(key):
 
 def _today_utc():
     """The region's current local day as a naive-UTC [start, end) range."""
-    day = to_local(utcnow()).date()
-    start = datetime.combine(day, time())
-    return from_local(start), from_local(start + timedelta(days=1))
+    day = local_today()
+    return local_midnight(day), local_midnight(day + timedelta(days=1))
 
 
 def _tab_filter(tab):

@@ -32,7 +32,7 @@ import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
+from ..localtime import local_midnight, local_today, local_zone
 from ..models.base import LEVELS, URGENCIES, utcnow
 from ..models.center import (
     ANALYTICS_CELL_COUNTS,
@@ -158,17 +159,6 @@ def resolve_period(kind, start=None, end=None, today=None):
 
 def zone_name():
     return current_app.config["MEDPORT_TIMEZONE"]
-
-
-def local_today(now=None):
-    now = now or utcnow()
-    return now.replace(tzinfo=UTC).astimezone(ZoneInfo(zone_name())).date()
-
-
-def utc_midnight(day):
-    """Naive UTC of local midnight at the start of ``day``."""
-    local = datetime.combine(day, time()).replace(tzinfo=ZoneInfo(zone_name()))
-    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def _offset_minutes(zone, moment):
@@ -382,7 +372,7 @@ def _runs(days):
 
 def _created_in(days):
     T = TransportRequest
-    ranges = [sa.and_(T.created_at >= utc_midnight(first), T.created_at < utc_midnight(last + timedelta(days=1)))
+    ranges = [sa.and_(T.created_at >= local_midnight(first), T.created_at < local_midnight(last + timedelta(days=1)))
               for first, last in _runs(days)]
     return ranges[0] if len(ranges) == 1 else sa.or_(*ranges)
 
@@ -434,7 +424,7 @@ def compute_cells(days, scope=None):
     T = TransportRequest
     scope = scope or Scope()
     dialect = dialect_of("hospital")
-    clock = Clock(dialect, utc_midnight(min(days)), utc_midnight(max(days) + timedelta(days=1)))
+    clock = Clock(dialect, local_midnight(min(days)), local_midnight(max(days) + timedelta(days=1)))
     day = clock.day(T.created_at).label("day")
     agency = sa.func.coalesce(T.awarded_agency_id, 0)
     key = (day, T.hospital_id, agency, T.level_of_care, T.urgency)
@@ -742,7 +732,7 @@ def day_metrics(period, scope, now=None):
     """
     now = now or utcnow()
     today = local_today(now)
-    reachable = [d for d in period.days if utc_midnight(d) < now]
+    reachable = [d for d in period.days if local_midnight(d) < now]
     missing = set(_closed_candidates(reachable, now))
     live = defaultdict(Counter)
     if missing:
@@ -778,12 +768,12 @@ def _round(value, digits=1):
 
 def _period_bounds(period, now):
     """UTC bounds of the period, the end capped at ``now`` (for shift time)."""
-    return utc_midnight(period.start), min(utc_midnight(period.end + timedelta(days=1)), now)
+    return local_midnight(period.start), min(local_midnight(period.end + timedelta(days=1)), now)
 
 
 def _shift_minutes(shift_start, shift_end, period, now):
     """Minutes a daily shift covers inside the period (up to now)."""
-    zone = ZoneInfo(zone_name())
+    zone = local_zone()
     start_utc, end_utc = _period_bounds(period, now)
     if end_utc <= start_utc:
         return 0.0
@@ -805,8 +795,8 @@ def report(period, scope, now=None):
     now = now or utcnow()
     T = TransportRequest
     dialect = dialect_of("hospital")
-    where = [T.created_at >= utc_midnight(period.start),
-             T.created_at < utc_midnight(period.end + timedelta(days=1)), *_scope_conditions(scope)]
+    where = [T.created_at >= local_midnight(period.start),
+             T.created_at < local_midnight(period.end + timedelta(days=1)), *_scope_conditions(scope)]
     pending = start_percentiles("hospital", [
         PercentileQuery({
             "first_bid": minutes_between(dialect, T.first_bid_at, T.created_at),
@@ -1199,11 +1189,11 @@ def trips_csv(period, scope, batch=1000):
                   T.unfilled_at, T.handed_back_count)
         .join(origin, origin.id == T.origin_facility_id)
         .outerjoin(destination, destination.id == T.destination_facility_id)
-        .where(T.created_at >= utc_midnight(period.start),
-               T.created_at < utc_midnight(period.end + timedelta(days=1)), *_scope_conditions(scope))
+        .where(T.created_at >= local_midnight(period.start),
+               T.created_at < local_midnight(period.end + timedelta(days=1)), *_scope_conditions(scope))
         .order_by(T.created_at, T.id)
     )
-    local_text = _local_formatter(ZoneInfo(zone_name()))
+    local_text = _local_formatter(local_zone())
     time_positions = [i for i, name in enumerate(TRIP_COLUMNS) if name in _TIME_COLUMNS]
     buffer = io.StringIO()
     writer = csv.writer(buffer)

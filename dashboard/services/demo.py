@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
 
 from ..extensions import db
-from ..localtime import from_local, to_local
+from ..localtime import from_local, local_today
 from ..models.base import LEVEL_RANK, utcnow
 from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit, UnitAvailability
@@ -192,17 +192,17 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     db.session.flush()
     # Shifts of the region's today and tomorrow, 07:00-19:00 local time with a break at noon
     # (the region's day, not UTC's: the availability page shows local days).
-    local_today = to_local(now).date()
+    today = local_today(now)
     for units in units_by_agency.values():
         for unit in units:
             for offset in (0, 1):
-                day = local_today + timedelta(days=offset)
+                day = today + timedelta(days=offset)
                 db.session.add(UnitAvailability(unit_id=unit.id, kind="on_shift",
                                                 starts_at=from_local(datetime.combine(day, time(7, 0))),
                                                 ends_at=from_local(datetime.combine(day, time(19, 0)))))
             db.session.add(UnitAvailability(unit_id=unit.id, kind="on_break",
-                                            starts_at=from_local(datetime.combine(local_today, time(12, 0))),
-                                            ends_at=from_local(datetime.combine(local_today, time(12, 30)))))
+                                            starts_at=from_local(datetime.combine(today, time(12, 0))),
+                                            ends_at=from_local(datetime.combine(today, time(12, 30)))))
     db.session.commit()
 
     # --- trips across the last days, and the bids/routes that go with them --------------

@@ -67,6 +67,15 @@ def _prepare_postgres():
     return urls
 
 
+def wait_for(what, check, timeout=30.0):
+    """Poll ``check()`` until it is true (bounded): the relay applies a change to another silo
+    in its own time, and no page says when it has."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
 class LiveServer:
     def __init__(self, backend, url, log_path, database_urls):
         self.backend = backend
@@ -85,15 +94,6 @@ class LiveServer:
 
     def log_text(self):
         return Path(self.log_path).read_text(errors="replace")
-
-    def wait_for_row(self, what, silo, sql, timeout=30.0, **params):
-        """Poll the silo until ``sql`` returns a row (bounded): the relay delivers a change to
-        another silo in its own time, and no page shows when it has; returns the rows."""
-        deadline = time.monotonic() + timeout
-        while not (rows := self.query(silo, sql, **params)):
-            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-            time.sleep(0.2)
-        return rows
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

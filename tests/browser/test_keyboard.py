@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from .conftest import wait_for
 from .keyboard import Keyboard
 
 NURSE = "nurse@altoona.medport.test"
@@ -544,8 +545,8 @@ def test_registry_and_configuration_by_keyboard(open_session, live_server):
     page.wait_for_url(re.compile(r"/center/registry" + END))
     kb.check_focus_seen()
     # The facility lives in the hospital silo: the relay writes it there within moments.
-    live_server.wait_for_row("the new facility in the hospital silo", "hospital",
-                             "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis'")
+    wait_for("the new facility in the hospital silo", lambda: live_server.query(
+        "hospital", "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis'"))
     page.reload()
     page.locator(row, has_text="Keyboard General Dialysis").wait_for()
 
@@ -556,9 +557,9 @@ def test_registry_and_configuration_by_keyboard(open_session, live_server):
     kb.submit_with("button[type=submit].primary")
     page.wait_for_url(re.compile(r"/center/registry" + END))
     kb.check_focus_seen()
-    live_server.wait_for_row("the facility's new city in the hospital silo", "hospital",
-                             "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis' "
-                             "AND city = 'Bellwood'")
+    wait_for("the facility's new city in the hospital silo", lambda: live_server.query(
+        "hospital", "SELECT 1 FROM hospital_facilities WHERE name = 'Keyboard General Dialysis' "
+                    "AND city = 'Bellwood'"))
 
     kb = Keyboard(page).start()
     kb.tab_to(f"{row} a[href*='/registry/hospitals/']:not([href*='/facilities'])", max_tabs=150)

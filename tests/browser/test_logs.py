@@ -9,7 +9,6 @@ of the values.
 """
 import http.cookiejar
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +20,8 @@ from dashboard import create_app
 from dashboard.config import build_config
 from dashboard.extensions import db
 from tests.test_hostile_input import PageForms
+
+from .conftest import wait_for
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCH = "dispatch@altoonaems.medport.test"
@@ -78,14 +79,6 @@ def replace(fields, **values):
     """The form's fields with some values replaced (a field not in the form is added)."""
     kept = [(name, value) for name, value in fields if name not in values]
     return kept + list(values.items())
-
-
-def wait_for(what, check, timeout=30.0):
-    """Poll ``check()`` until it is true (bounded): the relay applies follow-ups on its own time."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
 
 
 def test_the_server_logs_no_patient_data(live_server):
