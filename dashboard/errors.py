@@ -8,6 +8,19 @@ from .extensions import db, htmx
 from .services.silos import SiloUnavailable
 
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
+#: What a page that needs an unreachable silo says, after "<Silo> data is temporarily unavailable."
+SILO_CONSEQUENCES = {
+    "center": "Signing in, accounts, the registry, configuration, the audit log and analytics wait "
+              "for it; signed-in work on requests, bids and trips goes on.",
+}
+
+
+def unavailable_message(silo):
+    """The 503 message of a page that needs ``silo`` (None: a silo not identified)."""
+    label = SILO_LABELS.get(silo, "Some")
+    extra = SILO_CONSEQUENCES.get(silo, "")
+    return (f"{label} data is temporarily unavailable. {extra} "
+            "Nothing you saved is lost; try again in a moment.").replace("  ", " ")
 
 
 def _render(status, title, message):
@@ -61,10 +74,7 @@ def register(app):
     @app.errorhandler(SiloUnavailable)
     def silo_unavailable(error):
         db.session.rollback()
-        label = SILO_LABELS.get(error.silo, error.silo)
-        return _render(503, "Temporarily unavailable",
-                       f"{label} data is temporarily unavailable. "
-                       "Nothing you saved is lost; try again in a moment.")
+        return _render(503, "Temporarily unavailable", unavailable_message(error.silo))
 
     @app.errorhandler(OperationalError)
     def database_down(error):
@@ -72,10 +82,7 @@ def register(app):
         silo = _down_silo(error)
         current_app.logger.warning("database error on %s %s: silo %s", request.method,
                                    request.path, silo or "unknown")
-        label = SILO_LABELS.get(silo, "Some")
-        return _render(503, "Temporarily unavailable",
-                       f"{label} data is temporarily unavailable. "
-                       "Nothing you saved is lost; try again in a moment.")
+        return _render(503, "Temporarily unavailable", unavailable_message(silo))
 
     @app.errorhandler(PoolTimeout)
     def too_busy(error):

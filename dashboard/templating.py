@@ -7,6 +7,7 @@ from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
+from .services import session_trust
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -80,7 +81,13 @@ def _live_since():
     """The last signal id when a live page is rendered (its stream replays from there)."""
     from .events.hub import hub
 
-    return hub.latest_id()
+    try:
+        return hub.latest_id()
+    except Exception:  # the center (where signals are kept) is unreachable: no replay point
+        from .extensions import db
+
+        db.session.rollback()
+        return None
 
 
 def register(app):
@@ -89,6 +96,7 @@ def register(app):
     app.jinja_env.globals.update(
         navigation=navigation,
         live_since=_live_since,
+        center_unreachable=session_trust.center_unreachable,
         LEVEL_LABELS=vocab.LEVEL_LABELS,
         MOBILITIES=vocab.MOBILITIES,
         URGENCIES=vocab.URGENCIES,

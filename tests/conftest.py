@@ -115,6 +115,10 @@ def _wipe(app):
 
 @pytest.fixture
 def app(migrated_config):
+    from dashboard.services import center_reads, session_trust
+
+    center_reads.forget()  # nothing kept from another test's outage
+    session_trust.forget()
     app = create_app(dict(migrated_config))
     _wipe(app)
     yield app

@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ..extensions import db, htmx, login_manager
-from ..services import accounts, audit
+from ..services import accounts, audit, session_trust
 from .forms import ChangePasswordForm, LoginForm
 
 bp = Blueprint("auth", __name__)
@@ -19,7 +19,7 @@ login_manager.session_protection = "strong"
 
 @login_manager.user_loader
 def _load_user(session_id):
-    return accounts.load_session_user(session_id)
+    return session_trust.load(session_id)
 
 
 @login_manager.unauthorized_handler
@@ -90,6 +90,7 @@ def login():
     session.clear()
     login_user(user)
     session.permanent = True
+    session_trust.remember(user, user.session_token)
     if user.must_change_password:
         flash("Please choose a new password before you continue.", "info")
         return redirect(url_for("auth.change_password"))
@@ -99,10 +100,20 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    audit.record("logout", user=current_user, ip=request.remote_addr,
-                 entity_type="user", entity_id=current_user.public_id)
-    accounts.end_session(current_user.session_token)
-    db.session.commit()
+    """Sign out: the server-side session is revoked and the cookie cleared.
+
+    With the center unreachable, the cookie is cleared at once and the revocation and
+    its audit entry wait in the outbox of the user's own silo (see
+    :func:`dashboard.services.session_trust.queue_sign_out`).
+    """
+    if session_trust.center_unreachable():
+        session_trust.queue_sign_out(current_user, request.remote_addr)
+        db.session.commit()
+    else:
+        audit.record("logout", user=current_user, ip=request.remote_addr,
+                     entity_type="user", entity_id=current_user.public_id)
+        accounts.end_session(current_user.session_token)
+        db.session.commit()
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -112,6 +123,7 @@ def logout():
 @bp.route("/account/password", methods=["GET", "POST"])
 @login_required
 def change_password():
+    session_trust.require_center()
     form = ChangePasswordForm()
     if request.method == "POST":
         if not form.validate_on_submit():

@@ -33,6 +33,7 @@ from ..services import (
     intervention,
     oversight,
     registry,
+    session_trust,
     trips,
     users,
 )
@@ -483,6 +484,7 @@ def users_index():
 @bp.route("/users/new", methods=["GET", "POST"])
 @admin_only
 def user_new():
+    session_trust.require_center()
     form = _user_form()
     if request.method == "GET":
         return _user_page(form)
@@ -548,6 +550,7 @@ def _config_page(form, status=200):
 @bp.route("/config", methods=["GET", "POST"])
 @admin_only
 def config():
+    session_trust.require_center()
     form_class = config_form_class(configuration.SETTINGS, configuration.AUTO_AWARD_POLICIES)
     if request.method == "GET":
         return _config_page(form_class(data={k: str(v) for k, v in configuration.get_all().items()}))

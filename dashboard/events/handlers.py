@@ -259,7 +259,7 @@ def record(event):
         # Center actions are audited where they happen, with their before/after values.
         audit.record(event.type, user_id=event.actor_user_id, user_email=email, ip=event.actor_ip,
                      entity_type=event.entity_type, entity_id=event.entity_id, after=p,
-                     silo=event.silo, event_id=event.event_id)
+                     silo=event.silo, event_id=event.event_id, created_at=event.created_at)
     if event.entity_type == "trip" and event.silo == "ems":
         # Crew progress: the hospital's own trip event (once applied) refreshes the pages.
         return
@@ -300,6 +300,17 @@ def _agency_scope(event, p):
                 if any(LEVEL_RANK[lv] >= LEVEL_RANK[level] for lv in agency.level_list):
                     ids.add(agency.id)
     return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
+
+
+# --- sessions: a sign-out made while the center was unreachable ---------------------------
+
+@on("hospital", "session.ended", target="center")
+@on("ems", "session.ended", target="center")
+def center_end_session(event):
+    """Revoke, in the center, the session signed out while the center was unreachable."""
+    from ..services import session_trust
+
+    session_trust.end_session_by_digest(event.payload["user_id"], event.payload["session_digest"])
 
 
 # --- registry: the center's registry kept in step in the hospital and EMS silos ---------

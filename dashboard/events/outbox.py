@@ -27,6 +27,7 @@ EVENT_TYPES = (
     "user.created",
     "user.updated",
     "user.login",
+    "session.ended",
     "config.changed",
     "registry.changed",
 )

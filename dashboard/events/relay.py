@@ -26,7 +26,8 @@ import time
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..config import SILOS
 from ..extensions import db
@@ -55,6 +56,22 @@ EVENT_RETENTION = timedelta(days=7)
 PRUNE_EVERY_SECONDS = 600
 #: Rows deleted per table and prune, so a backlog is cleared in short transactions.
 PRUNE_BATCH = 5000
+
+
+#: Follow-ups applied, the center's record (audit entry, live signal) still to write.
+RECORDING = "recording"
+#: Outbox statuses the relay delivers.
+DUE_STATUSES = ("pending", RECORDING)
+#: Longest wait between tries while a silo cannot be reached (seconds).
+UNREACHABLE_BACKOFF_SECONDS = 30
+
+
+def is_unreachable(exc):
+    """Whether ``exc`` says a database could not be reached or did not answer in time
+    (connection refused or lost, a statement or lock timeout, no pooled connection)."""
+    if isinstance(exc, (OperationalError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def backoff_seconds(attempts):
@@ -217,8 +234,8 @@ class Relay:
             )
         }
         rows = db.session.execute(
-            sa.select(model.id, model.entity_type, model.entity_id)
-            .where(model.status == "pending", model.next_attempt_at <= now)
+            sa.select(model.id, model.entity_type, model.entity_id, model.status)
+            .where(model.status.in_(DUE_STATUSES), model.next_attempt_at <= now)
             .order_by(model.id)
             .limit(BATCH)
         ).all()
@@ -227,14 +244,14 @@ class Relay:
         delivered = 0
         for row in rows:
             key = (row.entity_type, row.entity_id)
-            if key in blocked or waiting.get(key, row.id) < row.id:
+            if row.status == "pending" and (key in blocked or waiting.get(key, row.id) < row.id):
                 continue
             if not self._claim(model, row.id, now):
                 blocked.add(key)  # another relay holds it, or it is no longer pending
                 continue
             if self._deliver(silo, model, row.id, now):
                 delivered += 1
-            else:
+            elif row.status == "pending":
                 blocked.add(key)
         return delivered
 
@@ -242,7 +259,7 @@ class Relay:
         """Take a lease on a due, pending event; False when another relay holds it."""
         result = db.session.execute(
             sa.update(model)
-            .where(model.id == event_pk, model.status == "pending", model.next_attempt_at <= now,
+            .where(model.id == event_pk, model.status.in_(DUE_STATUSES), model.next_attempt_at <= now,
                    sa.or_(model.claimed_until.is_(None), model.claimed_until < now))
             .values(claimed_until=now + timedelta(seconds=LEASE_SECONDS))
             .execution_options(synchronize_session=False)
@@ -254,20 +271,34 @@ class Relay:
         event = db.session.get(model, event_pk)
         db.session.expunge(event)
         db.session.commit()
+        handlers = handler_registry.handlers_for(silo, event.type)
+        if event.status == RECORDING:
+            handlers = [h for h in handlers if h[0] == "record"]
+        step = None
         try:
-            for name, target, fn in handler_registry.handlers_for(silo, event.type):
-                self._apply(name, target, fn, event)
+            for step in handlers:
+                self._apply(*step, event)
         except Exception as exc:
             db.session.rollback()
             attempts = event.attempts + 1
-            parked = attempts >= self.max_attempts
+            unreachable = is_unreachable(exc)
+            # A silo that cannot be reached is an outage, not a poison event: it is retried
+            # (every 30 s at most) until the silo is back, never parked for it.
+            parked = attempts >= self.max_attempts and not unreachable
+            # Follow-ups all applied, only the center's record waits: later events of the
+            # entity may pass (their follow-ups must not wait for the center).
+            status = "parked" if parked else (
+                RECORDING if step is not None and step[0] == "record" else event.status)
+            delay = backoff_seconds(attempts)
+            if unreachable:
+                delay = min(delay, UNREACHABLE_BACKOFF_SECONDS)
             log.warning("relay: %s %s %s attempt %d failed%s: %s", silo, event.type, event.event_id,
-                        attempts, " (parked)" if parked else "", type(exc).__name__)
+                        attempts, " (parked)" if parked else "", _describe(exc)[:120])
             db.session.execute(
                 sa.update(model).where(model.id == event_pk).values(
                     attempts=attempts,
-                    status="parked" if parked else "pending",
-                    next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
+                    status=status,
+                    next_attempt_at=now + timedelta(seconds=delay),
                     last_error=_describe(exc),
                     claimed_until=None,
                 ).execution_options(synchronize_session=False)

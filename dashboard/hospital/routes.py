@@ -28,7 +28,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from ..services import configuration, deadlines, trips
+from ..services import configuration, deadlines, oversight, trips
 from ..templating import format_time
 from .forms import (
     AwardForm,
@@ -111,7 +111,8 @@ def _agency_names(ids):
     ids = {i for i in ids if i}
     if not ids:
         return {}
-    return dict(db.session.execute(sa.select(Agency.id, Agency.name).where(Agency.id.in_(ids))).all())
+    agencies = oversight.registry_names()[1]
+    return {i: agencies[i].name for i in ids if i in agencies}
 
 
 # --- dashboard -------------------------------------------------------------------------------

@@ -4,8 +4,13 @@ from ..models.center import AuditLog
 
 
 def record(action, *, user=None, user_id=None, user_email=None, ip=None, entity_type=None,
-           entity_id=None, before=None, after=None, detail=None, silo="center", event_id=None):
-    """Add an audit row to the current session (the caller commits)."""
+           entity_id=None, before=None, after=None, detail=None, silo="center", event_id=None,
+           created_at=None):
+    """Add an audit row to the current session (the caller commits).
+
+    ``created_at`` (naive UTC) is when the action happened, when that was earlier than now:
+    an action taken while the center was unreachable is recorded with its own time.
+    """
     if user is not None:
         user_id, user_email = user.id, user.email
     row = AuditLog(
@@ -21,5 +26,7 @@ def record(action, *, user=None, user_id=None, user_email=None, ip=None, entity_
         silo=silo,
         event_id=event_id,
     )
+    if created_at is not None:
+        row.created_at = created_at
     db.session.add(row)
     return row

@@ -5,7 +5,7 @@ from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import utcnow
 from ..models.center import SystemConfiguration
-from . import audit
+from . import audit, center_reads
 
 AUTO_AWARD_POLICIES = {
     "off": "Off",
@@ -45,17 +45,26 @@ def defaults():
 def get_all():
     """Every setting, stored value over default."""
     values = defaults()
-    for row in db.session.scalars(sa.select(SystemConfiguration)):
-        if row.key in SETTINGS:
-            values[row.key] = row.value
+    values.update(_stored())
     return values
+
+
+def _stored():
+    """``{key: value}`` of the stored settings; while the center is unreachable, the values
+    read last (or none: the defaults apply)."""
+    table = SystemConfiguration.__table__
+
+    def query(conn):
+        rows = conn.execute(sa.select(table.c.key, table.c.value)).all()
+        return {key: value for key, value in rows if key in SETTINGS}
+
+    return center_reads.read("configuration", query, dict)
 
 
 def get(key):
     if key not in SETTINGS:
         raise KeyError(key)
-    row = db.session.scalar(sa.select(SystemConfiguration).where(SystemConfiguration.key == key))
-    return SETTINGS[key][0] if row is None else row.value
+    return _stored().get(key, SETTINGS[key][0])
 
 
 def validate(key, raw):

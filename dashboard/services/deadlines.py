@@ -5,8 +5,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
-from ..models.center import Agency
-from ..models.ems import TransportBid, Unit
+from ..models.ems import EmsAgency, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from . import configuration, trips
 
@@ -51,9 +50,10 @@ def _live_bids(trip_id):
 
 
 def bid_for_award(bid):
-    """The mapping :func:`trips.award` takes, read from the EMS and center silos."""
+    """The mapping :func:`trips.award` takes, read from the EMS silo alone (the agency's name
+    from its operating profile, which the registry keeps in step), so an award needs no center."""
     unit = db.session.get(Unit, bid.unit_id)
-    name = db.session.scalar(sa.select(Agency.name).where(Agency.id == bid.agency_id))
+    name = db.session.scalar(sa.select(EmsAgency.name).where(EmsAgency.agency_id == bid.agency_id))
     return {"id": bid.id, "trip_id": bid.trip_id, "agency_id": bid.agency_id, "agency_name": name,
             "unit_id": bid.unit_id, "unit_label": unit.label if unit else "?",
             "eta_minutes": bid.eta_minutes, "unit_level": unit.level if unit else None}
