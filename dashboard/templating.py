@@ -7,7 +7,7 @@ from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-from .services import session_trust
+from .services import degraded
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -96,7 +96,8 @@ def register(app):
     app.jinja_env.globals.update(
         navigation=navigation,
         live_since=_live_since,
-        center_unreachable=session_trust.center_unreachable,
+        unavailable_silos=degraded.unavailable,
+        SILO_BANNERS=degraded.BANNERS,
         LEVEL_LABELS=vocab.LEVEL_LABELS,
         MOBILITIES=vocab.MOBILITIES,
         URGENCIES=vocab.URGENCIES,

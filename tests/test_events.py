@@ -14,6 +14,7 @@ from dashboard import create_app
 from dashboard.events import handlers
 from dashboard.events.outbox import emit
 from dashboard.events.relay import (
+    UNREACHABLE_BACKOFF_SECONDS,
     Relay,
     backoff_seconds,
     retry_parked,
@@ -466,7 +467,9 @@ def _unreachable(url, tmp_path):
     return make_url(url).set(database="medport_test_missing").render_as_string(hide_password=False)
 
 
-def test_a_silo_down_backs_off_then_parks_and_nothing_is_lost(app, demo, deliver, tmp_path):
+def test_a_silo_down_is_retried_with_back_off_and_never_parked(app, demo, deliver, tmp_path):
+    """An unreachable silo is an outage, not a poison event: its events wait (at most
+    ``UNREACHABLE_BACKOFF_SECONDS`` between tries) however long it lasts, and nothing is lost."""
     trip_id, aems, _ = awarded_trip(app, deliver)
     with app.app_context():
         award(trip_id, aems)
@@ -484,22 +487,16 @@ def test_a_silo_down_backs_off_then_parks_and_nothing_is_lost(app, demo, deliver
             return row.status, row.attempts, row.next_attempt_at, row.last_error
 
     try:
-        for attempt in range(1, 4):
+        for attempt in range(1, 9):  # twice the attempts that would park a failing handler
             relay.run_once(now)
             status, attempts, next_at, error = state()
             assert (status, attempts) == ("pending", attempt)
-            assert next_at == now + timedelta(seconds=backoff_seconds(attempt))
+            assert next_at == now + timedelta(
+                seconds=min(backoff_seconds(attempt), UNREACHABLE_BACKOFF_SECONDS))
             assert error.startswith("OperationalError")
             relay.run_once(now)  # not due yet: not tried again
             assert state()[1] == attempt
             now = next_at
-        relay.run_once(now)
-        assert state()[:2] == ("parked", 4)
-        relay.run_once(now + timedelta(hours=1))
-        assert state()[:2] == ("parked", 4)  # parked stays parked until an operator retries
-        with cut_off.app_context():
-            parked = db.session.scalars(sa.select(model.type).where(model.status == "parked")).all()
-            assert parked == ["trip.awarded"]
     finally:
         with cut_off.app_context():
             db.session.remove()
@@ -507,6 +504,41 @@ def test_a_silo_down_backs_off_then_parks_and_nothing_is_lost(app, demo, deliver
                 engine.dispose()
     with app.app_context():
         assert db.session.get(TransportBid, aems).status == "live"  # not applied yet, not lost
+    Relay(app).drain(now=now)  # the silo is back: the next try delivers it
+    with app.app_context():
+        assert db.session.get(TransportBid, aems).status == "accepted"
+        assert db.session.scalar(sa.select(model.status).where(model.type == "trip.awarded")) == "delivered"
+
+
+def test_a_handler_that_keeps_failing_is_parked_and_can_be_retried(app, demo, deliver, monkeypatch):
+    trip_id, aems, _ = awarded_trip(app, deliver)
+    with app.app_context():
+        award(trip_id, aems)
+    app.config["MEDPORT_RELAY_MAX_ATTEMPTS"] = 3
+    registry = handlers._REGISTRY[("hospital", "trip.awarded")]
+    original = list(registry)
+
+    def broken(event):
+        raise ValueError("a bug in a follow-up")
+
+    monkeypatch.setitem(handlers._REGISTRY, ("hospital", "trip.awarded"),
+                        [(name, target, broken) for name, target, _fn in original])
+    relay, model = Relay(app), OUTBOX_BY_SILO["hospital"]
+    now = utcnow()
+    for attempt in range(1, 4):
+        relay.run_once(now)
+        with app.app_context():
+            row = db.session.scalar(sa.select(model).where(model.type == "trip.awarded"))
+            assert row.attempts == attempt and row.last_error.startswith("ValueError")
+            now = row.next_attempt_at
+            status = row.status
+    assert status == "parked"
+    relay.run_once(now + timedelta(hours=1))
+    with app.app_context():
+        assert db.session.scalar(sa.select(model.status).where(model.type == "trip.awarded")) == "parked"
+        assert db.session.get(TransportBid, aems).status == "live"  # not applied, not lost
+    monkeypatch.setitem(handlers._REGISTRY, ("hospital", "trip.awarded"), original)
+    with app.app_context():
         assert retry_parked(silo="hospital") == 1
     deliver()
     with app.app_context():

@@ -30,6 +30,7 @@ from ..services import (
     audit,
     audit_trail,
     configuration,
+    degraded,
     intervention,
     oversight,
     registry,
@@ -137,8 +138,8 @@ def _render_request(trip, status=200, error=None, **forms):
     view = oversight.request_view(trip)
     version = {"version": trip.version}
     assign = forms.get("assign") or AssignForm(formdata=None, data=version)
-    if trip.status == "open":
-        _assign_choices(assign, trip)
+    if trip.status == "open" and view["bids"] is not None:  # units are in the EMS silo too
+        degraded.optional("ems", lambda: _assign_choices(assign, trip))
     context = dict(
         view,
         error=error,

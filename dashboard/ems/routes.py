@@ -31,7 +31,7 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, trips
+from ..services import bidding, degraded, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -321,8 +321,13 @@ def _my_trips_context():
             .order_by(EmsRoute.window_start.desc(), EmsRoute.id.desc()),
             page=_page(), per_page=PAGE_SIZE, error_out=False)
         routes = list(pagination.items)
-    by_id = _trips_by_id({route.trip_id for route in routes})
-    rows = [{"route": route, "trip": by_id.get(route.trip_id), "next_step": NEXT_STEP.get(route.status),
+    # The hospital's view of each trip (patient reference, its status); with the hospital
+    # silo down the crew drives from the route's own copy of the trip.
+    by_id = degraded.optional("hospital", lambda: _trips_by_id({route.trip_id for route in routes}), {})
+    rows = [{"route": route, "trip": by_id.get(route.trip_id),
+             "trip_public_id": route.trip_public_id or getattr(by_id.get(route.trip_id), "public_id", None),
+             "facts": by_id.get(route.trip_id) or (route if route.has_crew_facts else None),
+             "next_step": NEXT_STEP.get(route.status),
              "can_hand_back": route.status in ("planned", "en_route")} for route in routes]
     panel_args = {"tab": tab}
     if pagination is not None and pagination.page > 1:
@@ -350,12 +355,17 @@ def my_trips_panel():
 
 
 def _agency_route(public_id):
-    """This agency's stop for a trip (by the trip's public id) and the trip; else 404."""
+    """This agency's stop for a trip (by the trip's public id) and the trip; else 404.
+
+    The stop is found in the EMS silo; the trip (to refuse a step on a trip the hospital
+    cancelled or took back) is read from the hospital silo when it can be reached, else
+    it is None and the step is checked against the stop alone.
+    """
     agency = _agency()
-    trip = trips.get_by_public_id(public_id)
-    if trip is None:
-        abort(404)
-    route = bidding.route_for(trip.id, agency.id)
+    route = bidding.route_by_trip_public_id(public_id, agency.id)
+    trip = degraded.optional("hospital", lambda: trips.get_by_public_id(public_id))
+    if route is None and trip is not None:
+        route = bidding.route_for(trip.id, agency.id)  # a stop from before routes kept the id
     if route is None:
         abort(404)
     return route, trip
@@ -662,7 +672,9 @@ def routes():
     for route in day_routes:
         by_unit.setdefault(route.unit_id, []).append(route)
     shown = [chosen] if chosen else [unit for unit in all_units if unit.id in by_unit]
-    open_trips = bidding.open_requests(agency.id, agency.level_list, now=now) if by_unit else []
+    # Open requests to chain after a unit's last stop (hospital silo): none while it is down.
+    open_trips = degraded.optional(
+        "hospital", lambda: bidding.open_requests(agency.id, agency.level_list, now=now), []) if by_unit else []
     bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
     plans = []
     for unit in shown:
@@ -708,10 +720,11 @@ def history():
         query = query.where(sa.tuple_(TransportBid.created_at, TransportBid.id) < tuple(cursor))
     rows = list(db.session.scalars(query.limit(PAGE_SIZE + 1)))
     bids, older = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
-    by_id = {row.id: row for row in db.session.execute(
+    trip_ids = [bid.trip_id for bid in bids]
+    by_id = degraded.optional("hospital", lambda: {row.id: row for row in db.session.execute(
         sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
                   TransportRequest.status, TransportRequest.level_of_care, TransportRequest.urgency)
-        .where(TransportRequest.id.in_([bid.trip_id for bid in bids])))} if bids else {}
+        .where(TransportRequest.id.in_(trip_ids)))}, {}) if bids else {}
     return render_template("ems/history.html", bids=bids, trips_by_id=by_id, outcome=outcome,
                            outcomes=BID_OUTCOMES, filters=HISTORY_FILTERS, paged=bool(before),
                            next_before=bids[-1].public_id if older else None)

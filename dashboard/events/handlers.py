@@ -89,11 +89,22 @@ def ems_apply_award(event):
             pickup_lat=origin.lat, pickup_lon=origin.lon,
             dropoff_lat=destination.lat if destination else trip.destination_lat,
             dropoff_lon=destination.lon if destination else trip.destination_lon,
-            window_start=trip.window_start, window_end=trip.window_end, status="planned"))
+            window_start=trip.window_start, window_end=trip.window_end, status="planned",
+            **EmsRoute.crew_facts_of(trip)))
     elif route.status in ("handed_back", "cancelled"):
         route.status = "planned"
+        copy_crew_facts(route, trip)
     db.session.flush()
     _refresh_unit(unit)
+
+
+def copy_crew_facts(route, trip):
+    """Bring a route's copy of the trip's facts and window up to date with ``trip``."""
+    for name, value in EmsRoute.crew_facts_of(trip).items():
+        if getattr(route, name) != value:
+            setattr(route, name, value)
+    if (route.window_start, route.window_end) != (trip.window_start, trip.window_end):
+        route.window_start, route.window_end = trip.window_start, trip.window_end
 
 
 def _align_bid_windows(trip, bids):
@@ -108,7 +119,13 @@ def ems_follow_trip_window(event):
     """An edited pickup window reaches the trip's live bids, so a unit's later bids are
     checked for overlap against the window the trip has now, not the one it was bid on."""
     trip = _trip(event.payload["trip_id"])  # a read of the hospital silo: its window now
-    if trip is None or trip.status != "open":
+    if trip is None:
+        return
+    if trip.status != "open":
+        # Awarded: the crew's copy of the trip follows the edit.
+        for route in db.session.scalars(sa.select(EmsRoute).where(
+                EmsRoute.trip_id == trip.id, EmsRoute.status.not_in(("handed_back", "cancelled")))):
+            copy_crew_facts(route, trip)
         return
     _align_bid_windows(trip, db.session.scalars(
         sa.select(TransportBid).where(TransportBid.trip_id == trip.id, TransportBid.status == "live")))

@@ -28,7 +28,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from ..services import configuration, deadlines, oversight, trips
+from ..services import configuration, deadlines, degraded, oversight, trips
 from ..templating import format_time
 from .forms import (
     AwardForm,
@@ -258,10 +258,10 @@ def _bids(trip):
 
 
 def _bids_context(trip):
-    """What the bids panel shows."""
-    bids = _bids(trip)
+    """What the bids panel shows; ``bids`` is None while the EMS silo cannot be reached."""
+    bids = degraded.optional("ems", lambda: _bids(trip))
     preferred = set(trips.preferred_agency_ids(trip.hospital_id))
-    return dict(trip=trip, bids=bids, agency_names=_agency_names(b.agency_id for b in bids),
+    return dict(trip=trip, bids=bids, agency_names=_agency_names(b.agency_id for b in bids or ()),
                 preferred=preferred, now=utcnow())
 
 

@@ -170,5 +170,37 @@ class EmsRoute(db.Model):
     window_end = sa.Column(sa.DateTime, nullable=False)
     status = sa.Column(sa.String(16), nullable=False, default="planned")
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    # What the crew needs of the trip, copied at the award and kept in step with the
+    # hospital's edits, so a crew can drive and report it with the hospital silo down.
+    # (Rows from before these columns have them empty: the trip is read instead.)
+    trip_public_id = sa.Column(sa.String(36), index=True)
+    level_of_care = sa.Column(sa.String(3))
+    mobility = sa.Column(sa.String(24))
+    urgency = sa.Column(sa.String(10))
+    weight_kg = sa.Column(sa.Integer)
+    isolation = sa.Column(sa.String(12))
+    oxygen_lpm = sa.Column(sa.Float)
+    cardiac_monitor = sa.Column(sa.Boolean)
+    iv_pump = sa.Column(sa.Boolean)
+    ventilator = sa.Column(sa.Boolean)
+    other_needs = sa.Column(sa.String(200))
+    notes = sa.Column(sa.String(500))
 
     unit = db.relationship("Unit")
+
+    #: Trip columns a route keeps a copy of (same names on both).
+    CREW_FACTS = ("level_of_care", "mobility", "urgency", "weight_kg", "isolation", "oxygen_lpm",
+                  "cardiac_monitor", "iv_pump", "ventilator", "other_needs", "notes")
+
+    @classmethod
+    def crew_facts_of(cls, trip):
+        """``{column: value}`` of what a crew needs of ``trip`` (a hospital silo trip), as a
+        route keeps it."""
+        facts = {name: getattr(trip, name) for name in cls.CREW_FACTS}
+        facts["trip_public_id"] = trip.public_id
+        return facts
+
+    @property
+    def has_crew_facts(self):
+        """Whether this route holds its own copy of the trip's facts (routes since the copy began)."""
+        return self.trip_public_id is not None

@@ -258,6 +258,17 @@ def withdraw(bid, trip, agency_id, agency_name):
     return bid
 
 
+def route_by_trip_public_id(trip_public_id, agency_id):
+    """This agency's stop for a trip by the trip's public id, read from the EMS silo alone:
+    the active one, else the latest; None for no stop (or one from before stops kept the id)."""
+    return db.session.scalar(
+        sa.select(EmsRoute)
+        .where(EmsRoute.trip_public_id == trip_public_id, EmsRoute.agency_id == agency_id)
+        .order_by(sa.case((EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES), 0), else_=1), EmsRoute.id.desc())
+        .limit(1)
+    )
+
+
 def route_for(trip_id, agency_id):
     """This agency's stop for a trip: the active one, else the latest (a trip handed
     back and awarded again to another unit of the agency has two)."""

@@ -5,16 +5,15 @@ Each read runs on its own short connection to the center (never the request's se
 failure leaves the request's own transaction untouched).  Its result is kept in this
 process; when the center cannot be reached the last result read is used, or, before any
 read succeeded, a fallback built from what the other silos know.  A page built from kept
-data carries the center-unreachable banner (``g.medport_center_unreachable``).
+data carries the center-unreachable banner (:func:`dashboard.services.degraded.note_unavailable`).
 """
 import logging
 import threading
 
-from flask import g, has_request_context
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import silos
+from . import degraded, silos
 
 log = logging.getLogger("medport.center")
 
@@ -30,8 +29,7 @@ def read(key, query, fallback):
             value = query(conn)
     except (DBAPIError, PoolTimeout) as exc:
         log.warning("center unreachable reading %s: %s; using what was read last", key, type(exc).__name__)
-        if has_request_context():
-            g.medport_center_unreachable = True
+        degraded.note_unavailable("center")
         with _lock:
             if key in _kept:
                 return _kept[key]

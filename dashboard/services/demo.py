@@ -377,7 +377,8 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                                     dropoff_lat=destination.lat if destination else None,
                                     dropoff_lon=destination.lon if destination else None,
                                     window_start=facts["window_start"], window_end=facts["window_end"],
-                                    status=facts["status"] if facts["status"] != "awarded" else "planned"))
+                                    status=facts["status"] if facts["status"] != "awarded" else "planned",
+                                    **EmsRoute.crew_facts_of(trip)))
             if not done:
                 unit.status = "assigned"
                 unit.current_trip_id = trip.id

@@ -21,7 +21,7 @@ from ..models.center import Agency, Hospital
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import ACTIVE_STATUSES, TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
-from . import center_reads, configuration, silos
+from . import center_reads, configuration, degraded, silos
 
 BOARD_STATES = {
     "open": "Open",
@@ -256,11 +256,13 @@ def units_overview(agency_id=None, level=None, status=None):
     trip_ids = {u.current_trip_id for u in units if u.current_trip_id}
     trips = {}
     if trip_ids:
-        trips = {row.id: row for row in db.session.execute(
+        trips = degraded.optional("hospital", lambda: {row.id: row for row in db.session.execute(
             sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
                       TransportRequest.status, TransportRequest.hospital_id)
             .where(TransportRequest.id.in_(trip_ids))
-        )}
+        )})
+        if trips is None:  # the hospital silo is down: the trips as the units' routes know them
+            trips = _trips_from_routes(trip_ids)
     rows = [UnitRow(u, agencies.get(u.agency_id), trips.get(u.current_trip_id)) for u in units]
     rows.sort(key=lambda r: ((r.agency.name if r.agency else ""), r.unit.number))
     available = {lv: 0 for lv in LEVELS}
@@ -279,16 +281,35 @@ def units_overview(agency_id=None, level=None, status=None):
     return {"rows": rows, "available": available, "by_agency": by_agency, "agencies": agencies}
 
 
+#: A route's status as the trip's status (a planned stop is an awarded trip).
+_ROUTE_TO_TRIP_STATUS = {"planned": "awarded"}
+
+
+def _trips_from_routes(trip_ids):
+    """``{trip id: row}`` of trips as the EMS silo's routes know them (id, public id, reference,
+    status; hospital unknown): what the units page shows while the hospital silo is down."""
+    found = {}
+    for route in db.session.scalars(sa.select(EmsRoute).where(EmsRoute.trip_id.in_(trip_ids))
+                                    .order_by(EmsRoute.id)):
+        found[route.trip_id] = SimpleNamespace(
+            id=route.trip_id, public_id=route.trip_public_id, reference=route.trip_reference,
+            status=_ROUTE_TO_TRIP_STATUS.get(route.status, route.status), hospital_id=None)
+    return found
+
+
 # --- one request -------------------------------------------------------------------------
 
 def request_view(trip):
-    """Everything the center's request page shows: hospital, history, bids, assignable units."""
+    """Everything the center's request page shows: hospital, history, bids, assignable units.
+
+    ``bids`` is None while the EMS silo cannot be reached (the page says so).
+    """
     hospitals, agencies = registry_names()
-    bids = list(db.session.scalars(
+    bids = degraded.optional("ems", lambda: list(db.session.scalars(
         sa.select(TransportBid).where(TransportBid.trip_id == trip.id)
         .options(selectinload(TransportBid.unit))
         .order_by(TransportBid.status != "live", TransportBid.eta_minutes, TransportBid.created_at)
-    ))
+    )))
     return {
         "trip": trip,
         "hospital": hospitals.get(trip.hospital_id),

@@ -24,12 +24,13 @@ import time
 from types import SimpleNamespace
 
 import sqlalchemy as sa
-from flask import current_app, g, has_request_context, session
+from flask import current_app, has_request_context, session
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..extensions import db
 from ..models.center import User, UserSession
+from . import degraded
 
 #: Session cookie key of the snapshot.
 SNAPSHOT_KEY = "_mp_who"
@@ -154,7 +155,7 @@ def _from_snapshot(identity):
         user = SessionUser(snapshot)
     except (KeyError, TypeError, ValueError):
         return None
-    g.medport_center_unreachable = True
+    degraded.note_unavailable("center")
     return user
 
 
@@ -195,8 +196,9 @@ def load(session_id):
 
 
 def center_unreachable():
-    """Whether this request's user was trusted from the snapshot (the center did not answer)."""
-    return bool(getattr(g, "medport_center_unreachable", False))
+    """Whether this request found the center unreachable (its user trusted from the snapshot,
+    or center data shown as read last)."""
+    return "center" in degraded.unavailable()
 
 def session_digest(token):
     """A digest naming a session without revealing its token (hex, 32 characters)."""

@@ -1,0 +1,145 @@
+"""Every page of every role with each silo's database stopped for real (PostgreSQL).
+
+``WORKS`` says, for each silo down, which pages keep answering 200 (with a banner naming
+what is missing where they show less); every other page must answer 503 naming the silo
+that is down, and no page may answer anything else (no 500, no unhandled error).  The
+README's fault-isolation matrix is this table.  With all three down at once, every page
+still answers 503 or sends the user to sign in, rendered without a database.
+"""
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from dashboard.extensions import db
+from dashboard.models.hospital import TransportRequest
+from tests.test_faults import silo_stopped
+from tests.test_stream import signed_in
+
+USERS = {
+    "hospital": None,  # a nurse of the hospital of the open request the pages show
+    "ems": "dispatch@altoonaems.medport.test",
+    "coordinator": "coordinator@medport.test",
+    "admin": "admin@medport.test",
+}
+
+PAGES = {
+    "hospital": ["/hospital/", "/hospital/requests/panel", "/hospital/requests/{trip}",
+                 "/hospital/requests/{trip}/bids", "/hospital/requests/{trip}/timeline",
+                 "/hospital/requests/{trip}/summary", "/hospital/requests/new", "/hospital/requests/{trip}/edit",
+                 "/hospital/requests/{trip}/cancel", "/hospital/preferences", "/hospital/analytics",
+                 "/account/password"],
+    "ems": ["/ems/", "/ems/board/panel", "/ems/requests/{trip}", "/ems/trips", "/ems/trips/panel",
+            "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
+            "/ems/analytics"],
+    "coordinator": ["/center/", "/center/board/panel", "/center/requests/{trip}",
+                    "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
+                    "/center/health", "/center/health/panel", "/center/audit", "/center/analytics"],
+    "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new"],
+}
+
+#: silo down -> the pages that keep working (200); all others answer 503 naming the silo.
+WORKS = {
+    "center": {
+        "hospital": {"/hospital/", "/hospital/requests/panel", "/hospital/requests/{trip}",
+                     "/hospital/requests/{trip}/bids", "/hospital/requests/{trip}/timeline",
+                     "/hospital/requests/{trip}/summary", "/hospital/requests/new",
+                     "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel"},
+        "ems": {"/ems/", "/ems/board/panel", "/ems/requests/{trip}", "/ems/trips", "/ems/trips/panel",
+                "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes"},
+        "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
+                        "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
+                        "/center/health", "/center/health/panel"},
+        "admin": set(),
+    },
+    "hospital": {
+        "hospital": {"/account/password"},
+        "ems": {"/ems/trips", "/ems/trips/panel", "/ems/history", "/ems/units", "/ems/units/panel",
+                "/ems/availability", "/ems/routes"},
+        "coordinator": {"/center/units", "/center/units/panel", "/center/health", "/center/health/panel",
+                        "/center/audit"},
+        "admin": {"/center/users", "/center/config", "/center/users/new"},
+    },
+    "ems": {
+        "hospital": {"/hospital/", "/hospital/requests/panel", "/hospital/requests/{trip}",
+                     "/hospital/requests/{trip}/bids", "/hospital/requests/{trip}/timeline",
+                     "/hospital/requests/{trip}/summary", "/hospital/requests/new",
+                     "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel",
+                     "/hospital/preferences", "/account/password"},
+        "ems": set(),
+        "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
+                        "/center/requests/{trip}/panel", "/center/health", "/center/health/panel",
+                        "/center/audit"},
+        "admin": {"/center/users", "/center/config", "/center/users/new"},
+    },
+}
+LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
+
+
+@pytest.fixture
+def postgres(backend):
+    if backend != "postgres":
+        pytest.skip("stopping a silo's database is done on PostgreSQL")
+
+
+def _open_trip(app):
+    """An open request of the demo and the email of a nurse of its hospital."""
+    with app.app_context():
+        from dashboard.models.center import User
+
+        trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.status == "open")
+                                 .order_by(TransportRequest.id).limit(1))
+        nurse = db.session.scalar(sa.select(User.email).where(User.hospital_id == trip.hospital_id)
+                                  .order_by(User.id).limit(1))
+        public_id = trip.public_id
+        db.session.commit()
+        return public_id, nurse
+
+
+def _clients(app, nurse):
+    return {role: signed_in(app, nurse if role == "hospital" else email) for role, email in USERS.items()}
+
+
+@pytest.mark.parametrize("silo", ["center", "hospital", "ems"])
+def test_each_page_works_or_names_the_silo_that_is_down(postgres, app, demo, silo):
+    trip, nurse = _open_trip(app)
+    clients = _clients(app, nurse)
+    for role, paths in PAGES.items():  # every page works with every silo up
+        for path in paths:
+            assert clients[role].get(path.format(trip=trip)).status_code == 200, (role, path)
+    wrong = []
+    with silo_stopped(app, silo):
+        for role, paths in PAGES.items():
+            for path in paths:
+                response = clients[role].get(path.format(trip=trip))
+                body = response.get_data(as_text=True)
+                if path in WORKS[silo][role]:
+                    if response.status_code != 200:
+                        wrong.append((role, path, response.status_code, "expected 200"))
+                elif response.status_code != 503 or \
+                        f"{LABELS[silo]} data is temporarily unavailable" not in body:
+                    wrong.append((role, path, response.status_code, f"expected 503 naming {silo}"))
+    assert wrong == []
+
+
+def test_with_every_silo_down_every_page_still_renders_an_answer(postgres, app, demo):
+    trip, nurse = _open_trip(app)
+    clients = _clients(app, nurse)
+    for role in PAGES:  # the signed session snapshot is written on a page view
+        assert clients[role].get(PAGES[role][0].format(trip=trip)).status_code == 200
+    with silo_stopped(app, "center"), silo_stopped(app, "hospital"), silo_stopped(app, "ems"):
+        for role, paths in PAGES.items():
+            for path in paths:
+                response = clients[role].get(path.format(trip=trip))
+                body = response.get_data(as_text=True)
+                assert response.status_code in (200, 503), (role, path, response.status_code)
+                if response.status_code == 503:
+                    assert re.search(r"(Center|Hospital|EMS) data is temporarily unavailable", body), path
+                    assert "Sign out" in body  # the signed-in layout, built without a database
+        missing = clients["hospital"].get("/hospital/requests/not-a-request")
+        assert missing.status_code in (404, 503)
+        anonymous = app.test_client()
+        assert anonymous.get("/login").status_code == 200
+        assert anonymous.get("/hospital/").status_code == 302
+        health = anonymous.get("/healthz")
+        assert health.status_code == 503 and sorted(health.get_json()["down"]) == ["center", "ems", "hospital"]
