@@ -42,6 +42,16 @@
           if (event.lastEventId && /^[0-9]+$/.test(event.lastEventId)) lastEventId = event.lastEventId;
         });
       });
+      // The center (where live signals are kept) cannot be read: the stream says so, and
+      // asks every panel to refresh itself now and then until it is back.
+      source.addEventListener("live-status", function (event) {
+        if (event.data === "center-unreachable") {
+          setLive("stale", "Live updates delayed: the center's database cannot be reached. " +
+                  "This page refreshes itself every 20 seconds.");
+        } else {
+          setLive("open", "Live: updates appear as they happen.");
+        }
+      });
       source.addEventListener("session-ended", function () {
         source.close();
         setLive("lost", "Your session ended. Sign in again to continue.");

@@ -205,3 +205,35 @@ def test_a_revoked_session_stays_revoked_whenever_the_center_is_up(postgres, app
     assert copy.get("/hospital/").status_code == 200
     assert nurse.post("/logout").status_code == 302
     assert copy.get("/hospital/").status_code == 302  # the copied cookie is refused at once
+
+
+def test_the_live_stream_says_the_center_is_unreachable_and_catches_up_once_back(
+        postgres, app, demo, deliver, monkeypatch):
+    from dashboard.events import routes as stream_routes
+    from tests.test_stream import Stream
+
+    deliver()
+    monkeypatch.setattr(stream_routes, "STALE_REFRESH_SECONDS", 0.5)
+    app.config["MEDPORT_SIGNAL_POLL_SECONDS"] = 0.2
+    app.config["MEDPORT_STREAM_MAX_SECONDS"] = 60
+    nurse = signed_in(app, NURSE)
+    dispatcher = signed_in(app, DISPATCHER)
+    form = valid_form(app, patient_ref="P-CDEFHJ", bid_deadline_minutes="60")
+    assert dispatcher.get("/ems/").status_code == 200
+    with silo_stopped(app, "center"):
+        stream = Stream(dispatcher)
+        assert stream.read_until("event: live-status\ndata: center-unreachable", max_reads=100)
+        # The page refreshes its panels from the silos that are up, now and then.
+        assert stream.read_until("event: trip-updated\ndata: *", max_reads=100)
+        posted = nurse.post("/hospital/requests/new", data=form)
+        assert posted.status_code == 302
+        trip_public = posted.headers["Location"].rsplit("/", 1)[1]
+        Relay(app).run_once()  # the center's record of it (and its signal) waits
+    try:
+        # Back: the same stream says so, and the signal written once the relay records the
+        # event arrives.
+        assert stream.read_until("event: live-status\ndata: ok", max_reads=200), stream.text[-500:]
+        Relay(app).drain(now=utcnow() + timedelta(minutes=1))
+        assert stream.read_until(f"event: trip-updated\ndata: {trip_public}", max_reads=200), stream.text[-500:]
+    finally:
+        stream.close()

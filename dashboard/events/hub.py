@@ -60,6 +60,9 @@ class SignalHub:
             self._primed_floor = None
             self._app_generation = getattr(self, "_app_generation", 0) + 1
             self.closing = False
+            #: False while the center (where signals are kept) cannot be read: live pages
+            #: are told their data may be stale, and refresh themselves.
+            self.reachable = True
 
     def close(self):
         """This process is stopping: every stream ends now (browsers reconnect elsewhere)."""
@@ -120,11 +123,13 @@ class SignalHub:
             except Exception as exc:
                 if not own:
                     raise
+                self._set_reachable(False)
                 log.warning("signal hub: cannot read signals: %s", type(exc).__name__)
                 return 0
             finally:
                 if own:
                     db.session.remove()
+            self._set_reachable(True)
             with self._lock:
                 if generation != self._app_generation:
                     return 0  # the hub was reset meanwhile
@@ -143,6 +148,14 @@ class SignalHub:
                     arrived, self._arrived = self._arrived, threading.Event()
                     arrived.set()
         return len(fresh)
+
+    def _set_reachable(self, reachable):
+        """Note whether the center can be read; a change wakes every stream to tell its page."""
+        if reachable != self.reachable:
+            self.reachable = reachable
+            with self._lock:
+                arrived, self._arrived = self._arrived, threading.Event()
+            arrived.set()
 
     @staticmethod
     def _read_after(reader, floor):
@@ -194,7 +207,8 @@ class SignalHub:
         """``(signals with id > last_id, complete)`` from the table.
 
         ``complete`` is False when the table no longer holds what came right
-        after ``last_id`` (pruned): the stream then asks every panel to refresh.
+        after ``last_id`` (pruned), or cannot be read (the center unreachable): the
+        stream then asks every panel to refresh.
         """
         with self.app.app_context():
             try:
@@ -203,7 +217,12 @@ class SignalHub:
                 ).all()
                 reaches_back = last_id <= 0 or db.session.scalar(
                     sa.select(LiveSignal.id).where(LiveSignal.id <= last_id).limit(1)) is not None
+                self._set_reachable(True)
                 return [tuple(r) for r in rows], reaches_back and len(rows) < limit
+            except Exception as exc:  # the center is unreachable: nothing to replay now
+                self._set_reachable(False)
+                log.warning("signal hub: cannot replay signals: %s", type(exc).__name__)
+                return [], False
             finally:
                 db.session.remove()
 

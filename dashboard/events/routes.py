@@ -28,6 +28,18 @@ bp = Blueprint("events", __name__)
 #: Sent when a reconnect cannot be replayed exactly: every panel refreshes once.
 RESYNC_SIGNALS = ("trip-updated", "bid-updated", "unit-updated")
 SESSION_ENDED = "event: session-ended\ndata: signed out\n\n"
+#: While the center cannot be read, a live page is told so and refreshes its panels this often
+#: (seconds): changes in the hospital and EMS silos still show, without their signals.
+STALE_REFRESH_SECONDS = 20
+
+
+def _live_status(reachable):
+    """``event: live-status`` saying whether signals flow (``ok``) or the center is unreachable."""
+    return f"event: live-status\ndata: {'ok' if reachable else 'center-unreachable'}\n\n"
+
+
+def _resync():
+    return "".join(f"event: {name}\ndata: *\n\n" for name in RESYNC_SIGNALS)
 
 
 def may_receive(viewer, signal):
@@ -93,6 +105,7 @@ def stream():
     # reads below and the stream take a connection only for a moment.
     db.session.remove()
     hub.ensure_listener()
+    hub.refresh()  # also tells whether the center can be read now
     position = hub.position()
     replay, resync = [], False
     if last_id is not None:
@@ -108,10 +121,24 @@ def stream():
         last_check = started - random.uniform(0, session_check / 2)
         sent = set()
         pending, cursor = replay, position
+        reachable = hub.reachable
+        last_resync = started
+        if not reachable:
+            yield _live_status(False)
         if resync:
-            yield "".join(f"event: {name}\ndata: *\n\n" for name in RESYNC_SIGNALS)
+            yield _resync()
         while True:
             chunks = []
+            now = time.monotonic()
+            if hub.reachable != reachable:
+                reachable = hub.reachable
+                # Back: what was missed meanwhile comes as signals; a refresh of every
+                # panel covers what changed before they were written.
+                chunks.append(_live_status(reachable) + ("" if not reachable else _resync()))
+                last_resync = now
+            elif not reachable and now - last_resync >= STALE_REFRESH_SECONDS:
+                chunks.append(_resync())
+                last_resync = now
             for signal in pending:
                 if signal[0] in sent:
                     continue
@@ -139,7 +166,10 @@ def stream():
             remaining = max_seconds - (now - started)
             if remaining <= 0:
                 return
-            hub.wait(cursor, max(min(keepalive - (time.monotonic() - last_write), remaining), 0))
+            wait = min(keepalive - (time.monotonic() - last_write), remaining)
+            if not reachable:
+                wait = min(wait, STALE_REFRESH_SECONDS - (time.monotonic() - last_resync))
+            hub.wait(cursor, max(wait, 0))
             if hub.closing:
                 return
             cursor, pending, complete = hub.after(cursor)
