@@ -13,11 +13,18 @@ Delivery of one event:
    inbox's unique key lets exactly one commit;
 3. mark it delivered, then wake the live streams.
 
-A handler that fails (a silo down) leaves the event pending with a growing
-back-off; after ``MEDPORT_RELAY_MAX_ATTEMPTS`` tries it is parked for the
-center's health panel, never dropped (:func:`retry_parked` puts it back).
+A handler that fails leaves the event pending with a growing back-off; after
+``MEDPORT_RELAY_MAX_ATTEMPTS`` tries it is parked for the center's health panel,
+never dropped (:func:`retry_parked` puts it back).  A silo that cannot be reached
+(refused, lost, timed out) is an outage, not a faulty event: its events are retried
+every ``UNREACHABLE_BACKOFF_SECONDS`` at most, never parked for it, and within one
+pass only the first event that needs it pays the timeout.
 Events of one entity are delivered in order: while an earlier pending event of
-an entity waits, the later ones wait behind it.
+an entity waits, the later ones wait behind it.  The center's record (audit entry,
+live signal) is the exception: once an event's follow-ups are applied it is
+``recording`` and later events pass it, so a center outage never holds up what the
+hospital and EMS silos tell each other; the record is written, with the event's own
+time, when the center is back.
 """
 import logging
 import select
@@ -63,13 +70,17 @@ RECORDING = "recording"
 #: Outbox statuses the relay delivers.
 DUE_STATUSES = ("pending", RECORDING)
 #: Longest wait between tries while a silo cannot be reached (seconds).
-UNREACHABLE_BACKOFF_SECONDS = 30
+UNREACHABLE_BACKOFF_SECONDS = 5
+
+
+class TargetUnreachable(Exception):
+    """A handler's target silo was found unreachable earlier in this pass: not tried again."""
 
 
 def is_unreachable(exc):
     """Whether ``exc`` says a database could not be reached or did not answer in time
     (connection refused or lost, a statement or lock timeout, no pooled connection)."""
-    if isinstance(exc, (OperationalError, PoolTimeout)):
+    if isinstance(exc, (OperationalError, PoolTimeout, TargetUnreachable)):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -84,6 +95,7 @@ class Relay:
 
     def __init__(self, app):
         self.app = app
+        self._unreachable = set()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._last_sweep = None
@@ -114,6 +126,10 @@ class Relay:
 
     def _deliver_all(self, now):
         delivered = 0
+        # Target silos found unreachable in this pass: events that need them wait for the
+        # next pass untried, so an outage costs one try (and one timeout) per pass, not one
+        # per event.
+        self._unreachable = set()
         for silo in SILOS:
             try:
                 delivered += self._deliver_silo(silo, now or utcnow())
@@ -277,13 +293,17 @@ class Relay:
         step = None
         try:
             for step in handlers:
+                if step[1] in self._unreachable:
+                    raise TargetUnreachable(step[1])
                 self._apply(*step, event)
         except Exception as exc:
             db.session.rollback()
             attempts = event.attempts + 1
             unreachable = is_unreachable(exc)
+            if unreachable and step is not None:
+                self._unreachable.add(step[1])
             # A silo that cannot be reached is an outage, not a poison event: it is retried
-            # (every 30 s at most) until the silo is back, never parked for it.
+            # (every UNREACHABLE_BACKOFF_SECONDS at most) until the silo is back, never parked.
             parked = attempts >= self.max_attempts and not unreachable
             # Follow-ups all applied, only the center's record waits: later events of the
             # entity may pass (their follow-ups must not wait for the center).
