@@ -381,6 +381,6 @@ def silo_health():
             except Exception as exc:  # the silo went away between the check and the read
                 db.session.rollback()
                 entry["up"] = False
-                entry["error"] = f"Its outbox could not be read ({silos.error_kind(exc)})."
+                entry["error"] = f"Its outbox could not be read: {silos.error_kind(exc)}."
         result.append(entry)
     return {"silos": result, "parked": parked, "silo_labels": SILO_LABELS}
