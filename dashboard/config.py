@@ -55,8 +55,9 @@ def engine_options(url, timeouts=None):
     ``timeouts`` is a mapping like :func:`db_timeouts` returns (its defaults when ``None``).
     PostgreSQL gets a connect timeout (seconds), ``statement_timeout`` and ``lock_timeout``
     (milliseconds, set at connection start through libpq's ``options``) and a pool checkout
-    timeout (seconds); SQLite, which has neither, waits for a locked database at most the
-    lock timeout (its busy timeout).  A failed statement's error (logged) leaves out the values
+    timeout (seconds); SQLite, which has neither statement nor lock timeout, waits for a locked
+    database at most the lock timeout (its busy timeout) and for a pooled connection at most
+    the pool timeout.  A failed statement's error (logged) leaves out the values
     it was given: they may be patient data.
     """
     timeouts = dict(DB_TIMEOUT_DEFAULTS, **(timeouts or {}))
@@ -65,7 +66,8 @@ def engine_options(url, timeouts=None):
         # timeout bounds the wait, and with both off a generous 60 s.
         busy_ms = (timeouts["MEDPORT_DB_LOCK_TIMEOUT_MS"] or timeouts["MEDPORT_DB_STATEMENT_TIMEOUT_MS"]
                    or 60000)
-        return {"connect_args": {"timeout": busy_ms / 1000}, "hide_parameters": True}
+        return {"connect_args": {"timeout": busy_ms / 1000}, "hide_parameters": True,
+                "pool_timeout": timeouts["MEDPORT_DB_POOL_TIMEOUT_SECONDS"]}
     return {
         "hide_parameters": True,
         "pool_pre_ping": True,

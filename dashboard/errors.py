@@ -12,7 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .extensions import db, htmx
 from .request_log import install as install_request_log_filter
-from .services.silos import SiloUnavailable, error_kind, install_error_tags, silo_of_error
+from .services.silos import SiloUnavailable, error_kind, install_error_tags, saturated_silos, silo_of_error
 
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 #: What a page that needs an unreachable silo says, after "<Silo> data is temporarily unavailable."
@@ -106,7 +106,8 @@ def register(app):
         """Every pooled connection stayed busy past the pool's timeout: overload, not a fault.
         The answer says to retry shortly (503 with Retry-After), as a load balancer expects."""
         db.session.rollback()
-        current_app.logger.warning("no database connection free on %s %s", request.method, request.path)
+        current_app.logger.warning("no database connection free on %s %s: pools full: %s", request.method,
+                                   request.path, ", ".join(saturated_silos()) or "none now")
         response, status = _render(503, "Busy", "MedPort is very busy right now. Nothing you saved is "
                                    "lost; try again in a moment.")
         return response, status, {"Retry-After": "5"}

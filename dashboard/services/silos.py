@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from ..config import SILOS
 from ..extensions import db
@@ -96,6 +97,20 @@ def error_kind(exc):
     elif getattr(orig, "sqlite_errorname", None):
         detail.append(orig.sqlite_errorname)
     return f"{type(exc).__name__} ({', '.join(detail)})"
+
+
+def saturated_silos():
+    """Silos whose connection pool has no connection free (all checked out), in ``SILOS`` order.
+
+    What a request that timed out waiting for a pooled connection can say about the cause:
+    a silo whose requests are stalled, or plain overload.  Reads pool counters only.
+    """
+    full = []
+    for silo in SILOS:
+        pool = engine(silo).pool
+        if isinstance(pool, QueuePool) and pool.checkedin() == 0 and pool.checkedout() >= pool.size():
+            full.append(silo)
+    return full
 
 
 def silo_of_table(table):
