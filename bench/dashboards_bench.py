@@ -148,7 +148,12 @@ def _generated_trips(urls):
 
 
 def _run_flask(env, *args):
-    """``flask --app wsgi ARGS`` with the bench databases; output shown (progress bar)."""
+    """``flask --app wsgi ARGS`` with the bench databases; output shown (progress bar).
+
+    These are maintenance commands (migrations, bulk loads): no statement timeout, as the
+    README says for long maintenance work; the server measured keeps the defaults.
+    """
+    env = dict(env, MEDPORT_DB_STATEMENT_TIMEOUT_MS="0")
     subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=env, check=True)
 
 

@@ -14,27 +14,75 @@ DEV_SECRET_KEY = "medport-embedded-development-key"
 #: default bind (``SQLALCHEMY_DATABASE_URI``), the other two are named binds.
 SILOS = ("center", "hospital", "ems")
 
-#: A failed statement's error (logged with its traceback) leaves out the values it was
-#: given: they may be patient data.
-_SQLITE_ENGINE_OPTIONS = {"connect_args": {"timeout": 15}, "hide_parameters": True}
-_SERVER_ENGINE_OPTIONS = {
-    "hide_parameters": True,
-    "pool_pre_ping": True,
-    "pool_size": 5,
-    "max_overflow": 10,
-    "pool_recycle": 1800,
-    # A silo that is down must fail a request quickly, not hang a worker.
-    "connect_args": {"connect_timeout": 3},
+#: Bounded waits of every bind, in the environment's units (see the README's configuration
+#: table): a silo that is down, a table held by a lock or a runaway statement answers 503
+#: within these bounds instead of holding a worker.
+DB_TIMEOUT_DEFAULTS = {
+    "MEDPORT_DB_CONNECT_TIMEOUT_SECONDS": 3,
+    "MEDPORT_DB_STATEMENT_TIMEOUT_MS": 15000,
+    "MEDPORT_DB_LOCK_TIMEOUT_MS": 5000,
+    "MEDPORT_DB_POOL_TIMEOUT_SECONDS": 5,
 }
 
 
-def _engine_options(url):
-    """Engine options suited to the database behind ``url``."""
+def db_timeouts(environ=None):
+    """The bounded waits of every bind, read from the environment.
+
+    Returns ``{name: int}`` with the four ``MEDPORT_DB_*`` names of
+    :data:`DB_TIMEOUT_DEFAULTS` (seconds or milliseconds, as each name says).  A statement or
+    lock timeout of ``0`` turns that bound off (long maintenance work).  Raises
+    :class:`ConfigurationError` for a value that is not a whole number, is negative, or is a
+    connect or pool timeout of 0.
+    """
+    environ = os.environ if environ is None else environ
+    timeouts = {}
+    for name, default in DB_TIMEOUT_DEFAULTS.items():
+        raw = (environ.get(name) or "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a whole number, not {raw!r}.") from None
+        minimum = 0 if name.endswith("_MS") else 1
+        if value < minimum:
+            raise ConfigurationError(f"{name} must be at least {minimum}, not {value}.")
+        timeouts[name] = value
+    return timeouts
+
+
+def engine_options(url, timeouts=None):
+    """SQLAlchemy engine options for the database behind ``url`` with the bounded waits.
+
+    ``timeouts`` is a mapping like :func:`db_timeouts` returns (its defaults when ``None``).
+    PostgreSQL gets a connect timeout (seconds), ``statement_timeout`` and ``lock_timeout``
+    (milliseconds, set at connection start through libpq's ``options``) and a pool checkout
+    timeout (seconds); SQLite, which has neither statement nor lock timeout, waits for a locked
+    database at most the lock timeout (its busy timeout) and for a pooled connection at most
+    the pool timeout.  A failed statement's error (logged) leaves out the values
+    it was given: they may be patient data.
+    """
+    timeouts = dict(DB_TIMEOUT_DEFAULTS, **(timeouts or {}))
     if url.startswith("sqlite"):
-        return dict(_SQLITE_ENGINE_OPTIONS)
-    options = dict(_SERVER_ENGINE_OPTIONS)
-    options["connect_args"] = dict(options["connect_args"])
-    return options
+        # A busy timeout of 0 would not wait at all: with the lock timeout off, the statement
+        # timeout bounds the wait, and with both off a generous 60 s.
+        busy_ms = (timeouts["MEDPORT_DB_LOCK_TIMEOUT_MS"] or timeouts["MEDPORT_DB_STATEMENT_TIMEOUT_MS"]
+                   or 60000)
+        return {"connect_args": {"timeout": busy_ms / 1000}, "hide_parameters": True,
+                "pool_timeout": timeouts["MEDPORT_DB_POOL_TIMEOUT_SECONDS"]}
+    return {
+        "hide_parameters": True,
+        "pool_pre_ping": True,
+        "pool_size": 5,
+        "max_overflow": 10,
+        "pool_recycle": 1800,
+        # A silo that is down, or whose connections are all held by stalled requests, must
+        # fail a request quickly, not hang a worker.
+        "pool_timeout": timeouts["MEDPORT_DB_POOL_TIMEOUT_SECONDS"],
+        "connect_args": {
+            "connect_timeout": timeouts["MEDPORT_DB_CONNECT_TIMEOUT_SECONDS"],
+            "options": (f"-c statement_timeout={timeouts['MEDPORT_DB_STATEMENT_TIMEOUT_MS']} "
+                        f"-c lock_timeout={timeouts['MEDPORT_DB_LOCK_TIMEOUT_MS']}"),
+        },
+    }
 
 
 def _env_bool(name, default=False):
@@ -71,14 +119,16 @@ def build_config(instance_path, environ=None):
     embedded = all(url.startswith("sqlite") for url in urls.values())
     production = environ.get("MEDPORT_ENV", "").lower() == "production"
     secret_key = environ.get("SECRET_KEY") or DEV_SECRET_KEY
+    timeouts = db_timeouts(environ)
     return {
+        **timeouts,
         "SECRET_KEY": secret_key,
         "MEDPORT_PRODUCTION": production,
         "MEDPORT_EMBEDDED": embedded,
         "SQLALCHEMY_DATABASE_URI": urls["center"],
-        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(urls["center"]),
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(urls["center"], timeouts),
         "SQLALCHEMY_BINDS": {
-            silo: {"url": urls[silo], **_engine_options(urls[silo])}
+            silo: {"url": urls[silo], **engine_options(urls[silo], timeouts)}
             for silo in SILOS
             if silo != "center"
         },

@@ -1,11 +1,18 @@
-"""Error pages in the site layout; a silo that is down answers 503 naming the silo."""
+"""Error pages in the site layout; a silo that is down or stalled answers 503 naming the silo.
+
+Database errors are logged with their kind (classes and SQLSTATE) and silo, never their
+message: a driver's message may quote the values of a row (a patient's).
+"""
+import traceback
+
 from flask import current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .extensions import db, htmx
-from .services.silos import SiloUnavailable
+from .request_log import install as install_request_log_filter
+from .services.silos import SiloUnavailable, error_kind, install_error_tags, saturated_silos, silo_of_error
 
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 #: What a page that needs an unreachable silo says, after "<Silo> data is temporarily unavailable."
@@ -28,8 +35,8 @@ def _render(status, title, message):
     return render_template(template, status=status, title=title, message=message), status
 
 
-def _down_silo(exc):
-    """Which silo an operational error came from, judged by a quick connection check."""
+def _down_silo():
+    """Which silo is down, judged by a quick connection check (for an error not tagged)."""
     from .services.silos import check_silo
 
     for silo in ("hospital", "ems", "center"):
@@ -38,7 +45,16 @@ def _down_silo(exc):
     return None
 
 
+def _silo_of(error):
+    """The silo an error came from: its engine's tag, else the silo that fails a connection."""
+    return silo_of_error(error) or _down_silo()
+
+
 def register(app):
+    """Install the error pages, the silo tags on database errors and the request-log filter."""
+    install_error_tags(app)
+    install_request_log_filter()
+
     @app.errorhandler(400)
     def bad_request(error):
         return _render(400, "Bad request", getattr(error, "description", None)
@@ -78,10 +94,11 @@ def register(app):
 
     @app.errorhandler(OperationalError)
     def database_down(error):
+        """A silo that is down, or stalled past its statement or lock timeout: 503 naming it."""
         db.session.rollback()
-        silo = _down_silo(error)
-        current_app.logger.warning("database error on %s %s: silo %s", request.method,
-                                   request.path, silo or "unknown")
+        silo = _silo_of(error)
+        current_app.logger.warning("database error on %s %s: silo %s, %s", request.method,
+                                   request.path, silo or "unknown", error_kind(error))
         return _render(503, "Temporarily unavailable", unavailable_message(silo))
 
     @app.errorhandler(PoolTimeout)
@@ -89,7 +106,8 @@ def register(app):
         """Every pooled connection stayed busy past the pool's timeout: overload, not a fault.
         The answer says to retry shortly (503 with Retry-After), as a load balancer expects."""
         db.session.rollback()
-        current_app.logger.warning("no database connection free on %s %s", request.method, request.path)
+        current_app.logger.warning("no database connection free on %s %s: pools full: %s", request.method,
+                                   request.path, ", ".join(saturated_silos()) or "none now")
         response, status = _render(503, "Busy", "MedPort is very busy right now. Nothing you saved is "
                                    "lost; try again in a moment.")
         return response, status, {"Retry-After": "5"}
@@ -99,7 +117,10 @@ def register(app):
         db.session.rollback()
         if error.connection_invalidated:
             return database_down(error)
-        current_app.logger.exception("database error on %s %s", request.method, request.path)
+        # The stack without the message, which may quote a row's values.
+        current_app.logger.error("database error on %s %s: silo %s, %s\n%s", request.method, request.path,
+                                 silo_of_error(error) or "unknown", error_kind(error),
+                                 "".join(traceback.format_tb(error.__traceback__)).rstrip())
         return _render(500, "Something went wrong", "The error was logged. Please try again.")
 
     @app.errorhandler(500)

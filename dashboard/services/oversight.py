@@ -372,12 +372,7 @@ def silo_health():
         if entry["up"]:
             model = OUTBOX_BY_SILO[silo]
             try:
-                counts = dict(db.session.execute(
-                    sa.select(model.status, sa.func.count(model.id))
-                    .where(model.status.in_(("pending", "parked"))).group_by(model.status)
-                ).all())
-                entry["pending"] = counts.get("pending", 0)
-                entry["parked"] = counts.get("parked", 0)
+                entry.update(silos.outbox_backlog(silo))
                 parked.extend((silo, row) for row in db.session.execute(
                     sa.select(model.event_id, model.type, model.entity_type, model.entity_id,
                               model.attempts, model.last_error, model.created_at)
@@ -386,6 +381,6 @@ def silo_health():
             except Exception as exc:  # the silo went away between the check and the read
                 db.session.rollback()
                 entry["up"] = False
-                entry["error"] = f"Its outbox could not be read ({type(exc).__name__})."
+                entry["error"] = f"Its outbox could not be read: {silos.error_kind(exc)}."
         result.append(entry)
     return {"silos": result, "parked": parked, "silo_labels": SILO_LABELS}

@@ -6,11 +6,13 @@ for each of the three silos.
 """
 import time
 import uuid
+import weakref
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from ..config import SILOS
 from ..extensions import db
@@ -37,6 +39,78 @@ def engine(silo):
 
 def metadata(silo):
     return db.metadatas[bind_key(silo)]
+
+
+#: engine -> silo, for the error tag below (engines of every app in this process).
+_ENGINE_SILOS = weakref.WeakKeyDictionary()
+
+
+def _tag_error(context):
+    """``handle_error`` listener: the error remembers the silo whose engine raised it."""
+    silo = _ENGINE_SILOS.get(context.engine)
+    if silo is not None and context.sqlalchemy_exception is not None:
+        context.sqlalchemy_exception.medport_silo = silo
+
+
+def install_error_tags(app):
+    """Tag every database error of ``app``'s engines with its silo (see :func:`silo_of_error`).
+
+    A statement or lock timeout comes from a silo that still answers a connection check, so
+    only the engine that raised the error can say which silo stalled.
+    """
+    with app.app_context():
+        for key, eng in db.engines.items():
+            _ENGINE_SILOS[eng] = key or "center"
+            if not event.contains(eng, "handle_error", _tag_error):
+                event.listen(eng, "handle_error", _tag_error)
+
+
+def silo_of_error(exc):
+    """The silo (``"center"``, ``"hospital"`` or ``"ems"``) whose engine raised ``exc``, or None.
+
+    Follows the exception's cause and context chain, so an error re-raised by other code
+    still names its silo.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        silo = getattr(exc, "medport_silo", None)
+        if silo is not None:
+            return silo
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def error_kind(exc):
+    """What kind of database error ``exc`` is, without its message (which may quote values).
+
+    Returns e.g. ``"OperationalError (LockNotAvailable, sqlstate 55P03)"``: SQLAlchemy's class,
+    then the driver's class and its SQLSTATE (PostgreSQL) or error name (SQLite) when known.
+    """
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return type(exc).__name__
+    detail = [type(orig).__name__]
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if code:
+        detail.append(f"sqlstate {code}")
+    elif getattr(orig, "sqlite_errorname", None):
+        detail.append(orig.sqlite_errorname)
+    return f"{type(exc).__name__} ({', '.join(detail)})"
+
+
+def saturated_silos():
+    """Silos whose connection pool has no connection free (all checked out), in ``SILOS`` order.
+
+    What a request that timed out waiting for a pooled connection can say about the cause:
+    a silo whose requests are stalled, or plain overload.  Reads pool counters only.
+    """
+    full = []
+    for silo in SILOS:
+        pool = engine(silo).pool
+        if isinstance(pool, QueuePool) and pool.checkedin() == 0 and pool.checkedout() >= pool.size():
+            full.append(silo)
+    return full
 
 
 def silo_of_table(table):
@@ -123,6 +197,24 @@ def check_all(full=True):
         latency = checks.get("connection", {}).get("ms")
         report[silo] = {"up": up, "latency_ms": latency, "checks": checks}
     return report
+
+
+def outbox_backlog(silo):
+    """The events waiting in one silo's outbox: ``{"pending": int, "parked": int}``.
+
+    Read on a connection of its own (the request's session is left alone).  Raises
+    SQLAlchemy's ``OperationalError`` (or another ``DBAPIError``) when the silo cannot be
+    read within its timeouts; callers report the backlog as unknown then.
+    """
+    from ..models.outbox import OUTBOX_BY_SILO
+
+    model = OUTBOX_BY_SILO[silo]
+    with engine(silo).connect() as conn:
+        counts = dict(conn.execute(
+            sa.select(model.status, sa.func.count(model.id))
+            .where(model.status.in_(("pending", "parked"))).group_by(model.status)
+        ).all())
+    return {"pending": counts.get("pending", 0), "parked": counts.get("parked", 0)}
 
 
 def record_report(report):
