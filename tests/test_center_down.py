@@ -30,7 +30,7 @@ DISPATCHER = "dispatch@altoonaems.medport.test"
 COORDINATOR = "coordinator@medport.test"
 ADMIN = "admin@medport.test"
 UNAVAILABLE = "Center data is temporarily unavailable"
-BANNER = "The center's database cannot be reached"
+BANNER = 'class="banner banner-warning" role="status" data-silo="center"'
 
 
 @pytest.fixture

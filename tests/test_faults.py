@@ -82,10 +82,13 @@ def test_with_the_ems_silo_down_hospitals_award_and_the_follow_up_waits(postgres
             db.session.commit()
             other = db.session.get(TransportRequest, post_trip("ALT")).public_id
         # Pages that need EMS data say so.
-        for client, path in ((dispatcher, "/ems/"), (nurse, f"/hospital/requests/{trip_public}")):
-            response = client.get(path)
-            assert response.status_code == 503, path
-            assert "EMS data is temporarily unavailable" in response.get_data(as_text=True)
+        response = dispatcher.get("/ems/")
+        assert response.status_code == 503
+        assert "EMS data is temporarily unavailable" in response.get_data(as_text=True)
+        # The request page shows the request; its bids panel says bids are unavailable.
+        response = nurse.get(f"/hospital/requests/{trip_public}")
+        assert response.status_code == 200
+        assert "Bids are unavailable: the EMS database cannot be reached" in response.get_data(as_text=True)
         health = nurse.get("/healthz")
         assert health.status_code == 503 and health.get_json()["down"] == ["ems"]
         # The relay delivers what needs no EMS; the award's follow-up waits, with its reason.

@@ -202,7 +202,9 @@ def check_all(full=True):
 def outbox_backlog(silo):
     """The events waiting in one silo's outbox: ``{"pending": int, "parked": int}``.
 
-    Read on a connection of its own (the request's session is left alone).  Raises
+    ``pending`` counts events not yet delivered, those whose follow-ups are applied and
+    whose center record waits (``recording``) included.  Read on a connection of its own
+    (the request's session is left alone).  Raises
     SQLAlchemy's ``OperationalError`` (or another ``DBAPIError``) when the silo cannot be
     read within its timeouts; callers report the backlog as unknown then.
     """
@@ -212,9 +214,9 @@ def outbox_backlog(silo):
     with engine(silo).connect() as conn:
         counts = dict(conn.execute(
             sa.select(model.status, sa.func.count(model.id))
-            .where(model.status.in_(("pending", "parked"))).group_by(model.status)
+            .where(model.status.in_(("pending", "recording", "parked"))).group_by(model.status)
         ).all())
-    return {"pending": counts.get("pending", 0), "parked": counts.get("parked", 0)}
+    return {"pending": counts.get("pending", 0) + counts.get("recording", 0), "parked": counts.get("parked", 0)}
 
 
 def record_report(report):
