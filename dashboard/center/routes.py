@@ -348,7 +348,11 @@ def hospital_edit(public_id):
         db.session.rollback()
         return _hospital_page(form, hospital, _refused_on_form(form, refused))
     db.session.commit()
-    flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
+    if "active" in changed and not hospital.active:
+        flash(f"{hospital.name} is deactivated: its users are signed out and cannot sign in, "
+              "and it cannot post requests.", "success")
+    else:
+        flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
     return redirect(url_for(".registry"))
 
 
@@ -416,6 +420,10 @@ def _save_agency(form, agency=None):
     db.session.commit()
     if agency is None:
         flash(f"{saved.name} is registered; its EMS profile is set up in a moment.", "success")
+    elif "active" in changed and not saved.active:
+        flash(f"{saved.name} is deactivated: its users are signed out and cannot sign in, its live "
+              "bids are withdrawn, and its awarded trips are flagged on the board for reassignment.",
+              "success")
     else:
         flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
     return redirect(url_for(".registry"))
