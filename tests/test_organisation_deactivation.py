@@ -212,6 +212,9 @@ def test_new_requests_do_not_invite_a_deactivated_agency(app, demo, deliver):
     with pytest.raises(trips.TransitionRefused) as refusal:
         post_trip(app, invite_mode="preferred")
     assert refusal.value.status == 400 and "no active preferred agencies" in refusal.value.message
+    # The form offers no preferred agency then, as for a hospital without any.
+    page = signed_in(app, NURSE).get("/hospital/requests/new").get_data(as_text=True)
+    assert "Your hospital has no preferred agencies yet." in page
 
 
 def test_a_deactivated_agencys_awarded_trips_are_flagged_for_reassignment(app, demo, deliver):

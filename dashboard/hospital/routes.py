@@ -477,7 +477,7 @@ def new_request():
     """Post a transport request; ``?repost=<id>`` pre-fills it from a cancelled or unfilled one."""
     hospital_id = _hospital_id()
     own, everywhere = _own_facilities(), _all_facilities()
-    preferred = trips.preferred_agency_ids(hospital_id)
+    preferred = trips.active_agency_ids(trips.preferred_agency_ids(hospital_id))
     form = RequestForm()
     form.offer(own, everywhere, len(preferred))
     source_id = request.args.get("repost") if request.method == "GET" else form.reposted_from.data
