@@ -240,3 +240,25 @@ def test_a_token_of_another_user_or_form_is_refused(app, demo):
         with pytest.raises(ValueError):
             submissions.claim("ems", "not a token", "bid", 7)
         assert not submissions.claim("ems", "", "bid", 7).repeat
+
+
+def test_one_form_sent_twice_at_the_same_moment_posts_once(app, demo, backend, monkeypatch):
+    if backend != "postgres":
+        pytest.skip("writers race on PostgreSQL; SQLite serialises them")
+    from tests.test_concurrency import StartingLine
+
+    nurses = [signed_in(app, NURSE) for _ in range(2)]
+    before = count(app, TransportRequest)
+    form = valid_form(app, submission_id=token_of(nurses[0].get("/hospital/requests/new").get_data(
+        as_text=True)))
+    line = StartingLine(monkeypatch, 2)
+    line.gate(submissions, "claim")  # both have found no earlier send; they claim together
+
+    def send(client):
+        response = client.post("/hospital/requests/new", data=form)
+        return response.status_code, response.headers.get("Location")
+
+    results = line.run(lambda: send(nurses[0]), lambda: send(nurses[1]))
+    assert sorted(status for status, _ in results) == [302, 303], results
+    assert results[0][1] == results[1][1]  # the second answer names the first one's request
+    assert count(app, TransportRequest) == before + 1
