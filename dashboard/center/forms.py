@@ -28,6 +28,7 @@ from ..models.ems import UNIT_STATUSES
 from ..models.hospital import CANCEL_REASONS
 from ..services.oversight import BOARD_STATES
 from ..services.registry import FACILITY_KINDS
+from ..submission_field import submission_field
 
 
 def optional_int(value):
@@ -160,6 +161,7 @@ class NewHospitalForm(HospitalForm):
                                                Length(max=240)])
     facility_lat = FloatField("Latitude", validators=[Optional(), NumberRange(-90, 90)])
     facility_lon = FloatField("Longitude", validators=[Optional(), NumberRange(-180, 180)])
+    submission_id = submission_field()
 
 
 class FacilityForm(FlaskForm):
@@ -170,6 +172,7 @@ class FacilityForm(FlaskForm):
     lat = FloatField("Latitude", validators=[Optional(), NumberRange(-90, 90, "From -90 to 90.")])
     lon = FloatField("Longitude", validators=[Optional(), NumberRange(-180, 180, "From -180 to 180.")])
     active = BooleanField("Active", default=True)
+    submission_id = submission_field()
 
 
 class AgencyForm(FlaskForm):
@@ -190,6 +193,7 @@ class AgencyForm(FlaskForm):
                                                  NumberRange(1, 1000, "From 1 to 1000 km.")])
     phone = StringField("Phone", validators=[Optional(), Length(max=40)])
     active = BooleanField("Active", default=True)
+    submission_id = submission_field()
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -207,6 +211,7 @@ class UserForm(FlaskForm):
     hospital = SelectField("Hospital", coerce=optional_int)
     agency = SelectField("Agency", coerce=optional_int)
     active = BooleanField("Active", default=True)
+    submission_id = submission_field()
 
 
 class UserFilterForm(Form):

@@ -35,6 +35,7 @@ from ..services import (
     oversight,
     registry,
     session_trust,
+    submissions,
     trips,
     users,
 )
@@ -308,6 +309,25 @@ def registry_index():
     return render_template("center/registry.html", **registry.listing())
 
 
+def _claim(form, kind):
+    """Claim the form's one-time token in the center silo before creating a ``kind``."""
+    return submissions.claim("center", form.submission_id.data, kind, current_user.id)
+
+
+def _repeat(form, kind, message, claim=None):
+    """The answer to a creating form sent again (303 to the registry or the account, with
+    ``message``), or None when this is its first send."""
+    created_id = claim.created_id if claim is not None else submissions.previous(
+        "center", form.submission_id.data, kind, current_user.id)
+    if claim is None and created_id is None:
+        return None
+    db.session.rollback()
+    flash(message, "info")
+    if kind == "user" and created_id:
+        return redirect(url_for(".user_edit", public_id=created_id), 303)
+    return redirect(url_for(".registry"), 303)
+
+
 def _hospital_page(form, hospital=None, status=200):
     return render_template("center/hospital_form.html", form=form, hospital=hospital), status
 
@@ -318,14 +338,21 @@ def hospital_new():
     form = NewHospitalForm()
     if request.method == "GET":
         return _hospital_page(form)
+    repeat = _repeat(form, "hospital", "This hospital was already registered; here it is.")
+    if repeat is not None:
+        return repeat
     if not form.validate_on_submit():
         return _hospital_page(form, status=400)
     values = {name: getattr(form, name).data for name in registry.HOSPITAL_FIELDS}
     facility = {"address": form.facility_address.data, "lat": form.facility_lat.data,
                 "lon": form.facility_lon.data}
     try:
+        claim = _claim(form, "hospital")
+        if claim.repeat:
+            return _repeat(form, "hospital", "This hospital was already registered; here it is.", claim)
         hospital, _changed = registry.save_hospital(_actor(), values, main_facility=facility)
-    except registry.RegistryRefused as refused:
+        claim.created(hospital.public_id)
+    except (registry.RegistryRefused, submissions.SubmissionRefused) as refused:
         db.session.rollback()
         return _hospital_page(form, status=_refused_on_form(form, refused))
     db.session.commit()
@@ -350,7 +377,11 @@ def hospital_edit(public_id):
         db.session.rollback()
         return _hospital_page(form, hospital, _refused_on_form(form, refused))
     db.session.commit()
-    flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
+    if "active" in changed and not hospital.active:
+        flash(f"{hospital.name} is deactivated: its users are signed out and cannot sign in, "
+              "and it cannot post requests.", "success")
+    else:
+        flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
     return redirect(url_for(".registry"))
 
 
@@ -360,12 +391,19 @@ def _facility_page(form, hospital, facility=None, status=200):
 
 
 def _save_facility(form, hospital, facility=None):
+    added = "This facility was already added; the hospital's records show it in a moment."
+    if facility is None and (repeat := _repeat(form, "facility", added)) is not None:
+        return repeat
     if not form.validate_on_submit():
         return _facility_page(form, hospital, facility, 400)
     values = {name: getattr(form, name).data for name in registry.FACILITY_FIELDS if name != "hospital_id"}
     try:
-        _values, changed = registry.save_facility(_actor(), hospital, values, facility)
-    except registry.RegistryRefused as refused:
+        claim = _claim(form, "facility") if facility is None else submissions.Claim()
+        if claim.repeat:
+            return _repeat(form, "facility", added, claim)
+        saved, changed = registry.save_facility(_actor(), hospital, values, facility)
+        claim.created(saved["public_id"])
+    except (registry.RegistryRefused, submissions.SubmissionRefused) as refused:
         db.session.rollback()
         return _facility_page(form, hospital, facility, _refused_on_form(form, refused))
     db.session.commit()
@@ -407,17 +445,28 @@ def _agency_page(form, agency=None, status=200):
 
 
 def _save_agency(form, agency=None):
+    added = "This agency was already registered; here it is."
+    if agency is None and (repeat := _repeat(form, "agency", added)) is not None:
+        return repeat
     if not form.validate_on_submit():
         return _agency_page(form, agency, 400)
     values = {name: getattr(form, name).data for name in registry.AGENCY_FIELDS}
     try:
+        claim = _claim(form, "agency") if agency is None else submissions.Claim()
+        if claim.repeat:
+            return _repeat(form, "agency", added, claim)
         saved, changed = registry.save_agency(_actor(), values, agency)
-    except registry.RegistryRefused as refused:
+        claim.created(saved.public_id)
+    except (registry.RegistryRefused, submissions.SubmissionRefused) as refused:
         db.session.rollback()
         return _agency_page(form, agency, _refused_on_form(form, refused))
     db.session.commit()
     if agency is None:
         flash(f"{saved.name} is registered; its EMS profile is set up in a moment.", "success")
+    elif "active" in changed and not saved.active:
+        flash(f"{saved.name} is deactivated: its users are signed out and cannot sign in, its live "
+              "bids are withdrawn, and its awarded trips are flagged on the board for reassignment.",
+              "success")
     else:
         flash("Saved." if changed else "Nothing changed.", "success" if changed else "info")
     return redirect(url_for(".registry"))
@@ -489,12 +538,20 @@ def user_new():
     form = _user_form()
     if request.method == "GET":
         return _user_page(form)
+    created = ("This account was already created; its temporary password was shown then. "
+               "If it was lost, reset the password.")
+    if (repeat := _repeat(form, "user", created)) is not None:
+        return repeat
     if not form.validate_on_submit():
         return _user_page(form, status=400)
     try:
+        claim = _claim(form, "user")
+        if claim.repeat:
+            return _repeat(form, "user", created, claim)
         user, password = users.create(_actor(), form.email.data, form.display_name.data, form.role.data,
                                       form.hospital.data, form.agency.data)
-    except users.UserRefused as refused:
+        claim.created(user.public_id)
+    except (users.UserRefused, submissions.SubmissionRefused) as refused:
         db.session.rollback()
         return _user_page(form, status=_refused_on_form(form, refused))
     db.session.commit()

@@ -8,6 +8,7 @@ from ..models.base import LEVEL_LABELS
 from ..models.ems import UNIT_STATUSES
 from ..services.bidding import BidRefused, validate_eta
 from ..services.units import AVAILABILITY_KINDS
+from ..submission_field import submission_field
 
 
 class BidForm(FlaskForm):
@@ -25,6 +26,7 @@ class BidForm(FlaskForm):
         render_kw={"inputmode": "numeric", "autocomplete": "off"},
     )
     note = StringField("Note for the hospital (optional)", validators=[Optional(), Length(max=200)])
+    submission_id = submission_field()
 
     def validate_eta_minutes(self, field):
         try:
@@ -55,6 +57,7 @@ class UnitForm(FlaskForm):
     base_station = StringField("Base station", validators=[Optional(), Length(max=120)])
     shift_start = TimeField("Shift starts", validators=[Optional()])
     shift_end = TimeField("Shift ends", validators=[Optional()])
+    submission_id = submission_field()
 
 
 class UnitStatusForm(FlaskForm):
@@ -73,6 +76,7 @@ class AvailabilityForm(FlaskForm):
     ends_at = DateTimeLocalField("Until", format="%Y-%m-%dT%H:%M",
                                  validators=[InputRequired("Give the end date and time.")])
     note = StringField("Note (optional)", validators=[Optional(), Length(max=200)])
+    submission_id = submission_field()
 
     def validate_ends_at(self, field):
         if self.starts_at.data and field.data and field.data <= self.starts_at.data:

@@ -31,7 +31,7 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, degraded, trips
+from ..services import bidding, degraded, submissions, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -82,6 +82,14 @@ def _refused(refused, render):
     if refused.status == 404:
         abort(404)
     return render(refused.message, refused.status)
+
+
+def _already_done(message, endpoint, **values):
+    """A form sent again (double click, second tab, Back): nothing new, what the first send
+    created is shown (303), and the page says so."""
+    db.session.rollback()
+    flash(message, "info")
+    return redirect(url_for(endpoint, **values), 303)
 
 
 def _local_day(raw):
@@ -236,12 +244,21 @@ def place_bid(public_id):
     agency_id, agency_name, levels = agency.id, agency.name, agency.level_list
     form = BidForm()
     _fill_unit_choices(form, trip, agency_id)
+    user_id = current_user.id
+    if submissions.previous("ems", form.submission_id.data, "bid", user_id) is not None:
+        return _already_done("This bid was already placed; here it is.", "ems.request_detail",
+                             public_id=public_id)
     if not form.validate_on_submit():
         return _render_request(trip, form, "Check the highlighted fields; no bid was placed.", 400)
     try:
+        claim = submissions.claim("ems", form.submission_id.data, "bid", user_id)
+        if claim.repeat:
+            return _already_done("This bid was already placed; here it is.", "ems.request_detail",
+                                 public_id=public_id)
         bid = bidding.place(trip, agency_id, agency_name, levels, _unit_id_for_bid(form.unit.data),
-                            form.eta_minutes.data, form.note.data, current_user.id)
-    except BidRefused as refused:
+                            form.eta_minutes.data, form.note.data, user_id)
+        claim.created(bid.public_id)
+    except (BidRefused, submissions.SubmissionRefused) as refused:
         return _refused(refused, lambda message, status: _render_request(
             trips.get_by_public_id(public_id), form, message, status))
     message = f"Bid placed: {bid.unit.number}, ETA {bid.eta_minutes} min."
@@ -508,13 +525,20 @@ def create_unit():
     agency = _agency()
     agency_id, levels = agency.id, agency.level_list
     form = _unit_form(agency)
+    user_id = current_user.id
+    if submissions.previous("ems", form.submission_id.data, "unit", user_id) is not None:
+        return _already_done("This unit was already added; here it is.", "ems.units")
     if not form.validate_on_submit():
         return _render_units(form, "Check the highlighted fields; no unit was added.", 400)
     try:
+        claim = submissions.claim("ems", form.submission_id.data, "unit", user_id)
+        if claim.repeat:
+            return _already_done("This unit was already added; here it is.", "ems.units")
         unit = unit_service.create_unit(agency_id, levels, form.number.data, form.level.data,
                                         form.base_station.data, form.shift_start.data,
                                         form.shift_end.data)
-    except BidRefused as refused:
+        claim.created(unit.public_id)
+    except (BidRefused, submissions.SubmissionRefused) as refused:
         return _refused(refused, lambda message, status: _render_units(form, message, status))
     message = f"{unit.number} added."
     db.session.commit()
@@ -620,6 +644,10 @@ def add_availability():
     agency = _agency()
     form = _availability_form(agency.id)
     day_raw = request.args.get("date")
+    user_id = current_user.id
+    added = "This window was already added; here it is."
+    if submissions.previous("ems", form.submission_id.data, "availability", user_id) is not None:
+        return _already_done(added, "ems.availability", **_window_day(form))
     if not form.validate_on_submit():
         return _render_availability(day_raw, form, "Check the highlighted fields; nothing was saved.", 400)
     unit = unit_service.unit_of_agency(form.unit.data, agency.id)
@@ -627,14 +655,23 @@ def add_availability():
         abort(404)
     starts, ends = from_local(form.starts_at.data), from_local(form.ends_at.data)
     try:
-        unit_service.add_availability(unit, form.kind.data, starts, ends, form.note.data)
-    except BidRefused as refused:
+        claim = submissions.claim("ems", form.submission_id.data, "availability", user_id)
+        if claim.repeat:
+            return _already_done(added, "ems.availability", **_window_day(form))
+        window = unit_service.add_availability(unit, form.kind.data, starts, ends, form.note.data)
+        claim.created(window.id)
+    except (BidRefused, submissions.SubmissionRefused) as refused:
         return _refused(refused, lambda message, status: _render_availability(
             day_raw, form, message, status))
     message = f"{unit.number}: {unit_service.AVAILABILITY_KINDS[form.kind.data].lower()} window added."
     db.session.commit()
     flash(message, "success")
     return redirect(url_for("ems.availability", date=form.starts_at.data.date().isoformat()))
+
+
+def _window_day(form):
+    """``{"date": ...}`` of the window a form names, when it names one."""
+    return {"date": form.starts_at.data.date().isoformat()} if form.starts_at.data else {}
 
 
 @bp.route("/availability/remove", methods=["POST"])

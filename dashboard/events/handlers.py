@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
 from ..models.center import Agency, LiveSignal, User
-from ..models.ems import EmsRoute, TransportBid, Unit
+from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import HospitalUser, TransportRequest
 from ..services import audit
 from .outbox import emit
@@ -177,6 +177,11 @@ def ems_settle_late_bid(event):
     bid, trip = db.session.get(TransportBid, p["bid_id"]), _trip(p["trip_id"])
     if bid is None or bid.status != "live" or trip is None:
         return
+    profile = db.session.scalar(sa.select(EmsAgency).where(EmsAgency.agency_id == bid.agency_id))
+    if profile is not None and not profile.active:
+        # Placed while its agency was being deactivated: withdrawn like its other bids.
+        _withdraw_live_bids(bid.agency_id, p.get("agency_name"), [bid])
+        return
     if trip.status == "open":
         _align_bid_windows(trip, [bid])  # placed while an edit of the window was committing
         return
@@ -287,6 +292,11 @@ def record(event):
         signal.user_id = p.get("user_id")
         signal.agency_ids = ""
     db.session.add(signal)
+    # An organisation deactivated: each of its users' live streams hears that their account
+    # changed, re-checks the session (its epoch was bumped) and ends at once.
+    for user_id in p.get("signed_out_user_ids") or ():
+        db.session.add(LiveSignal(name="account-updated", entity_id=str(user_id), user_id=user_id,
+                                  agency_ids=""))
 
 
 def _invites_preferred_only(p, at):
@@ -350,3 +360,22 @@ def ems_registry_agency(event):
     agency = event.payload.get("agency")
     if agency:
         registry.apply_agency(agency)
+        if not agency["active"]:
+            _withdraw_live_bids(agency["agency_id"], agency.get("name"))
+
+
+def _withdraw_live_bids(agency_id, agency_name, bids=None):
+    """A deactivated agency's live bids are withdrawn (each with its ``bid.withdrawn`` event,
+    so the hospital's bid count follows).  Bids already accepted stand: the center board
+    flags those trips for reassignment."""
+    from ..services.bidding import bid_payload
+
+    now = utcnow()
+    if bids is None:
+        bids = db.session.scalars(sa.select(TransportBid).where(
+            TransportBid.agency_id == agency_id, TransportBid.status == "live")).all()
+    for bid in bids:
+        bid.status, bid.decided_at, bid.updated_at = "withdrawn", now, now
+        db.session.flush()
+        emit("ems", "bid.withdrawn", "bid", bid.public_id, bid_payload(bid, agency_name),
+             actor_user_id=None, actor_ip=None)

@@ -27,6 +27,7 @@ from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS
 from ..services.trips import PATIENT_REF_PATTERN
+from ..submission_field import submission_field
 
 WINDOW_GRACE = timedelta(minutes=10)
 WINDOW_AHEAD = timedelta(days=14)
@@ -276,6 +277,7 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
         invalid_value_message="Enter the minutes in whole numbers.",
         validators=[Optional(), NumberRange(1, 240, "Enter from 1 to 240 minutes.")],
     )
+    submission_id = submission_field()
     reposted_from = HiddenField()
     reposted_version = HiddenField()
 
@@ -475,6 +477,7 @@ class PreferenceForm(FlaskForm):
         "Notes", filters=[one_line],
         validators=[Length(max=300, message="Keep the notes to 300 characters.")],
     )
+    submission_id = submission_field()
 
     def offer(self, agencies):
         """The center's active agencies not yet on the list."""

@@ -28,7 +28,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from ..services import configuration, deadlines, degraded, oversight, trips
+from ..services import configuration, deadlines, degraded, oversight, submissions, trips
 from ..templating import format_time
 from .forms import (
     AwardForm,
@@ -478,7 +478,7 @@ def new_request():
     """Post a transport request; ``?repost=<id>`` pre-fills it from a cancelled or unfilled one."""
     hospital_id = _hospital_id()
     own, everywhere = _own_facilities(), _all_facilities()
-    preferred = trips.preferred_agency_ids(hospital_id)
+    preferred = trips.active_agency_ids(trips.preferred_agency_ids(hospital_id))
     form = RequestForm()
     form.offer(own, everywhere, len(preferred))
     source_id = request.args.get("repost") if request.method == "GET" else form.reposted_from.data
@@ -493,6 +493,9 @@ def new_request():
         else:
             _fill_defaults(form, own, preferred)
         return _render_new(form, source)
+    posted = submissions.previous("hospital", form.submission_id.data, "request", current_user.id)
+    if posted is not None:
+        return _already_posted(posted)
     if not form.validate_on_submit():
         if form.patient_ref.errors:
             form.patient_ref.data = trips.new_patient_ref()
@@ -503,19 +506,50 @@ def new_request():
     fields = form.trip_fields()
     if source is not None:
         fields["reposted_from_id"] = source.id
+    short_code, user_id, user_label = current_user.hospital.short_code, current_user.id, current_user.display_name
     try:
-        trip = trips.post(hospital_id, current_user.hospital.short_code, fields,
-                          current_user.id, current_user.display_name)
+        claim = submissions.claim("hospital", form.submission_id.data, "request", user_id)
+        if claim.repeat:  # the same form, sent at the same moment, was posted first
+            return _already_posted(claim.created_id)
+        trip = trips.post(hospital_id, short_code, fields, user_id, user_label)
+        claim.created(trip.public_id)
         if source is not None and source.status == "open":
-            trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}", current_user.id,
-                         current_user.display_name, expected_version=source_version)
-    except trips.TransitionRefused as refused:
+            trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}", user_id,
+                         user_label, expected_version=source_version)
+    except (trips.TransitionRefused, submissions.SubmissionRefused) as refused:
         db.session.rollback()
         return _render_new(form, source, refused.status, refused.message)
+    same_patient = _same_patient_requests(trip, source)
     db.session.commit()
     flash(f"Request {trip.reference} posted. Agencies may bid until "
           f"{format_time(trip.bid_deadline, '%H:%M')}; bids appear below as they arrive.", "success")
+    if same_patient:
+        # The references only: the patient reference stays out of the session cookie.
+        flash(f"This patient reference already has an active request: {', '.join(same_patient)}. "
+              "If this is not meant as a second transport, cancel one of them.", "warning")
     return redirect(url_for(".request_detail", public_id=trip.public_id))
+
+
+def _already_posted(public_id):
+    """A form sent again: the request its first send posted, said so (303 to it)."""
+    if public_id is None or trips.get_for_hospital(public_id, _hospital_id()) is None:
+        flash("This form was already sent; reload the page to post a new request.", "info")
+        return redirect(url_for(".dashboard"), 303)
+    flash("This request was already posted; here it is.", "info")
+    return redirect(url_for(".request_detail", public_id=public_id), 303)
+
+
+def _same_patient_requests(trip, source=None):
+    """References of the hospital's other active requests for ``trip``'s patient reference
+    (a re-posted request's source excluded), oldest first."""
+    query = sa.select(TransportRequest.reference).where(
+        TransportRequest.hospital_id == trip.hospital_id,
+        TransportRequest.patient_ref == trip.patient_ref,
+        TransportRequest.status.in_(("open",) + ACTIVE_STATUSES),
+        TransportRequest.id != trip.id)
+    if source is not None:
+        query = query.where(TransportRequest.id != source.id)
+    return list(db.session.scalars(query.order_by(TransportRequest.created_at).limit(5)))
 
 
 def _render_new(form, source, status=200, alert=None):
@@ -569,14 +603,29 @@ def preferences():
     form.offer(_addable_agencies(hospital_id))
     if request.method == "GET":
         return _render_preferences(form)
+    added = "This agency was already added; here is your list."
+    if submissions.previous("hospital", form.submission_id.data, "preference", current_user.id):
+        flash(added, "info")
+        return redirect(url_for(".preferences"), 303)
     if not form.validate_on_submit():
         return _render_preferences(form, 400)
     agency = form.chosen
+    try:
+        claim = submissions.claim("hospital", form.submission_id.data, "preference", current_user.id)
+    except submissions.SubmissionRefused as refused:
+        db.session.rollback()
+        return _render_preferences(form, refused.status, refused.message)
+    if claim.repeat:
+        flash(added, "info")
+        return redirect(url_for(".preferences"), 303)
     last = db.session.scalar(sa.select(sa.func.max(HospitalAgencyPreference.rank))
                              .where(HospitalAgencyPreference.hospital_id == hospital_id)) or 0
-    db.session.add(HospitalAgencyPreference(hospital_id=hospital_id, agency_id=agency.id, rank=last + 1,
-                                            notes=form.notes.data or ""))
+    preference = HospitalAgencyPreference(hospital_id=hospital_id, agency_id=agency.id, rank=last + 1,
+                                          notes=form.notes.data or "")
+    db.session.add(preference)
     try:
+        db.session.flush()
+        claim.created(preference.id)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

@@ -301,3 +301,17 @@ class LiveSignal(db.Model):
     agency_ids = sa.Column(sa.String(400), nullable=False, default="")
     # Set when the signal concerns one user only (e.g. their account changed).
     user_id = sa.Column(sa.Integer)
+
+
+class CenterSubmission(db.Model):
+    """A used one-time form token and what its submission created (see ``services.submissions``)."""
+
+    __tablename__ = "center_submissions"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    token = sa.Column(sa.String(64), nullable=False, unique=True)
+    kind = sa.Column(sa.String(30), nullable=False)
+    # What it created: its public id (its row id where it has none), set in the same transaction.
+    created_id = sa.Column(sa.String(36))
+    user_id = sa.Column(sa.Integer)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)

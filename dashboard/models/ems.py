@@ -204,3 +204,18 @@ class EmsRoute(db.Model):
     def has_crew_facts(self):
         """Whether this route holds its own copy of the trip's facts (routes since the copy began)."""
         return self.trip_public_id is not None
+
+
+class EmsSubmission(db.Model):
+    """A used one-time form token and what its submission created (see ``services.submissions``)."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "ems_submissions"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    token = sa.Column(sa.String(64), nullable=False, unique=True)
+    kind = sa.Column(sa.String(30), nullable=False)
+    # What it created: its public id (its row id where it has none), set in the same transaction.
+    created_id = sa.Column(sa.String(36))
+    user_id = sa.Column(sa.Integer)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)

@@ -78,6 +78,11 @@ def authenticate(email, password, ip):
     if not user.is_active:
         audit.record("login.failed", user=user, ip=ip, detail="account deactivated")
         raise LoginRefused("This account is deactivated. Ask an administrator.", status=403)
+    organisation = user.hospital if user.role == "hospital" else user.agency if user.role == "ems" else None
+    if organisation is not None and not organisation.active:
+        audit.record("login.failed", user=user, ip=ip, detail="organisation deactivated")
+        raise LoginRefused(f"{organisation.name} is deactivated in MedPort's registry, so its accounts "
+                           "cannot sign in. Ask the transport center.", status=403)
     user.last_login_at = utcnow()
     audit.record("login.success", user=user, ip=ip, entity_type="user", entity_id=user.public_id)
     return user

@@ -11,7 +11,8 @@ from sqlalchemy.orm import selectinload
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
-from ..models.ems import EmsRoute, TransportBid, Unit
+from ..models.center import Agency
+from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from .trips import CREW_STEPS, HAND_BACK_FROM, agency_may_serve
 
@@ -139,6 +140,24 @@ def validate_eta(raw):
     return eta
 
 
+AGENCY_DEACTIVATED = ("Your agency is deactivated in MedPort's registry, so it cannot bid. "
+                      "Ask the transport center.")
+
+
+def check_agency_active(agency_id):
+    """Refuse (403) a bid of an agency deactivated in the registry.
+
+    Reads the center's registry row and the EMS silo's profile; on PostgreSQL the
+    profile is share-locked until commit, so the relay's deactivation (which withdraws
+    the agency's live bids) waits for this bid and then withdraws it too.
+    """
+    agency = db.session.get(Agency, agency_id)
+    profile_active = db.session.scalar(
+        sa.select(EmsAgency.active).where(EmsAgency.agency_id == agency_id).with_for_update(read=True))
+    if (agency is not None and not agency.active) or profile_active is False:
+        raise BidRefused(AGENCY_DEACTIVATED, status=403)
+
+
 def _check_trip_open(trip, agency_id, agency_levels, now):
     if trip is None:
         raise BidRefused("No such request.", status=404)
@@ -188,9 +207,14 @@ def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
 
 
 def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, user_id):
-    """Place this agency's one live bid on ``trip``; emit ``bid.placed``."""
+    """Place this agency's one live bid on ``trip``; emit ``bid.placed``.
+
+    Raises :class:`BidRefused`: 404 (not visible to the agency), 403 (agency
+    deactivated), 400 (bad ETA or unit), 409 (closed, past deadline, already bid).
+    """
     now = utcnow()
     _check_trip_open(trip, agency_id, agency_levels, now)
+    check_agency_active(agency_id)
     eta = validate_eta(eta_raw)
     if live_bid(trip.id, agency_id) is not None:
         raise BidRefused("Your agency already has a bid on this request; change it instead.")
@@ -233,6 +257,7 @@ def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, n
     if bid.status != "live":
         raise BidRefused("This bid can no longer be changed.")
     _check_trip_open(trip, agency_id, agency_levels, now)
+    check_agency_active(agency_id)
     eta = validate_eta(eta_raw)
     unit = db.session.get(Unit, unit_id) if unit_id else None
     if unit is None or unit.id != bid.unit_id:

@@ -73,8 +73,11 @@ class BoardRow:
         return bool(self.marks)
 
 
-def risk_marks(trip, now, settings):
+def risk_marks(trip, now, settings, agencies=None):
     """The reasons a request needs the center's eye, as ``[(code, label)]``.
+
+    * ``reassign``: awarded (not yet completed) to an agency since deactivated in the
+      registry (``agencies``: ``{agency id: Agency}``): the center re-opens or reassigns it;
 
     * ``unfilled``: open and past its bidding deadline (flagged or not yet swept);
     * ``no_bids``: open with no bids after ``risk_no_bids_minutes``;
@@ -83,6 +86,9 @@ def risk_marks(trip, now, settings):
     * ``emergent``: an emergent request not yet completed or cancelled.
     """
     marks = []
+    awarded_to = (agencies or {}).get(trip.awarded_agency_id) if trip.status in ACTIVE_STATUSES else None
+    if awarded_to is not None and not awarded_to.active:
+        marks.append(("reassign", f"{awarded_to.name} deactivated: reassign"))
     if trip.status == "open":
         if trip.unfilled_at is not None or trip.bid_deadline <= now:
             marks.append(("unfilled", "Deadline passed unfilled"))
@@ -214,7 +220,7 @@ def board(filters, now=None):
             totals[state] = db.session.scalar(
                 sa.select(sa.func.count()).select_from(TransportRequest)
                 .where(_group_condition(state, since), *conditions))
-        board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings))
+        board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
                       for trip in rows[:limit]]
         if filters.risk_only:
             board_rows = [row for row in board_rows if row.at_risk]

@@ -7,13 +7,19 @@ applies agency changes (``EmsAgency``).  Facilities live in the hospital silo
 only, so a facility edit at the center is an event (and an audit entry), never
 a write to the hospital silo.  Nothing is deleted: deactivate instead.
 Every change is audited here with its before/after values; nothing here commits.
+
+Deactivating a hospital or an agency puts its users out: their ``session_epoch`` is
+bumped in the same center transaction (every session ends, and the event's record
+signals each user's live streams to end), and sign-in stays refused until the
+organisation is reactivated.  The EMS silo withdraws a deactivated agency's live
+bids when the event reaches it.
 """
 import sqlalchemy as sa
 
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVELS, new_public_id
-from ..models.center import Agency, Hospital
+from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency
 from ..models.hospital import HospitalFacility
 from . import audit
@@ -81,6 +87,25 @@ def _unique(model, row, column, value, field, label):
         raise RegistryRefused(f"Another {label} already has this {field.replace('_', ' ')}.", field=field)
 
 
+def end_sessions(column, organisation_id):
+    """End every session of the organisation's users (one UPDATE); returns their user ids.
+
+    ``column`` is ``User.hospital_id`` or ``User.agency_id``.  Bumping the epoch
+    ends the sessions at their next request; the ids go in the event so the
+    record signals each user's live streams.
+    """
+    user_ids = sorted(db.session.scalars(sa.select(User.id).where(column == organisation_id)))
+    if user_ids:
+        db.session.execute(
+            sa.update(User).where(User.id.in_(user_ids))
+            .values(session_epoch=User.session_epoch + 1).execution_options(synchronize_session=False))
+    return user_ids
+
+
+def _signed_out(user_ids):
+    return f"{len(user_ids)} user{'' if len(user_ids) == 1 else 's'} signed out"
+
+
 def _record(actor, op, entity_type, public_id, before, after, changed, detail=""):
     audit.record(f"registry.{op}", user_id=actor.user_id, user_email=actor.email, ip=actor.ip,
                  entity_type=entity_type, entity_id=public_id,
@@ -112,6 +137,9 @@ def save_hospital(actor, values, hospital=None, main_facility=None):
     payload = {"kind": "hospital", "op": op, "public_id": hospital.public_id,
                "hospital_id": hospital.id, "changed": changed, "hospital": after}
     detail = ""
+    if op == "deactivated":
+        payload["signed_out_user_ids"] = end_sessions(User.hospital_id, hospital.id)
+        detail = _signed_out(payload["signed_out_user_ids"])
     if before is None and main_facility is not None:
         facility = {"public_id": new_public_id(), "hospital_id": hospital.id, "name": hospital.name,
                     "kind": "hospital", "address": main_facility["address"].strip(),
@@ -148,10 +176,14 @@ def save_agency(actor, values, agency=None):
     if not changed:
         return agency, []
     op = _operation(before, after)
-    _record(actor, op, "agency", agency.public_id, before, after, changed)
-    emit("center", "registry.changed", "registry", agency.public_id,
-         {"kind": "agency", "op": op, "public_id": agency.public_id, "agency_id": agency.id,
-          "changed": changed, "agency": after})
+    payload = {"kind": "agency", "op": op, "public_id": agency.public_id, "agency_id": agency.id,
+               "changed": changed, "agency": after}
+    detail = ""
+    if op == "deactivated":
+        payload["signed_out_user_ids"] = end_sessions(User.agency_id, agency.id)
+        detail = _signed_out(payload["signed_out_user_ids"])
+    _record(actor, op, "agency", agency.public_id, before, after, changed, detail)
+    emit("center", "registry.changed", "registry", agency.public_id, payload)
     return agency, changed
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
+from ..models.center import Agency, Hospital
 from ..models.hospital import (
     ACTIVE_STATUSES,
     HospitalAgencyPreference,
@@ -60,6 +61,20 @@ class TransitionRefused(Exception):
 
 class UnitBooked(TransitionRefused):
     """The unit is awarded another request of an overlapping window: award another bid instead."""
+
+
+class AgencyDeactivated(UnitBooked):
+    """The bid's agency is deactivated in the registry: award another bid instead."""
+
+
+def active_agency_ids(agency_ids):
+    """``agency_ids`` without those the center registry lists as deactivated (one query),
+    in their order."""
+    if not agency_ids:
+        return []
+    inactive = set(db.session.scalars(
+        sa.select(Agency.id).where(Agency.id.in_(list(agency_ids)), Agency.active.is_(False))))
+    return [agency_id for agency_id in agency_ids if agency_id not in inactive]
 
 
 def new_patient_ref():
@@ -131,13 +146,20 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
     """Create an ``open`` trip from validated ``fields`` and emit ``trip.posted``.
 
     Invitations to preferred agencies need a preferred list: posting one with
-    an empty list is refused (nobody could bid).
+    an empty list is refused (nobody could bid).  Agencies deactivated in the
+    center's registry are not invited.  Raises :class:`TransitionRefused`: 403
+    when the hospital itself is deactivated, 400 when no preferred agency is active.
     """
     now = utcnow()
-    preferred = preferred_agency_ids(hospital_id)
+    hospital = db.session.get(Hospital, hospital_id)
+    if hospital is not None and not hospital.active:
+        raise TransitionRefused(
+            f"{hospital.name} is deactivated in MedPort's registry, so it cannot post requests. "
+            "Ask the transport center.", status=403)
+    preferred = active_agency_ids(preferred_agency_ids(hospital_id))
     if fields.get("invite_mode", "all") != "all" and not preferred:
         raise TransitionRefused(
-            "Your hospital has no preferred agencies, so no agency could bid. Add preferred "
+            "Your hospital has no active preferred agencies, so no agency could bid. Add preferred "
             "agencies first or invite all agencies.",
             status=400,
         )
@@ -225,6 +247,10 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
     _check(trip, "awarded")
     if bid.get("trip_id") not in (None, trip.id):
         raise TransitionRefused("That bid belongs to another request.", status=400)
+    if not active_agency_ids([bid["agency_id"]]):
+        raise AgencyDeactivated(
+            f"{bid['agency_name'] or 'This agency'} is deactivated in MedPort's registry; "
+            "award another bid.")
     # A bid's unit was free when it bid, but the center may have assigned it to an
     # overlapping trip since (or be doing so now): bookings of one unit take turns here.
     check_unit_free(trip, bid["agency_id"], bid["unit_id"], bid["unit_label"])
