@@ -9,7 +9,6 @@ import re
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     flash,
     redirect,
@@ -30,6 +29,7 @@ from ..services import (
     audit,
     audit_trail,
     configuration,
+    csvout,
     intervention,
     oversight,
     registry,
@@ -606,8 +606,7 @@ def audit_export():
     if filters is None:
         abort(400, "The filters are not valid; correct them on the audit page and export again.")
     lines = audit_trail.csv_lines(filters, lambda value: format_time(value, "%Y-%m-%d %H:%M:%S %Z"))
-    return Response(stream_with_context(lines), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="medport-audit.csv"'})
+    return csvout.response(stream_with_context(lines), "medport-audit.csv")
 
 
 # --- silo health ---------------------------------------------------------------------------

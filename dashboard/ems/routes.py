@@ -5,14 +5,11 @@ units and trips are not found (404).  Views read the hospital silo, write only
 the EMS silo, and commit once per use case; what the hospital must learn
 follows through the outbox.
 """
-import csv
-import io
 from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask import (
     Blueprint,
-    Response,
     abort,
     flash,
     redirect,
@@ -31,7 +28,7 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, trips
+from ..services import bidding, csvout, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -405,12 +402,6 @@ def hand_back_trip(public_id):
     return redirect(url_for("ems.my_trips"))
 
 
-def _csv_cell(value):
-    """A CSV value a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _csv_time(value):
     local = to_local(value)
     return local.strftime("%Y-%m-%d %H:%M") if local else ""
@@ -423,13 +414,10 @@ def trips_csv():
     agency = _agency()
     agency_id, code = agency.id, agency.short_code
 
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+    def rows():
         for row in unit_service.completed_trip_rows(agency_id):
             route, trip = row["route"], row["trip"]
-            writer.writerow([_csv_cell(v) for v in (
+            yield (
                 route.trip_reference, to_local(route.window_start).date().isoformat(), row["unit_number"],
                 row["unit_level"], trip.level_of_care if trip else "", trip.urgency if trip else "",
                 trip.origin_name if trip else "", (trip.destination_name or "") if trip else "",
@@ -437,16 +425,10 @@ def trips_csv():
                 _csv_time(trip.en_route_at if trip else None),
                 _csv_time(trip.at_pickup_at if trip else None),
                 _csv_time(trip.transporting_at if trip else None),
-                _csv_time(trip.completed_at if trip else None))])
-            if buffer.tell() > 8192:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+                _csv_time(trip.completed_at if trip else None))
 
     filename = f"{code.lower()}-completed-trips-{to_local(utcnow()):%Y%m%d}.csv"
-    return Response(stream_with_context(generate()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return csvout.response(stream_with_context(csvout.stream(CSV_COLUMNS, rows())), filename)
 
 
 # --- units ---------------------------------------------------------------------------------
