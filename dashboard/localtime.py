@@ -6,6 +6,11 @@ from flask import current_app
 
 from .models.base import utcnow
 
+#: The local times a form accepts: far enough for any schedule or history, and safe to convert.
+EARLIEST = datetime(2000, 1, 1)
+LATEST = datetime(2100, 12, 31, 23, 59, 59)
+RANGE_MESSAGE = "Enter a date from 2000-01-01 to 2100-12-31."
+
 
 def local_zone():
     return ZoneInfo(current_app.config["MEDPORT_TIMEZONE"])
@@ -23,6 +28,11 @@ def from_local(value):
     if value is None:
         return None
     return value.replace(tzinfo=local_zone()).astimezone(UTC).replace(tzinfo=None)
+
+
+def in_range(value):
+    """Whether a naive local datetime lies within :data:`EARLIEST`..:data:`LATEST`."""
+    return EARLIEST <= value.replace(fold=0) <= LATEST
 
 
 def local_today(now=None):

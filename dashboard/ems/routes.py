@@ -5,6 +5,7 @@ units and trips are not found (404).  Views read the hospital silo, write only
 the EMS silo, and commit once per use case; what the hospital must learn
 follows through the outbox.
 """
+import re
 from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -82,14 +83,21 @@ def _refused(refused, render):
 
 
 def _local_day(raw):
-    """The local day asked for (``YYYY-MM-DD``, default today) and its naive-UTC bounds."""
+    """The local day asked for (``YYYY-MM-DD``, default today) and its naive-UTC bounds.
+
+    Aborts 400 with a message for a day that is malformed or more than ``MAX_DAYS_AWAY`` days
+    from today."""
     today = local_today()
+    raw = (raw or "").strip()
     try:
-        day = date.fromisoformat(raw) if raw else today
+        day = date.fromisoformat(raw) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw) else None
     except ValueError:
-        day = today
+        day = None
+    if raw and day is None:
+        abort(400, "Enter the day as YYYY-MM-DD, e.g. 2026-11-25.")
+    day = day or today
     if abs((day - today).days) > MAX_DAYS_AWAY:
-        day = today
+        abort(400, f"Choose a day within {MAX_DAYS_AWAY // 366} years of today.")
     return day, local_midnight(day), local_midnight(day + timedelta(days=1))
 
 
