@@ -6,10 +6,12 @@ date in year 9999 is a message on its field, never an overflow further on.
 import math
 import re
 
+from markupsafe import Markup, escape
 from wtforms import DateTimeLocalField, FloatField, IntegerField
 from wtforms.validators import NumberRange, StopValidation
+from wtforms.widgets import DateTimeLocalInput
 
-from .localtime import RANGE_MESSAGE, in_range
+from .localtime import RANGE_MESSAGE, clock_change, fold_message, fold_options, gap_message, in_range
 
 #: More digits than any count, minute or kilometre the forms take.
 MAX_DIGITS = 9
@@ -64,13 +66,46 @@ class FiniteNumberField(FloatField):
             raise StopValidation()
 
 
-class LocalTimeField(DateTimeLocalField):
-    """A ``datetime-local`` input read as the region's local time, from 2000 to 2100."""
+class LocalTimeInput(DateTimeLocalInput):
+    """A ``datetime-local`` input; when the time entered happens twice (the clocks go back), two
+    radio buttons after it choose which (``<name>_fold``: 0 the first, 1 the second)."""
 
-    def __init__(self, label=None, validators=None, **kwargs):
+    def __call__(self, field, **kwargs):
+        html = super().__call__(field, **kwargs)
+        options = field.fold_choices()
+        if not options:
+            return html
+        checked = field.chosen_fold()
+        radios = "".join(
+            f'<label class="check"><input type="radio" name="{escape(field.name)}_fold" '
+            f'id="{escape(field.id)}-fold-{fold}" value="{fold}"{" checked" if checked == fold else ""}> '
+            f"{escape(label)}</label>"
+            for fold, label in options)
+        return html + Markup(f'<fieldset class="fold-choice"><legend>Which {field.data:%H:%M}?</legend>'
+                             f"{radios}</fieldset>")
+
+
+class LocalTimeField(DateTimeLocalField):
+    """A ``datetime-local`` input read as the region's local time, from 2000 to 2100.
+
+    A time the clocks skip is refused with a message naming the change.  A time that happens
+    twice needs ``<name>_fold`` (0 or 1; the input offers it as a choice) unless ``ask_fold`` is
+    false (filters), where it is the first.  ``data`` is a naive local datetime whose ``fold``
+    says which, so :func:`..localtime.from_local` gives the right UTC instant.
+    """
+
+    widget = LocalTimeInput()
+
+    def __init__(self, label=None, validators=None, ask_fold=True, **kwargs):
         kwargs.setdefault("format", ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"])
         kwargs.setdefault("invalid_value_message", "Enter a date and time, e.g. 2026-11-25 14:30.")
         super().__init__(label, validators, **kwargs)
+        self.ask_fold = ask_fold
+        self.fold_raw = None
+
+    def process(self, formdata, *args, **kwargs):
+        self.fold_raw = formdata.get(f"{self.name}_fold") if formdata is not None else None
+        super().process(formdata, *args, **kwargs)
 
     def process_formdata(self, valuelist):
         if valuelist and not " ".join(valuelist).strip():
@@ -85,8 +120,29 @@ class LocalTimeField(DateTimeLocalField):
         if not in_range(self.data):
             self.data = None
             raise ValueError(RANGE_MESSAGE)
+        if self.fold_raw in ("0", "1"):
+            self.data = self.data.replace(fold=int(self.fold_raw))
 
     def pre_validate(self, form):
-        """A value that could not be read has its message already."""
+        """Refuse a time the clocks skip, and a repeated one whose occurrence was not chosen."""
         if self.process_errors:
             raise StopValidation()
+        if self.data is None:
+            return
+        change = clock_change(self.data)
+        if change == "gap":
+            raise StopValidation(gap_message(self.data))
+        if change == "fold" and self.ask_fold and self.fold_raw not in ("0", "1"):
+            raise StopValidation(fold_message(self.data))
+
+    def fold_choices(self):
+        """``[(fold, label)]`` when the time shown happens twice and the form asks which, else ``[]``."""
+        if not self.ask_fold or self.data is None or clock_change(self.data) != "fold":
+            return []
+        return fold_options(self.data)
+
+    def chosen_fold(self):
+        """The occurrence chosen (0 or 1), that of a stored value shown, or None."""
+        if self.fold_raw in ("0", "1"):
+            return int(self.fold_raw)
+        return None if self.raw_data else self.data.fold

@@ -71,8 +71,8 @@ class AuditFilterForm(Form):
     action = StringField("Action (starts with, e.g. trip.)", validators=[Optional(), Length(max=60)])
     entity_type = StringField("Entity type", validators=[Optional(), Length(max=40)])
     entity_id = StringField("Entity id", validators=[Optional(), Length(max=64)])
-    since = LocalTimeField("From", validators=[Optional()])
-    until = LocalTimeField("To", validators=[Optional()])
+    since = LocalTimeField("From", ask_fold=False, validators=[Optional()])
+    until = LocalTimeField("To", ask_fold=False, validators=[Optional()])
 
     def validate(self, extra_validators=None):
         """The range must run forwards (compared in UTC: a range may span a clock change)."""
