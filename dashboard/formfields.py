@@ -15,7 +15,7 @@ from .localtime import RANGE_MESSAGE, clock_change, fold_message, fold_options, 
 
 #: More digits than any count, minute or kilometre the forms take.
 MAX_DIGITS = 9
-_WHOLE = re.compile(r"[+-]?[0-9]+")
+_WHOLE = re.compile(r"[+-]?[\d_]+")
 
 
 def _range_message(field):
@@ -37,9 +37,11 @@ class WholeNumberField(IntegerField):
             return
         if valuelist:
             text = str(valuelist[0]).strip()
-            if _WHOLE.fullmatch(text) and len(text.lstrip("+-")) > MAX_DIGITS:
+            if len(text) > MAX_DIGITS + 1:  # a sign and MAX_DIGITS digits at most: int() is not reached
                 self.data = None
-                raise ValueError(_range_message(self) or f"Enter a number of at most {MAX_DIGITS} digits.")
+                if _WHOLE.fullmatch(text):
+                    raise ValueError(_range_message(self) or f"Enter a number of at most {MAX_DIGITS} digits.")
+                raise ValueError(self.invalid_value_message or "Enter a whole number.")
         super().process_formdata(valuelist)
 
     def pre_validate(self, form):

@@ -545,7 +545,7 @@ def test_every_state_changing_route_refuses_a_missing_or_forged_token(csrf_on):
 
 HUGE = "9" * 320
 DATE_TIMES = ["9999-12-31T23:59", "0001-01-01T00:00", "9999-12-31", "0001-01-01"]
-NUMBERS = [HUGE, "-" + HUGE, "1" + "0" * 400]
+NUMBERS = [HUGE, "-" + HUGE, "1" + "0" * 400, "٣" * 320, "9_" * 200]
 HOSTILE = DATE_TIMES + NUMBERS
 
 #: form -> the fields that take a date, a time of day or a number.
