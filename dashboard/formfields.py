@@ -6,7 +6,7 @@ date in year 9999 is a message on its field, never an overflow further on.
 import math
 import re
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from wtforms import DateTimeLocalField, FloatField, IntegerField
 from wtforms.validators import NumberRange, StopValidation
 from wtforms.widgets import DateTimeLocalInput
@@ -78,13 +78,13 @@ class LocalTimeInput(DateTimeLocalInput):
         if not options:
             return html
         checked = field.chosen_fold()
-        radios = "".join(
-            f'<label class="check"><input type="radio" name="{escape(field.name)}_fold" '
-            f'id="{escape(field.id)}-fold-{fold}" value="{fold}"{" checked" if checked == fold else ""}> '
-            f"{escape(label)}</label>"
+        radio = Markup('<label class="check"><input type="radio" name="{}_fold" id="{}-fold-{}" value="{}"{}> '
+                       "{}</label>")
+        radios = Markup("").join(
+            radio.format(field.name, field.id, fold, fold, Markup(" checked") if checked == fold else "", label)
             for fold, label in options)
-        return html + Markup(f'<fieldset class="fold-choice"><legend>Which {field.data:%H:%M}?</legend>'
-                             f"{radios}</fieldset>")
+        return html + Markup('<fieldset class="fold-choice"><legend>Which {}?</legend>{}</fieldset>').format(
+            f"{field.data:%H:%M}", radios)
 
 
 class LocalTimeField(DateTimeLocalField):
