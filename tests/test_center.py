@@ -679,13 +679,13 @@ def test_audit_log_filters_pages_and_exports(client, auth, demo, app):
 
     export = client.get("/center/audit/export.csv?user=someone1@")
     assert export.mimetype == "text/csv" and "attachment" in export.headers["Content-Disposition"]
-    rows = list(csv.DictReader(io.StringIO(export.data.decode())))
+    rows = list(csv.DictReader(io.StringIO(export.data.decode("utf-8-sig"))))
     assert len(rows) == 20 and {r["user_email"] for r in rows} == {"someone1@medport.test"}
     assert [int(r["id"]) for r in rows] == sorted((int(r["id"]) for r in rows), reverse=True)
-    (risky,) = csv.DictReader(io.StringIO(client.get("/center/audit/export.csv?entity_id=abc").data.decode()))
+    (risky,) = csv.DictReader(io.StringIO(client.get("/center/audit/export.csv?entity_id=abc").data.decode("utf-8-sig")))
     assert risky["after"].startswith("{") and risky["detail"].startswith("'=")  # never a live formula
     (login,) = csv.DictReader(io.StringIO(client.get(
-        f"/center/audit/export.csv?action=login.success&user={COORDINATOR}").data.decode()))
+        f"/center/audit/export.csv?action=login.success&user={COORDINATOR}").data.decode("utf-8-sig")))
     assert login["ip"] == "127.0.0.1" and login["time_local"]
     # No route edits or deletes audit rows.
     for method in ("post", "put", "delete"):

@@ -370,7 +370,7 @@ def test_award_progress_to_completed_and_csv(app, demo, deliver):
 
     response = client.get("/ems/trips.csv")
     assert response.status_code == 200 and response.mimetype == "text/csv"
-    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    rows = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
     mine = [row for row in rows if row["trip_reference"] == reference]
     assert len(mine) == 1
     assert mine[0]["unit"] == "Test 1" and mine[0]["completed_at"]

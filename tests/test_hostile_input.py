@@ -7,10 +7,13 @@ browser would (its fields read from the page that shows it), with some values
 replaced.  Generated values (hypothesis) run on SQLite; PostgreSQL gets a
 fixed list of the values that trouble a server database (NUL bytes, numbers
 out of range, oversized text).  Missing and forged CSRF tokens are refused on
-every state-changing route, enumerated from the URL map.
+every state-changing route, enumerated from the URL map.  Dates at the ends of the
+calendar and numbers of hundreds of digits, in every field and query parameter
+that takes a date or a number, are refused with 400 and a message on both databases.
 """
 import io
 import re
+from html import unescape
 from html.parser import HTMLParser
 from urllib.parse import quote, urlsplit
 
@@ -530,3 +533,125 @@ def test_every_state_changing_route_refuses_a_missing_or_forged_token(csrf_on):
             assert response.status_code == 400, (url, attempt)
             assert b"security token" in response.data, url
     assert snapshot(world.app) == before
+
+
+# --- dates at the ends of the calendar, numbers of hundreds of digits ---------------------------
+#
+# Each is refused with 400 and a message saying what is wrong (a form is shown again with its
+# field's message), never a 5xx, and nothing is stored, on both databases, in every field and
+# query parameter that takes a date, a time or a number; the other fields get them too and must
+# not answer a 5xx.  Pager positions keep their documented tolerance (a number no pager shows
+# is the first page), as do lists of fixed choices (a value not offered is no filter).
+
+HUGE = "9" * 320
+DATE_TIMES = ["9999-12-31T23:59", "0001-01-01T00:00", "9999-12-31", "0001-01-01"]
+NUMBERS = [HUGE, "-" + HUGE, "1" + "0" * 400, "٣" * 320, "9_" * 200]
+HOSTILE = DATE_TIMES + NUMBERS
+
+#: form -> the fields that take a date, a time of day or a number.
+TYPED_FIELDS = {
+    "new request": ["window_start", "window_end", "weight_kg", "oxygen_lpm", "bid_deadline_minutes",
+                    "invite_all_after_minutes"],
+    "edit request": ["window_start", "window_end", "weight_kg", "oxygen_lpm", "version"],
+    "cancel request": ["version"],
+    "award": ["version"],
+    "place bid": ["eta_minutes"],
+    "change bid": ["eta_minutes"],
+    "add unit": ["shift_start", "shift_end"],
+    "edit unit": ["shift_start", "shift_end"],
+    "add availability": ["starts_at", "ends_at"],
+    "center award": ["version"],
+    "center assign": ["eta_minutes", "agency", "unit", "version"],
+    "center extend": ["minutes", "version"],
+    "center reopen": ["version"],
+    "center cancel": ["version"],
+    "new user": ["hospital", "agency"],
+    "edit user": ["hospital", "agency"],
+    "new hospital": ["facility_lat", "facility_lon"],
+    "new facility": ["lat", "lon"],
+    "edit facility": ["lat", "lon"],
+    "new agency": ["base_lat", "base_lon", "service_radius_km"],
+    "edit agency": ["base_lat", "base_lon", "service_radius_km"],
+    "configuration": "*",  # every setting is a number but the auto-award policy
+}
+
+#: (role, page, query parameters that take a date or a number)
+TYPED_QUERIES = [
+    ("hospital_a", "/hospital/analytics", ["start", "end"]),
+    ("ems_x", "/ems/availability", ["date"]),
+    ("ems_x", "/ems/routes", ["date"]),
+    ("ems_x", "/ems/analytics", ["start", "end"]),
+    ("coordinator", "/center/", ["hospital", "agency"]),
+    ("coordinator", "/center/board/panel", ["hospital", "agency"]),
+    ("coordinator", "/center/units", ["agency"]),
+    ("coordinator", "/center/units/panel", ["agency"]),
+    ("coordinator", "/center/audit", ["since", "until"]),
+    ("coordinator", "/center/audit/export.csv", ["since", "until"]),
+    ("coordinator", "/center/analytics", ["start", "end"]),
+]
+#: Pagers (a position no pager shows is the first page) and lists of fixed choices (a value not
+#: offered is no filter): 200, or 400.
+PAGER_QUERIES = [
+    ("hospital_a", "/hospital/", ["page"]),
+    ("hospital_a", "/hospital/requests/panel", ["page"]),
+    ("ems_x", "/ems/trips", ["page"]),
+    ("ems_x", "/ems/trips/panel", ["page"]),
+    ("ems_x", "/ems/history", ["page"]),
+    ("coordinator", "/center/audit", ["before"]),
+    # Choices of a filter list: a value not offered is no filter.
+    ("ems_x", "/ems/", ["within"]),
+    ("ems_x", "/ems/board/panel", ["within"]),
+]
+
+_MESSAGE = re.compile(
+    r'<span class="error">(.*?)</span>|role="alert"[^>]*>(.*?)</(?:div|p)>'
+    r'|<section class="error-page">.*?<p>(.*?)</p>', re.S)
+GENERIC = "The request could not be understood."
+
+
+def messages(response):
+    """The messages an answer shows: field errors, alerts, an error page's text, a text body."""
+    body = response.get_data(as_text=True)
+    if response.mimetype == "text/plain":
+        return [body.strip()] if body.strip() else []
+    found = [unescape(re.sub(r"<[^>]+>", "", "".join(groups))).strip() for groups in _MESSAGE.findall(body)]
+    return [text for text in found if text and text != GENERIC]
+
+
+def typed_fields(world, form_name):
+    names = TYPED_FIELDS.get(form_name, [])
+    if names == "*":
+        names = [n for n in field_names(world, form_name) if n not in ("unexpected", "auto_award_policy")]
+    return names
+
+
+@pytest.mark.parametrize("form_name", list(FORMS))
+def test_dates_and_numbers_in_forms_are_refused_with_a_message(world, backend, form_name):
+    typed = set(typed_fields(world, form_name))
+    for name in field_names(world, form_name):
+        for value in HOSTILE:
+            response = submit(world, form_name, {name: value}, compare=count_rows)
+            if name in typed:
+                context = f"{form_name}: {name}={value[:30]!r}"
+                assert 400 <= response.status_code < 500, (context, response.status_code)
+                assert messages(response), (context, response.get_data(as_text=True)[:2000])
+
+
+@pytest.mark.parametrize("role,path,names", TYPED_QUERIES, ids=[f"{r} {p}" for r, p, _ in TYPED_QUERIES])
+def test_dates_and_numbers_in_query_strings_are_refused_with_a_message(world, backend, role, path, names):
+    extras = [{}, {"format": "csv", "table": "fill"}] if path.endswith("/analytics") else [{}]
+    for name in names:
+        for value in HOSTILE:
+            for extra in extras:
+                response = fetch(world, role, path, {name: value, **extra})
+                context = f"{role} {path} {name}={value[:30]!r} {extra}"
+                assert response.status_code == 400, (context, response.status_code)
+                assert messages(response), (context, response.get_data(as_text=True)[:2000])
+
+
+@pytest.mark.parametrize("role,path,names", PAGER_QUERIES, ids=[f"{r} {p}" for r, p, _ in PAGER_QUERIES])
+def test_pager_positions_and_fixed_choices_of_any_size_are_never_an_error(world, backend, role, path, names):
+    for name in names:
+        for value in HOSTILE:
+            response = fetch(world, role, path, {name: value})
+            assert response.status_code in (200, 400), (role, path, name, value[:30])

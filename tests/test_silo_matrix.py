@@ -31,10 +31,11 @@ PAGES = {
                  "/account/password"],
     "ems": ["/ems/", "/ems/board/panel", "/ems/requests/{trip}", "/ems/trips", "/ems/trips/panel",
             "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
-            "/ems/analytics"],
+            "/ems/analytics", "/ems/trips.csv"],
     "coordinator": ["/center/", "/center/board/panel", "/center/requests/{trip}",
                     "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
-                    "/center/health", "/center/health/panel", "/center/audit", "/center/analytics"],
+                    "/center/health", "/center/health/panel", "/center/audit", "/center/analytics",
+                    "/center/audit/export.csv"],
     "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new"],
 }
 
@@ -46,7 +47,8 @@ WORKS = {
                      "/hospital/requests/{trip}/summary", "/hospital/requests/new",
                      "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel"},
         "ems": {"/ems/", "/ems/board/panel", "/ems/requests/{trip}", "/ems/trips", "/ems/trips/panel",
-                "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes"},
+                "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
+                "/ems/trips.csv"},
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
                         "/center/health", "/center/health/panel"},
@@ -57,7 +59,7 @@ WORKS = {
         "ems": {"/ems/trips", "/ems/trips/panel", "/ems/history", "/ems/units", "/ems/units/panel",
                 "/ems/availability", "/ems/routes"},
         "coordinator": {"/center/units", "/center/units/panel", "/center/health", "/center/health/panel",
-                        "/center/audit"},
+                        "/center/audit", "/center/audit/export.csv"},
         "admin": {"/center/users", "/center/config", "/center/users/new"},
     },
     "ems": {
@@ -69,7 +71,7 @@ WORKS = {
         "ems": set(),
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/health", "/center/health/panel",
-                        "/center/audit"},
+                        "/center/audit", "/center/audit/export.csv"},
         "admin": {"/center/users", "/center/config", "/center/users/new"},
     },
 }

@@ -13,7 +13,7 @@ from ..auth.routes import roles_required
 from ..extensions import db
 from ..localtime import local_today
 from ..models.center import Agency, Hospital
-from ..services import analytics
+from ..services import analytics, csvout
 from .forms import AnalyticsFilterForm
 
 bp = Blueprint("analytics", __name__)
@@ -118,11 +118,9 @@ def _export(view, period, scope, table_name, form, hospital, agency):
                             {"table": f"Unknown table {table_name[:40]!r}; choose one of: "
                                       + ", ".join(names) + "."}, as_text=True)
     stem = f"medport-{view}-{table_name}-{period.start.isoformat()}-{period.end.isoformat()}"
-    headers = {"Content-Disposition": f'attachment; filename="{stem}.csv"'}
     if table_name == "trips":
-        return Response(stream_with_context(analytics.trips_csv(period, scope)),
-                        mimetype="text/csv", headers=headers)
+        return csvout.response(stream_with_context(analytics.trips_csv(period, scope)), f"{stem}.csv")
     data = analytics.report(period, scope)
     db.session.commit()  # closed days computed for this export are kept
     table = next(t for t in analytics.tables(data, include_units=view != "hospital") if t.name == table_name)
-    return Response(analytics.csv_text(table), mimetype="text/csv", headers=headers)
+    return csvout.response(analytics.csv_text(table), f"{stem}.csv")

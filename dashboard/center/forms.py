@@ -8,12 +8,10 @@ per-field error (400), never a write.
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
-    DateTimeLocalField,
     EmailField,
     FloatField,
     Form,
     HiddenField,
-    IntegerField,
     SelectField,
     SelectMultipleField,
     StringField,
@@ -23,6 +21,8 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
+from ..formfields import LocalTimeField, WholeNumberField
+from ..localtime import from_local
 from ..models.base import LEVELS, ROLES, URGENCIES
 from ..models.ems import UNIT_STATUSES
 from ..models.hospital import CANCEL_REASONS
@@ -72,14 +72,14 @@ class AuditFilterForm(Form):
     action = StringField("Action (starts with, e.g. trip.)", validators=[Optional(), Length(max=60)])
     entity_type = StringField("Entity type", validators=[Optional(), Length(max=40)])
     entity_id = StringField("Entity id", validators=[Optional(), Length(max=64)])
-    since = DateTimeLocalField("From", format="%Y-%m-%dT%H:%M", validators=[Optional()])
-    until = DateTimeLocalField("To", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    since = LocalTimeField("From", ask_fold=False, validators=[Optional()])
+    until = LocalTimeField("To", ask_fold=False, validators=[Optional()])
 
     def validate(self, extra_validators=None):
-        """The range must run forwards."""
+        """The range must run forwards (compared in UTC: a range may span a clock change)."""
         if not super().validate(extra_validators):
             return False
-        if self.since.data and self.until.data and self.until.data <= self.since.data:
+        if self.since.data and self.until.data and from_local(self.until.data) <= from_local(self.since.data):
             self.until.errors.append("The end of the range must be after its start.")
             return False
         return True
@@ -101,7 +101,7 @@ class AssignForm(_VersionedForm):
     agency = SelectField("Agency", coerce=optional_int,
                          validators=[InputRequired("Choose the agency.")])
     unit = SelectField("Unit", coerce=optional_int, validators=[InputRequired("Choose the unit.")])
-    eta_minutes = IntegerField(
+    eta_minutes = WholeNumberField(
         "ETA to pickup (minutes, as agreed with the agency)",
         validators=[InputRequired("Enter the ETA in whole minutes."),
                     NumberRange(1, 24 * 60, "Enter an ETA from 1 to 1440 minutes.")],
@@ -112,7 +112,7 @@ class AssignForm(_VersionedForm):
 
 
 class ExtendForm(_VersionedForm):
-    minutes = IntegerField("Extend the bidding deadline by (minutes)",
+    minutes = WholeNumberField("Extend the bidding deadline by (minutes)",
                            validators=[InputRequired("Enter the minutes."),
                                        NumberRange(5, 12 * 60, "Enter 5 to 720 minutes.")])
     note = StringField("Note", validators=[Optional(), Length(max=200)])
@@ -188,7 +188,7 @@ class AgencyForm(FlaskForm):
     base_lat = FloatField("Base latitude", validators=[Optional(), NumberRange(-90, 90, "From -90 to 90.")])
     base_lon = FloatField("Base longitude",
                           validators=[Optional(), NumberRange(-180, 180, "From -180 to 180.")])
-    service_radius_km = IntegerField("Service radius (km)", default=80,
+    service_radius_km = WholeNumberField("Service radius (km)", default=80,
                                      validators=[InputRequired("Enter the radius."),
                                                  NumberRange(1, 1000, "From 1 to 1000 km.")])
     phone = StringField("Phone", validators=[Optional(), Length(max=40)])

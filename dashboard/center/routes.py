@@ -9,7 +9,6 @@ import re
 
 from flask import (
     Blueprint,
-    Response,
     abort,
     flash,
     redirect,
@@ -30,6 +29,7 @@ from ..services import (
     audit,
     audit_trail,
     configuration,
+    csvout,
     degraded,
     intervention,
     oversight,
@@ -663,12 +663,12 @@ def audit_log():
 @bp.route("/audit/export.csv")
 @center_only
 def audit_export():
-    _form, filters, _query = _audit_filters()
+    form, filters, _query = _audit_filters()
     if filters is None:
-        abort(400, "The filters are not valid; correct them on the audit page and export again.")
+        problems = " ".join(f"{field.label.text}: {' '.join(field.errors)}" for field in form if field.errors)
+        abort(400, f"The filters are not valid ({problems}); correct them on the audit page and export again.")
     lines = audit_trail.csv_lines(filters, lambda value: format_time(value, "%Y-%m-%d %H:%M:%S %Z"))
-    return Response(stream_with_context(lines), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="medport-audit.csv"'})
+    return csvout.response(stream_with_context(lines), "medport-audit.csv")
 
 
 # --- silo health ---------------------------------------------------------------------------

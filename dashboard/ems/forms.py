@@ -1,9 +1,11 @@
 """Forms of the EMS pages: bids, crew hand-back, units, availability windows."""
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, HiddenField, SelectField, StringField, TimeField
+from wtforms import HiddenField, SelectField, StringField, TimeField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
+from ..formfields import LocalTimeField
+from ..localtime import from_local
 from ..models.base import LEVEL_LABELS
 from ..models.ems import UNIT_STATUSES
 from ..services.bidding import BidRefused, validate_eta
@@ -71,13 +73,12 @@ class AvailabilityForm(FlaskForm):
 
     unit = SelectField("Unit", validate_choice=False, validators=[DataRequired("Choose a unit.")])
     kind = SelectField("Kind", choices=[SelectChoice(k, v) for k, v in AVAILABILITY_KINDS.items()])
-    starts_at = DateTimeLocalField("From", format="%Y-%m-%dT%H:%M",
-                                   validators=[InputRequired("Give the start date and time.")])
-    ends_at = DateTimeLocalField("Until", format="%Y-%m-%dT%H:%M",
-                                 validators=[InputRequired("Give the end date and time.")])
+    starts_at = LocalTimeField("From", validators=[InputRequired("Give the start date and time.")])
+    ends_at = LocalTimeField("Until", validators=[InputRequired("Give the end date and time.")])
     note = StringField("Note (optional)", validators=[Optional(), Length(max=200)])
     submission_id = submission_field()
 
     def validate_ends_at(self, field):
-        if self.starts_at.data and field.data and field.data <= self.starts_at.data:
+        """The end after the start, in real time (a window may span a clock change)."""
+        if self.starts_at.data and field.data and from_local(field.data) <= from_local(self.starts_at.data):
             raise ValidationError("The window must end after it starts.")

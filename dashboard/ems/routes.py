@@ -5,14 +5,12 @@ units and trips are not found (404).  Views read the hospital silo, write only
 the EMS silo, and commit once per use case; what the hospital must learn
 follows through the outbox.
 """
-import csv
-import io
+import re
 from datetime import date, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask import (
     Blueprint,
-    Response,
     abort,
     flash,
     redirect,
@@ -31,7 +29,7 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, degraded, submissions, trips
+from ..services import bidding, csvout, degraded, submissions, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -93,14 +91,21 @@ def _already_done(message, endpoint, **values):
 
 
 def _local_day(raw):
-    """The local day asked for (``YYYY-MM-DD``, default today) and its naive-UTC bounds."""
+    """The local day asked for (``YYYY-MM-DD``, default today) and its naive-UTC bounds.
+
+    Aborts 400 with a message for a day that is malformed or more than ``MAX_DAYS_AWAY`` days
+    from today."""
     today = local_today()
+    raw = (raw or "").strip()
     try:
-        day = date.fromisoformat(raw) if raw else today
+        day = date.fromisoformat(raw) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw) else None
     except ValueError:
-        day = today
+        day = None
+    if raw and day is None:
+        abort(400, "Enter the day as YYYY-MM-DD, e.g. 2026-11-25.")
+    day = day or today
     if abs((day - today).days) > MAX_DAYS_AWAY:
-        day = today
+        abort(400, f"Choose a day within {MAX_DAYS_AWAY // 366} years of today.")
     return day, local_midnight(day), local_midnight(day + timedelta(days=1))
 
 
@@ -432,12 +437,6 @@ def hand_back_trip(public_id):
     return redirect(url_for("ems.my_trips"))
 
 
-def _csv_cell(value):
-    """A CSV value a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _csv_time(value):
     local = to_local(value)
     return local.strftime("%Y-%m-%d %H:%M") if local else ""
@@ -450,13 +449,10 @@ def trips_csv():
     agency = _agency()
     agency_id, code = agency.id, agency.short_code
 
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+    def rows():
         for row in unit_service.completed_trip_rows(agency_id):
             route, trip = row["route"], row["trip"]
-            writer.writerow([_csv_cell(v) for v in (
+            yield (
                 route.trip_reference, to_local(route.window_start).date().isoformat(), row["unit_number"],
                 row["unit_level"], trip.level_of_care if trip else "", trip.urgency if trip else "",
                 trip.origin_name if trip else "", (trip.destination_name or "") if trip else "",
@@ -464,16 +460,10 @@ def trips_csv():
                 _csv_time(trip.en_route_at if trip else None),
                 _csv_time(trip.at_pickup_at if trip else None),
                 _csv_time(trip.transporting_at if trip else None),
-                _csv_time(trip.completed_at if trip else None))])
-            if buffer.tell() > 8192:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+                _csv_time(trip.completed_at if trip else None))
 
     filename = f"{code.lower()}-completed-trips-{to_local(utcnow()):%Y%m%d}.csv"
-    return Response(stream_with_context(generate()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return csvout.response(stream_with_context(csvout.stream(CSV_COLUMNS, rows())), filename)
 
 
 # --- units ---------------------------------------------------------------------------------

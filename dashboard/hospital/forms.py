@@ -4,17 +4,13 @@ Every value is checked here, on the server, with a message per field; the
 browser gets the same limits as hints (``required``, ``min``/``max``,
 ``maxlength``).  Times are entered in the region's zone and checked in UTC.
 """
-import math
 import re
 from datetime import timedelta
 
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
-    DateTimeLocalField,
-    FloatField,
     HiddenField,
-    IntegerField,
     RadioField,
     SelectChoice,
     SelectField,
@@ -23,6 +19,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from ..formfields import FiniteNumberField, LocalTimeField, WholeNumberField
 from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS
@@ -63,44 +60,6 @@ def to_minute(value):
 def local_input(value):
     """A stored naive-UTC time as a ``datetime-local`` value in the region's zone."""
     return to_local(value).strftime(LOCAL_INPUT_FORMAT)
-
-
-class WholeNumberField(IntegerField):
-    """A whole number; an empty input is "missing" (for the validators), not "not a number"."""
-
-    def process_formdata(self, valuelist):
-        if valuelist and not str(valuelist[0]).strip():
-            self.data = None
-            return
-        super().process_formdata(valuelist)
-
-
-class FiniteNumberField(FloatField):
-    """A decimal number that must be finite (``nan`` and ``inf`` are not numbers here)."""
-
-    def process_formdata(self, valuelist):
-        if valuelist and not str(valuelist[0]).strip():
-            self.data = None
-            return
-        super().process_formdata(valuelist)
-        if self.data is not None and not math.isfinite(self.data):
-            self.data = None
-            raise ValueError(self.invalid_value_message)
-
-
-class LocalTimeField(DateTimeLocalField):
-    """A ``datetime-local`` input read as the region's local time."""
-
-    def __init__(self, label=None, validators=None, **kwargs):
-        kwargs.setdefault("format", [LOCAL_INPUT_FORMAT, "%Y-%m-%dT%H:%M:%S"])
-        kwargs.setdefault("invalid_value_message", "Enter a date and time, e.g. 2026-11-25 14:30.")
-        super().__init__(label, validators, **kwargs)
-
-    def process_formdata(self, valuelist):
-        if valuelist and not " ".join(valuelist).strip():
-            self.data = None
-            return
-        super().process_formdata(valuelist)
 
 
 def _version_field():

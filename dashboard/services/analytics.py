@@ -24,8 +24,6 @@ Bids live in the EMS silo and carry no level of care or urgency, so bids are
 counted per request by trip id, in chunks, when a day's cells are computed; only
 ids and counts pass through Python, never whole trips.
 """
-import csv
-import io
 import math
 import re
 import threading
@@ -59,6 +57,7 @@ from ..models.hospital import (
     HospitalFacility,
     TransportRequest,
 )
+from . import csvout
 
 PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom dates"}
 PERIOD_DAYS = {"today": 1, "7d": 7, "30d": 30}
@@ -1134,12 +1133,8 @@ def charts(data):
 
 
 def csv_text(table):
-    """One table as CSV text (header row first)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow([label for label, _kind in table.columns])
-    writer.writerows([["" if value is None else value for value in row] for row in table.rows])
-    return buffer.getvalue()
+    """One table as CSV text (BOM, header row first), through :mod:`.csvout`."""
+    return csvout.text([label for label, _kind in table.columns], table.rows)
 
 
 # --- trips export: streamed, operational columns only ----------------------------------------
@@ -1171,7 +1166,8 @@ def _local_formatter(zone):
 
 
 def trips_csv(period, scope, batch=1000):
-    """Yield the period's trips as CSV text, a batch of rows at a time, from a server-side cursor.
+    """The period's trips as CSV text pieces (BOM and header first, :func:`.csvout.stream`),
+    read ``batch`` rows at a time from a server-side cursor as the pieces are taken.
 
     No patient reference, needs, notes or addresses: operational columns only,
     times in the region's local time.
@@ -1195,22 +1191,17 @@ def trips_csv(period, scope, batch=1000):
     )
     local_text = _local_formatter(local_zone())
     time_positions = [i for i, name in enumerate(TRIP_COLUMNS) if name in _TIME_COLUMNS]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(TRIP_COLUMNS)
-    result = db.session.execute(stmt, execution_options={"yield_per": batch})
-    for rows in result.partitions():
-        for row in rows:
-            values = list(row)
-            values[1] = hospitals.get(values[1], values[1])
-            values[14] = agencies.get(values[14], values[14]) if values[14] is not None else None
-            for i in time_positions:
-                if values[i] is not None:
-                    values[i] = local_text(values[i])
-            writer.writerow(["" if v is None else v for v in values])
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    remainder = buffer.getvalue()
-    if remainder:
-        yield remainder
+
+    def rows():
+        result = db.session.execute(stmt, execution_options={"yield_per": batch})
+        for partition in result.partitions():
+            for row in partition:
+                values = list(row)
+                values[1] = hospitals.get(values[1], values[1])
+                values[14] = agencies.get(values[14], values[14]) if values[14] is not None else None
+                for i in time_positions:
+                    if values[i] is not None:
+                        values[i] = local_text(values[i])
+                yield values
+
+    return csvout.stream(TRIP_COLUMNS, rows())

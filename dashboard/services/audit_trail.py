@@ -2,8 +2,6 @@
 
 Read only: nothing here (or anywhere in the app) edits or deletes audit rows.
 """
-import csv
-import io
 import json
 from dataclasses import dataclass
 
@@ -11,13 +9,12 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models.center import AuditLog
+from . import csvout
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 500
 CSV_COLUMNS = ("id", "time_local", "time_utc", "user_email", "user_id", "action", "silo",
                "entity_type", "entity_id", "ip", "before", "after", "detail")
-#: A spreadsheet would run a cell starting with one of these as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -66,33 +63,23 @@ def page(filters, before_id=None, size=PAGE_SIZE):
     return rows, (rows[-1].id if more and rows else None)
 
 
-def _cell(value):
-    if value is None:
-        return ""
+def _value(value):
+    """JSON text for the before/after mappings; other values as they are (:mod:`.csvout` writes them)."""
     if isinstance(value, dict | list):
-        value = json.dumps(value, sort_keys=True, default=str)
-    text = str(value)
-    if text.startswith(FORMULA_PREFIXES):
-        text = "'" + text
-    return text
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def csv_lines(filters, local_time):
-    """The matching entries as CSV text, yielded a batch at a time (newest first).
+    """The matching entries as CSV text pieces (BOM and header first, newest entry first),
+    read :data:`EXPORT_BATCH` entries at a time as the pieces are taken.
 
     ``local_time`` formats a naive-UTC datetime in the region's zone.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    return csvout.stream(CSV_COLUMNS, _export_rows(filters, local_time))
 
-    def flush():
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
 
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
+def _export_rows(filters, local_time):
     columns = (AuditLog.id, AuditLog.created_at, AuditLog.user_email, AuditLog.user_id, AuditLog.action,
                AuditLog.silo, AuditLog.entity_type, AuditLog.entity_id, AuditLog.ip, AuditLog.before,
                AuditLog.after, AuditLog.detail)
@@ -103,12 +90,10 @@ def csv_lines(filters, local_time):
             query = query.where(AuditLog.id < before_id)
         rows = db.session.execute(query.order_by(AuditLog.id.desc()).limit(EXPORT_BATCH)).all()
         for row in rows:
-            writer.writerow([_cell(v) for v in (
+            yield [_value(v) for v in (
                 row.id, local_time(row.created_at), row.created_at.isoformat(sep=" ", timespec="seconds"),
                 row.user_email, row.user_id, row.action, row.silo, row.entity_type, row.entity_id,
-                row.ip, row.before, row.after, row.detail)])
-        if rows:
-            yield flush()
+                row.ip, row.before, row.after, row.detail)]
         if len(rows) < EXPORT_BATCH:
             break
         before_id = rows[-1].id

@@ -1,0 +1,150 @@
+"""Form fields shared by the blueprints: bounded numbers and the region's local times.
+
+Every value is bounded before it is converted: a whole number of hundreds of digits or a
+date in year 9999 is a message on its field, never an overflow further on.
+"""
+import math
+import re
+
+from markupsafe import Markup
+from wtforms import DateTimeLocalField, FloatField, IntegerField
+from wtforms.validators import NumberRange, StopValidation
+from wtforms.widgets import DateTimeLocalInput
+
+from .localtime import RANGE_MESSAGE, clock_change, fold_message, fold_options, gap_message, in_range
+
+#: More digits than any count, minute or kilometre the forms take.
+MAX_DIGITS = 9
+_WHOLE = re.compile(r"[+-]?[\d_]+")
+
+
+def _range_message(field):
+    """The message of the field's :class:`NumberRange`, if it has one."""
+    for validator in field.validators:
+        if isinstance(validator, NumberRange) and validator.message:
+            return validator.message
+    return None
+
+
+class WholeNumberField(IntegerField):
+    """A whole number of at most :data:`MAX_DIGITS` digits; an empty input is "missing" (for the
+    validators), not "not a number".  A longer number is refused with the field's range message
+    (its :class:`NumberRange`), before any conversion."""
+
+    def process_formdata(self, valuelist):
+        if valuelist and not str(valuelist[0]).strip():
+            self.data = None
+            return
+        if valuelist:
+            text = str(valuelist[0]).strip()
+            if len(text) > MAX_DIGITS + 1:  # a sign and MAX_DIGITS digits at most: int() is not reached
+                self.data = None
+                if _WHOLE.fullmatch(text):
+                    raise ValueError(_range_message(self) or f"Enter a number of at most {MAX_DIGITS} digits.")
+                raise ValueError(self.invalid_value_message or "Enter a whole number.")
+        super().process_formdata(valuelist)
+
+    def pre_validate(self, form):
+        """A value that could not be read has its message already; the range check is not run on it."""
+        if self.process_errors:
+            raise StopValidation()
+
+
+class FiniteNumberField(FloatField):
+    """A decimal number that must be finite (``nan`` and ``inf`` are not numbers here)."""
+
+    def process_formdata(self, valuelist):
+        if valuelist and not str(valuelist[0]).strip():
+            self.data = None
+            return
+        super().process_formdata(valuelist)
+        if self.data is not None and not math.isfinite(self.data):
+            self.data = None
+            raise ValueError(self.invalid_value_message)
+
+    def pre_validate(self, form):
+        """A value that could not be read has its message already; the range check is not run on it."""
+        if self.process_errors:
+            raise StopValidation()
+
+
+class LocalTimeInput(DateTimeLocalInput):
+    """A ``datetime-local`` input; when the time entered happens twice (the clocks go back), two
+    radio buttons after it choose which (``<name>_fold``: 0 the first, 1 the second)."""
+
+    def __call__(self, field, **kwargs):
+        html = super().__call__(field, **kwargs)
+        options = field.fold_choices()
+        if not options:
+            return html
+        checked = field.chosen_fold()
+        radio = Markup('<label class="check"><input type="radio" name="{}_fold" id="{}-fold-{}" value="{}"{}> '
+                       "{}</label>")
+        radios = Markup("").join(
+            radio.format(field.name, field.id, fold, fold, Markup(" checked") if checked == fold else "", label)
+            for fold, label in options)
+        return html + Markup('<fieldset class="fold-choice"><legend>Which {}?</legend>{}</fieldset>').format(
+            f"{field.data:%H:%M}", radios)
+
+
+class LocalTimeField(DateTimeLocalField):
+    """A ``datetime-local`` input read as the region's local time, from 2000 to 2100.
+
+    A time the clocks skip is refused with a message naming the change.  A time that happens
+    twice needs ``<name>_fold`` (0 or 1; the input offers it as a choice) unless ``ask_fold`` is
+    false (filters), where it is the first.  ``data`` is a naive local datetime whose ``fold``
+    says which, so :func:`..localtime.from_local` gives the right UTC instant.
+    """
+
+    widget = LocalTimeInput()
+
+    def __init__(self, label=None, validators=None, ask_fold=True, **kwargs):
+        kwargs.setdefault("format", ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"])
+        kwargs.setdefault("invalid_value_message", "Enter a date and time, e.g. 2026-11-25 14:30.")
+        super().__init__(label, validators, **kwargs)
+        self.ask_fold = ask_fold
+        self.fold_raw = None
+
+    def process(self, formdata, *args, **kwargs):
+        self.fold_raw = formdata.get(f"{self.name}_fold") if formdata is not None else None
+        super().process(formdata, *args, **kwargs)
+
+    def process_formdata(self, valuelist):
+        if valuelist and not " ".join(valuelist).strip():
+            self.data = None
+            return
+        if valuelist and len(" ".join(valuelist)) > 40:
+            self.data = None
+            raise ValueError(self.invalid_value_message)
+        super().process_formdata(valuelist)
+        if self.data is None:
+            return
+        if not in_range(self.data):
+            self.data = None
+            raise ValueError(RANGE_MESSAGE)
+        if self.fold_raw in ("0", "1"):
+            self.data = self.data.replace(fold=int(self.fold_raw))
+
+    def pre_validate(self, form):
+        """Refuse a time the clocks skip, and a repeated one whose occurrence was not chosen."""
+        if self.process_errors:
+            raise StopValidation()
+        if self.data is None:
+            return
+        change = clock_change(self.data)
+        if change == "gap":
+            raise StopValidation(gap_message(self.data))
+        if change == "fold" and self.ask_fold and self.fold_raw not in ("0", "1"):
+            raise StopValidation(fold_message(self.data))
+
+    def fold_choices(self):
+        """``[(fold, label)]`` when the time shown happens twice and the form asks which, else ``[]``."""
+        if not self.ask_fold or self.data is None or clock_change(self.data) != "fold":
+            return []
+        return fold_options(self.data)
+
+    def chosen_fold(self):
+        """The occurrence chosen (0 or 1), that of a stored value shown, or None."""
+        if self.fold_raw in ("0", "1"):
+            return int(self.fold_raw)
+        return None if self.raw_data else self.data.fold
