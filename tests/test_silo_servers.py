@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard import create_app
-from dashboard.config import SILOS, _engine_options
+from dashboard.config import SILOS, engine_options
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.center import Agency, AuditLog
@@ -205,8 +205,8 @@ def shift_app(servers):
         "MEDPORT_INPROCESS_RELAY": False, "MEDPORT_SIGNAL_BACKEND": "local",
         "SQLALCHEMY_DATABASE_URI": urls["center"],
         # The production engine options: pre-ping, connect timeout (a dead server fails fast).
-        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(urls["center"]),
-        "SQLALCHEMY_BINDS": {silo: {"url": urls[silo], **_engine_options(urls[silo])}
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(urls["center"]),
+        "SQLALCHEMY_BINDS": {silo: {"url": urls[silo], **engine_options(urls[silo])}
                              for silo in SILOS if silo != "center"},
     }
     center_reads.forget()

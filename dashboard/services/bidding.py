@@ -11,9 +11,9 @@ from sqlalchemy.orm import selectinload
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
-from ..models.center import Agency
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
+from . import center_reads
 from .trips import CREW_STEPS, HAND_BACK_FROM, agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
@@ -147,11 +147,12 @@ AGENCY_DEACTIVATED = ("Your agency is deactivated in MedPort's registry, so it c
 def check_agency_active(agency_id):
     """Refuse (403) a bid of an agency deactivated in the registry.
 
-    Reads the center's registry row and the EMS silo's profile; on PostgreSQL the
-    profile is share-locked until commit, so the relay's deactivation (which withdraws
-    the agency's live bids) waits for this bid and then withdraws it too.
+    Reads the center's registry (through :func:`dashboard.services.center_reads.registry_names`,
+    so bidding goes on while the center is unreachable) and the EMS silo's profile; on
+    PostgreSQL the profile is share-locked until commit, so the relay's deactivation (which
+    withdraws the agency's live bids) waits for this bid and then withdraws it too.
     """
-    agency = db.session.get(Agency, agency_id)
+    agency = center_reads.registry_names()[1].get(agency_id)
     profile_active = db.session.scalar(
         sa.select(EmsAgency.active).where(EmsAgency.agency_id == agency_id).with_for_update(read=True))
     if (agency is not None and not agency.active) or profile_active is False:

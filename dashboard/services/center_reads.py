@@ -9,10 +9,14 @@ data carries the center-unreachable banner (:func:`dashboard.services.degraded.n
 """
 import logging
 import threading
+from types import SimpleNamespace
 
+import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from ..models.center import Agency, Hospital
+from ..models.ems import EmsAgency
 from . import degraded, silos
 
 log = logging.getLogger("medport.center")
@@ -46,3 +50,64 @@ def forget():
     """Drop every kept value (tests)."""
     with _lock:
         _kept.clear()
+
+
+# --- the registry ---------------------------------------------------------------------
+
+def registry_names():
+    """``({hospital id: entry}, {agency id: entry})`` of the center registry, ordered by name.
+
+    An entry has ``id``, ``name``, ``short_code``, ``active`` and, for agencies, ``levels``
+    and ``level_list``.  Two queries on their own center connection; while the center is
+    unreachable, the registry read last in this process, or, before any, the agencies'
+    profiles in the EMS silo and hospitals named by their registry id
+    (:func:`read`).
+    """
+    def query(conn):
+        hospitals = {row.id: _entry(row) for row in conn.execute(
+            sa.select(Hospital.id, Hospital.name, Hospital.short_code, Hospital.active)
+            .order_by(Hospital.name))}
+        agencies = {row.id: _entry(row, row.levels) for row in conn.execute(
+            sa.select(Agency.id, Agency.name, Agency.short_code, Agency.active, Agency.levels)
+            .order_by(Agency.name))}
+        return hospitals, agencies
+
+    return read("registry", query, _registry_from_silos)
+
+
+def _entry(row, levels=None):
+    entry = SimpleNamespace(id=row.id, name=row.name, short_code=row.short_code, active=row.active)
+    if levels is not None:
+        entry.levels, entry.level_list = levels, [lv for lv in levels.split(",") if lv]
+    return entry
+
+
+class _UnnamedHospitals(dict):
+    """Hospitals by registry id, named by their id (the names live in the center only)."""
+
+    def get(self, key, default=None):
+        if key is None:
+            return default
+        if key not in self:
+            dict.__setitem__(self, key, SimpleNamespace(id=key, name=f"Hospital {key}", short_code="",
+                                                        active=True))
+        return dict.__getitem__(self, key)
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+
+def _registry_from_silos():
+    """What the hospital and EMS silos know of the registry (the center unreachable, nothing
+    read before): agencies from their EMS profiles, hospitals by id."""
+    agencies = {}
+    try:
+        with silos.engine("ems").connect() as conn:
+            for profile in conn.execute(sa.select(EmsAgency.agency_id, EmsAgency.name, EmsAgency.active,
+                                                  EmsAgency.levels).order_by(EmsAgency.name)):
+                agencies[profile.agency_id] = SimpleNamespace(
+                    id=profile.agency_id, name=profile.name, short_code="", active=profile.active,
+                    levels=profile.levels, level_list=[lv for lv in profile.levels.split(",") if lv])
+    except (DBAPIError, PoolTimeout):
+        pass  # the EMS silo is down too: agencies go unnamed
+    return _UnnamedHospitals(), agencies

@@ -47,7 +47,8 @@ _ENGINE_SILOS = weakref.WeakKeyDictionary()
 
 def _tag_error(context):
     """``handle_error`` listener: the error remembers the silo whose engine raised it."""
-    silo = _ENGINE_SILOS.get(context.engine)
+    # A failed pre-ping reaches here without an engine (and a weak mapping cannot look up None).
+    silo = _ENGINE_SILOS.get(context.engine) if context.engine is not None else None
     if silo is not None and context.sqlalchemy_exception is not None:
         context.sqlalchemy_exception.medport_silo = silo
 

@@ -17,13 +17,13 @@ import sqlalchemy as sa
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
-from ..models.center import Agency, Hospital
 from ..models.hospital import (
     ACTIVE_STATUSES,
     HospitalAgencyPreference,
     TransportRequest,
     TransportRequestEvent,
 )
+from . import center_reads
 
 #: from status -> statuses a trip may move to.
 TRANSITIONS = {
@@ -68,13 +68,15 @@ class AgencyDeactivated(UnitBooked):
 
 
 def active_agency_ids(agency_ids):
-    """``agency_ids`` without those the center registry lists as deactivated (one query),
-    in their order."""
+    """``agency_ids`` without those the center registry lists as deactivated, in their order.
+
+    Read through :func:`dashboard.services.center_reads.registry_names`, so posting and
+    awarding go on while the center is unreachable (with the registry as read last)."""
     if not agency_ids:
         return []
-    inactive = set(db.session.scalars(
-        sa.select(Agency.id).where(Agency.id.in_(list(agency_ids)), Agency.active.is_(False))))
-    return [agency_id for agency_id in agency_ids if agency_id not in inactive]
+    agencies = center_reads.registry_names()[1]
+    return [agency_id for agency_id in agency_ids
+            if agency_id not in agencies or agencies[agency_id].active]
 
 
 def new_patient_ref():
@@ -151,7 +153,7 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
     when the hospital itself is deactivated, 400 when no preferred agency is active.
     """
     now = utcnow()
-    hospital = db.session.get(Hospital, hospital_id)
+    hospital = center_reads.registry_names()[0].get(hospital_id)
     if hospital is not None and not hospital.active:
         raise TransitionRefused(
             f"{hospital.name} is deactivated in MedPort's registry, so it cannot post requests. "
