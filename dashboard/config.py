@@ -66,8 +66,11 @@ def engine_options(url, timeouts=None):
         # timeout bounds the wait, and with both off a generous 60 s.
         busy_ms = (timeouts["MEDPORT_DB_LOCK_TIMEOUT_MS"] or timeouts["MEDPORT_DB_STATEMENT_TIMEOUT_MS"]
                    or 60000)
-        return {"connect_args": {"timeout": busy_ms / 1000}, "hide_parameters": True,
-                "pool_timeout": timeouts["MEDPORT_DB_POOL_TIMEOUT_SECONDS"]}
+        options = {"connect_args": {"timeout": busy_ms / 1000}, "hide_parameters": True}
+        if url.rstrip("/") != "sqlite:" and ":memory:" not in url:
+            # An in-memory database has one static connection, no pool to wait for.
+            options["pool_timeout"] = timeouts["MEDPORT_DB_POOL_TIMEOUT_SECONDS"]
+        return options
     return {
         "hide_parameters": True,
         "pool_pre_ping": True,
@@ -166,6 +169,9 @@ def build_config(instance_path, environ=None):
         "MEDPORT_SIGNAL_POLL_SECONDS": float(environ.get("MEDPORT_SIGNAL_POLL_SECONDS", "5")),
         "MEDPORT_LOGIN_MAX_FAILURES": int(environ.get("MEDPORT_LOGIN_MAX_FAILURES", "5")),
         "MEDPORT_LOGIN_WINDOW_MINUTES": int(environ.get("MEDPORT_LOGIN_WINDOW_MINUTES", "15")),
+        # While the center cannot be reached, a session checked there within this many
+        # minutes is trusted from its signed snapshot (services/session_trust.py).
+        "MEDPORT_SESSION_OFFLINE_TRUST_MINUTES": int(environ.get("MEDPORT_SESSION_OFFLINE_TRUST_MINUTES", "240")),
         "MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS": int(
             environ.get("MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS", "20")
         ),
