@@ -237,3 +237,31 @@ def test_the_live_stream_says_the_center_is_unreachable_and_catches_up_once_back
         assert stream.read_until(f"event: trip-updated\ndata: {trip_public}", max_reads=200), stream.text[-500:]
     finally:
         stream.close()
+
+
+@pytest.mark.parametrize("silo", ["center", "ems"])
+def test_with_the_center_or_ems_down_nurses_post_edit_and_cancel(postgres, app, demo, deliver, silo):
+    from tests.test_hospital import edit_form
+
+    deliver()
+    nurse = signed_in(app, NURSE)
+    assert nurse.get("/hospital/").status_code == 200
+    with silo_stopped(app, silo):
+        posted = nurse.post("/hospital/requests/new", data=valid_form(app, patient_ref="P-CDEFHJ"))
+        assert posted.status_code == 302, _text(posted)
+        public_id = posted.headers["Location"].rsplit("/", 1)[1]
+        edited = nurse.post(f"/hospital/requests/{public_id}/edit",
+                            data=edit_form(app, notes="Meet at the north entrance"))
+        assert edited.status_code == 302, _text(edited)
+        cancelled = nurse.post(f"/hospital/requests/{public_id}/cancel",
+                               data={"reason": "not_needed", "note": "", "version": "2"})
+        assert cancelled.status_code == 302, _text(cancelled)
+        page = nurse.get(f"/hospital/requests/{public_id}")
+        assert page.status_code == 200 and "Meet at the north entrance" in _text(page)
+    Relay(app).drain(now=utcnow() + timedelta(minutes=1))
+    assert _pending_total(app) == 0
+    with app.app_context():
+        trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == public_id))
+        assert (trip.status, trip.notes) == ("cancelled", "Meet at the north entrance")
+        actions = set(db.session.scalars(sa.select(AuditLog.action).where(AuditLog.entity_id == public_id)))
+        assert {"trip.posted", "trip.changed", "trip.cancelled"} <= actions
