@@ -4,7 +4,7 @@ import os
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import build_config, check_config
+from .config import build_config, check_config, fit_engine_options
 
 
 def create_app(test_config=None):
@@ -19,6 +19,7 @@ def create_app(test_config=None):
     app.config.from_mapping(build_config(app.instance_path))
     if test_config:
         app.config.from_mapping(test_config)
+    fit_engine_options(app.config)
     check_config(app.config)
     if app.config["MEDPORT_PROXY_HOPS"]:
         hops = app.config["MEDPORT_PROXY_HOPS"]

@@ -67,7 +67,7 @@ def engine_options(url, timeouts=None):
         busy_ms = (timeouts["MEDPORT_DB_LOCK_TIMEOUT_MS"] or timeouts["MEDPORT_DB_STATEMENT_TIMEOUT_MS"]
                    or 60000)
         options = {"connect_args": {"timeout": busy_ms / 1000}, "hide_parameters": True}
-        if url.rstrip("/") != "sqlite:" and ":memory:" not in url:
+        if not _in_memory(url):
             # An in-memory database has one static connection, no pool to wait for.
             options["pool_timeout"] = timeouts["MEDPORT_DB_POOL_TIMEOUT_SECONDS"]
         return options
@@ -176,6 +176,22 @@ def build_config(instance_path, environ=None):
             environ.get("MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS", "20")
         ),
     }
+
+
+def _in_memory(url):
+    return url.startswith("sqlite") and (url.rstrip("/") == "sqlite:" or ":memory:" in url)
+
+
+def fit_engine_options(config):
+    """Drop the pool timeout of an in-memory SQLite engine (one static connection, no pool),
+    which SQLAlchemy refuses; the URL may come from a test's configuration after the options."""
+    options = config.get("SQLALCHEMY_ENGINE_OPTIONS")
+    if options and _in_memory(config.get("SQLALCHEMY_DATABASE_URI", "")) and "pool_timeout" in options:
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {k: v for k, v in options.items() if k != "pool_timeout"}
+    for key, bind in list((config.get("SQLALCHEMY_BINDS") or {}).items()):
+        if isinstance(bind, dict) and _in_memory(bind.get("url", "")) and "pool_timeout" in bind:
+            config["SQLALCHEMY_BINDS"] = dict(config["SQLALCHEMY_BINDS"])
+            config["SQLALCHEMY_BINDS"][key] = {k: v for k, v in bind.items() if k != "pool_timeout"}
 
 
 class ConfigurationError(RuntimeError):
