@@ -99,6 +99,21 @@ def end_session(token):
             .values(revoked_at=utcnow()))
 
 
+def end_other_sessions(user, keep_token):
+    """Revoke every live session of ``user`` except ``keep_token`` (the caller commits).
+
+    Used when a user changes their own password: the browser they changed it in stays
+    signed in, every other one is signed out (its pages at the next request, its live
+    stream at the stream's next session check).  Returns how many sessions were revoked.
+    """
+    result = db.session.execute(
+        sa.update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None),
+               UserSession.token != (keep_token or ""))
+        .values(revoked_at=utcnow()))
+    return result.rowcount
+
+
 def session_is_live(user_id, epoch, token):
     """Whether a session (user, epoch, token) is still valid: active user, same epoch, not revoked."""
     row = db.session.execute(
