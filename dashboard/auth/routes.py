@@ -99,7 +99,8 @@ def login():
     except accounts.LoginRefused as refused:
         db.session.commit()  # the audit entry of the failure
         flash(refused.message, "error")
-        return render_template("auth/login.html", form=form), refused.status
+        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
+        return render_template("auth/login.html", form=form), refused.status, headers
     accounts.end_session(previous_token)
     accounts.start_session(user, request.remote_addr)
     db.session.commit()
