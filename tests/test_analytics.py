@@ -24,6 +24,7 @@ from dashboard.models.center import (
 )
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility, TransportRequest
+from tests.pg_slots import wait_for_slots
 
 PERIOD = "/center/analytics?start=2024-03-04&end=2024-03-06"
 
@@ -95,6 +96,12 @@ def build_known_set():
                                         status="declined", window_start=trip.window_start,
                                         window_end=trip.window_end, created_at=trip.created_at))
     db.session.commit()
+
+
+@pytest.fixture(autouse=True)
+def connection_slots(app):
+    """Connections opened from threads mid-test wait (bounded) for a slot on the shared server."""
+    return wait_for_slots(app)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import bidding, demo, intervention, trips
 from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from dashboard.services.deadlines import bid_for_award
+from tests.pg_slots import wait_for_slots
 from tests.test_events import agency, awarded_trip, free_unit, place_bid, post_trip
 from tests.test_stream import signed_in
 
@@ -125,6 +126,7 @@ class StartingLine:
         self.racers = {}  # thread ident -> racer index
         self.arrived = set()
         self.stragglers = []
+        self.noting = threading.Lock()
 
     def _wait(self):
         """The barrier, once per racing thread (later calls in the thread pass straight on)."""
@@ -139,13 +141,17 @@ class StartingLine:
 
     def _note_stragglers(self):
         """Where the racers that have not reached the gate are now (once, for the failure)."""
-        if self.stragglers:
-            return
-        frames = sys._current_frames()
-        for ident, index in sorted(self.racers.items(), key=lambda item: item[1]):
-            if ident not in self.arrived and ident in frames:
-                stack = "".join(traceback.format_stack(frames[ident])[-8:])
-                self.stragglers.append(f"racer {index} had not reached the gate; it was at:\n{stack}")
+        with self.noting:
+            if self.stragglers:
+                return
+            frames = sys._current_frames()
+            me = threading.get_ident()
+            for ident, index in sorted(self.racers.items(), key=lambda item: item[1]):
+                if ident == me and ident not in self.arrived:
+                    self.stragglers.append(f"racer {index} finished without reaching the gate")
+                elif ident not in self.arrived and ident in frames:
+                    stack = "".join(traceback.format_stack(frames[ident])[-8:])
+                    self.stragglers.append(f"racer {index} had not reached the gate; it was at:\n{stack}")
 
     def gate(self, owner, name, after=False):
         """Make ``owner.name`` the point where each racing thread waits for the others."""
@@ -236,6 +242,14 @@ def test_a_broken_line_fails_naming_each_racer_and_where_the_late_one_was(monkey
     assert "racer 0: answered late" in message
     assert "racer 0 had not reached the gate; it was at:" in message and "released.wait" in message
     assert spot.step() == "stepped"  # the gate is undone
+
+
+@pytest.fixture(autouse=True)
+def connection_slots(request):
+    """Racers' connections, opened from threads mid-test, wait (bounded) for a slot on the
+    shared server (tests/pg_slots.py)."""
+    if "app" in request.fixturenames:
+        wait_for_slots(request.getfixturevalue("app"))
 
 
 def seed_region(app):
