@@ -6,6 +6,7 @@ periods there see only them.  America/New_York: EST (UTC-5) until 10 March 2024.
 """
 import csv
 import io
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from dashboard.models.center import (
 )
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility, TransportRequest
+from tests.pg_slots import wait_for_slots
 
 PERIOD = "/center/analytics?start=2024-03-04&end=2024-03-06"
 
@@ -96,15 +98,36 @@ def build_known_set():
     db.session.commit()
 
 
+@pytest.fixture(autouse=True)
+def connection_slots(app):
+    """Connections opened from threads mid-test wait (bounded) for a slot on the shared server."""
+    return wait_for_slots(app)
+
+
 @pytest.fixture
 def known(app, demo):
     with app.app_context():
         build_known_set()
 
 
-def rows(client, url):
+def error_summary(response):
+    """What an error page says (title, message, ``Retry-After``): a failure shows whether a 503
+    was a busy pool ("Busy", retry after) or a silo that could not be reached."""
+    html = response.get_data(as_text=True)
+    found = re.search(r"<h1>(.*?)</h1>\s*<p>(.*?)</p>", html, re.S)
+    said = " ".join(re.sub(r"<[^>]+>", "", found.group(0)).split()) if found else html[:300]
+    return f"{response.status_code} {said} (Retry-After: {response.headers.get('Retry-After')})"
+
+
+def get_ok(client, url):
+    """GET ``url``, which must answer 200 (else the failure says what the error page said)."""
     response = client.get(url)
-    assert response.status_code == 200, response.data[:500]
+    assert response.status_code == 200, error_summary(response)
+    return response
+
+
+def rows(client, url):
+    response = get_ok(client, url)
     assert response.mimetype == "text/csv"
     return list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
 
@@ -117,8 +140,7 @@ def table(client, url, name):
 
 def test_known_answers(client, auth, known):
     auth.login("coordinator@medport.test")
-    page = client.get(PERIOD)
-    assert page.status_code == 200
+    page = get_ok(client, PERIOD)
     html = page.get_data(as_text=True)
     assert 'id="analytics-charts"' in html and "chart-4.6.1.umd.min.js" in html
     assert 'role="img"' in html and "<table" in html
@@ -196,7 +218,7 @@ def test_hospital_user_sees_own_hospital_only(client, auth, known):
     url = "/hospital/analytics?start=2024-03-04&end=2024-03-06"
     assert table(client, url, "fill")["Cancelled"] == ["1", "25.0"]
     assert list(table(client, url, "hospitals")) == ["Altoona Regional Medical Center"]
-    assert client.get(f"{url}&hospital={hospitals['ALT'].public_id}").status_code == 200
+    get_ok(client, f"{url}&hospital={hospitals['ALT'].public_id}")
     assert client.get(f"{url}&hospital={hospitals['MNV'].public_id}").status_code == 404
     assert client.get(f"{url}&hospital={hospitals['MNV'].public_id}&format=csv&table=trips").status_code == 404
     references = [row[0] for row in rows(client, f"{url}&format=csv&table=trips")[1:]]
@@ -220,7 +242,7 @@ def test_ems_user_sees_own_agency_only(client, auth, known):
 
 def test_trips_export_is_streamed_without_patient_data(client, auth, known):
     auth.login("coordinator@medport.test")
-    response = client.get(PERIOD + "&format=csv&table=trips")
+    response = get_ok(client, PERIOD + "&format=csv&table=trips")
     assert response.is_streamed
     assert "attachment" in response.headers["Content-Disposition"]
     text = response.data.decode("utf-8-sig")
@@ -335,8 +357,7 @@ def test_page_renders_for_each_role_on_demo_data(client, auth, demo):
                         ("nurse@juniata.medport.test", "/hospital/analytics"),
                         ("dispatch@altoonaems.medport.test", "/ems/analytics?period=today")):
         auth.login(email)
-        page = client.get(path)
-        assert page.status_code == 200
+        page = get_ok(client, path)
         html = page.get_data(as_text=True)
         assert "Median time to award" in html and 'type="application/json"' in html
         assert "<script>" not in html  # no inline script: the CSP forbids it

@@ -67,12 +67,13 @@ def test_empty_and_overlong_fields_are_400(client, demo, data):
     assert b"field-msg" in response.data
 
 
-def test_failed_logins_are_throttled_per_account(app, auth, demo):
+def test_failed_logins_are_throttled_per_account_and_address(app, auth, demo):
+    """More in test_login_throttling.py (the backoff, the backstop, other addresses)."""
     for _ in range(app.config["MEDPORT_LOGIN_MAX_FAILURES"]):
         assert auth.login(password="wrong-password").status_code == 401
-    throttled = auth.login()  # even the right password waits now
-    assert throttled.status_code == 429
-    assert b"Too many failed sign-in attempts for this account" in throttled.data
+    throttled = auth.login()  # even the right password waits now, from this address
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) > 0
+    assert b"Too many failed sign-in attempts for this account from this address" in throttled.data
     # Another account from the same address is not blocked yet.
     assert auth.login("coordinator@medport.test").status_code == 302
 

@@ -13,7 +13,10 @@ The interleaving tests run on both backends: an action reads the request, then
 another role acts and the relay delivers before the first one writes, exactly
 as when a slow request is overtaken.
 """
+import sys
 import threading
+import time
+import traceback
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -29,10 +32,13 @@ from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import bidding, demo, intervention, trips
 from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from dashboard.services.deadlines import bid_for_award
+from tests.pg_slots import wait_for_slots
 from tests.test_events import agency, awarded_trip, free_unit, place_bid, post_trip
 from tests.test_stream import signed_in
 
-JOIN_SECONDS = 60
+#: How long the first racer at the gate waits for the last (generous: a loaded machine is slow,
+#: a racer that cannot arrive at all is a failure reported with where it was).
+BARRIER_SECONDS = 120
 #: The route status that goes with each trip status once the relay has delivered.
 ROUTE_FOR_TRIP = {"awarded": "planned", "en_route": "en_route", "at_pickup": "at_pickup",
                   "transporting": "transporting", "completed": "completed"}
@@ -104,19 +110,48 @@ class StartingLine:
 
     :meth:`gate` wraps a function so the first call in each racing thread waits
     at the barrier (before the call, or right after it with ``after=True``).
+    The barrier waits up to ``BARRIER_SECONDS`` for the last racer (a racer reaches
+    its gate in well under a second on an idle machine, a few seconds on a loaded
+    one); :meth:`run` waits for every racer against one deadline after that.  When the
+    line breaks, the test fails saying what each racer did and where the racers that
+    never arrived were at that moment, instead of failing later on a result it did not
+    expect.
     """
 
     def __init__(self, monkeypatch, parties):
         """``parties`` threads will be released together."""
         self.monkeypatch = monkeypatch
-        self.barrier = threading.Barrier(parties, timeout=JOIN_SECONDS)
+        self.barrier = threading.Barrier(parties, timeout=BARRIER_SECONDS)
         self.local = threading.local()
+        self.racers = {}  # thread ident -> racer index
+        self.arrived = set()
+        self.stragglers = []
+        self.noting = threading.Lock()
 
     def _wait(self):
         """The barrier, once per racing thread (later calls in the thread pass straight on)."""
         if getattr(self.local, "armed", False):
             self.local.armed = False
-            self.barrier.wait()
+            self.arrived.add(threading.get_ident())
+            try:
+                self.barrier.wait()
+            except threading.BrokenBarrierError:
+                self._note_stragglers()
+                raise
+
+    def _note_stragglers(self):
+        """Where the racers that have not reached the gate are now (once, for the failure)."""
+        with self.noting:
+            if self.stragglers:
+                return
+            frames = sys._current_frames()
+            me = threading.get_ident()
+            for ident, index in sorted(self.racers.items(), key=lambda item: item[1]):
+                if ident == me and ident not in self.arrived:
+                    self.stragglers.append(f"racer {index} finished without reaching the gate")
+                elif ident not in self.arrived and ident in frames:
+                    stack = "".join(traceback.format_stack(frames[ident])[-8:])
+                    self.stragglers.append(f"racer {index} had not reached the gate; it was at:\n{stack}")
 
     def gate(self, owner, name, after=False):
         """Make ``owner.name`` the point where each racing thread waits for the others."""
@@ -133,26 +168,88 @@ class StartingLine:
         self.monkeypatch.setattr(owner, name, gated)
 
     def run(self, *actions):
-        """Run each action in its own thread; return their results (or exceptions), in order."""
+        """Run each action in its own thread; return their results, in order.
+
+        Fails the test (naming each racer's outcome) when a racer raised, or did not
+        finish within the barrier's timeout and a minute more.
+        """
         results = [None] * len(actions)
 
         def run_one(index, action):
+            self.racers[threading.get_ident()] = index
             self.local.armed = True
             try:
                 results[index] = action()
-            except Exception as exc:  # reported in the results, asserted by the test
+            except Exception as exc:  # reported in the failure below
                 results[index] = exc
             if self.local.armed:  # it never reached the gate: nobody waits for it
+                self._note_stragglers()
                 self.barrier.abort()
 
         threads = [threading.Thread(target=run_one, args=(i, a), daemon=True) for i, a in enumerate(actions)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(JOIN_SECONDS)
-        assert not any(thread.is_alive() for thread in threads), "a racing thread did not finish"
-        self.monkeypatch.undo()
+        try:
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + BARRIER_SECONDS + 60
+            for thread in threads:
+                thread.join(max(deadline - time.monotonic(), 0))
+        finally:
+            self.monkeypatch.undo()
+        running = [i for i, thread in enumerate(threads) if thread.is_alive()]
+        if running:
+            self._note_stragglers()
+        failed = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
+        if running or failed:
+            outcomes = [f"racer {i}: " + ("still running" if i in running else _outcome(result))
+                        for i, result in enumerate(results)]
+            pytest.fail("the race did not run to the end:\n" + "\n".join(outcomes + self.stragglers),
+                        pytrace=False)
         return results
+
+
+def _outcome(result):
+    """One racer's result in a line: the status it answered, or the exception it raised."""
+    if isinstance(result, BaseException):
+        return f"raised {type(result).__name__}: {result}"
+    return f"answered {result[0]}" if isinstance(result, tuple) else repr(result)
+
+
+def test_a_broken_line_fails_naming_each_racer_and_where_the_late_one_was(monkeypatch):
+    """The starting line's own failure path: a racer that cannot reach the gate in time
+    breaks the line, and the test fails with every racer's outcome, not a TypeError."""
+    import types
+
+    monkeypatch.setattr(sys.modules[__name__], "BARRIER_SECONDS", 0.5)
+    spot = types.SimpleNamespace(step=lambda: "stepped")
+    released = threading.Event()
+
+    def late():
+        released.wait(30)  # held up elsewhere (a lock, a slow machine) until the line broke
+        return ("late", "")
+
+    def punctual():
+        try:
+            return ("on time", spot.step())
+        finally:
+            released.set()
+
+    line = StartingLine(pytest.MonkeyPatch(), 2)
+    line.gate(spot, "step")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        line.run(late, punctual)
+    message = str(failed.value)
+    assert "racer 1: raised BrokenBarrierError" in message
+    assert "racer 0: answered late" in message
+    assert "racer 0 had not reached the gate; it was at:" in message and "released.wait" in message
+    assert spot.step() == "stepped"  # the gate is undone
+
+
+@pytest.fixture(autouse=True)
+def connection_slots(request):
+    """Racers' connections, opened from threads mid-test, wait (bounded) for a slot on the
+    shared server (tests/pg_slots.py)."""
+    if "app" in request.fixturenames:
+        wait_for_slots(request.getfixturevalue("app"))
 
 
 def seed_region(app):
@@ -214,7 +311,7 @@ def test_awards_of_different_bids_at_once_leave_one_award(postgres, app, region,
         lambda: _post(coordinators[0], f"/center/requests/{public_id}/award", {"bid": bids[2], "version": version}),
         lambda: _post(coordinators[1], f"/center/requests/{public_id}/award", {"bid": bids[3], "version": version}),
     )
-    statuses = [r[0] if isinstance(r, tuple) else r for r in results]
+    statuses = [r[0] for r in results]
     assert sorted(statuses) == [302, 409, 409, 409], statuses
     deliver()
     with app.app_context():
@@ -641,7 +738,7 @@ def test_two_center_assignments_of_one_unit_at_once(postgres, app, region, deliv
         (lambda client=client, public_id=public_id, version=version: _post(
             client, f"/center/requests/{public_id}/assign", dict(assign, version=version)))
         for (public_id, version), client in forms])
-    assert sorted(r[0] for r in results) == [302, 409], [r[0] if isinstance(r, tuple) else r for r in results]
+    assert sorted(r[0] for r in results) == [302, 409], [r[0] for r in results]
     assert "already booked" in [r for r in results if r[0] == 409][0][1]
     deliver()
     with app.app_context():
@@ -674,7 +771,7 @@ def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, 
         lambda: _post(nurse, f"/hospital/requests/{public_second}/award",
                       {"bid": bid_public, "version": version_second}),
     )
-    assert sorted(r[0] for r in results) == [302, 409], [r[0] if isinstance(r, tuple) else r for r in results]
+    assert sorted(r[0] for r in results) == [302, 409], [r[0] for r in results]
     assert "already booked" in [r for r in results if r[0] == 409][0][1]
     deliver()
     with app.app_context():

@@ -4,7 +4,8 @@ Headers: a Content-Security-Policy that allows no inline script (and pages
 that need none), nosniff, a referrer policy, no framing; HSTS only when the
 request really came over HTTPS (directly, or through a trusted proxy).
 Sessions: nothing planted before sign-in survives it; sign-out, deactivation,
-a password reset and a revoked session end the session, its htmx panels and
+a password reset, a revoked session, signing in again over a session and (for the
+user's other sessions) changing one's own password end the session, its htmx panels and
 its open event stream (``event: session-ended`` at the stream's next session
 check, even when no relay delivers the account's signal), and a deactivated
 account's old sessions stay ended after it is re-activated.
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from dashboard import create_app
 from dashboard.extensions import db
-from dashboard.models.center import User, UserSession
+from dashboard.models.center import AuditLog, User, UserSession
 from dashboard.models.hospital import TransportRequest
 from dashboard.services.silos import SiloUnavailable
 from tests.conftest import DEMO_PASSWORD
@@ -350,6 +351,104 @@ def test_after_sign_out_the_old_cookie_opens_no_stream_and_no_panel(app, demo):
     with thief.session_transaction() as session:
         session.update(copied)
     assert_signed_out(thief)
+
+
+def _token(client):
+    with client.session_transaction() as session:
+        return session["_user_id"].rsplit(":", 1)[1]
+
+
+def _revoked(app, token):
+    with app.app_context():
+        return db.session.scalar(sa.select(UserSession.revoked_at).where(UserSession.token == token)) is not None
+
+
+def _copy(app, client, **environ):
+    """A second browser holding a copy of ``client``'s session cookie (optionally elsewhere)."""
+    with client.session_transaction() as session:
+        copied = dict(session)
+    other = app.test_client()
+    other.environ_base.update(environ)
+    with other.session_transaction() as session:
+        session.update(copied)
+    return other
+
+
+NEW_PASSWORD = "a-new-long-password"
+
+
+def test_changing_ones_password_ends_the_other_sessions_and_their_streams(app, demo, quick_checks):
+    """The browser the password is changed in stays signed in; every other session of the user
+    is revoked, its pages sign out at once and its stream ends at its next session check
+    (no relay runs here)."""
+    here, elsewhere, colleague = signed_in(app, NURSE), signed_in(app, NURSE), signed_in(app, DISPATCH)
+    streams = Stream(here), Stream(elsewhere), Stream(colleague)
+    try:
+        for stream in streams:
+            stream.read()
+        changed = here.post("/account/password", data={"current_password": DEMO_PASSWORD,
+                                                       "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+        assert changed.status_code == 302, changed.get_data(as_text=True)[:300]
+        assert streams[1].read_until("event: session-ended\n", max_reads=20)
+        for stream in (streams[0], streams[2]):
+            assert stream.read_until(": keep-alive", max_reads=20)
+            assert "session-ended" not in stream.text
+    finally:
+        for stream in streams:
+            stream.close()
+    assert not _revoked(app, _token(here)) and _revoked(app, _token(elsewhere))
+    assert_signed_out(elsewhere)
+    assert here.get("/hospital/").status_code == 200
+    assert colleague.get("/ems/").status_code == 200
+    with app.app_context():
+        (entry,) = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "user.password_changed"))
+        assert entry.detail == "1 other session(s) ended"
+    # The old password is gone; the new one signs in.
+    assert app.test_client().post("/login", data={"email": NURSE, "password": DEMO_PASSWORD}).status_code == 401
+    assert signed_in_with(app, NURSE, NEW_PASSWORD).get("/hospital/").status_code == 200
+
+
+def signed_in_with(app, email, password):
+    client = app.test_client()
+    assert client.post("/login", data={"email": email, "password": password}).status_code == 302
+    return client
+
+
+@pytest.mark.parametrize("again_as", [NURSE, COORDINATOR])
+def test_signing_in_again_over_a_live_session_revokes_the_old_one(app, demo, again_as):
+    client = signed_in(app, NURSE)
+    old_token = _token(client)
+    copied = _copy(app, client)
+    assert copied.get("/hospital/").status_code == 200
+    assert client.post("/login", data={"email": again_as, "password": DEMO_PASSWORD}).status_code == 302
+    assert _revoked(app, old_token) and not _revoked(app, _token(client))
+    assert_signed_out(copied)
+    home = "/hospital/" if again_as == NURSE else "/center/"
+    assert client.get(home).status_code == 200
+
+
+def test_a_failed_sign_in_over_a_live_session_leaves_it_alone(app, demo):
+    client = signed_in(app, NURSE)
+    token = _token(client)
+    assert client.post("/login", data={"email": NURSE, "password": "wrong-password"}).status_code == 401
+    assert not _revoked(app, token)
+    assert client.get("/hospital/").status_code == 200
+
+
+def test_a_session_is_bound_to_its_server_side_token(app, demo):
+    """Not to the address or user agent (crews change networks while driving): a copy of the
+    cookie works while its session lives, from anywhere, and nowhere once it is revoked."""
+    from dashboard.extensions import login_manager
+
+    assert not login_manager.session_protection and not app.config.get("SESSION_PROTECTION")
+    client = signed_in(app, NURSE)
+    moved = _copy(app, client, REMOTE_ADDR="198.51.100.7", HTTP_USER_AGENT="Crew tablet/2.0")
+    assert moved.get("/hospital/").status_code == 200
+    with moved.session_transaction() as session:
+        assert session["_user_id"].rsplit(":", 1)[1] == _token(client)
+    assert client.post("/logout").status_code == 302
+    assert_signed_out(moved)
+    assert_signed_out(_copy(app, moved))
 
 
 def test_the_session_lasts_a_shift_and_no_longer(app, client, demo):

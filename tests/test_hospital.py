@@ -156,13 +156,46 @@ def test_new_request_form_has_hints_and_no_identity_fields(app, nurse):
     assert re.search(r'checked id="invite_mode-2"', page)
 
 
+def freeze_clock(monkeypatch, moment):
+    """Every ``utcnow`` the app reads returns ``moment`` (naive UTC) from here on, so a page
+    and the form posted from it see one instant, chosen by the test, not the wall clock."""
+    import sys
+
+    from dashboard.models import base
+
+    real = base.utcnow
+    for name, module in list(sys.modules.items()):
+        if name.startswith("dashboard.") and getattr(module, "utcnow", None) is real:
+            monkeypatch.setattr(module, "utcnow", lambda: moment)
+
+
+def local_moment(app, clock_time, days_ahead=1):
+    """Naive UTC of ``clock_time`` ("HH:MM:SS", the region's time) on a day ``days_ahead`` away."""
+    from datetime import datetime
+
+    from dashboard.localtime import from_local, local_today
+
+    with app.app_context():
+        day = local_today() + timedelta(days=days_ahead)
+        return from_local(datetime.combine(day, datetime.strptime(clock_time, "%H:%M:%S").time()))
+
+
+@pytest.mark.parametrize("clock_time", [
+    "09:07:00",
+    "14:15:30",  # on a quarter hour, seconds past it: the window's end must not round down
+    "14:29:59",
+    "23:50:10",  # the default window crosses midnight
+])
 @pytest.mark.parametrize("deadline", [30, 600])
-def test_the_new_request_form_as_shown_can_be_posted(app, nurse, deadline):
+def test_the_new_request_form_as_shown_can_be_posted(app, nurse, monkeypatch, deadline, clock_time):
     """Whatever default bidding deadline the center configured, the pre-filled form is accepted
-    once a destination is chosen (a deadline past the default hour window widens the window)."""
+    once a destination is chosen (a deadline past the default hour window widens the window),
+    at any time of day: the clock is frozen at the chosen moments, the page and its post
+    seeing the same instant."""
     from dashboard.services import configuration
     from tests.test_hostile_input import PageForms
 
+    freeze_clock(monkeypatch, local_moment(app, clock_time))
     with app.app_context():
         configuration.set_value("bid_deadline_default_minutes", deadline, None)
         db.session.commit()

@@ -1,4 +1,16 @@
-"""Sign in, sign out, change password; role decorators used by every other blueprint."""
+"""Sign in, sign out, change password; role decorators used by every other blueprint.
+
+What a session is bound to: its server-side token (a ``UserSession`` row, named in the
+signed cookie with the account's epoch), and nothing else.  The token is revoked at
+sign-out, when the same browser signs in again over it, and (every token but the current
+one) when the user changes their own password; the epoch ends every session at
+deactivation, a password reset or a change of role.  A copied cookie therefore works only
+as long as the session it was copied from.  Sessions are not bound to the client's address
+or user agent (Flask-Login's ``session_protection``, which with permanent sessions only
+marks a session not fresh): crews' addresses change as they drive between cellular
+networks, and a hospital's users share a proxy's address, so such a binding would sign
+the right people out without keeping a thief who copied the cookie and its headers out.
+"""
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -14,7 +26,8 @@ bp = Blueprint("auth", __name__)
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please sign in to continue."
 login_manager.login_message_category = "info"
-login_manager.session_protection = "strong"
+# Off on purpose: the server-side token is what a session is bound to (see above).
+login_manager.session_protection = None
 
 
 @login_manager.user_loader
@@ -78,12 +91,17 @@ def login():
         return render_template("auth/login.html", form=form)
     if not form.validate_on_submit():
         return render_template("auth/login.html", form=form), 400
+    # Signing in over a live session replaces it: its server-side row is revoked, so a copy
+    # of the old cookie stops working too.
+    previous_token = current_user.session_token if current_user.is_authenticated else None
     try:
         user = accounts.authenticate(form.email.data, form.password.data, request.remote_addr)
     except accounts.LoginRefused as refused:
         db.session.commit()  # the audit entry of the failure
         flash(refused.message, "error")
-        return render_template("auth/login.html", form=form), refused.status
+        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
+        return render_template("auth/login.html", form=form), refused.status, headers
+    accounts.end_session(previous_token)
     accounts.start_session(user, request.remote_addr)
     db.session.commit()
     # A fresh session at sign-in: nothing from before survives (no session fixation).
@@ -138,8 +156,11 @@ def change_password():
         user = current_user._get_current_object()
         user.set_password(form.new_password.data)
         user.must_change_password = False
+        # Every other browser signed in as this user is signed out; this one stays.
+        ended = accounts.end_other_sessions(user, user.session_token)
         audit.record("user.password_changed", user=user, ip=request.remote_addr,
-                     entity_type="user", entity_id=user.public_id)
+                     entity_type="user", entity_id=user.public_id,
+                     detail=f"{ended} other session(s) ended")
         db.session.commit()
         flash("Your password is changed.", "success")
         return redirect(url_for(user.home_endpoint))

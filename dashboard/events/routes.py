@@ -9,7 +9,9 @@ A stream ends after ``MEDPORT_STREAM_MAX_SECONDS`` (the browser reconnects
 with ``Last-Event-ID``) or with ``event: session-ended`` when the viewer's
 session ends: at once when the account changes (deactivated, password reset:
 its ``account-updated`` signal), else at the next check, every
-``MEDPORT_STREAM_SESSION_CHECK_SECONDS`` (signed out in another tab).
+``MEDPORT_STREAM_SESSION_CHECK_SECONDS`` (signed out in another tab, signed in again
+over it, or ended by the user's password change in another browser: each revokes the
+session's server-side row, which the check reads).
 """
 import random
 import re

@@ -447,9 +447,9 @@ def _default_origin(own):
 
 
 def _next_quarter_hour(value):
-    """Round up to the next quarter hour."""
-    value = value.replace(second=0, microsecond=0)
-    return value + timedelta(minutes=-value.minute % 15)
+    """The first quarter hour at or after ``value`` (14:15:30 gives 14:30, never 14:15)."""
+    floor = value.replace(minute=value.minute - value.minute % 15, second=0, microsecond=0)
+    return floor if floor == value else floor + timedelta(minutes=15)
 
 
 def _fill_defaults(form, own, preferred):

@@ -1,13 +1,17 @@
 """Accounts: authentication, login throttling, user creation and role rules."""
+import functools
+import math
 import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from werkzeug.security import generate_password_hash
 
 from ..extensions import db
+from ..models import center as center_models
 from ..models.base import ROLES, utcnow
-from ..models.center import AuditLog, User, UserSession
+from ..models.center import AuditLog, User, UserSession, off_event_loop
 from . import audit
 
 DEMO_PASSWORD = "medport-demo"
@@ -17,10 +21,12 @@ MIN_PASSWORD_LENGTH = 10
 class LoginRefused(Exception):
     """Login is refused; ``status`` is the HTTP status the view answers with."""
 
-    def __init__(self, message, status=401):
+    def __init__(self, message, status=401, retry_after=None):
         super().__init__(message)
         self.message = message
         self.status = status
+        #: Whole seconds before trying again is worth it (429 only), else None.
+        self.retry_after = retry_after
 
 
 def normalise_email(email):
@@ -31,47 +37,136 @@ def find_user_by_email(email):
     return db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
 
 
-def _recent_failures(column, value):
-    """Failed logins matching ``column == value`` in the window, since the last success."""
-    since = utcnow() - timedelta(minutes=current_app.config["MEDPORT_LOGIN_WINDOW_MINUTES"])
-    last_success = db.session.scalar(
-        sa.select(sa.func.max(AuditLog.created_at)).where(
-            AuditLog.action == "login.success", column == value, AuditLog.created_at >= since
-        )
-    )
+#: Seconds a pair (account, address) waits after its first throttled failure; each further
+#: failure of the pair doubles it, up to the window.
+BACKOFF_SECONDS = 30
+#: The per-account backstop: this many times ``MEDPORT_LOGIN_MAX_FAILURES`` failures on one
+#: account from all addresses together in the window.
+ACCOUNT_BACKSTOP_FACTOR = 10
+
+
+def _failures(*conditions, since):
+    """``(count, latest)`` of the failed sign-ins matching ``conditions`` at or after ``since``."""
+    row = db.session.execute(
+        sa.select(sa.func.count(AuditLog.id), sa.func.max(AuditLog.created_at)).where(
+            AuditLog.action == "login.failed", AuditLog.created_at >= since, *conditions)
+    ).one()
+    return row[0] or 0, row[1]
+
+
+def _last_success(*conditions, since):
+    """The latest successful sign-in matching ``conditions`` at or after ``since``, or None."""
+    return db.session.scalar(sa.select(sa.func.max(AuditLog.created_at)).where(
+        AuditLog.action == "login.success", AuditLog.created_at >= since, *conditions))
+
+
+def _nth_latest_failure(n, *conditions, since):
+    """The time of the ``n``-th most recent failure matching ``conditions`` (1 = the latest)."""
     return db.session.scalar(
-        sa.select(sa.func.count(AuditLog.id)).where(
-            AuditLog.action == "login.failed",
-            column == value,
-            AuditLog.created_at >= (last_success or since),
-        )
-    )
+        sa.select(AuditLog.created_at).where(
+            AuditLog.action == "login.failed", AuditLog.created_at >= since, *conditions)
+        .order_by(AuditLog.created_at.desc()).offset(n - 1).limit(1))
+
+
+def _wait_text(seconds):
+    """``seconds`` (> 0) in words, rounded up: ``"30 seconds"``, ``"4 minutes"``."""
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
+def throttle_wait(email, ip, now=None):
+    """Seconds until ``email`` may try to sign in from ``ip`` again: ``(seconds, rule)``, or
+    ``(0, None)`` when an attempt may go ahead now.
+
+    Failures are read from the audit log (``login.failed``), so every worker and host
+    sees the same counts; a window is ``MEDPORT_LOGIN_WINDOW_MINUTES``.  Three rules:
+
+    * ``"address"``: ``MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS`` failures from one address
+      (any accounts) in the window refuse that address until the oldest of them that
+      counts leaves the window.  A success does not reset this count, so an attacker
+      cannot clear it by signing in to an account of their own between guesses.
+    * ``"pair"``: after ``MEDPORT_LOGIN_MAX_FAILURES`` failures of one account from one
+      address (since that pair's last success), the pair waits ``BACKOFF_SECONDS`` after
+      its latest failure, twice as long after each further failure, at most the window.
+      A stranger's wrong guesses therefore slow the stranger down, not the account's
+      owner signing in from elsewhere.
+    * ``"account"``: a backstop against guessing spread over many addresses.  With
+      ``ACCOUNT_BACKSTOP_FACTOR`` x ``MEDPORT_LOGIN_MAX_FAILURES`` failures on the account
+      in the window (since its last success), an address that has failed on the account
+      in the window is refused until that failure leaves the window; an address without
+      a failure on it still gets its attempt.  Each guessing address thus gets one guess
+      per window, while the owner (whose own address has not failed) still signs in with
+      the right password: the backstop slows distributed guessing without letting a
+      stranger lock the owner out, which a hard lock on the account would.
+    """
+    now = now or utcnow()
+    config = current_app.config
+    window = timedelta(minutes=config["MEDPORT_LOGIN_WINDOW_MINUTES"])
+    since = now - window
+    per_address = config["MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS"]
+    per_pair = config["MEDPORT_LOGIN_MAX_FAILURES"]
+    if ip:
+        count, _latest = _failures(AuditLog.ip == ip, since=since)
+        if count >= per_address:
+            oldest_counting = _nth_latest_failure(per_address, AuditLog.ip == ip, since=since)
+            return max((oldest_counting + window - now).total_seconds(), 1), "address"
+    pair = (AuditLog.user_email == email, AuditLog.ip == ip) if ip else (AuditLog.user_email == email,)
+    pair_since = max(since, _last_success(*pair, since=since) or since)
+    pair_count, pair_latest = _failures(*pair, since=pair_since)
+    if pair_count >= per_pair:
+        delay = min(BACKOFF_SECONDS * 2 ** (pair_count - per_pair), window.total_seconds())
+        wait = (pair_latest + timedelta(seconds=delay) - now).total_seconds()
+        if wait > 0:
+            return wait, "pair"
+    account_since = max(since, _last_success(AuditLog.user_email == email, since=since) or since)
+    account_count, _latest = _failures(AuditLog.user_email == email, since=account_since)
+    if account_count >= ACCOUNT_BACKSTOP_FACTOR * per_pair and pair_count:
+        return max((pair_latest + window - now).total_seconds(), 1), "account"
+    return 0, None
+
+
+_THROTTLE_MESSAGES = {
+    "address": "Too many failed sign-in attempts from this address. Try again in {wait}.",
+    "pair": "Too many failed sign-in attempts for this account from this address. Try again in {wait}.",
+    "account": "Too many failed sign-in attempts for this account. Try again in {wait} "
+               "or ask an administrator to reset your password.",
+}
+
+
+@functools.cache
+def _dummy_password_hash():
+    """A hash of a random password, made like every user's (same scheme and cost)."""
+    return off_event_loop(generate_password_hash, secrets.token_urlsafe(24))
+
+
+def _check_password(user, password):
+    """Check ``password`` against ``user``'s hash, or against a dummy hash of the same cost when
+    there is no such user, so an unknown email takes as long as a known one."""
+    if user is not None:
+        return user.check_password(password)
+    off_event_loop(center_models.check_password_hash, _dummy_password_hash(), password)
+    return False
 
 
 def authenticate(email, password, ip):
-    """Return the user for valid credentials or raise :class:`LoginRefused`.
+    """Return the :class:`User` for valid credentials or raise :class:`LoginRefused`.
 
-    Failures are throttled per account (email) and per address, counted from
-    the audit log so every worker and host sees the same count.  The caller
-    commits: the audit entry of a failure is written either way.
+    Refusals: 429 while :func:`throttle_wait` holds ``email`` at ``ip`` back (``retry_after``
+    gives the wait in whole seconds; nothing is checked then); 401 for a wrong email or
+    password (one password hash is checked either way, a dummy one for an unknown email,
+    so the answer takes as long); 403 for a deactivated account (right password).  The
+    caller commits: the audit entry of a refusal is written either way.
     """
     email = normalise_email(email)
-    window = current_app.config["MEDPORT_LOGIN_WINDOW_MINUTES"]
-    if _recent_failures(AuditLog.user_email, email) >= current_app.config["MEDPORT_LOGIN_MAX_FAILURES"]:
-        audit.record("login.throttled", user_email=email, ip=ip, detail="per account")
-        raise LoginRefused(
-            f"Too many failed sign-in attempts for this account. Try again in {window} minutes "
-            "or ask an administrator to reset your password.",
-            status=429,
-        )
-    if ip and _recent_failures(AuditLog.ip, ip) >= current_app.config["MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS"]:
-        audit.record("login.throttled", user_email=email, ip=ip, detail="per address")
-        raise LoginRefused(
-            f"Too many failed sign-in attempts from this address. Try again in {window} minutes.",
-            status=429,
-        )
+    wait, rule = throttle_wait(email, ip)
+    if rule:
+        audit.record("login.throttled", user_email=email, ip=ip, detail=f"per {rule}")
+        raise LoginRefused(_THROTTLE_MESSAGES[rule].format(wait=_wait_text(wait)), status=429,
+                           retry_after=math.ceil(wait))
     user = find_user_by_email(email)
-    if user is None or not user.check_password(password):
+    if not _check_password(user, password):
         audit.record("login.failed", user_email=email, ip=ip,
                      user_id=user.id if user else None, detail="wrong email or password")
         raise LoginRefused("Wrong email or password.")
@@ -104,6 +199,21 @@ def end_session(token):
             .values(revoked_at=utcnow()))
 
 
+def end_other_sessions(user, keep_token):
+    """Revoke every live session of ``user`` except ``keep_token`` (the caller commits).
+
+    Used when a user changes their own password: the browser they changed it in stays
+    signed in, every other one is signed out (its pages at the next request, its live
+    stream at the stream's next session check).  Returns how many sessions were revoked.
+    """
+    result = db.session.execute(
+        sa.update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None),
+               UserSession.token != (keep_token or ""))
+        .values(revoked_at=utcnow()))
+    return result.rowcount
+
+
 def session_is_live(user_id, epoch, token):
     """Whether a session (user, epoch, token) is still valid: active user, same epoch, not revoked."""
     row = db.session.execute(
@@ -112,24 +222,6 @@ def session_is_live(user_id, epoch, token):
         .where(User.id == user_id, UserSession.token == token)
     ).first()
     return row is not None and row.active and row.session_epoch == epoch and row.revoked_at is None
-
-
-def load_session_user(session_id):
-    """Flask-Login loader: ``public_id:epoch:token``.
-
-    An old epoch (deactivation, password reset) or a revoked token (sign-out) means the
-    session ended.  One query: the user joined with their live session row.
-    """
-    public_id, epoch, token = ((session_id or "").split(":") + ["", "", ""])[:3]
-    if not public_id or not epoch.isdigit() or not token:
-        return None
-    user = db.session.scalar(
-        sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
-            User.public_id == public_id, UserSession.token == token, UserSession.revoked_at.is_(None)))
-    if user is None or user.session_epoch != int(epoch) or not user.is_active:
-        return None
-    user.session_token = token
-    return user
 
 
 def validate_password(password):
