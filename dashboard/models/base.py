@@ -3,6 +3,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.types import Text, TypeDecorator
 
 
@@ -28,6 +29,19 @@ def row_id(value):
     except (TypeError, ValueError):
         return None
     return number if 0 < number <= MAX_ROW_ID else None
+
+
+class SubmissionMixin:
+    """Columns of a used one-time form token and what its submission created (one table per
+    silo; see ``services.submissions``)."""
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    token = sa.Column(sa.String(64), nullable=False, unique=True)
+    kind = sa.Column(sa.String(30), nullable=False)
+    # What it created: its public id (its row id where it has none), set in the same transaction.
+    created_id = sa.Column(sa.String(36))
+    user_id = sa.Column(sa.Integer)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
 
 
 class JSONText(TypeDecorator):

@@ -4,7 +4,7 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
-from .base import CENTER_ROLES, JSONText, new_public_id, utcnow
+from .base import CENTER_ROLES, JSONText, SubmissionMixin, new_public_id, utcnow
 
 
 def off_event_loop(func, *args):
@@ -303,15 +303,7 @@ class LiveSignal(db.Model):
     user_id = sa.Column(sa.Integer)
 
 
-class CenterSubmission(db.Model):
-    """A used one-time form token and what its submission created (see ``services.submissions``)."""
+class CenterSubmission(SubmissionMixin, db.Model):
+    """A used one-time form token of the center silo."""
 
     __tablename__ = "center_submissions"
-
-    id = sa.Column(sa.Integer, primary_key=True)
-    token = sa.Column(sa.String(64), nullable=False, unique=True)
-    kind = sa.Column(sa.String(30), nullable=False)
-    # What it created: its public id (its row id where it has none), set in the same transaction.
-    created_id = sa.Column(sa.String(36))
-    user_id = sa.Column(sa.Integer)
-    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)

@@ -6,7 +6,7 @@ silo's trip id.  Neither is a foreign key: no key crosses a silo.
 import sqlalchemy as sa
 
 from ..extensions import db
-from .base import new_public_id, utcnow
+from .base import SubmissionMixin, new_public_id, utcnow
 
 UNIT_STATUSES = {
     "available": "Available",
@@ -206,16 +206,8 @@ class EmsRoute(db.Model):
         return self.trip_public_id is not None
 
 
-class EmsSubmission(db.Model):
-    """A used one-time form token and what its submission created (see ``services.submissions``)."""
+class EmsSubmission(SubmissionMixin, db.Model):
+    """A used one-time form token of the EMS silo."""
 
     __bind_key__ = "ems"
     __tablename__ = "ems_submissions"
-
-    id = sa.Column(sa.Integer, primary_key=True)
-    token = sa.Column(sa.String(64), nullable=False, unique=True)
-    kind = sa.Column(sa.String(30), nullable=False)
-    # What it created: its public id (its row id where it has none), set in the same transaction.
-    created_id = sa.Column(sa.String(36))
-    user_id = sa.Column(sa.Integer)
-    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)

@@ -7,7 +7,7 @@ crosses a silo.
 import sqlalchemy as sa
 
 from ..extensions import db
-from .base import JSONText, new_public_id, utcnow
+from .base import JSONText, SubmissionMixin, new_public_id, utcnow
 
 TRIP_STATUSES = (
     "open",
@@ -251,16 +251,8 @@ class HospitalAgencyPreference(db.Model):
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
-class HospitalSubmission(db.Model):
-    """A used one-time form token and what its submission created (see ``services.submissions``)."""
+class HospitalSubmission(SubmissionMixin, db.Model):
+    """A used one-time form token of the hospital silo."""
 
     __bind_key__ = "hospital"
     __tablename__ = "hospital_submissions"
-
-    id = sa.Column(sa.Integer, primary_key=True)
-    token = sa.Column(sa.String(64), nullable=False, unique=True)
-    kind = sa.Column(sa.String(30), nullable=False)
-    # What it created: its public id (its row id where it has none), set in the same transaction.
-    created_id = sa.Column(sa.String(36))
-    user_id = sa.Column(sa.Integer)
-    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
