@@ -35,7 +35,8 @@ from tests.test_stream import signed_in
 JOIN_SECONDS = 60
 #: The route status that goes with each trip status once the relay has delivered.
 ROUTE_FOR_TRIP = {"awarded": "planned", "en_route": "en_route", "at_pickup": "at_pickup",
-                  "transporting": "transporting", "completed": "completed"}
+                  "transporting": "transporting", "at_destination": "at_destination",
+                  "completed": "completed"}
 
 
 # --- the invariants ------------------------------------------------------------------------

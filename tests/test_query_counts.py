@@ -137,8 +137,8 @@ class Region:
         self.deliver()
 
     def complete(self, public_ids, code):
-        """The crew's four steps on each request, each step its own use case."""
-        for step in ("en_route", "at_pickup", "transporting", "completed"):
+        """The crew's five steps on each request, each step its own use case."""
+        for step in trips.CREW_STEPS:
             with self.app.app_context():
                 for public_id in public_ids:
                     trip = trips.get_by_public_id(public_id)

@@ -39,13 +39,13 @@ bp = Blueprint("ems", __name__, url_prefix="/ems")
 
 BOARD_WITHIN = {"": "Any time", "2": "Next 2 hours", "4": "Next 4 hours", "8": "Next 8 hours",
                 "today": "Today"}
-NEXT_STEP = {"planned": "en_route", "en_route": "at_pickup", "at_pickup": "transporting",
-             "transporting": "completed"}
+#: A stop's status -> the crew's next step (``trips.CREW_STEPS`` in order).
+NEXT_STEP = dict(zip(bidding.ROUTE_ORDER[:-1], trips.CREW_STEPS, strict=True))
 STEP_BUTTONS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": "Transporting",
-                "completed": "Completed"}
+                "at_destination": "At destination", "back_in_service": "Back in service"}
 ROUTE_STATUS_LABELS = {"planned": "Planned", "en_route": "En route", "at_pickup": "At pickup",
-                       "transporting": "Transporting", "completed": "Completed",
-                       "handed_back": "Handed back", "cancelled": "Cancelled"}
+                       "transporting": "Transporting", "at_destination": "At destination",
+                       "completed": "Completed", "handed_back": "Handed back", "cancelled": "Cancelled"}
 HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined": "Lost",
                    "withdrawn": "Withdrawn", "ended": "Expired or closed"}
 PAGE_SIZE = 25
@@ -400,7 +400,7 @@ def _crew_label(route):
 @bp.route("/trips/<public_id>/advance", methods=["POST"])
 @roles_required("ems")
 def advance_trip(public_id):
-    """The crew's next step: en route, at pickup, transporting, completed."""
+    """The crew's next step: en route, at pickup, transporting, at destination, back in service."""
     route, trip = _agency_route(public_id)
     form = AdvanceForm()
     if not form.validate_on_submit():

@@ -219,6 +219,7 @@ def hospital_bid_summary(event):
 
 @on("ems", "trip.status_changed", target="hospital")
 def hospital_crew_step(event):
+    """A crew's step (see ``trips.CREW_STEPS``) applied to the hospital's trip, with its time."""
     from ..services import trips
 
     p = event.payload

@@ -15,6 +15,9 @@ UNIT_STATUSES = {
     "out_of_service": "Out of service",
 }
 BID_STATUSES = ("live", "accepted", "declined", "withdrawn", "expired", "closed")
+#: A stop's statuses while its unit is under way on it (left the base for it, not yet back in
+#: service): a unit is in at most one of them at a time.
+IN_PROGRESS_ROUTE_STATUSES = ("en_route", "at_pickup", "transporting", "at_destination")
 
 
 class EmsAgency(db.Model):
@@ -170,6 +173,13 @@ class EmsRoute(db.Model):
     window_end = sa.Column(sa.DateTime, nullable=False)
     status = sa.Column(sa.String(16), nullable=False, default="planned")
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    # When the crew took each step (naive UTC), kept in the EMS silo: the unit's own record.
+    # "Back in service" ends the stop (status ``completed``) and frees the unit.
+    en_route_at = sa.Column(sa.DateTime)
+    at_pickup_at = sa.Column(sa.DateTime)
+    transporting_at = sa.Column(sa.DateTime)
+    at_destination_at = sa.Column(sa.DateTime)
+    back_in_service_at = sa.Column(sa.DateTime)
     # What the crew needs of the trip, copied at the award and kept in step with the
     # hospital's edits, so a crew can drive and report it with the hospital silo down.
     # (Rows from before these columns have them empty: the trip is read instead.)

@@ -11,13 +11,16 @@ from sqlalchemy.orm import selectinload
 from ..events.outbox import emit
 from ..extensions import db
 from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
-from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
+from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from . import center_reads
-from .trips import CREW_STEPS, HAND_BACK_FROM, agency_may_serve
+from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
-ACTIVE_ROUTE_STATUSES = ("planned", "en_route", "at_pickup", "transporting")
+#: A unit's stops that are still its own: planned, or under way.
+ACTIVE_ROUTE_STATUSES = ("planned",) + IN_PROGRESS_ROUTE_STATUSES
+#: A stop's statuses in the order the crew's steps take it through.
+ROUTE_ORDER = ("planned",) + tuple(STEP_STATUS[step] for step in CREW_STEPS)
 #: How a bid ended, as the agency's history shows it.
 BID_OUTCOMES = {
     "live": "Live",
@@ -331,14 +334,15 @@ def refresh_unit_status(unit):
     return False
 
 
-def _move_route(route, from_status, to_status):
-    """Set the route's status only if it is still ``from_status`` (one UPDATE), else refuse.
+def _move_route(route, from_status, to_status, **values):
+    """Set the route's status (and ``values``) only if it is still ``from_status`` (one
+    UPDATE), else refuse.
 
     The relay may have ended the route meanwhile (the trip cancelled or re-opened).
     """
     result = db.session.execute(
         sa.update(EmsRoute).where(EmsRoute.id == route.id, EmsRoute.status == from_status)
-        .values(status=to_status).execution_options(synchronize_session=False)
+        .values(status=to_status, **values).execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         raise BidRefused("This trip changed meanwhile (cancelled or taken back); reload the page.")
@@ -355,36 +359,45 @@ def _check_still_ours(route, trip):
         raise BidRefused("This trip is no longer assigned to this unit.")
 
 
-def advance(route, step, user_id, user_label, trip=None):
-    """The crew's next status (one tap); emits ``trip.status_changed`` from the EMS silo.
+def _step_label(step):
+    return str(step).replace("_", " ")
 
-    ``trip`` (the hospital's trip, read) lets a step on a trip cancelled or re-opened
-    there be refused before the relay has caught up.
+
+def advance(route, step, user_id, user_label, trip=None, now=None):
+    """The crew's next step (one tap); emits ``trip.status_changed`` from the EMS silo.
+
+    ``step`` is the next of :data:`~dashboard.services.trips.CREW_STEPS` for the route's
+    status; the route moves to its status (:data:`~dashboard.services.trips.STEP_STATUS`)
+    and keeps the time (``<step>_at``, ``now`` or the clock, naive UTC).  ``trip`` (the
+    hospital's trip, read) lets a step on a trip cancelled or re-opened there be refused
+    before the relay has caught up.  Raises :class:`BidRefused`: 404 (no route), 409 (not
+    the next step, or the trip no longer this unit's).
     """
-    order = ("planned",) + CREW_STEPS
     if route is None:
         raise BidRefused("No such trip.", status=404)
-    if route.status not in order:
+    if route.status not in ROUTE_ORDER:
         raise BidRefused("This trip is no longer yours to progress.")
-    expected = order[order.index(route.status) + 1] if route.status != "completed" else None
+    position = ROUTE_ORDER.index(route.status)
+    expected = CREW_STEPS[position] if position < len(CREW_STEPS) else None
     if step != expected:
         if expected is None:
-            raise BidRefused("This trip is already completed.")
+            raise BidRefused("This trip is already completed: the unit is back in service.")
         raise BidRefused(
-            f"The next step is {expected.replace('_', ' ')}, not {str(step).replace('_', ' ')}.", status=409
+            f"The next step is {_step_label(expected)}, not {_step_label(step)}.", status=409
         )
     _check_still_ours(route, trip)
-    now = utcnow()
-    _move_route(route, order[order.index(step) - 1], step)
+    now = now or utcnow()
+    _move_route(route, route.status, STEP_STATUS[step], **{f"{step}_at": now})
     unit = route.unit
-    if step == "completed":
+    unit_changed = False
+    if step == "back_in_service":
         db.session.flush()
-        refresh_unit_status(unit)
+        unit_changed = refresh_unit_status(unit)
     db.session.flush()
     emit("ems", "trip.status_changed", "trip", str(route.trip_id),
          {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "agency_id": route.agency_id,
           "unit_id": route.unit_id, "user_label": user_label, "route_id": route.id})
-    if step == "completed":
+    if unit_changed:
         emit("ems", "unit.status_changed", "unit", unit.public_id,
              {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
     return route

@@ -46,7 +46,7 @@ def unit_of_agency(public_id, agency_id):
 
 
 def active_route(unit):
-    """The unit's earliest trip not yet completed (planned, en route, at pickup, transporting)."""
+    """The unit's earliest trip not yet completed (planned or under way)."""
     return db.session.scalar(
         sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id,
                                   EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
