@@ -1,13 +1,21 @@
-"""What the screens say of a unit and its trip is true.
+"""A unit is in one place at a time, and what the screens say of it is true.
 
+- A crew cannot start a second trip while another of its trips is under way (en route, at
+  pickup, transporting, at destination): ``bidding.advance`` refuses it, naming the other
+  trip, and the EMS silo's unique index refuses it too.
 - The crew's steps include "at destination" and "back in service" (which completes the trip
   and frees the unit); each reaches the hospital's trip with its time.
 """
 import re
 from datetime import timedelta
 
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
+from dashboard.models.ems import EmsRoute
 from dashboard.services import trips
 from tests.test_ems import (
     AEMS,
@@ -39,6 +47,51 @@ def awarded_to(app, deliver, client, number, starts_in):
 def trip_card(page, reference):
     """The my-trips card of the trip ``reference``."""
     return next(card for card in page.split('<li class="card trip-card">')[1:] if reference in card)
+
+
+# --- (a) one trip under way per unit ---------------------------------------------------------
+
+def test_a_unit_under_way_cannot_start_a_second_trip(app, demo, deliver):
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    first = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    second = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=9))
+    first_ref, second_ref = trip_row(app, first).reference, trip_row(app, second).reference
+    assert advance(crew, first, "en_route").status_code == 302
+
+    for step, shown in (("en_route", "en route"), ("at_pickup", "at pickup"),
+                        ("transporting", "transporting"), ("at_destination", "at destination")):
+        if step != "en_route":
+            assert advance(crew, first, step).status_code == 302
+        refused = advance(crew, second, "en_route")
+        text = refused.get_data(as_text=True)
+        assert refused.status_code == 409, step
+        assert f"is {shown} on {first_ref}" in text and second_ref in text
+        assert route_of(app, second).status == "planned"
+    deliver()
+    assert trip_row(app, second).status == "awarded"
+
+    # Back in service on the first: the second may start.
+    assert advance(crew, first, "back_in_service").status_code == 302
+    assert advance(crew, second, "en_route").status_code == 302
+    deliver()
+    assert trip_row(app, first).status == "completed"
+    assert trip_row(app, second).status == "en_route"
+
+
+def test_the_ems_silo_refuses_a_second_stop_under_way_of_one_unit(app, demo, deliver):
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    first = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    second = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=9))
+    assert advance(crew, first, "en_route").status_code == 302
+    second_route = route_of(app, second)
+    with app.app_context():
+        with pytest.raises(IntegrityError):
+            db.session.execute(sa.update(EmsRoute).where(EmsRoute.id == second_route.id)
+                               .values(status="en_route", en_route_at=utcnow()))
+            db.session.flush()
+        db.session.rollback()
 
 
 # --- (c) at destination and back in service -------------------------------------------------

@@ -18,6 +18,8 @@ BID_STATUSES = ("live", "accepted", "declined", "withdrawn", "expired", "closed"
 #: A stop's statuses while its unit is under way on it (left the base for it, not yet back in
 #: service): a unit is in at most one of them at a time.
 IN_PROGRESS_ROUTE_STATUSES = ("en_route", "at_pickup", "transporting", "at_destination")
+IN_PROGRESS_WHERE = ("status IN (" + ", ".join(f"'{s}'" for s in IN_PROGRESS_ROUTE_STATUSES)
+                     + ") AND en_route_at IS NOT NULL")
 
 
 class EmsAgency(db.Model):
@@ -154,8 +156,17 @@ class EmsRoute(db.Model):
         sa.Index("ix_ems_routes_agency_status_window", "agency_id", "status", "window_start"),
         # The overlap check of a bid or an assignment: the unit's active stops still ahead.
         sa.Index("ix_ems_routes_unit_status_window", "unit_id", "status", "window_end"),
+        # A unit is in one place at a time: at most one of its stops is under way.  Stops
+        # started before the step times were kept (no ``en_route_at``) are left out, so old
+        # data never blocks the upgrade; ``bidding.advance`` refuses those clashes as well.
+        sa.Index(
+            "uq_ems_routes_one_under_way_per_unit",
+            "unit_id",
+            unique=True,
+            sqlite_where=sa.text(IN_PROGRESS_WHERE),
+            postgresql_where=sa.text(IN_PROGRESS_WHERE),
+        ),
     )
-
     id = sa.Column(sa.Integer, primary_key=True)
     unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
     agency_id = sa.Column(sa.Integer, nullable=False)

@@ -338,15 +338,39 @@ def _move_route(route, from_status, to_status, **values):
     """Set the route's status (and ``values``) only if it is still ``from_status`` (one
     UPDATE), else refuse.
 
-    The relay may have ended the route meanwhile (the trip cancelled or re-opened).
+    The relay may have ended the route meanwhile (the trip cancelled or re-opened).  A
+    second stop of the unit under way at once breaks the unit's unique index: refused too.
     """
-    result = db.session.execute(
-        sa.update(EmsRoute).where(EmsRoute.id == route.id, EmsRoute.status == from_status)
-        .values(status=to_status, **values).execution_options(synchronize_session=False)
-    )
+    try:
+        result = db.session.execute(
+            sa.update(EmsRoute).where(EmsRoute.id == route.id, EmsRoute.status == from_status)
+            .values(status=to_status, **values).execution_options(synchronize_session=False)
+        )
+    except IntegrityError:
+        db.session.rollback()
+        raise BidRefused("The unit is already under way on another trip; reload the page.") from None
     if result.rowcount != 1:
         raise BidRefused("This trip changed meanwhile (cancelled or taken back); reload the page.")
     db.session.refresh(route)
+
+
+def _check_one_place(route):
+    """Refuse (409) to put the unit under way on ``route`` while another of its stops is.
+
+    A unit is in one place at a time (DESIGN: request lifecycle).  On PostgreSQL the unit's
+    row is locked until commit, so two such steps of one unit take turns and the second
+    sees the first; the unit's unique index on stops under way backs this up.
+    """
+    db.session.execute(sa.select(Unit.id).where(Unit.id == route.unit_id).with_for_update())
+    other = db.session.scalar(
+        sa.select(EmsRoute).where(EmsRoute.unit_id == route.unit_id, EmsRoute.id != route.id,
+                                  EmsRoute.status.in_(IN_PROGRESS_ROUTE_STATUSES))
+        .order_by(EmsRoute.window_start).limit(1))
+    if other is not None:
+        raise BidRefused(
+            f"{route.unit.number} is {other.status.replace('_', ' ')} on {other.trip_reference}; "
+            f"a unit is on one trip at a time. Finish that trip (back in service), hand it back "
+            f"or undo its last step before starting {route.trip_reference}.")
 
 
 def _check_still_ours(route, trip):
@@ -371,7 +395,8 @@ def advance(route, step, user_id, user_label, trip=None, now=None):
     and keeps the time (``<step>_at``, ``now`` or the clock, naive UTC).  ``trip`` (the
     hospital's trip, read) lets a step on a trip cancelled or re-opened there be refused
     before the relay has caught up.  Raises :class:`BidRefused`: 404 (no route), 409 (not
-    the next step, or the trip no longer this unit's).
+    the next step, the trip no longer this unit's, or "en route" while the unit is under
+    way on another trip).
     """
     if route is None:
         raise BidRefused("No such trip.", status=404)
@@ -386,6 +411,8 @@ def advance(route, step, user_id, user_label, trip=None, now=None):
             f"The next step is {_step_label(expected)}, not {_step_label(step)}.", status=409
         )
     _check_still_ours(route, trip)
+    if route.status == "planned":
+        _check_one_place(route)
     now = now or utcnow()
     _move_route(route, route.status, STEP_STATUS[step], **{f"{step}_at": now})
     unit = route.unit
