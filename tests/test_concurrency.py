@@ -43,8 +43,8 @@ ROUTE_FOR_TRIP = {"awarded": "planned", "en_route": "en_route", "at_pickup": "at
 
 
 def assert_units_consistent():
-    """Every unit's current trip is one of its active routes (a unit is under way on one trip
-    at most); a unit with none is not assigned."""
+    """Every unit's current trip is one of its active routes, the one under way if any (a unit is
+    under way on one trip at most); a unit with none is not assigned."""
     active, under_way = {}, {}
     for unit_id, trip_id, status in db.session.execute(
             sa.select(EmsRoute.unit_id, EmsRoute.trip_id, EmsRoute.status).where(
@@ -54,6 +54,9 @@ def assert_units_consistent():
             under_way.setdefault(unit_id, []).append(trip_id)
     for unit in db.session.scalars(sa.select(Unit)):
         assert len(under_way.get(unit.id, [])) <= 1, f"unit {unit.number} is under way on two trips"
+        if under_way.get(unit.id):
+            assert unit.current_trip_id == under_way[unit.id][0], (
+                f"unit {unit.number}'s current trip is not the one under way")
         if unit.current_trip_id is None:
             assert unit.id not in active, f"unit {unit.number} has active routes but no current trip"
             assert unit.status != "assigned", f"unit {unit.number} is assigned to nothing"

@@ -3,6 +3,8 @@
 - A crew cannot start a second trip while another of its trips is under way (en route, at
   pickup, transporting, at destination): ``bidding.advance`` refuses it, naming the other
   trip, and the EMS silo's unique index refuses it too.
+- The unit's current trip is the one under way, then the next planned one: an award of
+  another trip does not replace the trip the crew is driving.
 - The crew's steps include "at destination" and "back in service" (which completes the trip
   and frees the unit); each reaches the hospital's trip with its time.
 """
@@ -49,6 +51,14 @@ def trip_card(page, reference):
     return next(card for card in page.split('<li class="card trip-card">')[1:] if reference in card)
 
 
+def unit_row(page, number):
+    """The units table row of unit ``number`` (EMS page: a row header; center page: a cell)."""
+    for row in re.findall(r"<tr>.*?</tr>", page, re.S):
+        if re.search(rf"<t[hd][^>]*>\s*{re.escape(number)}\s*</t[hd]>", row):
+            return row
+    raise AssertionError(f"no row for {number}")
+
+
 # --- (a) one trip under way per unit ---------------------------------------------------------
 
 def test_a_unit_under_way_cannot_start_a_second_trip(app, demo, deliver):
@@ -92,6 +102,32 @@ def test_the_ems_silo_refuses_a_second_stop_under_way_of_one_unit(app, demo, del
                                .values(status="en_route", en_route_at=utcnow()))
             db.session.flush()
         db.session.rollback()
+
+
+# --- (b) the current trip is the one under way ------------------------------------------------
+
+def test_the_current_trip_stays_the_one_under_way_after_another_award(app, demo, deliver):
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    driving = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=9))
+    assert advance(crew, driving, "en_route").status_code == 302
+    deliver()
+    # Awarded later, its window earlier than the trip the crew is driving (not overlapping).
+    earlier = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    driving_trip, earlier_trip = trip_row(app, driving), trip_row(app, earlier)
+    assert unit(app, "Test 1").current_trip_id == driving_trip.id
+    row = unit_row(crew.get("/ems/units/panel").get_data(as_text=True), "Test 1")
+    assert driving_trip.reference in row and earlier_trip.reference not in row
+    center = signed_in(app, COORDINATOR)
+    row = unit_row(center.get("/center/units").get_data(as_text=True), "Test 1")
+    assert driving_trip.reference in row and earlier_trip.reference not in row
+
+    # Back in service: the next planned trip becomes the current one.
+    for step in trips.CREW_STEPS[1:]:
+        assert advance(crew, driving, step).status_code == 302
+    deliver()
+    assert unit(app, "Test 1").current_trip_id == earlier_trip.id
+    assert unit(app, "Test 1").status == "assigned"
 
 
 # --- (c) at destination and back in service -------------------------------------------------

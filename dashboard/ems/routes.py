@@ -471,11 +471,11 @@ def trips_csv():
 def _units_context():
     agency = _agency()
     units = unit_service.agency_units(agency.id)
-    current = {}
+    current = {}  # each unit's current trip: the one under way, else the next planned one
     for route in db.session.scalars(
             sa.select(EmsRoute).where(EmsRoute.agency_id == agency.id,
                                       EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
-            .order_by(EmsRoute.window_start)):
+            .order_by(*bidding.current_route_order())):
         current.setdefault(route.unit_id, route)
     return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS}
 

@@ -155,6 +155,8 @@ def ems_release_trip(event):
 
 
 def _refresh_unit(unit):
+    """The unit's current trip and status kept true (``bidding.refresh_unit_status``: the trip
+    under way stays current whatever is awarded meanwhile); a change is signalled."""
     from ..services.bidding import refresh_unit_status
 
     if refresh_unit_status(unit):

@@ -64,6 +64,8 @@ class Unit(db.Model):
     status = sa.Column(sa.String(16), nullable=False, default="available")
     shift_start = sa.Column(sa.Time)
     shift_end = sa.Column(sa.Time)
+    # The trip the unit is on: the one under way, else its next planned one by window start
+    # (kept by ``bidding.refresh_unit_status``).
     current_trip_id = sa.Column(sa.Integer)
     lat = sa.Column(sa.Float)
     lon = sa.Column(sa.Float)

@@ -309,16 +309,31 @@ def route_for(trip_id, agency_id):
     )
 
 
-def refresh_unit_status(unit):
-    """After a trip ends for ``unit``: assigned to its next active trip, else available.
+def current_route_order():
+    """ORDER BY terms that put a unit's stop under way first, then its planned stops by
+    window start: the unit's current trip is the first of its active stops in this order."""
+    return (sa.case((EmsRoute.status.in_(IN_PROGRESS_ROUTE_STATUSES), 0), else_=1),
+            EmsRoute.window_start, EmsRoute.id)
 
-    A unit on break or out of service keeps that status.  Returns True when it changed.
-    """
-    following = db.session.scalar(
-        sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id,
+
+def current_route(unit_id):
+    """The unit's current stop: the one under way, else its next planned one by window start
+    (None when it has no active stop)."""
+    return db.session.scalar(
+        sa.select(EmsRoute).where(EmsRoute.unit_id == unit_id,
                                   EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
-        .order_by(EmsRoute.window_start).limit(1)
-    )
+        .order_by(*current_route_order()).limit(1))
+
+
+def refresh_unit_status(unit):
+    """Keep ``unit.current_trip_id`` and its status true after its stops changed.
+
+    The current trip is the one under way, else the next planned one by window start
+    (:func:`current_route`): an award of another trip never replaces the trip the crew is
+    driving.  With an active stop the unit is assigned, without one available; a unit on
+    break or out of service keeps that status.  Returns True when anything changed.
+    """
+    following = current_route(unit.id)
     before = (unit.status, unit.current_trip_id)
     if following is not None:
         unit.current_trip_id = following.trip_id
@@ -416,10 +431,8 @@ def advance(route, step, user_id, user_label, trip=None, now=None):
     now = now or utcnow()
     _move_route(route, route.status, STEP_STATUS[step], **{f"{step}_at": now})
     unit = route.unit
-    unit_changed = False
-    if step == "back_in_service":
-        db.session.flush()
-        unit_changed = refresh_unit_status(unit)
+    db.session.flush()
+    unit_changed = refresh_unit_status(unit)
     db.session.flush()
     emit("ems", "trip.status_changed", "trip", str(route.trip_id),
          {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "agency_id": route.agency_id,
