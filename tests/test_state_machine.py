@@ -262,6 +262,19 @@ class DispatchMachine(RuleBasedStateMachine):
         self.act("crew_advances", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
+    @rule(data=st.data(), late=st.booleans())
+    def crew_undoes(self, data, late):
+        """A crew undoes its last step (within the window, or just after it)."""
+        def action():
+            route = self.crew_route(data)
+            position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 1
+            step = trips.CREW_STEPS[max(position - 1, 0)]
+            now = utcnow() + (bidding.UNDO_WINDOW if late else timedelta(0))
+            trip = db.session.get(TransportRequest, route.trip_id)
+            bidding.undo(route, step, None, "Crew", trip=trip, now=now)
+        self.act("crew_undoes", action, data)
+
+    @precondition(lambda self: self.crews_on_the_road)
     @rule(data=st.data())
     def crew_hands_back(self, data):
         """A crew hands its trip back."""

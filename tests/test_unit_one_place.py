@@ -7,6 +7,8 @@
   another trip does not replace the trip the crew is driving.
 - The crew's steps include "at destination" and "back in service" (which completes the trip
   and frees the unit); each reaches the hospital's trip with its time.
+- The last step can be undone within ``bidding.UNDO_WINDOW``, audited and shown in the
+  timelines; later, or once another step was taken, it is refused.
 """
 import re
 from datetime import timedelta
@@ -17,10 +19,13 @@ from sqlalchemy.exc import IntegrityError
 
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
+from dashboard.models.center import AuditLog
 from dashboard.models.ems import EmsRoute
-from dashboard.services import trips
+from dashboard.models.hospital import TransportRequestEvent
+from dashboard.services import bidding, trips
 from tests.test_ems import (
     AEMS,
+    CLL,
     advance,
     award,
     bid,
@@ -36,6 +41,23 @@ COORDINATOR = "coordinator@medport.test"
 NURSE = "nurse@altoona.medport.test"
 
 
+class Clock:
+    """The time the crew's steps and their undo read (``bidding`` and the EMS views)."""
+
+    def __init__(self, monkeypatch):
+        self.now = utcnow()
+        for module in ("dashboard.services.bidding", "dashboard.ems.routes"):
+            monkeypatch.setattr(f"{module}.utcnow", lambda: self.now)
+
+    def advance(self, **delta):
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return Clock(monkeypatch)
+
+
 def awarded_to(app, deliver, client, number, starts_in):
     """A trip of ALT whose window starts ``starts_in`` from now, awarded to AEMS's unit
     ``number`` and delivered; returns its public id."""
@@ -44,6 +66,10 @@ def awarded_to(app, deliver, client, number, starts_in):
     award(app, public_id, "AEMS")
     deliver()
     return public_id
+
+
+def undo(client, public_id, step):
+    return client.post(f"/ems/trips/{public_id}/undo", data={"step": step})
 
 
 def trip_card(page, reference):
@@ -170,3 +196,122 @@ def test_a_step_reported_as_completed_before_back_in_service_existed_still_compl
         assert trips.apply_crew_step(trip, "completed", at, "Test 1", trip.awarded_agency_id)
         db.session.commit()
         assert (trip.status, trip.completed_at) == ("completed", at)
+
+
+# --- (d) undo -----------------------------------------------------------------------------
+
+def test_the_last_step_can_be_undone_within_the_window_and_is_audited(app, demo, deliver, clock):
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    public_id = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    reference = trip_row(app, public_id).reference
+    assert advance(crew, public_id, "en_route").status_code == 302
+    clock.advance(minutes=5)
+    assert advance(crew, public_id, "at_pickup").status_code == 302
+    deliver()
+    assert trip_row(app, public_id).status == "at_pickup"
+
+    clock.advance(seconds=90)
+    panel = crew.get("/ems/trips/panel").get_data(as_text=True)
+    assert "Undo At pickup" in panel and "Undo En route" not in panel
+    response = undo(crew, public_id, "at_pickup")
+    assert response.status_code == 302
+    route = route_of(app, public_id)
+    assert route.status == "en_route" and route.at_pickup_at is None and route.en_route_at is not None
+    assert "Undo At pickup" not in crew.get("/ems/trips/panel").get_data(as_text=True)
+    deliver()
+    trip = trip_row(app, public_id)
+    assert trip.status == "en_route" and trip.at_pickup_at is None and trip.en_route_at is not None
+
+    with app.app_context():
+        undone = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "trip.step_undone")).all()
+        assert len(undone) == 1 and undone[0].after["step"] == "at_pickup" and undone[0].user_id
+        line = db.session.scalar(sa.select(TransportRequestEvent).where(
+            TransportRequestEvent.trip_id == trip.id, TransportRequestEvent.action == "step_undone"))
+        assert (line.from_status, line.to_status, line.note) == ("at_pickup", "en_route", "Undid at pickup")
+    for page in (signed_in(app, NURSE).get(f"/hospital/requests/{public_id}"),
+                 signed_in(app, COORDINATOR).get(f"/center/requests/{public_id}")):
+        assert "Step undone" in page.get_data(as_text=True)
+        assert "Undid at pickup" in page.get_data(as_text=True)
+
+    # The crew takes it again; the hospital follows.
+    assert advance(crew, public_id, "at_pickup").status_code == 302
+    deliver()
+    assert trip_row(app, public_id).status == "at_pickup"
+    assert reference in crew.get("/ems/trips/panel").get_data(as_text=True)
+
+
+def test_undo_is_refused_after_the_window_or_after_a_later_step(app, demo, deliver, clock):
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    public_id = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    assert advance(crew, public_id, "en_route").status_code == 302
+    assert advance(crew, public_id, "at_pickup").status_code == 302
+    later = undo(crew, public_id, "en_route")
+    assert later.status_code == 409 and "later step" in later.get_data(as_text=True)
+
+    clock.advance(seconds=bidding.UNDO_WINDOW.total_seconds())
+    assert "Undo At pickup" not in crew.get("/ems/trips/panel").get_data(as_text=True)
+    late = undo(crew, public_id, "at_pickup")
+    assert late.status_code == 409 and "can no longer be undone" in late.get_data(as_text=True)
+    assert route_of(app, public_id).status == "at_pickup"
+    assert undo(crew, public_id, "flying").status_code == 400
+    assert undo(signed_in(app, CLL), public_id, "at_pickup").status_code == 404
+    deliver()
+    assert trip_row(app, public_id).status == "at_pickup"
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(AuditLog.id))
+                                 .where(AuditLog.action == "trip.step_undone")) == 0
+
+
+def test_undoing_back_in_service_puts_the_unit_back_on_the_trip(app, demo, deliver, clock):
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    public_id = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    other = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=9))
+    for step in trips.CREW_STEPS:
+        assert advance(crew, public_id, step).status_code == 302
+    deliver()
+    assert trip_row(app, public_id).status == "completed"
+    assert unit(app, "Test 1").current_trip_id == trip_row(app, other).id
+
+    assert undo(crew, public_id, "back_in_service").status_code == 302
+    deliver()
+    trip = trip_row(app, public_id)
+    assert trip.status == "at_destination" and trip.completed_at is None and trip.back_in_service_at is None
+    assert unit(app, "Test 1").current_trip_id == trip.id and unit(app, "Test 1").status == "assigned"
+
+    # Back in service again, and the other trip started: undoing back in service would put
+    # the unit under way on two trips.
+    assert advance(crew, public_id, "back_in_service").status_code == 302
+    assert advance(crew, other, "en_route").status_code == 302
+    refused = undo(crew, public_id, "back_in_service")
+    assert refused.status_code == 409 and trip_row(app, other).reference in refused.get_data(as_text=True)
+
+
+def test_with_the_hospital_silo_down_crews_take_and_undo_steps_and_the_trip_catches_up(
+        backend, app, demo, deliver, clock):
+    if backend != "postgres":
+        pytest.skip("stopping one silo's database is done on PostgreSQL")
+    from tests.test_faults import _converge, silo_stopped
+
+    new_unit(app, "AEMS", "Test 1")
+    crew = signed_in(app, AEMS)
+    public_id = awarded_to(app, deliver, crew, "Test 1", timedelta(hours=3))
+    reference = trip_row(app, public_id).reference
+    with silo_stopped(app, "hospital"):
+        for step in ("en_route", "at_pickup"):
+            assert advance(crew, public_id, step).status_code == 302
+        card = trip_card(crew.get("/ems/trips/panel").get_data(as_text=True), reference)
+        assert "Undo At pickup" in card
+        assert undo(crew, public_id, "at_pickup").status_code == 302
+        for step in ("at_pickup", "transporting", "at_destination"):
+            assert advance(crew, public_id, step).status_code == 302
+    assert _converge(app) == {"center": 0, "hospital": 0, "ems": 0}
+    trip = trip_row(app, public_id)
+    assert trip.status == "at_destination" and trip.at_pickup_at is not None
+    with app.app_context():
+        actions = list(db.session.scalars(sa.select(TransportRequestEvent.action).where(
+            TransportRequestEvent.trip_id == trip.id).order_by(TransportRequestEvent.id)))
+    assert actions[-6:] == ["en_route", "at_pickup", "step_undone", "at_pickup", "transporting",
+                            "at_destination"]

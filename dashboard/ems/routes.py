@@ -346,7 +346,9 @@ def _my_trips_context():
     # The hospital's view of each trip (patient reference, its status); with the hospital
     # silo down the crew drives from the route's own copy of the trip.
     by_id = degraded.optional("hospital", lambda: _trips_by_id({route.trip_id for route in routes}), {})
+    now = utcnow()
     rows = [{"route": route, "trip": by_id.get(route.trip_id),
+             "undo": bidding.last_step(route, now),
              "trip_public_id": route.trip_public_id or getattr(by_id.get(route.trip_id), "public_id", None),
              "facts": by_id.get(route.trip_id) or (route if route.has_crew_facts else None),
              "next_step": NEXT_STEP.get(route.status),
@@ -414,6 +416,26 @@ def advance_trip(public_id):
             f"{reference}: {message}", status))
     db.session.commit()
     flash(f"{reference}: {STEP_BUTTONS.get(step, step)}.", "success")
+    return redirect(url_for("ems.my_trips"))
+
+
+@bp.route("/trips/<public_id>/undo", methods=["POST"])
+@roles_required("ems")
+def undo_step(public_id):
+    """Undo the crew's last step on a trip within ``bidding.UNDO_WINDOW`` of taking it."""
+    route, trip = _agency_route(public_id)
+    form = AdvanceForm()
+    if not form.validate_on_submit():
+        return _render_my_trips("Choose the step to undo from the trip's button.", 400)
+    step = form.step.data
+    reference = route.trip_reference
+    try:
+        bidding.undo(route, step, current_user.id, _crew_label(route), trip=trip)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_my_trips(
+            f"{reference}: {message}", status))
+    db.session.commit()
+    flash(f"{reference}: {STEP_BUTTONS.get(step, step)} undone.", "success")
     return redirect(url_for("ems.my_trips"))
 
 

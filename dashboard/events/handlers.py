@@ -235,6 +235,21 @@ def hospital_crew_step(event):
         log.info("relay: crew step %s on trip %s not applied: %s", p["step"], trip.id, refused.message)
 
 
+@on("ems", "trip.step_undone", target="hospital")
+def hospital_undo_crew_step(event):
+    """A crew's last step undone in the EMS silo: the hospital's trip goes back one status."""
+    from ..services import trips
+
+    p = event.payload
+    trip = _trip(p["trip_id"])
+    if trip is None:
+        return
+    if not trips.undo_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]), p.get("user_label", ""),
+                                p["agency_id"], p.get("unit_id")):
+        log.info("relay: undo of %s on trip %s not applied (the trip is not at that step)",
+                 p["step"], trip.id)
+
+
 @on("ems", "trip.handed_back", target="hospital")
 def hospital_hand_back(event):
     from ..services import configuration, trips

@@ -169,6 +169,7 @@ class EmsRoute(db.Model):
             postgresql_where=sa.text(IN_PROGRESS_WHERE),
         ),
     )
+
     id = sa.Column(sa.Integer, primary_key=True)
     unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
     agency_id = sa.Column(sa.Integer, nullable=False)
@@ -186,8 +187,9 @@ class EmsRoute(db.Model):
     window_end = sa.Column(sa.DateTime, nullable=False)
     status = sa.Column(sa.String(16), nullable=False, default="planned")
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
-    # When the crew took each step (naive UTC), kept in the EMS silo: the unit's own record.
-    # "Back in service" ends the stop (status ``completed``) and frees the unit.
+    # When the crew took each step (naive UTC), kept in the EMS silo: the unit's own record
+    # and what an undo checks.  An undone step's time is cleared.  "Back in service" ends the
+    # stop (status ``completed``) and frees the unit.
     en_route_at = sa.Column(sa.DateTime)
     at_pickup_at = sa.Column(sa.DateTime)
     transporting_at = sa.Column(sa.DateTime)

@@ -4,6 +4,8 @@ The EMS side reads the hospital silo (the trip as it is now) and writes only
 the EMS silo; the hospital learns of bids and crew progress through events.
 Functions here do not commit.
 """
+from datetime import timedelta
+
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -14,11 +16,13 @@ from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
 from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from . import center_reads
-from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, agency_may_serve
+from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, UNDO_TO, agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
 #: A unit's stops that are still its own: planned, or under way.
 ACTIVE_ROUTE_STATUSES = ("planned",) + IN_PROGRESS_ROUTE_STATUSES
+#: How long after a crew step it may be undone (a tap on the wrong trip or too early).
+UNDO_WINDOW = timedelta(minutes=2)
 #: A stop's statuses in the order the crew's steps take it through.
 ROUTE_ORDER = ("planned",) + tuple(STEP_STATUS[step] for step in CREW_STEPS)
 #: How a bid ended, as the agency's history shows it.
@@ -437,6 +441,69 @@ def advance(route, step, user_id, user_label, trip=None, now=None):
     emit("ems", "trip.status_changed", "trip", str(route.trip_id),
          {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "agency_id": route.agency_id,
           "unit_id": route.unit_id, "user_label": user_label, "route_id": route.id})
+    if unit_changed:
+        emit("ems", "unit.status_changed", "unit", unit.public_id,
+             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+    return route
+
+
+def last_step(route, now=None):
+    """``(step, until)`` of the route's last crew step while it may still be undone (``until``
+    naive UTC), else None: no step taken, its time not kept, or :data:`UNDO_WINDOW` over."""
+    if route is None or route.status not in ROUTE_ORDER[1:]:
+        return None
+    step = CREW_STEPS[ROUTE_ORDER.index(route.status) - 1]
+    taken = getattr(route, f"{step}_at")
+    if taken is None:
+        return None
+    until = taken + UNDO_WINDOW
+    return (step, until) if (now or utcnow()) < until else None
+
+
+def undo(route, step, user_id, user_label, trip=None, now=None):
+    """Undo the crew's last step on ``route`` within :data:`UNDO_WINDOW` of taking it.
+
+    The route goes back one status and the step's time is cleared; the unit's current trip
+    and status follow; ``trip.step_undone`` (audited, and applied to the hospital's trip by
+    the relay) is emitted from the EMS silo.  Raises :class:`BidRefused`: 404 (no route),
+    400 (not a crew step), 409 (a later step was taken or the step is not the last, the
+    window is over, the step's time was not kept, the trip is no longer this unit's, or
+    undoing "back in service" would put the unit under way on a second trip or on a trip
+    while it is on break or out of service).
+    """
+    if route is None:
+        raise BidRefused("No such trip.", status=404)
+    if step not in STEP_STATUS:
+        raise BidRefused("Choose the step to undo from the trip's button.", status=400)
+    status = STEP_STATUS[step]
+    if route.status != status:
+        if route.status in ROUTE_ORDER and ROUTE_ORDER.index(route.status) > ROUTE_ORDER.index(status):
+            raise BidRefused(f"A later step was taken since {_step_label(step)}; only the last step "
+                             "can be undone.")
+        raise BidRefused(f"This trip is not at {_step_label(step)}; there is nothing to undo.")
+    now = now or utcnow()
+    taken = getattr(route, f"{step}_at")
+    if taken is None:
+        raise BidRefused(f"The time of {_step_label(step)} was not kept, so it cannot be undone.")
+    if now >= taken + UNDO_WINDOW:
+        raise BidRefused(f"{_step_label(step).capitalize()} can no longer be undone: a step can be "
+                         f"undone within {int(UNDO_WINDOW.total_seconds() // 60)} minutes of taking it.")
+    _check_still_ours(route, trip)
+    unit = route.unit
+    back_to = UNDO_TO[status] if status != "en_route" else "planned"
+    if status == "completed":
+        if unit.status in ("on_break", "out_of_service"):
+            raise BidRefused(f"{unit.number} is {unit.status.replace('_', ' ')} now; set it available "
+                             "before undoing back in service.")
+        _check_one_place(route)
+    _move_route(route, status, back_to, **{f"{step}_at": None})
+    db.session.flush()
+    unit_changed = refresh_unit_status(unit)
+    db.session.flush()
+    emit("ems", "trip.step_undone", "trip", str(route.trip_id),
+         {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "step_at": taken.isoformat(),
+          "agency_id": route.agency_id, "unit_id": route.unit_id, "user_label": user_label,
+          "route_id": route.id})
     if unit_changed:
         emit("ems", "unit.status_changed", "unit", unit.public_id,
              {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})

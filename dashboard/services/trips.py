@@ -11,7 +11,8 @@ relay) are ``en_route``, ``at_pickup``, ``transporting``, ``at_destination`` and
 ``back_in_service``.  "Back in service" is the last: the unit is free again and the trip
 is ``completed`` (:data:`STEP_STATUS`); the patient was handed over at the destination,
 and the trip keeps each step's time (``<step>_at``; ``completed_at`` is the back in
-service time).
+service time).  A crew may undo its last step within ``bidding.UNDO_WINDOW``: the trip
+goes back one status (:data:`UNDO_TO`) and the step's time is cleared, with a history line.
 
 Functions here write the hospital silo only and add the matching outbox event;
 the caller commits.
@@ -51,6 +52,10 @@ CREW_STEPS = ("en_route", "at_pickup", "transporting", "at_destination", "back_i
 STEP_STATUS = {step: step for step in CREW_STEPS} | {"back_in_service": "completed"}
 #: Crew steps by the status they lead to (``completed`` as reported before "back in service").
 STATUS_STEP = {status: step for step, status in STEP_STATUS.items()}
+#: A crew's last step undone: the status the trip goes back to.  Only the relay's
+#: :func:`undo_crew_step` moves a trip backwards.
+UNDO_TO = {"en_route": "awarded", "at_pickup": "en_route", "transporting": "at_pickup",
+           "at_destination": "transporting", "completed": "at_destination"}
 HAND_BACK_FROM = ("awarded", "en_route")
 PATIENT_REF_ALPHABET = "ACDEFHJKMNPRTUVWXY3479"
 PATIENT_REF_PATTERN = "^P-[" + PATIENT_REF_ALPHABET + "]{6}$"
@@ -428,6 +433,31 @@ def apply_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     _history(trip, step, previous, status, None, user_label, at=at)
     emit("hospital", "trip.status_changed", "trip", trip.public_id,
          dict(trip_payload(trip), previous_status=previous))
+    return True
+
+
+def undo_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
+    """Take back a crew's last step (undone in the EMS silo) on the trip.
+
+    The trip goes back to the status before ``step`` (:data:`UNDO_TO`), the step's time is
+    cleared, and a ``step_undone`` history line says which step, by whom, at ``at`` (when it
+    was undone, naive UTC).  A no-op (False) when the trip is not at that step: taken from the
+    unit since, or the step never reached the hospital silo.  Returns True when applied.
+    """
+    if trip.awarded_agency_id != agency_id or unit_id not in (None, trip.awarded_unit_id):
+        return False
+    status = STEP_STATUS.get(step)
+    if status is None or trip.status != status:
+        return False
+    previous = UNDO_TO[status]
+    values = {"status": previous, f"{step}_at": None}
+    if status == "completed":
+        values["completed_at"] = None
+    _compare_and_set(trip, status, values)
+    _history(trip, "step_undone", status, previous, None, user_label,
+             note=f"Undid {step.replace('_', ' ')}", detail={"step": step}, at=at)
+    emit("hospital", "trip.status_changed", "trip", trip.public_id,
+         dict(trip_payload(trip), previous_status=status, undone_step=step))
     return True
 
 
