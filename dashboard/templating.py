@@ -113,6 +113,7 @@ def register(app):
             "en_route": "En route",
             "at_pickup": "At pickup",
             "transporting": "Transporting",
+            "at_destination": "At destination",
             "completed": "Completed",
             "cancelled": "Cancelled",
         },

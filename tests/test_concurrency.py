@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
-from dashboard.models.ems import EmsRoute, TransportBid, Unit
+from dashboard.models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import ACTIVE_STATUSES, TRIP_STATUSES, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import bidding, demo, intervention, trips
@@ -41,19 +41,28 @@ from tests.test_stream import signed_in
 BARRIER_SECONDS = 120
 #: The route status that goes with each trip status once the relay has delivered.
 ROUTE_FOR_TRIP = {"awarded": "planned", "en_route": "en_route", "at_pickup": "at_pickup",
-                  "transporting": "transporting", "completed": "completed"}
+                  "transporting": "transporting", "at_destination": "at_destination",
+                  "completed": "completed"}
 
 
 # --- the invariants ------------------------------------------------------------------------
 
 
 def assert_units_consistent():
-    """Every unit's current trip is one of its active routes; a unit with none is not assigned."""
-    active = {}
-    for unit_id, trip_id in db.session.execute(sa.select(EmsRoute.unit_id, EmsRoute.trip_id).where(
-            EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))):
+    """Every unit's current trip is one of its active routes, the one under way if any (a unit is
+    under way on one trip at most); a unit with none is not assigned."""
+    active, under_way = {}, {}
+    for unit_id, trip_id, status in db.session.execute(
+            sa.select(EmsRoute.unit_id, EmsRoute.trip_id, EmsRoute.status).where(
+                EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))):
         active.setdefault(unit_id, set()).add(trip_id)
+        if status in IN_PROGRESS_ROUTE_STATUSES:
+            under_way.setdefault(unit_id, []).append(trip_id)
     for unit in db.session.scalars(sa.select(Unit)):
+        assert len(under_way.get(unit.id, [])) <= 1, f"unit {unit.number} is under way on two trips"
+        if under_way.get(unit.id):
+            assert unit.current_trip_id == under_way[unit.id][0], (
+                f"unit {unit.number}'s current trip is not the one under way")
         if unit.current_trip_id is None:
             assert unit.id not in active, f"unit {unit.number} has active routes but no current trip"
             assert unit.status != "assigned", f"unit {unit.number} is assigned to nothing"

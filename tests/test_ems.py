@@ -357,12 +357,13 @@ def test_award_progress_to_completed_and_csv(app, demo, deliver):
 
     skipped = advance(client, trip_id, "transporting")
     assert skipped.status_code == 409 and "next step is en route" in skipped.get_data(as_text=True)
-    for step in ("en_route", "at_pickup", "transporting", "completed"):
+    for step in trips.CREW_STEPS:
         assert advance(client, trip_id, step).status_code == 302, step
         deliver()
         trip = trip_row(app, trip_id)
-        assert trip.status == step and getattr(trip, f"{step}_at") is not None
-    assert advance(client, trip_id, "completed").status_code == 409
+        assert trip.status == trips.STEP_STATUS[step] and getattr(trip, f"{step}_at") is not None
+    assert trip.completed_at == trip.back_in_service_at
+    assert advance(client, trip_id, "back_in_service").status_code == 409
     assert route_of(app, trip_id).status == "completed"
     assert unit(app, "Test 1").status == "available"
     assert reference not in client.get("/ems/trips/panel").get_data(as_text=True)

@@ -137,10 +137,11 @@ class Region:
         self.deliver()
 
     def complete(self, public_ids, code):
-        """The crew's four steps on each request, each step its own use case."""
-        for step in ("en_route", "at_pickup", "transporting", "completed"):
+        """The crew's five steps on each request, each step its own use case; one unit drives
+        the requests one after the other (it is under way on one trip at a time)."""
+        for public_id in public_ids:
             with self.app.app_context():
-                for public_id in public_ids:
+                for step in trips.CREW_STEPS:
                     trip = trips.get_by_public_id(public_id)
                     bidding.advance(bidding.route_for(trip.id, self.agencies[code][0]), step, None, "Crew",
                                     trip=trip)

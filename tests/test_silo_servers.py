@@ -42,7 +42,9 @@ from tests.test_hospital import local_time
 
 ROUNDS = 9
 KILL_AT, RESTART_AT = 3, 6
-STEPS = ("en_route", "at_pickup", "transporting", "completed")
+STEPS = ("en_route", "at_pickup", "transporting", "at_destination", "back_in_service")
+#: The status each crew step brings the trip and its route to ("back in service" completes it).
+STEPS_REACH = dict(zip(STEPS, ("en_route", "at_pickup", "transporting", "at_destination", "completed"), strict=True))
 NURSE = "nurse@altoona.medport.test"
 DISPATCHERS = {"AEMS": "dispatch@altoonaems.medport.test", "BCA": "dispatch@blaircounty.medport.test"}
 COORDINATOR = "coordinator@medport.test"
@@ -408,12 +410,13 @@ def test_a_silo_server_killed_mid_shift_loses_nothing(postgres_run, shift_app, s
             trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == trip_public))
             if trip is None or trip.awarded_bid_id is None:
                 lost.append(("award", trip_public))
-        order = ("awarded",) + STEPS
+        order = ("awarded", "en_route", "at_pickup", "transporting", "at_destination", "completed")
         for _r, _a, _s, (trip_public, step) in shift.acknowledged("advance"):
             trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == trip_public))
             route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_public_id == trip_public))
-            if trip is None or order.index(trip.status) < order.index(step) or route is None \
-                    or order.index(route.status if route.status != "planned" else "awarded") < order.index(step):
+            reached = order.index(STEPS_REACH[step])
+            if trip is None or order.index(trip.status) < reached or route is None \
+                    or order.index(route.status if route.status != "planned" else "awarded") < reached:
                 lost.append(("advance", trip_public, step))
         events = set()
         for name in ("hospital", "ems"):

@@ -44,7 +44,7 @@ from tests.test_concurrency import assert_consistent, assert_units_consistent
 
 HOSPITALS = ("ALT", "MNV")
 AGENCIES = ("AEMS", "BCA", "CLL", "ACCT")
-CREW_ORDER = ("planned", "en_route", "at_pickup", "transporting", "completed")
+CREW_ORDER = bidding.ROUTE_ORDER  # a stop's statuses in the order the crew's steps take it
 MAX_TRIPS = 4
 SETTINGS = {
     "sqlite": settings(max_examples=8, stateful_step_count=40, deadline=None, database=None,
@@ -256,10 +256,23 @@ class DispatchMachine(RuleBasedStateMachine):
         def action():
             route = self.crew_route(data)
             position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 0
-            step = CREW_ORDER[min(position + (2 if wrong_step else 1), len(CREW_ORDER) - 1)]
+            step = trips.CREW_STEPS[min(position + (1 if wrong_step else 0), len(trips.CREW_STEPS) - 1)]
             trip = db.session.get(TransportRequest, route.trip_id)
             bidding.advance(route, step, None, "Crew", trip=trip)
         self.act("crew_advances", action, data)
+
+    @precondition(lambda self: self.crews_on_the_road)
+    @rule(data=st.data(), late=st.booleans())
+    def crew_undoes(self, data, late):
+        """A crew undoes its last step (within the window, or just after it)."""
+        def action():
+            route = self.crew_route(data)
+            position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 1
+            step = trips.CREW_STEPS[max(position - 1, 0)]
+            now = utcnow() + (bidding.UNDO_WINDOW if late else timedelta(0))
+            trip = db.session.get(TransportRequest, route.trip_id)
+            bidding.undo(route, step, None, "Crew", trip=trip, now=now)
+        self.act("crew_undoes", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
     @rule(data=st.data())

@@ -39,13 +39,13 @@ bp = Blueprint("ems", __name__, url_prefix="/ems")
 
 BOARD_WITHIN = {"": "Any time", "2": "Next 2 hours", "4": "Next 4 hours", "8": "Next 8 hours",
                 "today": "Today"}
-NEXT_STEP = {"planned": "en_route", "en_route": "at_pickup", "at_pickup": "transporting",
-             "transporting": "completed"}
+#: A stop's status -> the crew's next step (``trips.CREW_STEPS`` in order).
+NEXT_STEP = dict(zip(bidding.ROUTE_ORDER[:-1], trips.CREW_STEPS, strict=True))
 STEP_BUTTONS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": "Transporting",
-                "completed": "Completed"}
+                "at_destination": "At destination", "back_in_service": "Back in service"}
 ROUTE_STATUS_LABELS = {"planned": "Planned", "en_route": "En route", "at_pickup": "At pickup",
-                       "transporting": "Transporting", "completed": "Completed",
-                       "handed_back": "Handed back", "cancelled": "Cancelled"}
+                       "transporting": "Transporting", "at_destination": "At destination",
+                       "completed": "Completed", "handed_back": "Handed back", "cancelled": "Cancelled"}
 HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined": "Lost",
                    "withdrawn": "Withdrawn", "ended": "Expired or closed"}
 PAGE_SIZE = 25
@@ -346,7 +346,9 @@ def _my_trips_context():
     # The hospital's view of each trip (patient reference, its status); with the hospital
     # silo down the crew drives from the route's own copy of the trip.
     by_id = degraded.optional("hospital", lambda: _trips_by_id({route.trip_id for route in routes}), {})
+    now = utcnow()
     rows = [{"route": route, "trip": by_id.get(route.trip_id),
+             "undo": bidding.last_step(route, now),
              "trip_public_id": route.trip_public_id or getattr(by_id.get(route.trip_id), "public_id", None),
              "facts": by_id.get(route.trip_id) or (route if route.has_crew_facts else None),
              "next_step": NEXT_STEP.get(route.status),
@@ -400,7 +402,7 @@ def _crew_label(route):
 @bp.route("/trips/<public_id>/advance", methods=["POST"])
 @roles_required("ems")
 def advance_trip(public_id):
-    """The crew's next step: en route, at pickup, transporting, completed."""
+    """The crew's next step: en route, at pickup, transporting, at destination, back in service."""
     route, trip = _agency_route(public_id)
     form = AdvanceForm()
     if not form.validate_on_submit():
@@ -414,6 +416,26 @@ def advance_trip(public_id):
             f"{reference}: {message}", status))
     db.session.commit()
     flash(f"{reference}: {STEP_BUTTONS.get(step, step)}.", "success")
+    return redirect(url_for("ems.my_trips"))
+
+
+@bp.route("/trips/<public_id>/undo", methods=["POST"])
+@roles_required("ems")
+def undo_step(public_id):
+    """Undo the crew's last step on a trip within ``bidding.UNDO_WINDOW`` of taking it."""
+    route, trip = _agency_route(public_id)
+    form = AdvanceForm()
+    if not form.validate_on_submit():
+        return _render_my_trips("Choose the step to undo from the trip's button.", 400)
+    step = form.step.data
+    reference = route.trip_reference
+    try:
+        bidding.undo(route, step, current_user.id, _crew_label(route), trip=trip)
+    except BidRefused as refused:
+        return _refused(refused, lambda message, status: _render_my_trips(
+            f"{reference}: {message}", status))
+    db.session.commit()
+    flash(f"{reference}: {STEP_BUTTONS.get(step, step)} undone.", "success")
     return redirect(url_for("ems.my_trips"))
 
 
@@ -471,11 +493,11 @@ def trips_csv():
 def _units_context():
     agency = _agency()
     units = unit_service.agency_units(agency.id)
-    current = {}
+    current = {}  # each unit's current trip: the one under way, else the next planned one
     for route in db.session.scalars(
             sa.select(EmsRoute).where(EmsRoute.agency_id == agency.id,
                                       EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
-            .order_by(EmsRoute.window_start)):
+            .order_by(*bidding.current_route_order())):
         current.setdefault(route.unit_id, route)
     return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS}
 

@@ -155,6 +155,8 @@ def ems_release_trip(event):
 
 
 def _refresh_unit(unit):
+    """The unit's current trip and status kept true (``bidding.refresh_unit_status``: the trip
+    under way stays current whatever is awarded meanwhile); a change is signalled."""
     from ..services.bidding import refresh_unit_status
 
     if refresh_unit_status(unit):
@@ -219,6 +221,7 @@ def hospital_bid_summary(event):
 
 @on("ems", "trip.status_changed", target="hospital")
 def hospital_crew_step(event):
+    """A crew's step (see ``trips.CREW_STEPS``) applied to the hospital's trip, with its time."""
     from ..services import trips
 
     p = event.payload
@@ -230,6 +233,21 @@ def hospital_crew_step(event):
                               p.get("user_label", ""), p["agency_id"], p.get("unit_id"))
     except trips.TransitionRefused as refused:
         log.info("relay: crew step %s on trip %s not applied: %s", p["step"], trip.id, refused.message)
+
+
+@on("ems", "trip.step_undone", target="hospital")
+def hospital_undo_crew_step(event):
+    """A crew's last step undone in the EMS silo: the hospital's trip goes back one status."""
+    from ..services import trips
+
+    p = event.payload
+    trip = _trip(p["trip_id"])
+    if trip is None:
+        return
+    if not trips.undo_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]), p.get("user_label", ""),
+                                p["agency_id"], p.get("unit_id")):
+        log.info("relay: undo of %s on trip %s not applied (the trip is not at that step)",
+                 p["step"], trip.id)
 
 
 @on("ems", "trip.handed_back", target="hospital")

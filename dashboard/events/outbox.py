@@ -14,6 +14,7 @@ EVENT_TYPES = (
     "trip.changed",
     "trip.awarded",
     "trip.status_changed",
+    "trip.step_undone",
     "trip.cancelled",
     "trip.handed_back",
     "trip.unfilled",

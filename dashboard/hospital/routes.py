@@ -58,6 +58,7 @@ CANCELLABLE = ("open", "awarded")
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
 STATUS_WORDS = {"awarded": "awarded", "en_route": "awarded (the crew is en route)",
                 "at_pickup": "awarded (the crew is at pickup)", "transporting": "awarded (transporting)",
+                "at_destination": "awarded (the crew is at the destination)",
                 "completed": "completed", "cancelled": "cancelled"}
 FORM_ALTERED = "This form was altered or is incomplete; reload the page and try again. Nothing was saved."
 

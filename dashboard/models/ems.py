@@ -15,6 +15,11 @@ UNIT_STATUSES = {
     "out_of_service": "Out of service",
 }
 BID_STATUSES = ("live", "accepted", "declined", "withdrawn", "expired", "closed")
+#: A stop's statuses while its unit is under way on it (left the base for it, not yet back in
+#: service): a unit is in at most one of them at a time.
+IN_PROGRESS_ROUTE_STATUSES = ("en_route", "at_pickup", "transporting", "at_destination")
+IN_PROGRESS_WHERE = ("status IN (" + ", ".join(f"'{s}'" for s in IN_PROGRESS_ROUTE_STATUSES)
+                     + ") AND en_route_at IS NOT NULL")
 
 
 class EmsAgency(db.Model):
@@ -59,6 +64,8 @@ class Unit(db.Model):
     status = sa.Column(sa.String(16), nullable=False, default="available")
     shift_start = sa.Column(sa.Time)
     shift_end = sa.Column(sa.Time)
+    # The trip the unit is on: the one under way, else its next planned one by window start
+    # (kept by ``bidding.refresh_unit_status``).
     current_trip_id = sa.Column(sa.Integer)
     lat = sa.Column(sa.Float)
     lon = sa.Column(sa.Float)
@@ -151,6 +158,16 @@ class EmsRoute(db.Model):
         sa.Index("ix_ems_routes_agency_status_window", "agency_id", "status", "window_start"),
         # The overlap check of a bid or an assignment: the unit's active stops still ahead.
         sa.Index("ix_ems_routes_unit_status_window", "unit_id", "status", "window_end"),
+        # A unit is in one place at a time: at most one of its stops is under way.  Stops
+        # started before the step times were kept (no ``en_route_at``) are left out, so old
+        # data never blocks the upgrade; ``bidding.advance`` refuses those clashes as well.
+        sa.Index(
+            "uq_ems_routes_one_under_way_per_unit",
+            "unit_id",
+            unique=True,
+            sqlite_where=sa.text(IN_PROGRESS_WHERE),
+            postgresql_where=sa.text(IN_PROGRESS_WHERE),
+        ),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
@@ -170,6 +187,14 @@ class EmsRoute(db.Model):
     window_end = sa.Column(sa.DateTime, nullable=False)
     status = sa.Column(sa.String(16), nullable=False, default="planned")
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    # When the crew took each step (naive UTC), kept in the EMS silo: the unit's own record
+    # and what an undo checks.  An undone step's time is cleared.  "Back in service" ends the
+    # stop (status ``completed``) and frees the unit.
+    en_route_at = sa.Column(sa.DateTime)
+    at_pickup_at = sa.Column(sa.DateTime)
+    transporting_at = sa.Column(sa.DateTime)
+    at_destination_at = sa.Column(sa.DateTime)
+    back_in_service_at = sa.Column(sa.DateTime)
     # What the crew needs of the trip, copied at the award and kept in step with the
     # hospital's edits, so a crew can drive and report it with the hospital silo down.
     # (Rows from before these columns have them empty: the trip is read instead.)

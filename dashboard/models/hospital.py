@@ -15,10 +15,11 @@ TRIP_STATUSES = (
     "en_route",
     "at_pickup",
     "transporting",
+    "at_destination",
     "completed",
     "cancelled",
 )
-ACTIVE_STATUSES = ("awarded", "en_route", "at_pickup", "transporting")
+ACTIVE_STATUSES = ("awarded", "en_route", "at_pickup", "transporting", "at_destination")
 INVITE_MODES = {
     "preferred": "Preferred agencies only",
     "all": "All agencies able to serve the level of care",
@@ -95,7 +96,7 @@ class TransportRequest(db.Model):
     __table_args__ = (
         sa.CheckConstraint(
             "status IN ('open', 'awarded', 'en_route', 'at_pickup', 'transporting', "
-            "'completed', 'cancelled')",
+            "'at_destination', 'completed', 'cancelled')",
             name="status_known",
         ),
         sa.CheckConstraint("window_end >= window_start", name="window_ordered"),
@@ -184,6 +185,10 @@ class TransportRequest(db.Model):
     en_route_at = sa.Column(sa.DateTime)
     at_pickup_at = sa.Column(sa.DateTime)
     transporting_at = sa.Column(sa.DateTime)
+    at_destination_at = sa.Column(sa.DateTime)
+    # The crew's last step, "back in service", completes the trip: both times are set then
+    # (trips completed before that step existed have ``completed_at`` alone).
+    back_in_service_at = sa.Column(sa.DateTime)
     completed_at = sa.Column(sa.DateTime)
     cancelled_at = sa.Column(sa.DateTime)
     cancel_reason = sa.Column(sa.String(24))

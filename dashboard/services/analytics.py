@@ -65,7 +65,7 @@ MAX_PERIOD_DAYS = 400
 EARLIEST_DATE = date(2000, 1, 1)
 #: How far past today a custom period may end.
 MAX_FUTURE_DAYS = 366
-UNFINISHED_STATUSES = ("open", "awarded", "en_route", "at_pickup", "transporting")
+UNFINISHED_STATUSES = ("open", "awarded", "en_route", "at_pickup", "transporting", "at_destination")
 #: Late pickups by minutes after the window's end: (metric suffix, label, upper bound or None).
 LATE_BUCKETS = (
     ("1-15", "1–15 min", 15),

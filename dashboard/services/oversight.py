@@ -20,6 +20,7 @@ from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import ACTIVE_STATUSES, TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
 from . import center_reads, configuration, degraded, silos
+from .bidding import ACTIVE_ROUTE_STATUSES
 
 BOARD_STATES = {
     "open": "Open",
@@ -37,7 +38,6 @@ CLOSED_PREVIEW = 25
 BEFORE_PICKUP = ("open", "awarded", "en_route")
 #: Units that may take a center assignment.
 ASSIGNABLE_UNIT_STATUSES = ("available", "assigned")
-ACTIVE_ROUTE_STATUSES = ("planned", "en_route", "at_pickup", "transporting")
 PARKED_LIST_LIMIT = 50
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 

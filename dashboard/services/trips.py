@@ -1,10 +1,18 @@
 """The trip lifecycle, owned by the hospital silo.  Every transition is checked here, once.
 
-``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` → ``completed``;
-``cancelled`` from ``open`` or ``awarded``; an ``open`` trip past its deadline is
-flagged unfilled (it stays ``open``).  Every change is a compare-and-set on the
-trip's ``version``, so of two awards arriving at once exactly one wins and the
-other gets :class:`TransitionRefused` with a clear message.
+``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` →
+``at_destination`` → ``completed``; ``cancelled`` from ``open`` or ``awarded``; an
+``open`` trip past its deadline is flagged unfilled (it stays ``open``).  Every change
+is a compare-and-set on the trip's ``version``, so of two awards arriving at once
+exactly one wins and the other gets :class:`TransitionRefused` with a clear message.
+
+The crew's steps (:data:`CREW_STEPS`, taken in the EMS silo and applied here by the
+relay) are ``en_route``, ``at_pickup``, ``transporting``, ``at_destination`` and
+``back_in_service``.  "Back in service" is the last: the unit is free again and the trip
+is ``completed`` (:data:`STEP_STATUS`); the patient was handed over at the destination,
+and the trip keeps each step's time (``<step>_at``; ``completed_at`` is the back in
+service time).  A crew may undo its last step within ``bidding.UNDO_WINDOW``: the trip
+goes back one status (:data:`UNDO_TO`) and the step's time is cleared, with a history line.
 
 Functions here write the hospital silo only and add the matching outbox event;
 the caller commits.
@@ -31,11 +39,23 @@ TRANSITIONS = {
     "awarded": {"en_route", "cancelled", "open"},
     "en_route": {"at_pickup", "open"},
     "at_pickup": {"transporting"},
-    "transporting": {"completed"},
+    # ``completed`` straight from ``transporting``: a step reported before "at destination" existed.
+    "transporting": {"at_destination", "completed"},
+    "at_destination": {"completed"},
     "completed": set(),
     "cancelled": set(),
 }
-CREW_STEPS = ("en_route", "at_pickup", "transporting", "completed")
+#: The crew's steps in order (the EMS silo's ``bidding.advance`` takes them one at a time).
+CREW_STEPS = ("en_route", "at_pickup", "transporting", "at_destination", "back_in_service")
+#: The status a crew step puts the trip (and the unit's stop) in: the step's own name but for
+#: the last, "back in service", which completes the trip.
+STEP_STATUS = {step: step for step in CREW_STEPS} | {"back_in_service": "completed"}
+#: Crew steps by the status they lead to (``completed`` as reported before "back in service").
+STATUS_STEP = {status: step for step, status in STEP_STATUS.items()}
+#: A crew's last step undone: the status the trip goes back to.  Only the relay's
+#: :func:`undo_crew_step` moves a trip backwards.
+UNDO_TO = {"en_route": "awarded", "at_pickup": "en_route", "transporting": "at_pickup",
+           "at_destination": "transporting", "completed": "at_destination"}
 HAND_BACK_FROM = ("awarded", "en_route")
 PATIENT_REF_ALPHABET = "ACDEFHJKMNPRTUVWXY3479"
 PATIENT_REF_PATTERN = "^P-[" + PATIENT_REF_ALPHABET + "]{6}$"
@@ -387,20 +407,57 @@ def reopen(trip, user_id, user_label, reason, deadline_minutes, event_type="trip
 def apply_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     """Apply a crew's progress (reported through the EMS silo) to the trip.
 
-    Idempotent: a step already applied (or passed) is a no-op, and so is a late
-    step of a unit the trip has since been taken from.  Returns True when applied.
+    ``step`` is one of :data:`CREW_STEPS` (or ``completed``, as reported before "back in
+    service" existed); ``at`` is when the crew took it (naive UTC), kept in ``<step>_at``
+    (and ``completed_at`` for the last step).  Idempotent: a step already applied (or
+    passed) is a no-op, and so is a late step of a unit the trip has since been taken
+    from.  Returns True when applied; raises :class:`TransitionRefused` for a step the
+    state machine does not allow from the trip's status.
     """
     if trip.awarded_agency_id != agency_id or unit_id not in (None, trip.awarded_unit_id):
         return False
-    order = ("awarded",) + CREW_STEPS
-    if trip.status not in order or order.index(trip.status) >= order.index(step):
+    if step == "completed":
+        step = "back_in_service"
+    if step not in STEP_STATUS:
+        raise TransitionRefused(f"{step!r} is not a crew step.", status=400)
+    status = STEP_STATUS[step]
+    order = ("awarded",) + tuple(STEP_STATUS[s] for s in CREW_STEPS)
+    if trip.status not in order or order.index(trip.status) >= order.index(status):
         return False
-    _check(trip, step)
+    _check(trip, status)
     previous = trip.status
-    _compare_and_set(trip, previous, {"status": step, f"{step}_at": at})
-    _history(trip, step, previous, step, None, user_label, at=at)
+    values = {"status": status, f"{step}_at": at}
+    if status == "completed":
+        values["completed_at"] = at
+    _compare_and_set(trip, previous, values)
+    _history(trip, step, previous, status, None, user_label, at=at)
     emit("hospital", "trip.status_changed", "trip", trip.public_id,
          dict(trip_payload(trip), previous_status=previous))
+    return True
+
+
+def undo_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
+    """Take back a crew's last step (undone in the EMS silo) on the trip.
+
+    The trip goes back to the status before ``step`` (:data:`UNDO_TO`), the step's time is
+    cleared, and a ``step_undone`` history line says which step, by whom, at ``at`` (when it
+    was undone, naive UTC).  A no-op (False) when the trip is not at that step: taken from the
+    unit since, or the step never reached the hospital silo.  Returns True when applied.
+    """
+    if trip.awarded_agency_id != agency_id or unit_id not in (None, trip.awarded_unit_id):
+        return False
+    status = STEP_STATUS.get(step)
+    if status is None or trip.status != status:
+        return False
+    previous = UNDO_TO[status]
+    values = {"status": previous, f"{step}_at": None}
+    if status == "completed":
+        values["completed_at"] = None
+    _compare_and_set(trip, status, values)
+    _history(trip, "step_undone", status, previous, None, user_label,
+             note=f"Undid {step.replace('_', ' ')}", detail={"step": step}, at=at)
+    emit("hospital", "trip.status_changed", "trip", trip.public_id,
+         dict(trip_payload(trip), previous_status=status, undone_step=step))
     return True
 
 

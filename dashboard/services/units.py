@@ -14,7 +14,7 @@ from ..extensions import db
 from ..models.base import LEVEL_RANK, row_id, utcnow
 from ..models.ems import UNIT_STATUSES, EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import HospitalFacility, TransportRequest
-from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
+from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused, current_route
 from .geo import distance_km
 
 AVAILABILITY_KINDS = {"on_shift": "On shift", "on_break": "On break", "out_of_service": "Out of service"}
@@ -46,11 +46,9 @@ def unit_of_agency(public_id, agency_id):
 
 
 def active_route(unit):
-    """The unit's earliest trip not yet completed (planned, en route, at pickup, transporting)."""
-    return db.session.scalar(
-        sa.select(EmsRoute).where(EmsRoute.unit_id == unit.id,
-                                  EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
-        .order_by(EmsRoute.window_start).limit(1))
+    """The unit's current stop: the trip under way, else its next planned one by window start
+    (see :func:`dashboard.services.bidding.current_route`); None without one."""
+    return current_route(unit.id)
 
 
 def _unit_event(unit):

@@ -82,8 +82,10 @@ def test_post_bid_award_drive_complete(people, live_server):
     wait_live(ems.page)
     card = ems.page.locator("li.trip-card", has_text=reference)
     card.wait_for(timeout=LIVE)
+    # (the status each step shows, the step button's text): "Back in service" completes the trip.
     for step, button_text in [("en_route", "En route"), ("at_pickup", "pickup"),
-                              ("transporting", "Transport"), ("completed", "Complete")]:
+                              ("transporting", "Transport"), ("at_destination", "destination"),
+                              ("completed", "Back in service")]:
         button = ems.page.locator("li.trip-card", has_text=reference).locator("button.step-button")
         assert button_text.lower() in button.inner_text().lower()
         button.click()

@@ -135,7 +135,7 @@ def test_the_server_logs_no_patient_data(live_server):
     wait_for("the agency's route", lambda: live_server.query(
         "ems", "SELECT status FROM ems_routes WHERE trip_id = :t", t=trip_id))
     token = dict(bid_form)["csrf_token"]
-    for step in ("en_route", "at_pickup", "transporting", "completed"):
+    for step in ("en_route", "at_pickup", "transporting", "at_destination", "back_in_service"):
         status, _, body = dispatch.open(f"/ems/trips/{public_id}/advance", [("csrf_token", token),
                                                                             ("step", step)])
         assert status == 302, (step, re.findall(r'class="error">([^<]+)', body))
