@@ -1,0 +1,75 @@
+"""What the screens say stays true without a reload: clocks move on a fake clock with no event
+arriving.
+
+Waits are bounded (Playwright's timeouts); the browser's clock is Playwright's fake clock, so
+no test waits for real minutes to pass.
+"""
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from playwright.sync_api import expect
+
+from dashboard.templating import format_duration
+
+from .test_dispatch_story import post_request
+
+NURSE = "nurse@altoona.medport.test"
+ALTOONA = "dispatch@altoonaems.medport.test"
+
+
+def expected_text(clock, now):
+    """What ``static/medport.js`` must show for a ``<time data-relative>`` at ``now`` (aware UTC):
+    the server's wording, :func:`dashboard.templating.format_duration`."""
+    at = datetime.fromisoformat(clock.get_attribute("datetime").replace("Z", "+00:00"))
+    seconds = int((now - at).total_seconds())
+    text = "in " + format_duration(-seconds) if seconds < 0 else format_duration(seconds)
+    if seconds >= 0 and clock.get_attribute("data-relative") == "ago":
+        text += " ago"
+    return text
+
+
+def _no_events(page):
+    """The page's event stream is refused: nothing the page shows can change by an event."""
+    page.route(re.compile(r"/events/"), lambda route: route.abort())
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_countdowns_and_ages_move_with_the_clock_and_no_event(open_session, live_server):
+    nurse, ems = open_session(NURSE), open_session(ALTOONA)
+    start = datetime.now(UTC).replace(microsecond=0)
+    for session in (nurse, ems):
+        session.page.clock.install(time=start)
+    reference, _public_id = post_request(nurse, note="Clocks")
+    _no_events(ems.page)
+    ems.goto("/ems/")
+    row = ems.page.locator("#board-panel tr", has_text=reference)
+    row.wait_for()
+    ems.page.wait_for_load_state("networkidle")
+    _no_events(nurse.page)
+    nurse.page.reload()
+    nurse.page.wait_for_load_state("networkidle")
+
+    paused = start + timedelta(minutes=3)
+    later = paused + timedelta(minutes=10)
+    watched = {
+        "EMS posted": row.locator("time[data-relative]").first,
+        "EMS bidding closes": row.locator("time[data-relative]").last,
+        "hospital bidding closes": nurse.page.locator("main time[data-relative]").first,
+    }
+    for session in (nurse, ems):
+        session.page.clock.pause_at(paused)
+    before = {}
+    for name, clock in watched.items():
+        clock.evaluate("element => { element.dataset.probe = 'kept'; }")  # gone if re-rendered
+        before[name] = clock.inner_text()
+    for session in (nurse, ems):
+        session.page.clock.fast_forward("10:00")
+    for name, clock in watched.items():
+        text = expected_text(clock, later)
+        assert text != before[name], name
+        expect(clock, name).to_have_text(text, timeout=5_000)
+        assert clock.evaluate("element => element.dataset.probe") == "kept", f"{name} was re-rendered"
+    assert watched["EMS posted"].inner_text().endswith(" ago")
+    assert watched["EMS bidding closes"].inner_text().startswith("in ")
+    assert nurse.errors == [] and ems.errors == []
