@@ -1,5 +1,5 @@
 """What the screens say stays true without a reload: clocks move on a fake clock with no event
-arriving.
+arriving, and the EMS request page follows the request live (awarded elsewhere, cancelled).
 
 Waits are bounded (Playwright's timeouts); the browser's clock is Playwright's fake clock, so
 no test waits for real minutes to pass.
@@ -12,10 +12,11 @@ from playwright.sync_api import expect
 
 from dashboard.templating import format_duration
 
-from .test_dispatch_story import post_request
+from .test_dispatch_story import LIVE, place_bid, post_request, wait_live
 
 NURSE = "nurse@altoona.medport.test"
 ALTOONA = "dispatch@altoonaems.medport.test"
+CAMBRIA = "dispatch@cambriamedical.medport.test"
 
 
 def expected_text(clock, now):
@@ -73,3 +74,42 @@ def test_countdowns_and_ages_move_with_the_clock_and_no_event(open_session, live
     assert watched["EMS posted"].inner_text().endswith(" ago")
     assert watched["EMS bidding closes"].inner_text().startswith("in ")
     assert nurse.errors == [] and ems.errors == []
+
+
+def test_the_ems_request_page_shows_an_award_elsewhere_and_a_cancellation_live(open_session, live_server):
+    nurse, altoona, cambria = open_session(NURSE), open_session(ALTOONA), open_session(CAMBRIA)
+    for session in (nurse, altoona, cambria):
+        session.page.on("dialog", lambda dialog: dialog.accept())
+
+    reference, _public_id = post_request(nurse, note="Awarded elsewhere")
+    for dispatcher in (cambria, altoona):
+        dispatcher.goto("/ems/")
+        dispatcher.page.locator(f"text={reference}").wait_for(timeout=LIVE)
+        place_bid(dispatcher, reference, eta="20")
+    page = altoona.page
+    wait_live(page)
+    page.evaluate("() => { window.stillThisPage = true; }")  # a reload would drop it
+    expect(page.locator("#request-panel")).to_contain_text("Open for bids.")
+
+    wait_live(nurse.page)
+    award = nurse.page.locator("tr", has_text="Cambria Medical Transport").locator("button:has-text('Award')")
+    award.wait_for(timeout=LIVE)
+    award.click()
+    expect(page.locator("#request-panel .request-state")).to_contain_text("Awarded to another agency.", timeout=LIVE)
+    expect(page.locator("#bid")).to_contain_text("awarded to another agency")
+    expect(page.locator("#bid button:has-text('Change bid')")).to_have_count(0)
+    assert page.evaluate("() => window.stillThisPage === true"), "the page was reloaded"
+
+    reference, public_id = post_request(nurse, note="Cancelled later")
+    altoona.goto("/ems/")
+    page.locator(f"text={reference}").wait_for(timeout=LIVE)
+    place_bid(altoona, reference, eta="25", unit_index=1)
+    wait_live(page)
+    page.evaluate("() => { window.stillThisPage = true; }")
+    nurse.goto(f"/hospital/requests/{public_id}/cancel")
+    nurse.page.check("input[name=reason][value=not_needed]")
+    nurse.page.click("button:has-text('Cancel request')")
+    expect(page.locator("#request-panel .request-state")).to_contain_text("Cancelled by the hospital.", timeout=LIVE)
+    expect(page.locator("#bid form")).to_have_count(0)
+    assert page.evaluate("() => window.stillThisPage === true"), "the page was reloaded"
+    assert nurse.errors == [] and altoona.errors == [] and cambria.errors == []
