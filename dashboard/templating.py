@@ -61,8 +61,9 @@ def relative_time(value, now=None, ago=True):
         _instant(value), "ago" if ago else "bare", text)
 
 
-def eta_clock(given_at, minutes, now=None):
-    """An ETA as a clock time with its age: "ETA 14:32, given 18 min ago" as markup.
+def eta_clock(given_at, minutes, now=None, lead="ETA "):
+    """An ETA as a clock time with its age: "ETA 14:32, given 18 min ago" as markup (``lead``
+    is the words before the clock time, e.g. "arriving ").
 
     ``given_at`` (naive UTC) is when the ETA was given (a bid placed or changed, an
     assignment); ``minutes`` the ETA then, from that moment.  The clock time is in the region's
@@ -73,8 +74,8 @@ def eta_clock(given_at, minutes, now=None):
     if given_at is None:
         return f"ETA {minutes} min"
     arrival = given_at + timedelta(minutes=minutes)
-    return Markup('ETA <time datetime="{}">{}</time>, given {}').format(
-        _instant(arrival), format_time(arrival, "%H:%M"), relative_time(given_at, now))
+    return Markup('{}<time datetime="{}">{}</time>, given {}').format(
+        lead, _instant(arrival), format_time(arrival, "%H:%M"), relative_time(given_at, now))
 
 
 def late_of(thing, now=None):

@@ -25,6 +25,7 @@ def test_an_eta_is_a_clock_time_with_its_age(app):
         arrival = to_local(given + timedelta(minutes=50)).strftime("%H:%M")
         assert html == (f'ETA <time datetime="2026-12-01T14:32:30Z">{arrival}</time>, given '
                         '<time datetime="2026-12-01T13:42:30Z" data-relative="ago">18 min ago</time>')
+        assert str(eta_clock(given, 50, NOW, lead="arriving ")).startswith(f'arriving <time datetime="2026-12-01T14:32:30Z">{arrival}</time>')
         assert eta_clock(None, 20, NOW) == "ETA 20 min"
         assert eta_clock(given, None, NOW) == "—"
 
