@@ -89,6 +89,28 @@ def late_of(thing, now=None):
     return lateness.of_trip(thing, now)
 
 
+def late_badge(thing, now=None):
+    """The late badge of a hospital trip or a crew's stop, as markup: shown when it is late now
+    (:func:`late_of`); when it will be late at its next window boundary, the badge is rendered
+    hidden with ``data-late-from`` (that instant) and ``static/medport.js`` shows it then, with
+    no event needed.  Empty when neither."""
+    if thing is None:
+        return ""
+    now = now or utcnow()
+    found = late_of(thing, now)
+    if found is not None:
+        return Markup('<span class="badge risk late late-{}">{}</span>').format(found.code, found.label)
+    if hasattr(thing, "trip_reference"):
+        status = lateness.ROUTE_TO_TRIP_STATUS.get(thing.status)
+    else:
+        status = thing.status
+    coming = lateness.upcoming(status, thing.window_start, thing.window_end, now)
+    if coming is None:
+        return ""
+    return Markup('<span class="badge risk late late-{}" data-late-from="{}" hidden>{}</span>').format(
+        coming.code, _instant(coming.since), coming.label)
+
+
 NAVIGATION = {
     "hospital": [
         ("hospital.dashboard", "Requests"),
@@ -150,6 +172,7 @@ def register(app):
     app.jinja_env.filters["since"] = relative_time
     app.jinja_env.globals["eta_clock"] = eta_clock
     app.jinja_env.globals["late_of"] = late_of
+    app.jinja_env.globals["late_badge"] = late_badge
     app.jinja_env.globals.update(
         navigation=navigation,
         live_since=_live_since,

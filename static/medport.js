@@ -85,6 +85,12 @@
       if (seconds >= 0 && clock.getAttribute("data-relative") === "ago") text += " ago";
       if (clock.textContent !== text) clock.textContent = text;
     }
+    // A late badge rendered hidden until its instant (a window boundary) shows from then on.
+    var due = (root || document).querySelectorAll("[data-late-from][hidden]");
+    for (var j = 0; j < due.length; j++) {
+      var from = Date.parse(due[j].getAttribute("data-late-from"));
+      if (!isNaN(from) && now >= from) due[j].removeAttribute("hidden");
+    }
   }
 
   document.addEventListener("DOMContentLoaded", function () { updateClocks(); });

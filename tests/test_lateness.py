@@ -1,4 +1,5 @@
 """Late trips: one rule (``services.lateness``), flagged to the crew, the hospital and the center."""
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -62,6 +63,11 @@ def _awarded_trip(app, starts_in, minutes=60):
     return public_id, client
 
 
+def _shown_late(html):
+    """The late badges shown now (not those rendered hidden until their instant)."""
+    return re.findall(r'<span class="badge risk late [^"]*">([^<]*)</span>', html)
+
+
 def _reference(app, public_id):
     with app.app_context():
         return trips.get_by_public_id(public_id).reference
@@ -88,19 +94,19 @@ def _board_marks(app, public_id):
 def test_a_crew_not_en_route_when_the_window_starts_is_flagged_to_all_three(app, demo, deliver):
     public_id, crew = _awarded_trip(app, starts_in=timedelta(minutes=-10))
     deliver()
-    assert "Late: not en route, window started" in _card(crew, public_id)
+    assert "Late: not en route, window started" in " ".join(_shown_late(_card(crew, public_id)))
 
     nurse = signed_in(app, ALT_NURSE)
-    assert "Late: not en route" in nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)
+    assert "Late: not en route" in " ".join(_shown_late(nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)))
     listing = nurse.get("/hospital/requests/panel?tab=active").get_data(as_text=True)
-    assert "Late: not en route" in _row(listing, _reference(app, public_id))
+    assert "Late: not en route" in " ".join(_shown_late(_row(listing, _reference(app, public_id))))
     assert "late" in _board_marks(app, public_id)
 
     # En route within the window: on time again, everywhere.
     assert advance(crew, public_id, "en_route").status_code == 302
     deliver()
-    assert "Late:" not in _card(crew, public_id)
-    assert "Late:" not in nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)
+    assert _shown_late(_card(crew, public_id)) == []
+    assert _shown_late(nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)) == []
     assert "late" not in _board_marks(app, public_id)
 
 
@@ -109,21 +115,51 @@ def test_a_crew_not_at_pickup_by_the_window_end_is_flagged(app, demo, deliver):
     deliver()
     assert advance(crew, public_id, "en_route").status_code == 302
     deliver()
-    assert "Late: not at pickup, window ended" in _card(crew, public_id)
+    assert "Late: not at pickup, window ended" in " ".join(_shown_late(_card(crew, public_id)))
     nurse = signed_in(app, ALT_NURSE)
-    assert "Late: not at pickup" in nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)
+    assert "Late: not at pickup" in " ".join(_shown_late(nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)))
     assert "late" in _board_marks(app, public_id)
     assert advance(crew, public_id, "at_pickup").status_code == 302
     deliver()
-    assert "Late:" not in _card(crew, public_id)
+    assert _shown_late(_card(crew, public_id)) == []
     assert "late" not in _board_marks(app, public_id)
 
 
 def test_an_open_request_past_its_window_is_flagged(app, demo):
     public_id = post_trip(app, starts_in=timedelta(minutes=-120), minutes=60)
     nurse = signed_in(app, ALT_NURSE)
-    assert "Pickup window passed" in nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)
+    assert "Pickup window passed" in " ".join(_shown_late(nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)))
     marks = _board_marks(app, public_id)
     assert "late" in marks and "pickup" not in marks
     with app.app_context():
         assert lateness.late("open", utcnow() + timedelta(hours=1), utcnow() + timedelta(hours=2), utcnow()) is None
+
+
+@pytest.mark.parametrize("status, now, code, since", [
+    ("awarded", START - MIN, "not_en_route", START),
+    ("awarded", START + MIN, "not_at_pickup", END),
+    ("en_route", START - MIN, "not_at_pickup", END),
+    ("open", START - MIN, "window_passed", END),
+    ("at_pickup", START - MIN, None, None),
+    ("awarded", END, None, None),  # already late: nothing further to come
+])
+def test_what_a_trip_will_be_at_its_next_window_boundary(app, status, now, code, since):
+    with app.app_context():
+        coming = lateness.upcoming(status, START, END, now)
+        assert (coming.code if coming else None) == code
+        assert (coming.since if coming else None) == since
+
+
+def test_a_badge_not_due_yet_is_rendered_hidden_with_its_instant(app):
+    from dashboard.templating import late_badge
+
+    class Trip:
+        status, window_start, window_end = "awarded", START, END
+
+    with app.app_context():
+        waiting = str(late_badge(Trip(), START - MIN))
+        assert 'data-late-from="2026-12-01T14:00:00Z" hidden' in waiting and "Late: not en route" in waiting
+        shown = str(late_badge(Trip(), START + MIN))
+        assert "hidden" not in shown and "Late: not en route" in shown
+        Trip.status = "at_pickup"
+        assert late_badge(Trip(), START + MIN) == ""

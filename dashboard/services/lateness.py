@@ -54,6 +54,19 @@ def late(status, window_start, window_end, now):
     return None
 
 
+def upcoming(status, window_start, window_end, now):
+    """The :class:`Late` a trip still in ``status`` will be at the next window boundary after
+    ``now`` (its ``since`` is that instant), or None: what a page shows once that time comes,
+    without waiting for an event (the trip's status changing would re-render it)."""
+    if window_start is None or window_end is None or now is None:
+        return None
+    for boundary in sorted(t for t in (window_start, window_end) if t > now):
+        found = late(status, window_start, window_end, boundary)
+        if found is not None:
+            return found
+    return None
+
+
 def of_trip(trip, now):
     """:func:`late` of a hospital trip (``status``, ``window_start``, ``window_end``)."""
     return late(trip.status, trip.window_start, trip.window_end, now)

@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 
 from dashboard.templating import format_duration
 
+from .conftest import wait_for
 from .test_dispatch_story import LIVE, place_bid, post_request, wait_live
 
 NURSE = "nurse@altoona.medport.test"
@@ -113,3 +114,34 @@ def test_the_ems_request_page_shows_an_award_elsewhere_and_a_cancellation_live(o
     expect(page.locator("#bid form")).to_have_count(0)
     assert page.evaluate("() => window.stillThisPage === true"), "the page was reloaded"
     assert nurse.errors == [] and altoona.errors == [] and cambria.errors == []
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_crew_late_flag_appears_when_the_window_starts_with_no_event(open_session, live_server):
+    nurse, crew = open_session(NURSE), open_session(ALTOONA)
+    nurse.page.on("dialog", lambda dialog: dialog.accept())
+    crew.page.clock.install(time=datetime.now(UTC))
+    reference, public_id = post_request(nurse, note="Late crew")
+    crew.goto("/ems/")
+    crew.page.locator(f"text={reference}").wait_for(timeout=LIVE)
+    place_bid(crew, reference, eta="20")
+    award = nurse.page.locator("#request-bids button", has_text="Award")
+    award.wait_for(timeout=LIVE)
+    award.click()
+    nurse.page.locator("#request-bids", has_text="Awarded").wait_for(timeout=LIVE)
+    wait_for("the crew's stop", lambda: live_server.query(
+        "ems", "SELECT 1 FROM ems_routes WHERE trip_public_id = :p AND status = 'planned'", p=public_id))
+
+    _no_events(crew.page)
+    crew.goto("/ems/trips")
+    badge = crew.page.locator("li.trip-card", has_text=reference).locator(".badge.late")
+    expect(badge).to_be_hidden()
+    crew.page.wait_for_load_state("networkidle")
+    badge.evaluate("element => { element.dataset.probe = 'kept'; }")
+    due = datetime.fromisoformat(badge.get_attribute("data-late-from").replace("Z", "+00:00"))
+    browser_now = crew.page.evaluate("() => Date.now()")
+    crew.page.clock.fast_forward(int(due.timestamp() * 1000 - browser_now) + 60_000)
+    expect(badge).to_be_visible(timeout=5_000)
+    expect(badge).to_contain_text("Late: not en route")
+    assert badge.evaluate("element => element.dataset.probe") == "kept", "the card was re-rendered"
+    assert nurse.errors == [] and crew.errors == []
