@@ -137,6 +137,10 @@ def build_config(instance_path, environ=None):
         },
         # Sessions and CSRF tokens must outlive a 12-hour dispatch shift.
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=14),
+        # The session cookie is written only by a response that changed the session: one that
+        # echoed it back unchanged (a live panel answering while the browser follows a
+        # redirect) would bring back a confirmation the next page had already shown.
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "WTF_CSRF_TIME_LIMIT": 14 * 3600,
         "WTF_CSRF_HEADERS": ["X-CSRFToken"],
         "WTF_CSRF_SSL_STRICT": True,

@@ -1,14 +1,18 @@
-"""Form fields shared by the blueprints: bounded numbers and the region's local times.
+"""Form fields shared by the blueprints: bounded numbers, the region's local times, and the
+base forms that keep typed text free of invisible formatting characters.
 
 Every value is bounded before it is converted: a whole number of hundreds of digits or a
 date in year 9999 is a message on its field, never an overflow further on.
 """
 import math
 import re
+import unicodedata
 
+import flask_wtf
+import wtforms
 from markupsafe import Markup
-from wtforms import DateTimeLocalField, FloatField, IntegerField
-from wtforms.validators import NumberRange, StopValidation
+from wtforms import DateTimeLocalField, FloatField, HiddenField, IntegerField, PasswordField, StringField
+from wtforms.validators import NumberRange, StopValidation, ValidationError
 from wtforms.widgets import DateTimeLocalInput
 
 from .localtime import RANGE_MESSAGE, clock_change, fold_message, fold_options, gap_message, in_range
@@ -148,3 +152,70 @@ class LocalTimeField(DateTimeLocalField):
         if self.fold_raw in ("0", "1"):
             return int(self.fold_raw)
         return None if self.raw_data else self.data.fold
+
+
+# --- text as typed -------------------------------------------------------------------------
+
+#: Format characters (Unicode category Cf) that typed text may keep: ZERO WIDTH NON-JOINER and
+#: ZERO WIDTH JOINER, which Persian, Indic scripts and emoji sequences need to read right.
+ALLOWED_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+
+
+def invisible_characters(text):
+    """The invisible format characters in ``text`` that a form refuses, in order, each once.
+
+    These are Unicode category ``Cf`` (format) characters other than
+    :data:`ALLOWED_FORMAT_CHARACTERS`: the bidirectional embeddings, overrides and isolates
+    (U+202A–U+202E, U+2066–U+2069), the direction marks (U+200E, U+200F, U+061C), zero-width
+    spaces and byte-order marks (U+200B, U+FEFF), the soft hyphen (U+00AD), tag characters and
+    the like.  Each changes how a text reads, or hides part of it, without being seen: a note
+    or a name shown to another person must read as it was typed (Trojan Source,
+    CVE-2021-42574)."""
+    found = []
+    for char in text or "":
+        if char not in ALLOWED_FORMAT_CHARACTERS and unicodedata.category(char) == "Cf" and char not in found:
+            found.append(char)
+    return found
+
+
+def _character_name(char):
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'FORMAT CHARACTER')}"
+
+
+def refuse_invisible(_form, field):
+    """A WTForms validator: refuse text holding an invisible format character (see
+    :func:`invisible_characters`), naming it, e.g. "... U+202E RIGHT-TO-LEFT OVERRIDE ..."."""
+    found = invisible_characters(field.data if isinstance(field.data, str) else None)
+    if found:
+        names = ", ".join(_character_name(char) for char in found[:3])
+        raise ValidationError(
+            f"Remove the invisible formatting character{'s' if len(found) > 1 else ''} ({names}): "
+            "it changes how the text reads without being seen.")
+
+
+def is_typed_text(field):
+    """Whether ``field`` takes text a person types and others read: a string or text-area field,
+    not a password (never shown) nor a hidden field (the page's own values, checked where read)."""
+    return isinstance(field, StringField) and not isinstance(field, (PasswordField, HiddenField))
+
+
+class _TypedTextCheck:
+    """Runs :func:`refuse_invisible` on every typed-text field (:func:`is_typed_text`) after the
+    field's own validators, so every form of the app refuses invisible formatting characters
+    with a message on the field (a 400 answer in the views)."""
+
+    def validate(self, extra_validators=None):
+        extra = {name: list(validators) for name, validators in (extra_validators or {}).items()}
+        for name, field in self._fields.items():
+            if is_typed_text(field):
+                extra.setdefault(name, []).append(refuse_invisible)
+        return super().validate(extra_validators=extra)
+
+
+class FlaskForm(_TypedTextCheck, flask_wtf.FlaskForm):
+    """The base of every form that changes something (CSRF-protected): Flask-WTF's, with typed
+    text checked (:class:`_TypedTextCheck`)."""
+
+
+class Form(_TypedTextCheck, wtforms.Form):
+    """The base of every filter form (GET, no CSRF), with typed text checked."""

@@ -1,13 +1,16 @@
 """Template filters and globals: local times, labels, the navigation of each role."""
+from datetime import timedelta
+
 from flask import current_app
 from flask_login import current_user
+from markupsafe import Markup
 
 from .localtime import to_local
 from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-from .services import degraded
+from .services import degraded, lateness
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -33,6 +36,79 @@ def format_duration(seconds):
     if hours < 48:
         return f"{hours} h {minutes:02d}"
     return f"{hours // 24} d"
+
+
+def _instant(value):
+    """A naive-UTC datetime as the ISO 8601 instant a ``<time datetime>`` holds (``...Z``)."""
+    return value.replace(microsecond=0).isoformat() + "Z"
+
+
+def relative_time(value, now=None, ago=True):
+    """How far ``value`` (naive UTC) is from now, as markup the page's script keeps current:
+    ``<time datetime="2026-12-01T14:32:00Z" data-relative="ago">in 6 min</time>``.
+
+    With ``ago`` the text reads "in 6 min" (future) or "6 min ago" (past); without it, the
+    bare duration ("6 min", for an age column).  ``static/medport.js`` rewrites the text every
+    15 s and after each live refresh with the same wording (:func:`format_duration`), so it
+    moves without a reload.  ``None`` is "—".
+    """
+    if value is None:
+        return "—"
+    text = format_age(value, now)
+    if ago and not text.startswith("in "):
+        text += " ago"
+    return Markup('<time datetime="{}" data-relative="{}">{}</time>').format(
+        _instant(value), "ago" if ago else "bare", text)
+
+
+def eta_clock(given_at, minutes, now=None, lead="ETA "):
+    """An ETA as a clock time with its age: "ETA 14:32, given 18 min ago" as markup (``lead``
+    is the words before the clock time, e.g. "arriving ").
+
+    ``given_at`` (naive UTC) is when the ETA was given (a bid placed or changed, an
+    assignment); ``minutes`` the ETA then, from that moment.  The clock time is in the region's
+    zone; the age moves with :func:`relative_time`.  Without ``given_at`` it is "ETA N min".
+    """
+    if minutes is None:
+        return "—"
+    if given_at is None:
+        return f"ETA {minutes} min"
+    arrival = given_at + timedelta(minutes=minutes)
+    return Markup('{}<time datetime="{}">{}</time>, given {}').format(
+        lead, _instant(arrival), format_time(arrival, "%H:%M"), relative_time(given_at, now))
+
+
+def late_of(thing, now=None):
+    """The :class:`~dashboard.services.lateness.Late` of a hospital trip or a crew's stop (an
+    object with ``trip_reference`` is a stop), or None."""
+    if thing is None:
+        return None
+    now = now or utcnow()
+    if hasattr(thing, "trip_reference"):
+        return lateness.of_route(thing, now)
+    return lateness.of_trip(thing, now)
+
+
+def late_badge(thing, now=None):
+    """The late badge of a hospital trip or a crew's stop, as markup: shown when it is late now
+    (:func:`late_of`); when it will be late at its next window boundary, the badge is rendered
+    hidden with ``data-late-from`` (that instant) and ``static/medport.js`` shows it then, with
+    no event needed.  Empty when neither."""
+    if thing is None:
+        return ""
+    now = now or utcnow()
+    found = late_of(thing, now)
+    if found is not None:
+        return Markup('<span class="badge risk late late-{}">{}</span>').format(found.code, found.label)
+    if hasattr(thing, "trip_reference"):
+        status = lateness.ROUTE_TO_TRIP_STATUS.get(thing.status)
+    else:
+        status = thing.status
+    coming = lateness.upcoming(status, thing.window_start, thing.window_end, now)
+    if coming is None:
+        return ""
+    return Markup('<span class="badge risk late late-{}" data-late-from="{}" hidden>{}</span>').format(
+        coming.code, _instant(coming.since), coming.label)
 
 
 NAVIGATION = {
@@ -93,6 +169,10 @@ def _live_since():
 def register(app):
     app.jinja_env.filters["localtime"] = format_time
     app.jinja_env.filters["age"] = format_age
+    app.jinja_env.filters["since"] = relative_time
+    app.jinja_env.globals["eta_clock"] = eta_clock
+    app.jinja_env.globals["late_of"] = late_of
+    app.jinja_env.globals["late_badge"] = late_badge
     app.jinja_env.globals.update(
         navigation=navigation,
         live_since=_live_since,

@@ -61,6 +61,42 @@
     };
   }
 
+  // Clocks move: every <time data-relative> says how far its instant is from now ("in 6 min",
+  // "3 min ago", or the bare "3 min" of an age column), rewritten every 15 seconds and after
+  // each live refresh, in the wording the server renders (dashboard/templating.py).
+  function duration(seconds) {
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min";
+    var hours = Math.floor(minutes / 60);
+    minutes = minutes % 60;
+    if (hours < 48) return hours + " h " + (minutes < 10 ? "0" : "") + minutes;
+    return Math.floor(hours / 24) + " d";
+  }
+
+  function updateClocks(root) {
+    var now = Date.now();
+    var clocks = (root || document).querySelectorAll("time[data-relative]");
+    for (var i = 0; i < clocks.length; i++) {
+      var clock = clocks[i];
+      var at = Date.parse(clock.getAttribute("datetime"));
+      if (isNaN(at)) continue;
+      var seconds = Math.trunc((now - at) / 1000);
+      var text = seconds < 0 ? "in " + duration(-seconds) : duration(seconds);
+      if (seconds >= 0 && clock.getAttribute("data-relative") === "ago") text += " ago";
+      if (clock.textContent !== text) clock.textContent = text;
+    }
+    // A late badge rendered hidden until its instant (a window boundary) shows from then on.
+    var due = (root || document).querySelectorAll("[data-late-from][hidden]");
+    for (var j = 0; j < due.length; j++) {
+      var from = Date.parse(due[j].getAttribute("data-late-from"));
+      if (!isNaN(from) && now >= from) due[j].removeAttribute("hidden");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { updateClocks(); });
+  document.addEventListener("htmx:afterSettle", function (event) { updateClocks(event.target); });
+  window.setInterval(updateClocks, 15000);
+
   // A form with data-confirm asks before it submits (used for award and cancel).
   document.addEventListener("submit", function (event) {
     var form = event.target;

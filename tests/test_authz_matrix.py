@@ -82,6 +82,7 @@ ACCESS = {
     "ems.board": "ems",
     "ems.board_panel": "ems",
     "ems.request_detail": "ems",
+    "ems.request_panel": "ems",
     "ems.place_bid": "ems",
     "ems.change_bid": "ems",
     "ems.withdraw_bid": "ems",

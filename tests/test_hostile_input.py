@@ -145,6 +145,12 @@ def _more_objects():
     trip_edit = post_trip("ALT", level="BLS")
     trip_cancel = post_trip("ALT", level="BLS")
     trip_bid = post_trip("ALT", level="ALS", invite_mode="preferred")
+    # A unit free for the window, so the bid form has one to offer (it offers only those).
+    from dashboard.models.ems import Unit
+
+    aems = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == "AEMS"))
+    db.session.add(Unit(agency_id=aems, number="Medic 90", level="ALS", status="available"))
+    db.session.commit()
     trip_bids = post_trip("ALT", level="ALS", invite_mode="preferred")
     bid_change = place_bid(trip_bids, "AEMS", 30)
     trip_hand_back = post_trip("ALT", level="BLS")

@@ -2,11 +2,11 @@
 import re
 from datetime import date
 
-from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.widgets import DateInput
 
+from ..formfields import FlaskForm
 from ..models.base import LEVEL_LABELS, URGENCIES
 from ..services.analytics import PERIODS, AnalyticsInputError, Scope, resolve_period
 

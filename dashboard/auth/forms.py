@@ -1,7 +1,8 @@
 """Sign-in and password forms."""
-from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
+
+from ..formfields import FlaskForm
 
 
 class LoginForm(FlaskForm):

@@ -5,12 +5,10 @@ everything that changes state is a Flask-WTF form with its CSRF token.  Select
 fields only accept the choices the view offers, so a forged id or role is a
 per-field error (400), never a write.
 """
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
     FloatField,
-    Form,
     HiddenField,
     SelectField,
     SelectMultipleField,
@@ -21,7 +19,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
-from ..formfields import LocalTimeField, WholeNumberField
+from ..formfields import FlaskForm, Form, LocalTimeField, WholeNumberField
 from ..localtime import from_local
 from ..models.base import LEVELS, ROLES, URGENCIES
 from ..models.ems import UNIT_STATUSES

@@ -1,10 +1,9 @@
 """Forms of the EMS pages: bids, crew hand-back, units, availability windows."""
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField, TimeField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
-from ..formfields import LocalTimeField
+from ..formfields import FlaskForm, LocalTimeField
 from ..localtime import from_local
 from ..models.base import LEVEL_LABELS
 from ..models.ems import UNIT_STATUSES

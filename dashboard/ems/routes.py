@@ -190,18 +190,29 @@ def _visible_trip(public_id):
     return trip
 
 
-def _fill_unit_choices(form, trip, agency_id):
-    """The agency's units that could take this trip: level high enough, not on break or out."""
-    units = [unit for unit in unit_service.agency_units(agency_id)
-             if unit.active and LEVEL_RANK[unit.level] >= LEVEL_RANK[trip.level_of_care]
-             and unit.status in BIDDABLE_UNIT_STATUSES]
+def _fill_unit_choices(form, trip, agency_id, bid=None):
+    """Offer the agency's units the server would accept for this trip: active, of its level of
+    care or higher, not on break or out of service, and not bid or booked for an overlapping
+    pickup window (:func:`..services.bidding.booked_unit_ids`, the check a bid must pass).
+    The unit of ``bid`` (the agency's live bid, being changed) is always offered: keeping it
+    is not checked again.  Returns (units offered, units left out as booked)."""
+    fit = [unit for unit in unit_service.agency_units(agency_id)
+           if unit.active and LEVEL_RANK[unit.level] >= LEVEL_RANK[trip.level_of_care]
+           and unit.status in BIDDABLE_UNIT_STATUSES]
+    booked = bidding.booked_unit_ids([unit.id for unit in fit], trip, bid.id if bid else None)
+    keep = bid.unit_id if bid is not None else None
+    units = [unit for unit in fit if unit.id == keep or unit.id not in booked]
+    if keep is not None and all(unit.id != keep for unit in units) and bid.unit is not None:
+        units.insert(0, bid.unit)
     form.unit.choices = [SelectChoice("", "Choose a unit")] + [
         SelectChoice(unit.public_id, f"{unit.number} ({unit.level}, {unit.status.replace('_', ' ')})")
         for unit in units]
-    return units
+    return units, [unit for unit in fit if unit.id in booked and unit.id != keep]
 
 
-def _render_request(trip, form=None, error=None, status=200):
+def _request_context(trip, form=None):
+    """What the request page and its live panel show: the trip, this agency's bid on it, the
+    bid form with the units it may offer."""
     agency = _agency()
     now = utcnow()
     bid = bidding.live_bid(trip.id, agency.id)
@@ -211,7 +222,7 @@ def _render_request(trip, form=None, error=None, status=200):
             form.unit.data = bid.unit.public_id
             form.eta_minutes.data = str(bid.eta_minutes)
             form.note.data = bid.note
-    units = _fill_unit_choices(form, trip, agency.id)
+    units, booked = _fill_unit_choices(form, trip, agency.id, bid)
     earlier = list(db.session.scalars(
         sa.select(TransportBid).where(TransportBid.trip_id == trip.id,
                                       TransportBid.agency_id == agency.id,
@@ -219,13 +230,18 @@ def _render_request(trip, form=None, error=None, status=200):
         .order_by(TransportBid.created_at.desc()).options(selectinload(TransportBid.unit))))
     ours = trip.awarded_agency_id == agency.id
     route = bidding.route_for(trip.id, agency.id) if ours else None
-    return render_template(
-        "ems/request.html", trip=trip, bid=bid, form=form, error=error, units=units,
+    return dict(
+        trip=trip, bid=bid, form=form, units=units, booked_units=booked,
         earlier_bids=earlier, outcomes=BID_OUTCOMES, distance_km=trip_distance(trip), route=route,
-        ours=ours,
+        ours=ours, now=now,
         bidding_open=trip.status == "open" and trip.bid_deadline > now,
         route_status_labels=ROUTE_STATUS_LABELS,
-    ), status
+    )
+
+
+def _render_request(trip, form=None, error=None, status=200):
+    return render_template("ems/request.html", live=True, error=error,
+                           **_request_context(trip, form)), status
 
 
 @bp.route("/requests/<public_id>")
@@ -233,6 +249,14 @@ def _render_request(trip, form=None, error=None, status=200):
 def request_detail(public_id):
     """A request's operational details and this agency's bid on it."""
     return _render_request(_visible_trip(public_id))
+
+
+@bp.route("/requests/<public_id>/panel")
+@roles_required("ems")
+def request_panel(public_id):
+    """The request's state and this agency's bid alone, for the live refresh: a request awarded
+    to another agency, cancelled or closed for bids shows so without a reload."""
+    return render_template("ems/_request_panel.html", **_request_context(_visible_trip(public_id)))
 
 
 def _unit_id_for_bid(public_id):
@@ -293,7 +317,7 @@ def change_bid(bid_public_id):
     agency_id, agency_name, levels = agency.id, agency.name, agency.level_list
     trip_public_id = trip.public_id
     form = BidForm()
-    _fill_unit_choices(form, trip, agency_id)
+    _fill_unit_choices(form, trip, agency_id, bid)
     if not form.validate_on_submit():
         return _render_request(trip, form, "Check the highlighted fields; the bid is unchanged.", 400)
     try:

@@ -7,7 +7,6 @@ browser gets the same limits as hints (``required``, ``min``/``max``,
 import re
 from datetime import timedelta
 
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -19,7 +18,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from ..formfields import FiniteNumberField, LocalTimeField, WholeNumberField
+from ..formfields import FiniteNumberField, FlaskForm, LocalTimeField, WholeNumberField
 from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS

@@ -177,6 +177,39 @@ def _check_trip_open(trip, agency_id, agency_levels, now):
         raise BidRefused("The bidding deadline for this request has passed.")
 
 
+def booked_unit_ids(unit_ids, trip, exclude_bid_id=None):
+    """The ids among ``unit_ids`` already bid or booked for a pickup window overlapping
+    ``trip``'s: a live or accepted bid on another trip (other than ``exclude_bid_id``), or an
+    active route of another trip (a trip the center assigned has a route but no accepted bid).
+
+    Windows overlap when each starts before the other ends (touching windows do not).  The one
+    rule both for refusing a bid (:func:`place`, :func:`change`) and for the units a bid form
+    offers.  Returns a set of unit ids; two queries whatever the number of units.
+    """
+    unit_ids = list(unit_ids)
+    if not unit_ids:
+        return set()
+    by_bid = set(db.session.scalars(
+        sa.select(TransportBid.unit_id).where(
+            TransportBid.unit_id.in_(unit_ids),
+            TransportBid.status.in_(("live", "accepted")),
+            TransportBid.trip_id != trip.id,
+            TransportBid.window_start < trip.window_end,
+            TransportBid.window_end > trip.window_start,
+            *([TransportBid.id != exclude_bid_id] if exclude_bid_id else []),
+        ).distinct()))
+    rest = [unit_id for unit_id in unit_ids if unit_id not in by_bid]
+    by_route = set(db.session.scalars(
+        sa.select(EmsRoute.unit_id).where(
+            EmsRoute.unit_id.in_(rest),
+            EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
+            EmsRoute.trip_id != trip.id,
+            EmsRoute.window_start < trip.window_end,
+            EmsRoute.window_end > trip.window_start,
+        ).distinct())) if rest else set()
+    return by_bid | by_route
+
+
 def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
     if unit is None or unit.agency_id != agency_id or not unit.active:
         raise BidRefused("Choose one of your agency's units.", status=400)
@@ -189,28 +222,7 @@ def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
         )
     if unit.status in ("on_break", "out_of_service"):
         raise BidRefused(f"{unit.number} is not available ({unit.status.replace('_', ' ')}).")
-    overlapping = db.session.scalar(
-        sa.select(TransportBid.id).where(
-            TransportBid.unit_id == unit.id,
-            TransportBid.status.in_(("live", "accepted")),
-            TransportBid.trip_id != trip.id,
-            TransportBid.window_start < trip.window_end,
-            TransportBid.window_end > trip.window_start,
-            *([TransportBid.id != exclude_bid_id] if exclude_bid_id else []),
-        ).limit(1)
-    )
-    if overlapping is None:
-        # A trip the center assigned has a route but no accepted bid: it books the unit too.
-        overlapping = db.session.scalar(
-            sa.select(EmsRoute.id).where(
-                EmsRoute.unit_id == unit.id,
-                EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
-                EmsRoute.trip_id != trip.id,
-                EmsRoute.window_start < trip.window_end,
-                EmsRoute.window_end > trip.window_start,
-            ).limit(1)
-        )
-    if overlapping is not None:
+    if booked_unit_ids([unit.id], trip, exclude_bid_id):
         raise BidRefused(f"{unit.number} is already bid or booked for an overlapping pickup window.")
 
 

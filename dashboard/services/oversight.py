@@ -19,7 +19,7 @@ from ..models.center import Agency, Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import ACTIVE_STATUSES, TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
-from . import center_reads, configuration, degraded, silos
+from . import center_reads, configuration, degraded, lateness, silos
 from .bidding import ACTIVE_ROUTE_STATUSES
 
 BOARD_STATES = {
@@ -79,8 +79,10 @@ def risk_marks(trip, now, settings, agencies=None):
 
     * ``unfilled``: open and past its bidding deadline (flagged or not yet swept);
     * ``no_bids``: open with no bids after ``risk_no_bids_minutes``;
-    * ``pickup``: the pickup window ends within ``risk_pickup_window_minutes`` (or has
-      ended) and no crew is at the pickup yet;
+    * ``late``: past its pickup window, or a crew late on a step (the rule of
+      :mod:`dashboard.services.lateness`, the one the crew and the hospital see);
+    * ``pickup``: not late yet, and the pickup window ends within ``risk_pickup_window_minutes``
+      with no crew at the pickup yet;
     * ``emergent``: an emergent request not yet completed or cancelled.
     """
     marks = []
@@ -93,11 +95,12 @@ def risk_marks(trip, now, settings, agencies=None):
         waited = now - trip.created_at
         if not trip.bid_count and waited >= timedelta(minutes=settings["risk_no_bids_minutes"]):
             marks.append(("no_bids", f"No bids after {int(waited.total_seconds() // 60)} min"))
-    if trip.status in BEFORE_PICKUP:
+    late = lateness.of_trip(trip, now)
+    if late is not None:
+        marks.append(("late", late.label))
+    elif trip.status in BEFORE_PICKUP:
         left = trip.window_end - now
-        if left <= timedelta(0):
-            marks.append(("pickup", "Pickup window missed"))
-        elif left <= timedelta(minutes=settings["risk_pickup_window_minutes"]):
+        if left <= timedelta(minutes=settings["risk_pickup_window_minutes"]):
             marks.append(("pickup", f"Pickup window ends in {int(left.total_seconds() // 60)} min"))
     if trip.urgency == "emergent" and trip.status not in CLOSED_STATUSES:
         marks.append(("emergent", "Emergent"))

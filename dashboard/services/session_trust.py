@@ -34,8 +34,10 @@ from . import degraded
 
 #: Session cookie key of the snapshot.
 SNAPSHOT_KEY = "_mp_who"
-#: A snapshot older than this is rewritten at the next successful check (seconds).
-REFRESH_SECONDS = 60
+#: A snapshot older than this is rewritten at the next successful check (seconds).  Rarely:
+#: a response writes the session cookie only when the session changed (so a live panel cannot
+#: bring back a message already shown), and the bound is counted from the last rewrite.
+REFRESH_SECONDS = 900
 #: After the center failed a check, this process trusts snapshots without asking it (seconds).
 CENTER_RETRY_SECONDS = 5
 DEFAULT_OFFLINE_TRUST_MINUTES = 240
