@@ -614,8 +614,7 @@ def _past_deadline(trip_id):
 
 def test_deadline_marks_an_open_request_unfilled_when_auto_award_is_off(app, demo, deliver):
     with app.app_context():
-        trip_id = post_trip()
-        place_bid(trip_id, "AEMS", 20)
+        trip_id = post_trip()  # no bid: no one can take it (with one it awaits an award instead)
         after = _past_deadline(trip_id)
     relay = Relay(app)
     relay.run_once(after - timedelta(seconds=2))
@@ -671,16 +670,19 @@ def test_preferred_best_eta_passes_over_a_bid_whose_unit_was_booked_since(app, d
         assert db.session.get(TransportRequest, other).awarded_unit_id == unit_id
 
 
-def test_preferred_best_eta_without_a_preferred_bid_marks_unfilled(app, demo):
+def test_preferred_best_eta_without_a_preferred_bid_awaits_an_award(app, demo, deliver):
     _set_policy(app, "preferred_best_eta")
     with app.app_context():
         trip_id = post_trip()
         place_bid(trip_id, "CLL", 5)
         after = _past_deadline(trip_id)
+    deliver()
     Relay(app).drain(now=after)
     with app.app_context():
         trip = db.session.get(TransportRequest, trip_id)
-        assert trip.status == "open" and trip.unfilled_at is not None
+        # Not auto-awarded, but a live bid remains: the hospital or the center picks it.
+        assert trip.status == "open" and trip.unfilled_at is None
+        assert "trip.awaiting_award" in outbox_types("hospital", trip.public_id)
 
 
 def test_first_qualifying_awards_at_the_first_bid(app, demo, deliver):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 from ..auth.routes import roles_required
 from ..extensions import db
 from ..localtime import local_midnight, local_today, to_local
-from ..models.base import URGENCY_RANK, row_id, utcnow
+from ..models.base import URGENCY_RANK, row_id, trip_dispatch_state, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid
 from ..models.hospital import (
@@ -78,10 +78,9 @@ def _own_trip(public_id):
 
 
 def _is_unfilled(trip, now=None):
-    """An open request whose bidding time ran out (flagged by the timer or not yet)."""
-    return trip.status == "open" and (
-        trip.unfilled_at is not None or trip.bid_deadline <= (now or utcnow())
-    )
+    """An open request past its bidding deadline with no live bid (by ``dispatch_state``):
+    one holding live bids awaits an award instead."""
+    return trip_dispatch_state(trip, now) == "unfilled"
 
 
 def _repostable(trip, now=None):
@@ -226,7 +225,7 @@ def _requests_view():
         .offset((view["page"] - 1) * PAGE_SIZE).limit(PAGE_SIZE)
     ))
     return dict(view=view, rows=rows, total=total, pages=pages, counts=_tab_counts(hospital_id),
-                tabs=TABS, sorts=SORTS, default_sort=DEFAULT_SORT, link_args=_link_args, now=utcnow(), is_unfilled=_is_unfilled,
+                tabs=TABS, sorts=SORTS, default_sort=DEFAULT_SORT, link_args=_link_args, now=utcnow(),
                 panel_args=_link_args(view))
 
 
@@ -283,7 +282,7 @@ def _summary_context(trip):
     ))
     names = _agency_names(trip.invited_ids)
     return dict(
-        trip=trip, now=utcnow(), unfilled=_is_unfilled(trip), repostable=_repostable(trip),
+        trip=trip, now=utcnow(), repostable=_repostable(trip),
         cancellable=trip.status in CANCELLABLE,
         invited_names=[names.get(i, f"Agency {i}") for i in sorted(trip.invited_ids)],
         reposted_from=next((t for t in related if t.id == trip.reposted_from_id), None),

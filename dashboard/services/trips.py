@@ -2,7 +2,8 @@
 
 ``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` → ``completed``;
 ``cancelled`` from ``open`` or ``awarded``; an ``open`` trip past its deadline is
-flagged unfilled (it stays ``open``).  Every change is a compare-and-set on the
+awaiting award while it holds a live bid, and unfilled when it holds none (it stays
+``open``; :func:`dashboard.models.base.dispatch_state` is the rule).  Every change is a compare-and-set on the
 trip's ``version``, so of two awards arriving at once exactly one wins and the
 other gets :class:`TransitionRefused` with a clear message.
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import LEVEL_RANK, dispatch_state, utcnow
 from ..models.hospital import (
     ACTIVE_STATUSES,
     HospitalAgencyPreference,
@@ -404,14 +405,48 @@ def apply_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     return True
 
 
+#: History actions the deadline timer writes, once per deadline and state.
+DEADLINE_ACTIONS = ("unfilled", "awaiting_award")
+
+
+def deadline_recorded(trip, action):
+    """Whether the timer has written ``action`` (one of :data:`DEADLINE_ACTIONS`) since the
+    trip's current bidding deadline (an extension or a re-opening sets a new one)."""
+    return db.session.scalar(sa.select(sa.exists().where(
+        TransportRequestEvent.trip_id == trip.id, TransportRequestEvent.action == action,
+        TransportRequestEvent.at >= trip.bid_deadline)),
+        bind_arguments={"mapper": TransportRequestEvent}) or False
+
+
 def mark_unfilled(trip, now=None):
-    """Flag an open trip past its deadline as unfilled (it stays open for the center)."""
+    """Flag an open trip past its deadline with no live bid as unfilled (it stays open for the
+    center) and emit ``trip.unfilled``; once per deadline.  Returns False when the trip is not unfilled or already marked."""
     now = now or utcnow()
-    if trip.status != "open" or trip.unfilled_at is not None or trip.bid_deadline > now:
+    if dispatch_state(trip, bool(trip.bid_count), now) != "unfilled" or deadline_recorded(trip, "unfilled"):
         return False
-    _compare_and_set(trip, "open", dict(unfilled_at=now))
-    _history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled")
+    _compare_and_set(trip, "open", dict(unfilled_at=trip.unfilled_at or now))
+    _history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled", at=now)
     emit("hospital", "trip.unfilled", "trip", trip.public_id, trip_payload(trip))
+    return True
+
+
+def mark_awaiting_award(trip, now=None):
+    """Tell the hospital and the center that an open trip's bidding closed with live bids: one of
+    them awards one.  Writes the timeline entry and emits ``trip.awaiting_award``, once per
+    deadline; the trip's ``version`` is left alone, so an award form already open still posts.
+    Returns False when the trip is not awaiting award or was already announced."""
+    now = now or utcnow()
+    if dispatch_state(trip, bool(trip.bid_count), now) != "awaiting_award":
+        return False
+    # Two relays may sweep at once: the row lock (PostgreSQL) makes them take turns.
+    db.session.execute(sa.select(TransportRequest.id).where(TransportRequest.id == trip.id)
+                       .with_for_update())
+    if deadline_recorded(trip, "awaiting_award"):
+        return False
+    bids = f"{trip.bid_count} live bid{'s' if trip.bid_count != 1 else ''}"
+    _history(trip, "awaiting_award", "open", "open", None, "MedPort",
+             f"Bidding closed with {bids}: award one", at=now)
+    emit("hospital", "trip.awaiting_award", "trip", trip.public_id, trip_payload(trip))
     return True
 
 
