@@ -3,7 +3,9 @@
 ``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` → ``completed``;
 ``cancelled`` from ``open`` or ``awarded``; an ``open`` trip past its deadline is
 awaiting award while it holds a live bid, and unfilled when it holds none (it stays
-``open``; :func:`dashboard.models.base.dispatch_state` is the rule).  Every change is a compare-and-set on the
+``open``; :func:`dashboard.models.base.dispatch_state` is the rule).  ``unfilled_at``
+keeps when a trip first went unfilled: an award, an extension or a re-opening does not
+clear it.  Every change is a compare-and-set on the
 trip's ``version``, so of two awards arriving at once exactly one wins and the
 other gets :class:`TransitionRefused` with a clear message.
 
@@ -271,7 +273,6 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
             awarded_at=utcnow(),
             award_source=source,
             award_note=(note or "")[:300] or None,
-            unfilled_at=None,
             widen_invite_at=None,  # nothing left to announce; a reopening sets it again
         ),
         expected_version,
@@ -339,12 +340,15 @@ def edit(trip, changes, user_id, user_label, expected_version=None):
 
 
 def extend_deadline(trip, new_deadline, user_id, user_label, note=""):
-    """Give an open trip more bidding time; clears the unfilled flag."""
+    """Give an open trip more bidding time (``new_deadline``, naive UTC, in the future).
+
+    Its ``unfilled_at``, if it went unfilled, is kept: that is history.  Raises
+    :class:`TransitionRefused` (409 not open, 400 a deadline not in the future)."""
     if trip.status != "open":
         raise TransitionRefused("Only an open request's deadline can be extended.")
     if new_deadline <= utcnow():
         raise TransitionRefused("The new deadline must be in the future.", status=400)
-    _compare_and_set(trip, "open", dict(bid_deadline=new_deadline, unfilled_at=None))
+    _compare_and_set(trip, "open", dict(bid_deadline=new_deadline))
     _history(trip, "deadline_extended", "open", "open", user_id, user_label,
              note or "Bidding deadline extended")
     emit("hospital", "trip.changed", "trip", trip.public_id,
@@ -358,7 +362,7 @@ def _reopen_values(trip, deadline_minutes):
     return dict(
         status="open", awarded_bid_id=None, awarded_agency_id=None, awarded_agency_name=None,
         awarded_unit_id=None, awarded_unit_label=None, awarded_eta_minutes=None, awarded_at=None,
-        award_source=None, award_note=None, en_route_at=None, unfilled_at=None,
+        award_source=None, award_note=None, en_route_at=None,
         bid_count=0, best_eta_minutes=None,  # a new round of bids: the earlier ones are over
         bid_deadline=now + timedelta(minutes=deadline_minutes),
         # Re-opened inside the preferred agencies' head start: its end is still to be
@@ -420,7 +424,8 @@ def deadline_recorded(trip, action):
 
 def mark_unfilled(trip, now=None):
     """Flag an open trip past its deadline with no live bid as unfilled (it stays open for the
-    center) and emit ``trip.unfilled``; once per deadline.  Returns False when the trip is not unfilled or already marked."""
+    center) and emit ``trip.unfilled``; once per deadline.  ``unfilled_at`` keeps the first
+    time it went unfilled.  Returns False when the trip is not unfilled or already marked."""
     now = now or utcnow()
     if dispatch_state(trip, bool(trip.bid_count), now) != "unfilled" or deadline_recorded(trip, "unfilled"):
         return False
