@@ -1,17 +1,25 @@
 """What the screens say is true: one rule for "unfilled", history kept, pre-filled forms that post,
 a demo region a real shift could reach."""
+import re
+import sys
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
+from dashboard.hospital.forms import WINDOW_GRACE
+from dashboard.localtime import from_local, to_local
+from dashboard.models import base
 from dashboard.models.base import dispatch_state, trip_dispatch_state, utcnow
 from dashboard.models.center import Agency
 from dashboard.models.ems import TransportBid
-from dashboard.models.hospital import TransportRequest, TransportRequestEvent
-from dashboard.services import bidding, oversight, trips
-from tests.test_events import outbox_types, place_bid, post_trip
+from dashboard.models.hospital import HospitalFacility, TransportRequest, TransportRequestEvent
+from dashboard.services import bidding, configuration, oversight, trips
+from tests.conftest import DEMO_PASSWORD
+from tests.test_events import free_unit, outbox_types, place_bid, post_trip
+from tests.test_hostile_input import PageForms
 
 ALT_NURSE = "nurse@altoona.medport.test"
 COORDINATOR = "coordinator@medport.test"
@@ -169,4 +177,147 @@ def test_went_unfilled_is_kept_and_a_center_assignment_is_no_bid_win(app, demo, 
     header, *body = _csv_table(client, period + "trips")
     unfilled = [dict(zip(header, row, strict=True))["unfilled_at"] for row in body]
     assert sum(bool(value) for value in unfilled) == 3
+
+
+# --- 3. The pre-filled form posts --------------------------------------------------------------
+
+
+@pytest.fixture
+def clock(app, monkeypatch):
+    """Set the app's "now" (naive UTC) for every module that reads it."""
+    real = base.utcnow
+    modules = [module for name, module in list(sys.modules.items())
+               if name.startswith("dashboard") and getattr(module, "utcnow", None) is real]
+
+    def set_now(moment):
+        for module in modules:
+            monkeypatch.setattr(module, "utcnow", lambda: moment)
+
+    return set_now
+
+
+def _login(app, email):
+    client = app.test_client()
+    assert client.post("/login", data={"email": email, "password": DEMO_PASSWORD}).status_code == 302
+    return client
+
+
+def _shown(client, page, action):
+    """The fields of the form on ``page`` posting to ``action``, as a browser would send them."""
+    parser = PageForms(page)
+    parser.feed(client.get(page).get_data(as_text=True))
+    forms = [fields for form_action, fields in parser.forms if form_action.split("?")[0] == action]
+    assert forms, f"no form posting to {action} on {page}"
+    data = {}
+    for name, value in forms[0]:
+        data.setdefault(name, []).append(value)
+    return data
+
+
+def _first_option(client, page, name):
+    """The first choice a select of ``page`` offers."""
+    select = re.search(rf'<select[^>]*name="{name}".*?</select>', client.get(page).get_data(as_text=True), re.S)
+    return next(value for value in re.findall(r'<option[^>]*value="([^"]*)"', select.group(0)) if value)
+
+
+def _errors(response):
+    return re.findall(r'class="error">([^<]+)', response.get_data(as_text=True))
+
+
+def _next_quarter_hour_utc():
+    local = to_local(utcnow()).replace(tzinfo=None, second=0, microsecond=0)
+    return from_local(local + timedelta(minutes=15 - local.minute % 15))
+
+
+@pytest.mark.parametrize("deadline", [30, 120, 600, 1440])
+@pytest.mark.parametrize("opened", [timedelta(0), timedelta(seconds=1), timedelta(minutes=14, seconds=59)])
+def test_the_new_request_form_posts_as_shown_whenever_it_is_opened(app, demo, clock, deadline, opened):
+    """Opened on a quarter hour or just after, and posted at the last moment its earliest pickup
+    is accepted (``WINDOW_GRACE`` after it), the pre-filled form posts: only what it cannot know
+    (where to, who) is chosen."""
+    with app.app_context():
+        configuration.set_value("bid_deadline_default_minutes", deadline, None)
+        db.session.commit()
+        destination = db.session.scalar(sa.select(HospitalFacility.public_id).where(
+            HospitalFacility.name == "Johnstown Memorial Hospital"))
+    nurse = _login(app, ALT_NURSE)
+    with app.app_context():
+        clock(_next_quarter_hour_utc() + opened)
+    data = _shown(nurse, "/hospital/requests/new", "/hospital/requests/new")
+    assert data["bid_deadline_minutes"] == [str(deadline)]
+    with app.app_context():
+        start = from_local(datetime.strptime(data["window_start"][0], "%Y-%m-%dT%H:%M"))
+    clock(start + WINDOW_GRACE)
+    data.update(destination_facility=[destination], weight_kg=["80"], age_group=["adult"],
+                pickup_location=["ED bay 3"], level_of_care=["BLS"])
+    response = nurse.post("/hospital/requests/new", data=data)
+    assert response.status_code == 302, _errors(response)
+
+
+def test_a_reposted_form_with_a_near_window_posts_as_shown(app, demo, clock):
+    """A re-post copies the window; the configured bidding time is shortened to fit it."""
+    with app.app_context():
+        configuration.set_value("bid_deadline_default_minutes", 120, None)
+        db.session.commit()
+        trip_id = post_trip(commit=False)
+        trip = db.session.get(TransportRequest, trip_id)
+        trip.window_start, trip.window_end = utcnow() + timedelta(minutes=20), utcnow() + timedelta(minutes=80)
+        trips.cancel(trip, "other", "", None, "Nurse")
+        db.session.commit()
+        public_id, start = trip.public_id, trip.window_start
+    nurse = _login(app, ALT_NURSE)
+    data = _shown(nurse, f"/hospital/requests/new?repost={public_id}", "/hospital/requests/new")
+    assert 5 <= int(data["bid_deadline_minutes"][0]) < 120
+    clock(start.replace(second=0, microsecond=0) + WINDOW_GRACE)
+    response = nurse.post("/hospital/requests/new", data=data)
+    assert response.status_code == 302, _errors(response)
+
+
+def test_every_other_pre_filled_form_posts_as_shown(app, demo, deliver):
+    """Edit, cancel (its reason chosen), a bid (its unit and ETA given), availability, the center's
+    extension and assignment (its reason written) post as shown."""
+    with app.app_context():
+        editable, cancellable, bid_on, extended, assigned = (post_trip() for _ in range(5))
+        public = {t: db.session.get(TransportRequest, t).public_id for t in
+                  (editable, cancellable, bid_on, extended, assigned)}
+        _close_bidding(extended)
+    deliver()
+    nurse = _login(app, ALT_NURSE)
+    page = f"/hospital/requests/{public[editable]}/edit"
+    response = nurse.post(page, data=_shown(nurse, page, page))
+    assert response.status_code == 302, _errors(response)
+    page = f"/hospital/requests/{public[cancellable]}/cancel"
+    data = _shown(nurse, page, page)
+    data.setdefault("reason", ["not_needed"])
+    response = nurse.post(page, data=data)
+    assert response.status_code == 302, _errors(response)
+
+    dispatch = _login(app, "dispatch@altoonaems.medport.test")
+    action = f"/ems/requests/{public[bid_on]}/bid"
+    data = _shown(dispatch, f"/ems/requests/{public[bid_on]}", action)
+    # What only the dispatcher knows: which unit (the first offered), how soon.
+    data.update(unit=[_first_option(dispatch, f"/ems/requests/{public[bid_on]}", "unit")], eta_minutes=["20"])
+    response = dispatch.post(action, data=data)
+    assert response.status_code in (200, 302) and not _errors(response), _errors(response)
+    # A day with no window yet (the demo's units are on shift today: the shown shift would overlap).
+    with app.app_context():
+        day = (to_local(utcnow()) + timedelta(days=10)).date().isoformat()
+    page = f"/ems/availability?date={day}"
+    data = _shown(dispatch, page, "/ems/availability")
+    data["unit"] = [_first_option(dispatch, page, "unit")]
+    response = dispatch.post("/ems/availability", data=data)
+    assert response.status_code in (200, 302) and not _errors(response), _errors(response)
+
+    center = _login(app, COORDINATOR)
+    page = f"/center/requests/{public[extended]}"
+    response = center.post(page + "/extend", data=_shown(center, page, page + "/extend"))
+    assert response.status_code == 302, _errors(response)
+    page = f"/center/requests/{public[assigned]}"
+    data = _shown(center, page, page + "/assign")
+    with app.app_context():  # the coordinator's choice: an agency's unit free for the window
+        aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
+        unit = free_unit(aems.id, db.session.get(TransportRequest, assigned))
+    data.update(agency=[str(aems.id)], unit=[str(unit.id)], eta_minutes=["20"], reason=["Agreed by phone"])
+    response = center.post(page + "/assign", data=data)
+    assert response.status_code == 302, _errors(response)
 
