@@ -321,3 +321,63 @@ def test_every_other_pre_filled_form_posts_as_shown(app, demo, deliver):
     response = center.post(page + "/assign", data=data)
     assert response.status_code == 302, _errors(response)
 
+
+# --- 4. The demo region is consistent ---------------------------------------------------------
+
+
+def test_the_demo_region_is_one_a_real_shift_can_reach(app, demo):
+    from dashboard.models.center import AuditLog
+    from dashboard.models.ems import Unit
+    from dashboard.models.hospital import ACTIVE_STATUSES
+
+    with app.app_context():
+        now = utcnow()
+        all_trips = list(db.session.scalars(sa.select(TransportRequest)))
+        bids = list(db.session.scalars(sa.select(TransportBid)))
+        history = list(db.session.scalars(sa.select(TransportRequestEvent)))
+        audit = {(row.action, row.entity_id, row.created_at)
+                 for row in db.session.scalars(sa.select(AuditLog).where(AuditLog.entity_type == "trip"))}
+        units = list(db.session.scalars(sa.select(Unit)))
+    assert {t.status for t in all_trips} >= {"open", "awarded", "en_route", "at_pickup", "transporting",
+                                             "completed", "cancelled"}
+    by_id = {t.id: t for t in all_trips}
+    live = {t.id: sum(1 for b in bids if b.trip_id == t.id and b.status == "live") for t in all_trips}
+
+    for trip in all_trips:
+        stamps = [trip.created_at, trip.awarded_at, trip.en_route_at, trip.at_pickup_at, trip.transporting_at,
+                  trip.completed_at, trip.cancelled_at, trip.unfilled_at, trip.first_bid_at]
+        assert all(at <= now for at in stamps if at is not None), trip.reference  # nothing yet to come
+        if trip.status == "open":
+            assert trip.bid_count == live[trip.id], trip.reference
+            state = trip_dispatch_state(trip, now)
+            assert (state == "unfilled") == (trip.unfilled_at is not None), trip.reference
+        if trip.status == "en_route":  # on its way to a window still open or ahead
+            assert trip.window_end > now and trip.en_route_at < trip.window_end, trip.reference
+        if trip.status in ("at_pickup", "transporting"):
+            assert trip.window_start <= trip.at_pickup_at <= trip.window_end, trip.reference
+        if trip.awarded_agency_id is not None:
+            (accepted,) = [b for b in bids if b.id == trip.awarded_bid_id]
+            assert (accepted.status, accepted.unit_id) == ("accepted", trip.awarded_unit_id), trip.reference
+
+    for unit in units:  # in one place at a time, booked once per window
+        mine = [t for t in all_trips if t.awarded_unit_id == unit.id]
+        moving = [t for t in mine if t.status in ("en_route", "at_pickup", "transporting")]
+        assert len(moving) <= 1, unit.number
+        booked = [t for t in mine if t.status in ACTIVE_STATUSES]
+        for a in booked:
+            for b in booked:
+                assert a is b or not (a.window_start < b.window_end and b.window_start < a.window_end), unit.number
+        out = [(t.en_route_at, t.completed_at or now) for t in mine if t.en_route_at]
+        for a in out:
+            for b in out:
+                assert a is b or not (a[0] < b[1] and b[0] < a[1]), unit.number
+        if booked:
+            assert by_id[unit.current_trip_id] in booked and unit.status == "assigned", unit.number
+
+    # The audit log has the demo's history, each entry at its time.
+    actions = {"posted": "trip.posted", "awarded": "trip.awarded", "cancelled": "trip.cancelled",
+               "unfilled": "trip.unfilled", "awaiting_award": "trip.awaiting_award"}
+    for event in history:
+        assert event.at <= now
+        action = actions.get(event.action, "trip.status_changed")
+        assert (action, by_id[event.trip_id].public_id, event.at) in audit, (event.action, event.trip_id)
