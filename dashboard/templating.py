@@ -187,6 +187,8 @@ def register(app):
         AGE_GROUPS=hospital_vocab.AGE_GROUPS,
         ISOLATIONS=hospital_vocab.ISOLATIONS,
         INVITE_MODES=hospital_vocab.INVITE_MODES,
+        dispatch_state=vocab.trip_dispatch_state,
+        DISPATCH_STATES=vocab.DISPATCH_STATES,
         STATUS_LABELS={
             "open": "Open",
             "awarded": "Awarded",

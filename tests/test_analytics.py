@@ -51,8 +51,11 @@ def _trip(code, hospital_code, created, level="BLS", urgency="routine", window=(
     return trip
 
 
-def _award(trip, agency_code, unit_number, after, eta, pickup_after=None, done_after=None):
+def _award(trip, agency_code, unit_number, after, eta, pickup_after=None, done_after=None, on_bid=True):
+    """Award ``trip`` on a bid of the agency, or (``on_bid=False``) by a center assignment."""
     agencies = _ids(Agency)
+    trip.awarded_bid_id = 1 if on_bid else None  # a bid's id (not looked up here)
+    trip.award_source = "hospital" if on_bid else "center"
     trip.awarded_agency_id = agencies[agency_code].id
     trip.awarded_agency_name = agencies[agency_code].name
     unit = db.session.scalar(sa.select(Unit).where(Unit.number == unit_number))
@@ -74,7 +77,8 @@ def build_known_set():
     _award(t2, "BCA", "Medic 23", 20, eta=15, pickup_after=40, done_after=90)        # 20 min late
     t3 = _trip("T3", "MNV", datetime(2024, 3, 4, 16, 0), window=(60, 120),
                first_bid_at=datetime(2024, 3, 4, 16, 2))
-    _award(t3, "BCA", "Unit 21", 30, eta=25, pickup_after=20, done_after=70)         # early
+    _award(t3, "BCA", "Unit 21", 30, eta=25, pickup_after=20, done_after=70,         # early
+           on_bid=False)  # the center assigned it: an award, not a win of BCA's bid
     _trip("T4", "MNV", datetime(2024, 3, 4, 17, 0), level="CCT", urgency="emergent",
           status="cancelled", cancel_reason="no_availability",
           cancelled_at=datetime(2024, 3, 4, 18, 0), unfilled_at=datetime(2024, 3, 4, 17, 30))
@@ -161,7 +165,8 @@ def test_known_answers(client, auth, known):
 
     fill = table(client, PERIOD, "fill")
     assert fill["Awarded"] == ["4", "66.7"]
-    assert fill["Unfilled (deadline passed)"] == ["1", "16.7"]
+    assert fill["Went unfilled (deadline passed, no live bid)"] == ["1", "16.7"]
+    assert fill["Ended unfilled (never taken by an agency)"] == ["1", "16.7"]
     assert fill["Cancelled"] == ["2", "33.3"]
     assert fill["Handed back by an agency"] == ["1", "16.7"]
     reasons = table(client, PERIOD, "cancel_reasons")
@@ -185,7 +190,7 @@ def test_known_answers(client, auth, known):
 
     agencies = table(client, PERIOD, "agencies")
     assert agencies["Altoona EMS"] == ["3", "2", "66.7", "25.0", "40.0", "2", "2"]
-    assert agencies["Blair County Ambulance"] == ["4", "2", "50.0", "20.0", "30.0", "2", "2"]
+    assert agencies["Blair County Ambulance"] == ["4", "1", "25.0", "20.0", "30.0", "2", "2"]
     assert agencies["Centre LifeLink"] == ["2", "0", "0.0", "", "", "0", "0"]
 
     hospitals = table(client, PERIOD, "hospitals")
@@ -234,7 +239,8 @@ def test_ems_user_sees_own_agency_only(client, auth, known):
         agencies = _ids(Agency)
     url = "/ems/analytics?start=2024-03-04&end=2024-03-06"
     assert table(client, url, "fill")["Awarded"] == ["2", "100.0"]
-    assert table(client, url, "agencies") == {"Blair County Ambulance": ["4", "2", "50.0", "20.0", "30.0", "2", "2"]}
+    # Two awards, one of them a center assignment: one win.
+    assert table(client, url, "agencies") == {"Blair County Ambulance": ["4", "1", "25.0", "20.0", "30.0", "2", "2"]}
     assert set(table(client, url, "units")) == {"Unit 21 (BLS)", "Unit 22 (BLS)", "Medic 23 (ALS)"}
     assert client.get(f"{url}&agency={agencies['AEMS'].public_id}").status_code == 404
     assert [r[0] for r in rows(client, f"{url}&format=csv&table=trips")[1:]] == ["T2", "T3"]

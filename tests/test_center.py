@@ -160,7 +160,8 @@ def test_board_groups_requests_by_state_and_marks_the_ones_at_risk(client, auth,
     now = utcnow()
     waiting = post_trip(app, created_ago=25)                                  # no bids after 10 min
     unfilled = post_trip(app, created_ago=40, deadline_in=-10, unfilled_at=now - timedelta(minutes=10),
-                         bid_count=1)                                        # deadline passed
+                         bid_count=0)                                        # deadline passed, no bid
+    awaiting = post_trip(app, created_ago=40, deadline_in=-10, bid_count=2)   # deadline passed, 2 bids
     tight = post_trip(app, window_in=10, bid_count=2, best_eta_minutes=9)     # window ends soon
     emergent = post_trip(app, urgency="emergent", bid_count=1)
     calm = post_trip(app)                                                     # fresh, nothing wrong
@@ -169,14 +170,15 @@ def test_board_groups_requests_by_state_and_marks_the_ones_at_risk(client, auth,
     done = post_trip(app, status="completed", completed_at=now - timedelta(hours=2))
     old = post_trip(app, status="completed", completed_at=now - timedelta(hours=30))
     refs = {pid: trip_row(app, pid).reference for pid in
-            (waiting, unfilled, tight, emergent, calm, awarded, done, old)}
+            (waiting, unfilled, awaiting, tight, emergent, calm, awarded, done, old)}
 
     with app.app_context():
         result = oversight.board(oversight.BoardFilters())
     placed = {row.trip.public_id: (state, [code for code, _ in row.marks])
               for state, rows in result["groups"].items() for row in rows}
     assert placed[waiting] == ("open", ["no_bids"])
-    assert placed[unfilled] == ("open", ["unfilled"])
+    assert placed[unfilled] == ("open", ["unfilled", "no_bids"])
+    assert placed[awaiting] == ("open", ["awaiting_award"])
     assert placed[tight] == ("open", ["pickup"])
     assert placed[emergent] == ("open", ["emergent"])
     assert placed[calm] == ("open", [])
@@ -191,6 +193,8 @@ def test_board_groups_requests_by_state_and_marks_the_ones_at_risk(client, auth,
     assert 'sse:trip-updated, sse:bid-updated' in html
     assert 'class="at-risk"' in row_of(html, refs[waiting]) and "No bids after 25 min" in row_of(html, refs[waiting])
     assert "Deadline passed unfilled" in row_of(html, refs[unfilled])
+    assert "Bidding closed: award one of 2 bids" in row_of(html, refs[awaiting])
+    assert "unfilled" not in row_of(html, refs[awaiting])
     assert "Pickup window ends in" in row_of(html, refs[tight])
     assert "Emergent" in row_of(html, refs[emergent])
     assert "at-risk" not in row_of(html, refs[calm])
@@ -342,7 +346,8 @@ def test_center_extends_a_deadline_passed_unfilled(client, auth, demo, app, deli
     assert response.status_code == 302
     deliver()
     trip = trip_row(app, public_id)
-    assert trip.unfilled_at is None and trip.bid_deadline > now + timedelta(minutes=25)
+    # Taking bids again; that it went unfilled is history and stays.
+    assert trip.unfilled_at == now - timedelta(minutes=15) and trip.bid_deadline > now + timedelta(minutes=25)
     (entry,) = audit_rows(app, "trip.changed", public_id)
     assert entry.user_email == COORDINATOR and entry.after["changed"] == ["bid_deadline"]
 

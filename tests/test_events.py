@@ -228,7 +228,8 @@ def test_award_accepts_the_winner_declines_the_rest_and_books_the_unit(app, demo
         assert unit.status == "assigned" and unit.current_trip_id == trip_id
         trip = db.session.get(TransportRequest, trip_id)
         assert trip.bid_count == 2 and trip.best_eta_minutes == 12
-        entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "trip.awarded"))
+        entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "trip.awarded",
+                                                            AuditLog.event_id.is_not(None)))
         assert entry.entity_id == trip.public_id and entry.silo == "hospital"
 
 
@@ -316,7 +317,8 @@ def _effects(trip_id):
         routes=db.session.scalar(sa.select(sa.func.count(EmsRoute.id)).where(EmsRoute.trip_id == trip_id)),
         accepted=db.session.scalar(sa.select(sa.func.count(TransportBid.id)).where(
             TransportBid.trip_id == trip_id, TransportBid.status == "accepted")),
-        audit=db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "trip.awarded")),
+        audit=db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(  # the demo's have no event
+            AuditLog.action == "trip.awarded", AuditLog.event_id.is_not(None))),
         signals=db.session.scalar(sa.select(sa.func.count(LiveSignal.id))),
         unit_events=outbox_types("ems").count("unit.status_changed"),
         inbox=sum(db.session.scalar(sa.select(sa.func.count(m.id))) for m in INBOX_BY_SILO.values()),
@@ -409,7 +411,8 @@ def test_two_relays_together_deliver_everything_once(app, demo, deliver):
         thread.join(60)
     with app.app_context():
         assert pending("hospital") == 0
-        posted = db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(AuditLog.action == "trip.posted"))
+        posted = db.session.scalar(sa.select(sa.func.count(AuditLog.id)).where(
+            AuditLog.action == "trip.posted", AuditLog.entity_id.in_(public_ids)))
         assert posted == len(trip_ids)
         assert db.session.scalar(sa.select(sa.func.count(LiveSignal.id)).where(
             LiveSignal.entity_id.in_(public_ids))) == len(trip_ids)
@@ -614,8 +617,7 @@ def _past_deadline(trip_id):
 
 def test_deadline_marks_an_open_request_unfilled_when_auto_award_is_off(app, demo, deliver):
     with app.app_context():
-        trip_id = post_trip()
-        place_bid(trip_id, "AEMS", 20)
+        trip_id = post_trip()  # no bid: no one can take it (with one it awaits an award instead)
         after = _past_deadline(trip_id)
     relay = Relay(app)
     relay.run_once(after - timedelta(seconds=2))
@@ -626,7 +628,8 @@ def test_deadline_marks_an_open_request_unfilled_when_auto_award_is_off(app, dem
         trip = db.session.get(TransportRequest, trip_id)
         assert trip.status == "open" and trip.unfilled_at == after
         assert "trip.unfilled" in outbox_types("hospital", trip.public_id)
-        assert db.session.scalar(sa.select(AuditLog.id).where(AuditLog.action == "trip.unfilled"))
+        assert db.session.scalar(sa.select(AuditLog.id).where(AuditLog.action == "trip.unfilled",
+                                                              AuditLog.entity_id == trip.public_id))
 
 
 def test_preferred_best_eta_awards_the_best_preferred_bid_after_the_deadline(app, demo, deliver):
@@ -671,16 +674,19 @@ def test_preferred_best_eta_passes_over_a_bid_whose_unit_was_booked_since(app, d
         assert db.session.get(TransportRequest, other).awarded_unit_id == unit_id
 
 
-def test_preferred_best_eta_without_a_preferred_bid_marks_unfilled(app, demo):
+def test_preferred_best_eta_without_a_preferred_bid_awaits_an_award(app, demo, deliver):
     _set_policy(app, "preferred_best_eta")
     with app.app_context():
         trip_id = post_trip()
         place_bid(trip_id, "CLL", 5)
         after = _past_deadline(trip_id)
+    deliver()
     Relay(app).drain(now=after)
     with app.app_context():
         trip = db.session.get(TransportRequest, trip_id)
-        assert trip.status == "open" and trip.unfilled_at is not None
+        # Not auto-awarded, but a live bid remains: the hospital or the center picks it.
+        assert trip.status == "open" and trip.unfilled_at is None
+        assert "trip.awaiting_award" in outbox_types("hospital", trip.public_id)
 
 
 def test_first_qualifying_awards_at_the_first_bid(app, demo, deliver):

@@ -18,6 +18,7 @@ EVENT_TYPES = (
     "trip.cancelled",
     "trip.handed_back",
     "trip.unfilled",
+    "trip.awaiting_award",
     "trip.reopened",
     "trip.invite_widened",
     "bid.placed",

@@ -27,6 +27,8 @@ from ..submission_field import submission_field
 
 WINDOW_GRACE = timedelta(minutes=10)
 WINDOW_AHEAD = timedelta(days=14)
+#: The shortest bidding time a request may have, in minutes.
+MIN_BID_MINUTES = 5
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -224,7 +226,8 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
     bid_deadline_minutes = WholeNumberField(
         "Bidding closes after (minutes)", invalid_value_message="Enter the bidding time in whole minutes.",
         validators=[InputRequired("Enter how long agencies may bid, in minutes."),
-                    NumberRange(5, 1440, "Enter a bidding time from 5 to 1440 minutes (24 hours).")],
+                    NumberRange(MIN_BID_MINUTES, 1440,
+                                "Enter a bidding time from 5 to 1440 minutes (24 hours).")],
     )
     invite_mode = RadioField(
         "Who may bid", choices=options(INVITE_MODES), default="all", validate_choice=False,

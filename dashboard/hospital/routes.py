@@ -16,8 +16,8 @@ from sqlalchemy.orm import selectinload
 
 from ..auth.routes import roles_required
 from ..extensions import db
-from ..localtime import local_midnight, local_today, to_local
-from ..models.base import URGENCY_RANK, row_id, utcnow
+from ..localtime import from_local, local_midnight, local_today, to_local
+from ..models.base import URGENCY_RANK, row_id, trip_dispatch_state, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid
 from ..models.hospital import (
@@ -31,6 +31,8 @@ from ..models.hospital import (
 from ..services import configuration, deadlines, degraded, oversight, submissions, trips
 from ..templating import format_time
 from .forms import (
+    MIN_BID_MINUTES,
+    WINDOW_GRACE,
     AwardForm,
     CancelForm,
     EditForm,
@@ -79,10 +81,9 @@ def _own_trip(public_id):
 
 
 def _is_unfilled(trip, now=None):
-    """An open request whose bidding time ran out (flagged by the timer or not yet)."""
-    return trip.status == "open" and (
-        trip.unfilled_at is not None or trip.bid_deadline <= (now or utcnow())
-    )
+    """An open request past its bidding deadline with no live bid (by ``dispatch_state``):
+    one holding live bids awaits an award instead."""
+    return trip_dispatch_state(trip, now) == "unfilled"
 
 
 def _repostable(trip, now=None):
@@ -227,7 +228,7 @@ def _requests_view():
         .offset((view["page"] - 1) * PAGE_SIZE).limit(PAGE_SIZE)
     ))
     return dict(view=view, rows=rows, total=total, pages=pages, counts=_tab_counts(hospital_id),
-                tabs=TABS, sorts=SORTS, default_sort=DEFAULT_SORT, link_args=_link_args, now=utcnow(), is_unfilled=_is_unfilled,
+                tabs=TABS, sorts=SORTS, default_sort=DEFAULT_SORT, link_args=_link_args, now=utcnow(),
                 panel_args=_link_args(view))
 
 
@@ -284,7 +285,7 @@ def _summary_context(trip):
     ))
     names = _agency_names(trip.invited_ids)
     return dict(
-        trip=trip, now=utcnow(), unfilled=_is_unfilled(trip), repostable=_repostable(trip),
+        trip=trip, now=utcnow(), repostable=_repostable(trip),
         cancellable=trip.status in CANCELLABLE,
         invited_names=[names.get(i, f"Agency {i}") for i in sorted(trip.invited_ids)],
         reposted_from=next((t for t in related if t.id == trip.reposted_from_id), None),
@@ -453,21 +454,49 @@ def _next_quarter_hour(value):
     return floor if floor == value else floor + timedelta(minutes=15)
 
 
-def _fill_defaults(form, own, preferred):
-    """A fresh form: usual origin, new patient reference, a window from the next quarter hour.
+def default_window(deadline_minutes, now=None):
+    """The pre-filled pickup window, ``(start, end)`` in naive local time, for a form showing a
+    bidding time of ``deadline_minutes``.
 
-    The window lasts an hour, or longer when the configured bidding deadline
-    (``form.bid_deadline_minutes``) closes later: the form as shown must be one
-    that can be posted (bidding may not close after the latest pickup).
+    It starts at the first quarter hour at least 15 minutes ahead and lasts an hour, or longer
+    when bidding would close later: the form as shown stays postable for as long as its earliest
+    pickup is accepted (until ``WINDOW_GRACE`` after it), since bidding must close by the latest
+    pickup (``RequestForm.validate``).  So ``end >= start + WINDOW_GRACE + deadline_minutes``,
+    whatever the time of day the form is opened.
     """
+    now = now or utcnow()
+    start = _next_quarter_hour(to_local(now + timedelta(minutes=15)).replace(tzinfo=None))
+    start_utc = from_local(start)  # measured in real time: a clock change in the window counts
+    bidding_closes = start_utc + WINDOW_GRACE + timedelta(minutes=deadline_minutes or 0)
+    end = _next_quarter_hour(to_local(max(start_utc + timedelta(hours=1), bidding_closes)).replace(tzinfo=None))
+    return start, end
+
+
+def fit_deadline(form, configured, now=None):
+    """The bidding time a re-posted form shows with the window it copied: ``configured``
+    (minutes), shortened so bidding closes by the latest pickup even when the form is posted
+    at the last moment its earliest pickup is accepted.  A copied window in which not even
+    the shortest bidding time (5 minutes) fits is left out, like one already past: the page
+    asks for a new one.
+    """
+    now = now or utcnow()
+    form.bid_deadline_minutes.data = configured
+    if form.window_start.data is None or form.window_end.data is None:
+        return
+    start, end = form.window_utc()
+    room = int((end - (max(start, now) + WINDOW_GRACE)).total_seconds() // 60)
+    if room >= MIN_BID_MINUTES:
+        form.bid_deadline_minutes.data = min(configured, room)
+    else:
+        form.window_start.data = form.window_end.data = None
+
+
+def _fill_defaults(form, own, preferred):
+    """A fresh form: usual origin, new patient reference, the :func:`default_window`."""
     origin = _default_origin(own)
     form.origin_facility.data = origin.public_id if origin else ""
     form.patient_ref.data = trips.new_patient_ref()
-    now = utcnow()
-    start = _next_quarter_hour(to_local(now + timedelta(minutes=15)).replace(tzinfo=None))
-    bidding_closes = _next_quarter_hour(
-        to_local(now + timedelta(minutes=form.bid_deadline_minutes.data or 0)).replace(tzinfo=None))
-    form.window_start.data, form.window_end.data = start, max(start + timedelta(hours=1), bidding_closes)
+    form.window_start.data, form.window_end.data = default_window(form.bid_deadline_minutes.data)
     form.mobility.data = "stretcher"
     form.invite_mode.data = "preferred_then_all" if preferred else "all"
     form.invite_all_after_minutes.data = 10
@@ -491,6 +520,7 @@ def new_request():
         form.bid_deadline_minutes.data = configuration.get("bid_deadline_default_minutes")
         if source is not None:
             form.fill_from(source, now)
+            fit_deadline(form, form.bid_deadline_minutes.data, now)
         else:
             _fill_defaults(form, own, preferred)
         return _render_new(form, source)

@@ -80,3 +80,35 @@ ROLES = {
     "admin": "Administrator",
 }
 CENTER_ROLES = ("coordinator", "admin")
+
+#: Where an ``open`` request stands, by :func:`dispatch_state`, with the words the screens use.
+DISPATCH_STATES = {
+    "bidding": "Taking bids",
+    "awaiting_award": "Awaiting award",
+    "unfilled": "Unfilled",
+}
+
+
+def dispatch_state(trip, has_live_bids, now=None):
+    """Where an open request stands: the one rule every screen, the timer and analytics use.
+
+    ``trip`` is a request (anything with ``status`` and ``bid_deadline``, naive UTC);
+    ``has_live_bids`` says whether any bid on it is still live (the hospital silo keeps
+    the count in ``bid_count``).  Returns ``None`` for a request that is not ``open``;
+    ``"bidding"`` while its bidding deadline is ahead (after ``now``, default: the clock);
+    once the deadline has passed, ``"awaiting_award"`` while it holds a live bid (the
+    hospital or the center picks one) and ``"unfilled"`` when no agency can take it.
+    Bids are refused after the deadline, so an awaiting request only becomes unfilled
+    (its bids withdrawn), never the other way.  A request that went unfilled once keeps
+    ``unfilled_at`` (history); it is not what this rule reads.
+    """
+    if trip.status != "open":
+        return None
+    if trip.bid_deadline > (now or utcnow()):
+        return "bidding"
+    return "awaiting_award" if has_live_bids else "unfilled"
+
+
+def trip_dispatch_state(trip, now=None):
+    """:func:`dispatch_state` of a hospital-silo request, its live bids read from ``bid_count``."""
+    return dispatch_state(trip, bool(trip.bid_count), now)

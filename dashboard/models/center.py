@@ -187,7 +187,7 @@ class DatabaseReference(db.Model):
 #: The counts an analytics cell keeps (integers; see :class:`AnalyticsCell`).
 ANALYTICS_CELL_COUNTS = (
     ("requests", "awarded", "unfilled", "cancelled", "handed_back", "pickups", "inside", "early",
-     "preferred_awards", "completed",
+     "preferred_awards", "completed", "bid_awards",
      "late_1_15", "late_16_30", "late_31_60", "late_61_120", "late_over_120",
      "cancel_no_availability", "cancel_patient_not_stable", "cancel_not_needed", "cancel_other",
      "bids", "bids_1", "bids_2", "bids_3", "bids_4", "bids_5_plus")

@@ -16,6 +16,12 @@ ones, and a page that meets a closed day not stored yet computes and stages it.
 Today, and a past day with a request still running, are computed live into cells
 for the page's filters and summed in Python the same way.
 
+A request that went unfilled (its deadline passed with no live bid) keeps ``unfilled_at``
+after a later award, extension or re-opening, so it counts as *went unfilled* for good;
+it *ended unfilled* when no agency holds it at the end (cell agency 0).  An agency's
+*wins* are awards of its bids (``bid_awards``): a center assignment without a bid is an
+award but not a win.
+
 Medians and 90th percentiles do not add up, so they are computed over the whole
 period each time: ``percentile_cont`` on PostgreSQL, ``ORDER BY ... LIMIT/OFFSET``
 on SQLite (the same interpolation, so both agree).
@@ -382,7 +388,7 @@ LATE_COLUMNS = dict(zip((suffix for suffix, _label, _upper in LATE_BUCKETS),
 BID_COLUMNS = dict(zip(BID_BUCKETS[1:], ("bids_1", "bids_2", "bids_3", "bids_4", "bids_5_plus"), strict=True))
 CELL_METRICS = {
     **{name: name for name in ("requests", "awarded", "unfilled", "cancelled", "handed_back", "pickups",
-                               "inside", "early", "preferred_awards", "completed", "bids")},
+                               "inside", "early", "preferred_awards", "completed", "bids", "bid_awards")},
     **{column: "late:" + suffix for suffix, column in LATE_COLUMNS.items()},
     **{f"cancel_{reason}": f"cancel:{reason}" for reason in CANCEL_REASONS},
     **{column: "bids_trips:" + bucket for bucket, column in BID_COLUMNS.items()},
@@ -440,6 +446,7 @@ def compute_cells(days, scope=None):
     columns = {
         "requests": sa.func.count(T.id),
         "awarded": count(T.awarded_at.isnot(None)),
+        # Went unfilled (kept after a later award, extension or re-opening: history).
         "unfilled": count(T.unfilled_at.isnot(None)),
         "cancelled": count(T.status == "cancelled"),
         "handed_back": count(T.handed_back_count > 0),
@@ -448,6 +455,8 @@ def compute_cells(days, scope=None):
         "early": count(picked_up, T.at_pickup_at < T.window_start),
         "preferred_awards": count(T.awarded_at.isnot(None), preference.id.isnot(None)),
         "completed": count(completed),
+        # An agency's bid wins: a center assignment without a bid is not one.
+        "bid_awards": count(T.awarded_at.isnot(None), T.awarded_bid_id.isnot(None)),
     }
     lower = 0
     for suffix, _label, upper in LATE_BUCKETS:
@@ -552,8 +561,10 @@ def cell_metrics(cells, days, scope):
         _add(target, f"urgency:{urgency}", counts["requests"])
         _add(target, f"hospital_requests:{hospital_id}", counts["requests"])
         _add(target, f"hospital_unfilled:{hospital_id}", counts["unfilled"])
+        if not agency_id:  # no agency at the end: those that went unfilled ended unfilled
+            _add(target, "ended_unfilled", counts["unfilled"])
         if agency_id:
-            _add(target, f"agency_wins:{agency_id}", counts["awarded"])
+            _add(target, f"agency_wins:{agency_id}", counts["bid_awards"])
             _add(target, f"agency_completed:{agency_id}", counts["completed"])
     for (row_day, hospital_id, agency_id, level, urgency, unit_id), (trips, busy) in cells.units.items():
         if row_day in days and _matches(scope, hospital_id, agency_id, level, urgency):
@@ -615,10 +626,13 @@ def stored_metrics(days, scope):
         return conditions
 
     names = list(CELL_METRICS)
-    stmt = sa.select(C.day, *[sa.func.sum(C[name]) for name in names]).where(*where(C)).group_by(C.day)
+    ended_unfilled = sa.func.sum(sa.case((C.agency_id == 0, C.unfilled), else_=0))
+    stmt = (sa.select(C.day, ended_unfilled, *[sa.func.sum(C[name]) for name in names])
+            .where(*where(C)).group_by(C.day))
     for row in db.session.execute(stmt):
         target = per_day[_as_date(row[0])]
-        for name, value in zip(names, row[1:], strict=True):
+        _add(target, "ended_unfilled", row[1])
+        for name, value in zip(names, row[2:], strict=True):
             _add(target, CELL_METRICS[name], value)
 
     def part(prefixes, group, amounts, columns, *conditions, by_day=False, include_agency=True):
@@ -634,7 +648,7 @@ def stored_metrics(days, scope):
         part("level,", C.level_of_care, (C.requests, sa.literal(0)), C, by_day=True),
         part("urgency,", C.urgency, (C.requests, sa.literal(0)), C, by_day=True),
         part("hospital_requests,hospital_unfilled", C.hospital_id, (C.requests, C.unfilled), C),
-        part("agency_wins,agency_completed", C.agency_id, (C.awarded, C.completed), C, C.agency_id != 0),
+        part("agency_wins,agency_completed", C.agency_id, (C.bid_awards, C.completed), C, C.agency_id != 0),
         part("unit_trips,unit_busy_min", U.unit_id, (U.trips, U.busy_minutes), U),
         part("agency_bids,", B.agency_id, (B.bids, sa.literal(0)), B,
              *([B.agency_id == scope.agency_id] if scope.agency_id is not None else []), include_agency=False),
@@ -882,7 +896,9 @@ def _fill(total, requests):
                         "share": _share(cancelled - known, cancelled)})
     outcomes = [
         {"key": key, "label": label, "count": int(total[key]), "share": _share(total[key], requests)}
-        for key, label in (("awarded", "Awarded"), ("unfilled", "Unfilled (deadline passed)"),
+        for key, label in (("awarded", "Awarded"),
+                           ("unfilled", "Went unfilled (deadline passed, no live bid)"),
+                           ("ended_unfilled", "Ended unfilled (never taken by an agency)"),
                            ("cancelled", "Cancelled"), ("handed_back", "Handed back by an agency"))
     ]
     return {"outcomes": outcomes, "reasons": reasons, "cancelled": cancelled}

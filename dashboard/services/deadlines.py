@@ -6,31 +6,49 @@ import sqlalchemy as sa
 from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
 from ..models.ems import EmsAgency, TransportBid, Unit
-from ..models.hospital import TransportRequest
+from ..models.hospital import TransportRequest, TransportRequestEvent
 from . import configuration, trips
 
 log = logging.getLogger("medport.relay")
 SWEEP_BATCH = 200
 
 
+def _not_yet_swept(now):
+    """Open trips past their deadline whose state there the timer has not written yet: no
+    ``unfilled`` entry since the deadline while no bid is live, no ``awaiting_award`` entry
+    since the deadline while one is (an awaiting trip whose bids are withdrawn comes back)."""
+    T, E = TransportRequest, TransportRequestEvent
+
+    def recorded(action):
+        return sa.exists().where(E.trip_id == T.id, E.action == action, E.at >= T.bid_deadline)
+
+    return sa.and_(
+        T.status == "open", T.bid_deadline <= now,
+        ~sa.or_(sa.and_(T.bid_count == 0, recorded("unfilled")),
+                sa.and_(T.bid_count > 0, recorded("awaiting_award"))),
+    )
+
+
 def sweep(now=None):
-    """Mark open trips past their deadline unfilled, or auto-award them per the policy; announce
-    the requests whose invitation has widened to every agency.  Returns how many were handled."""
+    """Act on open trips whose bidding deadline has passed, once per deadline and state, by
+    :func:`dashboard.models.base.dispatch_state`: auto-award per the policy; else tell the
+    hospital and the center that one holding live bids awaits an award, or flag one with none
+    unfilled.  Announce the requests whose invitation has widened to every agency.  Returns
+    how many were handled."""
     now = now or utcnow()
     policy = configuration.get("auto_award_policy")
     db.session.commit()  # end the center read before writing the hospital silo
     due = list(db.session.scalars(
-        sa.select(TransportRequest).where(
-            TransportRequest.status == "open",
-            TransportRequest.unfilled_at.is_(None),
-            TransportRequest.bid_deadline <= now,
-        ).order_by(TransportRequest.bid_deadline).limit(SWEEP_BATCH)
+        sa.select(TransportRequest).where(_not_yet_swept(now))
+        .order_by(TransportRequest.bid_deadline).limit(SWEEP_BATCH)
     ))
     handled = 0
     for trip in due:
         try:
             if policy == "preferred_best_eta" and _award_best_preferred(trip):
                 pass
+            elif trip.bid_count:
+                trips.mark_awaiting_award(trip, now)
             else:
                 trips.mark_unfilled(trip, now)
             db.session.commit()

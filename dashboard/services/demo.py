@@ -12,7 +12,7 @@ from werkzeug.security import generate_password_hash
 
 from ..extensions import db
 from ..localtime import from_local, local_today
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import LEVEL_RANK, trip_dispatch_state, utcnow
 from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import (
@@ -22,7 +22,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from . import configuration
+from . import audit, configuration
 from .accounts import DEMO_PASSWORD
 from .geo import distance_km
 
@@ -110,12 +110,56 @@ def _withdraw_clashing_bids(bid_plans):
         trip.bid_count, trip.best_eta_minutes = len(live), min(live, default=None)
 
 
+#: Trip statuses in which a unit is booked for the trip's window (``trips.check_unit_free``).
+BOOKED = ("awarded", "en_route", "at_pickup", "transporting")
+
+
+def _settle(trip, status, last, now, timing):
+    """How far to move a progressed trip's times so its story fits ``now``: a trip still running
+    took its last step a few minutes ago; a finished one is never finished later than now."""
+    if status in BOOKED:
+        return now - timedelta(minutes=timing.randint(2, 15)) - last
+    return min(timedelta(0), now - timedelta(minutes=timing.randint(1, 10)) - last)
+
+
+def _place_window(trip, status, stamps, now, timing):
+    """Move a running trip's pickup window (moved with its times) to where its crew is: ahead
+    while awarded, opening soon after the crew left, around the time it reached the pickup."""
+    if status == "awarded" and trip.window_start <= now + timedelta(minutes=5):
+        start = now + timedelta(minutes=timing.randint(15, 60))
+    elif status == "en_route":
+        start = stamps["en_route"] + timedelta(minutes=timing.randint(10, 30))
+    elif status in ("at_pickup", "transporting"):
+        start = stamps["at_pickup"] - timedelta(minutes=timing.randint(0, 20))
+    else:
+        return
+    trip.window_start, trip.window_end = start, start + timedelta(minutes=60)
+
+
+def _overlaps(spans, start, end):
+    return any(s < end and start < e for s, e in spans)
+
+
+def _free_bid(trip_bids, trip, status, out, bookings, engaged):
+    """The fastest bid whose unit a real shift could give this trip: not booked for an
+    overlapping window while the trip is booked, not out on another trip meanwhile; or None."""
+    for bid in trip_bids:
+        unit_id = bid["unit"].id
+        if status in BOOKED and _overlaps(bookings.get(unit_id, ()), trip.window_start, trip.window_end):
+            continue
+        if out is not None and _overlaps(engaged.get(unit_id, ()), *out):
+            continue
+        return bid
+    return None
+
+
 def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     """Create the demo region; return a summary dict.  Refuses to run twice."""
     if is_seeded():
         raise RuntimeError("The center silo already has users; the demo is seeded once.")
     now = now or utcnow()
     rng = random.Random(rng_seed)
+    timing = random.Random(rng_seed + 1)  # today's trips set around now, apart from the region's draw
     password_hash = _demo_password_hash()
 
     # --- center: registry, users, configuration ---------------------------------------
@@ -261,11 +305,13 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     bid_plans = []
     history = []
     progression = ["awarded", "en_route", "at_pickup", "transporting", "completed"]
+    bookings, engaged = {}, {}  # unit id -> windows of its active trips; times it was out on one
     for trip, plan in trips:
         created = plan["created"]
-        history.append(TransportRequestEvent(trip_id=trip.id, action="posted", to_status="open",
-                                             at=created, user_id=trip.created_by_user_id,
-                                             user_label="Charge Nurse (" + plan["code"] + ")"))
+        posted = TransportRequestEvent(trip_id=trip.id, action="posted", to_status="open",
+                                       at=created, user_id=trip.created_by_user_id,
+                                       user_label="Charge Nurse (" + plan["code"] + ")")
+        history.append(posted)
         capable = [spec[1] for spec in AGENCIES
                    if any(LEVEL_RANK[u.level] >= LEVEL_RANK[plan["level"]] for u in units_by_agency[spec[1]])]
         recent_open = plan["status"] == "open" and rng.random() < 0.4
@@ -274,7 +320,8 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
         trip_bids = []
         for code in bidders:
             unit = rng.choice([u for u in units_by_agency[code] if LEVEL_RANK[u.level] >= LEVEL_RANK[plan["level"]]])
-            bid_at = created + timedelta(minutes=rng.randint(1, 20))
+            # Posted at least 2 minutes ago: a bid is never later than now.
+            bid_at = min(created + timedelta(minutes=rng.randint(1, 20)), now - timedelta(seconds=30))
             trip_bids.append(dict(code=code, unit=unit, eta=rng.randint(8, 75), at=bid_at,
                                   note=rng.choice(["", "", "Crew finishing a call nearby", "Can take oxygen"])))
         trip_bids.sort(key=lambda b: b["eta"])
@@ -284,25 +331,44 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
             trip.first_bid_at = min(b["at"] for b in trip_bids)
         winner = None
         if plan["status"] in progression and trip_bids:
-            winner = trip_bids[0]
             awarded_at = max(b["at"] for b in trip_bids) + timedelta(minutes=2)
+            stamps, at = [], awarded_at
+            for step in progression[1:progression.index(plan["status"]) + 1]:
+                at = at + timedelta(minutes=rng.randint(5, 35))
+                stamps.append((step, at))
+            shift = _settle(trip, plan["status"], stamps[-1][1] if stamps else awarded_at, now, timing)
+            created, awarded_at = created + shift, awarded_at + shift
+            stamps = [(step, at + shift) for step, at in stamps]
+            posted.at = trip.created_at = created
+            trip.window_start, trip.window_end = trip.window_start + shift, trip.window_end + shift
+            trip.bid_deadline = created + timedelta(minutes=30)
+            for bid in trip_bids:
+                bid["at"] += shift
+            trip.first_bid_at = min(b["at"] for b in trip_bids)
+            _place_window(trip, plan["status"], dict(stamps), now, timing)
+            out = (stamps[0][1], stamps[-1][1] if plan["status"] == "completed" else now) if stamps else None
+            winner = _free_bid(trip_bids, trip, plan["status"], out, bookings, engaged)
+        if winner is not None:
+            unit_id = winner["unit"].id
+            if plan["status"] != "completed":
+                bookings.setdefault(unit_id, []).append((trip.window_start, trip.window_end))
+            if out is not None:
+                engaged.setdefault(unit_id, []).append(out)
             trip.status = "awarded"
             trip.awarded_agency_id = agency_ids[winner["code"]]
             trip.awarded_agency_name = agency_names[winner["code"]]
             trip.awarded_unit_id = winner["unit"].id
             trip.awarded_unit_label = winner["unit"].label
             trip.awarded_eta_minutes = winner["eta"]
+            trip.awarded_bid_id = None  # set once the EMS silo has the bid
             trip.awarded_at = awarded_at
             trip.award_source = "hospital"
             history.append(TransportRequestEvent(trip_id=trip.id, action="awarded", from_status="open",
                                                  to_status="awarded", at=awarded_at, user_id=1,
                                                  user_label="Charge Nurse (" + plan["code"] + ")",
                                                  note=f"{agency_names[winner['code']]}, {winner['unit'].label}, ETA {winner['eta']} min"))
-            at = awarded_at
-            steps = progression[1:progression.index(plan["status"]) + 1]
-            previous = "awarded"
-            for step in steps:
-                at = at + timedelta(minutes=rng.randint(5, 35))
+            at, previous = awarded_at, "awarded"
+            for step, at in stamps:
                 setattr(trip, f"{step}_at", at)
                 trip.status = step
                 history.append(TransportRequestEvent(trip_id=trip.id, action=step, from_status=previous,
@@ -311,21 +377,34 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                 previous = step
             trip.updated_at = at
         elif plan["status"] in progression or plan["status"] == "cancelled":
-            cancel_at = created + timedelta(minutes=rng.randint(20, 50))
+            # A request no free unit could take is cancelled too, drawn from ``timing`` so the
+            # rest of the region is drawn as before.  Never later than now.
+            draw = rng if plan["status"] == "cancelled" or not trip_bids else timing
+            cancel_at = min(created + timedelta(minutes=draw.randint(20, 50)), now - timedelta(seconds=20))
             trip.status = "cancelled"
-            trip.cancel_reason = rng.choice(["no_availability", "patient_not_stable", "not_needed"])
+            trip.cancel_reason = draw.choice(["no_availability", "patient_not_stable", "not_needed"])
             trip.cancelled_at = cancel_at
             trip.updated_at = cancel_at
             history.append(TransportRequestEvent(trip_id=trip.id, action="cancelled", from_status="open",
                                                  to_status="cancelled", at=cancel_at, user_id=1,
                                                  user_label="Charge Nurse (" + plan["code"] + ")"))
-        elif plan["status"] == "open" and created + timedelta(minutes=30) < now:
-            trip.unfilled_at = created + timedelta(minutes=30)
-            trip.bid_deadline = now + timedelta(minutes=rng.randint(5, 30)) if trip_bids else trip.bid_deadline
-            if trip_bids:
-                trip.unfilled_at = None
+        elif plan["status"] == "open" and trip_bids and created + timedelta(minutes=30) < now:
+            rng.randint(5, 30)  # a draw the region has always made here: the rest is drawn alike
         bid_plans.append((trip, plan, trip_bids, winner))
     _withdraw_clashing_bids(bid_plans)
+    for trip, _plan, _bids, _winner in bid_plans:
+        # Past its deadline, by the one rule: awaiting award with a live bid, else unfilled.
+        state = trip_dispatch_state(trip, now)
+        if state == "awaiting_award":
+            history.append(TransportRequestEvent(
+                trip_id=trip.id, action="awaiting_award", from_status="open", to_status="open",
+                at=trip.bid_deadline, user_label="MedPort",
+                note=f"Bidding closed with {trip.bid_count} live bid{'s' if trip.bid_count != 1 else ''}: award one"))
+        elif state == "unfilled":
+            trip.unfilled_at = trip.bid_deadline
+            history.append(TransportRequestEvent(
+                trip_id=trip.id, action="unfilled", from_status="open", to_status="open",
+                at=trip.bid_deadline, user_label="MedPort", note="Bidding deadline passed unfilled"))
     db.session.add_all(history)
     summary = {"trips": len(trips), "by_status": {}}
     for trip, *_ in trips:
@@ -334,8 +413,9 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                                 window_start=trip.window_start, window_end=trip.window_end,
                                 origin=trip.origin, destination=trip.destination,
                                 pickup=trip.pickup_location, completed_at=trip.completed_at,
-                                cancelled=trip.status == "cancelled")
+                                cancelled=trip.status == "cancelled", public_id=trip.public_id)
                   for trip, *_ in trips}
+    told = [(trip_facts[e.trip_id], e.action, e.at, e.user_id, e.from_status, e.to_status) for e in history]
     db.session.commit()
 
     # --- ems: bids and routes ----------------------------------------------------------
@@ -354,12 +434,14 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                 status = "closed"
             else:
                 status = "live"
-            db.session.add(TransportBid(trip_id=trip.id, hospital_id=facts["hospital_id"],
+            bid["row"] = TransportBid(trip_id=trip.id, hospital_id=facts["hospital_id"],
                                         agency_id=agency_ids[bid["code"]], unit_id=bid["unit"].id,
                                         eta_minutes=bid["eta"], note=bid["note"], status=status,
                                         window_start=facts["window_start"], window_end=facts["window_end"],
                                         created_at=bid["at"], updated_at=bid["at"],
-                                        decided_at=None if status == "live" else bid["at"] + timedelta(minutes=5)))
+                                        decided_at=None if status == "live"
+                                        else min(bid["at"] + timedelta(minutes=5), now))
+            db.session.add(bid["row"])
             n_bids += 1
         if winner is not None:
             unit = winner["unit"]
@@ -379,14 +461,56 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                                     window_start=facts["window_start"], window_end=facts["window_end"],
                                     status=facts["status"] if facts["status"] != "awarded" else "planned",
                                     **EmsRoute.crew_facts_of(trip)))
-            if not done:
+            if not done:  # its current trip: the active one of the earliest window
                 unit.status = "assigned"
-                unit.current_trip_id = trip.id
+                current = trip_facts.get(unit.current_trip_id)
+                if current is None or facts["window_start"] < current["window_start"]:
+                    unit.current_trip_id = trip.id
+    db.session.flush()
+    placed = [(trip_facts[trip.id], bid["row"].id, bid["row"].public_id, bid["at"], agency_ids[bid["code"]],
+               bid["unit"].id, bid["eta"]) for trip, _plan, trip_bids, _winner in bid_plans for bid in trip_bids]
+    won = {trip.id: winner["row"].id for trip, _plan, _bids, winner in bid_plans if winner is not None}
+    db.session.commit()
+
+    # --- hospital: which bid each award took ------------------------------------------
+    for trip_id, bid_id in won.items():
+        db.session.execute(sa.update(TransportRequest).where(TransportRequest.id == trip_id)
+                           .values(awarded_bid_id=bid_id).execution_options(synchronize_session=False))
+    db.session.commit()
+
+    # --- center: the audit log tells the region's story, each entry at its time -----------
+    _audit_history(told, placed)
     db.session.commit()
     summary.update(hospitals=len(hospitals), agencies=len(agencies), users=len(users), bids=n_bids,
                    units=sum(len(u) for u in units_by_agency.values()),
                    mean_leg_km=_mean_leg(trip_plans))
     return summary
+
+
+#: The event each kind of history line stands for (as the relay records it).
+AUDITED_ACTIONS = {"posted": "trip.posted", "awarded": "trip.awarded", "cancelled": "trip.cancelled",
+                   "unfilled": "trip.unfilled", "awaiting_award": "trip.awaiting_award",
+                   **{step: "trip.status_changed" for step in ("en_route", "at_pickup", "transporting",
+                                                               "completed")}}
+
+
+def _audit_history(told, placed):
+    """Audit entries for the demo's history, as the relay would have written them: each trip's
+    posting, award, steps, cancellation or deadline, and each bid, at its own time.
+
+    ``told``: (trip facts, action, at, user id, from status, to status) per history line;
+    ``placed``: (trip facts, bid id, bid public id, at, agency id, unit id, ETA) per bid.
+    Operational facts only, no patient data."""
+    for facts, action, at, user_id, from_status, to_status in told:
+        audit.record(AUDITED_ACTIONS[action], user_id=user_id, entity_type="trip",
+                     entity_id=facts["public_id"], silo="hospital", created_at=at,
+                     after={"public_id": facts["public_id"], "reference": facts["reference"],
+                            "hospital_id": facts["hospital_id"], "status": to_status,
+                            "previous_status": from_status})
+    for facts, bid_id, public_id, at, agency_id, unit_id, eta in placed:
+        audit.record("bid.placed", entity_type="bid", entity_id=public_id, silo="ems", created_at=at,
+                     after={"bid_id": bid_id, "public_id": facts["public_id"], "agency_id": agency_id,
+                            "unit_id": unit_id, "eta_minutes": eta})
 
 
 def _mean_leg(plans):

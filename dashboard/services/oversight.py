@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from ..config import SILOS
 from ..extensions import db
-from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
+from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, trip_dispatch_state, utcnow
 from ..models.center import Agency, Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import ACTIVE_STATUSES, TransportRequest
@@ -77,7 +77,9 @@ def risk_marks(trip, now, settings, agencies=None):
     * ``reassign``: awarded (not yet completed) to an agency since deactivated in the
       registry (``agencies``: ``{agency id: Agency}``): the center re-opens or reassigns it;
 
-    * ``unfilled``: open and past its bidding deadline (flagged or not yet swept);
+    * ``awaiting_award``: open, past its bidding deadline, holding live bids (award one);
+    * ``unfilled``: open, past its bidding deadline, with no live bid (flagged or not yet
+      swept); both by :func:`dashboard.models.base.dispatch_state`;
     * ``no_bids``: open with no bids after ``risk_no_bids_minutes``;
     * ``late``: past its pickup window, or a crew late on a step (the rule of
       :mod:`dashboard.services.lateness`, the one the crew and the hospital see);
@@ -90,7 +92,11 @@ def risk_marks(trip, now, settings, agencies=None):
     if awarded_to is not None and not awarded_to.active:
         marks.append(("reassign", f"{awarded_to.name} deactivated: reassign"))
     if trip.status == "open":
-        if trip.unfilled_at is not None or trip.bid_deadline <= now:
+        state = trip_dispatch_state(trip, now)
+        if state == "awaiting_award":
+            marks.append(("awaiting_award", f"Bidding closed: award one of {trip.bid_count} "
+                                            f"bid{'s' if trip.bid_count != 1 else ''}"))
+        elif state == "unfilled":
             marks.append(("unfilled", "Deadline passed unfilled"))
         waited = now - trip.created_at
         if not trip.bid_count and waited >= timedelta(minutes=settings["risk_no_bids_minutes"]):

@@ -2,9 +2,12 @@
 
 ``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` →
 ``at_destination`` → ``completed``; ``cancelled`` from ``open`` or ``awarded``; an
-``open`` trip past its deadline is flagged unfilled (it stays ``open``).  Every change
-is a compare-and-set on the trip's ``version``, so of two awards arriving at once
-exactly one wins and the other gets :class:`TransitionRefused` with a clear message.
+``open`` trip past its deadline is awaiting award while it holds a live bid, and unfilled
+when it holds none (it stays ``open``; :func:`dashboard.models.base.dispatch_state` is the
+rule).  ``unfilled_at`` keeps when a trip first went unfilled: an award, an extension or a
+re-opening does not clear it.  Every change is a compare-and-set on the trip's ``version``,
+so of two awards arriving at once exactly one wins and the other gets
+:class:`TransitionRefused` with a clear message.
 
 The crew's steps (:data:`CREW_STEPS`, taken in the EMS silo and applied here by the
 relay) are ``en_route``, ``at_pickup``, ``transporting``, ``at_destination`` and
@@ -24,7 +27,7 @@ import sqlalchemy as sa
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import LEVEL_RANK, dispatch_state, utcnow
 from ..models.hospital import (
     ACTIVE_STATUSES,
     HospitalAgencyPreference,
@@ -290,7 +293,6 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
             awarded_at=utcnow(),
             award_source=source,
             award_note=(note or "")[:300] or None,
-            unfilled_at=None,
             widen_invite_at=None,  # nothing left to announce; a reopening sets it again
         ),
         expected_version,
@@ -358,12 +360,15 @@ def edit(trip, changes, user_id, user_label, expected_version=None):
 
 
 def extend_deadline(trip, new_deadline, user_id, user_label, note=""):
-    """Give an open trip more bidding time; clears the unfilled flag."""
+    """Give an open trip more bidding time (``new_deadline``, naive UTC, in the future).
+
+    Its ``unfilled_at``, if it went unfilled, is kept: that is history.  Raises
+    :class:`TransitionRefused` (409 not open, 400 a deadline not in the future)."""
     if trip.status != "open":
         raise TransitionRefused("Only an open request's deadline can be extended.")
     if new_deadline <= utcnow():
         raise TransitionRefused("The new deadline must be in the future.", status=400)
-    _compare_and_set(trip, "open", dict(bid_deadline=new_deadline, unfilled_at=None))
+    _compare_and_set(trip, "open", dict(bid_deadline=new_deadline))
     _history(trip, "deadline_extended", "open", "open", user_id, user_label,
              note or "Bidding deadline extended")
     emit("hospital", "trip.changed", "trip", trip.public_id,
@@ -377,7 +382,7 @@ def _reopen_values(trip, deadline_minutes):
     return dict(
         status="open", awarded_bid_id=None, awarded_agency_id=None, awarded_agency_name=None,
         awarded_unit_id=None, awarded_unit_label=None, awarded_eta_minutes=None, awarded_at=None,
-        award_source=None, award_note=None, en_route_at=None, unfilled_at=None,
+        award_source=None, award_note=None, en_route_at=None,
         bid_count=0, best_eta_minutes=None,  # a new round of bids: the earlier ones are over
         bid_deadline=now + timedelta(minutes=deadline_minutes),
         # Re-opened inside the preferred agencies' head start: its end is still to be
@@ -461,14 +466,49 @@ def undo_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     return True
 
 
+#: History actions the deadline timer writes, once per deadline and state.
+DEADLINE_ACTIONS = ("unfilled", "awaiting_award")
+
+
+def deadline_recorded(trip, action):
+    """Whether the timer has written ``action`` (one of :data:`DEADLINE_ACTIONS`) since the
+    trip's current bidding deadline (an extension or a re-opening sets a new one)."""
+    return db.session.scalar(sa.select(sa.exists().where(
+        TransportRequestEvent.trip_id == trip.id, TransportRequestEvent.action == action,
+        TransportRequestEvent.at >= trip.bid_deadline)),
+        bind_arguments={"mapper": TransportRequestEvent}) or False
+
+
 def mark_unfilled(trip, now=None):
-    """Flag an open trip past its deadline as unfilled (it stays open for the center)."""
+    """Flag an open trip past its deadline with no live bid as unfilled (it stays open for the
+    center) and emit ``trip.unfilled``; once per deadline.  ``unfilled_at`` keeps the first
+    time it went unfilled.  Returns False when the trip is not unfilled or already marked."""
     now = now or utcnow()
-    if trip.status != "open" or trip.unfilled_at is not None or trip.bid_deadline > now:
+    if dispatch_state(trip, bool(trip.bid_count), now) != "unfilled" or deadline_recorded(trip, "unfilled"):
         return False
-    _compare_and_set(trip, "open", dict(unfilled_at=now))
-    _history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled")
+    _compare_and_set(trip, "open", dict(unfilled_at=trip.unfilled_at or now))
+    _history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled", at=now)
     emit("hospital", "trip.unfilled", "trip", trip.public_id, trip_payload(trip))
+    return True
+
+
+def mark_awaiting_award(trip, now=None):
+    """Tell the hospital and the center that an open trip's bidding closed with live bids: one of
+    them awards one.  Writes the timeline entry and emits ``trip.awaiting_award``, once per
+    deadline; the trip's ``version`` is left alone, so an award form already open still posts.
+    Returns False when the trip is not awaiting award or was already announced."""
+    now = now or utcnow()
+    if dispatch_state(trip, bool(trip.bid_count), now) != "awaiting_award":
+        return False
+    # Two relays may sweep at once: the row lock (PostgreSQL) makes them take turns.
+    db.session.execute(sa.select(TransportRequest.id).where(TransportRequest.id == trip.id)
+                       .with_for_update())
+    if deadline_recorded(trip, "awaiting_award"):
+        return False
+    bids = f"{trip.bid_count} live bid{'s' if trip.bid_count != 1 else ''}"
+    _history(trip, "awaiting_award", "open", "open", None, "MedPort",
+             f"Bidding closed with {bids}: award one", at=now)
+    emit("hospital", "trip.awaiting_award", "trip", trip.public_id, trip_payload(trip))
     return True
 
 
