@@ -423,44 +423,40 @@ def _crew_label(route):
     return f"{route.unit.number}, {_agency().name}"
 
 
-@bp.route("/trips/<public_id>/advance", methods=["POST"])
-@roles_required("ems")
-def advance_trip(public_id):
-    """The crew's next step: en route, at pickup, transporting, at destination, back in service."""
+def _crew_step(public_id, act, missing, done):
+    """Run a crew's step action (``act(route, step, user_id, label, trip=trip)``) from the
+    step button's form: 400 ``missing`` without a step, a refusal with its status, else
+    commit and back to My trips with ``done`` (``"{reference}: {step label}"`` + ``done``)."""
     route, trip = _agency_route(public_id)
     form = AdvanceForm()
     if not form.validate_on_submit():
-        return _render_my_trips("Choose the next step from the trip's button.", 400)
+        return _render_my_trips(missing, 400)
     step = form.step.data
     reference = route.trip_reference
     try:
-        bidding.advance(route, step, current_user.id, _crew_label(route), trip=trip)
+        act(route, step, current_user.id, _crew_label(route), trip=trip)
     except BidRefused as refused:
         return _refused(refused, lambda message, status: _render_my_trips(
             f"{reference}: {message}", status))
     db.session.commit()
-    flash(f"{reference}: {STEP_BUTTONS.get(step, step)}.", "success")
+    flash(f"{reference}: {STEP_BUTTONS.get(step, step)}{done}.", "success")
     return redirect(url_for("ems.my_trips"))
+
+
+@bp.route("/trips/<public_id>/advance", methods=["POST"])
+@roles_required("ems")
+def advance_trip(public_id):
+    """The crew's next step: en route, at pickup, transporting, at destination, back in service.
+    Refused with 409 when it is not the trip's next step or the unit is under way on another trip."""
+    return _crew_step(public_id, bidding.advance, "Choose the next step from the trip's button.", "")
 
 
 @bp.route("/trips/<public_id>/undo", methods=["POST"])
 @roles_required("ems")
 def undo_step(public_id):
-    """Undo the crew's last step on a trip within ``bidding.UNDO_WINDOW`` of taking it."""
-    route, trip = _agency_route(public_id)
-    form = AdvanceForm()
-    if not form.validate_on_submit():
-        return _render_my_trips("Choose the step to undo from the trip's button.", 400)
-    step = form.step.data
-    reference = route.trip_reference
-    try:
-        bidding.undo(route, step, current_user.id, _crew_label(route), trip=trip)
-    except BidRefused as refused:
-        return _refused(refused, lambda message, status: _render_my_trips(
-            f"{reference}: {message}", status))
-    db.session.commit()
-    flash(f"{reference}: {STEP_BUTTONS.get(step, step)} undone.", "success")
-    return redirect(url_for("ems.my_trips"))
+    """Undo the crew's last step on a trip within ``bidding.UNDO_WINDOW`` of taking it; 409
+    after the window or once a later step was taken."""
+    return _crew_step(public_id, bidding.undo, "Choose the step to undo from the trip's button.", " undone")
 
 
 @bp.route("/trips/<public_id>/hand-back", methods=["POST"])
