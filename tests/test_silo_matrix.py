@@ -147,3 +147,7 @@ def test_with_every_silo_down_every_page_still_renders_an_answer(postgres, app, 
         assert anonymous.get("/hospital/").status_code == 302
         health = anonymous.get("/healthz")
         assert health.status_code == 503 and sorted(health.get_json()["down"]) == ["center", "ems", "hospital"]
+        # Signing out still clears the browser's session (nothing can record it now).
+        for role, client in clients.items():
+            assert client.post("/logout").status_code == 302, role
+            assert client.get(PAGES[role][0].format(trip=trip)).status_code == 302, role

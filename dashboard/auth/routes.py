@@ -14,8 +14,10 @@ the right people out without keeping a thief who copied the cookie and its heade
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..extensions import db, htmx, login_manager
 from ..services import accounts, audit, session_trust
@@ -125,8 +127,15 @@ def logout():
     :func:`dashboard.services.session_trust.queue_sign_out`).
     """
     if session_trust.center_unreachable():
-        session_trust.queue_sign_out(current_user, request.remote_addr)
-        db.session.commit()
+        try:
+            session_trust.queue_sign_out(current_user, request.remote_addr)
+            db.session.commit()
+        except (DBAPIError, PoolTimeout):
+            # The user's own silo is down too: the browser's session is cleared all the same;
+            # the server-side session ends at the latest with the trust bound or its lifetime.
+            db.session.rollback()
+            current_app.logger.warning("sign-out could not be queued: the center and the user's silo "
+                                       "are unreachable")
     else:
         audit.record("logout", user=current_user, ip=request.remote_addr,
                      entity_type="user", entity_id=current_user.public_id)
