@@ -265,3 +265,18 @@ def test_with_the_center_or_ems_down_nurses_post_edit_and_cancel(postgres, app, 
         assert (trip.status, trip.notes) == ("cancelled", "Meet at the north entrance")
         actions = set(db.session.scalars(sa.select(AuditLog.action).where(AuditLog.entity_id == public_id)))
         assert {"trip.posted", "trip.changed", "trip.cancelled"} <= actions
+
+
+def test_a_session_ended_while_the_center_was_up_stays_ended_when_it_goes_down(postgres, app, demo):
+    from dashboard.models.center import User
+
+    nurse = signed_in(app, NURSE)
+    assert nurse.get("/hospital/").status_code == 200
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == NURSE))
+        user.session_epoch += 1  # what deactivation and a password reset do
+        db.session.commit()
+    assert nurse.get("/hospital/").status_code == 302  # ended, and its snapshot dropped
+    with silo_stopped(app, "center"):
+        response = nurse.get("/hospital/")
+        assert response.status_code == 302 and "/login" in response.headers["Location"]

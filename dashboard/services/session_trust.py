@@ -187,7 +187,11 @@ def load(session_id):
                     or time.time() - float(snapshot.get("at") or 0) > REFRESH_SECONDS:
                 remember(user, token)
         else:
+            # The session ended (signed out, deactivated, password reset): the browser's
+            # snapshot goes too, so a later center outage cannot bring the session back.
             user = None
+            if has_request_context():
+                session.pop(SNAPSHOT_KEY, None)
     except (DBAPIError, PoolTimeout):
         db.session.rollback()
         _mark_center_failed()
