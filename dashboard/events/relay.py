@@ -41,6 +41,7 @@ from ..extensions import db
 from ..models.base import utcnow
 from ..models.center import LiveSignal
 from ..models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
+from ..services.silos import error_kind
 from . import handlers as handler_registry
 from .hub import hub
 from .outbox import RELAY_CHANNEL
@@ -313,7 +314,7 @@ class Relay:
             if unreachable:
                 delay = min(delay, UNREACHABLE_BACKOFF_SECONDS)
             log.warning("relay: %s %s %s attempt %d failed%s: %s", silo, event.type, event.event_id,
-                        attempts, " (parked)" if parked else "", _describe(exc)[:120])
+                        attempts, " (parked)" if parked else "", error_kind(exc))
             db.session.execute(
                 sa.update(model).where(model.id == event_pk).values(
                     attempts=attempts,
