@@ -33,8 +33,7 @@ import time
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError
 
 from ..config import SILOS
 from ..extensions import db
@@ -42,6 +41,7 @@ from ..models.base import utcnow
 from ..models.center import LiveSignal
 from ..models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
 from ..services.silos import error_kind
+from ..services.silos import is_unreachable as silo_unreachable
 from . import handlers as handler_registry
 from .hub import hub
 from .outbox import RELAY_CHANNEL
@@ -79,11 +79,8 @@ class TargetUnreachable(Exception):
 
 
 def is_unreachable(exc):
-    """Whether ``exc`` says a database could not be reached or did not answer in time
-    (connection refused or lost, a statement or lock timeout, no pooled connection)."""
-    if isinstance(exc, (OperationalError, PoolTimeout, TargetUnreachable)):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    """:func:`dashboard.services.silos.is_unreachable`, or a target already found unreachable."""
+    return isinstance(exc, TargetUnreachable) or silo_unreachable(exc)
 
 
 def backoff_seconds(attempts):

@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..config import SILOS
 from ..extensions import db
+from . import silos
 
 log = logging.getLogger("medport.silos")
 
@@ -52,15 +53,10 @@ def optional(silo, read, default=None):
     try:
         return read()
     except (DBAPIError, PoolTimeout) as exc:
-        if isinstance(exc, DBAPIError) and not _is_outage(exc):
+        if not silos.is_unreachable(exc):
             raise
         db.session.rollback()
         note_unavailable(silo)
         log.warning("%s silo unreachable: %s; showing the page without its data", silo, type(exc).__name__)
         return default
 
-
-def _is_outage(exc):
-    from sqlalchemy.exc import OperationalError
-
-    return isinstance(exc, OperationalError) or bool(exc.connection_invalidated)

@@ -82,6 +82,18 @@ def silo_of_error(exc):
     return None
 
 
+def is_unreachable(exc):
+    """Whether ``exc`` says a silo could not be reached or did not answer in time (connection
+    refused or lost, a statement or lock timeout, no pooled connection free): an outage, not
+    a fault of the statement.  The one test the relay and the pages share."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, (OperationalError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
 def error_kind(exc):
     """What kind of database error ``exc`` is, without its message (which may quote values).
 
