@@ -61,13 +61,16 @@ def register_extensions(app):
 def register_blueprints(app):
     from .analytics.routes import bp as analytics_bp
     from .auth.routes import bp as auth_bp
+    from .center import release_routes  # noqa: F401  (a view on the center blueprint)
     from .center.routes import bp as center_bp
     from .ems.routes import bp as ems_bp
     from .events.routes import bp as events_bp
     from .health import bp as health_bp
+    from .hospital import return_routes  # noqa: F401  (views on the hospital blueprint)
     from .hospital.routes import bp as hospital_bp
+    from .series.routes import bp as series_bp
 
-    for blueprint in (auth_bp, health_bp, hospital_bp, ems_bp, center_bp, events_bp, analytics_bp):
+    for blueprint in (auth_bp, health_bp, hospital_bp, series_bp, ems_bp, center_bp, events_bp, analytics_bp):
         app.register_blueprint(blueprint)
 
 

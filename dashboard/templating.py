@@ -10,7 +10,7 @@ from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-from .services import degraded, lateness
+from .services import degraded, lateness, returns, scheduling
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -86,6 +86,8 @@ def late_of(thing, now=None):
     now = now or utcnow()
     if hasattr(thing, "trip_reference"):
         return lateness.of_route(thing, now)
+    if getattr(thing, "will_call_waiting", False):
+        return None  # its window is not set until the patient is ready
     return lateness.of_trip(thing, now)
 
 
@@ -94,7 +96,7 @@ def late_badge(thing, now=None):
     (:func:`late_of`); when it will be late at its next window boundary, the badge is rendered
     hidden with ``data-late-from`` (that instant) and ``static/medport.js`` shows it then, with
     no event needed.  Empty when neither."""
-    if thing is None:
+    if thing is None or getattr(thing, "will_call_waiting", False):
         return ""
     now = now or utcnow()
     found = late_of(thing, now)
@@ -115,6 +117,8 @@ NAVIGATION = {
     "hospital": [
         ("hospital.dashboard", "Requests"),
         ("hospital.new_request", "New request"),
+        ("series.index", "Series"),
+        ("hospital.will_call", "Will-call"),
         ("hospital.preferences", "Preferred agencies"),
         ("analytics.hospital_view", "Analytics"),
     ],
@@ -188,6 +192,8 @@ def register(app):
         ISOLATIONS=hospital_vocab.ISOLATIONS,
         INVITE_MODES=hospital_vocab.INVITE_MODES,
         dispatch_state=vocab.trip_dispatch_state,
+        booking_hint=scheduling.booking_hint,
+        waiting_of=returns.waiting,
         DISPATCH_STATES=vocab.DISPATCH_STATES,
         STATUS_LABELS={
             "open": "Open",

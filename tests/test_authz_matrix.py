@@ -23,7 +23,12 @@ from dashboard import create_app
 from dashboard.extensions import db
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
-from dashboard.models.hospital import HospitalAgencyPreference, HospitalFacility, TransportRequest
+from dashboard.models.hospital import (
+    HospitalAgencyPreference,
+    HospitalFacility,
+    TransportRequest,
+    TransportSeries,
+)
 from dashboard.services import demo as demo_service
 from tests.conftest import DEMO_PASSWORD, _wipe
 from tests.test_events import award, place_bid, post_trip
@@ -77,6 +82,17 @@ ACCESS = {
     "hospital.remove_preference": "hospital",
     "hospital.move_preference": "hospital",
     "hospital.preference_notes": "hospital",
+    "hospital.add_return": "hospital",
+    "hospital.will_call": "hospital",
+    "hospital.release": "hospital",
+    "hospital.patient_ready": "hospital",
+    "hospital.not_ready": "hospital",
+    "series.index": "hospital",
+    "series.new": "hospital",
+    "series.detail": "hospital",
+    "series.exception": "hospital",
+    "series.change": "hospital",
+    "series.cancel": "hospital",
     "analytics.hospital_view": "hospital",
     # EMS dispatchers and crews
     "ems.board": "ems",
@@ -86,6 +102,7 @@ ACCESS = {
     "ems.place_bid": "ems",
     "ems.change_bid": "ems",
     "ems.withdraw_bid": "ems",
+    "ems.place_pair_bid": "ems",
     "ems.my_trips": "ems",
     "ems.my_trips_panel": "ems",
     "ems.advance_trip": "ems",
@@ -113,6 +130,7 @@ ACCESS = {
     "center.extend": "center",
     "center.reopen": "center",
     "center.cancel": "center",
+    "center.release": "center",
     "center.units": "center",
     "center.units_panel": "center",
     "center.audit": "center",
@@ -156,6 +174,12 @@ ENDPOINT_PARAMS = {
     "center.agency_edit": {"public_id": "agency_x"},
     "center.user_edit": {"public_id": "user_a"},
     "center.user_reset_password": {"public_id": "user_a"},
+    "series.detail": {"public_id": "series_a"},
+    "hospital.release": {"public_id": "will_call_a"},
+    "center.release": {"public_id": "will_call_a"},
+    "series.exception": {"public_id": "series_a"},
+    "series.change": {"public_id": "series_a"},
+    "series.cancel": {"public_id": "series_a"},
 }
 
 #: GETs that do not answer 200: (signed out, signed in); both send on to a page.
@@ -168,6 +192,7 @@ OWNER_POST = {
 #: Actions that need no field: an owner's POST would act, so only the refusals are checked here
 #: (each blueprint's tests do the action itself).
 ACTS_WITHOUT_FIELDS = {"auth.logout", "hospital.remove_preference", "hospital.preference_notes",
+                       "hospital.patient_ready",
                        "center.user_reset_password", "center.retry_parked"}
 #: Tables that change on reads or sign-ins, not on a refused action.
 VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry"}
@@ -220,7 +245,36 @@ def _scenario():
     award(trip_x_awarded, bid_x_accepted)
     trip_b = post_trip("MNV", level="BLS")
     bid_on_b = place_bid(trip_b, "CLL", 20)
+    _series_of_a()
     return trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid_on_b
+
+
+def _series_of_a():
+    """A recurring series of hospital A (its pages name it)."""
+    from datetime import time, timedelta
+
+    from dashboard.localtime import local_today
+    from dashboard.services import series as series_service
+
+    alt = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == "ALT"))
+    facilities = db.session.scalars(sa.select(HospitalFacility.id).where(
+        HospitalFacility.hospital_id == alt.id).order_by(HospitalFacility.id)).all()
+    series_service.create(alt.id, alt.short_code, dict(
+        frequency="weekly", interval=1, weekdays="0,2,4", pickup_time=time(6, 30), window_minutes=60,
+        start_date=local_today() + timedelta(days=1), occurrence_count=12, origin_facility_id=facilities[0],
+        pickup_location="Dialysis", destination_address="12 Home Street", level_of_care="BLS",
+        mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""), 1)
+    db.session.commit()
+    # A will-call return of A, its patient at a third hospital's facility (Juniata).
+    from dashboard.services import returns
+
+    jun = db.session.scalar(sa.select(Hospital.id).where(Hospital.short_code == "JVM"))
+    outbound = db.session.get(TransportRequest, post_trip("ALT", level="BLS"))
+    outbound.destination_facility_id = db.session.scalar(sa.select(HospitalFacility.id).where(
+        HospitalFacility.hospital_id == jun).order_by(HospitalFacility.id).limit(1))
+    db.session.flush()
+    returns.add_return(outbound, "will_call", (None, None), 30, "ALT", 1, "Nurse")
+    db.session.commit()
 
 
 def _public(model, row_id):
@@ -260,6 +314,8 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
         "agency_x": aems.public_id,
         "agency_y": hcr.public_id,
         "user_a": one(User, User.email == EMAILS["hospital_a"]).public_id,
+        "series_a": one(TransportSeries, TransportSeries.hospital_id == alt.id).public_id,
+        "will_call_a": one(TransportRequest, TransportRequest.will_call.is_(True)).public_id,
     }
 
 

@@ -629,7 +629,9 @@ def test_configuration_is_validated_and_each_change_audited(client, auth, demo, 
     page = client.get("/center/config").data.decode()
     assert 'name="risk_no_bids_minutes"' in page and "First qualifying bid" in page
     values = {"bid_deadline_default_minutes": "30", "risk_no_bids_minutes": "10",
-              "risk_pickup_window_minutes": "15", "auto_award_policy": "off", "board_recent_hours": "24"}
+              "risk_pickup_window_minutes": "15", "auto_award_policy": "off", "board_recent_hours": "24",
+              "booking_horizon_days": "90", "bidding_lead_hours_bls": "48", "bidding_lead_hours_als": "48",
+              "bidding_lead_hours_cct": "72", "series_generate_days": "14"}
     for key, bad in [("risk_no_bids_minutes", "0"), ("bid_deadline_default_minutes", "9999"),
                      ("risk_pickup_window_minutes", "ten"), ("auto_award_policy", "lottery")]:
         response = client.post("/center/config", data=dict(values, **{key: bad}))

@@ -14,7 +14,7 @@ from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.outbox import EmsOutboxEvent
-from dashboard.services import deadlines, trips
+from dashboard.services import configuration, deadlines, trips
 from tests.conftest import DEMO_PASSWORD
 
 AEMS = "dispatch@altoonaems.medport.test"      # BLS, ALS, CCT; preferred by ALT
@@ -36,8 +36,14 @@ def signed_in(app, email):
 def post_trip(app, level="BLS", urgency="routine", invite_mode="all", starts_in=timedelta(days=2),
               deadline_in=timedelta(minutes=30), origin="Altoona Regional Medical Center",
               destination="Tyrone Area Hospital", hospital="ALT", minutes=60, after_minutes=None):
-    """Post a trip as the hospital would; return its public id."""
+    """Post a trip as the hospital would; return its public id.  Bidding opens at posting: the
+    region's bidding lead times are set to their longest (14 days; booking ahead has its own
+    tests in ``test_scheduled``)."""
     with app.app_context():
+        for key in configuration.LEAD_SETTINGS.values():
+            if configuration.get(key) != 14 * 24:
+                configuration.set_value(key, 14 * 24, None)
+        db.session.commit()
         hosp = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == hospital))
         nurse = db.session.scalar(sa.select(User).where(User.hospital_id == hosp.id))
         facility = {f.name: f for f in db.session.scalars(sa.select(HospitalFacility))}

@@ -180,7 +180,10 @@ def _actions(app, c):
                                                     "hospital": "", "agency": ""}),
         ("admin", "configuration", "/center/config", {"bid_deadline_default_minutes": "45",
                                                       "risk_no_bids_minutes": "10", "risk_pickup_window_minutes": "15",
-                                                      "auto_award_policy": "off", "board_recent_hours": "24"}),
+                                                      "auto_award_policy": "off", "board_recent_hours": "24",
+                                                      "booking_horizon_days": "90", "bidding_lead_hours_bls": "48",
+                                                      "bidding_lead_hours_als": "48", "bidding_lead_hours_cct": "72",
+                                                      "series_generate_days": "14"}),
     ]
 
 

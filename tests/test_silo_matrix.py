@@ -28,7 +28,8 @@ PAGES = {
                  "/hospital/requests/{trip}/bids", "/hospital/requests/{trip}/timeline",
                  "/hospital/requests/{trip}/summary", "/hospital/requests/new", "/hospital/requests/{trip}/edit",
                  "/hospital/requests/{trip}/cancel", "/hospital/preferences", "/hospital/analytics",
-                 "/account/password"],
+                 "/hospital/series/", "/hospital/series/new", "/hospital/series/{series}",
+                 "/hospital/will-call", "/account/password"],
     "ems": ["/ems/", "/ems/board/panel", "/ems/requests/{trip}", "/ems/requests/{trip}/panel",
             "/ems/trips", "/ems/trips/panel",
             "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
@@ -46,7 +47,9 @@ WORKS = {
         "hospital": {"/hospital/", "/hospital/requests/panel", "/hospital/requests/{trip}",
                      "/hospital/requests/{trip}/bids", "/hospital/requests/{trip}/timeline",
                      "/hospital/requests/{trip}/summary", "/hospital/requests/new",
-                     "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel"},
+                     "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel",
+                     "/hospital/series/", "/hospital/series/new", "/hospital/series/{series}",
+                     "/hospital/will-call"},
         "ems": {"/ems/", "/ems/board/panel", "/ems/requests/{trip}", "/ems/requests/{trip}/panel",
                 "/ems/trips", "/ems/trips/panel",
                 "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
@@ -69,7 +72,9 @@ WORKS = {
                      "/hospital/requests/{trip}/bids", "/hospital/requests/{trip}/timeline",
                      "/hospital/requests/{trip}/summary", "/hospital/requests/new",
                      "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel",
-                     "/hospital/preferences", "/account/password"},
+                     "/hospital/preferences", "/account/password",
+                     "/hospital/series/", "/hospital/series/new", "/hospital/series/{series}",
+                     "/hospital/will-call"},
         "ems": set(),
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/health", "/center/health/panel",
@@ -100,6 +105,31 @@ def _open_trip(app):
         return public_id, nurse
 
 
+def _series(app, trip):
+    """A recurring series of the hospital of ``trip`` (the series pages show it)."""
+    from datetime import time, timedelta
+
+    from dashboard.localtime import local_today
+    from dashboard.models.center import Hospital
+    from dashboard.models.hospital import HospitalFacility
+    from dashboard.services import series as series_service
+
+    with app.app_context():
+        hospital_id = db.session.scalar(sa.select(TransportRequest.hospital_id)
+                                        .where(TransportRequest.public_id == trip))
+        code = db.session.scalar(sa.select(Hospital.short_code).where(Hospital.id == hospital_id))
+        origin = db.session.scalar(sa.select(HospitalFacility.id).where(
+            HospitalFacility.hospital_id == hospital_id).order_by(HospitalFacility.id).limit(1))
+        created = series_service.create(hospital_id, code, dict(
+            frequency="weekly", interval=1, weekdays="0,2,4", pickup_time=time(6, 30), window_minutes=60,
+            start_date=local_today() + timedelta(days=1), occurrence_count=12, origin_facility_id=origin,
+            pickup_location="Dialysis", destination_address="12 Home Street", level_of_care="BLS",
+            mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""), 1)
+        public_id = created.public_id
+        db.session.commit()
+        return public_id
+
+
 def _clients(app, nurse):
     return {role: signed_in(app, nurse if role == "hospital" else email) for role, email in USERS.items()}
 
@@ -107,15 +137,16 @@ def _clients(app, nurse):
 @pytest.mark.parametrize("silo", ["center", "hospital", "ems"])
 def test_each_page_works_or_names_the_silo_that_is_down(postgres, app, demo, silo):
     trip, nurse = _open_trip(app)
+    series = _series(app, trip)
     clients = _clients(app, nurse)
     for role, paths in PAGES.items():  # every page works with every silo up
         for path in paths:
-            assert clients[role].get(path.format(trip=trip)).status_code == 200, (role, path)
+            assert clients[role].get(path.format(trip=trip, series=series)).status_code == 200, (role, path)
     wrong = []
     with silo_stopped(app, silo):
         for role, paths in PAGES.items():
             for path in paths:
-                response = clients[role].get(path.format(trip=trip))
+                response = clients[role].get(path.format(trip=trip, series=series))
                 body = response.get_data(as_text=True)
                 if path in WORKS[silo][role]:
                     if response.status_code != 200:
@@ -134,7 +165,7 @@ def test_with_every_silo_down_every_page_still_renders_an_answer(postgres, app, 
     with silo_stopped(app, "center"), silo_stopped(app, "hospital"), silo_stopped(app, "ems"):
         for role, paths in PAGES.items():
             for path in paths:
-                response = clients[role].get(path.format(trip=trip))
+                response = clients[role].get(path.format(trip=trip, series="not-a-series"))
                 body = response.get_data(as_text=True)
                 assert response.status_code in (200, 503), (role, path, response.status_code)
                 if response.status_code == 503:

@@ -13,7 +13,7 @@ from ..auth.routes import roles_required
 from ..extensions import db
 from ..localtime import local_today
 from ..models.center import Agency, Hospital
-from ..services import analytics, csvout
+from ..services import analytics, csvout, scheduled_analytics
 from .forms import AnalyticsFilterForm
 
 bp = Blueprint("analytics", __name__)
@@ -92,7 +92,8 @@ def _analytics(view, hospital=None, agency=None):
     include_units = view != "hospital"
     return render_template(
         "analytics/page.html", form=form, view=view, title=TITLES[view], data=data,
-        tables={t.name: t for t in analytics.tables(data, include_units=include_units)},
+        tables={t.name: t for t in analytics.tables(data, include_units=include_units)
+                + _scheduled_tables(period, scope)},
         charts=analytics.charts(data), csv_args=form.query_args(),
         fixed_hospital=hospital, fixed_agency=agency, max_days=analytics.MAX_PERIOD_DAYS,
     )
@@ -110,9 +111,15 @@ def _bad_request(form, view, hospital, agency, errors, as_text=False):
     ), 400
 
 
+def _scheduled_tables(period, scope):
+    """The scheduled-work section's tables (``services.scheduled_analytics``)."""
+    names = {model: {row_id: name for _public, name, row_id in _registry(model)} for model in (Hospital, Agency)}
+    return scheduled_analytics.tables(scheduled_analytics.report(period, scope), names[Hospital], names[Agency])
+
+
 def _export(view, period, scope, table_name, form, hospital, agency):
     """One table as CSV, or the period's trips streamed from a server-side cursor."""
-    names = analytics.table_names(include_units=view != "hospital") + ("trips",)
+    names = analytics.table_names(include_units=view != "hospital") + scheduled_analytics.TABLE_NAMES + ("trips",)
     if table_name not in names:
         return _bad_request(form, view, hospital, agency,
                             {"table": f"Unknown table {table_name[:40]!r}; choose one of: "
@@ -120,6 +127,9 @@ def _export(view, period, scope, table_name, form, hospital, agency):
     stem = f"medport-{view}-{table_name}-{period.start.isoformat()}-{period.end.isoformat()}"
     if table_name == "trips":
         return csvout.response(stream_with_context(analytics.trips_csv(period, scope)), f"{stem}.csv")
+    if table_name in scheduled_analytics.TABLE_NAMES:
+        table = next(t for t in _scheduled_tables(period, scope) if t.name == table_name)
+        return csvout.response(analytics.csv_text(table), f"{stem}.csv")
     data = analytics.report(period, scope)
     db.session.commit()  # closed days computed for this export are kept
     table = next(t for t in analytics.tables(data, include_units=view != "hospital") if t.name == table_name)

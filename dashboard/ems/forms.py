@@ -36,6 +36,24 @@ class BidForm(FlaskForm):
             raise ValidationError(refused.message) from None
 
 
+class PairBidForm(BidForm):
+    """Bids on a request and its return leg at once: a unit and an ETA for each."""
+
+    return_unit = SelectField("Unit for the return", validate_choice=False,
+                              validators=[DataRequired("Choose the unit for the return.")])
+    return_eta_minutes = StringField(
+        "ETA to the return pickup (minutes, from its window)",
+        validators=[InputRequired("Enter the ETA to the return pickup in minutes."), Length(max=12)],
+        render_kw={"inputmode": "numeric", "autocomplete": "off"},
+    )
+
+    def validate_return_eta_minutes(self, field):
+        try:
+            validate_eta(field.data)
+        except BidRefused as refused:
+            raise ValidationError(refused.message) from None
+
+
 class HandBackForm(FlaskForm):
     """Giving a trip back before pickup: the reason is required."""
 

@@ -29,11 +29,11 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, csvout, degraded, submissions, trips
+from ..services import bidding, csvout, degraded, scheduling, submissions, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
-from .forms import AdvanceForm, AvailabilityForm, BidForm, HandBackForm, UnitForm, UnitStatusForm
+from .forms import AdvanceForm, AvailabilityForm, BidForm, HandBackForm, PairBidForm, UnitForm, UnitStatusForm
 
 bp = Blueprint("ems", __name__, url_prefix="/ems")
 
@@ -154,7 +154,10 @@ def _board_context():
     bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
     rows = [{"trip": trip, "distance_km": trip_distance(trip), "bid": bids.get(trip.id),
              "bidding_open": trip.bid_deadline > now} for trip in open_trips]
-    return {"rows": rows, "filters": filters, "now": now,
+    upcoming = [{"trip": trip, "distance_km": trip_distance(trip)}
+                for trip in scheduling.upcoming_requests(agency.id, agency.level_list, now=now)
+                if not filters["level"] or trip.level_of_care == filters["level"]]
+    return {"rows": rows, "upcoming": upcoming, "filters": filters, "now": now,
             "levels": bidding.servable_levels(agency.level_list), "within_choices": BOARD_WITHIN,
             "panel_args": {key: value for key, value in filters.items() if value}}
 
@@ -234,9 +237,31 @@ def _request_context(trip, form=None):
         trip=trip, bid=bid, form=form, units=units, booked_units=booked,
         earlier_bids=earlier, outcomes=BID_OUTCOMES, distance_km=trip_distance(trip), route=route,
         ours=ours, now=now,
-        bidding_open=trip.status == "open" and trip.bid_deadline > now,
+        bidding_open=trip.status == "open" and trip.bid_deadline > now and not trip.will_call_waiting
+        and (trip.bidding_opens_at is None or trip.bidding_opens_at <= now),
+        pair=_pair_context(trip, agency.id, bid, now),
+        upcoming=trip.status == "open" and trip.bidding_opens_at is not None and trip.bidding_opens_at > now,
         route_status_labels=ROUTE_STATUS_LABELS,
     )
+
+
+def _pair_context(trip, agency_id, bid, now):
+    """The pair bid offer: the return leg and the units for each, when both legs take bids and
+    the agency has a bid on neither; else None."""
+    leg = trip.return_leg
+    if leg is None or bid is not None or trip.status != "open" or leg.status != "open":
+        return None
+    if any(t.will_call_waiting or (t.bidding_opens_at and t.bidding_opens_at > now) or t.bid_deadline <= now
+           for t in (trip, leg)):
+        return None
+    if bidding.live_bid(leg.id, agency_id) is not None:
+        return None
+    form = PairBidForm(formdata=None, prefix="pair")
+    units, _booked = _fill_unit_choices(form, trip, agency_id)
+    leg_units, _booked = _fill_unit_choices(BidForm(formdata=None), leg, agency_id)
+    form.return_unit.choices = [SelectChoice("", "Choose a unit")] + [
+        SelectChoice(u.public_id, f"{u.number} ({u.level})") for u in leg_units]
+    return {"leg": leg, "form": form} if units and leg_units else None
 
 
 def _render_request(trip, form=None, error=None, status=200):
@@ -293,6 +318,42 @@ def place_bid(public_id):
     message = f"Bid placed: {bid.unit.number}, ETA {bid.eta_minutes} min."
     db.session.commit()
     flash(message, "success")
+    return redirect(url_for("ems.request_detail", public_id=public_id))
+
+
+@bp.route("/requests/<public_id>/bid-pair", methods=["POST"])
+@roles_required("ems")
+def place_pair_bid(public_id):
+    """Bid on a request and its return leg as a pair (two bids, each valid on its own rules)."""
+    trip = _visible_trip(public_id)
+    agency = _agency()
+    agency_id, agency_name, levels = agency.id, agency.name, agency.level_list
+    leg = trip.return_leg
+    form = PairBidForm(prefix="pair")
+    _fill_unit_choices(form, trip, agency_id)
+    if leg is not None:
+        leg_units, _booked = _fill_unit_choices(BidForm(formdata=None), leg, agency_id)
+        form.return_unit.choices = [SelectChoice(u.public_id, u.number) for u in leg_units]
+    user_id = current_user.id
+    if submissions.previous("ems", form.submission_id.data, "bid", user_id) is not None:
+        return _already_done("These bids were already placed; here they are.", "ems.request_detail",
+                             public_id=public_id)
+    if not form.validate_on_submit():
+        return _render_request(trip, None, "Check the pair bid's fields; no bid was placed.", 400)
+    try:
+        claim = submissions.claim("ems", form.submission_id.data, "bid", user_id)
+        if claim.repeat:
+            return _already_done("These bids were already placed; here they are.", "ems.request_detail",
+                                 public_id=public_id)
+        first, _second = bidding.place_pair(
+            trip, leg, agency_id, agency_name, levels, _unit_id_for_bid(form.unit.data), form.eta_minutes.data,
+            _unit_id_for_bid(form.return_unit.data), form.return_eta_minutes.data, form.note.data, user_id)
+        claim.created(first.public_id)
+    except (BidRefused, submissions.SubmissionRefused) as refused:
+        return _refused(refused, lambda message, status: _render_request(
+            trips.get_by_public_id(public_id), None, message, status))
+    db.session.commit()
+    flash("Bids placed on the request and its return.", "success")
     return redirect(url_for("ems.request_detail", public_id=public_id))
 
 

@@ -285,7 +285,7 @@ def hospital_staff_profile(event):
 
 # --- the record: audit entry and live signal, in the center silo ------------------------
 
-SIGNAL_NAMES = {"trip": "trip-updated", "bid": "bid-updated", "unit": "unit-updated",
+SIGNAL_NAMES = {"trip": "trip-updated", "series": "trip-updated", "bid": "bid-updated", "unit": "unit-updated",
                 "user": "account-updated", "config": "config-updated", "registry": "registry-updated"}
 
 
@@ -324,7 +324,7 @@ def _invites_preferred_only(p, at):
     if p.get("invite_mode") != "preferred_then_all":
         return False
     trip = _trip(p["trip_id"])  # a read of the hospital silo: when the invitation widens
-    return trip is not None and at < trip.created_at + timedelta(minutes=trip.invite_all_after_minutes or 0)
+    return trip is not None and at < trip.bidding_start + timedelta(minutes=trip.invite_all_after_minutes or 0)
 
 
 def _agency_scope(event, p):
@@ -334,6 +334,19 @@ def _agency_scope(event, p):
     ids = set()
     if event.entity_type in ("bid", "unit") and p.get("agency_id"):
         ids.add(p["agency_id"])
+    if event.entity_type == "series":
+        # Only new occurrences concern the agencies (their upcoming lists); the series itself
+        # is the hospital's.
+        if event.type != "series.generated":
+            return ""
+        level = p.get("level_of_care")
+        if p.get("invite_mode") == "preferred":
+            ids.update(p.get("invited_agency_ids") or [])
+        elif level:
+            for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):
+                if any(LEVEL_RANK[lv] >= LEVEL_RANK[level] for lv in agency.level_list):
+                    ids.add(agency.id)
+        return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
     if event.entity_type == "trip":
         released = (p.get("released") or {}).get("agency_id")
         ids.update(i for i in (p.get("awarded_agency_id"), released) if i)

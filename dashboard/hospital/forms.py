@@ -22,11 +22,11 @@ from ..formfields import FiniteNumberField, FlaskForm, LocalTimeField, WholeNumb
 from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS
+from ..services import scheduling
 from ..services.trips import PATIENT_REF_PATTERN
 from ..submission_field import submission_field
 
 WINDOW_GRACE = timedelta(minutes=10)
-WINDOW_AHEAD = timedelta(days=14)
 #: The shortest bidding time a request may have, in minutes.
 MIN_BID_MINUTES = 5
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
@@ -85,7 +85,8 @@ class WindowMixin:
     )
 
     def window_hints(self, stored_start=None):
-        """Browser limits for the two time inputs: from now (less the grace) to 14 days ahead.
+        """Browser limits for the two time inputs: from now (less the grace) to the booking
+        horizon (``booking_horizon_days``, see ``services.scheduling``).
 
         An edit may keep a window that has already begun: ``stored_start`` lowers the minimum.
         """
@@ -93,7 +94,7 @@ class WindowMixin:
         earliest = now - WINDOW_GRACE
         if stored_start is not None:
             earliest = min(earliest, to_minute(stored_start))
-        return {"min": local_input(earliest), "max": local_input(now + WINDOW_AHEAD)}
+        return {"min": local_input(earliest), "max": local_input(now + scheduling.horizon())}
 
     def window_utc(self):
         """(start, end) in naive UTC, or (None, None) while a time is missing."""
@@ -112,20 +113,22 @@ class WindowMixin:
             return False
         ok = True
         now = utcnow()
+        ahead = scheduling.horizon()
+        too_far = f"can be at most {ahead.days} days ahead."
         unchanged = [to_minute(t) for t in unchanged] if unchanged else None
         if unchanged is None or start != unchanged[0]:
             if start < now - WINDOW_GRACE:
                 self.window_start.errors.append("The earliest pickup is in the past.")
                 ok = False
-            elif start > now + WINDOW_AHEAD:
-                self.window_start.errors.append("The earliest pickup can be at most 14 days ahead.")
+            elif start > now + ahead:
+                self.window_start.errors.append("The earliest pickup " + too_far)
                 ok = False
         if end <= start:
             self.window_end.errors.append("The latest pickup must be after the earliest pickup.")
             ok = False
         elif unchanged is None or end != unchanged[1]:
-            if end > now + WINDOW_AHEAD:
-                self.window_end.errors.append("The latest pickup can be at most 14 days ahead.")
+            if end > now + ahead:
+                self.window_end.errors.append("The latest pickup " + too_far)
                 ok = False
             elif end < now:
                 self.window_end.errors.append("The latest pickup is in the past.")
@@ -322,10 +325,13 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
                 "Say after how many minutes every agency may bid (1 to 240).")
             ok = False
         window_ok = self.check_window()
-        _start, end = self.window_utc()
+        start, end = self.window_utc()
         minutes = self.bid_deadline_minutes.data
+        # Booked ahead, bidding opens a lead time before pickup and its time counts from then.
+        opens = scheduling.opening_for(self.level_of_care.data, start) \
+            if window_ok and self.level_of_care.data in LEVELS else None
         if window_ok and minutes is not None and not self.bid_deadline_minutes.errors \
-                and utcnow() + timedelta(minutes=minutes) > end:
+                and (opens or utcnow()) + timedelta(minutes=minutes) > end:
             self.bid_deadline_minutes.errors.append(
                 "Bidding would close after the latest pickup time; shorten it or widen the window.")
             window_ok = False

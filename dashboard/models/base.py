@@ -83,6 +83,8 @@ CENTER_ROLES = ("coordinator", "admin")
 
 #: Where an ``open`` request stands, by :func:`dispatch_state`, with the words the screens use.
 DISPATCH_STATES = {
+    "will_call_waiting": "Will-call: waiting",
+    "upcoming": "Upcoming",
     "bidding": "Taking bids",
     "awaiting_award": "Awaiting award",
     "unfilled": "Unfilled",
@@ -92,10 +94,15 @@ DISPATCH_STATES = {
 def dispatch_state(trip, has_live_bids, now=None):
     """Where an open request stands: the one rule every screen, the timer and analytics use.
 
-    ``trip`` is a request (anything with ``status`` and ``bid_deadline``, naive UTC);
-    ``has_live_bids`` says whether any bid on it is still live (the hospital silo keeps
-    the count in ``bid_count``).  Returns ``None`` for a request that is not ``open``;
-    ``"bidding"`` while its bidding deadline is ahead (after ``now``, default: the clock);
+    ``trip`` is a request (anything with ``status``, ``bid_deadline`` and
+    ``bidding_opens_at``, naive UTC); ``has_live_bids`` says whether any bid on it is still
+    live (the hospital silo keeps the count in ``bid_count``).  Returns ``None`` for a
+    request that is not ``open``; ``"will_call_waiting"`` for a will-call return whose patient
+    has not been marked ready (``released_at`` empty: not biddable, never late or unfilled; see
+    ``services.returns``); ``"upcoming"`` for one booked ahead whose bidding has not
+    opened yet (``bidding_opens_at`` after ``now``: no agency may bid, it is never at risk or
+    unfilled; see ``services.scheduling``); ``"bidding"`` while its bidding deadline is ahead
+    (after ``now``, default: the clock);
     once the deadline has passed, ``"awaiting_award"`` while it holds a live bid (the
     hospital or the center picks one) and ``"unfilled"`` when no agency can take it.
     Bids are refused after the deadline, so an awaiting request only becomes unfilled
@@ -104,7 +111,13 @@ def dispatch_state(trip, has_live_bids, now=None):
     """
     if trip.status != "open":
         return None
-    if trip.bid_deadline > (now or utcnow()):
+    now = now or utcnow()
+    if getattr(trip, "will_call", False) and getattr(trip, "released_at", None) is None:
+        return "will_call_waiting"
+    opens = getattr(trip, "bidding_opens_at", None)
+    if opens is not None and opens > now:
+        return "upcoming"
+    if trip.bid_deadline > now:
         return "bidding"
     return "awaiting_award" if has_live_bids else "unfilled"
 

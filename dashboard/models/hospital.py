@@ -108,10 +108,19 @@ class TransportRequest(db.Model):
         # Analytics medians: a period's requests read from the index alone (PostgreSQL).
         sa.Index("ix_transport_requests_created_timings", "created_at",
                  postgresql_include=["hospital_id", "awarded_agency_id", "level_of_care", "urgency",
-                                     "first_bid_at", "awarded_at", "at_pickup_at", "awarded_eta_minutes"]),
+                                     "first_bid_at", "awarded_at", "at_pickup_at", "awarded_eta_minutes",
+                                     "bidding_opens_at"]),
         # History tabs and analytics: completed trips by completion time, per hospital.
         sa.Index("ix_transport_requests_status_completed", "status", "completed_at", "hospital_id"),
         sa.Index("ix_transport_requests_status_cancelled", "status", "cancelled_at"),
+        # Booked ahead: the requests whose bidding opening the timer has still to announce.
+        sa.Index(
+            "ix_transport_requests_opening_due",
+            "bidding_opens_at",
+            postgresql_where=sa.text("opening_announced_at IS NULL AND bidding_opens_at IS NOT NULL"),
+            sqlite_where=sa.text("opening_announced_at IS NULL AND bidding_opens_at IS NOT NULL"),
+        ),
+        sa.UniqueConstraint("series_id", "series_date", name="uq_transport_requests_series_date"),
         # Reposts are rare: index only the rows that have one.
         sa.Index(
             "ix_transport_requests_reposted_from",
@@ -158,6 +167,11 @@ class TransportRequest(db.Model):
     notes = sa.Column(sa.String(500), nullable=False, default="")
 
     bid_deadline = sa.Column(sa.DateTime, nullable=False)
+    # Booked ahead (services.scheduling): bidding opens at this time, not at posting; the
+    # request is "upcoming" until then.  None: bidding opened at posting (same-day work).
+    bidding_opens_at = sa.Column(sa.DateTime)
+    # When the timer told the boards that bidding opened (once; None until then).
+    opening_announced_at = sa.Column(sa.DateTime)
     invite_mode = sa.Column(sa.String(20), nullable=False, default="all")
     invite_all_after_minutes = sa.Column(sa.Integer)
     # When a preferred-then-all invitation widens to every agency; the relay's timer
@@ -195,6 +209,21 @@ class TransportRequest(db.Model):
     cancel_note = sa.Column(sa.String(300))
     handed_back_count = sa.Column(sa.Integer, nullable=False, default=0)
     reposted_from_id = sa.Column(sa.Integer, sa.ForeignKey("transport_requests.id"))
+    # An occurrence of a recurring series (services.series): its series and the local date it
+    # stands for (once per date: the unique constraint makes two sweepers create it once).
+    series_id = sa.Column(sa.Integer, sa.ForeignKey("transport_series.id"))
+    series_date = sa.Column(sa.Date)
+    # A return leg (services.returns): the outbound request it brings the patient back from.
+    return_of_id = sa.Column(sa.Integer, sa.ForeignKey("transport_requests.id"), unique=True)
+    # A will-call return waits, not biddable, until someone marks the patient ready
+    # (``released_at``): bidding opens then, with the urgency chosen then.
+    will_call = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
+    released_at = sa.Column(sa.DateTime)
+    released_by = sa.Column(sa.String(160))
+    # Patient readiness at pickup (waiting split between "patient not ready" and "crew late").
+    patient_ready_at = sa.Column(sa.DateTime)
+    not_ready_at = sa.Column(sa.DateTime)
+    not_ready_reason = sa.Column(sa.String(200))
 
     created_by_user_id = sa.Column(sa.Integer, nullable=False)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
@@ -202,6 +231,9 @@ class TransportRequest(db.Model):
 
     origin = db.relationship("HospitalFacility", foreign_keys=[origin_facility_id])
     destination = db.relationship("HospitalFacility", foreign_keys=[destination_facility_id])
+    series = db.relationship("TransportSeries", foreign_keys=[series_id])
+    return_of = db.relationship("TransportRequest", foreign_keys=[return_of_id], remote_side=[id],
+                                backref=db.backref("return_leg", uselist=False))
     history = db.relationship(
         "TransportRequestEvent",
         order_by="TransportRequestEvent.id",
@@ -216,8 +248,133 @@ class TransportRequest(db.Model):
         return self.destination_address
 
     @property
+    def will_call_waiting(self):
+        """A will-call return not released yet: open, not biddable, never late or unfilled."""
+        return bool(self.will_call) and self.released_at is None and self.status == "open"
+
+    @property
+    def bidding_start(self):
+        """When bidding opened (or opens): ``bidding_opens_at`` when booked ahead, the release
+        of a will-call return, else posting."""
+        return self.bidding_opens_at or self.released_at or self.created_at
+
+    @property
     def invited_ids(self):
         return {int(x) for x in self.invited_agency_ids.strip(",").split(",") if x}
+
+
+SERIES_STATUSES = ("active", "cancelled")
+#: Weekdays as the series form offers them (Monday first, as ``dateutil.rrule`` numbers them).
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+class TransportSeries(db.Model):
+    """A recurring transport (dialysis three times a week, radiation every weekday): a rule and
+    the request every occurrence copies.  Occurrences are ordinary requests, created by the
+    timer ahead of their bidding lead time (``services.series``).  No patient name: the same
+    generated patient reference on every occurrence.
+    """
+
+    __bind_key__ = "hospital"
+    __tablename__ = "transport_series"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('active', 'cancelled')", name="series_status_known"),
+        sa.CheckConstraint("frequency IN ('weekly', 'daily')", name="series_frequency_known"),
+        sa.Index("ix_transport_series_status_generated", "status", "generated_through"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    hospital_id = sa.Column(sa.Integer, nullable=False, index=True)
+    # The hospital's registry code, for its occurrences' references (no center read needed).
+    hospital_code = sa.Column(sa.String(12), nullable=False)
+    status = sa.Column(sa.String(12), nullable=False, default="active")
+    version = sa.Column(sa.Integer, nullable=False, default=1)
+    # The rule (RFC 5545 RRULE terms): FREQ=WEEKLY;BYDAY=... or FREQ=DAILY;INTERVAL=n, from
+    # start_date, until until_date or for occurrence_count occurrences (one of the two).
+    frequency = sa.Column(sa.String(8), nullable=False, default="weekly")
+    interval = sa.Column(sa.Integer, nullable=False, default=1)
+    weekdays = sa.Column(sa.String(20), nullable=False, default="")  # "0,2,4" Monday = 0
+    pickup_time = sa.Column(sa.Time, nullable=False)  # local wall-clock time
+    window_minutes = sa.Column(sa.Integer, nullable=False, default=60)
+    start_date = sa.Column(sa.Date, nullable=False)
+    until_date = sa.Column(sa.Date)
+    occurrence_count = sa.Column(sa.Integer)
+    # A repeated local time (the autumn change) is taken as its first (0) or second (1) occurrence.
+    fold = sa.Column(sa.Integer, nullable=False, default=0)
+    # The request each occurrence copies.
+    origin_facility_id = sa.Column(sa.Integer, sa.ForeignKey("hospital_facilities.id"), nullable=False)
+    pickup_location = sa.Column(sa.String(120), nullable=False)
+    destination_facility_id = sa.Column(sa.Integer, sa.ForeignKey("hospital_facilities.id"))
+    destination_address = sa.Column(sa.String(240), nullable=False, default="")
+    level_of_care = sa.Column(sa.String(3), nullable=False)
+    mobility = sa.Column(sa.String(24), nullable=False)
+    urgency = sa.Column(sa.String(10), nullable=False, default="routine")
+    patient_ref = sa.Column(sa.String(16), nullable=False)
+    age_group = sa.Column(sa.String(16), nullable=False)
+    weight_kg = sa.Column(sa.Integer, nullable=False)
+    isolation = sa.Column(sa.String(12), nullable=False, default="none")
+    oxygen_lpm = sa.Column(sa.Float, nullable=False, default=0)
+    cardiac_monitor = sa.Column(sa.Boolean, nullable=False, default=False)
+    iv_pump = sa.Column(sa.Boolean, nullable=False, default=False)
+    ventilator = sa.Column(sa.Boolean, nullable=False, default=False)
+    other_needs = sa.Column(sa.String(200), nullable=False, default="")
+    notes = sa.Column(sa.String(500), nullable=False, default="")
+    bid_deadline_minutes = sa.Column(sa.Integer, nullable=False, default=30)
+    invite_mode = sa.Column(sa.String(20), nullable=False, default="all")
+    invite_all_after_minutes = sa.Column(sa.Integer)
+    # Standing order: this agency (center registry id) is offered each occurrence first, for
+    # ``standing_order_minutes``, then every agency able to serve the level of care.
+    standing_agency_id = sa.Column(sa.Integer)
+    standing_order_minutes = sa.Column(sa.Integer)
+    # Occurrences exist for every date up to here (the timer's progress).
+    generated_through = sa.Column(sa.Date)
+    cancelled_at = sa.Column(sa.DateTime)
+    cancel_reason = sa.Column(sa.String(24))
+    cancel_note = sa.Column(sa.String(300))
+    # "This and later": the series this one continues (ended the day before this one starts).
+    continues_id = sa.Column(sa.Integer, sa.ForeignKey("transport_series.id"))
+    created_by_user_id = sa.Column(sa.Integer, nullable=False)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    origin = db.relationship("HospitalFacility", foreign_keys=[origin_facility_id])
+    destination = db.relationship("HospitalFacility", foreign_keys=[destination_facility_id])
+    exceptions = db.relationship("SeriesException", order_by="SeriesException.day",
+                                 back_populates="series", cascade="all, delete-orphan")
+
+    @property
+    def destination_label(self):
+        if self.destination is not None:
+            return self.destination.name
+        return self.destination_address
+
+    @property
+    def weekday_list(self):
+        return [int(x) for x in self.weekdays.split(",") if x != ""]
+
+
+class SeriesException(db.Model):
+    """One date of a series skipped, or its occurrence moved to another local time."""
+
+    __bind_key__ = "hospital"
+    __tablename__ = "transport_series_exceptions"
+    __table_args__ = (
+        sa.UniqueConstraint("series_id", "day", name="uq_series_exception_day"),
+        sa.CheckConstraint("kind IN ('skip', 'move')", name="series_exception_kind_known"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    series_id = sa.Column(sa.Integer, sa.ForeignKey("transport_series.id"), nullable=False)
+    day = sa.Column(sa.Date, nullable=False)  # the occurrence's own date by the rule
+    kind = sa.Column(sa.String(8), nullable=False)
+    moved_to = sa.Column(sa.DateTime)  # naive local wall-clock time (a move)
+    moved_fold = sa.Column(sa.Integer, nullable=False, default=0)
+    note = sa.Column(sa.String(200), nullable=False, default="")
+    created_by_user_id = sa.Column(sa.Integer)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    series = db.relationship("TransportSeries", back_populates="exceptions")
 
 
 class TransportRequestEvent(db.Model):

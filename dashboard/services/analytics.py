@@ -810,10 +810,12 @@ def report(period, scope, now=None):
     dialect = dialect_of("hospital")
     where = [T.created_at >= local_midnight(period.start),
              T.created_at < local_midnight(period.end + timedelta(days=1)), *_scope_conditions(scope)]
+    # Speeds count from when bidding opened: posting, or the opening of a request booked ahead.
+    bidding_start = sa.func.coalesce(T.bidding_opens_at, T.created_at)
     pending = start_percentiles("hospital", [
         PercentileQuery({
-            "first_bid": minutes_between(dialect, T.first_bid_at, T.created_at),
-            "award": minutes_between(dialect, T.awarded_at, T.created_at),
+            "first_bid": minutes_between(dialect, T.first_bid_at, bidding_start),
+            "award": minutes_between(dialect, T.awarded_at, bidding_start),
             "pickup": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
         }, where),
         PercentileQuery({
@@ -821,7 +823,7 @@ def report(period, scope, now=None):
             "actual": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
         }, where + [T.awarded_agency_id.isnot(None), T.at_pickup_at.isnot(None), T.awarded_at.isnot(None)],
             group=T.awarded_agency_id, fractions=(0.5,)),
-        PercentileQuery({"award": minutes_between(dialect, T.awarded_at, T.created_at)},
+        PercentileQuery({"award": minutes_between(dialect, T.awarded_at, bidding_start)},
                         where + [T.awarded_at.isnot(None)], group=T.hospital_id, fractions=(0.5,)),
     ])
     per_day, total = day_metrics(period, scope, now)
@@ -869,8 +871,8 @@ def _volume(period, per_day, total):
 
 
 SPEED_LABELS = {
-    "first_bid": "Time to first bid (posted → first bid)",
-    "award": "Time to award (posted → awarded)",
+    "first_bid": "Time to first bid (bidding opened → first bid)",
+    "award": "Time to award (bidding opened → awarded)",
     "pickup": "Award to pickup (awarded → crew at pickup)",
 }
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from ..events.outbox import emit
 from ..extensions import db
+from ..localtime import to_local
 from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
 from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
@@ -96,7 +97,8 @@ def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_bef
     SQL keeps open trips of a level the agency covers that invite everyone, name
     this agency, or invite everyone after a delay; that delay (a per-trip time
     sum) is then checked by :func:`agency_may_serve`.  A trip past its bidding
-    deadline stays listed only while this agency has a live bid on it.
+    deadline stays listed only while this agency has a live bid on it; one booked ahead
+    whose bidding has not opened is not listed (``scheduling.upcoming_requests`` lists it).
     """
     now = now or utcnow()
     levels = servable_levels(agency_levels)
@@ -118,6 +120,8 @@ def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_bef
             sa.or_(TransportRequest.invite_mode.in_(("all", "preferred_then_all")),
                    TransportRequest.invited_agency_ids.contains(f",{agency_id},")),
             deadline_ok,
+            sa.or_(TransportRequest.bidding_opens_at.is_(None), TransportRequest.bidding_opens_at <= now),
+            sa.or_(TransportRequest.will_call.is_(False), TransportRequest.released_at.is_not(None)),
         )
         .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
         .order_by(
@@ -173,6 +177,12 @@ def _check_trip_open(trip, agency_id, agency_levels, now):
         raise BidRefused("No such request.", status=404)
     if trip.status != "open":
         raise BidRefused("This request is no longer open for bids.")
+    if trip.will_call_waiting:
+        raise BidRefused("This will-call return waits until the patient is ready; bidding opens then.")
+    if trip.bidding_opens_at is not None and trip.bidding_opens_at > now:
+        opens = to_local(trip.bidding_opens_at).strftime("%a %d %b %H:%M")
+        raise BidRefused(f"This request is booked ahead: bidding opens {opens}. It is in your "
+                         "upcoming list until then.")
     if trip.bid_deadline <= now:
         raise BidRefused("The bidding deadline for this request has passed.")
 
@@ -254,6 +264,25 @@ def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, u
         raise BidRefused("Your agency already has a bid on this request; change it instead.") from None
     emit("ems", "bid.placed", "bid", bid.public_id, bid_payload(bid, agency_name))
     return bid
+
+
+def place_pair(outbound, return_leg, agency_id, agency_name, agency_levels, outbound_unit_id, outbound_eta,
+               return_unit_id, return_eta, note, user_id):
+    """Bid on a request and its return leg as a pair: two bids, each checked on its own rules
+    (:func:`place`), placed together or not at all (a refusal of either raises, naming the
+    leg, and the caller rolls back).  Returns ``(outbound bid, return bid)``.  Raises
+    :class:`BidRefused` as :func:`place`, and 400 when ``return_leg`` is not ``outbound``'s
+    return."""
+    if return_leg is None or return_leg.return_of_id != outbound.id:
+        raise BidRefused("This request has no return leg to bid on.", status=400)
+    first = place(outbound, agency_id, agency_name, agency_levels, outbound_unit_id, outbound_eta, note, user_id)
+    try:
+        second = place(return_leg, agency_id, agency_name, agency_levels, return_unit_id, return_eta, note,
+                       user_id)
+    except BidRefused as refused:
+        raise BidRefused(f"Return leg {return_leg.reference}: {refused.message} No bid was placed.",
+                         status=refused.status if refused.status != 404 else 409) from None
+    return first, second
 
 
 def _still_live(bid, values):

@@ -20,13 +20,24 @@ SETTINGS = {
     "risk_pickup_window_minutes": (15, int, 1, 240, "At risk: pickup window closes within (minutes)"),
     "auto_award_policy": ("off", str, None, None, "Auto-award policy"),
     "board_recent_hours": (24, int, 1, 168, "Board: show closed requests of the last (hours)"),
+    "booking_horizon_days": (90, int, 1, 366, "Book ahead: latest pickup (days from now)"),
+    "bidding_lead_hours_bls": (48, int, 1, 14 * 24, "Bidding opens before pickup, BLS (hours)"),
+    "bidding_lead_hours_als": (48, int, 1, 14 * 24, "Bidding opens before pickup, ALS (hours)"),
+    "bidding_lead_hours_cct": (72, int, 1, 14 * 24, "Bidding opens before pickup, CCT (hours)"),
+    "series_generate_days": (14, int, 1, 60, "Recurring series: create occurrences this far ahead (days)"),
 }
+
+#: The lead-time setting of each level of care (``services.scheduling``).
+LEAD_SETTINGS = {"BLS": "bidding_lead_hours_bls", "ALS": "bidding_lead_hours_als",
+                 "CCT": "bidding_lead_hours_cct"}
 
 #: How the configuration page groups the settings (a setting not listed shows under "Other").
 GROUPS = (
     ("Bidding", ("bid_deadline_default_minutes", "auto_award_policy")),
     ("Escalation to the transport center", ("risk_no_bids_minutes", "risk_pickup_window_minutes",
                                             "board_recent_hours")),
+    ("Scheduled transports", ("booking_horizon_days", "bidding_lead_hours_bls", "bidding_lead_hours_als",
+                              "bidding_lead_hours_cct", "series_generate_days")),
 )
 
 

@@ -7,7 +7,7 @@ from ..extensions import db
 from ..models.base import LEVEL_RANK, utcnow
 from ..models.ems import EmsAgency, TransportBid, Unit
 from ..models.hospital import TransportRequest, TransportRequestEvent
-from . import configuration, trips
+from . import configuration, series, trips
 
 log = logging.getLogger("medport.relay")
 SWEEP_BATCH = 200
@@ -24,6 +24,7 @@ def _not_yet_swept(now):
 
     return sa.and_(
         T.status == "open", T.bid_deadline <= now,
+        sa.or_(T.will_call.is_(False), T.released_at.is_not(None)),  # a will-call return waits
         ~sa.or_(sa.and_(T.bid_count == 0, recorded("unfilled")),
                 sa.and_(T.bid_count > 0, recorded("awaiting_award"))),
     )
@@ -33,9 +34,12 @@ def sweep(now=None):
     """Act on open trips whose bidding deadline has passed, once per deadline and state, by
     :func:`dashboard.models.base.dispatch_state`: auto-award per the policy; else tell the
     hospital and the center that one holding live bids awaits an award, or flag one with none
-    unfilled.  Announce the requests whose invitation has widened to every agency.  Returns
-    how many were handled."""
+    unfilled.  Create recurring series' occurrences now within reach (``series.generate``).
+    Announce the requests booked ahead whose bidding has opened, and those whose
+    invitation has widened to every agency.  Returns how many were handled.  An upcoming
+    request is never due here: its deadline counts from its opening."""
     now = now or utcnow()
+    created = series.generate(now)  # recurring series: the occurrences now within reach
     policy = configuration.get("auto_award_policy")
     db.session.commit()  # end the center read before writing the hospital silo
     due = list(db.session.scalars(
@@ -55,6 +59,7 @@ def sweep(now=None):
             handled += 1
         except trips.TransitionRefused:
             db.session.rollback()  # someone acted on it at the same moment: theirs stands
+    handled += created + trips.announce_openings(now)
     handled += trips.announce_widened_invites(now)
     db.session.commit()
     return handled

@@ -80,7 +80,8 @@ def risk_marks(trip, now, settings, agencies=None):
     * ``awaiting_award``: open, past its bidding deadline, holding live bids (award one);
     * ``unfilled``: open, past its bidding deadline, with no live bid (flagged or not yet
       swept); both by :func:`dashboard.models.base.dispatch_state`;
-    * ``no_bids``: open with no bids after ``risk_no_bids_minutes``;
+    * ``no_bids``: open with no bids ``risk_no_bids_minutes`` after its bidding opened (an
+      upcoming request, booked ahead and not open for bids yet, is never at risk);
     * ``late``: past its pickup window, or a crew late on a step (the rule of
       :mod:`dashboard.services.lateness`, the one the crew and the hospital see);
     * ``pickup``: not late yet, and the pickup window ends within ``risk_pickup_window_minutes``
@@ -98,11 +99,14 @@ def risk_marks(trip, now, settings, agencies=None):
                                             f"bid{'s' if trip.bid_count != 1 else ''}"))
         elif state == "unfilled":
             marks.append(("unfilled", "Deadline passed unfilled"))
-        waited = now - trip.created_at
-        if not trip.bid_count and waited >= timedelta(minutes=settings["risk_no_bids_minutes"]):
+        waited = now - trip.bidding_start  # booked ahead: from the opening; upcoming: none yet
+        if state not in ("upcoming", "will_call_waiting") and not trip.bid_count \
+                and waited >= timedelta(minutes=settings["risk_no_bids_minutes"]):
             marks.append(("no_bids", f"No bids after {int(waited.total_seconds() // 60)} min"))
-    late = lateness.of_trip(trip, now)
-    if late is not None:
+    late = None if trip.will_call_waiting else lateness.of_trip(trip, now)
+    if trip.will_call_waiting:
+        pass  # waits for the patient: no window yet, nothing at risk
+    elif late is not None:
         marks.append(("late", late.label))
     elif trip.status in BEFORE_PICKUP:
         left = trip.window_end - now

@@ -34,7 +34,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from . import center_reads
+from . import center_reads, scheduling
 
 #: from status -> statuses a trip may move to.
 TRANSITIONS = {
@@ -172,10 +172,17 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
 
     Invitations to preferred agencies need a preferred list: posting one with
     an empty list is refused (nobody could bid).  Agencies deactivated in the
-    center's registry are not invited.  Raises :class:`TransitionRefused`: 403
-    when the hospital itself is deactivated, 400 when no preferred agency is active.
+    center's registry are not invited.  A pickup booked ahead (past its level of care's
+    lead time) is posted *upcoming*: bidding opens at the lead time before pickup and
+    ``fields["bid_deadline"]`` (counted from now) counts from then (:func:`scheduling.plan`).
+    Raises :class:`TransitionRefused`: 403 when the hospital itself is deactivated, 400
+    when no preferred agency is active, when the pickup lies past the booking horizon or
+    when bidding would close after the latest pickup.
     """
     now = utcnow()
+    booking, problem = scheduling.plan(fields, now)
+    if problem:
+        raise TransitionRefused(problem, status=400)
     hospital = center_reads.registry_names()[0].get(hospital_id)
     if hospital is not None and not hospital.active:
         raise TransitionRefused(
@@ -196,7 +203,7 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
         created_at=now,
         updated_at=now,
         invited_agency_ids="," + ",".join(str(a) for a in preferred) + ",",
-        **fields,
+        **(fields | booking),
     )
     if not trip.patient_ref:
         trip.patient_ref = new_patient_ref()
@@ -346,6 +353,11 @@ def edit(trip, changes, user_id, user_label, expected_version=None):
     if not changed:
         return trip, {}
     values = dict(changed)
+    if "window_start" in changed:  # an upcoming request's opening follows its pickup
+        values.update(scheduling.replan(trip, changed["window_start"]))
+        if "bidding_opens_at" in values and trip.invite_mode == "preferred_then_all":
+            values["widen_invite_at"] = values["bidding_opens_at"] + timedelta(
+                minutes=trip.invite_all_after_minutes or 0)
     if {"invite_mode", "invite_all_after_minutes"} & set(changed):
         values["widen_invite_at"] = widen_invite_at(trip, changes.get("invite_mode", trip.invite_mode),
                                                     changes.get("invite_all_after_minutes",
@@ -513,13 +525,14 @@ def mark_awaiting_award(trip, now=None):
 
 
 def widen_invite_at(trip, invite_mode=None, after_minutes=None):
-    """When a preferred-then-all invitation opens to every agency (None for other modes)."""
+    """When a preferred-then-all invitation opens to every agency (None for other modes): the
+    head start counts from when bidding opens (posting, or the opening of one booked ahead)."""
     invite_mode = invite_mode or trip.invite_mode
     if invite_mode != "preferred_then_all":
         return None
     if after_minutes is None:
         after_minutes = trip.invite_all_after_minutes
-    return trip.created_at + timedelta(minutes=after_minutes or 0)
+    return trip.bidding_start + timedelta(minutes=after_minutes or 0)
 
 
 def announce_widened_invites(now=None, limit=200):
@@ -551,6 +564,110 @@ def announce_widened_invites(now=None, limit=200):
     return announced
 
 
+#: The pickup window a released will-call return gets, by the urgency chosen at release (minutes).
+RELEASE_WINDOW_MINUTES = {"emergent": 30, "urgent": 60, "routine": 120}
+
+
+def release(trip, urgency, deadline_minutes, user_id, user_label, now=None):
+    """Release a will-call return: the patient is ready, bidding opens at once.
+
+    The pickup window runs from now for :data:`RELEASE_WINDOW_MINUTES` of ``urgency`` (chosen
+    now), bidding closes ``deadline_minutes`` from now (never after the window's end), and the
+    patient is recorded ready now.  Emits ``trip.released``.  Raises
+    :class:`TransitionRefused`: 409 when the trip is not a will-call return still waiting
+    (released already, cancelled), 400 for an unknown urgency.
+    """
+    now = now or utcnow()
+    if urgency not in RELEASE_WINDOW_MINUTES:
+        raise TransitionRefused("Choose routine, urgent or emergent.", status=400)
+    if not trip.will_call_waiting:
+        raise TransitionRefused("This return is not waiting for the patient (released already, or "
+                                "not a will-call return).")
+    end = now + timedelta(minutes=RELEASE_WINDOW_MINUTES[urgency])
+    values = dict(released_at=now, released_by=(user_label or "")[:160], urgency=urgency,
+                  window_start=now, window_end=end, patient_ready_at=now, bidding_opens_at=None,
+                  bid_deadline=min(now + timedelta(minutes=deadline_minutes), end))
+    if trip.invite_mode == "preferred_then_all":
+        values["widen_invite_at"] = now + timedelta(minutes=trip.invite_all_after_minutes or 0)
+    _compare_and_set(trip, "open", values)
+    _history(trip, "released", "open", "open", user_id, user_label,
+             f"Patient ready: bidding opened ({urgency})", at=now)
+    emit("hospital", "trip.released", "trip", trip.public_id, trip_payload(trip))
+    return trip
+
+
+#: Where a patient's readiness may be marked: before the crew leaves the pickup with them.
+READY_STATUSES = ("open", "awarded", "en_route", "at_pickup")
+
+
+def mark_patient_ready(trip, user_id, user_label, now=None):
+    """Record that the patient is ready for pickup (now).  A will-call return still waiting is
+    released instead (:func:`release`, by the caller).  The trip's version is left alone (no
+    open form goes stale).  Raises :class:`TransitionRefused` (409) once the crew has left with
+    the patient or the trip is closed."""
+    now = now or utcnow()
+    if trip.status not in READY_STATUSES:
+        raise TransitionRefused("The patient's readiness can only be marked before the crew leaves "
+                                "the pickup.")
+    db.session.execute(sa.update(TransportRequest).where(TransportRequest.id == trip.id)
+                       .values(patient_ready_at=now).execution_options(synchronize_session=False))
+    db.session.refresh(trip)
+    _history(trip, "patient_ready", trip.status, trip.status, user_id, user_label, "Patient ready", at=now)
+    emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=True))
+    return trip
+
+
+def mark_not_ready(trip, reason, user_id, user_label, now=None):
+    """Record that the patient was not ready when the crew arrived (the trip is at pickup), with a
+    reason; a later :func:`mark_patient_ready` says when they were.  Raises
+    :class:`TransitionRefused`: 409 unless the crew is at the pickup, 400 without a reason."""
+    now = now or utcnow()
+    reason = " ".join((reason or "").split())[:200]
+    if not reason:
+        raise TransitionRefused("Say why the patient is not ready.", status=400)
+    if trip.status != "at_pickup":
+        raise TransitionRefused("\"Not ready\" is marked when the crew is at the pickup.")
+    db.session.execute(sa.update(TransportRequest).where(TransportRequest.id == trip.id)
+                       .values(not_ready_at=now, not_ready_reason=reason, patient_ready_at=None)
+                       .execution_options(synchronize_session=False))
+    db.session.refresh(trip)
+    _history(trip, "not_ready", trip.status, trip.status, user_id, user_label,
+             f"Patient not ready: {reason}", at=now)
+    emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=False))
+    return trip
+
+
+def announce_openings(now=None, limit=200):
+    """Tell the boards about the requests booked ahead whose bidding has just opened.
+
+    Each is announced once: the timer sets ``opening_announced_at`` with a conditional update
+    (two relays racing announce it once), writes a ``bidding_opened`` history line and emits
+    ``trip.bidding_opened`` in the same transaction.  Bidding itself opened at
+    ``bidding_opens_at`` whether announced or not (the clock is the rule); the trip's version
+    is left alone, so no open form goes stale.  The caller commits.  Returns how many were
+    announced.
+    """
+    now = now or utcnow()
+    T = TransportRequest
+    due = list(db.session.scalars(
+        sa.select(T).where(T.opening_announced_at.is_(None), T.bidding_opens_at.is_not(None),
+                           T.will_call.is_(False),
+                           T.bidding_opens_at <= now, T.status == "open")
+        .order_by(T.bidding_opens_at).limit(limit)))
+    announced = 0
+    for trip in due:
+        claimed = db.session.execute(
+            sa.update(T).where(T.id == trip.id, T.opening_announced_at.is_(None))
+            .values(opening_announced_at=now).execution_options(synchronize_session=False)).rowcount
+        if not claimed:
+            continue
+        _history(trip, "bidding_opened", "open", "open", None, "MedPort",
+                 "Bidding opened (booked ahead)", at=now)
+        emit("hospital", "trip.bidding_opened", "trip", trip.public_id, trip_payload(trip))
+        announced += 1
+    return announced
+
+
 def agency_may_serve(trip, agency_id, agency_levels, now=None):
     """Whether the agency is invited to ``trip`` and has the level of care for it."""
     now = now or utcnow()
@@ -561,7 +678,7 @@ def agency_may_serve(trip, agency_id, agency_levels, now=None):
     if agency_id in trip.invited_ids:
         return True
     if trip.invite_mode == "preferred_then_all":
-        return now >= trip.created_at + timedelta(minutes=trip.invite_all_after_minutes or 0)
+        return now >= trip.bidding_start + timedelta(minutes=trip.invite_all_after_minutes or 0)
     return False
 
 

@@ -1,0 +1,1 @@
+"""Recurring series: the hospital pages of services.series."""

@@ -1,0 +1,202 @@
+"""Hospital staff: recurring series (services.series), under ``/hospital/series``.
+
+Scoped to the signed-in user's hospital: another hospital's series answers 404.  Each use
+case writes the hospital silo only and commits once.
+"""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..auth.routes import roles_required
+from ..extensions import db
+from ..hospital.routes import _all_facilities, _own_facilities
+from ..localtime import local_today
+from ..models.hospital import WEEKDAYS
+from ..services import center_reads, configuration, submissions, trips
+from ..services import series as series_service
+from .forms import ChangeForm, ExceptionForm, SeriesCancelForm, SeriesForm, parse_version
+
+bp = Blueprint("series", __name__, url_prefix="/hospital/series")
+
+FORM_ALTERED = "This form was altered or is incomplete; reload the page and try again. Nothing was saved."
+
+
+def _hospital_id():
+    return current_user.hospital_id
+
+
+def _own_series(public_id):
+    """The user's hospital's series, or 404."""
+    found = series_service.get_for_hospital(public_id, _hospital_id())
+    if found is None:
+        abort(404)
+    return found
+
+
+def _agencies():
+    """Active agencies of the registry (read as last known while the center is unreachable)."""
+    return [a for a in center_reads.registry_names()[1].values() if a.active]
+
+
+@bp.route("/")
+@roles_required("hospital")
+def index():
+    """The hospital's series on one page: rule, next occurrences, state."""
+    rows = series_service.of_hospital(_hospital_id())
+    today = local_today()
+    names = {a.id: a.name for a in center_reads.registry_names()[1].values()}
+    return render_template("series/index.html", rows=[
+        {"series": s, "next": series_service.preview(s, 3, today) if s.status == "active" else []}
+        for s in rows], agency_names=names, WEEKDAYS=WEEKDAYS)
+
+
+def _new_form():
+    form = SeriesForm()
+    preferred = trips.active_agency_ids(trips.preferred_agency_ids(_hospital_id()))
+    form.offer(_own_facilities(), _all_facilities(), len(preferred))
+    form.offer_agencies(_agencies())
+    return form, preferred
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@roles_required("hospital")
+def new():
+    """Create a series from one form: the request, the days or interval, the time, the end."""
+    form, preferred = _new_form()
+    if request.method == "GET":
+        own = form._own
+        form.origin_facility.data = next(iter(own)) if len(own) == 1 else ""
+        form.patient_ref.data = trips.new_patient_ref()
+        form.mobility.data = "wheelchair"
+        form.bid_deadline_minutes.data = configuration.get("bid_deadline_default_minutes")
+        form.invite_mode.data = "preferred_then_all" if preferred else "all"
+        form.invite_all_after_minutes.data = 10
+        form.start_date.data = local_today()
+        return _render_new(form)
+    done = submissions.previous("hospital", form.submission_id.data, "series", current_user.id)
+    if done is not None:
+        flash("This series was already created; here it is.", "info")
+        return redirect(url_for(".detail", public_id=done), 303)
+    if not form.validate_on_submit():
+        if form.patient_ref.errors:
+            form.patient_ref.data = trips.new_patient_ref()
+        return _render_new(form, 400)
+    user_id, code = current_user.id, current_user.hospital.short_code
+    try:
+        claim = submissions.claim("hospital", form.submission_id.data, "series", user_id)
+        if claim.repeat:
+            return redirect(url_for(".detail", public_id=claim.created_id), 303)
+        created = series_service.create(_hospital_id(), code, form.series_values(), user_id)
+        claim.created(created.public_id)
+    except (trips.TransitionRefused, submissions.SubmissionRefused) as refused:
+        db.session.rollback()
+        return _render_new(form, refused.status, refused.message)
+    public_id = created.public_id
+    db.session.commit()
+    flash("Series created. Its occurrences are posted as requests ahead of their bidding lead time, "
+          f"{configuration.get('series_generate_days')} days ahead.", "success")
+    return redirect(url_for(".detail", public_id=public_id))
+
+
+def _render_new(form, status=200, alert=None):
+    return render_template("series/new.html", form=form, alert=alert, WEEKDAYS=WEEKDAYS), status
+
+
+def _detail_context(found, exception_form=None, change_form=None, cancel_form=None):
+    if exception_form is None:
+        exception_form = ExceptionForm(formdata=None, prefix="exception")
+    if change_form is None:
+        change_form = ChangeForm(formdata=None, prefix="change")
+        change_form.fill_from(found)
+        change_form.from_day.data = local_today()
+    if cancel_form is None:
+        cancel_form = SeriesCancelForm(formdata=None, prefix="cancel")
+        cancel_form.version.data = str(found.version)
+    names = {a.id: a.name for a in center_reads.registry_names()[1].values()}
+    return dict(series=found, occurrences=series_service.occurrence_requests(found.id),
+                upcoming=series_service.preview(found, 10) if found.status == "active" else [],
+                exception_form=exception_form, change_form=change_form, cancel_form=cancel_form,
+                agency_names=names, WEEKDAYS=WEEKDAYS)
+
+
+def _render_detail(found, status=200, alert=None, **forms):
+    return render_template("series/detail.html", alert=alert, **_detail_context(found, **forms)), status
+
+
+@bp.route("/<public_id>")
+@roles_required("hospital")
+def detail(public_id):
+    """One series: its rule, exceptions, occurrences, and the forms that change it."""
+    return _render_detail(_own_series(public_id))
+
+
+@bp.route("/<public_id>/exception", methods=["POST"])
+@roles_required("hospital")
+def exception(public_id):
+    """Skip one date, or move its occurrence."""
+    found = _own_series(public_id)
+    form = ExceptionForm(prefix="exception")
+    if not form.validate_on_submit():
+        return _render_detail(found, 400, "Check the highlighted fields; nothing was changed.",
+                              exception_form=form)
+    user_id, label = current_user.id, current_user.display_name
+    try:
+        if form.kind.data == "skip":
+            series_service.skip(found, form.day.data, form.note.data, user_id, label)
+            message = f"{form.day.data:%a %d %b} skipped."
+        else:
+            series_service.move(found, form.day.data, form.moved_to.data, form.moved_to.data.fold,
+                                form.note.data, user_id, label)
+            message = f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_detail(_own_series(public_id), refused.status, refused.message, exception_form=form)
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for(".detail", public_id=public_id))
+
+
+@bp.route("/<public_id>/change", methods=["POST"])
+@roles_required("hospital")
+def change(public_id):
+    """"This and later": change the time, days or needs from a date on."""
+    found = _own_series(public_id)
+    form = ChangeForm(prefix="change")
+    form._weekly = found.frequency == "weekly"
+    if not form.validate_on_submit():
+        return _render_detail(found, 400, "Check the highlighted fields; nothing was changed.", change_form=form)
+    version = parse_version(form.version)
+    if version is None:
+        return _render_detail(found, 400, FORM_ALTERED, change_form=form)
+    try:
+        successor = series_service.change_from(found, form.from_day.data, form.changes(found),
+                                               current_user.id, current_user.display_name, version)
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_detail(_own_series(public_id), refused.status, refused.message, change_form=form)
+    successor_id = successor.public_id
+    db.session.commit()
+    flash(f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.", "success")
+    return redirect(url_for(".detail", public_id=successor_id))
+
+
+@bp.route("/<public_id>/cancel", methods=["POST"])
+@roles_required("hospital")
+def cancel(public_id):
+    """Cancel the series, with a reason: its occurrences still ahead are cancelled."""
+    found = _own_series(public_id)
+    form = SeriesCancelForm(prefix="cancel")
+    if not form.validate_on_submit():
+        return _render_detail(found, 400, "Check the highlighted fields; nothing was changed.", cancel_form=form)
+    version = parse_version(form.version)
+    if version is None:
+        return _render_detail(found, 400, FORM_ALTERED, cancel_form=form)
+    try:
+        count = series_service.cancel(found, form.reason.data, form.note.data, current_user.id,
+                                      current_user.display_name, version)
+    except trips.TransitionRefused as refused:
+        db.session.rollback()
+        return _render_detail(_own_series(public_id), refused.status, refused.message, cancel_form=form)
+    db.session.commit()
+    flash(f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead cancelled with it.",
+          "success")
+    return redirect(url_for(".detail", public_id=public_id))

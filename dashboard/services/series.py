@@ -1,0 +1,567 @@
+"""Recurring series: one rule, ordinary requests for each occurrence, created ahead by the timer.
+
+A series is a rule in iCalendar RRULE terms (RFC 5545), evaluated by ``dateutil.rrule``:
+FREQ=WEEKLY with BYDAY (dialysis Monday, Wednesday, Friday) or FREQ=DAILY with an INTERVAL
+(every 2 days), from a start date, ending UNTIL a date or after COUNT occurrences.  The rule
+runs on the local wall clock (naive local datetimes), so a 06:30 pickup stays 06:30 local on
+both sides of a daylight-saving change; each occurrence is then converted to UTC on its own
+date:
+
+* a time the clocks skip (02:30 on 2026-03-08 in New York) is moved forward by the gap
+  (03:30), and the occurrence's history says so;
+* a time that happens twice (01:30 on 2026-11-01) is the series' choice (``fold``: 0 the
+  first, the default; 1 the second).
+
+Exceptions: a date skipped has no occurrence; a date moved has its occurrence at the local
+time given.  The relay's timer (:func:`generate`) creates the occurrences whose pickup falls
+within ``series_generate_days`` (configuration, default 14) of today: ordinary requests,
+linked to the series (``series_id``, ``series_date``), upcoming until their bidding lead
+time (``services.scheduling``).  A date gets one occurrence, ever: the unique constraint
+on (series, date) and ``INSERT ... ON CONFLICT DO NOTHING`` make two sweepers at once create
+it once.
+
+Editing "this one" is editing the occurrence (an ordinary request).  "This and later"
+(:func:`change_from`) ends the series the day before and continues it as a new series from
+that date; occurrences of those dates not yet awarded are replaced.  Cancelling a series
+(:func:`cancel`) cancels its occurrences still ahead (open or awarded), with the reason;
+past and running ones stand.
+
+A standing order names an agency offered each occurrence first, for a head start, then every
+agency able to serve the level of care (the "preferred first, then everyone" invitation
+with that one agency as the preferred list).
+
+Functions here write the hospital silo only; the caller commits (but :func:`generate`,
+which commits per batch).
+"""
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import sqlalchemy as sa
+from dateutil import rrule
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import selectinload
+
+from ..events.outbox import emit
+from ..extensions import db
+from ..localtime import clock_change, local_today, local_zone
+from ..models.base import new_public_id, utcnow
+from ..models.hospital import (
+    HospitalAgencyPreference,
+    SeriesException,
+    TransportRequest,
+    TransportRequestEvent,
+    TransportSeries,
+)
+from . import configuration, scheduling, trips
+from .trips import PATIENT_REF_ALPHABET, TransitionRefused
+
+FREQUENCIES = {"weekly": "On days of the week", "daily": "Every n days"}
+#: The most occurrences one series may have (a year of daily trips and some).
+MAX_COUNT = 400
+#: How far from its start a series may run.
+MAX_SPAN = timedelta(days=366)
+GENERATE_BATCH = 500
+#: Rows per INSERT statement (about 45 values a row: within SQLite's 32,766 bound parameters).
+INSERT_ROWS = 500
+#: Fields an occurrence copies from its series, as the request's own columns.
+COPIED = ("origin_facility_id", "pickup_location", "destination_facility_id", "destination_address",
+          "level_of_care", "mobility", "urgency", "patient_ref", "age_group", "weight_kg", "isolation",
+          "oxygen_lpm", "cardiac_monitor", "iv_pump", "ventilator", "other_needs", "notes")
+#: What "this and later" may change.
+CHANGEABLE = ("pickup_time", "window_minutes", "fold", "weekdays", "interval", "pickup_location", "mobility",
+              "weight_kg", "isolation", "oxygen_lpm", "cardiac_monitor", "iv_pump", "ventilator",
+              "other_needs", "notes")
+_RRULE_FREQ = {"weekly": rrule.WEEKLY, "daily": rrule.DAILY}
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One date of a series: ``day`` (the rule's local date), ``local`` (the local wall-clock
+    pickup, after a move or a clock change), ``start`` (naive UTC), ``note`` (why the time is
+    not the rule's: a skipped clock hour or a move; "" otherwise)."""
+
+    day: date
+    local: datetime
+    start: datetime
+    note: str
+
+
+def resolve_local(value, fold=0):
+    """A naive local wall-clock time as ``(naive UTC, local time it stands for, note)``.
+
+    A time the clocks skip is moved forward by the gap (the note says so); a repeated time is
+    taken as ``fold`` says (0 the first, 1 the second; the note names the choice)."""
+    zone = local_zone()
+    change = clock_change(value)
+    if change == "gap":
+        # Read with the offset before the change, it is the same instant as gap-later local.
+        instant = value.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        local = instant.astimezone(zone).replace(tzinfo=None)
+        return (instant.replace(tzinfo=None), local,
+                f"{value:%H:%M} does not exist on {value:%a %d %b %Y} (clocks go forward): "
+                f"moved to {local:%H:%M}")
+    instant = value.replace(tzinfo=zone, fold=fold if change == "fold" else 0).astimezone(UTC)
+    note = ""
+    if change == "fold":
+        note = (f"{value:%H:%M} happens twice on {value:%a %d %b %Y} (clocks go back): the "
+                f"{'second' if fold else 'first'} one")
+    return instant.replace(tzinfo=None), value.replace(fold=0), note
+
+
+def rule_of(series):
+    """The series' ``dateutil.rrule.rrule`` over naive local datetimes."""
+    start = datetime.combine(series.start_date, series.pickup_time)
+    kwargs = {"dtstart": start, "interval": series.interval or 1}
+    if series.frequency == "weekly":
+        kwargs["byweekday"] = series.weekday_list
+    if series.until_date is not None:
+        kwargs["until"] = datetime.combine(series.until_date, time(23, 59, 59))
+    if series.occurrence_count is not None:
+        kwargs["count"] = series.occurrence_count
+    return rrule.rrule(_RRULE_FREQ[series.frequency], **kwargs)
+
+
+def occurrences(series, first_day, last_day, exceptions=None):
+    """The series' occurrences whose rule dates fall from ``first_day`` to ``last_day`` (local
+    dates, inclusive), exceptions applied: a list of :class:`Occurrence` in date order."""
+    if exceptions is None:
+        exceptions = {e.day: e for e in series.exceptions}
+    found = []
+    begin = datetime.combine(first_day, time.min)
+    end = datetime.combine(last_day, time.max)
+    for local in rule_of(series).between(begin, end, inc=True):
+        day = local.date()
+        exception = exceptions.get(day)
+        if exception is not None and exception.kind == "skip":
+            continue
+        fold, moved = series.fold, ""
+        if exception is not None and exception.kind == "move":
+            local, fold = exception.moved_to, exception.moved_fold
+            moved = f"moved from {datetime.combine(day, series.pickup_time):%a %d %b %H:%M}"
+        start, shown, note = resolve_local(local, fold)
+        found.append(Occurrence(day, shown, start, "; ".join(x for x in (moved, note) if x)))
+    return found
+
+
+def preview(series, count=10, today=None):
+    """The next ``count`` occurrences from ``today`` (local), exceptions applied."""
+    today = today or local_today()
+    last = min(series.until_date or date.max, today + MAX_SPAN)
+    found = []
+    day = today
+    while len(found) < count and day <= last:
+        chunk_end = min(day + timedelta(days=62), last)
+        found.extend(occurrences(series, day, chunk_end))
+        day = chunk_end + timedelta(days=1)
+    return found[:count]
+
+
+def check_rule(fields, today=None):
+    """Messages by field name for a rule that cannot stand ({} when it can).
+
+    ``fields`` holds ``frequency``, ``interval``, ``weekdays`` (list of 0..6), ``start_date``,
+    ``until_date`` / ``occurrence_count`` (exactly one), ``pickup_time``."""
+    today = today or local_today()
+    errors = {}
+    horizon = configuration.get("booking_horizon_days")
+    if fields["frequency"] == "weekly" and not fields["weekdays"]:
+        errors["weekdays"] = "Choose at least one day of the week."
+    if fields["start_date"] < today:
+        errors["start_date"] = "The series cannot start in the past."
+    elif fields["start_date"] > today + timedelta(days=horizon):
+        errors["start_date"] = f"A series can start at most {horizon} days ahead."
+    until, count = fields.get("until_date"), fields.get("occurrence_count")
+    if (until is None) == (count is None):
+        errors["end"] = "End the series on a date or after a number of occurrences (one of the two)."
+    elif until is not None and until < fields["start_date"]:
+        errors["until_date"] = "The end date is before the start date."
+    elif until is not None and until > fields["start_date"] + MAX_SPAN:
+        errors["until_date"] = "A series may run at most a year; start a new one after."
+    elif count is not None and not 1 <= count <= MAX_COUNT:
+        errors["occurrence_count"] = f"Enter from 1 to {MAX_COUNT} occurrences."
+    return errors
+
+
+def create(hospital_id, hospital_code, fields, user_id):
+    """A new active series from validated ``fields`` (the model's columns); emits
+    ``series.created``.  Raises :class:`TransitionRefused` (400) for a rule that cannot stand
+    (:func:`check_rule`), 400 for a preferred invitation without an active preferred agency."""
+    problems = check_rule(dict(fields, weekdays=_weekday_list(fields.get("weekdays", ""))))
+    if problems:
+        raise TransitionRefused(" ".join(problems.values()), status=400)
+    if fields.get("invite_mode", "all") != "all" and not fields.get("standing_agency_id") \
+            and not trips.active_agency_ids(trips.preferred_agency_ids(hospital_id)):
+        raise TransitionRefused("Your hospital has no active preferred agencies, so no agency could "
+                                "bid. Add preferred agencies first or invite all agencies.", status=400)
+    now = utcnow()
+    series = TransportSeries(hospital_id=hospital_id, hospital_code=hospital_code, status="active",
+                             created_by_user_id=user_id, created_at=now, updated_at=now, **fields)
+    if not series.patient_ref:
+        series.patient_ref = trips.new_patient_ref()
+    db.session.add(series)
+    db.session.flush()
+    emit("hospital", "series.created", "series", series.public_id, series_payload(series))
+    return series
+
+
+def _weekday_list(value):
+    if isinstance(value, str):
+        return [int(x) for x in value.split(",") if x != ""]
+    return list(value)
+
+
+def series_payload(series, **extra):
+    """What other silos learn of a series: ids and operational facts, no patient reference."""
+    return dict(series_id=series.id, public_id=series.public_id, hospital_id=series.hospital_id,
+                level_of_care=series.level_of_care, status=series.status,
+                invite_mode="preferred_then_all" if series.standing_agency_id else series.invite_mode,
+                invited_agency_ids=[series.standing_agency_id] if series.standing_agency_id else [],
+                **extra)
+
+
+def of_hospital(hospital_id):
+    """The hospital's series, active first, then newest."""
+    return list(db.session.scalars(
+        sa.select(TransportSeries).where(TransportSeries.hospital_id == hospital_id)
+        .options(selectinload(TransportSeries.origin), selectinload(TransportSeries.destination))
+        .order_by(TransportSeries.status, TransportSeries.created_at.desc(), TransportSeries.id.desc())))
+
+
+def get_for_hospital(public_id, hospital_id):
+    """A series of this hospital, or None (another hospital's is not found)."""
+    return db.session.scalar(sa.select(TransportSeries).where(
+        TransportSeries.public_id == str(public_id), TransportSeries.hospital_id == hospital_id))
+
+
+def occurrence_requests(series_id, limit=60):
+    """The series' requests (its occurrences), soonest pickup first."""
+    return list(db.session.scalars(
+        sa.select(TransportRequest).where(TransportRequest.series_id == series_id)
+        .order_by(TransportRequest.window_start).limit(limit)))
+
+
+# --- exceptions --------------------------------------------------------------------------------
+
+def _rule_dates(series, day):
+    """Whether ``day`` is one of the rule's dates (before exceptions)."""
+    return any(o.day == day for o in occurrences(series, day, day, exceptions={}))
+
+
+def _occurrence_of(series, day):
+    return db.session.scalar(sa.select(TransportRequest).where(
+        TransportRequest.series_id == series.id, TransportRequest.series_date == day))
+
+
+def skip(series, day, note, user_id, user_label):
+    """Skip the occurrence of ``day`` (a date of the rule); one already created and not yet
+    picked up is cancelled ("not needed").  Raises :class:`TransitionRefused` (400 not a date of
+    the series, 409 series cancelled or the occurrence under way)."""
+    _check_active(series)
+    if not _rule_dates(series, day):
+        raise TransitionRefused(f"{day:%a %d %b %Y} is not a date of this series.", status=400)
+    existing = _occurrence_of(series, day)
+    if existing is not None and existing.status not in ("open", "awarded", "cancelled"):
+        raise TransitionRefused(f"The occurrence of {day:%a %d %b} is under way; it cannot be skipped.")
+    _set_exception(series, day, "skip", None, 0, note, user_id)
+    if existing is not None and existing.status != "cancelled":
+        trips.cancel(existing, "not_needed", f"Series date skipped. {note}".strip(), user_id, user_label)
+    emit("hospital", "series.changed", "series", series.public_id,
+         series_payload(series, skipped=day.isoformat()))
+
+
+def move(series, day, local, fold, note, user_id, user_label):
+    """Move the occurrence of ``day`` to the local wall-clock time ``local`` (naive, ``fold``
+    for a repeated hour); one already created and still open follows (its window keeps its
+    length).  Raises :class:`TransitionRefused` (400 not a date of the series, a time past or
+    past the horizon; 409 series cancelled or the occurrence awarded)."""
+    _check_active(series)
+    if not _rule_dates(series, day):
+        raise TransitionRefused(f"{day:%a %d %b %Y} is not a date of this series.", status=400)
+    start, _shown, _note = resolve_local(local, fold)
+    now = utcnow()
+    if start < now:
+        raise TransitionRefused("The new pickup time is in the past.", status=400)
+    if start > now + scheduling.horizon():
+        raise TransitionRefused(f"The new pickup can be at most {scheduling.horizon().days} days ahead.",
+                                status=400)
+    existing = _occurrence_of(series, day)
+    if existing is not None and existing.status not in ("open", "cancelled"):
+        raise TransitionRefused(f"The occurrence of {day:%a %d %b} is already awarded; change it with "
+                                "the agency, or cancel it and skip the date.")
+    _set_exception(series, day, "move", local.replace(fold=0), fold, note, user_id)
+    if existing is not None and existing.status == "open":
+        length = existing.window_end - existing.window_start
+        trips.edit(existing, {"window_start": start, "window_end": start + length}, user_id, user_label)
+    emit("hospital", "series.changed", "series", series.public_id,
+         series_payload(series, moved=day.isoformat()))
+
+
+def _set_exception(series, day, kind, moved_to, fold, note, user_id):
+    row = db.session.scalar(sa.select(SeriesException).where(
+        SeriesException.series_id == series.id, SeriesException.day == day))
+    if row is None:
+        row = SeriesException(series_id=series.id, day=day)
+        db.session.add(row)
+    row.kind, row.moved_to, row.moved_fold = kind, moved_to, fold
+    row.note, row.created_by_user_id, row.created_at = (note or "")[:200], user_id, utcnow()
+    db.session.flush()
+    db.session.expire(series, ["exceptions"])
+
+
+def _check_active(series):
+    if series.status != "active":
+        raise TransitionRefused("This series is cancelled; nothing more can change on it.")
+
+
+# --- this and later, cancel -------------------------------------------------------------------
+
+def _replaceable(series, from_day):
+    """The series' occurrences from ``from_day`` on that are still open (not awarded)."""
+    return list(db.session.scalars(sa.select(TransportRequest).where(
+        TransportRequest.series_id == series.id, TransportRequest.series_date >= from_day,
+        TransportRequest.status == "open")))
+
+
+def change_from(series, from_day, changes, user_id, user_label, expected_version=None):
+    """"This and later": the series ends the day before ``from_day`` and continues, changed,
+    as a new series from that date (same patient reference, exceptions from then on kept).
+
+    Its open occurrences from ``from_day`` are cancelled ("series changed") and the new series
+    creates them again; awarded ones stand (the agency has them: change them one by one).
+    Returns the new series.  Raises :class:`TransitionRefused` (409 cancelled or stale,
+    400 a date before today or past the series' end, or a rule that cannot stand).
+    """
+    _check_active(series)
+    if expected_version is not None and expected_version != series.version:
+        raise TransitionRefused(trips.STALE_MESSAGE)
+    today = local_today()
+    if from_day < today:
+        raise TransitionRefused("Changes apply from today or a later date.", status=400)
+    if series.until_date is not None and from_day > series.until_date:
+        raise TransitionRefused("The series has ended by then.", status=400)
+    columns = {c.name for c in TransportSeries.__table__.columns} - {
+        "id", "public_id", "status", "version", "start_date", "generated_through", "cancelled_at",
+        "cancel_reason", "cancel_note", "continues_id", "created_by_user_id", "created_at", "updated_at"}
+    values = {name: getattr(series, name) for name in columns}
+    values.update({k: v for k, v in changes.items() if k in CHANGEABLE})
+    if series.occurrence_count is not None:  # what is left of the count continues
+        done = len(occurrences(series, series.start_date, from_day - timedelta(days=1), exceptions={}))
+        values["occurrence_count"] = max(series.occurrence_count - done, 1)
+    values["start_date"] = from_day
+    problems = check_rule(dict(values, weekdays=_weekday_list(values["weekdays"])))
+    if problems:
+        raise TransitionRefused(" ".join(problems.values()), status=400)
+    now = utcnow()
+    result = db.session.execute(
+        sa.update(TransportSeries).where(TransportSeries.id == series.id,
+                                         TransportSeries.version == series.version,
+                                         TransportSeries.status == "active")
+        .values(until_date=from_day - timedelta(days=1), occurrence_count=None,
+                version=series.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise TransitionRefused(trips.STALE_MESSAGE)
+    kept = [e for e in series.exceptions if e.day >= from_day]
+    db.session.refresh(series)
+    successor = TransportSeries(status="active", continues_id=series.id, created_by_user_id=user_id,
+                                created_at=now, updated_at=now, **values)
+    db.session.add(successor)
+    db.session.flush()
+    for exception in kept:
+        db.session.add(SeriesException(series_id=successor.id, day=exception.day, kind=exception.kind,
+                                       moved_to=exception.moved_to, moved_fold=exception.moved_fold,
+                                       note=exception.note, created_by_user_id=exception.created_by_user_id))
+    for trip in _replaceable(series, from_day):
+        trips.cancel(trip, "not_needed", f"Series changed from {from_day:%a %d %b}: replaced",
+                     user_id, user_label)
+    # Occurrences the agencies already hold stand: the new series does not create those dates again.
+    held = db.session.scalars(sa.select(TransportRequest.series_date).where(
+        TransportRequest.series_id == series.id, TransportRequest.series_date >= from_day,
+        TransportRequest.status != "cancelled"))
+    kept_days = {e.day for e in kept}
+    for day in held:
+        if day not in kept_days:
+            db.session.add(SeriesException(series_id=successor.id, day=day, kind="skip",
+                                           note="Kept on the earlier series (awarded)",
+                                           created_by_user_id=user_id))
+    emit("hospital", "series.changed", "series", series.public_id,
+         series_payload(series, continued_by=successor.public_id, from_day=from_day.isoformat()))
+    emit("hospital", "series.created", "series", successor.public_id, series_payload(successor))
+    return successor
+
+
+def cancel(series, reason, note, user_id, user_label, expected_version=None):
+    """Cancel the series with a reason: its occurrences still ahead (pickup after now, open or
+    awarded) are cancelled with the same reason; past and running ones stand.  Emits
+    ``series.cancelled``.  Returns how many occurrences were cancelled.  Raises
+    :class:`TransitionRefused` (409 already cancelled or stale)."""
+    _check_active(series)
+    if expected_version is not None and expected_version != series.version:
+        raise TransitionRefused(trips.STALE_MESSAGE)
+    now = utcnow()
+    result = db.session.execute(
+        sa.update(TransportSeries).where(TransportSeries.id == series.id,
+                                         TransportSeries.version == series.version,
+                                         TransportSeries.status == "active")
+        .values(status="cancelled", cancelled_at=now, cancel_reason=reason,
+                cancel_note=(note or "")[:300] or None, version=series.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise TransitionRefused(trips.STALE_MESSAGE)
+    db.session.refresh(series)
+    future = list(db.session.scalars(sa.select(TransportRequest).where(
+        TransportRequest.series_id == series.id, TransportRequest.window_start > now,
+        TransportRequest.status.in_(("open", "awarded")))))
+    for trip in future:
+        trips.cancel(trip, reason, f"Series cancelled. {note or ''}".strip(), user_id, user_label)
+    emit("hospital", "series.cancelled", "series", series.public_id,
+         series_payload(series, reason=reason, cancelled_occurrences=len(future)))
+    return len(future)
+
+
+# --- generation by the timer -------------------------------------------------------------------
+
+def _insert(rows):
+    """Insert occurrence rows, skipping a (series, date) that exists already (another sweeper
+    created it); returns ``[(id, public_id, series_id, series_date)]`` of those inserted."""
+    table = TransportRequest.__table__
+    connection = db.session.connection(bind_arguments={"mapper": TransportRequest})
+    make = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    # One statement compiled once, its rows sent in batches (executemany with RETURNING).
+    stmt = (make(table).on_conflict_do_nothing(index_elements=["series_id", "series_date"])
+            .returning(table.c.id, table.c.public_id, table.c.series_id, table.c.series_date, table.c.reference))
+    return connection.execute(stmt, rows).all()
+
+
+def _references(codes_and_days):
+    """A reference per (hospital code, pickup day) given, none already taken (``CODE-YYMMDD-XXXX``)."""
+    wanted = [f"{code}-{day:%y%m%d}-" + "".join(secrets.choice(PATIENT_REF_ALPHABET) for _ in range(4))
+              for code, day in codes_and_days]
+    for _ in range(trips.REFERENCE_ATTEMPTS):
+        taken = set()
+        for start in range(0, len(wanted), 1000):
+            taken |= set(db.session.scalars(sa.select(TransportRequest.reference).where(
+                TransportRequest.reference.in_(wanted[start:start + 1000]))))
+        seen, clash = set(), []
+        for i, ref in enumerate(wanted):
+            if ref in taken or ref in seen:
+                clash.append(i)
+            seen.add(ref)
+        if not clash:
+            return wanted
+        for i in clash:
+            code, day = codes_and_days[i]
+            wanted[i] = f"{code}-{day:%y%m%d}-" + "".join(
+                secrets.choice(PATIENT_REF_ALPHABET) for _ in range(4))
+    raise TransitionRefused("Could not allocate request references; the timer tries again.", status=503)
+
+
+def generate(now=None, days=None, batch=GENERATE_BATCH):
+    """Create the occurrences of every active series whose pickup falls from now to
+    ``days`` (default ``series_generate_days``) local days ahead; commits per batch of series.
+
+    Idempotent: each series remembers how far it was generated (``generated_through``) and a
+    (series, date) pair is inserted once (``ON CONFLICT DO NOTHING`` on its unique
+    constraint), also under two sweepers at once.  An occurrence whose pickup has passed is
+    not created.  Each series that gained occurrences emits one ``series.generated`` (the
+    agencies' upcoming lists refresh).  Returns how many requests were created.
+    """
+    now = now or utcnow()
+    settings = configuration.get_all()
+    db.session.commit()  # end the center read before writing the hospital silo
+    through = local_today(now) + timedelta(days=days or settings["series_generate_days"])
+    today = local_today(now)
+    created = 0
+    last_id = 0
+    while True:
+        chunk = list(db.session.scalars(
+            sa.select(TransportSeries).where(
+                TransportSeries.status == "active", TransportSeries.id > last_id,
+                sa.or_(TransportSeries.generated_through.is_(None),
+                       TransportSeries.generated_through < through))
+            .options(selectinload(TransportSeries.exceptions))
+            .order_by(TransportSeries.id).limit(batch)))
+        if not chunk:
+            break
+        last_id = chunk[-1].id
+        created += _generate_chunk(chunk, today, through, now, settings)
+        db.session.commit()
+    return created
+
+
+def _generate_chunk(chunk, today, through, now, settings):
+    hospital_ids = {s.hospital_id for s in chunk}
+    preferred = {}
+    for hospital_id, agency_id in db.session.execute(
+            sa.select(HospitalAgencyPreference.hospital_id, HospitalAgencyPreference.agency_id)
+            .where(HospitalAgencyPreference.hospital_id.in_(hospital_ids))
+            .order_by(HospitalAgencyPreference.hospital_id, HospitalAgencyPreference.rank)):
+        preferred.setdefault(hospital_id, []).append(agency_id)
+    active = set(trips.active_agency_ids(sorted({a for ids in preferred.values() for a in ids}
+                                                | {s.standing_agency_id for s in chunk
+                                                   if s.standing_agency_id})))
+    planned = []  # (series, occurrence, booking)
+    for series in chunk:
+        first = max(series.start_date, today,
+                    (series.generated_through + timedelta(days=1)) if series.generated_through else date.min)
+        last = min(through, series.until_date or through)
+        if first > last:
+            continue
+        for occurrence in occurrences(series, first, last):
+            if occurrence.start < now:
+                continue
+            planned.append((series, occurrence))
+    references = _references([(s.hospital_code, o.local.date()) for s, o in planned])
+    rows, notes = [], {}
+    for (series, occurrence), reference in zip(planned, references, strict=True):
+        start = occurrence.start
+        end = start + timedelta(minutes=series.window_minutes)
+        fields = {name: getattr(series, name) for name in COPIED}
+        fields.update(window_start=start, window_end=end,
+                      bid_deadline=now + timedelta(minutes=series.bid_deadline_minutes))
+        booking, problem = scheduling.plan(fields, now, settings)
+        if problem:  # bidding would close after the pickup: bidding closes at pickup instead
+            opens = scheduling.opening_for(series.level_of_care, start, now, settings)
+            booking = {"bidding_opens_at": opens, "bid_deadline": min(end, max(start, now))}
+        if series.standing_agency_id:
+            invite_mode, after = "preferred_then_all", series.standing_order_minutes or 0
+            invited = [series.standing_agency_id] if series.standing_agency_id in active else []
+        else:
+            invite_mode, after = series.invite_mode, series.invite_all_after_minutes
+            invited = [a for a in preferred.get(series.hospital_id, []) if a in active]
+        bidding_start = booking["bidding_opens_at"] or now
+        rows.append(dict(
+            fields, **booking, public_id=new_public_id(), reference=reference,
+            hospital_id=series.hospital_id, status="open", version=1,
+            invite_mode=invite_mode, invite_all_after_minutes=after,
+            invited_agency_ids="," + ",".join(str(a) for a in invited) + ",",
+            widen_invite_at=(bidding_start + timedelta(minutes=after or 0)
+                             if invite_mode == "preferred_then_all" else None),
+            series_id=series.id, series_date=occurrence.day, bid_count=0, handed_back_count=0,
+            created_by_user_id=series.created_by_user_id, created_at=now, updated_at=now))
+        notes[(series.id, occurrence.day)] = occurrence.note
+    inserted = []
+    for start in range(0, len(rows), INSERT_ROWS):
+        inserted.extend(_insert(rows[start:start + INSERT_ROWS]))
+    if inserted:
+        db.session.connection(bind_arguments={"mapper": TransportRequestEvent}).execute(
+            sa.insert(TransportRequestEvent.__table__), [
+            dict(trip_id=trip_id, action="posted", from_status=None, to_status="open", at=now,
+                 user_id=None, user_label="MedPort (series)",
+                 note=("Series occurrence. " + notes[(series_id, day)]).strip()[:300], detail=None)
+            for trip_id, _public_id, series_id, day, _reference in inserted])
+    per_series = {}
+    for _trip_id, public_id, series_id, _day, _reference in inserted:
+        per_series.setdefault(series_id, []).append(public_id)
+    by_id = {s.id: s for s in chunk}
+    for series_id, public_ids in per_series.items():
+        emit("hospital", "series.generated", "series", by_id[series_id].public_id,
+             series_payload(by_id[series_id], created=len(public_ids), trip_public_ids=public_ids[:50]),
+             actor_user_id=None, actor_ip=None)
+    db.session.execute(
+        sa.update(TransportSeries).where(TransportSeries.id.in_([s.id for s in chunk]),
+                                         sa.or_(TransportSeries.generated_through.is_(None),
+                                                TransportSeries.generated_through < through))
+        .values(generated_through=through).execution_options(synchronize_session=False))
+    return len(inserted)
