@@ -246,3 +246,18 @@ def test_analytics_count_time_to_first_bid_and_award_from_the_opening(app, demo)
         assert speed["first_bid"]["p50"] == 15 and speed["first_bid"]["p90"] == 15
         assert speed["award"]["p50"] == 25
         assert "bidding opened" in speed["first_bid"]["label"]
+
+
+def test_upcoming_requests_have_their_own_tab_and_stay_off_the_center_board(app, nurse, client, auth):
+    start, end = local_time(app, 10 * 24 * 60), local_time(app, 10 * 24 * 60 + 120)
+    response = nurse.post("/hospital/requests/new", data=valid_form(app, level_of_care="BLS",
+                                                                    window_start=start, window_end=end))
+    public_id = response.headers["Location"].rsplit("/", 1)[1]
+    with app.app_context():
+        reference = trips.get_by_public_id(public_id).reference
+    assert reference in text(nurse.get("/hospital/requests/panel?tab=upcoming"))
+    assert reference not in text(nurse.get("/hospital/requests/panel"))
+    assert 'Upcoming <span class="count">1</span>' in text(nurse.get("/hospital/"))
+    auth.logout()
+    assert auth.login("coordinator@medport.test").status_code == 302
+    assert reference not in text(client.get("/center/board/panel"))

@@ -50,6 +50,8 @@ HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined"
                    "withdrawn": "Withdrawn", "ended": "Expired or closed"}
 PAGE_SIZE = 25
 MAX_PAGE = 100_000
+#: The upcoming requests the board lists (soonest opening first): the rest follow as they open.
+UPCOMING_SHOWN = 50
 #: How far from today the availability and route pages may look.
 MAX_DAYS_AWAY = 3 * 366
 CSV_COLUMNS = ["trip_reference", "service_date", "unit", "unit_level", "level_of_care", "urgency",
@@ -155,8 +157,8 @@ def _board_context():
     rows = [{"trip": trip, "distance_km": trip_distance(trip), "bid": bids.get(trip.id),
              "bidding_open": trip.bid_deadline > now} for trip in open_trips]
     upcoming = [{"trip": trip, "distance_km": trip_distance(trip)}
-                for trip in scheduling.upcoming_requests(agency.id, agency.level_list, now=now)
-                if not filters["level"] or trip.level_of_care == filters["level"]]
+                for trip in scheduling.upcoming_requests(agency.id, agency.level_list, limit=UPCOMING_SHOWN,
+                                                         level=filters["level"] or None, now=now)]
     return {"rows": rows, "upcoming": upcoming, "filters": filters, "now": now,
             "levels": bidding.servable_levels(agency.level_list), "within_choices": BOARD_WITHIN,
             "panel_args": {key: value for key, value in filters.items() if value}}

@@ -50,12 +50,13 @@ MAX_PAGES = 200
 MAX_SEARCH = 40
 TABS = {
     "open": "Open",
+    "upcoming": "Upcoming",
     "active": "Awarded / in progress",
     "completed": "Completed today",
     "cancelled": "Cancelled",
 }
 SORTS = {"reference": "Reference", "created": "Posted", "window": "Pickup window", "urgency": "Urgency"}
-DEFAULT_SORT = {"open": "urgency", "active": "window", "completed": "-window", "cancelled": "-created"}
+DEFAULT_SORT = {"open": "urgency", "upcoming": "window", "active": "window", "completed": "-window", "cancelled": "-created"}
 CANCELLABLE = ("open", "awarded")
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
 STATUS_WORDS = {"awarded": "awarded", "en_route": "awarded (the crew is en route)",
@@ -140,10 +141,22 @@ def _today_utc():
     return local_midnight(day), local_midnight(day + timedelta(days=1))
 
 
+def _not_bidding_yet():
+    """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting."""
+    T = TransportRequest
+    return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at > utcnow(),
+                                              sa.and_(T.will_call.is_(True), T.released_at.is_(None))))
+
+
 def _tab_filter(tab):
-    """The condition that puts a request in a dashboard tab."""
+    """The condition that puts a request in a dashboard tab: "Upcoming" holds the open requests
+    not taking bids yet (booked ahead, will-call waiting), "Open" the others."""
     if tab == "open":
-        return TransportRequest.status == "open"
+        T = TransportRequest
+        return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= utcnow()),
+                       sa.or_(T.will_call.is_(False), T.released_at.is_not(None)))
+    if tab == "upcoming":
+        return _not_bidding_yet()
     if tab == "active":
         return TransportRequest.status.in_(ACTIVE_STATUSES)
     if tab == "completed":
@@ -199,7 +212,12 @@ def _tab_counts(hospital_id):
         sa.select(sa.func.count())
         .where(TransportRequest.hospital_id == hospital_id, _tab_filter("completed"))
     )
-    return {"open": counts.get("open", 0),
+    upcoming = db.session.scalar(
+        sa.select(sa.func.count())
+        .where(TransportRequest.hospital_id == hospital_id, _tab_filter("upcoming"))
+    )
+    return {"open": counts.get("open", 0) - upcoming,
+            "upcoming": upcoming,
             "active": sum(counts.get(s, 0) for s in ACTIVE_STATUSES),
             "completed": completed,
             "cancelled": counts.get("cancelled", 0)}

@@ -113,6 +113,9 @@ class TransportRequest(db.Model):
         # History tabs and analytics: completed trips by completion time, per hospital.
         sa.Index("ix_transport_requests_status_completed", "status", "completed_at", "hospital_id"),
         sa.Index("ix_transport_requests_status_cancelled", "status", "cancelled_at"),
+        # Open requests by their opening: the ones taking bids (opened, or never booked ahead)
+        # apart from the many upcoming ones of recurring series (agencies' boards, center board).
+        sa.Index("ix_transport_requests_status_opens", "status", "bidding_opens_at"),
         # Booked ahead: the requests whose bidding opening the timer has still to announce.
         sa.Index(
             "ix_transport_requests_opening_due",

@@ -120,9 +120,14 @@ def risk_marks(trip, now, settings, agencies=None):
 registry_names = center_reads.registry_names
 
 
-def _group_condition(state, since):
+def _group_condition(state, since, now=None):
     if state == "open":
-        return TransportRequest.status == "open"
+        # Booked ahead and not open for bids yet, or a will-call waiting for its patient: nothing
+        # for the center to act on, so not on the board (the hospital's and agencies' lists have them).
+        T = TransportRequest
+        return sa.and_(T.status == "open",
+                       sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= (now or utcnow())),
+                       sa.or_(T.will_call.is_(False), T.released_at.is_not(None)))
     if state == "active":
         return TransportRequest.status.in_(ACTIVE_STATUSES)
     return sa.or_(
@@ -165,7 +170,7 @@ def board(filters, now=None):
         limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
         rows = list(db.session.scalars(
             sa.select(TransportRequest)
-            .where(_group_condition(state, since), *conditions)
+            .where(_group_condition(state, since, now), *conditions)
             .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
             .order_by(*_group_order(state), TransportRequest.id)
             .limit(limit + 1)
@@ -174,7 +179,7 @@ def board(filters, now=None):
         if truncated[state] and limit == CLOSED_PREVIEW:
             totals[state] = db.session.scalar(
                 sa.select(sa.func.count()).select_from(TransportRequest)
-                .where(_group_condition(state, since), *conditions))
+                .where(_group_condition(state, since, now), *conditions))
         board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
                       for trip in rows[:limit]]
         if filters.risk_only:

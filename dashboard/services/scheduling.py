@@ -88,22 +88,26 @@ def replan(trip, window_start, now=None, settings=None):
     return {"bidding_opens_at": opens, "bid_deadline": opens + duration}
 
 
-def upcoming_requests(agency_id, agency_levels, limit=200, now=None):
+def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None):
     """Requests booked ahead that this agency will be able to bid on, soonest opening first.
 
     Open requests whose bidding has not opened, of a level the agency covers, that invite
-    every agency (now or after the preferred agencies' head start) or name this one.
-    At most ``limit``.
+    every agency (now or after the preferred agencies' head start) or name this one; of
+    ``level`` alone when given.  At most ``limit``.
     """
     from .bidding import servable_levels
 
     now = now or utcnow()
     levels = servable_levels(agency_levels)
+    if level:
+        levels = [lv for lv in levels if lv == level]
     if not levels:
         return []
     T = TransportRequest
     return list(db.session.scalars(
         sa.select(T).where(
+            # Not announced yet (an upcoming request never is): the partial opening index serves it.
+            T.opening_announced_at.is_(None), T.bidding_opens_at.is_not(None),
             T.status == "open", T.bidding_opens_at > now, T.level_of_care.in_(levels), T.will_call.is_(False),
             sa.or_(T.invite_mode.in_(("all", "preferred_then_all")),
                    T.invited_agency_ids.contains(f",{agency_id},")))

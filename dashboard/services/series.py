@@ -551,13 +551,21 @@ def _generate_chunk(chunk, today, through, now, settings):
                  user_id=None, user_label="MedPort (series)",
                  note=("Series occurrence. " + notes[(series_id, day)]).strip()[:300], detail=None)
             for trip_id, _public_id, series_id, day, _reference in inserted])
-    per_series = {}
-    for _trip_id, public_id, series_id, _day, _reference in inserted:
-        per_series.setdefault(series_id, []).append(public_id)
+    # One event per level of care and invitation of the batch (not one per series): the agencies
+    # able to serve it hear that their upcoming lists changed, the audit keeps which series grew.
     by_id = {s.id: s for s in chunk}
-    for series_id, public_ids in per_series.items():
-        emit("hospital", "series.generated", "series", by_id[series_id].public_id,
-             series_payload(by_id[series_id], created=len(public_ids), trip_public_ids=public_ids[:50]),
+    groups = {}
+    for _trip_id, _public_id, series_id, _day, _reference in inserted:
+        found = by_id[series_id]
+        payload = series_payload(found)
+        key = (payload["level_of_care"], payload["invite_mode"], tuple(payload["invited_agency_ids"]))
+        group = groups.setdefault(key, {"series": {}, "payload": payload})
+        group["series"][found.public_id] = group["series"].get(found.public_id, 0) + 1
+    for (level, _mode, _invited), group in groups.items():
+        created = group["series"]
+        emit("hospital", "series.generated", "series", f"{level}-{through.isoformat()}-{min(created)}",
+             dict(group["payload"], series_id=None, public_id=None, hospital_id=None,
+                  created=sum(created.values()), series=created),
              actor_user_id=None, actor_ip=None)
     db.session.execute(
         sa.update(TransportSeries).where(TransportSeries.id.in_([s.id for s in chunk]),

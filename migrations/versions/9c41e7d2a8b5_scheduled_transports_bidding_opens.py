@@ -141,6 +141,8 @@ def upgrade_hospital():
         batch_op.create_unique_constraint('uq_transport_requests_series_date', ['series_id', 'series_date'])
     op.create_index('ix_transport_requests_opening_due', 'transport_requests', ['bidding_opens_at'],
                     unique=False, postgresql_where=sa.text(DUE), sqlite_where=sa.text(DUE))
+    op.create_index('ix_transport_requests_status_opens', 'transport_requests', ['status', 'bidding_opens_at'],
+                    unique=False)
     op.drop_index('ix_transport_requests_created_timings', table_name='transport_requests',
                   postgresql_include=TIMINGS)
     op.create_index('ix_transport_requests_created_timings', 'transport_requests', ['created_at'],
@@ -148,6 +150,7 @@ def upgrade_hospital():
 
 
 def downgrade_hospital():
+    op.drop_index('ix_transport_requests_status_opens', table_name='transport_requests')
     op.drop_index('ix_transport_requests_created_timings', table_name='transport_requests',
                   postgresql_include=TIMINGS + ['bidding_opens_at'])
     op.create_index('ix_transport_requests_created_timings', 'transport_requests', ['created_at'],
