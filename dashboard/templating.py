@@ -10,7 +10,7 @@ from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-from .services import degraded, lateness
+from .services import care_rules, degraded, lateness
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -188,6 +188,8 @@ def register(app):
         ISOLATIONS=hospital_vocab.ISOLATIONS,
         INVITE_MODES=hospital_vocab.INVITE_MODES,
         dispatch_state=vocab.trip_dispatch_state,
+        CARE_RULES=care_rules.CARE_RULES,
+        care_override_summary=care_rules.override_summary,
         DISPATCH_STATES=vocab.DISPATCH_STATES,
         STATUS_LABELS={
             "open": "Open",

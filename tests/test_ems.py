@@ -47,7 +47,7 @@ def post_trip(app, level="BLS", urgency="routine", invite_mode="all", starts_in=
             destination_facility_id=facility[destination].id, level_of_care=level,
             mobility="stretcher", urgency=urgency, window_start=now + starts_in,
             window_end=now + starts_in + timedelta(minutes=minutes), patient_ref="",
-            age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=True,
+            age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=level != "BLS",
             other_needs="Fall risk", bid_deadline=now + deadline_in, invite_mode=invite_mode,
             invite_all_after_minutes=after_minutes)
         trip = trips.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)

@@ -775,18 +775,18 @@ def test_edit_an_open_request(app, nurse, deliver):
     assert outbox_types(app, public_id) == ["trip.posted"]
     response = nurse.post(f"/hospital/requests/{public_id}/edit", data=edit_form(
         app, window_start=to_local_input(app, original.window_start), window_end=local_time(app, 480),
-        notes="Bring the bariatric stretcher", mobility="bariatric_stretcher", ventilator="y"))
+        notes="Bring the bariatric stretcher", mobility="bariatric_stretcher", iv_pump="y"))
     assert response.status_code == 302
     trip = load(app, public_id)
-    assert trip.version == 2 and trip.notes == "Bring the bariatric stretcher" and trip.ventilator
+    assert trip.version == 2 and trip.notes == "Bring the bariatric stretcher" and trip.iv_pump
     assert trip.window_start == original.window_start and trip.window_end > original.window_end
     with app.app_context():
         event = db.session.scalar(sa.select(HospitalOutboxEvent).where(
             HospitalOutboxEvent.entity_id == public_id, HospitalOutboxEvent.type == "trip.changed"))
-        assert sorted(event.payload["changed"]) == ["mobility", "notes", "ventilator", "window_end"]
+        assert sorted(event.payload["changed"]) == ["iv_pump", "mobility", "notes", "window_end"]
     assert history_actions(app, public_id) == ["posted", "changed"]
     deliver()
-    assert "Changed: mobility, notes, ventilator, window end" in text(
+    assert "Changed: iv pump, mobility, notes, window end" in text(
         nurse.get(f"/hospital/requests/{public_id}/timeline"))
     # A window that has begun may be kept while other things change.
     with app.app_context():

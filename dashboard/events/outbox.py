@@ -21,6 +21,7 @@ EVENT_TYPES = (
     "trip.awaiting_award",
     "trip.reopened",
     "trip.invite_widened",
+    "trip.care_override",
     "bid.placed",
     "bid.changed",
     "bid.withdrawn",

@@ -409,6 +409,7 @@ def edit_request(public_id):
         return _render_edit(trip, form)
     ok = form.validate_on_submit()
     ok = form.check_window(unchanged=(trip.window_start, trip.window_end)) and ok
+    ok = form.check_care(trip.level_of_care, kept=(trip.care_override_reason, trip.care_override_needs)) and ok
     if not ok:
         return _render_edit(trip, form, 400)
     version = parse_version(form.version)
@@ -416,7 +417,7 @@ def edit_request(public_id):
         return _render_edit(trip, form, 400, FORM_ALTERED)
     try:
         _trip, changed = trips.edit(trip, form.changes(trip), current_user.id, current_user.display_name,
-                                    expected_version=version)
+                                    expected_version=version, care_override=form.care_override_value())
     except trips.TransitionRefused as refused:
         db.session.rollback()
         return _render_edit(trip, form, refused.status, refused.message)
@@ -542,7 +543,8 @@ def new_request():
         claim = submissions.claim("hospital", form.submission_id.data, "request", user_id)
         if claim.repeat:  # the same form, sent at the same moment, was posted first
             return _already_posted(claim.created_id)
-        trip = trips.post(hospital_id, short_code, fields, user_id, user_label)
+        trip = trips.post(hospital_id, short_code, fields, user_id, user_label,
+                          care_override=form.care_override_value())
         claim.created(trip.public_id)
         if source is not None and source.status == "open":
             trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}", user_id,

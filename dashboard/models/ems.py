@@ -210,12 +210,15 @@ class EmsRoute(db.Model):
     ventilator = sa.Column(sa.Boolean)
     other_needs = sa.Column(sa.String(200))
     notes = sa.Column(sa.String(500))
+    care_override_reason = sa.Column(sa.String(300))
+    care_override_needs = sa.Column(sa.String(120))
 
     unit = db.relationship("Unit")
 
     #: Trip columns a route keeps a copy of (same names on both).
     CREW_FACTS = ("level_of_care", "mobility", "urgency", "weight_kg", "isolation", "oxygen_lpm",
-                  "cardiac_monitor", "iv_pump", "ventilator", "other_needs", "notes")
+                  "cardiac_monitor", "iv_pump", "ventilator", "other_needs", "notes",
+                  "care_override_reason", "care_override_needs")
 
     @classmethod
     def crew_facts_of(cls, trip):

@@ -156,6 +156,10 @@ class TransportRequest(db.Model):
     ventilator = sa.Column(sa.Boolean, nullable=False, default=False)
     other_needs = sa.Column(sa.String(200), nullable=False, default="")
     notes = sa.Column(sa.String(500), nullable=False, default="")
+    # A need above the level of care (services/care_rules.py), sent at this level anyway: the
+    # nurse's reason, and the needs it covers (",".join of rule needs, e.g. "ventilator").
+    care_override_reason = sa.Column(sa.String(300))
+    care_override_needs = sa.Column(sa.String(120))
 
     bid_deadline = sa.Column(sa.DateTime, nullable=False)
     invite_mode = sa.Column(sa.String(20), nullable=False, default="all")
