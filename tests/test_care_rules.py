@@ -81,6 +81,7 @@ def test_the_table_holds_the_field_values():
     assert care_rules.required_level({"oxygen_lpm": 4}) == "BLS"
     assert care_rules.summary("BLS", (RULES_BY_NEED["ventilator"], RULES_BY_NEED["cardiac_monitor"])) \
         == "BLS with a ventilator (needs CCT), a cardiac monitor (needs ALS)"
+    assert care_rules.summary("ALS", (RULES_BY_NEED["oxygen_lpm"],)) == "ALS with oxygen above 15 L/min (needs CCT)"
     with pytest.raises(ValueError):
         care_rules.shortfalls("XLS", {})
 

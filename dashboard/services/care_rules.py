@@ -106,9 +106,7 @@ def required_level(needs):
 def summary(level, rules):
     """One line for the timeline and the pages: "BLS with a ventilator (needs CCT), a cardiac
     monitor (needs ALS)"."""
-    parts = [f"{rule.label[0].lower()}{rule.label[1:]} (needs {rule.minimum})"
-             if rule.label.startswith(("A ", "An ")) else f"{rule.label} (needs {rule.minimum})"
-             for rule in rules]
+    parts = [f"{rule.label[0].lower()}{rule.label[1:]} (needs {rule.minimum})" for rule in rules]
     return f"{level} with " + ", ".join(parts)
 
 
