@@ -247,6 +247,12 @@ def test_an_override_is_audited_and_seen_by_the_hospital_ems_and_center(app, nur
     rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="urgency-row[^"]*">.*?/ems/requests/([0-9a-f-]{36}).*?</tr>',
                                                          board, re.S)}
     assert "Level override" in rows[public_id] and "Level override" not in rows[plain]
+    # The hospital's list and the center's board mark it too (the demo's own override is Mount Nittany's).
+    assert text(nurse.get("/hospital/requests/panel")).count("Level override") == 1
+    board = text(signed_in(app, CORD).get("/center/board/panel"))
+    reference = load(app, public_id).reference
+    row = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{reference}(?:(?!</tr>).)*</tr>", board, re.S).group(0)
+    assert "Level override" in row
     # Awarded, the crew's copy of the trip carries it (My trips, with the hospital silo down too).
     bid = place_bid(app, public_id, "AEMS", 20)
     assert award(nurse, public_id, bid, version_of(app, public_id)).status_code == 302
