@@ -105,7 +105,7 @@ def test_posting_a_need_above_the_level_is_refused_naming_it(app, demo, need):
             db.session.rollback()
             assert refused.value.status == 400 and refused.value.rules == (rule,)
             assert f"{rule.label} needs {rule.minimum} or higher; this request is BLS." in refused.value.message
-            assert f"Choose {rule.minimum}" in refused.value.message
+            assert f"Send it at {rule.minimum}, or override the level with a reason" in refused.value.message
         assert trip_count(app) == before
         # At its level, the need posts without any override.
         trip = _post(app, level_of_care=rule.minimum, **{need: NEEDS_ON[need]})
@@ -272,8 +272,8 @@ def test_the_edit_form_refuses_an_uncovered_need_and_takes_an_override(app, nurs
                 cardiac_monitor="y", ventilator="y", other_needs="", notes="", version="1")
     response = nurse.post(f"/hospital/requests/{public_id}/edit", data=data)
     assert response.status_code == 400
-    assert errors(response) == ["A ventilator needs CCT or higher; this request is ALS. Choose CCT, or tick "
-                                "“Send at this level of care anyway” below and give a reason."]
+    assert errors(response) == ["A ventilator needs CCT or higher; this request is ALS. Cancel it and re-post "
+                                "it at CCT, or tick “Send at this level of care anyway” below and give a reason."]
     assert load(app, public_id).version == 1
     response = nurse.post(f"/hospital/requests/{public_id}/edit",
                           data=dict(data, care_override="y", care_override_reason=REASON))

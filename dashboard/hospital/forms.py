@@ -137,6 +137,10 @@ class WindowMixin:
 class NeedsMixin:
     """The crew's view of the patient: no name, no date of birth, no record number."""
 
+    #: What a field message asks of the nurse when a need is above the level (``{level}``: the
+    #: level every need asks for).
+    CARE_REMEDY = "Choose {level}"
+
     mobility = SelectField(
         "Mobility", choices=options(MOBILITIES), validate_choice=False,
         validators=[InputRequired("Choose the patient's mobility.")],
@@ -212,8 +216,8 @@ class NeedsMixin:
         required = care_rules.required_level(needs)
         for rule in uncovered:
             getattr(self, rule.need).errors.append(
-                f"{rule.message(level)} Choose {required}, or tick “{self.care_override.label.text}” "
-                "below and give a reason.")
+                f"{rule.message(level)} {self.CARE_REMEDY.format(level=required)}, or tick "
+                f"“{self.care_override.label.text}” below and give a reason.")
         return False
 
     def care_override_value(self):
@@ -420,6 +424,8 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
 
 class EditForm(WindowMixin, NeedsMixin, FlaskForm):
     """What may change on an open request: the window, the needs, the notes."""
+
+    CARE_REMEDY = "Cancel it and re-post it at {level}"  # the level cannot change here
 
     version = _version_field()
 

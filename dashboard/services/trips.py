@@ -206,7 +206,7 @@ def _care_override(level, needs, reason, kept=None):
         return kept_reason, covered
     raise CareLevelRefused(
         " ".join(rule.message(level) for rule in uncovered)
-        + f" Choose {care_rules.required_level(needs)}, or override the level with a reason; "
+        + f" Send it at {care_rules.required_level(needs)}, or override the level with a reason; "
         "nothing was saved.", uncovered)
 
 
