@@ -167,7 +167,7 @@ def load_average():
 
 def main():
     args = parse_args()
-    with tempfile.TemporaryDirectory(prefix="medport-boards-") as folder:
+    with tempfile.TemporaryDirectory(prefix="medport-boards-", ignore_cleanup_errors=True) as folder:
         urls = database_urls(args, folder)
         app = make_app(urls)
         print(f"Building the silos ({args.database}) and the demo region...", flush=True)
