@@ -111,6 +111,18 @@ def test_the_sql_at_risk_rule_marks_what_risk_marks_marks(app, demo):
         total = db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest))
     assert found == expected
     assert 10 < len(found) < total  # both kinds are there
+    # The regional board counts and filters with it: "N at risk", and "at risk only".
+    with app.app_context():
+        from dashboard.models.hospital import ACTIVE_STATUSES
+
+        watched = {t.id for t in db.session.scalars(sa.select(TransportRequest).where(
+            TransportRequest.status.in_(("open", *ACTIVE_STATUSES))))}
+        board = oversight.board(oversight.BoardFilters(), now=now)
+        assert board["counts"]["at_risk"] == len(expected & watched)
+        risky = oversight.board(oversight.BoardFilters(risk_only=True), now=now)
+        shown_ids = {row.trip.id for rows in risky["groups"].values() for row in rows}
+        assert shown_ids == expected & watched and all(row.marks for rows in risky["groups"].values()
+                                                       for row in rows)
 
 
 def test_the_sql_invitation_rule_is_agency_may_serve(app, demo):
