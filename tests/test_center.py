@@ -199,7 +199,8 @@ def test_board_groups_requests_by_state_and_marks_the_ones_at_risk(client, auth,
     assert "Emergent" in row_of(html, refs[emergent])
     assert "at-risk" not in row_of(html, refs[calm])
     awarded_row = row_of(html, refs[awarded])
-    assert "Altoona EMS · Medic 11 (ALS)" in awarded_row and ">2<" in awarded_row and "12 min" in awarded_row
+    assert "Altoona EMS · " in awarded_row and '"unit-name">Medic 11 (ALS)<' in awarded_row
+    assert ">2<" in awarded_row and "12 min" in awarded_row
     assert refs[done] in html and refs[old] not in html
 
 

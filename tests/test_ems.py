@@ -173,7 +173,8 @@ def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
     client = signed_in(app, AEMS)
 
     page = client.get("/ems/").get_data(as_text=True)
-    positions = [page.index(refs[pid]) for pid in (emergent, routine_new, routine_old)]
+    # Emergent first, then the earliest pickup.
+    positions = [page.index(refs[pid]) for pid in (emergent, routine_old, routine_new)]
     assert positions == sorted(positions)
     assert "Tyrone Area Hospital" in page and "km" in page and "Fall risk" in page
     assert trip_row(app, emergent).patient_ref not in page  # no patient reference on the board

@@ -103,6 +103,8 @@ class TransportRequest(db.Model):
         sa.Index("ix_transport_requests_hospital_status_created", "hospital_id", "status", "created_at"),
         sa.Index("ix_transport_requests_status_created", "status", "created_at"),
         sa.Index("ix_transport_requests_status_deadline", "status", "bid_deadline"),
+        # The boards' pickup-time order, a page at a time (services/boards.py).
+        sa.Index("ix_transport_requests_status_window", "status", "window_start"),
         sa.Index("ix_transport_requests_agency_status", "awarded_agency_id", "status"),
         sa.Index("ix_transport_requests_created", "created_at"),
         # Analytics medians: a period's requests read from the index alone (PostgreSQL).

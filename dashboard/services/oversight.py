@@ -14,12 +14,12 @@ from sqlalchemy.orm import selectinload
 
 from ..config import SILOS
 from ..extensions import db
-from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, trip_dispatch_state, utcnow
+from ..models.base import LEVEL_RANK, LEVELS, trip_dispatch_state, utcnow
 from ..models.center import Agency, Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import ACTIVE_STATUSES, TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
-from . import center_reads, configuration, degraded, lateness, silos
+from . import boards, center_reads, configuration, degraded, lateness, silos
 from .bidding import ACTIVE_ROUTE_STATUSES
 
 BOARD_STATES = {
@@ -39,6 +39,8 @@ BEFORE_PICKUP = ("open", "awarded", "en_route")
 #: Units that may take a center assignment.
 ASSIGNABLE_UNIT_STATUSES = ("available", "assigned")
 PARKED_LIST_LIMIT = 50
+#: The regional board's open group: at risk first.
+DEFAULT_SORT = "risk"
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 
 
@@ -52,12 +54,27 @@ class BoardFilters:
     urgency: str | None = None
     state: str | None = None
     risk_only: bool = False
+    #: The open group's order (a :data:`boards.SORTS` key) and page.
+    sort: str = DEFAULT_SORT
+    page: int = 1
 
-    def as_args(self):
-        """The filters as query-string arguments (for the panel URL and links)."""
-        args = {"hospital": self.hospital_id, "agency": self.agency_id, "level": self.level,
-                "urgency": self.urgency, "state": self.state, "risk": "y" if self.risk_only else None}
-        return {key: value for key, value in args.items() if value not in (None, "")}
+    def as_args(self, **changes):
+        """The filters, sort and page as query-string arguments (for the panel URL and links),
+        with ``changes`` applied; defaults are left out."""
+        values = dict(hospital=self.hospital_id, agency=self.agency_id, level=self.level,
+                      urgency=self.urgency, state=self.state, risk="y" if self.risk_only else None,
+                      sort=self.sort, page=self.page)
+        values.update(changes)
+        if values["sort"] == DEFAULT_SORT:
+            values["sort"] = None
+        if values["page"] == 1:
+            values["page"] = None
+        return {key: value for key, value in values.items() if value not in (None, "")}
+
+    @property
+    def narrowed(self):
+        """Whether any filter (not the order or the page) leaves requests out."""
+        return bool(self.as_args(sort=DEFAULT_SORT, page=1))
 
 
 @dataclass
@@ -113,6 +130,41 @@ def risk_marks(trip, now, settings, agencies=None):
     return marks
 
 
+def risk_condition(now, settings, deactivated_agency_ids=()):
+    """The SQL twin of :func:`risk_marks`: true for a request it would mark at ``now``.
+
+    ``settings`` holds ``risk_no_bids_minutes`` and ``risk_pickup_window_minutes``;
+    ``deactivated_agency_ids`` the registry's deactivated agencies (the ``reassign`` mark).
+    Used to count, filter and order the boards' rows in SQL ("at risk first"); a test holds
+    it to :func:`risk_marks` over every kind of mark."""
+    T = TransportRequest
+    no_bids = timedelta(minutes=settings["risk_no_bids_minutes"])
+    pickup = timedelta(minutes=settings["risk_pickup_window_minutes"])
+    conditions = [
+        # awaiting_award and unfilled (dispatch_state): open, the bidding deadline reached
+        sa.and_(T.status == "open", T.bid_deadline <= now),
+        # no_bids
+        sa.and_(T.status == "open", T.bid_count == 0, T.created_at <= now - no_bids),
+        # late (services/lateness.py)
+        sa.and_(T.status.in_(("awarded", "en_route")), T.window_end <= now),
+        sa.and_(T.status == "awarded", T.window_start <= now),
+        sa.and_(T.status == "open", T.window_end <= now),
+        # pickup
+        sa.and_(T.status.in_(BEFORE_PICKUP), T.window_end <= now + pickup),
+        # emergent
+        sa.and_(T.urgency == "emergent", T.status.not_in(CLOSED_STATUSES)),
+    ]
+    deactivated = sorted(deactivated_agency_ids)
+    if deactivated:
+        conditions.append(sa.and_(T.status.in_(ACTIVE_STATUSES), T.awarded_agency_id.in_(deactivated)))
+    return sa.or_(*conditions)
+
+
+def deactivated_agency_ids(agencies):
+    """The ids of the registry's deactivated agencies (``{id: entry}`` of :func:`registry_names`)."""
+    return {agency_id for agency_id, agency in agencies.items() if not agency.active}
+
+
 registry_names = center_reads.registry_names
 
 
@@ -138,14 +190,21 @@ def _group_order(state):
 def board(filters, now=None):
     """The regional board: every hospital's requests grouped by state, at-risk ones marked.
 
+    The open group is one page (:data:`boards.PAGE_SIZE` rows) in the order ``filters.sort``
+    names (at risk first by default), counted, ordered and cut in SQL; the others show at most
+    :data:`GROUP_LIMIT` (the closed ones, unfiltered, a preview of :data:`CLOSED_PREVIEW`).
+    ``filters.risk_only`` keeps the rows :func:`risk_condition` marks, in SQL.
+
     Returns ``{"groups": {state: [BoardRow]}, "truncated": {state: bool}, "counts": {...},
-    "settings": {...}, "hospitals": {...}, "agencies": {...}, "previewed": {state}}``;
-    ``previewed`` names the groups cut to a preview, whose ``counts`` are their true totals.
+    "settings": {...}, "hospitals": {...}, "agencies": {...}, "previewed": {state},
+    "open_page": boards.Page | None, "sorts": {...}}``; ``previewed`` names the groups cut to a
+    preview, whose ``counts`` are their true totals (the open group's count is its total too).
     """
     now = now or utcnow()
     settings = configuration.get_all()
     hospitals, agencies = registry_names()
     since = now - timedelta(hours=settings["board_recent_hours"])
+    at_risk = risk_condition(now, settings, deactivated_agency_ids(agencies))
     conditions = []
     if filters.hospital_id:
         conditions.append(TransportRequest.hospital_id == filters.hospital_id)
@@ -155,35 +214,45 @@ def board(filters, now=None):
         conditions.append(TransportRequest.level_of_care == filters.level)
     if filters.urgency:
         conditions.append(TransportRequest.urgency == filters.urgency)
+    if filters.risk_only:
+        conditions.append(at_risk)
     states = [filters.state] if filters.state else list(BOARD_STATES)
     groups, truncated, totals = {}, {}, {}
-    for state in states:
-        limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
-        rows = list(db.session.scalars(
-            sa.select(TransportRequest)
-            .where(_group_condition(state, since), *conditions)
+    open_page = None
+
+    def count(*where):
+        return db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest).where(*where))
+
+    def rows_of(where, order, limit, offset=0):
+        return list(db.session.scalars(
+            sa.select(TransportRequest).where(*where)
             .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-            .order_by(*_group_order(state), TransportRequest.id)
-            .limit(limit + 1)
-        ))
-        truncated[state] = len(rows) > limit
-        if truncated[state] and limit == CLOSED_PREVIEW:
-            totals[state] = db.session.scalar(
-                sa.select(sa.func.count()).select_from(TransportRequest)
-                .where(_group_condition(state, since), *conditions))
-        board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
-                      for trip in rows[:limit]]
-        if filters.risk_only:
-            board_rows = [row for row in board_rows if row.at_risk]
+            .order_by(*order).limit(limit).offset(offset)))
+
+    for state in states:
+        where = [_group_condition(state, since), *conditions]
         if state == "open":
-            # The ones at risk first, the most urgent of those first, then oldest first.
-            board_rows.sort(key=lambda r: (not r.at_risk, URGENCY_RANK.get(r.trip.urgency, 9)))
-        groups[state] = board_rows
+            open_page = boards.page_of(filters.page, count(*where))
+            rows = rows_of(where, boards.order_by(filters.sort, at_risk), open_page.size, open_page.offset)
+            truncated[state] = False
+            totals[state] = open_page.total
+        else:
+            limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
+            rows = rows_of(where, (*_group_order(state), TransportRequest.id), limit + 1)
+            truncated[state] = len(rows) > limit
+            rows = rows[:limit]
+            if truncated[state] and limit == CLOSED_PREVIEW:
+                totals[state] = count(*where)
+        groups[state] = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
+                         for trip in rows]
     counts = {state: totals.get(state, len(rows)) for state, rows in groups.items()}
-    counts["at_risk"] = sum(row.at_risk for state in ("open", "active") for row in groups.get(state, []))
+    watched = [state for state in ("open", "active") if state in groups]
+    counts["at_risk"] = count(sa.or_(*(_group_condition(state, since) for state in watched)),
+                              *conditions, at_risk) if watched else 0
     return {"groups": groups, "truncated": truncated, "counts": counts, "settings": settings,
             "hospitals": hospitals, "agencies": agencies, "now": now, "state_labels": BOARD_STATES,
-            "group_limit": GROUP_LIMIT, "previewed": set(totals)}
+            "group_limit": GROUP_LIMIT, "previewed": set(totals) - {"open"}, "open_page": open_page,
+            "sorts": boards.SORTS}
 
 
 # --- units -------------------------------------------------------------------------------
