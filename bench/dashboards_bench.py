@@ -518,6 +518,21 @@ def writes(sessions, watcher, urls, hospital_code, agency_code, count):
     return visible_ms
 
 
+def read_server_timing(response):
+    """A response's ``Server-Timing`` header as ``{"app": ms, "db": {silo: ms}}`` (empty when absent)."""
+    found = {}
+    for part in (response.getheader("Server-Timing") or "").split(","):
+        fields = dict(f.strip().split("=", 1) for f in part.split(";")[1:] if "=" in f)
+        name = part.split(";")[0].strip()
+        if "dur" not in fields:
+            continue
+        if name == "app":
+            found["app"] = float(fields["dur"])
+        elif name.startswith("db-"):
+            found.setdefault("db", {})[name[3:]] = float(fields["dur"])
+    return found
+
+
 def _percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -562,7 +577,10 @@ def run_size(server, trips, args):
             response = sessions[role].get(path, label=tag)
             if response.status != 200:
                 raise RuntimeError(f"{page_label} ({path}) answered {response.status}")
+            if tag == page_label:
+                database_ms[page_label].append(sum(read_server_timing(response).get("db", {}).values()))
 
+        database_ms = defaultdict(list)
         load_before = os.getloadavg()
         print(f"[{label}] measuring {len(measured)} pages x {args.samples} (+ warm-up) ...", flush=True)
         for page_label, role, path in measured:
@@ -601,6 +619,7 @@ def run_size(server, trips, args):
             samples[tag].append(float(ms))
             cpu[tag].append(float(cpu_ms))
     return {"label": label, "trips": trips, "samples": dict(samples), "cpu": dict(cpu), "first": first,
+            "database_ms": dict(database_ms),
             "visible_ms": visible_ms, "peak_kb": peak_kb, "relay_peak_kb": relay_peak_kb,
             "hospital": hospital_code, "agency": agency_code, "load": (load_before, load_after)}
 
@@ -639,12 +658,13 @@ def report(results, server, args):
           "so the sizes differ in how far back the history reaches.")
     print("Server-side times (WSGI middleware in the gunicorn worker), milliseconds p50 / p95; "
           "× = multiple of the bare endpoint's p50 / p95; first = the page's first request after start; "
-          "CPU = the worker's own CPU time per request, p50 (the database's is not in it).")
+          "CPU = the worker's own CPU time per request, p50 (the database's is not in it); "
+          "DB = the database time the response's Server-Timing header gives (all silos), p50.")
     print()
     head = ["page"]
     for r in results:
         head += [f"{r['label']} p50 / p95 ms", f"{r['label']} × ceiling", f"{r['label']} first ms",
-                 f"{r['label']} CPU ms"]
+                 f"{r['label']} CPU ms", f"{r['label']} DB ms"]
     if len(results) > 1:
         head.append(f"{results[-1]['label']} / {results[0]['label']} (p50, p95)")
     print("| " + " | ".join(head) + " |")
@@ -658,6 +678,8 @@ def report(results, server, args):
             row += list(_cell(values, ceiling)) if values else ["—", "—"]
             row.append(f"{r['first'][page_label]:.0f}" if page_label in r["first"] else "—")
             row.append(f"{statistics.median(r['cpu'][page_label]):.1f}" if values else "—")
+            database = r["database_ms"].get(page_label)
+            row.append(f"{statistics.median(database):.1f}" if database else "—")
         if len(results) > 1:
             small, big = results[0]["samples"].get(page_label), results[-1]["samples"].get(page_label)
             row.append(f"{statistics.median(big) / statistics.median(small):.2f}, "
