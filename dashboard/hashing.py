@@ -22,7 +22,7 @@ import threading
 from flask import current_app, has_app_context
 
 #: ``MEDPORT_PASSWORD_HASH_WAIT_SECONDS`` when not set.
-DEFAULT_WAIT_SECONDS = 5.0
+DEFAULT_WAIT_SECONDS = 10.0
 
 
 def default_concurrency():
