@@ -30,7 +30,13 @@ worker) and one ``flask medport relay`` process, and measures:
   trip's signal and fetched a board partial that lists the trip (the relay and
   the signal hub run as in production: NOTIFY, relay process, LISTEN);
 - the worker's peak resident memory (``VmHWM``);
-- the load average before and after, since other work on the machine slows every figure.
+- the load average before and after, since other work on the machine slows every figure;
+- the database time of each page, from its ``Server-Timing`` header (all silos, p50).
+
+With ``--before DIR`` (a checkout of earlier code, e.g. ``git worktree add /tmp/before main``)
+it serves that code too, from a second gunicorn on the same databases, asks every page of it
+just before asking this checkout's, and prints each page's worker CPU before and after, in ms
+and as a multiple of each server's bare endpoint: one run, the same load on both.
 
 The signed-in users are created here (``flask medport create-user``): a nurse of the
 generated hospital with the most open requests, a dispatcher of a generated agency
