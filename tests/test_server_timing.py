@@ -1,8 +1,13 @@
 """The ``Server-Timing`` header: on every kind of answer, well formed, with each silo's database
 time for the silos a request used (dashboard/server_timing.py)."""
+import json
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from dashboard import server_timing
@@ -108,3 +113,47 @@ def test_counts_each_statement_of_its_own_request_only(app):
     assert count == 4 and seconds > 0
     header = collector.header()
     assert re.fullmatch(r'app;dur=\d+\.\d{2}, db-hospital;dur=\d+\.\d{2};desc="hospital: 4 queries"', header), header
+
+
+UNDER_GEVENT = r'''
+from gevent import monkey
+monkey.patch_all()
+import json, sys
+import gevent
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+sys.path.insert(0, sys.argv[1])
+from dashboard import server_timing
+
+engine = sa.create_engine("sqlite://")
+server_timing._ENGINE_SILOS[engine] = "hospital"
+event.listen(engine, "before_cursor_execute", server_timing._before_cursor_execute)
+event.listen(engine, "after_cursor_execute", server_timing._after_cursor_execute)
+
+def request(statements):  # one greenlet per request, as gunicorn's gevent worker runs them
+    collector = server_timing.Collector()
+    token = server_timing._current.set(collector)
+    try:
+        for _ in range(statements):
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            gevent.sleep(0)  # let the other requests run in between
+        return collector.silos.get("hospital", [0, 0])[1]
+    finally:
+        server_timing._current.reset(token)
+
+jobs = [gevent.spawn(request, n) for n in (1, 2, 3, 4, 5)]
+gevent.joinall(jobs, timeout=60)
+print(json.dumps([job.value for job in jobs]))
+'''
+
+
+def test_each_greenlet_counts_its_own_statements():
+    """Under gevent (gunicorn's worker) requests interleave in one thread: each counts its own."""
+    pytest.importorskip("gevent")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", UNDER_GEVENT, str(root)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [1, 2, 3, 4, 5]
