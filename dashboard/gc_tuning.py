@@ -3,8 +3,9 @@
 Rendering a board of a few hundred rows allocates tens of thousands of container objects (ORM
 rows, their state, template output).  With CPython's default first-generation threshold (700)
 that is a few hundred collections per request, and every so often a full collection that walks
-every object the worker holds, the app's own modules, mappers and compiled templates included:
-measured in the worker, 10 ms of a 33 ms regional board and 30 ms of a 60-80 ms analytics page.
+every object the worker holds, the app's own modules, mappers and compiled templates included
+(timed by the collector's own callbacks in one process on a loaded machine: some 10 ms of a 33 ms
+regional board and 30 ms of a 60-80 ms analytics page; bench/RESULTS.md).
 
 :func:`tune` (called by ``gunicorn.conf.py`` once the worker has loaded the app) moves what
 exists then into the permanent generation (:func:`gc.freeze`), so full collections no longer

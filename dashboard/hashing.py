@@ -133,5 +133,7 @@ def pool():
 
 
 def run_hash(func, *args):
-    """Run a password hash function (make or check) in the current app's pool; see the module."""
+    """``func(*args)``, a password hash function (werkzeug's make or check), run in the current
+    app's :class:`HashPool`; returns its result.  Raises :class:`HashingBusy` when no slot came
+    free within ``MEDPORT_PASSWORD_HASH_WAIT_SECONDS`` (see the module)."""
     return pool().run(func, *args)
