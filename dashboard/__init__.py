@@ -36,13 +36,14 @@ def create_app(test_config=None):
 
 
 def register_extensions(app):
-    from . import models  # noqa: F401  (all three silos' tables on the metadata)
+    from . import models, server_timing  # noqa: F401  (models: all three silos' tables on the metadata)
     from .events.hub import hub
     from .events.outbox import install_relay_wakeup
     from .extensions import csrf, db, htmx, login_manager, migrate
     from .services.silos import install_single_silo_guard
 
     db.init_app(app)
+    server_timing.install(app)  # first: its after_request runs last
     migrate.init_app(
         app,
         db,

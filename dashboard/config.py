@@ -8,6 +8,8 @@ start in production with the development key.
 import os
 from datetime import timedelta
 
+from .hashing import DEFAULT_WAIT_SECONDS, default_concurrency
+
 DEV_SECRET_KEY = "medport-embedded-development-key"
 
 #: The three silos, in the order checks and pages list them.  ``center`` is the
@@ -95,6 +97,21 @@ def _env_bool(name, default=False):
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _positive(environ, name, default, kind):
+    """A positive number (``kind`` int or float) from the environment, else ``default``;
+    raises :class:`ConfigurationError` for anything else."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}.") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be more than 0, not {raw!r}.")
+    return value
+
+
 def normalise_url(url):
     """``postgres://`` and driverless ``postgresql://`` URLs use psycopg2 (our driver)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -171,6 +188,12 @@ def build_config(instance_path, environ=None):
         "MEDPORT_STREAM_SESSION_CHECK_SECONDS": float(
             environ.get("MEDPORT_STREAM_SESSION_CHECK_SECONDS", "60")),
         "MEDPORT_SIGNAL_POLL_SECONDS": float(environ.get("MEDPORT_SIGNAL_POLL_SECONDS", "5")),
+        # Password hashes (scrypt, 32 MiB each) at once per worker, and the longest a sign-in
+        # waits for one before a 503 with Retry-After (dashboard/hashing.py).
+        "MEDPORT_PASSWORD_HASH_CONCURRENCY": _positive(environ, "MEDPORT_PASSWORD_HASH_CONCURRENCY",
+                                                       default_concurrency(), int),
+        "MEDPORT_PASSWORD_HASH_WAIT_SECONDS": _positive(environ, "MEDPORT_PASSWORD_HASH_WAIT_SECONDS",
+                                                        DEFAULT_WAIT_SECONDS, float),
         "MEDPORT_LOGIN_MAX_FAILURES": int(environ.get("MEDPORT_LOGIN_MAX_FAILURES", "5")),
         "MEDPORT_LOGIN_WINDOW_MINUTES": int(environ.get("MEDPORT_LOGIN_WINDOW_MINUTES", "15")),
         # While the center cannot be reached, a session checked there within this many

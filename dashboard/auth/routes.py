@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..extensions import db, htmx, login_manager
+from ..hashing import HashingBusy
 from ..services import accounts, audit, session_trust
 from .forms import ChangePasswordForm, LoginForm
 
@@ -103,6 +104,10 @@ def login():
         flash(refused.message, "error")
         headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
         return render_template("auth/login.html", form=form), refused.status, headers
+    except HashingBusy as busy:
+        db.session.rollback()
+        flash(busy.message, "error")
+        return render_template("auth/login.html", form=form), 503, {"Retry-After": str(busy.retry_after)}
     accounts.end_session(previous_token)
     accounts.start_session(user, request.remote_addr)
     db.session.commit()

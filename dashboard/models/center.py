@@ -4,20 +4,8 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
+from ..hashing import run_hash
 from .base import CENTER_ROLES, JSONText, SubmissionMixin, new_public_id, utcnow
-
-
-def off_event_loop(func, *args):
-    """Run a CPU-bound call (scrypt takes a good fraction of a second) off a gevent worker's
-    event loop, in gevent's thread pool, so the worker's other requests and live streams
-    keep moving meanwhile (hashlib's scrypt releases the GIL).  Elsewhere: a plain call."""
-    try:
-        from gevent import get_hub, monkey
-    except ImportError:  # gevent is only needed by the production server
-        return func(*args)
-    if not monkey.is_module_patched("threading"):
-        return func(*args)
-    return get_hub().threadpool.apply(func, args)
 
 
 class User(UserMixin, db.Model):
@@ -69,10 +57,10 @@ class User(UserMixin, db.Model):
         return f"{self.public_id}:{self.session_epoch}:{self.session_token or ''}"
 
     def set_password(self, password):
-        self.password_hash = off_event_loop(generate_password_hash, password)
+        self.password_hash = run_hash(generate_password_hash, password)
 
     def check_password(self, password):
-        return off_event_loop(check_password_hash, self.password_hash, password)
+        return run_hash(check_password_hash, self.password_hash, password)
 
     @property
     def is_center(self):

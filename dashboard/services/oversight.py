@@ -259,26 +259,32 @@ def board(filters, now=None):
 
 @dataclass
 class UnitRow:
-    unit: Unit
+    unit: object  # the columns of :data:`_UNIT_COLUMNS` (a row, read like a Unit)
     agency: Agency | None
     trip: object = None  # (public_id, reference, status, hospital_id) of its current trip
+
+
+#: What the units overview reads of each unit.
+_UNIT_COLUMNS = (Unit.id, Unit.agency_id, Unit.number, Unit.level, Unit.status, Unit.base_station,
+                 Unit.updated_at, Unit.current_trip_id)
 
 
 def units_overview(agency_id=None, level=None, status=None):
     """Every agency's active units with their status and current trip; available counts.
 
     Three queries whatever the number of units: units (EMS), agencies (center),
-    current trips (hospital, one ``IN``).
+    current trips (hospital, one ``IN``).  Units are read as the columns the page shows
+    (:data:`_UNIT_COLUMNS`), not as ORM objects: a region has hundreds of them.
     """
     _hospitals, agencies = registry_names()
-    query = sa.select(Unit).where(Unit.active.is_(True))
+    query = sa.select(*_UNIT_COLUMNS).where(Unit.active.is_(True))
     if agency_id:
         query = query.where(Unit.agency_id == agency_id)
     if level:
         query = query.where(Unit.level == level)
     if status:
         query = query.where(Unit.status == status)
-    units = list(db.session.scalars(query.order_by(Unit.agency_id, Unit.number)))
+    units = list(db.session.execute(query.order_by(Unit.agency_id, Unit.number)))
     trip_ids = {u.current_trip_id for u in units if u.current_trip_id}
     trips = {}
     if trip_ids:
@@ -348,12 +354,14 @@ def request_view(trip):
 def assignable_units(trip):
     """Active units of a sufficient level, not on break or out of service, of active agencies.
 
-    Returns ``[(Agency, [Unit])]`` in agency order.
+    Returns ``[(agency entry, [unit])]`` in agency order; each unit is a row of ``id``,
+    ``agency_id``, ``number``, ``level`` and ``status`` (read as columns, not ORM objects: the
+    picker lists hundreds of units in a large region).
     """
     _hospitals, agencies = registry_names()
     levels = [lv for lv in LEVELS if LEVEL_RANK[lv] >= LEVEL_RANK[trip.level_of_care]]
-    units = db.session.scalars(
-        sa.select(Unit).where(Unit.active.is_(True), Unit.level.in_(levels),
+    units = db.session.execute(
+        sa.select(Unit.id, Unit.agency_id, Unit.number, Unit.level, Unit.status).where(Unit.active.is_(True), Unit.level.in_(levels),
                               Unit.status.in_(ASSIGNABLE_UNIT_STATUSES))
         .order_by(Unit.agency_id, Unit.number)
     )
