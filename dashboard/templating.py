@@ -125,6 +125,9 @@ NAVIGATION = {
         ("ems.history", "Bid history"),
         ("analytics.ems_view", "Analytics"),
     ],
+    "crew": [
+        ("crew.home", "My unit"),
+    ],
     "coordinator": [
         ("center.board", "Regional board"),
         ("center.units", "Units"),

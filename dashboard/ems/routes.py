@@ -29,7 +29,7 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, csvout, degraded, submissions, trips
+from ..services import bidding, crew, csvout, degraded, submissions, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -519,7 +519,8 @@ def _units_context():
                                       EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
             .order_by(*bidding.current_route_order())):
         current.setdefault(route.unit_id, route)
-    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS}
+    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS,
+            "staffing": crew.staffing(agency.id)}
 
 
 def _unit_form(agency, **kwargs):
