@@ -284,9 +284,9 @@ def test_a_trip_cancelled_while_the_phone_was_offline_is_a_plain_conflict(app, s
     assert shift["reference"] in response.json["message"]
     again = _tap(client, shift["trip"], "en_route", key="cancelled-0001", tapped_at=tapped)
     assert again.status_code == 409 and again.json == response.json
-    deliver()  # the relay ends the stop too: still a conflict, not a 500
+    deliver()  # the relay ends the stop too: the same plain conflict
     response = _tap(client, shift["trip"], "en_route", key="cancelled-0002", tapped_at=tapped)
-    assert response.status_code == 409
+    assert response.status_code == 409 and "The hospital cancelled this trip." in response.json["message"]
     with app.app_context():
         assert _route(shift["trip"]).en_route_at is None
 
@@ -296,6 +296,9 @@ def test_a_trip_taken_from_the_unit_is_a_conflict(app, shift, deliver):
         trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == shift["trip"]))
         trips.reopen(trip, None, "Coordinator", "reassigned", 30)
         db.session.commit()
+    response = _tap(shift["client"], shift["trip"], "en_route")
+    assert response.status_code == 409 and "no longer assigned to this unit" in response.json["message"]
+    deliver()  # the relay ends the stop: the same answer
     response = _tap(shift["client"], shift["trip"], "en_route")
     assert response.status_code == 409 and "no longer assigned to this unit" in response.json["message"]
 

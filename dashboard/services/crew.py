@@ -36,6 +36,10 @@ from .trips import CREW_STEPS, STEP_STATUS
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 PUBLIC_ID_PATTERN = re.compile(r"[0-9a-fA-F-]{8,36}")
 TAP_ACTIONS = ("advance", "undo")
+#: A stop the relay ended meanwhile, in the crew's words (the same as while the relay has not
+#: caught up: ``bidding`` reads the hospital's trip then).
+ENDED_STOPS = {"cancelled": "The hospital cancelled this trip.",
+               "handed_back": "This trip is no longer assigned to this unit."}
 STEP_WORDS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": "Transporting",
               "at_destination": "At destination", "back_in_service": "Back in service"}
 
@@ -232,6 +236,8 @@ def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, tr
     try:
         if route is None:
             raise CrewRefused("No such trip on your unit.", status=404)
+        if route.status in ENDED_STOPS:
+            raise CrewRefused(ENDED_STOPS[route.status])
         floor = _previous_step_time(route, action, step)
         if floor is not None and tapped_at < floor:
             raise CrewRefused(
