@@ -104,7 +104,7 @@ def late_badge(thing, now=None):
         status = lateness.ROUTE_TO_TRIP_STATUS.get(thing.status)
     else:
         status = thing.status
-    coming = lateness.upcoming(status, thing.window_start, thing.window_end, now)
+    coming = lateness.upcoming(status, thing.window_start, thing.window_end, now, **lateness.bounds_of(thing))
     if coming is None:
         return ""
     return Markup('<span class="badge risk late late-{}" data-late-from="{}" hidden>{}</span>').format(

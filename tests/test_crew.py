@@ -337,6 +337,53 @@ def test_the_crew_page_shows_the_trip_the_button_and_the_way_there(app, shift):
     assert 'href="geo:' in page and "openstreetmap.org/search?query=" in page
 
 
+# --- late and stuck: flagged to the crew, the dispatcher, the hospital and the center -----------
+
+def _flag_shown(client, url, text):
+    return text in client.get(url).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("steps, flag", [
+    ({"en_route": 50, "at_pickup": 40}, "Stuck: at pickup since"),
+    ({"en_route": 200, "at_pickup": 190, "transporting": 180}, "Late: not at destination"),
+])
+def test_a_crew_late_on_a_step_is_flagged_everywhere(app, shift, deliver, steps, flag):
+    now = utcnow().replace(microsecond=0)
+    for step, minutes_ago in steps.items():
+        assert _tap(shift["client"], shift["trip"], step, tapped_at=now - timedelta(minutes=minutes_ago)
+                    ).status_code == 200
+    deliver()
+    assert _flag_shown(shift["client"], "/crew/panel", flag)
+    dispatcher = _sign_in(app, DISPATCH)
+    assert _flag_shown(dispatcher, "/ems/trips/panel", flag)
+    assert _flag_shown(dispatcher, "/ems/units/panel", flag)
+    coordinator = _sign_in(app, "coordinator@medport.test")
+    assert _flag_shown(coordinator, "/center/units/panel", flag)
+    assert _flag_shown(coordinator, "/center/board/panel", flag)
+    assert _flag_shown(_sign_in(app, "nurse@altoona.medport.test"), f"/hospital/requests/{shift['trip']}", flag)
+    # The next step clears it.
+    next_step = "transporting" if "transporting" not in steps else "at_destination"
+    assert _tap(shift["client"], shift["trip"], next_step).status_code == 200
+    deliver()
+    assert not _flag_shown(shift["client"], "/crew/panel", flag)
+    assert not _flag_shown(dispatcher, "/ems/trips/panel", flag)
+
+
+def test_a_crew_not_en_route_within_its_lead_is_flagged(app, demo, deliver):
+    with app.app_context():
+        trip_id = post_trip("ALT")
+        trip = db.session.get(TransportRequest, trip_id)
+        # The window starts in 10 minutes: inside the crew's 15-minute lead.
+        trip.window_start, trip.window_end = utcnow() + timedelta(minutes=10), utcnow() + timedelta(minutes=70)
+        db.session.commit()
+        award(trip_id, place_bid(trip_id, "AEMS", 5))
+        public_id = trip.public_id
+    deliver()
+    assert _flag_shown(_sign_in(app, DISPATCH), "/ems/trips/panel", "Late: not en route, pickup window starts")
+    assert _flag_shown(_sign_in(app, "nurse@altoona.medport.test"), f"/hospital/requests/{public_id}",
+                       "Late: not en route")
+
+
 # --- the installable app and signing out ------------------------------------------------------
 
 def test_the_manifest_and_service_worker_are_served_from_the_app(client):

@@ -11,6 +11,7 @@ from .test_dispatch_story import post_request
 ROLES = {
     "hospital": "nurse@altoona.medport.test",
     "ems": "dispatch@altoonaems.medport.test",
+    "crew": "crew2@altoonaems.medport.test",  # before the shift: the choice of the unit
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
 }
