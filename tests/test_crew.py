@@ -337,6 +337,28 @@ def test_the_crew_page_shows_the_trip_the_button_and_the_way_there(app, shift):
     assert 'href="geo:' in page and "openstreetmap.org/search?query=" in page
 
 
+@pytest.mark.parametrize("silo", ["center", "hospital"])
+def test_taps_go_through_with_the_center_or_the_hospital_silo_down(app, shift, deliver, backend, silo):
+    if backend != "postgres":
+        pytest.skip("stopping a silo's database is done on PostgreSQL")
+    from tests.test_faults import silo_stopped
+
+    client = shift["client"]
+    assert client.get("/crew/").status_code == 200  # the signed snapshot of the session
+    tapped = utcnow().replace(microsecond=0) - timedelta(minutes=2)
+    with silo_stopped(app, silo):
+        response = _tap(client, shift["trip"], "en_route", key=f"outage-{silo}-0001", tapped_at=tapped)
+        assert response.status_code == 200, response.json
+        assert shift["reference"] in client.get("/crew/panel").get_data(as_text=True)
+    from dashboard.events.relay import Relay
+
+    Relay(app).drain(now=utcnow() + timedelta(minutes=10))
+    with app.app_context():
+        route = _route(shift["trip"])
+        assert route.en_route_at == tapped
+        assert db.session.get(TransportRequest, route.trip_id).en_route_at == tapped
+
+
 # --- late and stuck: flagged to the crew, the dispatcher, the hospital and the center -----------
 
 def _flag_shown(client, url, text):
