@@ -184,6 +184,24 @@ def test_a_crews_stream_passes_on_only_its_units_signals():
     assert may_receive(("ems", None, 5, 1), other_unit)  # the dispatcher hears every unit
 
 
+def test_a_crews_live_stream_carries_its_units_trips_only(app, shift, deliver):
+    from tests.test_stream import Stream
+
+    app.config["MEDPORT_STREAM_MAX_SECONDS"] = 1.0
+    stream = Stream(shift["client"])
+    assert stream.read().startswith("retry: 2000")
+    other_trip, _unit, _id, _reference = _awarded(app, deliver)  # another unit of the agency
+    with app.app_context():
+        open_request = db.session.get(TransportRequest, post_trip("ALT", level="BLS")).public_id
+    deliver()
+    assert _tap(shift["client"], shift["trip"], "en_route").status_code == 200
+    deliver()
+    assert stream.read_until(f"event: trip-updated\ndata: {shift['trip']}")
+    text = stream.read_to_end()
+    assert other_trip not in text and open_request not in text
+    stream.close()
+
+
 def test_a_trip_signal_names_its_awarded_unit(app, shift):
     with app.app_context():
         trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == shift["trip"]))
