@@ -96,6 +96,23 @@ def test_the_center_makes_a_crew_account_bound_to_an_agency(app, demo):
         db.session.rollback()
 
 
+def test_an_administrator_makes_a_crew_account_from_the_users_page(app, demo):
+    admin = _sign_in(app, "admin@medport.test")
+    with app.app_context():
+        aems = agency("AEMS").id
+    response = admin.post("/center/users/new", data={"email": "medic.new@altoonaems.test",
+                                                     "display_name": "Pat Medic", "role": "crew",
+                                                     "hospital": "", "agency": str(aems)})
+    assert response.status_code == 201 and "Temporary password" in response.get_data(as_text=True)
+    with app.app_context():
+        user = db.session.scalar(sa.select(User).where(User.email == "medic.new@altoonaems.test"))
+        assert user is not None and user.role == "crew" and user.agency_id == aems
+    refused = admin.post("/center/users/new", data={"email": "medic.loose@altoonaems.test",
+                                                    "display_name": "Loose Medic", "role": "crew",
+                                                    "hospital": "", "agency": ""})
+    assert refused.status_code == 400 and "crew member must belong to an agency" in refused.get_data(as_text=True)
+
+
 def test_a_crew_member_signs_in_picks_a_unit_and_the_dispatcher_sees_who_staffs_it(app, demo):
     client = _sign_in(app, CREW)
     assert client.get("/").headers["Location"].endswith("/crew/")
