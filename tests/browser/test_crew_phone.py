@@ -6,6 +6,7 @@ browser context's own (``context.set_offline``): the service worker and the page
 network.  Every wait is bounded (Playwright's timeouts, ``wait_for``).
 """
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from playwright.sync_api import expect
 from dashboard.config import normalise_url
 
 from .conftest import PASSWORD, run_axe, screenshot, wait_for
-from .test_dispatch_story import LIVE, NURSE, place_bid, post_request, wait_live
+from .test_dispatch_story import LIVE, NURSE, post_request, wait_live
 
 DISPATCH = "dispatch@altoonaems.medport.test"
 CREW = "crew@altoonaems.medport.test"
@@ -43,25 +44,39 @@ def _at(value):
     return value.replace(tzinfo=UTC)
 
 
+def _new_unit(server):
+    """A unit of Altoona EMS of its own for one test (the demo's units stay free for the other
+    browser tests, which bid with them for the same pickup windows)."""
+    (agency_id,), = server.query("center", "SELECT id FROM agencies WHERE short_code = 'AEMS'")
+    public_id = str(uuid.uuid4())
+    _execute(server, "ems", "INSERT INTO units (public_id, agency_id, number, level, base_station, status, active, "
+                            "updated_at) VALUES (:p, :a, :n, 'BLS', '', 'available', :t, :u)",
+             p=public_id, a=agency_id, n=f"Phone {public_id[:6]}", t=True, u=datetime.now(UTC).replace(tzinfo=None))
+    return public_id
+
+
 @pytest.fixture
 def awarded(open_session, live_server):
-    """A request of Altoona awarded to an Altoona EMS unit: (reference, trip public id, unit
+    """A request of Altoona awarded to a new Altoona EMS unit: (reference, trip public id, unit
     public id, nurse session, dispatcher session)."""
     nurse, ems = open_session(NURSE), open_session(DISPATCH)
     for session in (nurse, ems):
         session.page.on("dialog", lambda dialog: dialog.accept())
+    unit = _new_unit(live_server)
     reference, public_id = post_request(nurse, note="Crew phone")
     ems.goto("/ems/")
     ems.page.wait_for_selector(f"text={reference}", timeout=LIVE)
-    place_bid(ems, reference)
+    ems.page.click(f"text={reference}")
+    ems.page.wait_for_url(re.compile(r"/ems/requests/"))
+    ems.page.select_option("#unit", value=unit)
+    ems.page.fill("#eta_minutes", "12")
+    ems.page.click("button:has-text('Place bid')")
+    ems.page.wait_for_selector("text=Change bid")
     nurse.goto(f"/hospital/requests/{public_id}")
     nurse.page.click("button:has-text('Award')")
     nurse.page.wait_for_selector("text=Awarded", timeout=LIVE)
     wait_for("the award reaches the EMS silo", lambda: live_server.query(
         "ems", "SELECT 1 FROM ems_routes WHERE trip_public_id = :p", p=public_id))
-    unit = live_server.query(
-        "ems", "SELECT u.public_id FROM units u JOIN ems_routes r ON r.unit_id = u.id "
-               "WHERE r.trip_public_id = :p", p=public_id)[0][0]
     # A crew shift left over from another test of this server: the crew starts afresh.
     _execute(live_server, "ems", "UPDATE crew_shifts SET ended_at = started_at + interval '1 second' "
              "WHERE ended_at IS NULL" if live_server.backend == "postgres" else
