@@ -9,7 +9,7 @@
 
 var CACHE = "medport-crew-v1";
 var PAGES = ["/crew/", "/crew/panel"];
-var SHELL = ["/static/medport.css", "/static/medport.js", "/static/crew.js", "/static/favicon.svg",
+var SHELL = ["/static/medport.css", "/static/crew.css", "/static/medport.js", "/static/crew.js", "/static/favicon.svg",
              "/static/vendor/htmx-2.0.11.min.js", "/static/vendor/htmx-ext-sse-2.2.4.min.js",
              "/crew/manifest.webmanifest"];
 

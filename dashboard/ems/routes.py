@@ -29,7 +29,7 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, crew, csvout, degraded, submissions, trips
+from ..services import bidding, csvout, degraded, submissions, trips
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -511,6 +511,8 @@ def trips_csv():
 # --- units ---------------------------------------------------------------------------------
 
 def _units_context():
+    from ..services import crew  # who staffs each unit this shift
+
     agency = _agency()
     units = unit_service.agency_units(agency.id)
     current = {}  # each unit's current trip: the one under way, else the next planned one
