@@ -114,6 +114,15 @@ def _big_button(page):
     return page.locator(".crew-current form.crew-step:not([hidden]) button.crew-big")
 
 
+def _laid_out(locator):
+    """The element's box, once it has one: a live refresh may swap the panel meanwhile (the
+    element found a moment before is then detached and has no box)."""
+    boxes = []
+    wait_for("the element is laid out", lambda: boxes.append(locator.bounding_box()) or boxes[-1] is not None,
+             timeout=LIVE / 1000)
+    return boxes[-1]
+
+
 def _route(server, public_id):
     return server.query("ems", "SELECT status, en_route_at, at_pickup_at, transporting_at, at_destination_at "
                                "FROM ems_routes WHERE trip_public_id = :p", p=public_id)[0]
@@ -128,7 +137,7 @@ def test_the_whole_crew_flow_on_a_phone(awarded, phone, live_server):
     assert reference in current.inner_text()
     assert "4 West, room 412" in current.inner_text() and "Crew phone" in current.inner_text()
     # One thumb: the next step's button is wide and at least 48 px high; the way there is a tap away.
-    box = _big_button(page).bounding_box()
+    box = _laid_out(_big_button(page))
     assert box["height"] >= 48 and box["width"] >= 300, box
     assert _big_button(page).inner_text() == "En route"
     assert current.locator("a[href^='geo:']").count() == 1
