@@ -63,12 +63,13 @@ def register_blueprints(app):
     from .analytics.routes import bp as analytics_bp
     from .auth.routes import bp as auth_bp
     from .center.routes import bp as center_bp
+    from .crew.routes import bp as crew_bp
     from .ems.routes import bp as ems_bp
     from .events.routes import bp as events_bp
     from .health import bp as health_bp
     from .hospital.routes import bp as hospital_bp
 
-    for blueprint in (auth_bp, health_bp, hospital_bp, ems_bp, center_bp, events_bp, analytics_bp):
+    for blueprint in (auth_bp, health_bp, hospital_bp, ems_bp, crew_bp, center_bp, events_bp, analytics_bp):
         app.register_blueprint(blueprint)
 
 

@@ -67,7 +67,7 @@ def seed_demo_command(if_empty):
 @medport.command("create-user")
 @click.option("--email", required=True)
 @click.option("--name", "display_name", required=True)
-@click.option("--role", type=click.Choice(["hospital", "ems", "coordinator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["hospital", "ems", "crew", "coordinator", "admin"]), required=True)
 @click.option("--hospital", "hospital_code", help="Hospital short code (hospital role).")
 @click.option("--agency", "agency_code", help="Agency short code (ems role).")
 @click.password_option()

@@ -202,6 +202,18 @@ def build_config(instance_path, environ=None):
         "MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS": int(
             environ.get("MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS", "20")
         ),
+        # The crew's phone (services/crew.py): how long a shift lasts once a unit is picked,
+        # how far ahead of the server's clock a tap's time may be, and how late a tap stored
+        # on the phone may still arrive.
+        "MEDPORT_CREW_SHIFT_HOURS": float(environ.get("MEDPORT_CREW_SHIFT_HOURS", "12")),
+        "MEDPORT_CREW_CLOCK_SKEW_SECONDS": int(environ.get("MEDPORT_CREW_CLOCK_SKEW_SECONDS", "120")),
+        "MEDPORT_CREW_TAP_MAX_AGE_HOURS": float(environ.get("MEDPORT_CREW_TAP_MAX_AGE_HOURS", "14")),
+        # Late and stuck (services/lateness.py): the crew should be en route this many minutes
+        # before the pickup window starts, may stay at pickup this long, and should reach the
+        # destination within this long of loading the patient (0 turns a rule off).
+        "MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES": int(environ.get("MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES", "15")),
+        "MEDPORT_CREW_AT_PICKUP_MAX_MINUTES": int(environ.get("MEDPORT_CREW_AT_PICKUP_MAX_MINUTES", "30")),
+        "MEDPORT_CREW_TRANSPORT_MAX_MINUTES": int(environ.get("MEDPORT_CREW_TRANSPORT_MAX_MINUTES", "90")),
     }
 
 

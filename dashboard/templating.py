@@ -115,7 +115,7 @@ def late_badge(thing, now=None):
         status = lateness.ROUTE_TO_TRIP_STATUS.get(thing.status)
     else:
         status = thing.status
-    coming = lateness.upcoming(status, thing.window_start, thing.window_end, now)
+    coming = lateness.upcoming(status, thing.window_start, thing.window_end, now, **lateness.bounds_of(thing))
     if coming is None:
         return ""
     return _html(Markup('<span class="badge risk late late-'), coming.code, Markup('" data-late-from="'),
@@ -135,6 +135,9 @@ NAVIGATION = {
         ("ems.units", "Units"),
         ("ems.history", "Bid history"),
         ("analytics.ems_view", "Analytics"),
+    ],
+    "crew": [
+        ("crew.home", "My unit"),
     ],
     "coordinator": [
         ("center.board", "Regional board"),

@@ -28,12 +28,14 @@ from dashboard.services import demo as demo_service
 from tests.conftest import DEMO_PASSWORD, _wipe
 from tests.test_events import award, place_bid, post_trip
 
-ROLES = ("anonymous", "hospital_a", "hospital_b", "ems_x", "ems_y", "coordinator", "admin", "deactivated")
+ROLES = ("anonymous", "hospital_a", "hospital_b", "ems_x", "ems_y", "crew_x", "coordinator", "admin",
+         "deactivated")
 EMAILS = {
     "hospital_a": "nurse@altoona.medport.test",
     "hospital_b": "nurse@mountnittany.medport.test",
     "ems_x": "dispatch@altoonaems.medport.test",
     "ems_y": "dispatch@huntingdonrescue.medport.test",
+    "crew_x": "crew@altoonaems.medport.test",
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
     "deactivated": "nurse@tyrone.medport.test",
@@ -47,6 +49,7 @@ WHO = {
     "signed-in": SIGNED_IN,
     "hospital": {"hospital_a", "hospital_b"},
     "ems": {"ems_x", "ems_y"},
+    "crew": {"crew_x"},
     "center": {"coordinator", "admin"},
     "admin": {"admin"},
 }
@@ -103,6 +106,14 @@ ACCESS = {
     "ems.routes": "ems",
     "ems.history": "ems",
     "analytics.ems_view": "ems",
+    # crews on a phone (crew_x staffs unit X for its shift)
+    "crew.home": "crew",
+    "crew.panel": "crew",
+    "crew.start_shift": "crew",
+    "crew.end_shift": "crew",
+    "crew.tap": "crew",
+    "crew.manifest": "public",
+    "crew.service_worker": "public",
     # transport center: coordinators and administrators
     "center.board": "center",
     "center.board_panel": "center",
@@ -167,7 +178,7 @@ OWNER_POST = {
 }
 #: Actions that need no field: an owner's POST would act, so only the refusals are checked here
 #: (each blueprint's tests do the action itself).
-ACTS_WITHOUT_FIELDS = {"auth.logout", "hospital.remove_preference", "hospital.preference_notes",
+ACTS_WITHOUT_FIELDS = {"auth.logout", "crew.end_shift", "hospital.remove_preference", "hospital.preference_notes",
                        "center.user_reset_password", "center.retry_parked"}
 #: Tables that change on reads or sign-ins, not on a refused action.
 VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry"}
@@ -251,6 +262,8 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
         "bid_on_b": _public(TransportBid, bid_on_b),
         "pref_a": one(HospitalAgencyPreference, HospitalAgencyPreference.hospital_id == alt.id).id,
         "unit_x": unit_x.public_id,
+        "unit_x_awarded": db.session.get(Unit, db.session.get(TransportRequest, trip_x_awarded).awarded_unit_id)
+        .public_id,
         "unit_y": unit_y.public_id,
         "window_x": window_x.id,
         "hospital_a": alt.public_id,
@@ -263,7 +276,7 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
     }
 
 
-def _markers():
+def _markers(ids):
     """What hospital B and agency Y must never be shown: A's requests (ids and references),
     X's units and bids, and the trips X drives that Y never bid on."""
     alt = db.session.scalar(sa.select(Hospital.id).where(Hospital.short_code == "ALT"))
@@ -277,8 +290,12 @@ def _markers():
     hcr_bid_on = sa.select(TransportBid.trip_id).where(TransportBid.agency_id == hcr)
     aems_trips = db.session.scalars(sa.select(EmsRoute.trip_reference).where(
         EmsRoute.agency_id == aems, EmsRoute.trip_id.not_in(hcr_bid_on))).all()
+    crew_unit = db.session.scalar(sa.select(Unit.id).where(Unit.public_id == ids["unit_x_awarded"]))
+    other_units_trips = db.session.scalars(sa.select(EmsRoute.trip_reference).where(
+        EmsRoute.agency_id == aems, EmsRoute.unit_id != crew_unit)).all()
     return {"hospital_b": {value for row in alt_trips for value in row},
-            "ems_y": set(aems_units) | set(aems_bids) | set(aems_trips)}
+            "ems_y": set(aems_units) | set(aems_bids) | set(aems_trips),
+            "crew_x": set(other_units_trips) | set(aems_bids)}
 
 
 def sign_in(app, email):
@@ -306,9 +323,11 @@ def build_world(migrated_config, more_ids=None):
             break
     with app.app_context():
         ids = dict(_collect_ids(*created), **extra)
-        markers = _markers()
+        markers = _markers(ids)
     clients = {"anonymous": app.test_client()}
     clients.update({role: sign_in(app, email) for role, email in EMAILS.items()})
+    # The crew member staffs the unit X's awarded trip went to: the crew's pages show its trips.
+    assert clients["crew_x"].post("/crew/shift", data={"unit": ids["unit_x_awarded"]}).status_code == 303
     with app.app_context():
         # No epoch bump, no sign-out: the session itself must notice.
         db.session.execute(sa.update(User).where(User.email == EMAILS["deactivated"]).values(active=False))

@@ -70,6 +70,7 @@ FORMS = {
     "withdraw bid": ("ems_x", "/ems/requests/{trip_bids}", "/ems/bids/{bid_change}/withdraw"),
     "advance trip": ("ems_x", "/ems/trips", "/ems/trips/{trip_x_awarded}/advance"),
     "hand back trip": ("ems_x", "/ems/trips", "/ems/trips/{trip_hand_back}/hand-back"),
+    "crew tap": ("crew_x", "/crew/", "/crew/taps"),
     "add unit": ("ems_x", "/ems/units", "/ems/units"),
     "edit unit": ("ems_x", "/ems/units/{unit_x}/edit", "/ems/units/{unit_x}/edit"),
     "unit status": ("ems_x", "/ems/units", "/ems/units/{unit_x}/status"),
@@ -487,8 +488,8 @@ def test_the_event_stream_survives_a_hostile_last_event_id(world):
 def test_hostile_url_arguments_are_not_found(world):
     """Every route with an id in its URL, given ids that are no id at all: 404 (400 for a NUL,
     405 for a method the route lacks), never a 5xx, nothing changed."""
-    roles = {"hospital": "hospital_a", "ems": "ems_x", "center": "coordinator", "admin": "admin",
-             "signed-in": "hospital_a", "public": "anonymous"}
+    roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
+             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous"}
     values = ["x" * 300, "nul\x00byte", "'; DROP TABLE users; --", "9" * 25, "-1", "²", "..", "%"]
     before = snapshot(world.app)
     for rule in world.app.url_map.iter_rules():
@@ -518,8 +519,8 @@ def csrf_on(world):
 
 def test_every_state_changing_route_refuses_a_missing_or_forged_token(csrf_on):
     world = csrf_on
-    roles = {"hospital": "hospital_a", "ems": "ems_x", "center": "coordinator", "admin": "admin",
-             "signed-in": "hospital_a", "public": "anonymous"}
+    roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
+             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous"}
     # A real token, but of another session: as good as forged.
     page = world.clients["hospital_b"].get("/hospital/").get_data(as_text=True)
     other_sessions_token = re.search(r'"X-CSRFToken": "([^"]+)"', page).group(1)

@@ -19,6 +19,7 @@ from tests.test_stream import signed_in
 USERS = {
     "hospital": None,  # a nurse of the hospital of the open request the pages show
     "ems": "dispatch@altoonaems.medport.test",
+    "crew": "crew@altoonaems.medport.test",  # on a shift on a unit with a trip under way
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
 }
@@ -33,6 +34,7 @@ PAGES = {
             "/ems/trips", "/ems/trips/panel",
             "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
             "/ems/analytics", "/ems/trips.csv"],
+    "crew": ["/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"],
     "coordinator": ["/center/", "/center/board/panel", "/center/requests/{trip}",
                     "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
                     "/center/health", "/center/health/panel", "/center/audit", "/center/analytics",
@@ -51,6 +53,7 @@ WORKS = {
                 "/ems/trips", "/ems/trips/panel",
                 "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
                 "/ems/trips.csv"},
+        "crew": {"/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
                         "/center/health", "/center/health/panel"},
@@ -60,6 +63,7 @@ WORKS = {
         "hospital": {"/account/password"},
         "ems": {"/ems/trips", "/ems/trips/panel", "/ems/history", "/ems/units", "/ems/units/panel",
                 "/ems/availability", "/ems/routes"},
+        "crew": {"/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/units", "/center/units/panel", "/center/health", "/center/health/panel",
                         "/center/audit", "/center/audit/export.csv"},
         "admin": {"/center/users", "/center/config", "/center/users/new"},
@@ -71,6 +75,7 @@ WORKS = {
                      "/hospital/requests/{trip}/edit", "/hospital/requests/{trip}/cancel",
                      "/hospital/preferences", "/account/password"},
         "ems": set(),
+        "crew": {"/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/health", "/center/health/panel",
                         "/center/audit", "/center/audit/export.csv"},
@@ -101,7 +106,18 @@ def _open_trip(app):
 
 
 def _clients(app, nurse):
-    return {role: signed_in(app, nurse if role == "hospital" else email) for role, email in USERS.items()}
+    clients = {role: signed_in(app, nurse if role == "hospital" else email) for role, email in USERS.items()}
+    with app.app_context():  # the crew member staffs the Altoona EMS unit with a trip under way
+        from dashboard.models.center import Agency
+        from dashboard.models.ems import EmsRoute, Unit
+
+        aems = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == "AEMS"))
+        unit = db.session.scalar(sa.select(Unit.public_id).join(EmsRoute, EmsRoute.unit_id == Unit.id).where(
+            Unit.agency_id == aems, EmsRoute.status.in_(("en_route", "at_pickup", "transporting")))
+            .order_by(Unit.id).limit(1))
+        db.session.commit()
+    assert clients["crew"].post("/crew/shift", data={"unit": unit}).status_code == 303
+    return clients
 
 
 @pytest.mark.parametrize("silo", ["center", "hospital", "ems"])

@@ -537,6 +537,8 @@ def trips_csv():
 # --- units ---------------------------------------------------------------------------------
 
 def _units_context():
+    from ..services import crew  # who staffs each unit this shift
+
     agency = _agency()
     units = unit_service.agency_units(agency.id)
     current = {}  # each unit's current trip: the one under way, else the next planned one
@@ -545,7 +547,8 @@ def _units_context():
                                       EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
             .order_by(*bidding.current_route_order())):
         current.setdefault(route.unit_id, route)
-    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS}
+    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS,
+            "staffing": crew.staffing(agency.id)}
 
 
 def _unit_form(agency, **kwargs):

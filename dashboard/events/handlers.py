@@ -305,7 +305,8 @@ def record(event):
         return
     signal = LiveSignal(name=SIGNAL_NAMES.get(event.entity_type, "trip-updated"),
                         entity_id=str(p.get("public_id") or event.entity_id),
-                        hospital_id=p.get("hospital_id"), agency_ids=_agency_scope(event, p))
+                        hospital_id=p.get("hospital_id"), agency_ids=_agency_scope(event, p),
+                        unit_ids=_unit_scope(event, p))
     if event.entity_type == "user":
         signal.user_id = p.get("user_id")
         signal.agency_ids = ""
@@ -344,6 +345,18 @@ def _agency_scope(event, p):
             for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):
                 if any(LEVEL_RANK[lv] >= LEVEL_RANK[level] for lv in agency.level_list):
                     ids.add(agency.id)
+    return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
+
+
+def _unit_scope(event, p):
+    """Which units' crews may hear of this: ",12,40," (EMS silo unit ids) or "" (none): a trip's
+    awarded unit and the unit it was taken from, or the unit a unit or bid event names."""
+    ids = set()
+    if event.entity_type == "trip":
+        ids.update(i for i in (p.get("awarded_unit_id"), (p.get("released") or {}).get("unit_id"),
+                               p.get("unit_id")) if i)
+    elif event.entity_type == "unit" and p.get("unit_id"):
+        ids.add(p["unit_id"])
     return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
 
 

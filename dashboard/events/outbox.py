@@ -27,6 +27,8 @@ EVENT_TYPES = (
     "bid.withdrawn",
     "unit.status_changed",
     "unit.changed",
+    "unit.shift_started",
+    "unit.shift_ended",
     "user.created",
     "user.updated",
     "user.login",

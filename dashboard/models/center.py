@@ -9,16 +9,18 @@ from .base import CENTER_ROLES, JSONText, SubmissionMixin, new_public_id, utcnow
 
 
 class User(UserMixin, db.Model):
-    """Every account of every role.  Hospital and EMS users are bound to one organisation."""
+    """Every account of every role.  Hospital, EMS and crew users are bound to one organisation
+    (a crew member to the agency whose units they staff)."""
 
     __tablename__ = "users"
     __table_args__ = (
         sa.CheckConstraint(
-            "role IN ('hospital', 'ems', 'coordinator', 'admin')", name="role_known"
+            "role IN ('hospital', 'ems', 'crew', 'coordinator', 'admin')", name="role_known"
         ),
         sa.CheckConstraint(
             "(role <> 'hospital' OR hospital_id IS NOT NULL) AND "
-            "(role <> 'ems' OR agency_id IS NOT NULL)",
+            "(role <> 'ems' OR agency_id IS NOT NULL) AND "
+            "(role <> 'crew' OR agency_id IS NOT NULL)",
             name="role_bound",
         ),
     )
@@ -75,6 +77,7 @@ class User(UserMixin, db.Model):
         return {
             "hospital": "hospital.dashboard",
             "ems": "ems.board",
+            "crew": "crew.home",
             "coordinator": "center.board",
             "admin": "center.board",
         }[self.role]
@@ -289,6 +292,9 @@ class LiveSignal(db.Model):
     agency_ids = sa.Column(sa.String(400), nullable=False, default="")
     # Set when the signal concerns one user only (e.g. their account changed).
     user_id = sa.Column(sa.Integer)
+    # The units (EMS silo ids) a trip or unit signal concerns, comma-wrapped (",12,40,"): a
+    # crew's stream passes on only its own unit's signals.
+    unit_ids = sa.Column(sa.String(200), nullable=False, default="", server_default="")
 
 
 class CenterSubmission(SubmissionMixin, db.Model):

@@ -187,7 +187,7 @@ def authenticate(email, password, ip):
     if not user.is_active:
         audit.record("login.failed", user=user, ip=ip, detail="account deactivated")
         raise LoginRefused("This account is deactivated. Ask an administrator.", status=403)
-    organisation = user.hospital if user.role == "hospital" else user.agency if user.role == "ems" else None
+    organisation = user.hospital if user.role == "hospital" else user.agency if user.role in ("ems", "crew") else None
     if organisation is not None and not organisation.active:
         audit.record("login.failed", user=user, ip=ip, detail="organisation deactivated")
         raise LoginRefused(f"{organisation.name} is deactivated in MedPort's registry, so its accounts "
@@ -255,11 +255,11 @@ def create_user(email, display_name, role, password, hospital_id=None, agency_id
         raise ValueError(f"Unknown role {role!r}.")
     if role == "hospital" and not hospital_id:
         raise ValueError("A hospital user must belong to a hospital.")
-    if role == "ems" and not agency_id:
-        raise ValueError("An EMS user must belong to an agency.")
+    if role in ("ems", "crew") and not agency_id:
+        raise ValueError("An EMS user or crew member must belong to an agency.")
     if role not in ("hospital",):
         hospital_id = None
-    if role not in ("ems",):
+    if role not in ("ems", "crew"):
         agency_id = None
     if find_user_by_email(email) is not None:
         raise ValueError("A user with this email already exists.")

@@ -189,6 +189,11 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     for _name, code, slug, *_ in AGENCIES:
         users.append(User(email=f"dispatch@{slug}.medport.test", display_name=f"Dispatcher ({code})",
                           role="ems", agency_id=agencies[code].id))
+    # Crew members who sign in on a phone and pick the unit they staff (/crew/).
+    for code, slug, name in (("AEMS", "altoonaems", "Riley Medic"), ("AEMS", "altoonaems", "Jordan EMT"),
+                             ("BCA", "blaircounty", "Sam EMT")):
+        email = f"crew@{slug}.medport.test" if name != "Jordan EMT" else f"crew2@{slug}.medport.test"
+        users.append(User(email=email, display_name=name, role="crew", agency_id=agencies[code].id))
     for user in users:
         user.password_hash = password_hash
     db.session.add_all(users)

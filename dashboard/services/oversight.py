@@ -290,7 +290,9 @@ def units_overview(agency_id=None, level=None, status=None):
     if trip_ids:
         trips = degraded.optional("hospital", lambda: {row.id: row for row in db.session.execute(
             sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
-                      TransportRequest.status, TransportRequest.hospital_id)
+                      TransportRequest.status, TransportRequest.hospital_id,
+                      TransportRequest.window_start, TransportRequest.window_end,  # the late flag
+                      TransportRequest.at_pickup_at, TransportRequest.transporting_at)
             .where(TransportRequest.id.in_(trip_ids))
         )})
         if trips is None:  # the hospital silo is down: the trips as the units' routes know them
@@ -319,13 +321,15 @@ _ROUTE_TO_TRIP_STATUS = {"planned": "awarded"}
 
 def _trips_from_routes(trip_ids):
     """``{trip id: row}`` of trips as the EMS silo's routes know them (id, public id, reference,
-    status; hospital unknown): what the units page shows while the hospital silo is down."""
+    status, window and step times, for the late flag; hospital unknown): what the units page shows while the hospital silo is down."""
     found = {}
     for route in db.session.scalars(sa.select(EmsRoute).where(EmsRoute.trip_id.in_(trip_ids))
                                     .order_by(EmsRoute.id)):
         found[route.trip_id] = SimpleNamespace(
             id=route.trip_id, public_id=route.trip_public_id, reference=route.trip_reference,
-            status=_ROUTE_TO_TRIP_STATUS.get(route.status, route.status), hospital_id=None)
+            status=_ROUTE_TO_TRIP_STATUS.get(route.status, route.status), hospital_id=None,
+            window_start=route.window_start, window_end=route.window_end,
+            at_pickup_at=route.at_pickup_at, transporting_at=route.transporting_at)
     return found
 
 

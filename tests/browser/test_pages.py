@@ -11,6 +11,7 @@ from .test_dispatch_story import post_request
 ROLES = {
     "hospital": "nurse@altoona.medport.test",
     "ems": "dispatch@altoonaems.medport.test",
+    "crew": "crew2@altoonaems.medport.test",  # before the shift: the choice of the unit
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
 }
@@ -118,6 +119,8 @@ def pages_outside_navigation(role, session, server):
                 ("trips-completed", "/ems/trips?tab=completed", 200),
                 ("analytics-filtered", "/ems/analytics?period=30d&level=ALS", 200),
                 ("forbidden", "/hospital/", 403), ("not-found", "/ems/units/no-such-unit/edit", 404)]
+    if role == "crew":
+        return [("change-password", "/account/password", 200), ("forbidden", "/ems/", 403)]
     if role == "coordinator":
         return [("request-open", trip_path(server, "/center/requests/", "status = 'open'"), 200),
                 ("request-awarded", trip_path(server, "/center/requests/", "status = 'awarded'"), 200),
