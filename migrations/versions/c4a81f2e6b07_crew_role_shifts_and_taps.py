@@ -1,7 +1,7 @@
 """the crew on a phone: the crew role, shifts, taps and unit-scoped signals
 
 Revision ID: c4a81f2e6b07
-Revises: 7b3e5c1a9d42
+Revises: c4f1a7d2e9b3
 Create Date: 2026-12-01 05:00:00.000000
 
 Center silo: ``users.role`` may be ``crew`` (bound to an agency like ``ems``); live signals
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'c4a81f2e6b07'
-down_revision = '7b3e5c1a9d42'
+down_revision = 'c4f1a7d2e9b3'
 branch_labels = None
 depends_on = None
 
