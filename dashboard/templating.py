@@ -117,6 +117,7 @@ NAVIGATION = {
         ("hospital.new_request", "New request"),
         ("hospital.preferences", "Preferred agencies"),
         ("analytics.hospital_view", "Analytics"),
+        ("alerts.index", "Alerts"),
     ],
     "ems": [
         ("ems.board", "Open requests"),
@@ -124,6 +125,7 @@ NAVIGATION = {
         ("ems.units", "Units"),
         ("ems.history", "Bid history"),
         ("analytics.ems_view", "Analytics"),
+        ("alerts.index", "Alerts"),
     ],
     "coordinator": [
         ("center.board", "Regional board"),
@@ -131,6 +133,7 @@ NAVIGATION = {
         ("analytics.center_view", "Analytics"),
         ("center.audit", "Audit log"),
         ("center.health", "Silo health"),
+        ("alerts.index", "Alerts"),
     ],
     "admin": [
         ("center.board", "Regional board"),
@@ -141,6 +144,7 @@ NAVIGATION = {
         ("analytics.center_view", "Analytics"),
         ("center.audit", "Audit log"),
         ("center.health", "Silo health"),
+        ("alerts.index", "Alerts"),
     ],
 }
 

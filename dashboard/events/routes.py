@@ -47,13 +47,15 @@ def _resync():
 def may_receive(viewer, signal):
     """Whether a viewer ``(role, hospital_id, agency_id, user_id)`` may receive ``signal``.
 
-    Center roles receive everything; a hospital user what concerns their
+    An ``alert`` goes to its recipient alone.  Center roles receive everything else; a hospital user what concerns their
     hospital; an EMS user what names their agency; a signal about one account
     goes to that account (and the center); ``"*"`` signals (configuration,
     registry) go to every organisation.
     """
-    _id, _name, _entity, hospital_id, agency_ids, user_id = signal
+    _id, name, _entity, hospital_id, agency_ids, user_id = signal
     role, viewer_hospital, viewer_agency, viewer_user = viewer
+    if name == "alert":  # one user's own alert: nobody else, the center included
+        return user_id is not None and user_id == viewer_user
     if role in CENTER_ROLES:
         return True
     if user_id is not None:

@@ -1,0 +1,30 @@
+"""Alert settings: which kinds are on, and which levels of care and urgencies a new request needs."""
+from wtforms import SelectMultipleField, widgets
+from wtforms.fields.choices import SelectChoice
+
+from ..formfields import FlaskForm
+from ..models.base import LEVEL_LABELS, URGENCIES
+
+
+def _checkboxes(label, choices):
+    return SelectMultipleField(label, choices=[SelectChoice(value, text) for value, text in choices], widget=widgets.ListWidget(prefix_label=False),
+                               option_widget=widgets.CheckboxInput())
+
+
+def settings_form_class(kinds):
+    """A form for ``kinds`` (``[(kind, label)]``): one checkbox each, and, when the EMS new-request
+    kind is among them, the levels of care and urgencies it is wanted for (none ticked: all)."""
+
+    class AlertSettingsForm(FlaskForm):
+        enabled = _checkboxes("Alert me of", list(kinds))
+
+    if any(kind == "ems.new_request" for kind, _label in kinds):
+        AlertSettingsForm.levels = _checkboxes("New requests of these levels of care (none ticked: all)",
+                                               list(LEVEL_LABELS.items()))
+        AlertSettingsForm.urgencies = _checkboxes("New requests of these urgencies (none ticked: all)",
+                                                  list(URGENCIES.items()))
+    return AlertSettingsForm
+
+
+class ButtonForm(FlaskForm):
+    """A button-only form (its CSRF token)."""

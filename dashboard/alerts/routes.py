@@ -1,0 +1,211 @@
+"""Alerts of the signed-in user (every role), their settings, and for the center the
+organisations' defaults (administrators) and the escalation ladder's acknowledgements.
+
+Everything here reads and writes the center silo only: with the center down these pages
+answer 503 naming it, and every other page goes on.
+"""
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..auth.routes import roles_required
+from ..extensions import db
+from ..localtime import to_local
+from ..models.base import row_id
+from ..models.center import Agency, Hospital
+from ..services import alerts, escalation, session_trust
+from .forms import ButtonForm, settings_form_class
+
+bp = Blueprint("alerts", __name__, url_prefix="/alerts")
+FEED_LIMIT = 20
+
+
+@bp.route("/")
+@login_required
+def index():
+    session_trust.require_center()
+    rows = alerts.recent(current_user.id)
+    open_escalations = escalation.open_escalations() if current_user.is_center else []
+    return render_template("alerts/index.html", alerts=rows, unread=alerts.unread_count(current_user.id),
+                           escalations=open_escalations, form=ButtonForm(), labels=alerts.KIND_LABELS)
+
+
+def _feed_entry(alert):
+    return {"id": alert.id, "public_id": alert.public_id, "kind": alert.kind, "title": alert.title,
+            "reference": alert.reference, "link": alert.link,
+            "open": url_for(".open_alert", public_id=alert.public_id),
+            "created_at": alert.created_at.isoformat() + "Z", "read": alert.read_at is not None}
+
+
+@bp.route("/feed")
+@login_required
+def feed():
+    """JSON for the page's script: ``{"unread": n, "latest": id, "alerts": [...]}``, the user's
+    own alerts after ``?after=<id>`` (oldest first, at most 20), or none without it."""
+    session_trust.require_center()
+    raw = request.args.get("after")
+    after = None
+    if raw is not None:
+        after = 0 if raw == "0" else row_id(raw)
+        if after is None:
+            return jsonify(error="after must be an alert id"), 400
+    rows = alerts.recent(current_user.id, FEED_LIMIT, after) if after is not None else []
+    latest = alerts.recent(current_user.id, 1)
+    return jsonify(unread=alerts.unread_count(current_user.id), latest=latest[0].id if latest else 0,
+                   alerts=[_feed_entry(a) for a in rows])
+
+
+@bp.route("/<public_id>/open", methods=["POST"])
+@login_required
+def open_alert(public_id):
+    """Mark the alert read and go to its item."""
+    session_trust.require_center()
+    alert = alerts.own_alert(current_user.id, public_id)
+    if alert is None:
+        abort(404)
+    alerts.mark_read(current_user.id, public_id)
+    link = alert.link or url_for(".index")
+    db.session.commit()
+    return redirect(link if link.startswith("/") and not link.startswith("//") else url_for(".index"))
+
+
+@bp.route("/read", methods=["POST"])
+@login_required
+def read_all():
+    session_trust.require_center()
+    count = alerts.mark_read(current_user.id)
+    db.session.commit()
+    flash(f"Marked {count} alert{'s' if count != 1 else ''} read." if count else "No unread alerts.", "info")
+    return redirect(url_for(".index"))
+
+
+# --- settings ------------------------------------------------------------------------------
+
+def _settings_page(form, status=200, **context):
+    return render_template("alerts/settings.html", form=form, **context), status
+
+
+def _apply(form, scope, group, back):
+    try:
+        alerts.save_settings(scope, group, form.enabled.data or [],
+                             getattr(form, "levels", None) and form.levels.data or [],
+                             getattr(form, "urgencies", None) and form.urgencies.data or [],
+                             user_id=current_user.id)
+    except alerts.SettingsRefused as refused:
+        db.session.rollback()
+        form.enabled.errors = [refused.message]
+        return None
+    db.session.commit()
+    flash("Alert settings saved.", "success")
+    return redirect(back)
+
+
+def _form_data(choices):
+    new = choices.get(alerts.NEW_REQUEST)
+    data = {"enabled": [kind for kind, choice in choices.items() if choice.enabled]}
+    if new is not None:
+        data.update(levels=new.levels, urgencies=new.urgencies)
+    return data
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@login_required
+def settings():
+    """The user's own alert kinds on or off; "Use my organisation's defaults" drops them."""
+    session_trust.require_center()
+    kinds = alerts.kinds_for(current_user.role)
+    form_class = settings_form_class(kinds)
+    choices = alerts.choices_for(current_user)
+    context = dict(kinds=kinds, sources={k: c.source for k, c in choices.items()},
+                   title="My alerts", reset=True, reset_form=ButtonForm())
+    if request.method == "GET":
+        return _settings_page(form_class(data=_form_data(choices)), **context)
+    form = form_class()
+    if not form.validate_on_submit():
+        return _settings_page(form, 400, **context)
+    done = _apply(form, alerts.user_scope(current_user.id), alerts.group_of(current_user.role),
+                  url_for(".settings"))
+    return done or _settings_page(form, 400, **context)
+
+
+@bp.route("/settings/reset", methods=["POST"])
+@login_required
+def reset_settings():
+    session_trust.require_center()
+    form = ButtonForm()
+    if not form.validate_on_submit():
+        abort(400)
+    alerts.clear_user_settings(current_user.id)
+    db.session.commit()
+    flash("Your organisation's default alert settings apply again.", "success")
+    return redirect(url_for(".settings"))
+
+
+def _organisation(kind, org_id):
+    """(scope, role group, name) of an organisation whose defaults an admin sets; 404 if unknown."""
+    if kind == "center" and org_id == 0:
+        return "center", "center", "Coordinators and administrators"
+    model = {"hospital": Hospital, "agency": Agency}.get(kind)
+    org = db.session.get(model, org_id) if model is not None and row_id(org_id) else None
+    if org is None:
+        abort(404)
+    group = "hospital" if kind == "hospital" else "ems"
+    return alerts.org_scope(group, hospital_id=org.id, agency_id=org.id), group, org.name
+
+
+@bp.route("/defaults/<kind>/<int:org_id>", methods=["GET", "POST"])
+@roles_required("admin")
+def defaults(kind, org_id):
+    """An organisation's default alert settings (its users' own settings win over them)."""
+    session_trust.require_center()
+    scope, group, name = _organisation(kind, org_id)
+    kinds = alerts.KINDS[group]
+    form_class = settings_form_class(kinds)
+    context = dict(kinds=kinds, sources={}, title=f"Default alerts: {name}", reset=False)
+    if request.method == "GET":
+        return _settings_page(form_class(data=_form_data(alerts.scope_choices(scope, group))), **context)
+    form = form_class()
+    if not form.validate_on_submit():
+        return _settings_page(form, 400, **context)
+    done = _apply(form, scope, group, url_for(".defaults", kind=kind, org_id=org_id))
+    return done or _settings_page(form, 400, **context)
+
+
+@bp.route("/defaults")
+@roles_required("admin")
+def defaults_index():
+    session_trust.require_center()
+    hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
+    agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+    return render_template("alerts/defaults.html", hospitals=hospitals, agencies=agencies)
+
+
+# --- escalations ---------------------------------------------------------------------------
+
+@bp.route("/escalations/<public_id>/acknowledge", methods=["POST"])
+@roles_required("coordinator", "admin")
+def acknowledge(public_id):
+    """A coordinator or admin has the request in hand: its escalation ladder stops."""
+    session_trust.require_center()
+    form = ButtonForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        row = escalation.acknowledge(public_id, current_user, request.remote_addr)
+    except escalation.EscalationRefused as refused:
+        db.session.rollback()
+        if refused.status == 404:
+            abort(404)
+        return render_template("alerts/index.html", alerts=alerts.recent(current_user.id),
+                               unread=alerts.unread_count(current_user.id),
+                               escalations=escalation.open_escalations(), form=ButtonForm(),
+                               labels=alerts.KIND_LABELS, error=refused.message), refused.status
+    db.session.commit()
+    flash(f"Acknowledged {row.reference}; the escalation stops.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.app_template_global()
+def alert_time(value):
+    local = to_local(value)
+    return local.strftime("%a %d %b %H:%M") if local else "—"
