@@ -1,4 +1,5 @@
-"""``flask medport ...``: silo checks, demo data, accounts, analytics rollups, the relay."""
+"""``flask medport ...``: silo checks, demo data, accounts, analytics rollups, the relay, alert tones."""
+import os
 import sys
 
 import click
@@ -149,6 +150,15 @@ def rollup_command(days):
     started = time.perf_counter()
     stored = analytics.roll_up(days_back=days)
     click.echo(f"stored {stored} closed days in {time.perf_counter() - started:.1f} s")
+
+
+@medport.command("alert-tones")
+def alert_tones_command():
+    """Write the alert tones (one WAV per alert kind) into static/alerts/."""
+    from .tones import write_all
+
+    paths = write_all(os.path.join(current_app.static_folder, "alerts"))
+    click.echo(f"wrote {len(paths)} tones")
 
 
 @medport.command("relay")

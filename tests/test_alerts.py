@@ -393,3 +393,23 @@ def test_a_deactivated_agency_hears_nothing(app, demo, deliver):
         got = received("ems.new_request", reference_of(trip_id))
         assert DISPATCH["BCA"] not in got and DISPATCH["AEMS"] in got
         assert hospital("MNV") is not None
+
+
+# --- the tones ----------------------------------------------------------------------------------
+
+
+def test_every_kind_has_its_own_short_tone_as_committed(tmp_path):
+    import os
+    import wave
+
+    from dashboard.tones import TONES, write_all
+
+    assert set(TONES) == set(alerts.ALL_KINDS)
+    assert len(set(TONES.values())) == len(TONES)  # each kind sounds different
+    static = os.path.join(os.path.dirname(__file__), os.pardir, "static", "alerts")
+    for path in write_all(str(tmp_path)):
+        name = os.path.basename(path)
+        with open(path, "rb") as made, open(os.path.join(static, name), "rb") as committed:
+            assert made.read() == committed.read(), name  # `flask medport alert-tones` wrote them
+        with wave.open(path) as tone:
+            assert tone.getnchannels() == 1 and tone.getnframes() / tone.getframerate() < 0.5
