@@ -167,9 +167,11 @@ def alert_tones_command():
 @click.option("--retry-parked", is_flag=True, help="Put parked events back in the queue first.")
 @with_appcontext
 def relay_command(once, poll, retry_parked):
-    """Deliver outbox events (several relay processes may run together)."""
+    """Deliver outbox events (several relay processes may run together), and beside them, in a
+    thread of its own, the alert emails and webhook posts."""
     from .events.relay import Relay
     from .events.relay import retry_parked as requeue
+    from .services.deliveries import Sender, start_sender_thread
 
     if retry_parked:
         count = requeue()
@@ -178,6 +180,9 @@ def relay_command(once, poll, retry_parked):
     if once:
         delivered = relay.drain()
         click.echo(f"delivered {delivered} events")
+        tried = Sender(current_app._get_current_object()).run_once()
+        click.echo(f"alert deliveries tried: {tried}")
         return
+    start_sender_thread(current_app._get_current_object())
     click.echo("relay running; Ctrl-C to stop")
     relay.run_forever(poll_seconds=poll)

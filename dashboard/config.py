@@ -179,6 +179,19 @@ def build_config(instance_path, environ=None):
         "MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS": int(
             environ.get("MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS", "20")
         ),
+        # Alert emails (services/deliveries.py): the SMTP server (none: no email is sent), the
+        # sender's address, and the site's address for the links they carry.
+        "MEDPORT_SMTP_URL": environ.get("MEDPORT_SMTP_URL", ""),
+        "MEDPORT_MAIL_FROM": environ.get("MEDPORT_MAIL_FROM", "MedPort <medport@localhost>"),
+        "MEDPORT_BASE_URL": environ.get("MEDPORT_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "MEDPORT_SMTP_TIMEOUT_SECONDS": float(environ.get("MEDPORT_SMTP_TIMEOUT_SECONDS", "10")),
+        # Webhooks: how long a POST may take, and whether http:// to this machine is allowed
+        # (development and tests; otherwise only https://).
+        "MEDPORT_WEBHOOK_TIMEOUT_SECONDS": float(environ.get("MEDPORT_WEBHOOK_TIMEOUT_SECONDS", "5")),
+        "MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP": _env_bool("MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP", False),
+        # Tries of an email or webhook delivery before it is parked (a server that cannot be
+        # reached at all is retried without end).
+        "MEDPORT_DELIVERY_MAX_ATTEMPTS": int(environ.get("MEDPORT_DELIVERY_MAX_ATTEMPTS", "8")),
     }
 
 

@@ -144,6 +144,10 @@ ACCESS = {
     "alerts.defaults_index": "admin",
     "alerts.defaults": "admin",
     "alerts.acknowledge": "center",
+    "alerts.webhooks_index": "admin",
+    "alerts.remove_webhook": "admin",
+    "alerts.deliveries_index": "center",
+    "alerts.replay_delivery": "center",
 }
 
 #: URL arguments, by name (and per endpoint where one name means different objects).
@@ -177,6 +181,8 @@ OWNER_POST = {
     "ems.remove_availability": 404,  # no window named
     "alerts.open_alert": 404,  # a request's id names no alert of the user's
     "alerts.acknowledge": 404,  # nor an escalation
+    "alerts.remove_webhook": 404,  # nor an endpoint
+    "alerts.replay_delivery": 404,  # nor a parked delivery
 }
 #: Actions that need no field: an owner's POST would act, so only the refusals are checked here
 #: (each blueprint's tests do the action itself).

@@ -1,6 +1,7 @@
 """Alert settings: which kinds are on, and which levels of care and urgencies a new request needs."""
-from wtforms import SelectMultipleField, widgets
+from wtforms import BooleanField, SelectField, SelectMultipleField, StringField, widgets
 from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length
 
 from ..formfields import FlaskForm
 from ..models.base import LEVEL_LABELS, URGENCIES
@@ -17,6 +18,8 @@ def settings_form_class(kinds):
 
     class AlertSettingsForm(FlaskForm):
         enabled = _checkboxes("Alert me of", list(kinds))
+        email = _checkboxes("Also by email", list(kinds))
+        digest = BooleanField("Alert emails as one digest an hour (rather than within the minute)")
 
     if any(kind == "ems.new_request" for kind, _label in kinds):
         AlertSettingsForm.levels = _checkboxes("New requests of these levels of care (none ticked: all)",
@@ -28,3 +31,17 @@ def settings_form_class(kinds):
 
 class ButtonForm(FlaskForm):
     """A button-only form (its CSRF token)."""
+
+
+def webhook_form_class(organisations, kind_choices):
+    """Register an endpoint: the organisation (``[(scope, name)]``), its address and the alert
+    kinds it is told of (``[(kind, label)]``, every role's; checked against the organisation's)."""
+
+    class WebhookForm(FlaskForm):
+        organisation = SelectField("Organisation", choices=[SelectChoice(v, t) for v, t in organisations],
+                                   validators=[DataRequired("Choose the organisation.")])
+        url = StringField("Endpoint address (https://)", validators=[
+            DataRequired("Enter the endpoint's address."), Length(max=500)])
+        kinds = _checkboxes("Alert kinds it is told of", list(kind_choices))
+
+    return WebhookForm

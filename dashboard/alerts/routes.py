@@ -5,7 +5,7 @@ Everything here reads and writes the center silo only: with the center down thes
 answer 503 naming it, and every other page goes on.
 """
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..auth.routes import roles_required
@@ -13,8 +13,8 @@ from ..extensions import db
 from ..localtime import to_local
 from ..models.base import row_id
 from ..models.center import Agency, Hospital
-from ..services import alerts, escalation, session_trust
-from .forms import ButtonForm, settings_form_class
+from ..services import alerts, deliveries, escalation, session_trust, webhooks
+from .forms import ButtonForm, settings_form_class, webhook_form_class
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 FEED_LIMIT = 20
@@ -90,7 +90,8 @@ def _apply(form, scope, group, back):
         alerts.save_settings(scope, group, form.enabled.data or [],
                              getattr(form, "levels", None) and form.levels.data or [],
                              getattr(form, "urgencies", None) and form.urgencies.data or [],
-                             user_id=current_user.id)
+                             user_id=current_user.id, email_kinds=form.email.data or [],
+                             digest=bool(form.digest.data))
     except alerts.SettingsRefused as refused:
         db.session.rollback()
         form.enabled.errors = [refused.message]
@@ -102,7 +103,10 @@ def _apply(form, scope, group, back):
 
 def _form_data(choices):
     new = choices.get(alerts.NEW_REQUEST)
-    data = {"enabled": [kind for kind, choice in choices.items() if choice.enabled]}
+    digest = choices.pop(alerts.DIGEST, None)
+    data = {"enabled": [kind for kind, choice in choices.items() if choice.enabled],
+            "email": [kind for kind, choice in choices.items() if choice.enabled and choice.email],
+            "digest": bool(digest and digest.source != "default" and digest.enabled)}
     if new is not None:
         data.update(levels=new.levels, urgencies=new.urgencies)
     return data
@@ -116,7 +120,7 @@ def settings():
     kinds = alerts.kinds_for(current_user.role)
     form_class = settings_form_class(kinds)
     choices = alerts.choices_for(current_user)
-    context = dict(kinds=kinds, sources={k: c.source for k, c in choices.items()},
+    context = dict(kinds=kinds, sources={k: c.source for k, c in choices.items() if k != alerts.DIGEST},
                    title="My alerts", reset=True, reset_form=ButtonForm())
     if request.method == "GET":
         return _settings_page(form_class(data=_form_data(choices)), **context)
@@ -209,3 +213,86 @@ def acknowledge(public_id):
 def alert_time(value):
     local = to_local(value)
     return local.strftime("%a %d %b %H:%M") if local else "—"
+
+
+# --- webhooks (administrators) -----------------------------------------------------------------
+
+def _organisations():
+    """``[(scope, name)]`` of every organisation an endpoint may be registered for."""
+    hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
+    agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+    return ([("center", "Transport center (coordinators and administrators)")]
+            + [(alerts.org_scope("hospital", hospital_id=h.id), f"Hospital: {h.name}") for h in hospitals]
+            + [(alerts.org_scope("ems", agency_id=a.id), f"EMS agency: {a.name}") for a in agencies])
+
+
+def _webhooks_page(form, status=200, secret=None):
+    names = dict(_organisations())
+    return render_template("alerts/webhooks.html", form=form, endpoints=webhooks.endpoints(), names=names,
+                           labels=alerts.KIND_LABELS, secret=secret, button=ButtonForm()), status
+
+
+@bp.route("/webhooks", methods=["GET", "POST"])
+@roles_required("admin")
+def webhooks_index():
+    """The organisations' webhook endpoints; register one (its signing secret is shown once)."""
+    session_trust.require_center()
+    form_class = webhook_form_class(_organisations(), list(alerts.KIND_LABELS.items()))
+    if request.method == "GET":
+        return _webhooks_page(form_class())
+    form = form_class()
+    if not form.validate_on_submit():
+        return _webhooks_page(form, 400)
+    try:
+        endpoint = webhooks.register(form.organisation.data, form.url.data, form.kinds.data or [],
+                                     current_user, request.remote_addr,
+                                     current_app.config["MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP"])
+    except webhooks.WebhookRefused as refused:
+        db.session.rollback()
+        getattr(form, refused.field).errors = [refused.message]
+        return _webhooks_page(form, 400)
+    db.session.commit()
+    return _webhooks_page(form_class(formdata=None), secret=(endpoint.url, endpoint.secret))
+
+
+@bp.route("/webhooks/<public_id>/remove", methods=["POST"])
+@roles_required("admin")
+def remove_webhook(public_id):
+    session_trust.require_center()
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    endpoint = webhooks.remove(public_id, current_user, request.remote_addr)
+    if endpoint is None:
+        abort(404)
+    db.session.commit()
+    flash(f"Endpoint {endpoint.url} removed; nothing more is sent to it.", "success")
+    return redirect(url_for(".webhooks_index"))
+
+
+# --- deliveries (the center) -------------------------------------------------------------------
+
+@bp.route("/deliveries")
+@roles_required("coordinator", "admin")
+def deliveries_index():
+    """Every email and webhook delivery with its state; the parked ones (dead letters) replayable."""
+    session_trust.require_center()
+    status = request.args.get("status") or None
+    channel = request.args.get("channel") or None
+    if status not in (None, *deliveries.STATUSES) or channel not in (None, "email", "webhook"):
+        return render_template("alerts/deliveries.html", rows=[], counts={}, status=None, channel=None,
+                               button=ButtonForm(), error="Choose a listed state and channel."), 400
+    return render_template("alerts/deliveries.html", rows=deliveries.recent(status, channel),
+                           counts=deliveries.counts(), status=status, channel=channel, button=ButtonForm(),
+                           error=None)
+
+
+@bp.route("/deliveries/<public_id>/replay", methods=["POST"])
+@roles_required("coordinator", "admin")
+def replay_delivery(public_id):
+    session_trust.require_center()
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    if not deliveries.replay(public_id):
+        abort(404)
+    flash("Queued again; it is sent at the sender's next pass.", "success")
+    return redirect(url_for(".deliveries_index", status="parked"))

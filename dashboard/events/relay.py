@@ -458,7 +458,7 @@ def retry_parked(silo=None, event_id=None):
 
 # -- the embedded default: a relay thread in the web process ------------------------------
 
-_inprocess = {"relay": None, "thread": None}
+_inprocess = {"relay": None, "thread": None, "sender": None}
 _inprocess_lock = threading.Lock()
 
 
@@ -472,17 +472,22 @@ def start_inprocess_relay(app):
         with _inprocess_lock:
             if _inprocess["relay"] is not None:
                 return
+            from ..services.deliveries import start_sender_thread
+
             relay = Relay(app)
             thread = threading.Thread(target=relay.run_forever, name="medport-relay", daemon=True)
             thread.start()
-            _inprocess.update(relay=relay, thread=thread)
+            # Alert emails and webhooks in a thread of their own: a slow server never holds the relay.
+            _inprocess.update(relay=relay, thread=thread, sender=start_sender_thread(app))
 
 
 def stop_inprocess_relay(timeout=10):
     """Stop this process's relay thread (a worker shutting down); it finishes its pass."""
     with _inprocess_lock:
-        relay, thread = _inprocess["relay"], _inprocess["thread"]
-        _inprocess.update(relay=None, thread=None)
+        relay, thread, sender = _inprocess["relay"], _inprocess["thread"], _inprocess["sender"]
+        _inprocess.update(relay=None, thread=None, sender=None)
+    if sender is not None:
+        sender.stop()
     if relay is not None:
         relay.stop()
         thread.join(timeout)

@@ -323,6 +323,7 @@ class Alert(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("user_id", "key", name="uq_alerts_user_key"),
         sa.Index("ix_alerts_user_read", "user_id", "read_at"),
+        sa.Index("ix_alerts_mail_pending", "mail_pending", "user_id"),
     )
 
     id = sa.Column(sa.Integer, primary_key=True)
@@ -337,6 +338,12 @@ class Alert(db.Model):
     link = sa.Column(sa.String(300), nullable=False, default="")
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
     read_at = sa.Column(sa.DateTime)
+    #: What a message about it may say beside the title: level of care, urgency, pickup window.
+    details = sa.Column(JSONText, nullable=False, default=dict)
+    #: True while it waits to be mailed (the user wants this kind by email); the mail delivery
+    #: that carries it once it is put in one.
+    mail_pending = sa.Column(sa.Boolean, nullable=False, default=False)
+    mail_delivery_id = sa.Column(sa.Integer)
 
 
 class AlertSetting(db.Model):
@@ -355,6 +362,9 @@ class AlertSetting(db.Model):
     scope = sa.Column(sa.String(40), nullable=False)
     kind = sa.Column(sa.String(40), nullable=False)
     enabled = sa.Column(sa.Boolean, nullable=False, default=True)
+    #: Also by email (when the kind is on).  For the kind ``mail.digest``, ``enabled`` means the
+    #: user's alert emails come as one digest an hour rather than within the minute.
+    email = sa.Column(sa.Boolean, nullable=False, default=False)
     levels = sa.Column(sa.String(20), nullable=False, default="")
     urgencies = sa.Column(sa.String(40), nullable=False, default="")
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow)
@@ -388,3 +398,61 @@ class AlertEscalation(db.Model):
     acknowledged_by = sa.Column(sa.String(254))
     #: Set when the request no longer needs it (awarded, cancelled, no longer at risk).
     resolved_at = sa.Column(sa.DateTime)
+
+
+class WebhookEndpoint(db.Model):
+    """An organisation's own system, told of its alerts by a signed JSON POST (Standard Webhooks).
+
+    ``scope`` is the organisation (``hospital:<id>``, ``agency:<id>``, ``center``); ``kinds`` the
+    alert kinds it asked for (comma list); ``secret`` the ``whsec_...`` signing secret, shown to
+    the admin who registered it.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    scope = sa.Column(sa.String(40), nullable=False, index=True)
+    url = sa.Column(sa.String(500), nullable=False)
+    kinds = sa.Column(sa.String(600), nullable=False, default="")
+    secret = sa.Column(sa.String(100), nullable=False)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    created_by_user_id = sa.Column(sa.Integer)
+
+    @property
+    def kind_list(self):
+        return [k for k in self.kinds.split(",") if k]
+
+
+class AlertDelivery(db.Model):
+    """One message to send, by email or webhook, with its own retries; the center sees them all.
+
+    ``status``: ``pending`` (not tried yet), ``retrying`` (failed, tried again at
+    ``next_attempt_at``), ``sent``, ``parked`` (given up after repeated failure; a replay puts it
+    back).  ``target`` is the email address or the endpoint's id; ``message`` what is sent
+    (the email's subject and text, or the webhook's id, type and JSON body), built when the
+    delivery is made so a retry sends the same thing.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (sa.Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    channel = sa.Column(sa.String(10), nullable=False)
+    user_id = sa.Column(sa.Integer)
+    endpoint_id = sa.Column(sa.Integer)
+    target = sa.Column(sa.String(500), nullable=False)
+    #: A webhook delivery's occasion (``<endpoint>:<alert key>``): one message per organisation.
+    key = sa.Column(sa.String(200), unique=True)
+    message = sa.Column(JSONText, nullable=False, default=dict)
+    items = sa.Column(sa.Integer, nullable=False, default=1)
+    status = sa.Column(sa.String(10), nullable=False, default="pending")
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    next_attempt_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    claimed_until = sa.Column(sa.DateTime)
+    last_error = sa.Column(sa.String(300))
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    last_attempt_at = sa.Column(sa.DateTime)
+    sent_at = sa.Column(sa.DateTime)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..models.base import CENTER_ROLES, LEVEL_RANK, LEVELS, URGENCIES, utcnow
 from ..models.center import Agency, Alert, AlertSetting, Hospital, LiveSignal, User
+from . import deliveries
 
 log = logging.getLogger("medport.relay")
 
@@ -57,6 +58,8 @@ KIND_LABELS = {kind: label for kinds in KINDS.values() for kind, label in kinds}
 ALL_KINDS = tuple(KIND_LABELS)
 #: The kind whose alerts an EMS user may narrow by level of care and urgency.
 NEW_REQUEST = "ems.new_request"
+#: Not a kind of alert: the setting "alert emails as an hourly digest".
+DIGEST = "mail.digest"
 #: Risk marks (:func:`dashboard.services.oversight.risk_marks`) that raise a center alert.
 RISK_CODES = ("no_bids", "late", "pickup", "awaiting_award", "reassign")
 #: Those that also start the escalation ladder (a window about to close is the board's to watch).
@@ -100,13 +103,14 @@ def _split(text):
 
 
 class Choice:
-    """What a scope says of one kind: ``enabled``, ``levels`` and ``urgencies`` (lists, empty for
-    all), and ``source``: ``user``, ``organisation`` or ``default``."""
+    """What a scope says of one kind: ``enabled``, ``email`` (also by email), ``levels`` and
+    ``urgencies`` (lists, empty for all), and ``source``: ``user``, ``organisation`` or
+    ``default`` (on, not by email)."""
 
-    __slots__ = ("kind", "enabled", "levels", "urgencies", "source")
+    __slots__ = ("kind", "enabled", "email", "levels", "urgencies", "source")
 
-    def __init__(self, kind, enabled=True, levels=(), urgencies=(), source="default"):
-        self.kind, self.enabled, self.source = kind, enabled, source
+    def __init__(self, kind, enabled=True, levels=(), urgencies=(), source="default", email=False):
+        self.kind, self.enabled, self.source, self.email = kind, enabled, source, email
         self.levels, self.urgencies = list(levels), list(urgencies)
 
     def wants(self, level=None, urgency=None):
@@ -130,13 +134,14 @@ def _choice(kind, rows, scopes):
     for scope, source in scopes:
         row = rows.get((scope, kind))
         if row is not None:
-            return Choice(kind, row.enabled, _split(row.levels), _split(row.urgencies), source)
+            return Choice(kind, row.enabled, _split(row.levels), _split(row.urgencies), source, row.email)
     return Choice(kind)
 
 
 def choices_for(user):
-    """``{kind: Choice}`` of every kind ``user`` may receive (its own, else its organisation's)."""
-    kinds = [kind for kind, _label in kinds_for(user.role)]
+    """``{kind: Choice}`` of every kind ``user`` may receive (its own, else its organisation's),
+    and of :data:`DIGEST` (enabled: alert emails come as an hourly digest)."""
+    kinds = [kind for kind, _label in kinds_for(user.role)] + [DIGEST]
     scopes = [(user_scope(user.id), "user"),
               (org_scope(user.role, user.hospital_id, user.agency_id), "organisation")]
     rows = _rows([s for s, _ in scopes], kinds)
@@ -145,7 +150,7 @@ def choices_for(user):
 
 def scope_choices(scope, role_group):
     """``{kind: Choice}`` stored for one scope (an organisation's defaults), "on" where none is."""
-    kinds = [kind for kind, _label in KINDS[role_group]]
+    kinds = [kind for kind, _label in KINDS[role_group]] + [DIGEST]
     rows = _rows([scope], kinds)
     return {kind: _choice(kind, rows, [(scope, "organisation")]) for kind in kinds}
 
@@ -158,13 +163,15 @@ class SettingsRefused(Exception):
         self.message = message
 
 
-def save_settings(scope, role_group, enabled_kinds, levels=(), urgencies=(), user_id=None):
-    """Store, for ``scope``, which of ``role_group``'s kinds are on, and for the EMS new-request
-    kind the ``levels`` and ``urgencies`` wanted (none chosen: all).  Every kind of the group gets
-    a row, so what is saved holds whatever the organisation's default becomes.  Raises
+def save_settings(scope, role_group, enabled_kinds, levels=(), urgencies=(), user_id=None,
+                  email_kinds=(), digest=False):
+    """Store, for ``scope``, which of ``role_group``'s kinds are on (and which of those also by
+    email), for the EMS new-request kind the ``levels`` and ``urgencies`` wanted (none chosen:
+    all), and whether alert emails come as an hourly ``digest``.  Every kind of the group gets a
+    row, so what is saved holds whatever the organisation's default becomes.  Raises
     :class:`SettingsRefused` for an unknown kind, level or urgency.  The caller commits."""
     allowed = [kind for kind, _label in KINDS[role_group]]
-    unknown = set(enabled_kinds) - set(allowed)
+    unknown = (set(enabled_kinds) | set(email_kinds)) - set(allowed)
     if unknown:
         raise SettingsRefused("Unknown alert kind.")
     if set(levels) - set(LEVELS) or set(urgencies) - set(URGENCIES):
@@ -176,9 +183,15 @@ def save_settings(scope, role_group, enabled_kinds, levels=(), urgencies=(), use
             row = AlertSetting(scope=scope, kind=kind)
             db.session.add(row)
         row.enabled = kind in enabled_kinds
+        row.email = kind in enabled_kinds and kind in email_kinds
         row.levels = _csv(levels, LEVELS) if kind == NEW_REQUEST else ""
         row.urgencies = _csv(urgencies, URGENCIES) if kind == NEW_REQUEST else ""
         row.updated_by_user_id = user_id
+    row = _rows([scope], [DIGEST]).get((scope, DIGEST))
+    if row is None:
+        row = AlertSetting(scope=scope, kind=DIGEST)
+        db.session.add(row)
+    row.enabled, row.updated_by_user_id = bool(digest), user_id
     return allowed
 
 
@@ -250,13 +263,16 @@ def describe(facts):
 
 
 def notify(users, kind, key, title, reference="", link_of=None, level=None, urgency=None, now=None,
-           force=False):
+           force=False, details=None):
     """Add one alert of ``kind`` for each user in ``users`` who wants it, and its live signal.
 
     ``link_of(user)`` gives the item's path for that user; ``key`` makes the alert once per
-    user (an existing one is left alone).  ``level`` and ``urgency`` are what the EMS
-    new-request settings narrow by; ``force`` sends it whatever the settings say (a step of
-    the escalation ladder).  The caller commits.  Returns the alerts added.
+    user (an existing one is left alone).  ``details`` (level of care, urgency, pickup window)
+    is what an email about it adds.  An alert the user wants by email waits for the sender
+    (``mail_pending``); the organisations of ``users`` with a webhook for ``kind`` get a
+    delivery of it (:func:`dashboard.services.deliveries.queue_webhooks`).  ``level`` and ``urgency`` are what the EMS
+    new-request settings narrow by; ``force`` sends it, by email too, whatever the settings say
+    (a step of the escalation ladder).  The caller commits.  Returns the alerts added.
     """
     if not users:
         return []
@@ -267,15 +283,19 @@ def notify(users, kind, key, title, reference="", link_of=None, level=None, urge
     already = set(db.session.scalars(sa.select(Alert.user_id).where(
         Alert.key == key, Alert.user_id.in_([u.id for u in users]))))
     added = []
+    mail = deliveries.mail_enabled()
+    details = dict(details or {}, **{k: v for k, v in (("level_of_care", level), ("urgency", urgency)) if v})
     for user in users:
         if user.id in already or kind not in dict(kinds_for(user.role)):
             continue
         scopes = [(user_scope(user.id), "user"),
                   (org_scope(user.role, user.hospital_id, user.agency_id), "organisation")]
-        if not force and not _choice(kind, rows, scopes).wants(level, urgency):
+        choice = _choice(kind, rows, scopes)
+        if not force and not choice.wants(level, urgency):
             continue
         alert = Alert(user_id=user.id, kind=kind, key=key[:160], reference=reference[:64],
-                      title=title[:200], link=(link_of(user) if link_of else "")[:300])
+                      title=title[:200], link=(link_of(user) if link_of else "")[:300], details=details,
+                      mail_pending=mail and (force or choice.email))
         if now is not None:
             alert.created_at = now
         db.session.add(alert)
@@ -284,14 +304,20 @@ def notify(users, kind, key, title, reference="", link_of=None, level=None, urge
     for alert in added:
         db.session.add(LiveSignal(name="alert", entity_id=alert.public_id, user_id=alert.user_id,
                                   agency_ids=""))
+    sample = users[0]
+    path = link_of(sample) if link_of else ""
+    deliveries.queue_webhooks(kind, key, {org_scope(u.role, u.hospital_id, u.agency_id) for u in users}, dict(
+        details, title=title, reference=reference,
+        link=current_app.config["MEDPORT_BASE_URL"] + path if path else ""))
     return added
 
 
 def _trip_alert(users, kind, key, title, facts, now=None):
     public_id = facts.get("public_id") or ""
+    window = {k: facts[k] for k in ("window_start", "window_end") if facts.get(k)}
     return notify(users, kind, key, title, reference=facts.get("reference") or "",
                   link_of=lambda user: trip_link(user.role, public_id) if public_id else "",
-                  level=facts.get("level_of_care"), urgency=facts.get("urgency"), now=now)
+                  level=facts.get("level_of_care"), urgency=facts.get("urgency"), now=now, details=window)
 
 
 # --- from events (a relay step) --------------------------------------------------------
@@ -375,8 +401,7 @@ def _first_bid(event, p, key):
     trip = db.session.get(TransportRequest, p["trip_id"])
     if trip is None:
         return
-    facts = {"public_id": trip.public_id, "reference": trip.reference,
-             "level_of_care": trip.level_of_care, "urgency": trip.urgency}
+    facts = _facts(trip)
     eta = f", ETA {p['eta_minutes']} min" if p.get("eta_minutes") is not None else ""
     _trip_alert(hospital_users(trip.hospital_id), "hospital.first_bid", f"{key}:hospital.first_bid",
                 f"First bid on {trip.reference}{eta}", facts)
@@ -407,7 +432,8 @@ def sweep(now=None):
 
 def _facts(trip):
     return {"public_id": trip.public_id, "reference": trip.reference,
-            "level_of_care": trip.level_of_care, "urgency": trip.urgency}
+            "level_of_care": trip.level_of_care, "urgency": trip.urgency,
+            "window_start": trip.window_start.isoformat(), "window_end": trip.window_end.isoformat()}
 
 
 def _closing_no_bid(now):
