@@ -7,6 +7,7 @@ start in production with the development key.
 """
 import os
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 DEV_SECRET_KEY = "medport-embedded-development-key"
 
@@ -226,6 +227,9 @@ def check_config(config):
                                  f"not {backend!r}.")
     if backend == "postgres" and not config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         raise ConfigurationError("MEDPORT_SIGNAL_BACKEND=postgres needs the center silo on PostgreSQL.")
+    smtp = config.get("MEDPORT_SMTP_URL") or ""
+    if smtp and (urlsplit(smtp).scheme not in ("smtp", "smtps") or not urlsplit(smtp).hostname):
+        raise ConfigurationError("MEDPORT_SMTP_URL must look like smtp://host:port or smtps://host:port.")
     if config.get("TESTING"):
         return
     if config["SECRET_KEY"] == DEV_SECRET_KEY and (

@@ -24,7 +24,7 @@ from flask import current_app, has_request_context, url_for
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models.base import CENTER_ROLES, LEVEL_RANK, LEVELS, URGENCIES, utcnow
+from ..models.base import CENTER_ROLES, LEVEL_RANK, LEVELS, URGENCIES, new_public_id, utcnow
 from ..models.center import Agency, Alert, AlertSetting, Hospital, LiveSignal, User
 from . import deliveries
 
@@ -293,17 +293,14 @@ def notify(users, kind, key, title, reference="", link_of=None, level=None, urge
         choice = _choice(kind, rows, scopes)
         if not force and not choice.wants(level, urgency):
             continue
-        alert = Alert(user_id=user.id, kind=kind, key=key[:160], reference=reference[:64],
-                      title=title[:200], link=(link_of(user) if link_of else "")[:300], details=details,
-                      mail_pending=mail and (force or choice.email))
-        if now is not None:
-            alert.created_at = now
-        db.session.add(alert)
+        alert = Alert(public_id=new_public_id(), user_id=user.id, kind=kind, key=key[:160],
+                      reference=reference[:64], title=title[:200],
+                      link=(link_of(user) if link_of else "")[:300], details=details,
+                      mail_pending=mail and (force or choice.email), created_at=now or utcnow())
         added.append(alert)
-    db.session.flush()
-    for alert in added:
-        db.session.add(LiveSignal(name="alert", entity_id=alert.public_id, user_id=alert.user_id,
-                                  agency_ids=""))
+    db.session.add_all(added)
+    db.session.add_all([LiveSignal(name="alert", entity_id=alert.public_id, user_id=alert.user_id,
+                                   agency_ids="") for alert in added])
     sample = users[0]
     path = link_of(sample) if link_of else ""
     deliveries.queue_webhooks(kind, key, {org_scope(u.role, u.hospital_id, u.agency_id) for u in users}, dict(
@@ -315,8 +312,14 @@ def notify(users, kind, key, title, reference="", link_of=None, level=None, urge
 def _trip_alert(users, kind, key, title, facts, now=None):
     public_id = facts.get("public_id") or ""
     window = {k: facts[k] for k in ("window_start", "window_end") if facts.get(k)}
-    return notify(users, kind, key, title, reference=facts.get("reference") or "",
-                  link_of=lambda user: trip_link(user.role, public_id) if public_id else "",
+    links = {}
+
+    def link_of(user):  # one path per role
+        if user.role not in links:
+            links[user.role] = trip_link(user.role, public_id) if public_id else ""
+        return links[user.role]
+
+    return notify(users, kind, key, title, reference=facts.get("reference") or "", link_of=link_of,
                   level=facts.get("level_of_care"), urgency=facts.get("urgency"), now=now, details=window)
 
 

@@ -94,42 +94,87 @@ def mail_enabled():
     return bool(current_app.config.get("MEDPORT_SMTP_URL"))
 
 
-def send_email(config, to, subject, text):
-    """Send one plain-text email through the configured server; raises :class:`DeliveryFailed`."""
-    settings = smtp_settings(config["MEDPORT_SMTP_URL"])
-    message = EmailMessage()
-    message["From"] = config["MEDPORT_MAIL_FROM"]
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(domain=parseaddr(config["MEDPORT_MAIL_FROM"])[1].partition("@")[2]
-                                       or "medport")
-    message.set_content(text)
-    timeout = config["MEDPORT_SMTP_TIMEOUT_SECONDS"]
-    try:
-        if settings["tls"]:
-            server = smtplib.SMTP_SSL(settings["host"], settings["port"], timeout=timeout,
-                                      context=ssl.create_default_context())
-        else:
-            server = smtplib.SMTP(settings["host"], settings["port"], timeout=timeout)
-    except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryFailed(f"cannot reach the SMTP server: {type(exc).__name__}", unreachable=True) from exc
-    try:
-        with server:
+class SmtpConnection:
+    """One connection to the configured SMTP server, opened at the first message and kept for the
+    sender's pass (a burst of emails is one connection, not one per message)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.settings = smtp_settings(config["MEDPORT_SMTP_URL"])
+        self.server = None
+
+    def _open(self):
+        settings, timeout = self.settings, self.config["MEDPORT_SMTP_TIMEOUT_SECONDS"]
+        try:
+            if settings["tls"]:
+                server = smtplib.SMTP_SSL(settings["host"], settings["port"], timeout=timeout,
+                                          context=ssl.create_default_context())
+            else:
+                server = smtplib.SMTP(settings["host"], settings["port"], timeout=timeout)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryFailed(f"cannot reach the SMTP server: {type(exc).__name__}", unreachable=True) from exc
+        try:
             if settings["starttls"]:
                 server.starttls(context=ssl.create_default_context())
             if settings["user"]:
-                try:
-                    server.login(settings["user"], settings["password"] or "")
-                except smtplib.SMTPException as exc:  # a server may hang up on a refused login
-                    raise DeliveryFailed(f"SMTP login refused: {type(exc).__name__}") from exc
-            server.send_message(message)
-    except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, ConnectionError) as exc:
-        raise DeliveryFailed(f"SMTP server lost: {type(exc).__name__}", unreachable=True) from exc
-    except smtplib.SMTPResponseException as exc:
-        raise DeliveryFailed(f"SMTP {exc.smtp_code}") from exc
-    except (smtplib.SMTPException, OSError) as exc:
-        raise DeliveryFailed(f"SMTP: {type(exc).__name__}") from exc
+                server.login(settings["user"], settings["password"] or "")
+        except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            server.close()
+            if settings["user"] and isinstance(exc, smtplib.SMTPServerDisconnected):
+                # A server may hang up on a refused login.
+                raise DeliveryFailed(f"SMTP login refused: {type(exc).__name__}") from exc
+            raise DeliveryFailed(f"SMTP server lost: {type(exc).__name__}", unreachable=True) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            server.close()
+            raise DeliveryFailed(f"SMTP login refused: {type(exc).__name__}") from exc
+        self.server = server
+
+    def send(self, to, subject, text):
+        """Send one plain-text email; raises :class:`DeliveryFailed` (the connection is dropped)."""
+        message = EmailMessage()
+        message["From"] = self.config["MEDPORT_MAIL_FROM"]
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = make_msgid(
+            domain=parseaddr(self.config["MEDPORT_MAIL_FROM"])[1].partition("@")[2] or "medport")
+        message.set_content(text)
+        if self.server is None:
+            self._open()
+        try:
+            self.server.send_message(message)
+        except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            self.close()
+            raise DeliveryFailed(f"SMTP server lost: {type(exc).__name__}", unreachable=True) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._reset()
+            raise DeliveryFailed(f"SMTP {exc.smtp_code}") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            raise DeliveryFailed(f"SMTP: {type(exc).__name__}") from exc
+
+    def _reset(self):
+        try:
+            self.server.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self):
+        if self.server is not None:
+            try:
+                self.server.quit()
+            except (smtplib.SMTPException, OSError):
+                self.server.close()
+            self.server = None
+
+
+def send_email(config, to, subject, text):
+    """Send one plain-text email on a connection of its own; raises :class:`DeliveryFailed`."""
+    connection = SmtpConnection(config)
+    try:
+        connection.send(to, subject, text)
+    finally:
+        connection.close()
 
 
 # --- webhooks -----------------------------------------------------------------------------
@@ -288,10 +333,11 @@ def message_text(alerts, base_url, digest=False):
 def make_emails(now=None):
     """Put the alerts waiting to be mailed into messages, per recipient: at once when the last
     message to them is over a minute old (an hour for the digest), else at the next pass after
-    that.  Returns the deliveries made.  Commits."""
+    that.  One transaction for the pass.  Returns the deliveries made.  Commits."""
     now = now or utcnow()
     waiting = db.session.execute(sa.select(Alert.user_id, sa.func.min(Alert.created_at))
-                                 .where(Alert.mail_pending.is_(True)).group_by(Alert.user_id)).all()
+                                 .where(Alert.mail_pending.is_(True)).group_by(Alert.user_id)
+                                 .limit(MAKE_BATCH)).all()
     if not waiting:
         db.session.commit()
         return []
@@ -301,46 +347,60 @@ def make_emails(now=None):
                                    .where(AlertDelivery.channel == "email",
                                           AlertDelivery.user_id.in_(list(oldest)))
                                    .group_by(AlertDelivery.user_id)).all())
-    base_url = current_app.config["MEDPORT_BASE_URL"]
-    made = []
+    due = []
     for user_id, first in oldest.items():
-        user = users.get(user_id)
         wait = timedelta(minutes=DIGEST_MINUTES) if user_id in digest else timedelta(seconds=COALESCE_SECONDS)
         if user_id in digest and now - first < wait:
             continue  # a digest gathers an hour of alerts
         if last.get(user_id) is not None and now - last[user_id] < wait:
             continue
-        alerts = db.session.scalars(sa.select(Alert).where(Alert.user_id == user_id, Alert.mail_pending.is_(True))
-                                    .order_by(Alert.id).limit(MAX_ITEMS)).all()
-        if user is None or not user.active:
-            for alert in alerts:
-                alert.mail_pending = False
-            db.session.commit()
-            continue
-        subject, text = message_text(alerts, base_url, digest=user_id in digest)
-        delivery = AlertDelivery(channel="email", user_id=user_id, target=user.email, items=len(alerts),
-                                 message={"subject": subject, "text": text}, created_at=now, next_attempt_at=now)
-        db.session.add(delivery)
-        db.session.flush()
-        for alert in alerts:
-            alert.mail_pending, alert.mail_delivery_id = False, delivery.id
+        due.append(user_id)
+    if not due:
         db.session.commit()
-        made.append(delivery)
-    return made
+        return []
+    by_user = {}
+    for alert in db.session.scalars(sa.select(Alert).where(Alert.user_id.in_(due), Alert.mail_pending.is_(True))
+                                    .order_by(Alert.user_id, Alert.id)):
+        listed = by_user.setdefault(alert.user_id, [])
+        if len(listed) < MAX_ITEMS:
+            listed.append(alert)
+    base_url = current_app.config["MEDPORT_BASE_URL"]
+    made = []
+    for user_id, listed in by_user.items():
+        user = users.get(user_id)
+        if user is None or not user.active:
+            for alert in listed:
+                alert.mail_pending = False
+            continue
+        subject, text = message_text(listed, base_url, digest=user_id in digest)
+        made.append((AlertDelivery(channel="email", user_id=user_id, target=user.email, items=len(listed),
+                                   message={"subject": subject, "text": text}, created_at=now,
+                                   next_attempt_at=now), listed))
+    db.session.add_all([delivery for delivery, _listed in made])
+    db.session.flush()
+    for delivery, listed in made:
+        for alert in listed:
+            alert.mail_pending, alert.mail_delivery_id = False, delivery.id
+    db.session.commit()
+    return [delivery for delivery, _listed in made]
 
 
 # --- sending ------------------------------------------------------------------------------
 
-def _claim(delivery_id, now, lease):
-    result = db.session.execute(
+def _claim(ids, now, lease):
+    """Take a lease on those of ``ids`` still due and free; returns the ids taken."""
+    until = now + timedelta(seconds=lease, microseconds=secrets.randbelow(10**6))
+    db.session.execute(
         sa.update(AlertDelivery)
-        .where(AlertDelivery.id == delivery_id, AlertDelivery.status.in_(DUE),
-               AlertDelivery.next_attempt_at <= now,
+        .where(AlertDelivery.id.in_(ids), AlertDelivery.status.in_(DUE), AlertDelivery.next_attempt_at <= now,
                sa.or_(AlertDelivery.claimed_until.is_(None), AlertDelivery.claimed_until < now))
-        .values(claimed_until=now + timedelta(seconds=lease))
+        .values(claimed_until=until)
         .execution_options(synchronize_session=False))
     db.session.commit()
-    return result.rowcount == 1
+    taken = db.session.scalars(sa.select(AlertDelivery.id).where(
+        AlertDelivery.id.in_(ids), AlertDelivery.claimed_until == until).order_by(AlertDelivery.id)).all()
+    db.session.commit()
+    return taken
 
 
 def send_due(now=None, channel=None):
@@ -355,34 +415,43 @@ def send_due(now=None, channel=None):
     lease = int(max(config["MEDPORT_SMTP_TIMEOUT_SECONDS"], config["MEDPORT_WEBHOOK_TIMEOUT_SECONDS"]) * 3 + 30)
     outcome = {}
     unreachable_smtp = False
-    for delivery_id in ids:
-        if not _claim(delivery_id, now, lease):
-            continue
-        delivery = db.session.get(AlertDelivery, delivery_id)
-        db.session.commit()  # nothing of the center held while the server answers
-        try:
-            if delivery.channel == "email":
-                if unreachable_smtp:
-                    raise DeliveryFailed("SMTP server not reachable in this pass", unreachable=True)
-                send_email(config, delivery.target, delivery.message["subject"], delivery.message["text"])
-            else:
-                endpoint = db.session.get(WebhookEndpoint, delivery.endpoint_id)
-                db.session.commit()
-                if endpoint is None or not endpoint.active:
-                    raise DeliveryFailed("endpoint removed")
-                post_webhook(config, delivery, endpoint)
-        except DeliveryFailed as failed:
-            if failed.unreachable and delivery.channel == "email":
-                unreachable_smtp = True  # the rest of this pass waits, untried
-            status = _record_failure(delivery, failed, now, config)
-        else:
-            status = "sent"
-            delivery.status, delivery.sent_at, delivery.last_error = "sent", utcnow(), None
-            delivery.attempts += 1
-            delivery.last_attempt_at, delivery.claimed_until = utcnow(), None
-            db.session.commit()
-        outcome[status] = outcome.get(status, 0) + 1
+    smtp = SmtpConnection(config) if config.get("MEDPORT_SMTP_URL") else None
+    try:
+        for delivery_id in _claim(ids, now, lease) if ids else []:
+            status = _try(delivery_id, now, config, smtp, unreachable_smtp)
+            unreachable_smtp = unreachable_smtp or status == "unreachable"
+            status = "retrying" if status == "unreachable" else status
+            outcome[status] = outcome.get(status, 0) + 1
+    finally:
+        if smtp is not None:
+            smtp.close()
     return outcome
+
+
+def _try(delivery_id, now, config, smtp, unreachable_smtp):
+    """Try one claimed delivery and record the outcome; returns its status, or "unreachable"
+    for an email whose server could not be reached (the pass's other emails wait)."""
+    delivery = db.session.get(AlertDelivery, delivery_id)
+    db.session.commit()  # nothing of the center held while the server answers
+    try:
+        if delivery.channel == "email":
+            if unreachable_smtp or smtp is None:
+                raise DeliveryFailed("SMTP server not reachable in this pass", unreachable=True)
+            smtp.send(delivery.target, delivery.message["subject"], delivery.message["text"])
+        else:
+            endpoint = db.session.get(WebhookEndpoint, delivery.endpoint_id)
+            db.session.commit()
+            if endpoint is None or not endpoint.active:
+                raise DeliveryFailed("endpoint removed")
+            post_webhook(config, delivery, endpoint)
+    except DeliveryFailed as failed:
+        status = _record_failure(delivery, failed, now, config)
+        return "unreachable" if failed.unreachable and delivery.channel == "email" else status
+    delivery.status, delivery.sent_at, delivery.last_error = "sent", utcnow(), None
+    delivery.attempts += 1
+    delivery.last_attempt_at, delivery.claimed_until = utcnow(), None
+    db.session.commit()
+    return "sent"
 
 
 def _record_failure(delivery, failed, now, config):
@@ -454,12 +523,16 @@ class Sender:
                 db.session.remove()
 
     def run_forever(self):
+        """Pass after pass until stopped: at once while passes find a full batch, else after
+        ``poll_seconds``."""
         while not self.stopping.is_set():
+            tried = 0
             try:
-                self.run_once()
+                tried = sum(self.run_once().values())
             except Exception as exc:  # the center down: the next pass tries again
                 log.warning("deliveries: pass failed: %s", type(exc).__name__)
-            self.stopping.wait(self.poll_seconds)
+            if tried < BATCH:
+                self.stopping.wait(self.poll_seconds)
 
     def stop(self):
         self.stopping.set()
