@@ -332,8 +332,13 @@ def test_registering_an_endpoint_checks_its_address_and_kinds(app, demo, receive
     wrong_kind = admin.post("/alerts/webhooks", data=dict(form, url="https://dispatch.example.org/hook",
                                                           kinds=["hospital.first_bid"]))
     assert wrong_kind.status_code == 400
-    made = admin.post("/alerts/webhooks", data=dict(form, url="https://dispatch.example.org/hook"))
+    token = "a" * 32
+    made = admin.post("/alerts/webhooks", data=dict(form, url="https://dispatch.example.org/hook",
+                                                    submission_id=token))
     assert made.status_code == 200 and "whsec_" in made.get_data(as_text=True)
+    again = admin.post("/alerts/webhooks", data=dict(form, url="https://dispatch.example.org/hook",
+                                                     submission_id=token))
+    assert again.status_code == 303  # the same form sent twice registers one endpoint
     with app.app_context():
         endpoint = db.session.scalar(sa.select(WebhookEndpoint))
         assert endpoint.scope == scope and endpoint.secret.startswith("whsec_")

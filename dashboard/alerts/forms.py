@@ -5,6 +5,7 @@ from wtforms.validators import DataRequired, Length
 
 from ..formfields import FlaskForm
 from ..models.base import LEVEL_LABELS, URGENCIES
+from ..submission_field import submission_field
 
 
 def _checkboxes(label, choices):
@@ -43,5 +44,6 @@ def webhook_form_class(organisations, kind_choices):
         url = StringField("Endpoint address (https://)", validators=[
             DataRequired("Enter the endpoint's address."), Length(max=500)])
         kinds = _checkboxes("Alert kinds it is told of", list(kind_choices))
+        submission_id = submission_field()
 
     return WebhookForm

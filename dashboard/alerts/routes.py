@@ -13,7 +13,7 @@ from ..extensions import db
 from ..localtime import to_local
 from ..models.base import row_id
 from ..models.center import Agency, Hospital
-from ..services import alerts, deliveries, escalation, session_trust, webhooks
+from ..services import alerts, deliveries, escalation, session_trust, submissions, webhooks
 from .forms import ButtonForm, settings_form_class, webhook_form_class
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
@@ -241,18 +241,35 @@ def webhooks_index():
     if request.method == "GET":
         return _webhooks_page(form_class())
     form = form_class()
+    if submissions.previous("center", form.submission_id.data, "webhook", current_user.id) is not None:
+        return _webhook_repeat()
     if not form.validate_on_submit():
         return _webhooks_page(form, 400)
     try:
+        claim = submissions.claim("center", form.submission_id.data, "webhook", current_user.id)
+        if claim.repeat:
+            return _webhook_repeat()
         endpoint = webhooks.register(form.organisation.data, form.url.data, form.kinds.data or [],
                                      current_user, request.remote_addr,
                                      current_app.config["MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP"])
+        claim.created(endpoint.public_id)
     except webhooks.WebhookRefused as refused:
         db.session.rollback()
         getattr(form, refused.field).errors = [refused.message]
         return _webhooks_page(form, 400)
+    except submissions.SubmissionRefused as refused:
+        db.session.rollback()
+        form.form_errors.append(refused.message)
+        return _webhooks_page(form, refused.status)
     db.session.commit()
     return _webhooks_page(form_class(formdata=None), secret=(endpoint.url, endpoint.secret))
+
+
+def _webhook_repeat():
+    """The registration form sent again: the endpoint its first send registered stands."""
+    db.session.rollback()
+    flash("This endpoint was already registered; its secret was shown when it was.", "info")
+    return redirect(url_for(".webhooks_index"), 303)
 
 
 @bp.route("/webhooks/<public_id>/remove", methods=["POST"])
