@@ -413,3 +413,24 @@ def test_every_kind_has_its_own_short_tone_as_committed(tmp_path):
             assert made.read() == committed.read(), name  # `flask medport alert-tones` wrote them
         with wave.open(path) as tone:
             assert tone.getnchannels() == 1 and tone.getnframes() / tone.getframerate() < 0.5
+
+
+def test_old_alerts_and_sent_deliveries_are_pruned(app, demo):
+    from dashboard.models.center import AlertDelivery
+
+    now = utcnow()
+    with app.app_context():
+        uid = user(NURSE_ALT).id
+        db.session.add_all([
+            Alert(user_id=uid, kind="hospital.unfilled", key="old", title="Old", created_at=now - timedelta(days=91)),
+            Alert(user_id=uid, kind="hospital.unfilled", key="new", title="New", created_at=now - timedelta(days=89)),
+            AlertDelivery(channel="email", target="x@medport.test", status="sent", created_at=now - timedelta(days=31)),
+            AlertDelivery(channel="email", target="y@medport.test", status="parked",
+                          created_at=now - timedelta(days=31)),
+            AlertDelivery(channel="email", target="z@medport.test", status="sent", created_at=now - timedelta(days=2)),
+        ])
+        db.session.commit()
+    Relay(app).run_once(now)
+    with app.app_context():
+        assert db.session.scalars(sa.select(Alert.key).where(Alert.key.in_(("old", "new")))).all() == ["new"]
+        assert sorted(db.session.scalars(sa.select(AlertDelivery.target))) == ["y@medport.test", "z@medport.test"]

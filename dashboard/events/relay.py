@@ -181,9 +181,20 @@ class Relay:
                 or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune_events(now or utcnow())
+            self._prune_alerts(now)
         self._alerts(now)
         self._roll_up(now)
         return handled
+
+    def _prune_alerts(self, now):
+        """Old alerts and sent deliveries deleted (``services.alerts.prune``); a center outage waits."""
+        from ..services import alerts
+
+        try:
+            alerts.prune(now)
+        except Exception as exc:
+            db.session.rollback()
+            log.warning("relay: pruning alerts failed: %s", type(exc).__name__)
 
     def _alerts(self, now):
         """The timer's alerts (deadlines near, crews late, requests at risk, parked events, silos

@@ -558,3 +558,27 @@ def mark_read(user_id, public_id=None, now=None):
         query = query.where(Alert.public_id == public_id)
     return db.session.execute(query.values(read_at=now or utcnow())
                               .execution_options(synchronize_session=False)).rowcount
+
+
+#: Alerts older than this are deleted, read or not; so are sent deliveries older than
+#: :data:`DELIVERY_RETENTION` (parked and waiting ones stay until replayed or sent).
+ALERT_RETENTION = timedelta(days=90)
+DELIVERY_RETENTION = timedelta(days=30)
+PRUNE_BATCH = 5000
+
+
+def prune(now=None):
+    """Delete old alerts and old sent deliveries, at most ``PRUNE_BATCH`` each; returns how many.
+    Commits."""
+    from ..models.center import AlertDelivery
+
+    now = now or utcnow()
+    count = 0
+    for model, old in ((Alert, [Alert.created_at < now - ALERT_RETENTION]),
+                       (AlertDelivery, [AlertDelivery.status == "sent",
+                                        AlertDelivery.created_at < now - DELIVERY_RETENTION])):
+        batch = sa.select(model.id).where(*old).limit(PRUNE_BATCH).scalar_subquery()
+        count += db.session.execute(sa.delete(model).where(model.id.in_(batch))
+                                    .execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    return count
