@@ -60,6 +60,7 @@ def register_extensions(app):
 
 
 def register_blueprints(app):
+    from .alerts.routes import bp as alerts_bp
     from .analytics.routes import bp as analytics_bp
     from .auth.routes import bp as auth_bp
     from .center.routes import bp as center_bp
@@ -69,7 +70,8 @@ def register_blueprints(app):
     from .health import bp as health_bp
     from .hospital.routes import bp as hospital_bp
 
-    for blueprint in (auth_bp, health_bp, hospital_bp, ems_bp, crew_bp, center_bp, events_bp, analytics_bp):
+    for blueprint in (auth_bp, health_bp, hospital_bp, ems_bp, crew_bp, center_bp, events_bp, analytics_bp,
+                      alerts_bp):
         app.register_blueprint(blueprint)
 
 

@@ -7,6 +7,7 @@ start in production with the development key.
 """
 import os
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from .hashing import DEFAULT_WAIT_SECONDS, default_concurrency
 
@@ -214,6 +215,19 @@ def build_config(instance_path, environ=None):
         "MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES": int(environ.get("MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES", "15")),
         "MEDPORT_CREW_AT_PICKUP_MAX_MINUTES": int(environ.get("MEDPORT_CREW_AT_PICKUP_MAX_MINUTES", "30")),
         "MEDPORT_CREW_TRANSPORT_MAX_MINUTES": int(environ.get("MEDPORT_CREW_TRANSPORT_MAX_MINUTES", "90")),
+        # Alert emails (services/deliveries.py): the SMTP server (none: no email is sent), the
+        # sender's address, and the site's address for the links they carry.
+        "MEDPORT_SMTP_URL": environ.get("MEDPORT_SMTP_URL", ""),
+        "MEDPORT_MAIL_FROM": environ.get("MEDPORT_MAIL_FROM", "MedPort <medport@localhost>"),
+        "MEDPORT_BASE_URL": environ.get("MEDPORT_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "MEDPORT_SMTP_TIMEOUT_SECONDS": float(environ.get("MEDPORT_SMTP_TIMEOUT_SECONDS", "10")),
+        # Webhooks: how long a POST may take, and whether http:// to this machine is allowed
+        # (development and tests; otherwise only https://).
+        "MEDPORT_WEBHOOK_TIMEOUT_SECONDS": float(environ.get("MEDPORT_WEBHOOK_TIMEOUT_SECONDS", "5")),
+        "MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP": _env_bool("MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP", False),
+        # Tries of an email or webhook delivery before it is parked (a server that cannot be
+        # reached at all is retried without end).
+        "MEDPORT_DELIVERY_MAX_ATTEMPTS": int(environ.get("MEDPORT_DELIVERY_MAX_ATTEMPTS", "8")),
     }
 
 
@@ -248,6 +262,9 @@ def check_config(config):
                                  f"not {backend!r}.")
     if backend == "postgres" and not config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         raise ConfigurationError("MEDPORT_SIGNAL_BACKEND=postgres needs the center silo on PostgreSQL.")
+    smtp = config.get("MEDPORT_SMTP_URL") or ""
+    if smtp and (urlsplit(smtp).scheme not in ("smtp", "smtps") or not urlsplit(smtp).hostname):
+        raise ConfigurationError("MEDPORT_SMTP_URL must look like smtp://host:port or smtps://host:port.")
     if config.get("TESTING"):
         return
     if config["SECRET_KEY"] == DEV_SECRET_KEY and (

@@ -128,6 +128,7 @@ NAVIGATION = {
         ("hospital.new_request", "New request"),
         ("hospital.preferences", "Preferred agencies"),
         ("analytics.hospital_view", "Analytics"),
+        ("alerts.index", "Alerts"),
     ],
     "ems": [
         ("ems.board", "Open requests"),
@@ -135,6 +136,7 @@ NAVIGATION = {
         ("ems.units", "Units"),
         ("ems.history", "Bid history"),
         ("analytics.ems_view", "Analytics"),
+        ("alerts.index", "Alerts"),
     ],
     "crew": [
         ("crew.home", "My unit"),
@@ -145,6 +147,7 @@ NAVIGATION = {
         ("analytics.center_view", "Analytics"),
         ("center.audit", "Audit log"),
         ("center.health", "Silo health"),
+        ("alerts.index", "Alerts"),
     ],
     "admin": [
         ("center.board", "Regional board"),
@@ -155,6 +158,7 @@ NAVIGATION = {
         ("analytics.center_view", "Analytics"),
         ("center.audit", "Audit log"),
         ("center.health", "Silo health"),
+        ("alerts.index", "Alerts"),
     ],
 }
 

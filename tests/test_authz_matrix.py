@@ -145,6 +145,20 @@ ACCESS = {
     "center.user_edit": "admin",
     "center.user_reset_password": "admin",
     "center.config": "admin",
+    # alerts: every signed-in user's own; the organisations' defaults (admins); escalations (center)
+    "alerts.index": "signed-in",
+    "alerts.feed": "signed-in",
+    "alerts.open_alert": "signed-in",
+    "alerts.read_all": "signed-in",
+    "alerts.settings": "signed-in",
+    "alerts.reset_settings": "signed-in",
+    "alerts.defaults_index": "admin",
+    "alerts.defaults": "admin",
+    "alerts.acknowledge": "center",
+    "alerts.webhooks_index": "admin",
+    "alerts.remove_webhook": "admin",
+    "alerts.deliveries_index": "center",
+    "alerts.replay_delivery": "center",
 }
 
 #: URL arguments, by name (and per endpoint where one name means different objects).
@@ -167,6 +181,7 @@ ENDPOINT_PARAMS = {
     "center.agency_edit": {"public_id": "agency_x"},
     "center.user_edit": {"public_id": "user_a"},
     "center.user_reset_password": {"public_id": "user_a"},
+    "alerts.defaults": {"kind": "org_kind", "org_id": "org_id"},
 }
 
 #: GETs that do not answer 200: (signed out, signed in); both send on to a page.
@@ -175,11 +190,16 @@ REDIRECTING_GET = {"auth.index": (302, 302), "auth.login": (200, 302)}
 OWNER_POST = {
     "ems.withdraw_bid": 409,  # the bid named was accepted: no longer live
     "ems.remove_availability": 404,  # no window named
+    "alerts.open_alert": 404,  # a request's id names no alert of the user's
+    "alerts.acknowledge": 404,  # nor an escalation
+    "alerts.remove_webhook": 404,  # nor an endpoint
+    "alerts.replay_delivery": 404,  # nor a parked delivery
 }
 #: Actions that need no field: an owner's POST would act, so only the refusals are checked here
 #: (each blueprint's tests do the action itself).
 ACTS_WITHOUT_FIELDS = {"auth.logout", "crew.end_shift", "hospital.remove_preference", "hospital.preference_notes",
-                       "center.user_reset_password", "center.retry_parked"}
+                       "center.user_reset_password", "center.retry_parked", "alerts.read_all",
+                       "alerts.reset_settings", "alerts.settings", "alerts.defaults"}
 #: Tables that change on reads or sign-ins, not on a refused action.
 VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry"}
 #: Required fields sent empty (an edit form that misses a field keeps its stored value).
@@ -273,6 +293,8 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
         "agency_x": aems.public_id,
         "agency_y": hcr.public_id,
         "user_a": one(User, User.email == EMAILS["hospital_a"]).public_id,
+        "org_kind": "agency",
+        "org_id": aems.id,
     }
 
 

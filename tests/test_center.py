@@ -630,9 +630,11 @@ def test_configuration_is_validated_and_each_change_audited(client, auth, demo, 
     page = client.get("/center/config").data.decode()
     assert 'name="risk_no_bids_minutes"' in page and "First qualifying bid" in page
     values = {"bid_deadline_default_minutes": "30", "risk_no_bids_minutes": "10",
-              "risk_pickup_window_minutes": "15", "auto_award_policy": "off", "board_recent_hours": "24"}
+              "risk_pickup_window_minutes": "15", "auto_award_policy": "off", "board_recent_hours": "24",
+              "alert_closing_minutes": "10", "escalation_ladder": "admin@10"}
     for key, bad in [("risk_no_bids_minutes", "0"), ("bid_deadline_default_minutes", "9999"),
-                     ("risk_pickup_window_minutes", "ten"), ("auto_award_policy", "lottery")]:
+                     ("risk_pickup_window_minutes", "ten"), ("auto_award_policy", "lottery"),
+                     ("escalation_ladder", "admin@30, admin@10"), ("alert_closing_minutes", "0")]:
         response = client.post("/center/config", data=dict(values, **{key: bad}))
         assert response.status_code == 400, key
     assert b"Enter a value from 1 to 240." in client.post(

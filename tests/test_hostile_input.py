@@ -94,6 +94,9 @@ FORMS = {
     "new agency": ("admin", "/center/registry/agencies/new", "/center/registry/agencies/new"),
     "edit agency": ("admin", "/center/registry/agencies/{agency_cmt}", "/center/registry/agencies/{agency_cmt}"),
     "configuration": ("admin", "/center/config", "/center/config"),
+    "alert settings": ("ems_x", "/alerts/settings", "/alerts/settings"),
+    "alert defaults": ("admin", "/alerts/defaults/center/0", "/alerts/defaults/center/0"),
+    "webhook": ("admin", "/alerts/webhooks", "/alerts/webhooks"),
 }
 
 #: What a user types into a form the page shows empty, so that a submission can be accepted.

@@ -180,7 +180,9 @@ def _actions(app, c):
                                                     "hospital": "", "agency": ""}),
         ("admin", "configuration", "/center/config", {"bid_deadline_default_minutes": "45",
                                                       "risk_no_bids_minutes": "10", "risk_pickup_window_minutes": "15",
-                                                      "auto_award_policy": "off", "board_recent_hours": "24"}),
+                                                      "auto_award_policy": "off", "board_recent_hours": "24",
+                                                      "alert_closing_minutes": "10",
+                                                      "escalation_ladder": "admin@10"}),
     ]
 
 

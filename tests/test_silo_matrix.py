@@ -39,8 +39,14 @@ PAGES = {
                     "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
                     "/center/health", "/center/health/panel", "/center/audit", "/center/analytics",
                     "/center/audit/export.csv"],
-    "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new"],
+    "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new",
+              "/alerts/defaults", "/alerts/defaults/center/0", "/alerts/webhooks"],
 }
+#: The alerts pages, the same for every role: kept in the center silo alone.
+ALERT_PAGES = ["/alerts/", "/alerts/feed", "/alerts/settings"]
+for _paths in PAGES.values():
+    _paths.extend(ALERT_PAGES)
+PAGES["coordinator"].append("/alerts/deliveries")
 
 #: silo down -> the pages that keep working (200); all others answer 503 naming the silo.
 WORKS = {
@@ -66,7 +72,8 @@ WORKS = {
         "crew": {"/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/units", "/center/units/panel", "/center/health", "/center/health/panel",
                         "/center/audit", "/center/audit/export.csv"},
-        "admin": {"/center/users", "/center/config", "/center/users/new"},
+        "admin": {"/center/users", "/center/config", "/center/users/new", "/alerts/defaults",
+                  "/alerts/defaults/center/0"},
     },
     "ems": {
         "hospital": {"/hospital/", "/hospital/requests/panel", "/hospital/requests/{trip}",
@@ -79,9 +86,15 @@ WORKS = {
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/health", "/center/health/panel",
                         "/center/audit", "/center/audit/export.csv"},
-        "admin": {"/center/users", "/center/config", "/center/users/new"},
+        "admin": {"/center/users", "/center/config", "/center/users/new", "/alerts/defaults",
+                  "/alerts/defaults/center/0"},
     },
 }
+for _works in (WORKS["hospital"], WORKS["ems"]):  # the alerts pages need the center alone
+    for _role in _works:
+        _works[_role] |= set(ALERT_PAGES)
+    _works["coordinator"].add("/alerts/deliveries")
+    _works["admin"].add("/alerts/webhooks")
 LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 
 

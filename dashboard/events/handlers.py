@@ -32,9 +32,21 @@ def on(silo, *types, target, name=None):
     return register
 
 
+#: The steps writing the center's record of an event, after its follow-ups: its audit entry and
+#: live signal, then the alerts it raises.  Once the follow-ups are applied, only these remain.
+CENTER_STEPS = ("record", "alerts")
+
+
 def handlers_for(silo, type_):
-    """Follow-ups first, then the center's record (audit + live signal), always last."""
-    return _REGISTRY.get((silo, type_), []) + [("record", "center", record)]
+    """Follow-ups first, then the center's record (audit + live signal) and the alerts, last."""
+    return _REGISTRY.get((silo, type_), []) + [("record", "center", record), ("alerts", "center", alerts)]
+
+
+def alerts(event):
+    """The alerts the event raises for the people it concerns (``services.alerts.produce``)."""
+    from ..services import alerts as alert_service
+
+    alert_service.produce(event)
 
 
 # --- hospital events --------------------------------------------------------------------
@@ -318,7 +330,7 @@ def record(event):
                                   agency_ids=""))
 
 
-def _invites_preferred_only(p, at):
+def invites_preferred_only(p, at):
     """Whether, when the event happened, only the invited (preferred) agencies could see the trip."""
     if p.get("invite_mode") == "preferred":
         return True
@@ -339,7 +351,7 @@ def _agency_scope(event, p):
         released = (p.get("released") or {}).get("agency_id")
         ids.update(i for i in (p.get("awarded_agency_id"), released) if i)
         level = p.get("level_of_care")
-        if event.type != "trip.invite_widened" and _invites_preferred_only(p, event.created_at):
+        if event.type != "trip.invite_widened" and invites_preferred_only(p, event.created_at):
             ids.update(p.get("invited_agency_ids") or [])
         elif level:
             for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):

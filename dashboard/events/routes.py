@@ -48,16 +48,18 @@ def may_receive(viewer, signal):
     """Whether a viewer ``(role, hospital_id, agency_id, user_id[, unit_id])`` may receive
     ``signal`` (the hub's tuple; ``unit_ids``, its seventh item, may be left off).
 
-    Center roles receive everything; a hospital user what concerns their
-    hospital; an EMS user what names their agency; a crew member only what names
-    their agency and the unit they staff this shift (``unit_id``, EMS silo id); a
-    signal about one account goes to that account (and the center); ``"*"``
+    An ``alert`` goes to its recipient alone.  Center roles receive everything else; a
+    hospital user what concerns their hospital; an EMS user what names their agency; a crew
+    member only what names their agency and the unit they staff this shift (``unit_id``, EMS
+    silo id); a signal about one account goes to that account (and the center); ``"*"``
     signals (configuration, registry) go to every organisation but crews.
     """
-    _id, _name, _entity, hospital_id, agency_ids, user_id = signal[:6]
+    _id, name, _entity, hospital_id, agency_ids, user_id = signal[:6]
     unit_ids = signal[6] if len(signal) > 6 else ""
     role, viewer_hospital, viewer_agency, viewer_user = viewer[:4]
     viewer_unit = viewer[4] if len(viewer) > 4 else None
+    if name == "alert":  # one user's own alert: nobody else, the center included
+        return user_id is not None and user_id == viewer_user
     if role in CENTER_ROLES:
         return True
     if user_id is not None:

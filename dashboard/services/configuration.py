@@ -20,6 +20,9 @@ SETTINGS = {
     "risk_pickup_window_minutes": (15, int, 1, 240, "At risk: pickup window closes within (minutes)"),
     "auto_award_policy": ("off", str, None, None, "Auto-award policy"),
     "board_recent_hours": (24, int, 1, 168, "Board: show closed requests of the last (hours)"),
+    "alert_closing_minutes": (10, int, 1, 240,
+                              "Alert the hospital when bidding closes within (minutes) with no bid"),
+    "escalation_ladder": ("admin@10", str, None, None, "Escalation ladder"),
 }
 
 #: How the configuration page groups the settings (a setting not listed shows under "Other").
@@ -27,6 +30,7 @@ GROUPS = (
     ("Bidding", ("bid_deadline_default_minutes", "auto_award_policy")),
     ("Escalation to the transport center", ("risk_no_bids_minutes", "risk_pickup_window_minutes",
                                             "board_recent_hours")),
+    ("Alerts", ("alert_closing_minutes", "escalation_ladder")),
 )
 
 
@@ -76,6 +80,12 @@ def validate(key, raw):
         if raw not in AUTO_AWARD_POLICIES:
             return None, "Choose one of the listed policies."
         return raw, None
+    if key == "escalation_ladder":
+        try:
+            steps = parse_ladder(raw)
+        except ValueError as problem:
+            return None, str(problem)
+        return format_ladder(steps), None
     try:
         value = kind(str(raw).strip())
     except (TypeError, ValueError):
@@ -130,3 +140,36 @@ def save(raw_values, actor):
         emit("center", "config.changed", "config", "system",
              {"changed": {key: [before, after] for key, (before, after) in changed.items()}})
     return changed, {}
+
+
+#: Who a step of the escalation ladder alerts.
+LADDER_ROLES = ("coordinator", "admin")
+LADDER_MAX_STEPS = 6
+
+
+def parse_ladder(text):
+    """The escalation ladder's steps after the center's first alert, from ``"admin@10,
+    admin@30"``: ``[(role, minutes)]``, each step alerting ``role`` (coordinator or admin) when
+    the request is still not acknowledged ``minutes`` after it first alerted the center.  Minutes
+    rise strictly, from 1 to 1440; at most six steps; empty text, no steps.  Raises ValueError
+    with a message for the form."""
+    steps = []
+    for part in [p.strip() for p in str(text or "").split(",") if p.strip()]:
+        role, at, minutes = part.partition("@")
+        role = role.strip().lower()
+        if not at or role not in LADDER_ROLES or not minutes.strip().isdigit():
+            raise ValueError("Write each step as role@minutes (role coordinator or admin), "
+                             "separated by commas, e.g. admin@10, admin@30.")
+        value = int(minutes.strip())
+        if not 1 <= value <= 1440:
+            raise ValueError("Minutes go from 1 to 1440.")
+        if steps and value <= steps[-1][1]:
+            raise ValueError("Each step comes later than the one before it.")
+        steps.append((role, value))
+    if len(steps) > LADDER_MAX_STEPS:
+        raise ValueError(f"At most {LADDER_MAX_STEPS} steps.")
+    return steps
+
+
+def format_ladder(steps):
+    return ", ".join(f"{role}@{minutes}" for role, minutes in steps)

@@ -139,6 +139,8 @@ def trip_payload(trip):
         "awarded_agency_id": trip.awarded_agency_id,
         "awarded_unit_id": trip.awarded_unit_id,
         "awarded_bid_id": trip.awarded_bid_id,
+        "window_start": trip.window_start.isoformat(),
+        "window_end": trip.window_end.isoformat(),
         "version": trip.version,
     }
 
