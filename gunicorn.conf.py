@@ -56,11 +56,16 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """On a graceful stop, end the worker's live streams at once instead of after
+    """Tune the worker's garbage collector now that the app is loaded (dashboard/gc_tuning.py;
+    a wrong ``MEDPORT_GC_THRESHOLD`` stops the worker, so the server does not start).
+    On a graceful stop, end the worker's live streams at once instead of after
     ``graceful_timeout``: the browsers reconnect to the other workers and replay."""
     import signal
 
     from dashboard.events.hub import hub
+    from dashboard.gc_tuning import threshold_from, tune
+
+    tune(threshold_from())
 
     stop = worker.handle_exit
 

@@ -30,7 +30,13 @@ worker) and one ``flask medport relay`` process, and measures:
   trip's signal and fetched a board partial that lists the trip (the relay and
   the signal hub run as in production: NOTIFY, relay process, LISTEN);
 - the worker's peak resident memory (``VmHWM``);
-- the load average before and after, since other work on the machine slows every figure.
+- the load average before and after, since other work on the machine slows every figure;
+- the database time of each page, from its ``Server-Timing`` header (all silos, p50).
+
+With ``--before DIR`` (a checkout of earlier code, e.g. ``git worktree add /tmp/before main``)
+it serves that code too, from a second gunicorn on the same databases, asks every page of it
+just before asking this checkout's, and prints each page's worker CPU before and after, in ms
+and as a multiple of each server's bare endpoint: one run, the same load on both.
 
 The signed-in users are created here (``flask medport create-user``): a nurse of the
 generated hospital with the most open requests, a dispatcher of a generated agency
@@ -518,6 +524,21 @@ def writes(sessions, watcher, urls, hospital_code, agency_code, count):
     return visible_ms
 
 
+def read_server_timing(response):
+    """A response's ``Server-Timing`` header as ``{"app": ms, "db": {silo: ms}}`` (empty when absent)."""
+    found = {}
+    for part in (response.getheader("Server-Timing") or "").split(","):
+        fields = dict(f.strip().split("=", 1) for f in part.split(";")[1:] if "=" in f)
+        name = part.split(";")[0].strip()
+        if "dur" not in fields:
+            continue
+        if name == "app":
+            found["app"] = float(fields["dur"])
+        elif name.startswith("db-"):
+            found.setdefault("db", {})[name[3:]] = float(fields["dur"])
+    return found
+
+
 def _percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -543,12 +564,20 @@ def run_size(server, trips, args):
 
     timings = ROOT / "instance" / f"bench-dashboards-{label}.tsv"
     timings.unlink(missing_ok=True)
+    before_timings = ROOT / "instance" / f"bench-dashboards-{label}-before.tsv"
+    before_timings.unlink(missing_ok=True)
     port = free_port()
-    env[TIMINGS_ENV] = str(timings)
     log = open(ROOT / "instance" / "bench-dashboards-server.log", "a")
-    server_process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "1", "-b", f"127.0.0.1:{port}",
-         "bench.dashboards_bench:timed_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def serve(code, timings_file, serve_port):
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "1", "-b", f"127.0.0.1:{serve_port}",
+             "bench.dashboards_bench:timed_app()"], cwd=code, env=dict(env, **{TIMINGS_ENV: str(timings_file)}),
+            stdout=log, stderr=subprocess.STDOUT)
+
+    server_process = serve(ROOT, timings, port)
+    before_port = free_port() if args.before else None
+    before_process = serve(Path(args.before).resolve(), before_timings, before_port) if args.before else None
     relay = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "medport", "relay"],
                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -556,13 +585,26 @@ def run_size(server, trips, args):
         workers = _children(server_process.pid)
         sessions = {"hospital": Session(port, NURSE, PASSWORD), "ems": Session(port, DISPATCHER, PASSWORD),
                     "center": Session(port, COORDINATOR, DEMO_PASSWORD), None: Session(port)}
+        before_sessions = None
+        if before_process is not None:
+            wait_until_up(f"http://127.0.0.1:{before_port}", before_process, timeout=60)
+            before_sessions = {"hospital": Session(before_port, NURSE, PASSWORD),
+                               "ems": Session(before_port, DISPATCHER, PASSWORD),
+                               "center": Session(before_port, COORDINATOR, DEMO_PASSWORD), None: Session(before_port)}
         measured = pages(urls, hospital_code, agency_code)
 
         def fetch(page_label, role, path, tag):
+            if before_sessions is not None:  # the same page from the code before, just before
+                response = before_sessions[role].get(path, label=tag)
+                if response.status != 200:
+                    raise RuntimeError(f"{page_label} ({path}) answered {response.status} (before)")
             response = sessions[role].get(path, label=tag)
             if response.status != 200:
                 raise RuntimeError(f"{page_label} ({path}) answered {response.status}")
+            if tag == page_label:
+                database_ms[page_label].append(sum(read_server_timing(response).get("db", {}).values()))
 
+        database_ms = defaultdict(list)
         load_before = os.getloadavg()
         print(f"[{label}] measuring {len(measured)} pages x {args.samples} (+ warm-up) ...", flush=True)
         for page_label, role, path in measured:
@@ -583,26 +625,39 @@ def run_size(server, trips, args):
         peak_kb = {pid: _memory_kb(pid, "VmHWM") for pid in workers}
         relay_peak_kb = _memory_kb(relay.pid, "VmHWM")
     finally:
-        for process in (relay, server_process):
+        processes = [p for p in (relay, server_process, before_process) if p is not None]
+        for process in processes:
             process.terminate()
-        for process in (relay, server_process):
+        for process in processes:
             process.wait(timeout=30)
         log.close()
 
     for engine in _ENGINES.values():
         engine.dispose()
     _ENGINES.clear()
+    samples, cpu, first = _read_timings(timings)
+    before = None
+    if args.before:
+        before_samples, before_cpu, _first = _read_timings(before_timings)
+        before = {"samples": before_samples, "cpu": before_cpu, "code": str(Path(args.before).resolve())}
+    return {"label": label, "trips": trips, "samples": samples, "cpu": cpu, "first": first,
+            "database_ms": dict(database_ms), "before": before,
+            "visible_ms": visible_ms, "peak_kb": peak_kb, "relay_peak_kb": relay_peak_kb,
+            "hospital": hospital_code, "agency": agency_code, "load": (load_before, load_after)}
+
+
+def _read_timings(path):
+    """``(samples, cpu, first)`` of a timings file: per page, wall ms and CPU ms of each
+    counted request, and the wall ms of its first."""
     samples, cpu, first = defaultdict(list), defaultdict(list), {}
-    for line in timings.read_text().splitlines():
+    for line in path.read_text().splitlines():
         tag, ms, cpu_ms = line.split("\t")
         if tag.startswith("first|"):
             first[tag[6:]] = float(ms)
         elif not tag.startswith("warm|"):
             samples[tag].append(float(ms))
             cpu[tag].append(float(cpu_ms))
-    return {"label": label, "trips": trips, "samples": dict(samples), "cpu": dict(cpu), "first": first,
-            "visible_ms": visible_ms, "peak_kb": peak_kb, "relay_peak_kb": relay_peak_kb,
-            "hospital": hospital_code, "agency": agency_code, "load": (load_before, load_after)}
+    return dict(samples), dict(cpu), first
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -631,6 +686,28 @@ def _cell(values, ceiling):
     return f"{p50:.1f} / {p95:.1f}", f"{p50 / ceiling[0]:.0f}× / {p95 / ceiling[1]:.0f}×"
 
 
+def compare(r):
+    """The worker CPU of each page before and after, from one run (requests interleaved: each
+    page from the code before, then from this one), as ms and as a multiple of each server's
+    bare endpoint p50 (wall)."""
+    before = r["before"]
+    ceiling_before = statistics.median(before["samples"][CEILING])
+    ceiling_after = statistics.median(r["samples"][CEILING])
+    print()
+    print(f"[{r['label']}] before = {before['code']}, after = this checkout; interleaved, one run. "
+          "CPU ms = the worker's CPU per request, p50; × ceiling = that CPU over the bare endpoint's p50 "
+          f"(before {ceiling_before:.2f} ms, after {ceiling_after:.2f} ms).")
+    print()
+    print("| page | CPU ms before | CPU ms after | × ceiling before | × ceiling after | after / before |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for page_label in r["cpu"]:
+        if page_label not in before["cpu"]:
+            continue
+        old, new = statistics.median(before["cpu"][page_label]), statistics.median(r["cpu"][page_label])
+        print(f"| {page_label} | {old:.1f} | {new:.1f} | {old / ceiling_before:.1f}× | {new / ceiling_after:.1f}× "
+              f"| {new / old:.2f} |")
+
+
 def report(results, server, args):
     print()
     print(f"Machine: {machine(server)}")
@@ -639,12 +716,13 @@ def report(results, server, args):
           "so the sizes differ in how far back the history reaches.")
     print("Server-side times (WSGI middleware in the gunicorn worker), milliseconds p50 / p95; "
           "× = multiple of the bare endpoint's p50 / p95; first = the page's first request after start; "
-          "CPU = the worker's own CPU time per request, p50 (the database's is not in it).")
+          "CPU = the worker's own CPU time per request, p50 (the database's is not in it); "
+          "DB = the database time the response's Server-Timing header gives (all silos), p50.")
     print()
     head = ["page"]
     for r in results:
         head += [f"{r['label']} p50 / p95 ms", f"{r['label']} × ceiling", f"{r['label']} first ms",
-                 f"{r['label']} CPU ms"]
+                 f"{r['label']} CPU ms", f"{r['label']} DB ms"]
     if len(results) > 1:
         head.append(f"{results[-1]['label']} / {results[0]['label']} (p50, p95)")
     print("| " + " | ".join(head) + " |")
@@ -658,11 +736,16 @@ def report(results, server, args):
             row += list(_cell(values, ceiling)) if values else ["—", "—"]
             row.append(f"{r['first'][page_label]:.0f}" if page_label in r["first"] else "—")
             row.append(f"{statistics.median(r['cpu'][page_label]):.1f}" if values else "—")
+            database = r["database_ms"].get(page_label)
+            row.append(f"{statistics.median(database):.1f}" if database else "—")
         if len(results) > 1:
             small, big = results[0]["samples"].get(page_label), results[-1]["samples"].get(page_label)
             row.append(f"{statistics.median(big) / statistics.median(small):.2f}, "
                        f"{_percentile(big, 0.95) / _percentile(small, 0.95):.2f}" if small and big else "—")
         print("| " + " | ".join(row) + " |")
+    for r in results:
+        if r["before"]:
+            compare(r)
     print()
     for r in results:
         answered, signalled, visible = zip(*r["visible_ms"], strict=True)
@@ -690,6 +773,8 @@ def main():
     parser.add_argument("--samples", type=int, default=200, help="timed requests per page")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests per page before sampling")
     parser.add_argument("--writes", type=int, default=30, help="requests posted, bid on and awarded")
+    parser.add_argument("--before", help="a checkout of earlier code: it is served too, on the same databases, "
+                                         "and every page is asked of it just before this one (CPU before/after)")
     parser.add_argument("--server", default=os.environ.get("MEDPORT_BENCH_POSTGRES_URL",
                                                            "postgresql://postgres@127.0.0.1:5432"))
     args = parser.parse_args()

@@ -3,7 +3,7 @@
     python bench/sse_fanout.py [--clients 500] [--trips 20] [--workers 2]
 
 What it runs, all on this machine:
-* three fresh PostgreSQL databases (``medport_bench_*``, dropped and re-created),
+* three fresh PostgreSQL databases (``medport_bench_*``, or ``--db-prefix``, dropped and re-created),
   migrated and seeded with the demo region;
 * the app under gunicorn (``gunicorn.conf.py``: gevent workers) on a free
   loopback port, with ``MEDPORT_SIGNAL_BACKEND=postgres``, and one
@@ -43,6 +43,7 @@ USERS = ["coordinator@medport.test", "nurse@altoona.medport.test"] + [
     f"dispatch@{slug}.medport.test" for slug in
     ("altoonaems", "blaircounty", "centrelifelink", "alleghenycct", "huntingdonrescue", "cambriamedical")]
 PASSWORD = "medport-demo"
+#: ``<prefix>_<silo>``; the prefix is ``--db-prefix`` (default ``medport_bench``).
 DATABASES = {silo: f"medport_bench_{silo}" for silo in ("center", "hospital", "ems")}
 
 
@@ -249,6 +250,7 @@ def main(args):
     from dashboard.config import normalise_url
 
     base = normalise_url(args.postgres_url.rstrip("/"))
+    DATABASES.update({silo: f"{args.db_prefix}_{silo}" for silo in DATABASES})
     urls = _prepare_databases(base)
     env = dict(os.environ)
     env.update({
@@ -347,6 +349,8 @@ if __name__ == "__main__":
     parser.add_argument("--trips", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--db-prefix", default="medport_bench",
+                        help="database names <prefix>_center, ... (dropped and re-created)")
     parser.add_argument("--postgres-url", default=os.environ.get("MEDPORT_BENCH_POSTGRES_URL",
                                                                  "postgresql://postgres@127.0.0.1:5432"))
     parser.add_argument("--client-mode", action="store_true", help=argparse.SUPPRESS)

@@ -36,13 +36,14 @@ def create_app(test_config=None):
 
 
 def register_extensions(app):
-    from . import models  # noqa: F401  (all three silos' tables on the metadata)
+    from . import models, server_timing  # noqa: F401  (models: all three silos' tables on the metadata)
     from .events.hub import hub
     from .events.outbox import install_relay_wakeup
     from .extensions import csrf, db, htmx, login_manager, migrate
     from .services.silos import install_single_silo_guard
 
     db.init_app(app)
+    server_timing.install(app)  # first: its after_request runs last
     migrate.init_app(
         app,
         db,
@@ -59,10 +60,12 @@ def register_extensions(app):
 
 
 def register_blueprints(app):
+    from .alerts.routes import bp as alerts_bp
     from .analytics.routes import bp as analytics_bp
     from .auth.routes import bp as auth_bp
     from .center import release_routes  # noqa: F401  (a view on the center blueprint)
     from .center.routes import bp as center_bp
+    from .crew.routes import bp as crew_bp
     from .ems.routes import bp as ems_bp
     from .events.routes import bp as events_bp
     from .health import bp as health_bp
@@ -70,7 +73,8 @@ def register_blueprints(app):
     from .hospital.routes import bp as hospital_bp
     from .series.routes import bp as series_bp
 
-    for blueprint in (auth_bp, health_bp, hospital_bp, series_bp, ems_bp, center_bp, events_bp, analytics_bp):
+    for blueprint in (auth_bp, health_bp, hospital_bp, series_bp, ems_bp, crew_bp, center_bp, events_bp,
+                      analytics_bp, alerts_bp):
         app.register_blueprint(blueprint)
 
 

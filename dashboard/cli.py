@@ -1,4 +1,5 @@
-"""``flask medport ...``: silo checks, demo data, accounts, analytics rollups, the relay."""
+"""``flask medport ...``: silo checks, demo data, accounts, analytics rollups, the relay, alert tones."""
+import os
 import sys
 
 import click
@@ -67,7 +68,7 @@ def seed_demo_command(if_empty):
 @medport.command("create-user")
 @click.option("--email", required=True)
 @click.option("--name", "display_name", required=True)
-@click.option("--role", type=click.Choice(["hospital", "ems", "coordinator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(["hospital", "ems", "crew", "coordinator", "admin"]), required=True)
 @click.option("--hospital", "hospital_code", help="Hospital short code (hospital role).")
 @click.option("--agency", "agency_code", help="Agency short code (ems role).")
 @click.password_option()
@@ -151,15 +152,26 @@ def rollup_command(days):
     click.echo(f"stored {stored} closed days in {time.perf_counter() - started:.1f} s")
 
 
+@medport.command("alert-tones")
+def alert_tones_command():
+    """Write the alert tones (one WAV per alert kind) into static/alerts/."""
+    from .tones import write_all
+
+    paths = write_all(os.path.join(current_app.static_folder, "alerts"))
+    click.echo(f"wrote {len(paths)} tones")
+
+
 @medport.command("relay")
 @click.option("--once", is_flag=True, help="Deliver what is pending (and its follow-ups), then exit.")
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between idle polls.")
 @click.option("--retry-parked", is_flag=True, help="Put parked events back in the queue first.")
 @with_appcontext
 def relay_command(once, poll, retry_parked):
-    """Deliver outbox events (several relay processes may run together)."""
+    """Deliver outbox events (several relay processes may run together), and beside them, in a
+    thread of its own, the alert emails and webhook posts."""
     from .events.relay import Relay
     from .events.relay import retry_parked as requeue
+    from .services.deliveries import Sender, start_sender_thread
 
     if retry_parked:
         count = requeue()
@@ -168,6 +180,9 @@ def relay_command(once, poll, retry_parked):
     if once:
         delivered = relay.drain()
         click.echo(f"delivered {delivered} events")
+        tried = Sender(current_app._get_current_object()).run_once()
+        click.echo(f"alert deliveries tried: {tried}")
         return
+    start_sender_thread(current_app._get_current_object())
     click.echo("relay running; Ctrl-C to stop")
     relay.run_forever(poll_seconds=poll)

@@ -7,6 +7,9 @@ start in production with the development key.
 """
 import os
 from datetime import timedelta
+from urllib.parse import urlsplit
+
+from .hashing import DEFAULT_WAIT_SECONDS, default_concurrency
 
 DEV_SECRET_KEY = "medport-embedded-development-key"
 
@@ -95,6 +98,21 @@ def _env_bool(name, default=False):
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _positive(environ, name, default, kind):
+    """A positive number (``kind`` int or float) from the environment, else ``default``;
+    raises :class:`ConfigurationError` for anything else."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}.") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be more than 0, not {raw!r}.")
+    return value
+
+
 def normalise_url(url):
     """``postgres://`` and driverless ``postgresql://`` URLs use psycopg2 (our driver)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -171,6 +189,12 @@ def build_config(instance_path, environ=None):
         "MEDPORT_STREAM_SESSION_CHECK_SECONDS": float(
             environ.get("MEDPORT_STREAM_SESSION_CHECK_SECONDS", "60")),
         "MEDPORT_SIGNAL_POLL_SECONDS": float(environ.get("MEDPORT_SIGNAL_POLL_SECONDS", "5")),
+        # Password hashes (scrypt, 32 MiB each) at once per worker, and the longest a sign-in
+        # waits for one before a 503 with Retry-After (dashboard/hashing.py).
+        "MEDPORT_PASSWORD_HASH_CONCURRENCY": _positive(environ, "MEDPORT_PASSWORD_HASH_CONCURRENCY",
+                                                       default_concurrency(), int),
+        "MEDPORT_PASSWORD_HASH_WAIT_SECONDS": _positive(environ, "MEDPORT_PASSWORD_HASH_WAIT_SECONDS",
+                                                        DEFAULT_WAIT_SECONDS, float),
         "MEDPORT_LOGIN_MAX_FAILURES": int(environ.get("MEDPORT_LOGIN_MAX_FAILURES", "5")),
         "MEDPORT_LOGIN_WINDOW_MINUTES": int(environ.get("MEDPORT_LOGIN_WINDOW_MINUTES", "15")),
         # While the center cannot be reached, a session checked there within this many
@@ -179,6 +203,31 @@ def build_config(instance_path, environ=None):
         "MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS": int(
             environ.get("MEDPORT_LOGIN_MAX_FAILURES_PER_ADDRESS", "20")
         ),
+        # The crew's phone (services/crew.py): how long a shift lasts once a unit is picked,
+        # how far ahead of the server's clock a tap's time may be, and how late a tap stored
+        # on the phone may still arrive.
+        "MEDPORT_CREW_SHIFT_HOURS": float(environ.get("MEDPORT_CREW_SHIFT_HOURS", "12")),
+        "MEDPORT_CREW_CLOCK_SKEW_SECONDS": int(environ.get("MEDPORT_CREW_CLOCK_SKEW_SECONDS", "120")),
+        "MEDPORT_CREW_TAP_MAX_AGE_HOURS": float(environ.get("MEDPORT_CREW_TAP_MAX_AGE_HOURS", "14")),
+        # Late and stuck (services/lateness.py): the crew should be en route this many minutes
+        # before the pickup window starts, may stay at pickup this long, and should reach the
+        # destination within this long of loading the patient (0 turns a rule off).
+        "MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES": int(environ.get("MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES", "15")),
+        "MEDPORT_CREW_AT_PICKUP_MAX_MINUTES": int(environ.get("MEDPORT_CREW_AT_PICKUP_MAX_MINUTES", "30")),
+        "MEDPORT_CREW_TRANSPORT_MAX_MINUTES": int(environ.get("MEDPORT_CREW_TRANSPORT_MAX_MINUTES", "90")),
+        # Alert emails (services/deliveries.py): the SMTP server (none: no email is sent), the
+        # sender's address, and the site's address for the links they carry.
+        "MEDPORT_SMTP_URL": environ.get("MEDPORT_SMTP_URL", ""),
+        "MEDPORT_MAIL_FROM": environ.get("MEDPORT_MAIL_FROM", "MedPort <medport@localhost>"),
+        "MEDPORT_BASE_URL": environ.get("MEDPORT_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "MEDPORT_SMTP_TIMEOUT_SECONDS": float(environ.get("MEDPORT_SMTP_TIMEOUT_SECONDS", "10")),
+        # Webhooks: how long a POST may take, and whether http:// to this machine is allowed
+        # (development and tests; otherwise only https://).
+        "MEDPORT_WEBHOOK_TIMEOUT_SECONDS": float(environ.get("MEDPORT_WEBHOOK_TIMEOUT_SECONDS", "5")),
+        "MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP": _env_bool("MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP", False),
+        # Tries of an email or webhook delivery before it is parked (a server that cannot be
+        # reached at all is retried without end).
+        "MEDPORT_DELIVERY_MAX_ATTEMPTS": int(environ.get("MEDPORT_DELIVERY_MAX_ATTEMPTS", "8")),
     }
 
 
@@ -213,6 +262,9 @@ def check_config(config):
                                  f"not {backend!r}.")
     if backend == "postgres" and not config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         raise ConfigurationError("MEDPORT_SIGNAL_BACKEND=postgres needs the center silo on PostgreSQL.")
+    smtp = config.get("MEDPORT_SMTP_URL") or ""
+    if smtp and (urlsplit(smtp).scheme not in ("smtp", "smtps") or not urlsplit(smtp).hostname):
+        raise ConfigurationError("MEDPORT_SMTP_URL must look like smtp://host:port or smtps://host:port.")
     if config.get("TESTING"):
         return
     if config["SECRET_KEY"] == DEV_SECRET_KEY and (

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .extensions import db, htmx
+from .hashing import HashingBusy
 from .request_log import install as install_request_log_filter
 from .services.silos import SiloUnavailable, error_kind, install_error_tags, saturated_silos, silo_of_error
 
@@ -111,6 +112,14 @@ def register(app):
         response, status = _render(503, "Busy", "MedPort is very busy right now. Nothing you saved is "
                                    "lost; try again in a moment.")
         return response, status, {"Retry-After": "5"}
+
+    @app.errorhandler(HashingBusy)
+    def hashing_busy(error):
+        """Setting or resetting a password while every hashing slot stays taken (a rush of
+        sign-ins): 503 with Retry-After; nothing was changed."""
+        db.session.rollback()
+        response, status = _render(503, "Busy", error.message)
+        return response, status, {"Retry-After": str(error.retry_after)}
 
     @app.errorhandler(DBAPIError)
     def database_error(error):

@@ -50,9 +50,28 @@
     JSON.parse(block.textContent).forEach(draw);
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", drawAll);
-  } else {
+  // The contents bar opens the folded section it jumps to (before the browser scrolls to it),
+  // and so does an address with a section's #fragment.
+  function openSection(hash) {
+    if (!hash || hash.length < 2) return;
+    var target = document.getElementById(decodeURIComponent(hash.slice(1)));
+    var details = target && target.querySelector(":scope > details");
+    if (details) details.open = true;
+  }
+
+  function start() {
     drawAll();
+    document.addEventListener("click", function (event) {
+      var link = event.target.closest && event.target.closest(".analytics-nav a[href^='#']");
+      if (link) openSection(link.getAttribute("href"));
+    });
+    window.addEventListener("hashchange", function () { openSection(window.location.hash); });
+    openSection(window.location.hash);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
   }
 })();

@@ -27,7 +27,7 @@
   // reconnect catches up too.  A stream that says the
   // session ended reloads the page, which leads to the sign-in page.
   var SIGNALS = ["trip-updated", "bid-updated", "unit-updated", "account-updated",
-                 "config-updated", "registry-updated"];
+                 "config-updated", "registry-updated", "alert"];
   var lastEventId = "";
   if (window.htmx) {
     window.htmx.createEventSource = function (url) {
@@ -57,9 +57,140 @@
         setLive("lost", "Your session ended. Sign in again to continue.");
         window.location.reload();
       });
+      listenForAlerts(source);
       return source;
     };
   }
+
+  // Alerts on any open page: the stream's "alert" signal says the user has a new alert; the page
+  // asks its own feed (the user's alerts after the last one seen) and, for each new unread one,
+  // plays the kind's tone (unless muted here), shows a desktop notification (if the user allowed
+  // them with the button on the alerts page) and counts it in the tab's title.  A page without
+  // live panels opens the stream for its alerts alone.
+  var alerts = { feed: null, tones: "", latest: null, busy: false, again: false, title: document.title };
+  var MUTED_KEY = "medport.alerts.muted";
+
+  function alertsMuted() {
+    try { return window.localStorage.getItem(MUTED_KEY) === "1"; } catch (e) { return false; }
+  }
+
+  function setUnread(count) {
+    document.title = (count > 0 ? "(" + count + ") " : "") + alerts.title;
+    var links = document.querySelectorAll("nav a[href$='/alerts/']");
+    for (var i = 0; i < links.length; i++) {
+      links[i].textContent = count > 0 ? "Alerts (" + count + ")" : "Alerts";
+    }
+  }
+
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || ""; }
+    catch (e) { return ""; }
+  }
+
+  function openAlert(alert) {
+    // Mark it read, then go to the item (the link goes there even if the mark fails).
+    window.fetch(alert.open, { method: "POST", credentials: "same-origin", redirect: "manual",
+                               headers: { "X-CSRFToken": csrfToken() } })
+      .catch(function () { return null; })
+      .then(function () { window.location.assign(alert.link || "/alerts/"); });
+  }
+
+  function playTone(kind) {
+    if (alertsMuted() || !alerts.tones) return;
+    var audio = new window.Audio(alerts.tones + encodeURIComponent(kind) + ".wav");
+    var played = audio.play();
+    if (played && played.catch) played.catch(function () { /* the browser refused sound */ });
+  }
+
+  function notifyDesktop(alert) {
+    if (!("Notification" in window) || window.Notification.permission !== "granted") return;
+    var note = new window.Notification("MedPort: " + alert.title, {
+      body: alert.reference ? "Open " + alert.reference : "Open MedPort", tag: alert.public_id });
+    note.onclick = function () { window.focus(); openAlert(alert); };
+  }
+
+  function fetchAlerts() {
+    if (!alerts.feed) return;
+    if (alerts.busy) { alerts.again = true; return; }
+    alerts.busy = true;
+    var first = alerts.latest === null;
+    var url = alerts.feed + (first ? "" : "?after=" + alerts.latest);
+    window.fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) {
+        if (!data) return;
+        if (first) {
+          alerts.latest = data.latest;  // what was there when the page opened is not announced
+        }
+        (data.alerts || []).forEach(function (alert) {
+          if (alert.id > alerts.latest) alerts.latest = alert.id;
+          if (!alert.read) { playTone(alert.kind); notifyDesktop(alert); }
+        });
+        setUnread(data.unread);
+      })
+      .catch(function () { /* the next signal or reconnect asks again */ })
+      .then(function () {
+        alerts.busy = false;
+        if (alerts.again) { alerts.again = false; fetchAlerts(); }
+      });
+  }
+
+  function listenForAlerts(source) {
+    source.addEventListener("alert", fetchAlerts);
+    source.addEventListener("open", function () { if (alerts.latest !== null) fetchAlerts(); });
+  }
+
+  function setUpAlertControls() {
+    var mute = document.querySelector("[data-alerts-mute]");
+    if (mute) {
+      var show = function () {
+        var on = alertsMuted();
+        mute.setAttribute("aria-pressed", on ? "true" : "false");
+        mute.textContent = on ? "Alert sounds: off (turn on)" : "Alert sounds: on (mute)";
+      };
+      mute.hidden = false;
+      show();
+      mute.addEventListener("click", function () {
+        try { window.localStorage.setItem(MUTED_KEY, alertsMuted() ? "0" : "1"); } catch (e) { /* kept off */ }
+        show();
+      });
+    }
+    var ask = document.querySelector("[data-alerts-permission]");
+    var state = document.querySelector("[data-alerts-permission-state]");
+    if (ask && state) {
+      var describe = function () {
+        if (!("Notification" in window)) {
+          state.textContent = "This browser cannot show desktop alerts.";
+          ask.hidden = true;
+          return;
+        }
+        var permission = window.Notification.permission;
+        ask.hidden = permission !== "default";
+        state.textContent = permission === "granted" ? "Desktop alerts are on in this browser."
+          : permission === "denied" ? "Desktop alerts are blocked in this browser's site settings."
+          : "Desktop alerts are off in this browser.";
+      };
+      describe();
+      ask.addEventListener("click", function () {
+        var asked = window.Notification.requestPermission(describe);
+        if (asked && asked.then) asked.then(describe);
+      });
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    alerts.feed = document.body.getAttribute("data-alerts-feed");
+    alerts.tones = document.body.getAttribute("data-alerts-tones") || "";
+    setUpAlertControls();
+    if (!alerts.feed) return;
+    fetchAlerts();
+    var stream = document.body.getAttribute("data-alerts-stream");
+    if (stream && !document.querySelector("[sse-connect]") && window.EventSource) {
+      var source = new window.EventSource(stream, { withCredentials: true });
+      listenForAlerts(source);
+      source.addEventListener("session-ended", function () { source.close(); });
+    }
+  });
 
   // Clocks move: every <time data-relative> says how far its instant is from now ("in 6 min",
   // "3 min ago", or the bare "3 min" of an age column), rewritten every 15 seconds and after

@@ -33,12 +33,14 @@ from dashboard.services import demo as demo_service
 from tests.conftest import DEMO_PASSWORD, _wipe
 from tests.test_events import award, place_bid, post_trip
 
-ROLES = ("anonymous", "hospital_a", "hospital_b", "ems_x", "ems_y", "coordinator", "admin", "deactivated")
+ROLES = ("anonymous", "hospital_a", "hospital_b", "ems_x", "ems_y", "crew_x", "coordinator", "admin",
+         "deactivated")
 EMAILS = {
     "hospital_a": "nurse@altoona.medport.test",
     "hospital_b": "nurse@mountnittany.medport.test",
     "ems_x": "dispatch@altoonaems.medport.test",
     "ems_y": "dispatch@huntingdonrescue.medport.test",
+    "crew_x": "crew@altoonaems.medport.test",
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
     "deactivated": "nurse@tyrone.medport.test",
@@ -52,6 +54,7 @@ WHO = {
     "signed-in": SIGNED_IN,
     "hospital": {"hospital_a", "hospital_b"},
     "ems": {"ems_x", "ems_y"},
+    "crew": {"crew_x"},
     "center": {"coordinator", "admin"},
     "admin": {"admin"},
 }
@@ -120,6 +123,14 @@ ACCESS = {
     "ems.routes": "ems",
     "ems.history": "ems",
     "analytics.ems_view": "ems",
+    # crews on a phone (crew_x staffs unit X for its shift)
+    "crew.home": "crew",
+    "crew.panel": "crew",
+    "crew.start_shift": "crew",
+    "crew.end_shift": "crew",
+    "crew.tap": "crew",
+    "crew.manifest": "public",
+    "crew.service_worker": "public",
     # transport center: coordinators and administrators
     "center.board": "center",
     "center.board_panel": "center",
@@ -152,6 +163,20 @@ ACCESS = {
     "center.user_edit": "admin",
     "center.user_reset_password": "admin",
     "center.config": "admin",
+    # alerts: every signed-in user's own; the organisations' defaults (admins); escalations (center)
+    "alerts.index": "signed-in",
+    "alerts.feed": "signed-in",
+    "alerts.open_alert": "signed-in",
+    "alerts.read_all": "signed-in",
+    "alerts.settings": "signed-in",
+    "alerts.reset_settings": "signed-in",
+    "alerts.defaults_index": "admin",
+    "alerts.defaults": "admin",
+    "alerts.acknowledge": "center",
+    "alerts.webhooks_index": "admin",
+    "alerts.remove_webhook": "admin",
+    "alerts.deliveries_index": "center",
+    "alerts.replay_delivery": "center",
 }
 
 #: URL arguments, by name (and per endpoint where one name means different objects).
@@ -180,6 +205,7 @@ ENDPOINT_PARAMS = {
     "series.exception": {"public_id": "series_a"},
     "series.change": {"public_id": "series_a"},
     "series.cancel": {"public_id": "series_a"},
+    "alerts.defaults": {"kind": "org_kind", "org_id": "org_id"},
 }
 
 #: GETs that do not answer 200: (signed out, signed in); both send on to a page.
@@ -188,12 +214,17 @@ REDIRECTING_GET = {"auth.index": (302, 302), "auth.login": (200, 302)}
 OWNER_POST = {
     "ems.withdraw_bid": 409,  # the bid named was accepted: no longer live
     "ems.remove_availability": 404,  # no window named
+    "alerts.open_alert": 404,  # a request's id names no alert of the user's
+    "alerts.acknowledge": 404,  # nor an escalation
+    "alerts.remove_webhook": 404,  # nor an endpoint
+    "alerts.replay_delivery": 404,  # nor a parked delivery
 }
 #: Actions that need no field: an owner's POST would act, so only the refusals are checked here
 #: (each blueprint's tests do the action itself).
-ACTS_WITHOUT_FIELDS = {"auth.logout", "hospital.remove_preference", "hospital.preference_notes",
+ACTS_WITHOUT_FIELDS = {"auth.logout", "crew.end_shift", "hospital.remove_preference", "hospital.preference_notes",
                        "hospital.patient_ready",
-                       "center.user_reset_password", "center.retry_parked"}
+                       "center.user_reset_password", "center.retry_parked", "alerts.read_all",
+                       "alerts.reset_settings", "alerts.settings", "alerts.defaults"}
 #: Tables that change on reads or sign-ins, not on a refused action.
 VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry"}
 #: Required fields sent empty (an edit form that misses a field keeps its stored value).
@@ -305,6 +336,8 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
         "bid_on_b": _public(TransportBid, bid_on_b),
         "pref_a": one(HospitalAgencyPreference, HospitalAgencyPreference.hospital_id == alt.id).id,
         "unit_x": unit_x.public_id,
+        "unit_x_awarded": db.session.get(Unit, db.session.get(TransportRequest, trip_x_awarded).awarded_unit_id)
+        .public_id,
         "unit_y": unit_y.public_id,
         "window_x": window_x.id,
         "hospital_a": alt.public_id,
@@ -316,10 +349,12 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
         "user_a": one(User, User.email == EMAILS["hospital_a"]).public_id,
         "series_a": one(TransportSeries, TransportSeries.hospital_id == alt.id).public_id,
         "will_call_a": one(TransportRequest, TransportRequest.will_call.is_(True)).public_id,
+        "org_kind": "agency",
+        "org_id": aems.id,
     }
 
 
-def _markers():
+def _markers(ids):
     """What hospital B and agency Y must never be shown: A's requests (ids and references),
     X's units and bids, and the trips X drives that Y never bid on."""
     alt = db.session.scalar(sa.select(Hospital.id).where(Hospital.short_code == "ALT"))
@@ -333,8 +368,12 @@ def _markers():
     hcr_bid_on = sa.select(TransportBid.trip_id).where(TransportBid.agency_id == hcr)
     aems_trips = db.session.scalars(sa.select(EmsRoute.trip_reference).where(
         EmsRoute.agency_id == aems, EmsRoute.trip_id.not_in(hcr_bid_on))).all()
+    crew_unit = db.session.scalar(sa.select(Unit.id).where(Unit.public_id == ids["unit_x_awarded"]))
+    other_units_trips = db.session.scalars(sa.select(EmsRoute.trip_reference).where(
+        EmsRoute.agency_id == aems, EmsRoute.unit_id != crew_unit)).all()
     return {"hospital_b": {value for row in alt_trips for value in row},
-            "ems_y": set(aems_units) | set(aems_bids) | set(aems_trips)}
+            "ems_y": set(aems_units) | set(aems_bids) | set(aems_trips),
+            "crew_x": set(other_units_trips) | set(aems_bids)}
 
 
 def sign_in(app, email):
@@ -362,9 +401,11 @@ def build_world(migrated_config, more_ids=None):
             break
     with app.app_context():
         ids = dict(_collect_ids(*created), **extra)
-        markers = _markers()
+        markers = _markers(ids)
     clients = {"anonymous": app.test_client()}
     clients.update({role: sign_in(app, email) for role, email in EMAILS.items()})
+    # The crew member staffs the unit X's awarded trip went to: the crew's pages show its trips.
+    assert clients["crew_x"].post("/crew/shift", data={"unit": ids["unit_x_awarded"]}).status_code == 303
     with app.app_context():
         # No epoch bump, no sign-out: the session itself must notice.
         db.session.execute(sa.update(User).where(User.email == EMAILS["deactivated"]).values(active=False))

@@ -199,7 +199,8 @@ def test_board_groups_requests_by_state_and_marks_the_ones_at_risk(client, auth,
     assert "Emergent" in row_of(html, refs[emergent])
     assert "at-risk" not in row_of(html, refs[calm])
     awarded_row = row_of(html, refs[awarded])
-    assert "Altoona EMS · Medic 11 (ALS)" in awarded_row and ">2<" in awarded_row and "12 min" in awarded_row
+    assert "Altoona EMS · " in awarded_row and '"unit-name">Medic 11 (ALS)<' in awarded_row
+    assert ">2<" in awarded_row and "12 min" in awarded_row
     assert refs[done] in html and refs[old] not in html
 
 
@@ -631,9 +632,11 @@ def test_configuration_is_validated_and_each_change_audited(client, auth, demo, 
     values = {"bid_deadline_default_minutes": "30", "risk_no_bids_minutes": "10",
               "risk_pickup_window_minutes": "15", "auto_award_policy": "off", "board_recent_hours": "24",
               "booking_horizon_days": "90", "bidding_lead_hours_bls": "48", "bidding_lead_hours_als": "48",
-              "bidding_lead_hours_cct": "72", "series_generate_days": "14"}
+              "bidding_lead_hours_cct": "72", "series_generate_days": "14",
+              "alert_closing_minutes": "10", "escalation_ladder": "admin@10"}
     for key, bad in [("risk_no_bids_minutes", "0"), ("bid_deadline_default_minutes", "9999"),
-                     ("risk_pickup_window_minutes", "ten"), ("auto_award_policy", "lottery")]:
+                     ("risk_pickup_window_minutes", "ten"), ("auto_award_policy", "lottery"),
+                     ("escalation_ladder", "admin@30, admin@10"), ("alert_closing_minutes", "0")]:
         response = client.post("/center/config", data=dict(values, **{key: bad}))
         assert response.status_code == 400, key
     assert b"Enter a value from 1 to 240." in client.post(

@@ -53,7 +53,7 @@ def post_trip(app, level="BLS", urgency="routine", invite_mode="all", starts_in=
             destination_facility_id=facility[destination].id, level_of_care=level,
             mobility="stretcher", urgency=urgency, window_start=now + starts_in,
             window_end=now + starts_in + timedelta(minutes=minutes), patient_ref="",
-            age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=True,
+            age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=level != "BLS",
             other_needs="Fall risk", bid_deadline=now + deadline_in, invite_mode=invite_mode,
             invite_all_after_minutes=after_minutes)
         trip = trips.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)
@@ -179,7 +179,8 @@ def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
     client = signed_in(app, AEMS)
 
     page = client.get("/ems/").get_data(as_text=True)
-    positions = [page.index(refs[pid]) for pid in (emergent, routine_new, routine_old)]
+    # Emergent first, then the earliest pickup.
+    positions = [page.index(refs[pid]) for pid in (emergent, routine_old, routine_new)]
     assert positions == sorted(positions)
     assert "Tyrone Area Hospital" in page and "km" in page and "Fall risk" in page
     assert trip_row(app, emergent).patient_ref not in page  # no patient reference on the board

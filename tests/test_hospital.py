@@ -446,12 +446,12 @@ def test_dashboard_sorts_searches_and_pages(app, nurse):
             TransportRequest.hospital_id == alt, TransportRequest.status == "open")))
     first = text(nurse.get("/hospital/"))
     assert first.count('<tr>') + first.count('<tr class="at-risk">') == 26  # 25 rows and the header
-    assert "Page 1 of 2" in first and 'rel="next"' in first
+    assert "Showing 1–25 of 27 requests · page 1 of 2" in first and 'rel="next"' in first
     # Default sort for open requests: emergent first.
-    assert re.search(r"<tbody>\s*<tr[^>]*>\s*<td><a[^>]*>([A-Z0-9-]+)</a>", first)
+    assert re.search(r"<tbody>\s*<tr[^>]*>\s*<td[^>]*><a[^>]*>([A-Z0-9-]+)</a>", first)
     assert "Emergent" in re.search(r"<tbody>.*?</tr>", first, re.S).group(0)
     second = text(nurse.get("/hospital/?page=2"))
-    assert "Page 2 of 2" in second and 'rel="prev"' in second
+    assert "Showing 26–27 of 27 requests · page 2 of 2" in second and 'rel="prev"' in second
     by_reference = text(nurse.get("/hospital/?sort=reference"))
     shown = re.findall(r'/hospital/requests/[0-9a-f-]{36}">([A-Z0-9-]+)</a>', by_reference)
     assert shown == references[:25]
@@ -462,15 +462,17 @@ def test_dashboard_sorts_searches_and_pages(app, nurse):
     assert re.findall(r'/hospital/requests/[0-9a-f-]{36}">([A-Z0-9-]+)</a>', found) == [references[3]]
     assert "1 request matching" in found
     assert "No open request matches" in text(nurse.get("/hospital/?q=%25_nothing"))
-    for odd in ("page=abc", "page=-3", "page=99999999", "sort=drop+table", "tab=secret", "q=" + "x" * 500,
-                "page=%C2%B2"):
+    for odd in ("page=abc", "page=-3", "page=99999999", "tab=secret", "q=" + "x" * 500, "page=%C2%B2"):
         assert nurse.get("/hospital/?" + odd).status_code == 200, odd
+    for path in ("/hospital/?sort=drop+table", "/hospital/requests/panel?sort=-nonsense"):
+        refused = nurse.get(path)
+        assert refused.status_code == 400 and "Sort by one of: reference" in text(refused), path
     # The live panel keeps the view in its own URL.
     page = text(nurse.get("/hospital/?tab=open&sort=-reference&page=2&q=ALT"))
     assert 'hx-get="/hospital/requests/panel?sort=-reference&amp;page=2&amp;q=ALT"' in page
     assert 'hx-trigger="load, sse:trip-updated, sse:bid-updated"' in page
     panel = text(nurse.get("/hospital/requests/panel?sort=-reference&page=2&q=ALT"))
-    assert "Page 2 of 2" in panel and "<main" not in panel
+    assert "page 2 of 2" in panel and "<main" not in panel
 
 
 def test_unfilled_requests_are_marked_and_may_be_reposted(app, nurse, deliver):
@@ -775,18 +777,18 @@ def test_edit_an_open_request(app, nurse, deliver):
     assert outbox_types(app, public_id) == ["trip.posted"]
     response = nurse.post(f"/hospital/requests/{public_id}/edit", data=edit_form(
         app, window_start=to_local_input(app, original.window_start), window_end=local_time(app, 480),
-        notes="Bring the bariatric stretcher", mobility="bariatric_stretcher", ventilator="y"))
+        notes="Bring the bariatric stretcher", mobility="bariatric_stretcher", iv_pump="y"))
     assert response.status_code == 302
     trip = load(app, public_id)
-    assert trip.version == 2 and trip.notes == "Bring the bariatric stretcher" and trip.ventilator
+    assert trip.version == 2 and trip.notes == "Bring the bariatric stretcher" and trip.iv_pump
     assert trip.window_start == original.window_start and trip.window_end > original.window_end
     with app.app_context():
         event = db.session.scalar(sa.select(HospitalOutboxEvent).where(
             HospitalOutboxEvent.entity_id == public_id, HospitalOutboxEvent.type == "trip.changed"))
-        assert sorted(event.payload["changed"]) == ["mobility", "notes", "ventilator", "window_end"]
+        assert sorted(event.payload["changed"]) == ["iv_pump", "mobility", "notes", "window_end"]
     assert history_actions(app, public_id) == ["posted", "changed"]
     deliver()
-    assert "Changed: mobility, notes, ventilator, window end" in text(
+    assert "Changed: iv pump, mobility, notes, window end" in text(
         nurse.get(f"/hospital/requests/{public_id}/timeline"))
     # A window that has begun may be kept while other things change.
     with app.app_context():

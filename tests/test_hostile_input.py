@@ -70,6 +70,7 @@ FORMS = {
     "withdraw bid": ("ems_x", "/ems/requests/{trip_bids}", "/ems/bids/{bid_change}/withdraw"),
     "advance trip": ("ems_x", "/ems/trips", "/ems/trips/{trip_x_awarded}/advance"),
     "hand back trip": ("ems_x", "/ems/trips", "/ems/trips/{trip_hand_back}/hand-back"),
+    "crew tap": ("crew_x", "/crew/", "/crew/taps"),
     "add unit": ("ems_x", "/ems/units", "/ems/units"),
     "edit unit": ("ems_x", "/ems/units/{unit_x}/edit", "/ems/units/{unit_x}/edit"),
     "unit status": ("ems_x", "/ems/units", "/ems/units/{unit_x}/status"),
@@ -93,6 +94,9 @@ FORMS = {
     "new agency": ("admin", "/center/registry/agencies/new", "/center/registry/agencies/new"),
     "edit agency": ("admin", "/center/registry/agencies/{agency_cmt}", "/center/registry/agencies/{agency_cmt}"),
     "configuration": ("admin", "/center/config", "/center/config"),
+    "alert settings": ("ems_x", "/alerts/settings", "/alerts/settings"),
+    "alert defaults": ("admin", "/alerts/defaults/center/0", "/alerts/defaults/center/0"),
+    "webhook": ("admin", "/alerts/webhooks", "/alerts/webhooks"),
 }
 
 #: What a user types into a form the page shows empty, so that a submission can be accepted.
@@ -116,16 +120,17 @@ QUERIES = [
     ("hospital_a", "/hospital/requests/new", ["repost"]),
     ("hospital_a", "/hospital/analytics", ["period", "start", "end", "hospital", "level", "urgency",
                                           "format", "table"]),
-    ("ems_x", "/ems/", ["level", "urgency", "within"]),
-    ("ems_x", "/ems/board/panel", ["level", "urgency", "within"]),
+    ("ems_x", "/ems/", ["level", "urgency", "within", "sort", "page"]),
+    ("ems_x", "/ems/board/panel", ["level", "urgency", "within", "sort", "page"]),
     ("ems_x", "/ems/trips", ["tab", "page"]),
     ("ems_x", "/ems/trips/panel", ["tab", "page"]),
     ("ems_x", "/ems/history", ["outcome", "page"]),
     ("ems_x", "/ems/availability", ["date"]),
     ("ems_x", "/ems/routes", ["date", "unit"]),
     ("ems_x", "/ems/analytics", ["period", "start", "end", "agency", "format", "table"]),
-    ("coordinator", "/center/", ["hospital", "agency", "level", "urgency", "state", "risk"]),
-    ("coordinator", "/center/board/panel", ["hospital", "agency", "level", "urgency", "state", "risk"]),
+    ("coordinator", "/center/", ["hospital", "agency", "level", "urgency", "state", "risk", "sort", "page"]),
+    ("coordinator", "/center/board/panel", ["hospital", "agency", "level", "urgency", "state", "risk", "sort",
+                                            "page"]),
     ("coordinator", "/center/units", ["agency", "level", "status"]),
     ("coordinator", "/center/units/panel", ["agency", "level", "status"]),
     ("coordinator", "/center/audit", ["user", "action", "entity_type", "entity_id", "since", "until",
@@ -486,8 +491,8 @@ def test_the_event_stream_survives_a_hostile_last_event_id(world):
 def test_hostile_url_arguments_are_not_found(world):
     """Every route with an id in its URL, given ids that are no id at all: 404 (400 for a NUL,
     405 for a method the route lacks), never a 5xx, nothing changed."""
-    roles = {"hospital": "hospital_a", "ems": "ems_x", "center": "coordinator", "admin": "admin",
-             "signed-in": "hospital_a", "public": "anonymous"}
+    roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
+             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous"}
     values = ["x" * 300, "nul\x00byte", "'; DROP TABLE users; --", "9" * 25, "-1", "²", "..", "%"]
     before = snapshot(world.app)
     for rule in world.app.url_map.iter_rules():
@@ -517,8 +522,8 @@ def csrf_on(world):
 
 def test_every_state_changing_route_refuses_a_missing_or_forged_token(csrf_on):
     world = csrf_on
-    roles = {"hospital": "hospital_a", "ems": "ems_x", "center": "coordinator", "admin": "admin",
-             "signed-in": "hospital_a", "public": "anonymous"}
+    roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
+             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous"}
     # A real token, but of another session: as good as forged.
     page = world.clients["hospital_b"].get("/hospital/").get_data(as_text=True)
     other_sessions_token = re.search(r'"X-CSRFToken": "([^"]+)"', page).group(1)
@@ -603,6 +608,10 @@ PAGER_QUERIES = [
     ("ems_x", "/ems/trips", ["page"]),
     ("ems_x", "/ems/trips/panel", ["page"]),
     ("ems_x", "/ems/history", ["page"]),
+    ("ems_x", "/ems/", ["page"]),
+    ("ems_x", "/ems/board/panel", ["page"]),
+    ("coordinator", "/center/", ["page"]),
+    ("coordinator", "/center/board/panel", ["page"]),
     ("coordinator", "/center/audit", ["before"]),
     # Choices of a filter list: a value not offered is no filter.
     ("ems_x", "/ems/", ["within"]),

@@ -157,9 +157,45 @@ def test_a_badge_not_due_yet_is_rendered_hidden_with_its_instant(app):
         status, window_start, window_end = "awarded", START, END
 
     with app.app_context():
+        # Due en route 15 minutes (the crew's lead) before the window starts.
+        waiting = str(late_badge(Trip(), START - 16 * MIN))
+        assert 'data-late-from="2026-12-01T13:45:00Z" hidden' in waiting and "Late: not en route" in waiting
+        app.config["MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES"] = 0  # no lead: due when the window starts
         waiting = str(late_badge(Trip(), START - MIN))
         assert 'data-late-from="2026-12-01T14:00:00Z" hidden' in waiting and "Late: not en route" in waiting
         shown = str(late_badge(Trip(), START + MIN))
         assert "hidden" not in shown and "Late: not en route" in shown
         Trip.status = "at_pickup"
         assert late_badge(Trip(), START + MIN) == ""
+
+
+BOUNDS = {"en_route_lead": 15 * MIN, "at_pickup_max": 30 * MIN, "transport_max": 90 * MIN}
+
+
+@pytest.mark.parametrize("status, now, steps, code, since", [
+    ("awarded", START - 16 * MIN, {}, None, None),
+    ("awarded", START - 15 * MIN, {}, "en_route_due", START - 15 * MIN),   # the crew's lead began
+    ("awarded", START, {}, "not_en_route", START),
+    ("at_pickup", START + 29 * MIN, {"at_pickup_at": START}, None, None),
+    ("at_pickup", START + 30 * MIN, {"at_pickup_at": START}, "stuck_at_pickup", START + 30 * MIN),
+    ("transporting", START + 89 * MIN, {"transporting_at": START}, None, None),
+    ("transporting", START + 90 * MIN, {"transporting_at": START}, "not_at_destination", START + 90 * MIN),
+    ("at_destination", START + 10 * 60 * MIN, {"transporting_at": START}, None, None),
+    ("at_pickup", START + 3 * 60 * MIN, {}, None, None),  # a step time not kept: no flag
+])
+def test_the_crew_bounds(app, status, now, steps, code, since):
+    with app.app_context():
+        found = lateness.late(status, START, END, now, **BOUNDS, **steps)
+        assert (found.code if found else None) == code
+        assert (found.since if found else None) == since
+        # Without the bounds the rule is the window's alone.
+        assert lateness.late(status, START, END, now, **steps) is None or code in ("not_en_route",)
+
+
+def test_the_crew_bounds_come_from_the_settings(app):
+    with app.app_context():
+        assert lateness.crew_bounds() == BOUNDS
+        app.config["MEDPORT_CREW_AT_PICKUP_MAX_MINUTES"] = 0
+        assert lateness.crew_bounds()["at_pickup_max"] is None
+        coming = lateness.upcoming("transporting", START, END, START, **BOUNDS, transporting_at=START)
+        assert coming.code == "not_at_destination" and coming.since == START + 90 * MIN

@@ -34,13 +34,16 @@ def pages(trip):
     return {
         NURSE: ["/hospital/", "/hospital/requests/panel?tab=active", "/hospital/requests/panel?tab=completed",
                 "/hospital/requests/panel?tab=cancelled", "/hospital/requests/panel?tab=cancelled&page=3",
-                "/hospital/requests/panel?q=S", f"/hospital/requests/{trip}",
+                "/hospital/requests/panel?q=S", "/hospital/?sort=risk", "/hospital/requests/panel?sort=deadline",
+                f"/hospital/requests/{trip}",
                 f"/hospital/requests/{trip}/summary", f"/hospital/requests/{trip}/bids",
                 f"/hospital/requests/{trip}/timeline"],
-        DISPATCHER: ["/ems/", "/ems/board/panel?level=BLS&urgency=routine&within=8", "/ems/trips",
+        DISPATCHER: ["/ems/", "/ems/board/panel?level=BLS&urgency=routine&within=8", "/ems/?sort=window",
+                     "/ems/board/panel?sort=risk&page=2", "/ems/trips",
                      "/ems/trips/panel?tab=completed", f"/ems/requests/{trip}", "/ems/units", "/ems/history",
                      "/ems/routes"],
         COORDINATOR: ["/center/", "/center/board/panel?state=closed", "/center/board/panel?risk=y",
+                      "/center/?state=open&sort=window", "/center/board/panel?sort=deadline&page=2",
                       f"/center/requests/{trip}", f"/center/requests/{trip}/panel", "/center/units"],
     }
 

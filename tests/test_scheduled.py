@@ -172,6 +172,7 @@ def nurse(client, auth, demo):
 def test_the_form_books_ahead_to_the_horizon_and_the_hospital_edits_it_freely(app, nurse):
     start, end = local_time(app, 10 * 24 * 60), local_time(app, 10 * 24 * 60 + 120)
     response = nurse.post("/hospital/requests/new", data=valid_form(app, level_of_care="BLS",
+                                                                    cardiac_monitor=None,
                                                                     window_start=start, window_end=end))
     assert response.status_code == 302
     public_id = response.headers["Location"].rsplit("/", 1)[1]
@@ -185,7 +186,7 @@ def test_the_form_books_ahead_to_the_horizon_and_the_hospital_edits_it_freely(ap
     # Moved three days later: the opening follows, the bidding time is kept.
     moved = dict(window_start=local_time(app, 13 * 24 * 60), window_end=local_time(app, 13 * 24 * 60 + 120),
                  mobility="stretcher", weight_kg="82", isolation="contact", oxygen_lpm="2.5",
-                 cardiac_monitor="y", other_needs="Fall risk", notes="Daughter meets the crew",
+                 other_needs="Fall risk", notes="Daughter meets the crew",
                  version=str(version))
     response = nurse.post(f"/hospital/requests/{public_id}/edit", data=moved)
     assert response.status_code == 302, text(response)
@@ -251,6 +252,7 @@ def test_analytics_count_time_to_first_bid_and_award_from_the_opening(app, demo)
 def test_upcoming_requests_have_their_own_tab_and_stay_off_the_center_board(app, nurse, client, auth):
     start, end = local_time(app, 10 * 24 * 60), local_time(app, 10 * 24 * 60 + 120)
     response = nurse.post("/hospital/requests/new", data=valid_form(app, level_of_care="BLS",
+                                                                    cardiac_monitor=None,
                                                                     window_start=start, window_end=end))
     public_id = response.headers["Location"].rsplit("/", 1)[1]
     with app.app_context():

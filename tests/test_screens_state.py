@@ -376,7 +376,8 @@ def test_the_demo_region_is_one_a_real_shift_can_reach(app, demo):
 
     # The audit log has the demo's history, each entry at its time.
     actions = {"posted": "trip.posted", "awarded": "trip.awarded", "cancelled": "trip.cancelled",
-               "unfilled": "trip.unfilled", "awaiting_award": "trip.awaiting_award"}
+               "unfilled": "trip.unfilled", "awaiting_award": "trip.awaiting_award",
+               "care_override": "trip.care_override"}
     for event in history:
         assert event.at <= now
         action = actions.get(event.action, "trip.status_changed")

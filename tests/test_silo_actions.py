@@ -183,7 +183,9 @@ def _actions(app, c):
                                                       "auto_award_policy": "off", "board_recent_hours": "24",
                                                       "booking_horizon_days": "90", "bidding_lead_hours_bls": "48",
                                                       "bidding_lead_hours_als": "48", "bidding_lead_hours_cct": "72",
-                                                      "series_generate_days": "14"}),
+                                                      "series_generate_days": "14",
+                                                      "alert_closing_minutes": "10",
+                                                      "escalation_ladder": "admin@10"}),
     ]
 
 

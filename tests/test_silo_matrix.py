@@ -19,6 +19,7 @@ from tests.test_stream import signed_in
 USERS = {
     "hospital": None,  # a nurse of the hospital of the open request the pages show
     "ems": "dispatch@altoonaems.medport.test",
+    "crew": "crew@altoonaems.medport.test",  # on a shift on a unit with a trip under way
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
 }
@@ -34,12 +35,19 @@ PAGES = {
             "/ems/trips", "/ems/trips/panel",
             "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
             "/ems/analytics", "/ems/trips.csv"],
+    "crew": ["/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"],
     "coordinator": ["/center/", "/center/board/panel", "/center/requests/{trip}",
                     "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
                     "/center/health", "/center/health/panel", "/center/audit", "/center/analytics",
                     "/center/audit/export.csv"],
-    "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new"],
+    "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new",
+              "/alerts/defaults", "/alerts/defaults/center/0", "/alerts/webhooks"],
 }
+#: The alerts pages, the same for every role: kept in the center silo alone.
+ALERT_PAGES = ["/alerts/", "/alerts/feed", "/alerts/settings"]
+for _paths in PAGES.values():
+    _paths.extend(ALERT_PAGES)
+PAGES["coordinator"].append("/alerts/deliveries")
 
 #: silo down -> the pages that keep working (200); all others answer 503 naming the silo.
 WORKS = {
@@ -54,6 +62,7 @@ WORKS = {
                 "/ems/trips", "/ems/trips/panel",
                 "/ems/history", "/ems/units", "/ems/units/panel", "/ems/availability", "/ems/routes",
                 "/ems/trips.csv"},
+        "crew": {"/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/units", "/center/units/panel",
                         "/center/health", "/center/health/panel"},
@@ -63,9 +72,11 @@ WORKS = {
         "hospital": {"/account/password"},
         "ems": {"/ems/trips", "/ems/trips/panel", "/ems/history", "/ems/units", "/ems/units/panel",
                 "/ems/availability", "/ems/routes"},
+        "crew": {"/crew/", "/crew/panel", "/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/units", "/center/units/panel", "/center/health", "/center/health/panel",
                         "/center/audit", "/center/audit/export.csv"},
-        "admin": {"/center/users", "/center/config", "/center/users/new"},
+        "admin": {"/center/users", "/center/config", "/center/users/new", "/alerts/defaults",
+                  "/alerts/defaults/center/0"},
     },
     "ems": {
         "hospital": {"/hospital/", "/hospital/requests/panel", "/hospital/requests/{trip}",
@@ -76,12 +87,19 @@ WORKS = {
                      "/hospital/series/", "/hospital/series/new", "/hospital/series/{series}",
                      "/hospital/will-call"},
         "ems": set(),
+        "crew": {"/crew/manifest.webmanifest", "/crew/sw.js"},
         "coordinator": {"/center/", "/center/board/panel", "/center/requests/{trip}",
                         "/center/requests/{trip}/panel", "/center/health", "/center/health/panel",
                         "/center/audit", "/center/audit/export.csv"},
-        "admin": {"/center/users", "/center/config", "/center/users/new"},
+        "admin": {"/center/users", "/center/config", "/center/users/new", "/alerts/defaults",
+                  "/alerts/defaults/center/0"},
     },
 }
+for _works in (WORKS["hospital"], WORKS["ems"]):  # the alerts pages need the center alone
+    for _role in _works:
+        _works[_role] |= set(ALERT_PAGES)
+    _works["coordinator"].add("/alerts/deliveries")
+    _works["admin"].add("/alerts/webhooks")
 LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 
 
@@ -131,7 +149,18 @@ def _series(app, trip):
 
 
 def _clients(app, nurse):
-    return {role: signed_in(app, nurse if role == "hospital" else email) for role, email in USERS.items()}
+    clients = {role: signed_in(app, nurse if role == "hospital" else email) for role, email in USERS.items()}
+    with app.app_context():  # the crew member staffs the Altoona EMS unit with a trip under way
+        from dashboard.models.center import Agency
+        from dashboard.models.ems import EmsRoute, Unit
+
+        aems = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == "AEMS"))
+        unit = db.session.scalar(sa.select(Unit.public_id).join(EmsRoute, EmsRoute.unit_id == Unit.id).where(
+            Unit.agency_id == aems, EmsRoute.status.in_(("en_route", "at_pickup", "transporting")))
+            .order_by(Unit.id).limit(1))
+        db.session.commit()
+    assert clients["crew"].post("/crew/shift", data={"unit": unit}).status_code == 303
+    return clients
 
 
 @pytest.mark.parametrize("silo", ["center", "hospital", "ems"])

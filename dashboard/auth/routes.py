@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..extensions import db, htmx, login_manager
+from ..hashing import HashingBusy
 from ..services import accounts, audit, session_trust
 from .forms import ChangePasswordForm, LoginForm
 
@@ -103,6 +104,10 @@ def login():
         flash(refused.message, "error")
         headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
         return render_template("auth/login.html", form=form), refused.status, headers
+    except HashingBusy as busy:
+        db.session.rollback()
+        flash(busy.message, "error")
+        return render_template("auth/login.html", form=form), 503, {"Retry-After": str(busy.retry_after)}
     accounts.end_session(previous_token)
     accounts.start_session(user, request.remote_addr)
     db.session.commit()
@@ -120,7 +125,8 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Sign out: the server-side session is revoked and the cookie cleared.
+    """Sign out: the server-side session is revoked, the cookie cleared, and the browser told
+    to drop the site's stored data and cache (``Clear-Site-Data``).
 
     With the center unreachable, the cookie is cleared at once and the revocation and
     its audit entry wait in the outbox of the user's own silo (see
@@ -144,7 +150,11 @@ def logout():
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
-    return redirect(url_for("auth.login"))
+    response = redirect(url_for("auth.login"))
+    # A shared phone or workstation: what the pages stored in this browser (the crew page's
+    # trips and taps, its offline cache and service worker) goes with the session.
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
+    return response
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

@@ -233,6 +233,8 @@ def config_form_class(settings, policies):
     for key, (_default, _kind, low, high, label) in settings.items():
         if key == "auto_award_policy":
             field = SelectField(label, choices=choices(policies), validate_choice=False)
+        elif key == "escalation_ladder":
+            field = StringField(label)
         else:
             field = StringField(label, render_kw={"type": "number", "min": low, "max": high,
                                                   "step": 1, "inputmode": "numeric"})

@@ -28,6 +28,7 @@ from ..models.center import Agency, Hospital
 from ..services import (
     audit,
     audit_trail,
+    boards,
     configuration,
     csvout,
     degraded,
@@ -81,17 +82,25 @@ def _actor():
 # --- regional board ------------------------------------------------------------------------
 
 def _board_filters():
-    """(form, filters, valid) from the query string; choices come from the registry."""
+    """(form, filters, valid) from the query string; choices come from the registry.
+
+    A sort the board does not offer aborts 400 with the message naming the ones it does."""
     hospitals, agencies = oversight.registry_names()
     form = BoardFilterForm(request.args)
     form.hospital.choices = choices(
         [(h.id, f"{h.short_code} · {h.name}") for h in hospitals.values()], "All hospitals")
     form.agency.choices = choices([(a.id, a.name) for a in agencies.values()], "All agencies")
+    try:
+        sort = boards.sort_from(request.args.get("sort"), oversight.DEFAULT_SORT)
+    except boards.BoardQueryRefused as refused:
+        abort(refused.status, refused.message)
+    page = boards.page_from(request.args.get("page"))
     if not form.validate():
-        return form, oversight.BoardFilters(), False
+        return form, oversight.BoardFilters(sort=sort), False
     return form, oversight.BoardFilters(
         hospital_id=form.hospital.data, agency_id=form.agency.data, level=form.level.data or None,
         urgency=form.urgency.data or None, state=form.state.data or None, risk_only=form.risk.data,
+        sort=sort, page=page,
     ), True
 
 

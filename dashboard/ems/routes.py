@@ -29,7 +29,17 @@ from ..localtime import from_local, local_midnight, local_today, to_local
 from ..models.base import LEVEL_LABELS, LEVEL_RANK, URGENCIES, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from ..services import bidding, csvout, degraded, scheduling, submissions, trips
+from ..services import (
+    bidding,
+    boards,
+    configuration,
+    csvout,
+    degraded,
+    oversight,
+    scheduling,
+    submissions,
+    trips,
+)
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
@@ -37,6 +47,8 @@ from .forms import AdvanceForm, AvailabilityForm, BidForm, HandBackForm, PairBid
 
 bp = Blueprint("ems", __name__, url_prefix="/ems")
 
+#: The open-request board's order (a ``services.boards.SORTS`` key): emergent first.
+BOARD_DEFAULT_SORT = "urgency"
 BOARD_WITHIN = {"": "Any time", "2": "Next 2 hours", "4": "Next 4 hours", "8": "Next 8 hours",
                 "today": "Today"}
 #: A stop's status -> the crew's next step (``trips.CREW_STEPS`` in order).
@@ -145,12 +157,26 @@ def _pickup_before(within, now):
     return None
 
 
+def _board_view():
+    """Sort and page from the query string (:mod:`dashboard.services.boards`): a sort the board
+    does not offer aborts 400 with a message; a page no pager shows is the first."""
+    try:
+        sort = boards.sort_from(request.args.get("sort"), BOARD_DEFAULT_SORT)
+    except boards.BoardQueryRefused as refused:
+        abort(refused.status, refused.message)
+    return sort, boards.page_from(request.args.get("page"))
+
+
 def _board_context():
     agency = _agency()
     now = utcnow()
     filters = _board_filters(agency)
-    open_trips = bidding.open_requests(
-        agency.id, agency.level_list, level=filters["level"] or None,
+    sort, page = _board_view()
+    risk = None
+    if sort.removeprefix("-") == "risk":
+        risk = oversight.risk_condition(now, configuration.get_all())
+    open_trips, shown = bidding.open_requests_page(
+        agency.id, agency.level_list, sort, page, risk, level=filters["level"] or None,
         urgency=filters["urgency"] or None, pickup_before=_pickup_before(filters["within"], now),
         now=now)
     bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
@@ -159,9 +185,19 @@ def _board_context():
     upcoming = [{"trip": trip, "distance_km": trip_distance(trip)}
                 for trip in scheduling.upcoming_requests(agency.id, agency.level_list, limit=UPCOMING_SHOWN,
                                                          level=filters["level"] or None, now=now)]
-    return {"rows": rows, "upcoming": upcoming, "filters": filters, "now": now,
+    view = dict(filters, sort=sort, page=shown.number)
+
+    def link_args(**changes):
+        """The board's query arguments with ``changes`` applied, defaults left out."""
+        args = dict(view, **changes)
+        return {key: value for key, value in args.items()
+                if value and not (key == "sort" and value == BOARD_DEFAULT_SORT)
+                and not (key == "page" and value == 1)}
+
+    return {"rows": rows, "upcoming": upcoming, "filters": filters, "now": now, "sort": sort,
+            "sorts": boards.SORTS, "page": shown, "link_args": link_args,
             "levels": bidding.servable_levels(agency.level_list), "within_choices": BOARD_WITHIN,
-            "panel_args": {key: value for key, value in filters.items() if value}}
+            "panel_args": link_args()}
 
 
 @bp.route("/")
@@ -574,6 +610,8 @@ def trips_csv():
 # --- units ---------------------------------------------------------------------------------
 
 def _units_context():
+    from ..services import crew  # who staffs each unit this shift
+
     agency = _agency()
     units = unit_service.agency_units(agency.id)
     current = {}  # each unit's current trip: the one under way, else the next planned one
@@ -582,7 +620,8 @@ def _units_context():
                                       EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))
             .order_by(*bidding.current_route_order())):
         current.setdefault(route.unit_id, route)
-    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS}
+    return {"units": units, "current_routes": current, "route_status_labels": ROUTE_STATUS_LABELS,
+            "staffing": crew.staffing(agency.id)}
 
 
 def _unit_form(agency, **kwargs):

@@ -32,9 +32,21 @@ def on(silo, *types, target, name=None):
     return register
 
 
+#: The steps writing the center's record of an event, after its follow-ups: its audit entry and
+#: live signal, then the alerts it raises.  Once the follow-ups are applied, only these remain.
+CENTER_STEPS = ("record", "alerts")
+
+
 def handlers_for(silo, type_):
-    """Follow-ups first, then the center's record (audit + live signal), always last."""
-    return _REGISTRY.get((silo, type_), []) + [("record", "center", record)]
+    """Follow-ups first, then the center's record (audit + live signal) and the alerts, last."""
+    return _REGISTRY.get((silo, type_), []) + [("record", "center", record), ("alerts", "center", alerts)]
+
+
+def alerts(event):
+    """The alerts the event raises for the people it concerns (``services.alerts.produce``)."""
+    from ..services import alerts as alert_service
+
+    alert_service.produce(event)
 
 
 # --- hospital events --------------------------------------------------------------------
@@ -305,7 +317,8 @@ def record(event):
         return
     signal = LiveSignal(name=SIGNAL_NAMES.get(event.entity_type, "trip-updated"),
                         entity_id=str(p.get("public_id") or event.entity_id),
-                        hospital_id=p.get("hospital_id"), agency_ids=_agency_scope(event, p))
+                        hospital_id=p.get("hospital_id"), agency_ids=_agency_scope(event, p),
+                        unit_ids=_unit_scope(event, p))
     if event.entity_type == "user":
         signal.user_id = p.get("user_id")
         signal.agency_ids = ""
@@ -317,7 +330,7 @@ def record(event):
                                   agency_ids=""))
 
 
-def _invites_preferred_only(p, at):
+def invites_preferred_only(p, at):
     """Whether, when the event happened, only the invited (preferred) agencies could see the trip."""
     if p.get("invite_mode") == "preferred":
         return True
@@ -351,12 +364,24 @@ def _agency_scope(event, p):
         released = (p.get("released") or {}).get("agency_id")
         ids.update(i for i in (p.get("awarded_agency_id"), released) if i)
         level = p.get("level_of_care")
-        if event.type != "trip.invite_widened" and _invites_preferred_only(p, event.created_at):
+        if event.type != "trip.invite_widened" and invites_preferred_only(p, event.created_at):
             ids.update(p.get("invited_agency_ids") or [])
         elif level:
             for agency in db.session.scalars(sa.select(Agency).where(Agency.active.is_(True))):
                 if any(LEVEL_RANK[lv] >= LEVEL_RANK[level] for lv in agency.level_list):
                     ids.add(agency.id)
+    return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
+
+
+def _unit_scope(event, p):
+    """Which units' crews may hear of this: ",12,40," (EMS silo unit ids) or "" (none): a trip's
+    awarded unit and the unit it was taken from, or the unit a unit or bid event names."""
+    ids = set()
+    if event.entity_type == "trip":
+        ids.update(i for i in (p.get("awarded_unit_id"), (p.get("released") or {}).get("unit_id"),
+                               p.get("unit_id")) if i)
+    elif event.entity_type == "unit" and p.get("unit_id"):
+        ids.add(p["unit_id"])
     return "," + ",".join(str(i) for i in sorted(ids)) + "," if ids else ""
 
 

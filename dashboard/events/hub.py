@@ -32,13 +32,13 @@ RECENT = 5000
 #: Ids a concurrent writer may still commit below the highest id seen.
 LOOKBACK = 100
 _COLUMNS = (LiveSignal.id, LiveSignal.name, LiveSignal.entity_id, LiveSignal.hospital_id,
-            LiveSignal.agency_ids, LiveSignal.user_id)
+            LiveSignal.agency_ids, LiveSignal.user_id, LiveSignal.unit_ids)
 
 
 class SignalHub:
     """Recent signals of this process, and the event its streams wait on.
 
-    A signal is a tuple ``(id, name, entity_id, hospital_id, agency_ids, user_id)``.
+    A signal is a tuple ``(id, name, entity_id, hospital_id, agency_ids, user_id, unit_ids)``.
     """
 
     def __init__(self):

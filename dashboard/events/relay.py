@@ -1,7 +1,8 @@
 """The relay: delivers each silo's outbox, applies cross-silo follow-ups, runs the timer.
 
-The timer handles deadlines of open requests, prunes old live signals and, at most
-once a minute, stores the analytics cells of the days that closed.
+The timer handles deadlines of open requests, raises the alerts no event marks (and the
+escalation ladder's steps), prunes old live signals and, at most once a minute, stores the
+analytics cells of the days that closed.
 
 Delivery of one event:
 1. claim it (a short lease; several relays may run together and never apply
@@ -180,8 +181,37 @@ class Relay:
                 or time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune_events(now or utcnow())
+            self._prune_alerts(now)
+        self._alerts(now)
         self._roll_up(now)
         return handled
+
+    def _prune_alerts(self, now):
+        """Old alerts and sent deliveries deleted (``services.alerts.prune``); a center outage waits."""
+        from ..services import alerts
+
+        try:
+            alerts.prune(now)
+        except Exception as exc:
+            db.session.rollback()
+            log.warning("relay: pruning alerts failed: %s", type(exc).__name__)
+
+    def _alerts(self, now):
+        """The timer's alerts (deadlines near, crews late, requests at risk, parked events, silos
+        down) and the escalation ladder's due steps; a silo down skips what needs it."""
+        from ..services import alerts, escalation
+
+        try:
+            alerts.sweep(now)
+        except Exception as exc:
+            db.session.rollback()
+            log.warning("relay: alert sweep failed: %s", type(exc).__name__)
+        try:
+            if escalation.step_due(now):
+                hub.poke()
+        except Exception as exc:
+            db.session.rollback()
+            log.warning("relay: escalation step failed: %s", type(exc).__name__)
 
     def prune_events(self, now):
         """Delete delivered outbox rows and inbox records older than ``EVENT_RETENTION``, at
@@ -287,7 +317,7 @@ class Relay:
         db.session.commit()
         handlers = handler_registry.handlers_for(silo, event.type)
         if event.status == RECORDING:
-            handlers = [h for h in handlers if h[0] == "record"]
+            handlers = [h for h in handlers if h[0] in handler_registry.CENTER_STEPS]
         step = None
         try:
             for step in handlers:
@@ -306,7 +336,7 @@ class Relay:
             # Follow-ups all applied, only the center's record waits: later events of the
             # entity may pass (their follow-ups must not wait for the center).
             status = "parked" if parked else (
-                RECORDING if step is not None and step[0] == "record" else event.status)
+                RECORDING if step is not None and step[0] in handler_registry.CENTER_STEPS else event.status)
             delay = backoff_seconds(attempts)
             if unreachable:
                 delay = min(delay, UNREACHABLE_BACKOFF_SECONDS)
@@ -439,7 +469,7 @@ def retry_parked(silo=None, event_id=None):
 
 # -- the embedded default: a relay thread in the web process ------------------------------
 
-_inprocess = {"relay": None, "thread": None}
+_inprocess = {"relay": None, "thread": None, "sender": None}
 _inprocess_lock = threading.Lock()
 
 
@@ -453,17 +483,22 @@ def start_inprocess_relay(app):
         with _inprocess_lock:
             if _inprocess["relay"] is not None:
                 return
+            from ..services.deliveries import start_sender_thread
+
             relay = Relay(app)
             thread = threading.Thread(target=relay.run_forever, name="medport-relay", daemon=True)
             thread.start()
-            _inprocess.update(relay=relay, thread=thread)
+            # Alert emails and webhooks in a thread of their own: a slow server never holds the relay.
+            _inprocess.update(relay=relay, thread=thread, sender=start_sender_thread(app))
 
 
 def stop_inprocess_relay(timeout=10):
     """Stop this process's relay thread (a worker shutting down); it finishes its pass."""
     with _inprocess_lock:
-        relay, thread = _inprocess["relay"], _inprocess["thread"]
-        _inprocess.update(relay=None, thread=None)
+        relay, thread, sender = _inprocess["relay"], _inprocess["thread"], _inprocess["sender"]
+        _inprocess.update(relay=None, thread=None, sender=None)
+    if sender is not None:
+        sender.stop()
     if relay is not None:
         relay.stop()
         thread.join(timeout)

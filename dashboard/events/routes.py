@@ -45,19 +45,28 @@ def _resync():
 
 
 def may_receive(viewer, signal):
-    """Whether a viewer ``(role, hospital_id, agency_id, user_id)`` may receive ``signal``.
+    """Whether a viewer ``(role, hospital_id, agency_id, user_id[, unit_id])`` may receive
+    ``signal`` (the hub's tuple; ``unit_ids``, its seventh item, may be left off).
 
-    Center roles receive everything; a hospital user what concerns their
-    hospital; an EMS user what names their agency; a signal about one account
-    goes to that account (and the center); ``"*"`` signals (configuration,
-    registry) go to every organisation.
+    An ``alert`` goes to its recipient alone.  Center roles receive everything else; a
+    hospital user what concerns their hospital; an EMS user what names their agency; a crew
+    member only what names their agency and the unit they staff this shift (``unit_id``, EMS
+    silo id); a signal about one account goes to that account (and the center); ``"*"``
+    signals (configuration, registry) go to every organisation but crews.
     """
-    _id, _name, _entity, hospital_id, agency_ids, user_id = signal
-    role, viewer_hospital, viewer_agency, viewer_user = viewer
+    _id, name, _entity, hospital_id, agency_ids, user_id = signal[:6]
+    unit_ids = signal[6] if len(signal) > 6 else ""
+    role, viewer_hospital, viewer_agency, viewer_user = viewer[:4]
+    viewer_unit = viewer[4] if len(viewer) > 4 else None
+    if name == "alert":  # one user's own alert: nobody else, the center included
+        return user_id is not None and user_id == viewer_user
     if role in CENTER_ROLES:
         return True
     if user_id is not None:
         return user_id == viewer_user
+    if role == "crew":
+        return (viewer_agency is not None and viewer_unit is not None
+                and f",{viewer_agency}," in (agency_ids or "") and f",{viewer_unit}," in (unit_ids or ""))
     if agency_ids == "*":
         return True
     if role == "hospital":
@@ -92,12 +101,24 @@ def _last_event_id():
     return int(raw) if re.fullmatch(r"[0-9]{1,18}", raw) else None
 
 
+def _crew_unit_id():
+    """The EMS silo id of the unit a crew member staffs this shift (None for other roles, or
+    with no shift or the EMS silo unreachable: the crew's stream then passes nothing on)."""
+    if current_user.role != "crew":
+        return None
+    from ..services import crew, degraded
+
+    shift = degraded.optional("ems", lambda: crew.open_shift(current_user.id))
+    return shift.unit_id if shift is not None else None
+
+
 @bp.route("/events")
 @login_required
 def stream():
     """The viewer's live signals; ``Last-Event-ID`` replays what a reconnecting page missed."""
     app = current_app._get_current_object()
-    viewer = (current_user.role, current_user.hospital_id, current_user.agency_id, current_user.id)
+    viewer = (current_user.role, current_user.hospital_id, current_user.agency_id, current_user.id,
+              _crew_unit_id())
     epoch, token = current_user.session_epoch, current_user.session_token
     keepalive = float(app.config.get("MEDPORT_STREAM_KEEPALIVE_SECONDS", 15))
     max_seconds = float(app.config.get("MEDPORT_STREAM_MAX_SECONDS", 3600))

@@ -22,7 +22,7 @@ from ..formfields import FiniteNumberField, FlaskForm, LocalTimeField, WholeNumb
 from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS
-from ..services import scheduling
+from ..services import care_rules, scheduling
 from ..services.trips import PATIENT_REF_PATTERN
 from ..submission_field import submission_field
 
@@ -139,6 +139,10 @@ class WindowMixin:
 class NeedsMixin:
     """The crew's view of the patient: no name, no date of birth, no record number."""
 
+    #: What a field message asks of the nurse when a need is above the level (``{level}``: the
+    #: level every need asks for).
+    CARE_REMEDY = "Choose {level}"
+
     mobility = SelectField(
         "Mobility", choices=options(MOBILITIES), validate_choice=False,
         validators=[InputRequired("Choose the patient's mobility.")],
@@ -169,6 +173,12 @@ class NeedsMixin:
         "Notes for the crew", filters=[multi_line],
         validators=[Length(max=500, message="Keep notes to 500 characters.")],
     )
+    care_override = BooleanField("Send at this level of care anyway")
+    care_override_reason = StringField(
+        "Reason for the override", filters=[one_line],
+        validators=[Length(max=care_rules.OVERRIDE_REASON_MAX,
+                           message=f"Keep the reason to {care_rules.OVERRIDE_REASON_MAX} characters.")],
+    )
 
     def validate_mobility(self, field):
         """Only the listed mobilities."""
@@ -179,6 +189,43 @@ class NeedsMixin:
         """Only the listed isolations."""
         if field.data not in ISOLATIONS:
             raise ValidationError("Choose one of the listed isolation options.")
+
+    def check_care(self, level, kept=None):
+        """Add field errors for needs above ``level`` (the table of :mod:`..services.care_rules`),
+        each on its own field, naming the need and the level it needs; or on the reason when the
+        override is ticked without one.  ``kept`` is the request's stored override (reason,
+        covered needs) on an edit: needs it covers pass without ticking it again.  Returns
+        whether the needs may be saved at ``level``."""
+        if level not in LEVELS or any(getattr(self, rule.need).errors for rule in care_rules.CARE_RULES):
+            return True  # the level's or the need's own message says what is wrong
+        needs = {rule.need: getattr(self, rule.need).data for rule in care_rules.CARE_RULES}
+        short = care_rules.shortfalls(level, needs)
+        if not short:
+            return True
+        if self.care_override.data:
+            if care_rules.clean_reason(self.care_override_reason.data):
+                return True
+            if not self.care_override_reason.errors:
+                self.care_override_reason.errors.append(
+                    f"Give the reason for sending this request at {level}: "
+                    + care_rules.summary(level, short) + ".")
+            return False
+        kept_reason, kept_needs = kept or (None, None)
+        kept_needs = set((kept_needs or "").split(",")) if kept_reason else set()
+        uncovered = [rule for rule in short if rule.need not in kept_needs]
+        if not uncovered:
+            return True
+        required = care_rules.required_level(needs)
+        for rule in uncovered:
+            getattr(self, rule.need).errors.append(
+                f"{rule.message(level)} {self.CARE_REMEDY.format(level=required)}, or tick "
+                f"“{self.care_override.label.text}” below and give a reason.")
+        return False
+
+    def care_override_value(self):
+        """The override reason to pass to the trips service: the typed reason when the box is
+        ticked, else None."""
+        return self.care_override_reason.data if self.care_override.data else None
 
     def needs_values(self):
         """The needs as model values."""
@@ -324,6 +371,7 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
             self.invite_all_after_minutes.errors.append(
                 "Say after how many minutes every agency may bid (1 to 240).")
             ok = False
+        ok = self.check_care(self.level_of_care.data) and ok
         window_ok = self.check_window()
         start, end = self.window_utc()
         minutes = self.bid_deadline_minutes.data
@@ -369,6 +417,9 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
                      "isolation", "oxygen_lpm", "cardiac_monitor", "iv_pump", "ventilator",
                      "other_needs", "notes", "invite_mode", "invite_all_after_minutes"):
             getattr(self, name).data = getattr(trip, name)
+        # An override is copied as it was, ticked: the form as shown posts as the first did.
+        self.care_override.data = bool(trip.care_override_reason)
+        self.care_override_reason.data = trip.care_override_reason or ""
         if trip.window_start >= now - WINDOW_GRACE:
             self.window_start.data = to_local(trip.window_start).replace(tzinfo=None)
             self.window_end.data = to_local(trip.window_end).replace(tzinfo=None)
@@ -378,6 +429,8 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
 
 class EditForm(WindowMixin, NeedsMixin, FlaskForm):
     """What may change on an open request: the window, the needs, the notes."""
+
+    CARE_REMEDY = "Cancel it and re-post it at {level}"  # the level cannot change here
 
     version = _version_field()
 

@@ -4,7 +4,6 @@ Everything here is scoped to the signed-in user's hospital: another
 hospital's request answers 404.  A use case writes the hospital silo only
 and commits once; the relay tells the other silos.
 """
-import math
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from sqlalchemy.orm import selectinload
 from ..auth.routes import roles_required
 from ..extensions import db
 from ..localtime import from_local, local_midnight, local_today, to_local
-from ..models.base import URGENCY_RANK, row_id, trip_dispatch_state, utcnow
+from ..models.base import row_id, trip_dispatch_state, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid
 from ..models.hospital import (
@@ -28,7 +27,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from ..services import configuration, deadlines, degraded, oversight, submissions, trips
+from ..services import boards, configuration, deadlines, degraded, oversight, submissions, trips
 from ..templating import format_time
 from .forms import (
     MIN_BID_MINUTES,
@@ -55,8 +54,10 @@ TABS = {
     "completed": "Completed today",
     "cancelled": "Cancelled",
 }
-SORTS = {"reference": "Reference", "created": "Posted", "window": "Pickup window", "urgency": "Urgency"}
-DEFAULT_SORT = {"open": "urgency", "upcoming": "window", "active": "window", "completed": "-window", "cancelled": "-created"}
+SORTS = {"reference": "Reference", "created": "Posted", "window": "Pickup window", "urgency": "Urgency",
+         "deadline": "Bidding closes", "risk": "At risk first"}
+DEFAULT_SORT = {"open": "urgency", "upcoming": "window", "active": "window", "completed": "-window",
+                "cancelled": "-created"}
 CANCELLABLE = ("open", "awarded")
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
 STATUS_WORDS = {"awarded": "awarded", "en_route": "awarded (the crew is en route)",
@@ -120,19 +121,27 @@ def _agency_names(ids):
 
 # --- dashboard -------------------------------------------------------------------------------
 
-def _urgency_order():
-    """Emergent first, then urgent, then routine."""
-    return sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK))
-
-
 def _sort_column(key):
-    """The column (or expression) behind a sort key."""
+    """The column (or expression) behind a sort key of the hospital's own (not a board sort)."""
     return {
         "reference": TransportRequest.reference,
         "created": TransportRequest.created_at,
-        "window": TransportRequest.window_start,
-        "urgency": _urgency_order(),
     }[key]
+
+
+def _order(sort, now):
+    """``ORDER BY`` of a dashboard sort: the boards' shared sorts (``services.boards``), or by
+    reference or posting time, then the pickup window."""
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    if key in boards.SORTS:
+        risk = None
+        if key == "risk":
+            risk = oversight.risk_condition(now, configuration.get_all(),
+                                            oversight.deactivated_agency_ids(oversight.registry_names()[1]))
+        return boards.order_by(sort, risk)
+    column = _sort_column(key)
+    return [column.desc() if descending else column.asc(), TransportRequest.window_start.asc(),
+            TransportRequest.id.desc() if descending else TransportRequest.id.asc()]
 
 
 def _today_utc():
@@ -174,16 +183,19 @@ def _search_filter(q):
 
 
 def _view_args():
-    """Tab, sort, page and search from the query string, each forced into its allowed range."""
+    """Tab, sort, page and search from the query string.
+
+    A tab not offered is the open tab; a page no pager shows is the first; a sort not offered
+    aborts 400 with a message naming the ones offered (``services.boards.sort_from``)."""
     tab = request.args.get("tab", "open")
     tab = tab if tab in TABS else "open"
-    sort = request.args.get("sort") or DEFAULT_SORT[tab]
-    if sort.removeprefix("-") not in SORTS:
-        sort = DEFAULT_SORT[tab]
-    raw_page = request.args.get("page", "1")
-    page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) < 6 else 1
+    try:
+        sort = boards.sort_from(request.args.get("sort"), DEFAULT_SORT[tab], SORTS)
+    except boards.BoardQueryRefused as refused:
+        abort(refused.status, refused.message)
+    page = boards.page_from(request.args.get("page"))
     q = " ".join((request.args.get("q") or "").split())[:MAX_SEARCH]
-    return dict(tab=tab, sort=sort, page=max(1, min(page, MAX_PAGES)), q=q)
+    return dict(tab=tab, sort=sort, page=min(page, MAX_PAGES), q=q)
 
 
 def _link_args(view, **changes):
@@ -231,22 +243,22 @@ def _requests_view():
     if view["q"]:
         conditions.append(_search_filter(view["q"]))
     total = db.session.scalar(sa.select(sa.func.count()).where(*conditions))
-    pages = max(1, min(MAX_PAGES, math.ceil(total / PAGE_SIZE)))
-    view["page"] = min(view["page"], pages)
-    key, descending = view["sort"].removeprefix("-"), view["sort"].startswith("-")
-    column = _sort_column(key)
-    order = [column.desc() if descending else column.asc()]
-    if key != "window":
-        order.append(TransportRequest.window_start.asc())
-    order.append(TransportRequest.id.desc() if descending else TransportRequest.id.asc())
+    shown = boards.page_of(view["page"], total, PAGE_SIZE)
+    view["page"] = shown.number
+    now = utcnow()
     rows = list(db.session.scalars(
         sa.select(TransportRequest)
         .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-        .where(*conditions).order_by(*order)
-        .offset((view["page"] - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+        .where(*conditions).order_by(*_order(view["sort"], now))
+        .offset(shown.offset).limit(PAGE_SIZE)
     ))
-    return dict(view=view, rows=rows, total=total, pages=pages, counts=_tab_counts(hospital_id),
-                tabs=TABS, sorts=SORTS, default_sort=DEFAULT_SORT, link_args=_link_args, now=utcnow(),
+
+    def link_args(**changes):
+        return _link_args(view, **changes)
+
+    return dict(view=view, rows=rows, total=total, pages=shown.pages, page=shown,
+                counts=_tab_counts(hospital_id), tabs=TABS, sorts=SORTS, board_sorts=boards.SORTS,
+                default_sort=DEFAULT_SORT, link_args=_link_args, board_args=link_args, now=now,
                 panel_args=_link_args(view))
 
 
@@ -427,6 +439,7 @@ def edit_request(public_id):
         return _render_edit(trip, form)
     ok = form.validate_on_submit()
     ok = form.check_window(unchanged=(trip.window_start, trip.window_end)) and ok
+    ok = form.check_care(trip.level_of_care, kept=(trip.care_override_reason, trip.care_override_needs)) and ok
     if not ok:
         return _render_edit(trip, form, 400)
     version = parse_version(form.version)
@@ -434,7 +447,7 @@ def edit_request(public_id):
         return _render_edit(trip, form, 400, FORM_ALTERED)
     try:
         _trip, changed = trips.edit(trip, form.changes(trip), current_user.id, current_user.display_name,
-                                    expected_version=version)
+                                    expected_version=version, care_override=form.care_override_value())
     except trips.TransitionRefused as refused:
         db.session.rollback()
         return _render_edit(trip, form, refused.status, refused.message)
@@ -560,7 +573,8 @@ def new_request():
         claim = submissions.claim("hospital", form.submission_id.data, "request", user_id)
         if claim.repeat:  # the same form, sent at the same moment, was posted first
             return _already_posted(claim.created_id)
-        trip = trips.post(hospital_id, short_code, fields, user_id, user_label)
+        trip = trips.post(hospital_id, short_code, fields, user_id, user_label,
+                          care_override=form.care_override_value())
         claim.created(trip.public_id)
         if source is not None and source.status == "open":
             trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}", user_id,

@@ -75,7 +75,8 @@ URGENCIES = {"routine": "Routine", "urgent": "Urgent", "emergent": "Emergent"}
 URGENCY_RANK = {"emergent": 0, "urgent": 1, "routine": 2}
 ROLES = {
     "hospital": "Hospital staff",
-    "ems": "EMS dispatcher / crew",
+    "ems": "EMS dispatcher",
+    "crew": "EMS crew member",
     "coordinator": "Transport-center coordinator",
     "admin": "Administrator",
 }

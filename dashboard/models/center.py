@@ -4,33 +4,23 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
+from ..hashing import run_hash
 from .base import CENTER_ROLES, JSONText, SubmissionMixin, new_public_id, utcnow
 
 
-def off_event_loop(func, *args):
-    """Run a CPU-bound call (scrypt takes a good fraction of a second) off a gevent worker's
-    event loop, in gevent's thread pool, so the worker's other requests and live streams
-    keep moving meanwhile (hashlib's scrypt releases the GIL).  Elsewhere: a plain call."""
-    try:
-        from gevent import get_hub, monkey
-    except ImportError:  # gevent is only needed by the production server
-        return func(*args)
-    if not monkey.is_module_patched("threading"):
-        return func(*args)
-    return get_hub().threadpool.apply(func, args)
-
-
 class User(UserMixin, db.Model):
-    """Every account of every role.  Hospital and EMS users are bound to one organisation."""
+    """Every account of every role.  Hospital, EMS and crew users are bound to one organisation
+    (a crew member to the agency whose units they staff)."""
 
     __tablename__ = "users"
     __table_args__ = (
         sa.CheckConstraint(
-            "role IN ('hospital', 'ems', 'coordinator', 'admin')", name="role_known"
+            "role IN ('hospital', 'ems', 'crew', 'coordinator', 'admin')", name="role_known"
         ),
         sa.CheckConstraint(
             "(role <> 'hospital' OR hospital_id IS NOT NULL) AND "
-            "(role <> 'ems' OR agency_id IS NOT NULL)",
+            "(role <> 'ems' OR agency_id IS NOT NULL) AND "
+            "(role <> 'crew' OR agency_id IS NOT NULL)",
             name="role_bound",
         ),
     )
@@ -69,10 +59,10 @@ class User(UserMixin, db.Model):
         return f"{self.public_id}:{self.session_epoch}:{self.session_token or ''}"
 
     def set_password(self, password):
-        self.password_hash = off_event_loop(generate_password_hash, password)
+        self.password_hash = run_hash(generate_password_hash, password)
 
     def check_password(self, password):
-        return off_event_loop(check_password_hash, self.password_hash, password)
+        return run_hash(check_password_hash, self.password_hash, password)
 
     @property
     def is_center(self):
@@ -87,6 +77,7 @@ class User(UserMixin, db.Model):
         return {
             "hospital": "hospital.dashboard",
             "ems": "ems.board",
+            "crew": "crew.home",
             "coordinator": "center.board",
             "admin": "center.board",
         }[self.role]
@@ -301,9 +292,161 @@ class LiveSignal(db.Model):
     agency_ids = sa.Column(sa.String(400), nullable=False, default="")
     # Set when the signal concerns one user only (e.g. their account changed).
     user_id = sa.Column(sa.Integer)
+    # The units (EMS silo ids) a trip or unit signal concerns, comma-wrapped (",12,40,"): a
+    # crew's stream passes on only its own unit's signals.
+    unit_ids = sa.Column(sa.String(200), nullable=False, default="", server_default="")
 
 
 class CenterSubmission(SubmissionMixin, db.Model):
     """A used one-time form token of the center silo."""
 
     __tablename__ = "center_submissions"
+
+
+class Alert(db.Model):
+    """One alert for one user: what happened to which item, when, and when the user read it.
+
+    Written by the relay from outbox events (and by its timer for what no event marks: a
+    bidding deadline near with no bid, a crew late, a request at risk, a parked event, a
+    silo down).  ``key`` makes each alert once per user: the event id and kind, or the
+    timer's occasion (the trip, its deadline or late step).  Holds no patient data: the
+    request's public reference, level and urgency only.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "key", name="uq_alerts_user_key"),
+        sa.Index("ix_alerts_user_read", "user_id", "read_at"),
+        sa.Index("ix_alerts_mail_pending", "mail_pending", "user_id"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    user_id = sa.Column(sa.Integer, sa.ForeignKey("users.id"), nullable=False)
+    kind = sa.Column(sa.String(40), nullable=False)
+    key = sa.Column(sa.String(160), nullable=False)
+    #: The item's public reference (a request's ``ALT-261201-7KQ3``, a silo's name).
+    reference = sa.Column(sa.String(64), nullable=False, default="")
+    title = sa.Column(sa.String(200), nullable=False)
+    #: Where the item is, a path of this site the recipient may open.
+    link = sa.Column(sa.String(300), nullable=False, default="")
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    read_at = sa.Column(sa.DateTime)
+    #: What a message about it may say beside the title: level of care, urgency, pickup window.
+    details = sa.Column(JSONText, nullable=False, default=dict)
+    #: True while it waits to be mailed (the user wants this kind by email); the mail delivery
+    #: that carries it once it is put in one.
+    mail_pending = sa.Column(sa.Boolean, nullable=False, default=False)
+    mail_delivery_id = sa.Column(sa.Integer)
+
+
+class AlertSetting(db.Model):
+    """Whether alerts of one kind are wanted, for one user or as an organisation's default.
+
+    ``scope`` is ``user:<id>``, ``hospital:<id>``, ``agency:<id>`` or ``center`` (the
+    coordinators' and admins' default).  ``levels`` and ``urgencies`` (comma lists, empty
+    for all) narrow the EMS "new request" alert.  A user's own row wins over the default of
+    their organisation, which wins over "on".
+    """
+
+    __tablename__ = "alert_settings"
+    __table_args__ = (sa.UniqueConstraint("scope", "kind", name="uq_alert_settings_scope_kind"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    scope = sa.Column(sa.String(40), nullable=False)
+    kind = sa.Column(sa.String(40), nullable=False)
+    enabled = sa.Column(sa.Boolean, nullable=False, default=True)
+    #: Also by email (when the kind is on).  For the kind ``mail.digest``, ``enabled`` means the
+    #: user's alert emails come as one digest an hour rather than within the minute.
+    email = sa.Column(sa.Boolean, nullable=False, default=False)
+    levels = sa.Column(sa.String(20), nullable=False, default="")
+    urgencies = sa.Column(sa.String(40), nullable=False, default="")
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    updated_by_user_id = sa.Column(sa.Integer)
+
+
+class AlertEscalation(db.Model):
+    """A request unfilled or at risk climbing the escalation ladder until someone acknowledges it.
+
+    ``step`` is the index of the ladder's last step alerted (the ladder is the center's
+    ``escalation_ladder`` setting, step 0 the first alert to the center); ``next_at`` when the
+    next step is due (None once the ladder's last step is alerted).  An acknowledgement records
+    who and when and stops it; so does the request no longer needing it (``resolved_at``).
+    """
+
+    __tablename__ = "alert_escalations"
+    __table_args__ = (sa.Index("ix_alert_escalations_open_next", "acknowledged_at", "next_at"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    #: What started it, once: ``unfilled:<trip public id>:<deadline>`` or ``at_risk:...``.
+    key = sa.Column(sa.String(160), nullable=False, unique=True)
+    reason = sa.Column(sa.String(20), nullable=False)
+    trip_public_id = sa.Column(sa.String(36), nullable=False, index=True)
+    reference = sa.Column(sa.String(64), nullable=False)
+    started_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    step = sa.Column(sa.Integer, nullable=False, default=0)
+    next_at = sa.Column(sa.DateTime)
+    acknowledged_at = sa.Column(sa.DateTime)
+    acknowledged_by_user_id = sa.Column(sa.Integer)
+    acknowledged_by = sa.Column(sa.String(254))
+    #: Set when the request no longer needs it (awarded, cancelled, no longer at risk).
+    resolved_at = sa.Column(sa.DateTime)
+
+
+class WebhookEndpoint(db.Model):
+    """An organisation's own system, told of its alerts by a signed JSON POST (Standard Webhooks).
+
+    ``scope`` is the organisation (``hospital:<id>``, ``agency:<id>``, ``center``); ``kinds`` the
+    alert kinds it asked for (comma list); ``secret`` the ``whsec_...`` signing secret, shown to
+    the admin who registered it.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    scope = sa.Column(sa.String(40), nullable=False, index=True)
+    url = sa.Column(sa.String(500), nullable=False)
+    kinds = sa.Column(sa.String(600), nullable=False, default="")
+    secret = sa.Column(sa.String(100), nullable=False)
+    active = sa.Column(sa.Boolean, nullable=False, default=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    created_by_user_id = sa.Column(sa.Integer)
+
+    @property
+    def kind_list(self):
+        return [k for k in self.kinds.split(",") if k]
+
+
+class AlertDelivery(db.Model):
+    """One message to send, by email or webhook, with its own retries; the center sees them all.
+
+    ``status``: ``pending`` (not tried yet), ``retrying`` (failed, tried again at
+    ``next_attempt_at``), ``sent``, ``parked`` (given up after repeated failure; a replay puts it
+    back).  ``target`` is the email address or the endpoint's id; ``message`` what is sent
+    (the email's subject and text, or the webhook's id, type and JSON body), built when the
+    delivery is made so a retry sends the same thing.
+    """
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (sa.Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    public_id = sa.Column(sa.String(36), nullable=False, unique=True, default=new_public_id)
+    channel = sa.Column(sa.String(10), nullable=False)
+    user_id = sa.Column(sa.Integer)
+    endpoint_id = sa.Column(sa.Integer)
+    target = sa.Column(sa.String(500), nullable=False)
+    #: A webhook delivery's occasion (``<endpoint>:<alert key>``): one message per organisation.
+    key = sa.Column(sa.String(200), unique=True)
+    message = sa.Column(JSONText, nullable=False, default=dict)
+    items = sa.Column(sa.Integer, nullable=False, default=1)
+    status = sa.Column(sa.String(10), nullable=False, default="pending")
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    next_attempt_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    claimed_until = sa.Column(sa.DateTime)
+    last_error = sa.Column(sa.String(300))
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    last_attempt_at = sa.Column(sa.DateTime)
+    sent_at = sa.Column(sa.DateTime)

@@ -210,12 +210,15 @@ class EmsRoute(db.Model):
     ventilator = sa.Column(sa.Boolean)
     other_needs = sa.Column(sa.String(200))
     notes = sa.Column(sa.String(500))
+    care_override_reason = sa.Column(sa.String(300))
+    care_override_needs = sa.Column(sa.String(120))
 
     unit = db.relationship("Unit")
 
     #: Trip columns a route keeps a copy of (same names on both).
     CREW_FACTS = ("level_of_care", "mobility", "urgency", "weight_kg", "isolation", "oxygen_lpm",
-                  "cardiac_monitor", "iv_pump", "ventilator", "other_needs", "notes")
+                  "cardiac_monitor", "iv_pump", "ventilator", "other_needs", "notes",
+                  "care_override_reason", "care_override_needs")
 
     @classmethod
     def crew_facts_of(cls, trip):
@@ -236,3 +239,56 @@ class EmsSubmission(SubmissionMixin, db.Model):
 
     __bind_key__ = "ems"
     __tablename__ = "ems_submissions"
+
+
+class CrewShift(db.Model):
+    """A crew member staffing one unit for a shift: who (the center's user id and the name
+    the dispatcher sees), which unit, from when, until when it is planned to end and when it
+    ended.  A crew member has at most one open shift (a partial unique index); a unit may be
+    staffed by several (a two-person crew)."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "crew_shifts"
+    __table_args__ = (
+        sa.CheckConstraint("ends_at > started_at", name="shift_ordered"),
+        sa.Index("uq_crew_shifts_one_open_per_user", "user_id", unique=True,
+                 sqlite_where=sa.text("ended_at IS NULL"), postgresql_where=sa.text("ended_at IS NULL")),
+        sa.Index("ix_crew_shifts_unit_ended", "unit_id", "ended_at"),
+    )
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"), nullable=False)
+    agency_id = sa.Column(sa.Integer, nullable=False)
+    # The center's user id (no key crosses a silo) and the crew member's name as the
+    # dispatcher sees it, kept here so the units page shows it with the center down.
+    user_id = sa.Column(sa.Integer, nullable=False)
+    crew_name = sa.Column(sa.String(120), nullable=False)
+    started_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    # When the shift is planned to end: past it the shift is over (the crew picks a unit again)
+    # and what the crew's page stored on the phone expires.
+    ends_at = sa.Column(sa.DateTime, nullable=False)
+    ended_at = sa.Column(sa.DateTime)
+
+    unit = db.relationship("Unit")
+
+
+class CrewTap(db.Model):
+    """One tap of a crew's phone (a step or an undo), by the idempotency key the phone gave it:
+    a tap sent again (a retry after coverage came back) gets the stored answer, no second
+    effect.  ``tapped_at`` is the phone's time of the tap, ``received_at`` the server's."""
+
+    __bind_key__ = "ems"
+    __tablename__ = "crew_taps"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    key = sa.Column(sa.String(64), nullable=False, unique=True)
+    user_id = sa.Column(sa.Integer, nullable=False)
+    unit_id = sa.Column(sa.Integer, nullable=False)
+    trip_public_id = sa.Column(sa.String(36), nullable=False)
+    action = sa.Column(sa.String(8), nullable=False)
+    step = sa.Column(sa.String(20), nullable=False)
+    tapped_at = sa.Column(sa.DateTime, nullable=False)
+    received_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    # The answer given the first time, given again to a repeat: HTTP status and message.
+    status = sa.Column(sa.Integer, nullable=False)
+    message = sa.Column(sa.String(400), nullable=False, default="")

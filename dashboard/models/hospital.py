@@ -103,6 +103,8 @@ class TransportRequest(db.Model):
         sa.Index("ix_transport_requests_hospital_status_created", "hospital_id", "status", "created_at"),
         sa.Index("ix_transport_requests_status_created", "status", "created_at"),
         sa.Index("ix_transport_requests_status_deadline", "status", "bid_deadline"),
+        # The boards' pickup-time order, a page at a time (services/boards.py).
+        sa.Index("ix_transport_requests_status_window", "status", "window_start"),
         sa.Index("ix_transport_requests_agency_status", "awarded_agency_id", "status"),
         sa.Index("ix_transport_requests_created", "created_at"),
         # Analytics medians: a period's requests read from the index alone (PostgreSQL).
@@ -168,6 +170,10 @@ class TransportRequest(db.Model):
     ventilator = sa.Column(sa.Boolean, nullable=False, default=False)
     other_needs = sa.Column(sa.String(200), nullable=False, default="")
     notes = sa.Column(sa.String(500), nullable=False, default="")
+    # A need above the level of care (services/care_rules.py), sent at this level anyway: the
+    # nurse's reason, and the needs it covers (",".join of rule needs, e.g. "ventilator").
+    care_override_reason = sa.Column(sa.String(300))
+    care_override_needs = sa.Column(sa.String(120))
 
     bid_deadline = sa.Column(sa.DateTime, nullable=False)
     # Booked ahead (services.scheduling): bidding opens at this time, not at posting; the

@@ -9,9 +9,10 @@ from flask import current_app
 from werkzeug.security import generate_password_hash
 
 from ..extensions import db
+from ..hashing import run_hash
 from ..models import center as center_models
 from ..models.base import ROLES, utcnow
-from ..models.center import AuditLog, User, UserSession, off_event_loop
+from ..models.center import AuditLog, User, UserSession
 from . import audit
 
 DEMO_PASSWORD = "medport-demo"
@@ -138,16 +139,25 @@ _THROTTLE_MESSAGES = {
 @functools.cache
 def _dummy_password_hash():
     """A hash of a random password, made like every user's (same scheme and cost)."""
-    return off_event_loop(generate_password_hash, secrets.token_urlsafe(24))
+    return run_hash(generate_password_hash, secrets.token_urlsafe(24))
 
 
-def _check_password(user, password):
-    """Check ``password`` against ``user``'s hash, or against a dummy hash of the same cost when
-    there is no such user, so an unknown email takes as long as a known one."""
-    if user is not None:
-        return user.check_password(password)
-    off_event_loop(center_models.check_password_hash, _dummy_password_hash(), password)
-    return False
+def _release_connections():
+    """End the session's read-only transaction, so its pooled connections go back while the
+    password hash waits for a slot and runs (a rush of sign-ins must not hold every connection
+    of the center's pool for their hashes).  Does nothing when the session holds changes."""
+    session = db.session
+    if not (session.new or session.dirty or session.deleted):
+        session.commit()
+
+
+def _check_password(stored_hash, password):
+    """Check ``password`` against a user's ``stored_hash``, or against a dummy hash of the same
+    cost when there is no such user (``None``), so an unknown email takes as long as a known one."""
+    if stored_hash is None:
+        run_hash(center_models.check_password_hash, _dummy_password_hash(), password)
+        return False
+    return run_hash(center_models.check_password_hash, stored_hash, password)
 
 
 def authenticate(email, password, ip):
@@ -157,7 +167,9 @@ def authenticate(email, password, ip):
     gives the wait in whole seconds; nothing is checked then); 401 for a wrong email or
     password (one password hash is checked either way, a dummy one for an unknown email,
     so the answer takes as long); 403 for a deactivated account (right password).  The
-    caller commits: the audit entry of a refusal is written either way.
+    caller commits: the audit entry of a refusal is written either way.  Raises
+    :class:`dashboard.hashing.HashingBusy` (nothing recorded) when no hashing slot came free
+    within ``MEDPORT_PASSWORD_HASH_WAIT_SECONDS``.
     """
     email = normalise_email(email)
     wait, rule = throttle_wait(email, ip)
@@ -166,14 +178,16 @@ def authenticate(email, password, ip):
         raise LoginRefused(_THROTTLE_MESSAGES[rule].format(wait=_wait_text(wait)), status=429,
                            retry_after=math.ceil(wait))
     user = find_user_by_email(email)
-    if not _check_password(user, password):
+    stored_hash = user.password_hash if user is not None else None
+    _release_connections()
+    if not _check_password(stored_hash, password):
         audit.record("login.failed", user_email=email, ip=ip,
                      user_id=user.id if user else None, detail="wrong email or password")
         raise LoginRefused("Wrong email or password.")
     if not user.is_active:
         audit.record("login.failed", user=user, ip=ip, detail="account deactivated")
         raise LoginRefused("This account is deactivated. Ask an administrator.", status=403)
-    organisation = user.hospital if user.role == "hospital" else user.agency if user.role == "ems" else None
+    organisation = user.hospital if user.role == "hospital" else user.agency if user.role in ("ems", "crew") else None
     if organisation is not None and not organisation.active:
         audit.record("login.failed", user=user, ip=ip, detail="organisation deactivated")
         raise LoginRefused(f"{organisation.name} is deactivated in MedPort's registry, so its accounts "
@@ -241,11 +255,11 @@ def create_user(email, display_name, role, password, hospital_id=None, agency_id
         raise ValueError(f"Unknown role {role!r}.")
     if role == "hospital" and not hospital_id:
         raise ValueError("A hospital user must belong to a hospital.")
-    if role == "ems" and not agency_id:
-        raise ValueError("An EMS user must belong to an agency.")
+    if role in ("ems", "crew") and not agency_id:
+        raise ValueError("An EMS user or crew member must belong to an agency.")
     if role not in ("hospital",):
         hospital_id = None
-    if role not in ("ems",):
+    if role not in ("ems", "crew"):
         agency_id = None
     if find_user_by_email(email) is not None:
         raise ValueError("A user with this email already exists.")

@@ -44,6 +44,7 @@ from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
+from .. import server_timing
 from ..extensions import db
 from ..localtime import local_midnight, local_today, local_zone
 from ..models.base import LEVELS, URGENCIES, utcnow
@@ -279,7 +280,7 @@ def start_percentiles(silo, queries):
             return conn.execute(stmt).all()
 
     pool = ThreadPoolExecutor(max_workers=len(queries))
-    futures = [pool.submit(read, _percentile_statement(query)) for query in queries]
+    futures = [pool.submit(server_timing.carry(read), _percentile_statement(query)) for query in queries]
     pool.shutdown(wait=False)  # the threads end when their statement has answered
 
     def results():
@@ -722,7 +723,7 @@ def _meanwhile(work):
             finally:
                 db.session.remove()
 
-    thread = threading.Thread(target=run, name="analytics-today", daemon=True)
+    thread = threading.Thread(target=server_timing.carry(run), name="analytics-today", daemon=True)
     thread.start()
 
     def result():

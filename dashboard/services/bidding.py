@@ -16,7 +16,7 @@ from ..localtime import to_local
 from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
 from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
-from . import center_reads
+from . import boards, center_reads
 from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, UNDO_TO, agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
@@ -91,51 +91,88 @@ def live_bids_by_trip(agency_id, trip_ids):
     }
 
 
-def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_before=None, now=None):
-    """The open requests this agency may serve, emergent first, then newest.
+def _invited(agency_id, now):
+    """SQL: the request invites this agency at ``now`` (:func:`trips.agency_may_serve`'s
+    invitation rule): everyone, this agency by name, or everyone once a preferred-then-all
+    request's head start (``invite_all_after_minutes`` after bidding opened: posting, the
+    opening of one booked ahead or the release of a will-call return) has run out."""
+    T = TransportRequest
+    minutes = sa.func.coalesce(T.invite_all_after_minutes, 0)
+    start = sa.func.coalesce(T.bidding_opens_at, T.released_at, T.created_at)
+    if db.engines["hospital"].dialect.name == "postgresql":
+        widened = start + sa.func.make_interval(0, 0, 0, 0, 0, minutes) <= now
+    else:
+        widened = (sa.func.julianday(start) + minutes / 1440.0
+                   <= sa.func.julianday(sa.literal(now, sa.DateTime)))
+    return sa.or_(T.invite_mode == "all",
+                  T.invited_agency_ids.contains(f",{agency_id},"),
+                  sa.and_(T.invite_mode == "preferred_then_all", widened))
 
-    SQL keeps open trips of a level the agency covers that invite everyone, name
-    this agency, or invite everyone after a delay; that delay (a per-trip time
-    sum) is then checked by :func:`agency_may_serve`.  A trip past its bidding
-    deadline stays listed only while this agency has a live bid on it; one booked ahead
-    whose bidding has not opened is not listed (``scheduling.upcoming_requests`` lists it).
-    """
+
+def open_requests_conditions(agency_id, agency_levels, level=None, urgency=None, pickup_before=None,
+                             now=None):
+    """The SQL conditions of the open requests this agency may serve, or None when it serves
+    no level asked for.
+
+    Open, of a level the agency covers (``level``: that one only), inviting it
+    (:func:`_invited`), bidding still open, or past the deadline while this agency holds a
+    live bid on it; ``urgency`` and ``pickup_before`` (naive UTC: pickup window starting
+    before it) narrow them.  One booked ahead whose bidding has not opened, or a will-call
+    return still waiting for its patient, is not among them (``scheduling.upcoming_requests``
+    lists the former)."""
     now = now or utcnow()
     levels = servable_levels(agency_levels)
     if level:
         levels = [lv for lv in levels if lv == level]
     if not levels:
-        return []
-    my_bid_trip_ids = list(db.session.scalars(
-        sa.select(TransportBid.trip_id).where(TransportBid.agency_id == agency_id,
-                                              TransportBid.status == "live")))
+        return None
+    my_bids = (sa.select(TransportBid.trip_id)
+               .where(TransportBid.agency_id == agency_id, TransportBid.status == "live"))
+    my_bid_trip_ids = list(db.session.scalars(my_bids))
     deadline_ok = TransportRequest.bid_deadline > now
     if my_bid_trip_ids:
         deadline_ok = sa.or_(deadline_ok, TransportRequest.id.in_(my_bid_trip_ids))
-    query = (
-        sa.select(TransportRequest)
-        .where(
-            TransportRequest.status == "open",
-            TransportRequest.level_of_care.in_(levels),
-            sa.or_(TransportRequest.invite_mode.in_(("all", "preferred_then_all")),
-                   TransportRequest.invited_agency_ids.contains(f",{agency_id},")),
-            deadline_ok,
-            sa.or_(TransportRequest.bidding_opens_at.is_(None), TransportRequest.bidding_opens_at <= now),
-            sa.or_(TransportRequest.will_call.is_(False), TransportRequest.released_at.is_not(None)),
-        )
-        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-        .order_by(
-            sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK)),
-            TransportRequest.created_at.desc(),
-            TransportRequest.id.desc(),
-        )
-    )
+    conditions = [TransportRequest.status == "open", TransportRequest.level_of_care.in_(levels),
+                  _invited(agency_id, now), deadline_ok,
+                  sa.or_(TransportRequest.bidding_opens_at.is_(None), TransportRequest.bidding_opens_at <= now),
+                  sa.or_(TransportRequest.will_call.is_(False), TransportRequest.released_at.is_not(None))]
     if urgency:
-        query = query.where(TransportRequest.urgency == urgency)
+        conditions.append(TransportRequest.urgency == urgency)
     if pickup_before is not None:
-        query = query.where(TransportRequest.window_start < pickup_before)
-    return [trip for trip in db.session.scalars(query)
-            if agency_may_serve(trip, agency_id, agency_levels, now)]
+        conditions.append(TransportRequest.window_start < pickup_before)
+    return conditions
+
+
+def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_before=None, now=None):
+    """Every open request this agency may serve (:func:`open_requests_conditions`), emergent
+    first, then newest."""
+    conditions = open_requests_conditions(agency_id, agency_levels, level, urgency, pickup_before, now)
+    if conditions is None:
+        return []
+    return list(db.session.scalars(
+        sa.select(TransportRequest).where(*conditions)
+        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+        .order_by(sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK)),
+                  TransportRequest.created_at.desc(), TransportRequest.id.desc())))
+
+
+def open_requests_page(agency_id, agency_levels, sort, page, risk, level=None, urgency=None,
+                       pickup_before=None, now=None):
+    """One page of the agency's board: ``(rows, boards.Page)``.
+
+    ``sort`` is a :data:`boards.SORTS` key (``risk`` needs ``risk``, the SQL at-risk condition),
+    ``page`` the page number asked for (moved within the pages there are); counted, ordered
+    and cut in SQL."""
+    conditions = open_requests_conditions(agency_id, agency_levels, level, urgency, pickup_before, now)
+    if conditions is None:
+        return [], boards.page_of(1, 0)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest).where(*conditions))
+    shown = boards.page_of(page, total)
+    rows = list(db.session.scalars(
+        sa.select(TransportRequest).where(*conditions)
+        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+        .order_by(*boards.order_by(sort, risk)).limit(shown.size).offset(shown.offset)))
+    return rows, shown
 
 
 def validate_eta(raw):

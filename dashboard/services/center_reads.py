@@ -12,6 +12,7 @@ import threading
 from types import SimpleNamespace
 
 import sqlalchemy as sa
+from flask import g, has_request_context, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -27,7 +28,32 @@ _lock = threading.Lock()
 
 def read(key, query, fallback):
     """``query(connection)`` on the center, kept under ``key``; when the center cannot be
-    reached, the value kept last, else ``fallback()``.  Raises nothing for an outage."""
+    reached, the value kept last, else ``fallback()``.  Raises nothing for an outage.
+
+    Within one GET (or HEAD) request the first answer for ``key`` is reused: a page that
+    needs the registry in its filters and in its rows reads it once.  Other requests (a
+    form that changes the registry or the configuration) read it each time.
+    """
+    memo = _request_memo()
+    if memo is not None and key in memo:
+        return memo[key]
+    value = _read(key, query, fallback)
+    if memo is not None:
+        memo[key] = value
+    return value
+
+
+def _request_memo():
+    """This GET request's ``{key: value}`` of center reads, or None (no request, or not a read)."""
+    if not has_request_context() or request.method not in ("GET", "HEAD"):
+        return None
+    memo = g.get("_center_reads")
+    if memo is None:
+        memo = g._center_reads = {}
+    return memo
+
+
+def _read(key, query, fallback):
     try:
         with silos.engine("center").connect() as conn:
             value = query(conn)

@@ -25,6 +25,9 @@ SETTINGS = {
     "bidding_lead_hours_als": (48, int, 1, 14 * 24, "Bidding opens before pickup, ALS (hours)"),
     "bidding_lead_hours_cct": (72, int, 1, 14 * 24, "Bidding opens before pickup, CCT (hours)"),
     "series_generate_days": (14, int, 1, 60, "Recurring series: create occurrences this far ahead (days)"),
+    "alert_closing_minutes": (10, int, 1, 240,
+                              "Alert the hospital when bidding closes within (minutes) with no bid"),
+    "escalation_ladder": ("admin@10", str, None, None, "Escalation ladder"),
 }
 
 #: The lead-time setting of each level of care (``services.scheduling``).
@@ -38,6 +41,7 @@ GROUPS = (
                                             "board_recent_hours")),
     ("Scheduled transports", ("booking_horizon_days", "bidding_lead_hours_bls", "bidding_lead_hours_als",
                               "bidding_lead_hours_cct", "series_generate_days")),
+    ("Alerts", ("alert_closing_minutes", "escalation_ladder")),
 )
 
 
@@ -87,6 +91,12 @@ def validate(key, raw):
         if raw not in AUTO_AWARD_POLICIES:
             return None, "Choose one of the listed policies."
         return raw, None
+    if key == "escalation_ladder":
+        try:
+            steps = parse_ladder(raw)
+        except ValueError as problem:
+            return None, str(problem)
+        return format_ladder(steps), None
     try:
         value = kind(str(raw).strip())
     except (TypeError, ValueError):
@@ -141,3 +151,36 @@ def save(raw_values, actor):
         emit("center", "config.changed", "config", "system",
              {"changed": {key: [before, after] for key, (before, after) in changed.items()}})
     return changed, {}
+
+
+#: Who a step of the escalation ladder alerts.
+LADDER_ROLES = ("coordinator", "admin")
+LADDER_MAX_STEPS = 6
+
+
+def parse_ladder(text):
+    """The escalation ladder's steps after the center's first alert, from ``"admin@10,
+    admin@30"``: ``[(role, minutes)]``, each step alerting ``role`` (coordinator or admin) when
+    the request is still not acknowledged ``minutes`` after it first alerted the center.  Minutes
+    rise strictly, from 1 to 1440; at most six steps; empty text, no steps.  Raises ValueError
+    with a message for the form."""
+    steps = []
+    for part in [p.strip() for p in str(text or "").split(",") if p.strip()]:
+        role, at, minutes = part.partition("@")
+        role = role.strip().lower()
+        if not at or role not in LADDER_ROLES or not minutes.strip().isdigit():
+            raise ValueError("Write each step as role@minutes (role coordinator or admin), "
+                             "separated by commas, e.g. admin@10, admin@30.")
+        value = int(minutes.strip())
+        if not 1 <= value <= 1440:
+            raise ValueError("Minutes go from 1 to 1440.")
+        if steps and value <= steps[-1][1]:
+            raise ValueError("Each step comes later than the one before it.")
+        steps.append((role, value))
+    if len(steps) > LADDER_MAX_STEPS:
+        raise ValueError(f"At most {LADDER_MAX_STEPS} steps.")
+    return steps
+
+
+def format_ladder(steps):
+    return ", ".join(f"{role}@{minutes}" for role, minutes in steps)

@@ -22,7 +22,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from . import audit, configuration
+from . import audit, care_rules, configuration
 from .accounts import DEMO_PASSWORD
 from .geo import distance_km
 
@@ -67,6 +67,9 @@ PREFERENCES = {
     "TYR": ["AEMS", "CLL"],
 }
 
+#: The demo's one level of care override (a BLS request with a cardiac monitor).
+DEMO_OVERRIDE_REASON = ("Telemetry only, no rhythm interpretation needed in transit; "
+                        "cardiology agrees BLS, no ALS unit free before the dialysis slot")
 PICKUP_LOCATIONS = ["4 West, room 412", "ICU bed 7", "ED bay 3", "3 North, room 318",
                     "Cardiac step-down 22", "Oncology 5B, room 510", "Rehab wing, room 104",
                     "Dialysis chair 6", "Main lobby", "Med-surg 2 East, room 221"]
@@ -186,6 +189,11 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     for _name, code, slug, *_ in AGENCIES:
         users.append(User(email=f"dispatch@{slug}.medport.test", display_name=f"Dispatcher ({code})",
                           role="ems", agency_id=agencies[code].id))
+    # Crew members who sign in on a phone and pick the unit they staff (/crew/).
+    for code, slug, name in (("AEMS", "altoonaems", "Riley Medic"), ("AEMS", "altoonaems", "Jordan EMT"),
+                             ("BCA", "blaircounty", "Sam EMT")):
+        email = f"crew@{slug}.medport.test" if name != "Jordan EMT" else f"crew2@{slug}.medport.test"
+        users.append(User(email=email, display_name=name, role="crew", agency_id=agencies[code].id))
     for user in users:
         user.password_hash = password_hash
     db.session.add_all(users)
@@ -288,7 +296,9 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
             age_group=rng.choice(["adult", "adult", "older_adult", "older_adult", "adolescent", "child"]),
             weight_kg=rng.randint(40, 140), isolation=rng.choice(["none"] * 5 + ["contact", "droplet"]),
             oxygen_lpm=rng.choice([0, 0, 0, 2, 4]), cardiac_monitor=plan["level"] != "BLS",
-            iv_pump=plan["level"] == "CCT" or rng.random() < 0.2, ventilator=plan["level"] == "CCT" and rng.random() < 0.5,
+            # An IV pump needs ALS (services/care_rules.py): a BLS trip draws alike and has none.
+            iv_pump=plan["level"] == "CCT" or (rng.random() < 0.2 and plan["level"] == "ALS"),
+            ventilator=plan["level"] == "CCT" and rng.random() < 0.5,
             other_needs=rng.choice(OTHER_NEEDS), bid_deadline=created + timedelta(minutes=30),
             invite_mode=rng.choice(["all", "all", "preferred", "preferred_then_all"]),
             invite_all_after_minutes=10,
@@ -300,6 +310,13 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
         db.session.add(trip)
         trips.append((trip, plan))
     db.session.flush()
+    # One open BLS request goes with a cardiac monitor: above its level, overridden with a reason
+    # (every other demo request's level covers its needs).
+    overridden = next((trip for trip, plan in trips if plan["level"] == "BLS" and plan["status"] == "open"), None)
+    if overridden is not None:
+        overridden.cardiac_monitor = True
+        overridden.care_override_needs = ",".join(rule.need for rule in care_rules.shortfalls("BLS", overridden))
+        overridden.care_override_reason = DEMO_OVERRIDE_REASON
 
     # Bids are decided in memory first, so each silo is written once.
     bid_plans = []
@@ -312,6 +329,13 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
                                        at=created, user_id=trip.created_by_user_id,
                                        user_label="Charge Nurse (" + plan["code"] + ")")
         history.append(posted)
+        if trip is overridden:
+            history.append(TransportRequestEvent(
+                trip_id=trip.id, action="care_override", from_status="open", to_status="open", at=created,
+                user_id=trip.created_by_user_id, user_label=posted.user_label,
+                note=f"Level of care override: {care_rules.override_summary(trip)}. Reason: {DEMO_OVERRIDE_REASON}",
+                detail={"level_of_care": "BLS", "needs": trip.care_override_needs.split(","),
+                        "reason": DEMO_OVERRIDE_REASON}))
         capable = [spec[1] for spec in AGENCIES
                    if any(LEVEL_RANK[u.level] >= LEVEL_RANK[plan["level"]] for u in units_by_agency[spec[1]])]
         recent_open = plan["status"] == "open" and rng.random() < 0.4
@@ -490,6 +514,7 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
 #: The event each kind of history line stands for (as the relay records it).
 AUDITED_ACTIONS = {"posted": "trip.posted", "awarded": "trip.awarded", "cancelled": "trip.cancelled",
                    "unfilled": "trip.unfilled", "awaiting_award": "trip.awaiting_award",
+                   "care_override": "trip.care_override",
                    **{step: "trip.status_changed" for step in ("en_route", "at_pickup", "transporting",
                                                                "completed")}}
 

@@ -14,12 +14,12 @@ from sqlalchemy.orm import selectinload
 
 from ..config import SILOS
 from ..extensions import db
-from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, trip_dispatch_state, utcnow
+from ..models.base import LEVEL_RANK, LEVELS, trip_dispatch_state, utcnow
 from ..models.center import Agency, Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.hospital import ACTIVE_STATUSES, TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
-from . import center_reads, configuration, degraded, lateness, silos
+from . import boards, center_reads, configuration, degraded, lateness, silos
 from .bidding import ACTIVE_ROUTE_STATUSES
 
 BOARD_STATES = {
@@ -39,6 +39,8 @@ BEFORE_PICKUP = ("open", "awarded", "en_route")
 #: Units that may take a center assignment.
 ASSIGNABLE_UNIT_STATUSES = ("available", "assigned")
 PARKED_LIST_LIMIT = 50
+#: The regional board's open group: at risk first.
+DEFAULT_SORT = "risk"
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 
 
@@ -52,12 +54,27 @@ class BoardFilters:
     urgency: str | None = None
     state: str | None = None
     risk_only: bool = False
+    #: The open group's order (a :data:`boards.SORTS` key) and page.
+    sort: str = DEFAULT_SORT
+    page: int = 1
 
-    def as_args(self):
-        """The filters as query-string arguments (for the panel URL and links)."""
-        args = {"hospital": self.hospital_id, "agency": self.agency_id, "level": self.level,
-                "urgency": self.urgency, "state": self.state, "risk": "y" if self.risk_only else None}
-        return {key: value for key, value in args.items() if value not in (None, "")}
+    def as_args(self, **changes):
+        """The filters, sort and page as query-string arguments (for the panel URL and links),
+        with ``changes`` applied; defaults are left out."""
+        values = dict(hospital=self.hospital_id, agency=self.agency_id, level=self.level,
+                      urgency=self.urgency, state=self.state, risk="y" if self.risk_only else None,
+                      sort=self.sort, page=self.page)
+        values.update(changes)
+        if values["sort"] == DEFAULT_SORT:
+            values["sort"] = None
+        if values["page"] == 1:
+            values["page"] = None
+        return {key: value for key, value in values.items() if value not in (None, "")}
+
+    @property
+    def narrowed(self):
+        """Whether any filter (not the order or the page) leaves requests out."""
+        return bool(self.as_args(sort=DEFAULT_SORT, page=1))
 
 
 @dataclass
@@ -117,6 +134,64 @@ def risk_marks(trip, now, settings, agencies=None):
     return marks
 
 
+def risk_condition(now, settings, deactivated_agency_ids=()):
+    """The SQL twin of :func:`risk_marks`: true for a request it would mark at ``now``.
+
+    ``settings`` holds ``risk_no_bids_minutes`` and ``risk_pickup_window_minutes``;
+    ``deactivated_agency_ids`` the registry's deactivated agencies (the ``reassign`` mark).
+    Used to count, filter and order the boards' rows in SQL ("at risk first"); a test holds
+    it to :func:`risk_marks` over every kind of mark."""
+    T = TransportRequest
+    no_bids = timedelta(minutes=settings["risk_no_bids_minutes"])
+    pickup = timedelta(minutes=settings["risk_pickup_window_minutes"])
+    # A will-call return waiting for its patient, or one booked ahead before its bidding
+    # opens, is neither unfilled nor short of bids; the former is never late either.
+    waiting = sa.and_(T.will_call.is_(True), T.released_at.is_(None))
+    bidding_opened = sa.and_(sa.not_(waiting),
+                             sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now))
+    started = sa.func.coalesce(T.bidding_opens_at, T.released_at, T.created_at)
+    conditions = [
+        # awaiting_award and unfilled (dispatch_state): open, the bidding deadline reached
+        sa.and_(T.status == "open", bidding_opened, T.bid_deadline <= now),
+        # no_bids: counted from when bidding opened
+        sa.and_(T.status == "open", bidding_opened, T.bid_count == 0, started <= now - no_bids),
+        # late (services/lateness.py)
+        sa.and_(T.status.in_(("awarded", "en_route")), T.window_end <= now),
+        sa.and_(T.status == "awarded", T.window_start <= now),
+        sa.and_(T.status == "open", sa.not_(waiting), T.window_end <= now),
+        *_crew_bounds_late(now),
+        # pickup
+        sa.and_(T.status.in_(BEFORE_PICKUP), sa.not_(sa.and_(T.status == "open", waiting)),
+                T.window_end <= now + pickup),
+        # emergent
+        sa.and_(T.urgency == "emergent", T.status.not_in(CLOSED_STATUSES)),
+    ]
+    deactivated = sorted(deactivated_agency_ids)
+    if deactivated:
+        conditions.append(sa.and_(T.status.in_(ACTIVE_STATUSES), T.awarded_agency_id.in_(deactivated)))
+    return sa.or_(*conditions)
+
+
+def _crew_bounds_late(now):
+    """SQL: late by a crew bound of :mod:`.lateness` (en route due before the window, stuck at
+    the pickup, transporting too long), each bound as configured (a bound turned off adds none)."""
+    T = TransportRequest
+    bounds = lateness.crew_bounds()
+    found = []
+    if bounds["en_route_lead"]:
+        found.append(sa.and_(T.status == "awarded", T.window_start <= now + bounds["en_route_lead"]))
+    if bounds["at_pickup_max"]:
+        found.append(sa.and_(T.status == "at_pickup", T.at_pickup_at <= now - bounds["at_pickup_max"]))
+    if bounds["transport_max"]:
+        found.append(sa.and_(T.status == "transporting", T.transporting_at <= now - bounds["transport_max"]))
+    return found
+
+
+def deactivated_agency_ids(agencies):
+    """The ids of the registry's deactivated agencies (``{id: entry}`` of :func:`registry_names`)."""
+    return {agency_id for agency_id, agency in agencies.items() if not agency.active}
+
+
 registry_names = center_reads.registry_names
 
 
@@ -147,14 +222,21 @@ def _group_order(state):
 def board(filters, now=None):
     """The regional board: every hospital's requests grouped by state, at-risk ones marked.
 
+    The open group is one page (:data:`boards.PAGE_SIZE` rows) in the order ``filters.sort``
+    names (at risk first by default), counted, ordered and cut in SQL; the others show at most
+    :data:`GROUP_LIMIT` (the closed ones, unfiltered, a preview of :data:`CLOSED_PREVIEW`).
+    ``filters.risk_only`` keeps the rows :func:`risk_condition` marks, in SQL.
+
     Returns ``{"groups": {state: [BoardRow]}, "truncated": {state: bool}, "counts": {...},
-    "settings": {...}, "hospitals": {...}, "agencies": {...}, "previewed": {state}}``;
-    ``previewed`` names the groups cut to a preview, whose ``counts`` are their true totals.
+    "settings": {...}, "hospitals": {...}, "agencies": {...}, "previewed": {state},
+    "open_page": boards.Page | None, "sorts": {...}}``; ``previewed`` names the groups cut to a
+    preview, whose ``counts`` are their true totals (the open group's count is its total too).
     """
     now = now or utcnow()
     settings = configuration.get_all()
     hospitals, agencies = registry_names()
     since = now - timedelta(hours=settings["board_recent_hours"])
+    at_risk = risk_condition(now, settings, deactivated_agency_ids(agencies))
     conditions = []
     if filters.hospital_id:
         conditions.append(TransportRequest.hospital_id == filters.hospital_id)
@@ -164,67 +246,85 @@ def board(filters, now=None):
         conditions.append(TransportRequest.level_of_care == filters.level)
     if filters.urgency:
         conditions.append(TransportRequest.urgency == filters.urgency)
+    if filters.risk_only:
+        conditions.append(at_risk)
     states = [filters.state] if filters.state else list(BOARD_STATES)
     groups, truncated, totals = {}, {}, {}
-    for state in states:
-        limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
-        rows = list(db.session.scalars(
-            sa.select(TransportRequest)
-            .where(_group_condition(state, since, now), *conditions)
+    open_page = None
+
+    def count(*where):
+        return db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest).where(*where))
+
+    def rows_of(where, order, limit, offset=0):
+        return list(db.session.scalars(
+            sa.select(TransportRequest).where(*where)
             .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-            .order_by(*_group_order(state), TransportRequest.id)
-            .limit(limit + 1)
-        ))
-        truncated[state] = len(rows) > limit
-        if truncated[state] and limit == CLOSED_PREVIEW:
-            totals[state] = db.session.scalar(
-                sa.select(sa.func.count()).select_from(TransportRequest)
-                .where(_group_condition(state, since, now), *conditions))
-        board_rows = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
-                      for trip in rows[:limit]]
-        if filters.risk_only:
-            board_rows = [row for row in board_rows if row.at_risk]
+            .order_by(*order).limit(limit).offset(offset)))
+
+    for state in states:
+        where = [_group_condition(state, since, now), *conditions]
         if state == "open":
-            # The ones at risk first, the most urgent of those first, then oldest first.
-            board_rows.sort(key=lambda r: (not r.at_risk, URGENCY_RANK.get(r.trip.urgency, 9)))
-        groups[state] = board_rows
+            open_page = boards.page_of(filters.page, count(*where))
+            rows = rows_of(where, boards.order_by(filters.sort, at_risk), open_page.size, open_page.offset)
+            truncated[state] = False
+            totals[state] = open_page.total
+        else:
+            limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
+            rows = rows_of(where, (*_group_order(state), TransportRequest.id), limit + 1)
+            truncated[state] = len(rows) > limit
+            rows = rows[:limit]
+            if truncated[state] and limit == CLOSED_PREVIEW:
+                totals[state] = count(*where)
+        groups[state] = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
+                         for trip in rows]
     counts = {state: totals.get(state, len(rows)) for state, rows in groups.items()}
-    counts["at_risk"] = sum(row.at_risk for state in ("open", "active") for row in groups.get(state, []))
+    watched = [state for state in ("open", "active") if state in groups]
+    counts["at_risk"] = count(sa.or_(*(_group_condition(state, since, now) for state in watched)),
+                              *conditions, at_risk) if watched else 0
     return {"groups": groups, "truncated": truncated, "counts": counts, "settings": settings,
             "hospitals": hospitals, "agencies": agencies, "now": now, "state_labels": BOARD_STATES,
-            "group_limit": GROUP_LIMIT, "previewed": set(totals)}
+            "group_limit": GROUP_LIMIT, "previewed": set(totals) - {"open"}, "open_page": open_page,
+            "sorts": boards.SORTS}
 
 
 # --- units -------------------------------------------------------------------------------
 
 @dataclass
 class UnitRow:
-    unit: Unit
+    unit: object  # the columns of :data:`_UNIT_COLUMNS` (a row, read like a Unit)
     agency: Agency | None
     trip: object = None  # (public_id, reference, status, hospital_id) of its current trip
+
+
+#: What the units overview reads of each unit.
+_UNIT_COLUMNS = (Unit.id, Unit.agency_id, Unit.number, Unit.level, Unit.status, Unit.base_station,
+                 Unit.updated_at, Unit.current_trip_id)
 
 
 def units_overview(agency_id=None, level=None, status=None):
     """Every agency's active units with their status and current trip; available counts.
 
     Three queries whatever the number of units: units (EMS), agencies (center),
-    current trips (hospital, one ``IN``).
+    current trips (hospital, one ``IN``).  Units are read as the columns the page shows
+    (:data:`_UNIT_COLUMNS`), not as ORM objects: a region has hundreds of them.
     """
     _hospitals, agencies = registry_names()
-    query = sa.select(Unit).where(Unit.active.is_(True))
+    query = sa.select(*_UNIT_COLUMNS).where(Unit.active.is_(True))
     if agency_id:
         query = query.where(Unit.agency_id == agency_id)
     if level:
         query = query.where(Unit.level == level)
     if status:
         query = query.where(Unit.status == status)
-    units = list(db.session.scalars(query.order_by(Unit.agency_id, Unit.number)))
+    units = list(db.session.execute(query.order_by(Unit.agency_id, Unit.number)))
     trip_ids = {u.current_trip_id for u in units if u.current_trip_id}
     trips = {}
     if trip_ids:
         trips = degraded.optional("hospital", lambda: {row.id: row for row in db.session.execute(
             sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
-                      TransportRequest.status, TransportRequest.hospital_id)
+                      TransportRequest.status, TransportRequest.hospital_id,
+                      TransportRequest.window_start, TransportRequest.window_end,  # the late flag
+                      TransportRequest.at_pickup_at, TransportRequest.transporting_at)
             .where(TransportRequest.id.in_(trip_ids))
         )})
         if trips is None:  # the hospital silo is down: the trips as the units' routes know them
@@ -253,13 +353,15 @@ _ROUTE_TO_TRIP_STATUS = {"planned": "awarded"}
 
 def _trips_from_routes(trip_ids):
     """``{trip id: row}`` of trips as the EMS silo's routes know them (id, public id, reference,
-    status; hospital unknown): what the units page shows while the hospital silo is down."""
+    status, window and step times, for the late flag; hospital unknown): what the units page shows while the hospital silo is down."""
     found = {}
     for route in db.session.scalars(sa.select(EmsRoute).where(EmsRoute.trip_id.in_(trip_ids))
                                     .order_by(EmsRoute.id)):
         found[route.trip_id] = SimpleNamespace(
             id=route.trip_id, public_id=route.trip_public_id, reference=route.trip_reference,
-            status=_ROUTE_TO_TRIP_STATUS.get(route.status, route.status), hospital_id=None)
+            status=_ROUTE_TO_TRIP_STATUS.get(route.status, route.status), hospital_id=None,
+            window_start=route.window_start, window_end=route.window_end,
+            at_pickup_at=route.at_pickup_at, transporting_at=route.transporting_at)
     return found
 
 
@@ -288,12 +390,14 @@ def request_view(trip):
 def assignable_units(trip):
     """Active units of a sufficient level, not on break or out of service, of active agencies.
 
-    Returns ``[(Agency, [Unit])]`` in agency order.
+    Returns ``[(agency entry, [unit])]`` in agency order; each unit is a row of ``id``,
+    ``agency_id``, ``number``, ``level`` and ``status`` (read as columns, not ORM objects: the
+    picker lists hundreds of units in a large region).
     """
     _hospitals, agencies = registry_names()
     levels = [lv for lv in LEVELS if LEVEL_RANK[lv] >= LEVEL_RANK[trip.level_of_care]]
-    units = db.session.scalars(
-        sa.select(Unit).where(Unit.active.is_(True), Unit.level.in_(levels),
+    units = db.session.execute(
+        sa.select(Unit.id, Unit.agency_id, Unit.number, Unit.level, Unit.status).where(Unit.active.is_(True), Unit.level.in_(levels),
                               Unit.status.in_(ASSIGNABLE_UNIT_STATUSES))
         .order_by(Unit.agency_id, Unit.number)
     )

@@ -74,7 +74,10 @@ def add_return(outbound, kind, window, deadline_minutes, hospital_code, user_id,
         bid_deadline=(now + timedelta(minutes=deadline_minutes)) if kind == "fixed" else end,
         will_call=kind == "will_call", return_of_id=outbound.id,
         notes=f"Return leg of {outbound.reference}.")
-    return trips.post(outbound.hospital_id, hospital_code, fields, user_id, user_label)
+    # The return carries the same patient: an override of the level of care on the outbound
+    # holds for it too (recorded on the return's own timeline).
+    return trips.post(outbound.hospital_id, hospital_code, fields, user_id, user_label,
+                      care_override=outbound.care_override_reason)
 
 
 def facility_hospital_id(facility_id):

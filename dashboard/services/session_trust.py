@@ -216,12 +216,12 @@ def queue_sign_out(user, ip):
 
     The relay revokes the session in the center and writes the audit entry, with the
     time of the sign-out, once the center is back.  Hospital users' events go to the
-    hospital silo, EMS users' to the EMS silo, center roles' to the hospital silo.
+    hospital silo, EMS users' and crews' to the EMS silo, center roles' to the hospital silo.
     The caller commits.  Returns the outbox row.
     """
     from ..events.outbox import emit
 
-    silo = "ems" if user.role == "ems" else "hospital"
+    silo = "ems" if user.role in ("ems", "crew") else "hospital"
     return emit(silo, "session.ended", "user", user.public_id,
                 {"user_id": user.id, "public_id": user.public_id,
                  "session_digest": session_digest(user.session_token)},

@@ -34,7 +34,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from . import center_reads, scheduling
+from . import care_rules, center_reads, scheduling
 
 #: from status -> statuses a trip may move to.
 TRANSITIONS = {
@@ -80,6 +80,15 @@ class TransitionRefused(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+class CareLevelRefused(TransitionRefused):
+    """A request whose needs ask more than its level of care (:mod:`.care_rules`), without an
+    override and its reason: 400.  ``rules`` are the broken rules of the table."""
+
+    def __init__(self, message, rules=()):
+        super().__init__(message, status=400)
+        self.rules = tuple(rules)
 
 
 class UnitBooked(TransitionRefused):
@@ -130,6 +139,8 @@ def trip_payload(trip):
         "awarded_agency_id": trip.awarded_agency_id,
         "awarded_unit_id": trip.awarded_unit_id,
         "awarded_bid_id": trip.awarded_bid_id,
+        "window_start": trip.window_start.isoformat(),
+        "window_end": trip.window_end.isoformat(),
         "version": trip.version,
     }
 
@@ -167,7 +178,57 @@ def _unused_reference(hospital_code, now):
     raise TransitionRefused("Could not allocate a request reference; please post again.", status=503)
 
 
-def post(hospital_id, hospital_code, fields, user_id, user_label):
+def _care_override(level, needs, reason, kept=None):
+    """``(reason, needs covered)`` to store for a request of ``level`` with ``needs`` (a
+    mapping of request columns), by the table of :mod:`.care_rules`.
+
+    ``reason`` is the override given now (free text, "" or None for none); ``kept`` is the
+    request's stored ``(reason, covered needs)`` on an edit.  No need above the level: no
+    override, ``(None, None)``.  Needs above it: the reason given, else the kept override
+    when it already covers every one of them.  Raises :class:`CareLevelRefused` (400) when a
+    need is above the level with no override covering it, and :class:`TransitionRefused`
+    (400) for an unknown level or a reason longer than ``care_rules.OVERRIDE_REASON_MAX``.
+    """
+    if level not in LEVEL_RANK:
+        raise TransitionRefused("Choose BLS, ALS or CCT.", status=400)
+    reason = care_rules.clean_reason(reason)
+    if len(reason) > care_rules.OVERRIDE_REASON_MAX:
+        raise TransitionRefused(
+            f"Keep the override reason to {care_rules.OVERRIDE_REASON_MAX} characters.", status=400)
+    short = care_rules.shortfalls(level, needs)
+    if not short:
+        return None, None
+    covered = ",".join(rule.need for rule in short)
+    if reason:
+        return reason, covered
+    kept_reason, kept_needs = kept or (None, None)
+    kept_needs = set((kept_needs or "").split(",")) if kept_reason else set()
+    uncovered = [rule for rule in short if rule.need not in kept_needs]
+    if not uncovered:
+        return kept_reason, covered
+    raise CareLevelRefused(
+        " ".join(rule.message(level) for rule in uncovered)
+        + f" Send it at {care_rules.required_level(needs)}, or override the level with a reason; "
+        "nothing was saved.", uncovered)
+
+
+def _record_care_override(trip, user_id, user_label, at=None):
+    """The timeline line and the audited event of a request's override set, changed or ended."""
+    if trip.care_override_reason:
+        rules = care_rules.override_rules(trip)
+        note = (f"Level of care override: {care_rules.summary(trip.level_of_care, rules)}. "
+                f"Reason: {trip.care_override_reason}")
+        detail = {"level_of_care": trip.level_of_care, "needs": [rule.need for rule in rules],
+                  "reason": trip.care_override_reason}
+    else:
+        note, detail = f"Level of care override ended: {trip.level_of_care} covers every need", None
+    _history(trip, "care_override", trip.status, trip.status, user_id, user_label, note,
+             detail=detail, at=at)
+    emit("hospital", "trip.care_override", "trip", trip.public_id,
+         dict(trip_payload(trip), care_override=detail))
+
+
+def post(hospital_id, hospital_code, fields, user_id, user_label, care_override=None):
     """Create an ``open`` trip from validated ``fields`` and emit ``trip.posted``.
 
     Invitations to preferred agencies need a preferred list: posting one with
@@ -175,9 +236,12 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
     center's registry are not invited.  A pickup booked ahead (past its level of care's
     lead time) is posted *upcoming*: bidding opens at the lead time before pickup and
     ``fields["bid_deadline"]`` (counted from now) counts from then (:func:`scheduling.plan`).
-    Raises :class:`TransitionRefused`: 403 when the hospital itself is deactivated, 400
-    when no preferred agency is active, when the pickup lies past the booking horizon or
-    when bidding would close after the latest pickup.
+    A need above the level of care (the table of :mod:`.care_rules`) needs ``care_override``,
+    the nurse's reason: it is kept on the trip, written to its timeline and audited
+    (``trip.care_override``).  Raises :class:`TransitionRefused`: 403 when the hospital
+    itself is deactivated, 400 when no preferred agency is active, when the pickup lies past
+    the booking horizon or when bidding would close after the latest pickup;
+    :class:`CareLevelRefused` (400) for a need above the level without a reason.
     """
     now = utcnow()
     booking, problem = scheduling.plan(fields, now)
@@ -195,6 +259,7 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
             "agencies first or invite all agencies.",
             status=400,
         )
+    override_reason, override_needs = _care_override(fields.get("level_of_care"), fields, care_override)
     trip = TransportRequest(
         hospital_id=hospital_id,
         reference=_unused_reference(hospital_code, now),
@@ -203,6 +268,8 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
         created_at=now,
         updated_at=now,
         invited_agency_ids="," + ",".join(str(a) for a in preferred) + ",",
+        care_override_reason=override_reason,
+        care_override_needs=override_needs,
         **(fields | booking),
     )
     if not trip.patient_ref:
@@ -212,6 +279,8 @@ def post(hospital_id, hospital_code, fields, user_id, user_label):
     db.session.flush()
     _history(trip, "posted", None, "open", user_id, user_label, at=now)
     emit("hospital", "trip.posted", "trip", trip.public_id, trip_payload(trip))
+    if override_reason:
+        _record_care_override(trip, user_id, user_label, at=now)
     return trip
 
 
@@ -339,15 +408,24 @@ def cancel(trip, reason, note, user_id, user_label, expected_version=None):
     return trip
 
 
-def edit(trip, changes, user_id, user_label, expected_version=None):
+def edit(trip, changes, user_id, user_label, expected_version=None, care_override=None):
     """Change an open trip's window, needs or notes; emit ``trip.changed``.
 
-    A stale ``expected_version`` is refused even when nothing would change.
+    A stale ``expected_version`` is refused even when nothing would change.  The needs are
+    checked against the level of care as on posting (:func:`_care_override`): a need above
+    the level needs ``care_override`` (a reason), or the trip's override already covering it;
+    an override no longer needed ends.  A new, changed or ended override is written to the
+    timeline and audited (``trip.care_override``).  Raises :class:`TransitionRefused` (409
+    not open or stale) and :class:`CareLevelRefused` (400).
     """
     if trip.status != "open":
         raise TransitionRefused("Only an open request can be edited.")
     if expected_version is not None and expected_version != trip.version:
         raise TransitionRefused(STALE_MESSAGE)
+    merged = {key: changes.get(key, getattr(trip, key)) for key in ("level_of_care", *care_rules.RULES_BY_NEED)}
+    reason, needs = _care_override(merged["level_of_care"], merged, care_override,
+                                   kept=(trip.care_override_reason, trip.care_override_needs))
+    changes = dict(changes, care_override_reason=reason, care_override_needs=needs)
     before = {key: getattr(trip, key) for key in changes}
     changed = {k: v for k, v in changes.items() if before[k] != v}
     if not changed:
@@ -368,6 +446,8 @@ def edit(trip, changes, user_id, user_label, expected_version=None):
              detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
     emit("hospital", "trip.changed", "trip", trip.public_id,
          dict(trip_payload(trip), changed=sorted(changed)))
+    if {"care_override_reason", "care_override_needs"} & set(changed):
+        _record_care_override(trip, user_id, user_label)
     return trip, changed
 
 

@@ -2,8 +2,8 @@
 
 Rules: a user cannot raise their own role or deactivate themselves; the last
 active administrator cannot be deactivated or demoted; a role's binding must
-be exactly right (hospital staff: a hospital and no agency; EMS: an agency and
-no hospital; center roles: neither), with ids that exist.  Deactivation, a
+be exactly right (hospital staff: a hospital and no agency; EMS dispatchers and
+crew members: an agency and no hospital; center roles: neither), with ids that exist.  Deactivation, a
 password reset and a change of role or binding bump ``session_epoch`` so every
 older session (and live stream) ends.  Each action is audited with before/after
 values (never password material) and emits ``user.created`` / ``user.updated``.
@@ -21,7 +21,7 @@ from ..models.center import Agency, Hospital, User
 from . import accounts, audit
 
 #: Who may do more: raising your own role means moving up this ranking.
-ROLE_RANK = {"hospital": 0, "ems": 0, "coordinator": 1, "admin": 2}
+ROLE_RANK = {"hospital": 0, "ems": 0, "crew": 0, "coordinator": 1, "admin": 2}
 SNAPSHOT_FIELDS = ("email", "display_name", "role", "hospital_id", "agency_id", "active",
                    "must_change_password")
 TEMPORARY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -66,11 +66,12 @@ def check_binding(role, hospital_id, agency_id):
             raise UserRefused("Hospital staff must belong to a hospital.", field="hospital")
         if agency_id:
             raise UserRefused("Hospital staff belong to no agency; leave Agency empty.", field="agency")
-    elif role == "ems":
+    elif role in ("ems", "crew"):
+        who = "An EMS user" if role == "ems" else "A crew member"
         if not agency_id:
-            raise UserRefused("An EMS user must belong to an agency.", field="agency")
+            raise UserRefused(f"{who} must belong to an agency.", field="agency")
         if hospital_id:
-            raise UserRefused("An EMS user belongs to no hospital; leave Hospital empty.", field="hospital")
+            raise UserRefused(f"{who} belongs to no hospital; leave Hospital empty.", field="hospital")
     elif hospital_id or agency_id:
         field = "hospital" if hospital_id else "agency"
         raise UserRefused("Center users belong to no hospital or agency; leave both empty.", field=field)

@@ -252,6 +252,7 @@ LAYOUT_PROBLEMS_JS = """
     if (el.closest('.table-wrap') && el.closest('table')) continue;  // tables scroll in their wrapper
     const style = getComputedStyle(el);
     if (style.visibility === 'hidden' || style.display === 'none' || style.position === 'absolute' && el.classList.contains('skip-link')) continue;
+    if (el.checkVisibility && !el.checkVisibility()) continue;  // e.g. inside a folded <details>
     const interactive = el.matches('a, button, input, select, textarea, label, h1, h2, h3, p, li > a, th, td, dt, dd, .badge');
     const textLeaf = el.children.length === 0 && el.textContent.trim().length > 0;
     if (!interactive && !textLeaf) continue;

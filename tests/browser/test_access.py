@@ -4,6 +4,7 @@ import pytest
 HOMES = {
     "nurse@altoona.medport.test": "/hospital/",
     "dispatch@altoonaems.medport.test": "/ems/",
+    "crew2@altoonaems.medport.test": "/crew/",
     "coordinator@medport.test": "/center/",
 }
 

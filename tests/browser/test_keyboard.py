@@ -43,6 +43,11 @@ def post_by_keyboard(nurse, pickup, level="BLS", weight="82"):
     kb.type(weight)
     kb.tab_to("#cardiac_monitor")
     kb.toggle(True)
+    if level == "BLS":  # a cardiac monitor needs ALS: sent at BLS with an override and its reason
+        kb.tab_to("#care_override")
+        kb.toggle(True)
+        kb.tab_to("#care_override_reason")
+        kb.type("Telemetry only")
     kb.tab_to("#other_needs")
     kb.type("Hard of hearing")
     kb.tab_to("input[name=invite_mode]")
@@ -70,8 +75,8 @@ def test_hospital_forms_by_keyboard(open_session, live_server):
     # New request.
     reference, public_id = post_by_keyboard(nurse, "Keyboard ward, bed 3")
     assert "Keyboard ward, bed 3" in page.inner_text("main")
-    assert trip_row(live_server, public_id, "status, level_of_care, weight_kg, cardiac_monitor, other_needs") \
-        == ("open", "BLS", 82, True, "Hard of hearing")
+    assert trip_row(live_server, public_id, "status, level_of_care, weight_kg, cardiac_monitor, other_needs, "
+                    "care_override_reason") == ("open", "BLS", 82, True, "Hard of hearing", "Telemetry only")
 
     # Edit it.
     kb = keyboard_on(nurse, f"/hospital/requests/{public_id}/edit")
@@ -79,10 +84,15 @@ def test_hospital_forms_by_keyboard(open_session, live_server):
     kb.type("95")
     kb.tab_to("#iv_pump")
     kb.toggle(True)
+    kb.tab_to("#care_override")  # the override covers the monitor, not the pump: given again
+    kb.toggle(True)
+    kb.tab_to("#care_override_reason")
+    kb.type("RT rides along")
     kb.submit_with("button[type=submit].primary")
     kb.lands_on(REQUEST_URL)
     kb.check_focus_seen()
-    assert trip_row(live_server, public_id, "weight_kg, iv_pump") == (95, True)
+    assert trip_row(live_server, public_id, "weight_kg, iv_pump, care_override_reason, care_override_needs") \
+        == (95, True, "RT rides along", "iv_pump,cardiac_monitor")
 
     # Find it from the dashboard's search.
     kb = keyboard_on(nurse, "/hospital/")

@@ -32,6 +32,7 @@ TYPED = {
     "destination_address": "88 Thistlewode Lane, Ozymandry PA",
     "other_needs": "Xylobrant sling for transfer",
     "notes": "History of Marbletonosis; allergic to Quorvexin",
+    "care_override_reason": "Trelvani telemetry only, per Dr Ostrowind",
 }
 WEIGHT, OXYGEN = "287", "13.5"
 
@@ -92,7 +93,7 @@ def test_the_server_logs_no_patient_data(live_server):
     start = (datetime.now() + timedelta(days=10)).replace(hour=3, minute=0, second=0, microsecond=0)
     request = replace(
         fields, **TYPED, weight_kg=WEIGHT, oxygen_lpm=OXYGEN, destination_facility="", level_of_care="BLS",
-        age_group="adult", isolation="contact", cardiac_monitor="y", invite_mode="all",
+        age_group="adult", isolation="contact", cardiac_monitor="y", care_override="y", invite_mode="all",
         window_start=start.strftime("%Y-%m-%dT%H:%M"), window_end=(start + timedelta(hours=2)).strftime(
             "%Y-%m-%dT%H:%M"))
 

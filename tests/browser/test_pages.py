@@ -11,6 +11,7 @@ from .test_dispatch_story import post_request
 ROLES = {
     "hospital": "nurse@altoona.medport.test",
     "ems": "dispatch@altoonaems.medport.test",
+    "crew": "crew2@altoonaems.medport.test",  # before the shift: the choice of the unit
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
 }
@@ -118,6 +119,8 @@ def pages_outside_navigation(role, session, server):
                 ("trips-completed", "/ems/trips?tab=completed", 200),
                 ("analytics-filtered", "/ems/analytics?period=30d&level=ALS", 200),
                 ("forbidden", "/hospital/", 403), ("not-found", "/ems/units/no-such-unit/edit", 404)]
+    if role == "crew":
+        return [("change-password", "/account/password", 200), ("forbidden", "/ems/", 403)]
     if role == "coordinator":
         return [("request-open", trip_path(server, "/center/requests/", "status = 'open'"), 200),
                 ("request-awarded", trip_path(server, "/center/requests/", "status = 'awarded'"), 200),
@@ -173,3 +176,34 @@ def test_forms_showing_their_errors(open_session, live_server):
         problems.append(f"unit form with errors: {layout}")
     screenshot(page, "1280x800-ems-unit-form-errors")
     assert problems == []
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_the_request_form_refusing_a_need_above_the_level(open_session, live_server):
+    """A ventilator on BLS: refused on its field (as accessible as a fresh form), then posted with
+    the override and its reason, and marked on the request page."""
+    session = open_session(ROLES["hospital"])
+    page = session.page
+    session.goto("/hospital/requests/new")
+    page.fill("#pickup_location", "ICU bed 7")
+    page.select_option("#destination_facility", index=2)
+    page.check("input[name=level_of_care][value=BLS]")
+    page.select_option("#age_group", "adult")
+    page.fill("#weight_kg", "82")
+    page.check("input[name=invite_mode][value=all]")
+    page.check("#ventilator")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.click("button:has-text('Post request')")
+    assert posted.value.status == 400
+    page.wait_for_load_state()
+    assert page.locator("#ventilator-msg .error").inner_text().startswith(
+        "A ventilator needs CCT or higher; this request is BLS.")
+    problems = []
+    check_page(page, "hospital-new-request-care-refused", problems)
+    assert problems == []
+    page.check("#care_override")
+    page.fill("#care_override_reason", "Respiratory therapist rides along")
+    page.click("button:has-text('Post request')")
+    page.wait_for_url(lambda url: "/hospital/requests/new" not in url)
+    assert "Level override" in page.inner_text("main")
+    assert session.errors == []

@@ -1,0 +1,1 @@
+"""Alerts: each user's own alerts, their settings, organisation defaults and escalations."""

@@ -1,0 +1,315 @@
+"""Alerts of the signed-in user (every role), their settings, and for the center the
+organisations' defaults (administrators) and the escalation ladder's acknowledgements.
+
+Everything here reads and writes the center silo only: with the center down these pages
+answer 503 naming it, and every other page goes on.
+"""
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..auth.routes import roles_required
+from ..extensions import db
+from ..localtime import to_local
+from ..models.base import row_id
+from ..models.center import Agency, Hospital
+from ..services import alerts, deliveries, escalation, session_trust, submissions, webhooks
+from .forms import ButtonForm, settings_form_class, webhook_form_class
+
+bp = Blueprint("alerts", __name__, url_prefix="/alerts")
+FEED_LIMIT = 20
+
+
+@bp.route("/")
+@login_required
+def index():
+    session_trust.require_center()
+    rows = alerts.recent(current_user.id)
+    open_escalations = escalation.open_escalations() if current_user.is_center else []
+    return render_template("alerts/index.html", alerts=rows, unread=alerts.unread_count(current_user.id),
+                           escalations=open_escalations, form=ButtonForm(), labels=alerts.KIND_LABELS)
+
+
+def _feed_entry(alert):
+    return {"id": alert.id, "public_id": alert.public_id, "kind": alert.kind, "title": alert.title,
+            "reference": alert.reference, "link": alert.link,
+            "open": url_for(".open_alert", public_id=alert.public_id),
+            "created_at": alert.created_at.isoformat() + "Z", "read": alert.read_at is not None}
+
+
+@bp.route("/feed")
+@login_required
+def feed():
+    """JSON for the page's script: ``{"unread": n, "latest": id, "alerts": [...]}``, the user's
+    own alerts after ``?after=<id>`` (oldest first, at most 20), or none without it."""
+    session_trust.require_center()
+    raw = request.args.get("after")
+    after = None
+    if raw is not None:
+        after = 0 if raw == "0" else row_id(raw)
+        if after is None:
+            return jsonify(error="after must be an alert id"), 400
+    rows = alerts.recent(current_user.id, FEED_LIMIT, after) if after is not None else []
+    latest = alerts.recent(current_user.id, 1)
+    return jsonify(unread=alerts.unread_count(current_user.id), latest=latest[0].id if latest else 0,
+                   alerts=[_feed_entry(a) for a in rows])
+
+
+@bp.route("/<public_id>/open", methods=["POST"])
+@login_required
+def open_alert(public_id):
+    """Mark the alert read and go to its item."""
+    session_trust.require_center()
+    alert = alerts.own_alert(current_user.id, public_id)
+    if alert is None:
+        abort(404)
+    alerts.mark_read(current_user.id, public_id)
+    link = alert.link or url_for(".index")
+    db.session.commit()
+    return redirect(link if link.startswith("/") and not link.startswith("//") else url_for(".index"))
+
+
+@bp.route("/read", methods=["POST"])
+@login_required
+def read_all():
+    session_trust.require_center()
+    count = alerts.mark_read(current_user.id)
+    db.session.commit()
+    flash(f"Marked {count} alert{'s' if count != 1 else ''} read." if count else "No unread alerts.", "info")
+    return redirect(url_for(".index"))
+
+
+# --- settings ------------------------------------------------------------------------------
+
+def _settings_page(form, status=200, **context):
+    return render_template("alerts/settings.html", form=form, **context), status
+
+
+def _apply(form, scope, group, back):
+    try:
+        alerts.save_settings(scope, group, form.enabled.data or [],
+                             getattr(form, "levels", None) and form.levels.data or [],
+                             getattr(form, "urgencies", None) and form.urgencies.data or [],
+                             user_id=current_user.id, email_kinds=form.email.data or [],
+                             digest=bool(form.digest.data))
+    except alerts.SettingsRefused as refused:
+        db.session.rollback()
+        form.enabled.errors = [refused.message]
+        return None
+    db.session.commit()
+    flash("Alert settings saved.", "success")
+    return redirect(back)
+
+
+def _form_data(choices):
+    new = choices.get(alerts.NEW_REQUEST)
+    digest = choices.pop(alerts.DIGEST, None)
+    data = {"enabled": [kind for kind, choice in choices.items() if choice.enabled],
+            "email": [kind for kind, choice in choices.items() if choice.enabled and choice.email],
+            "digest": bool(digest and digest.source != "default" and digest.enabled)}
+    if new is not None:
+        data.update(levels=new.levels, urgencies=new.urgencies)
+    return data
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@login_required
+def settings():
+    """The user's own alert kinds on or off; "Use my organisation's defaults" drops them."""
+    session_trust.require_center()
+    kinds = alerts.kinds_for(current_user.role)
+    form_class = settings_form_class(kinds)
+    choices = alerts.choices_for(current_user)
+    context = dict(kinds=kinds, sources={k: c.source for k, c in choices.items() if k != alerts.DIGEST},
+                   title="My alerts", reset=True, reset_form=ButtonForm())
+    if request.method == "GET":
+        return _settings_page(form_class(data=_form_data(choices)), **context)
+    form = form_class()
+    if not form.validate_on_submit():
+        return _settings_page(form, 400, **context)
+    done = _apply(form, alerts.user_scope(current_user.id), alerts.group_of(current_user.role),
+                  url_for(".settings"))
+    return done or _settings_page(form, 400, **context)
+
+
+@bp.route("/settings/reset", methods=["POST"])
+@login_required
+def reset_settings():
+    session_trust.require_center()
+    form = ButtonForm()
+    if not form.validate_on_submit():
+        abort(400)
+    alerts.clear_user_settings(current_user.id)
+    db.session.commit()
+    flash("Your organisation's default alert settings apply again.", "success")
+    return redirect(url_for(".settings"))
+
+
+def _organisation(kind, org_id):
+    """(scope, role group, name) of an organisation whose defaults an admin sets; 404 if unknown."""
+    if kind == "center" and org_id == 0:
+        return "center", "center", "Coordinators and administrators"
+    model = {"hospital": Hospital, "agency": Agency}.get(kind)
+    org = db.session.get(model, org_id) if model is not None and row_id(org_id) else None
+    if org is None:
+        abort(404)
+    group = "hospital" if kind == "hospital" else "ems"
+    return alerts.org_scope(group, hospital_id=org.id, agency_id=org.id), group, org.name
+
+
+@bp.route("/defaults/<kind>/<int:org_id>", methods=["GET", "POST"])
+@roles_required("admin")
+def defaults(kind, org_id):
+    """An organisation's default alert settings (its users' own settings win over them)."""
+    session_trust.require_center()
+    scope, group, name = _organisation(kind, org_id)
+    kinds = alerts.KINDS[group]
+    form_class = settings_form_class(kinds)
+    context = dict(kinds=kinds, sources={}, title=f"Default alerts: {name}", reset=False)
+    if request.method == "GET":
+        return _settings_page(form_class(data=_form_data(alerts.scope_choices(scope, group))), **context)
+    form = form_class()
+    if not form.validate_on_submit():
+        return _settings_page(form, 400, **context)
+    done = _apply(form, scope, group, url_for(".defaults", kind=kind, org_id=org_id))
+    return done or _settings_page(form, 400, **context)
+
+
+@bp.route("/defaults")
+@roles_required("admin")
+def defaults_index():
+    session_trust.require_center()
+    hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
+    agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+    return render_template("alerts/defaults.html", hospitals=hospitals, agencies=agencies)
+
+
+# --- escalations ---------------------------------------------------------------------------
+
+@bp.route("/escalations/<public_id>/acknowledge", methods=["POST"])
+@roles_required("coordinator", "admin")
+def acknowledge(public_id):
+    """A coordinator or admin has the request in hand: its escalation ladder stops."""
+    session_trust.require_center()
+    form = ButtonForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        row = escalation.acknowledge(public_id, current_user, request.remote_addr)
+    except escalation.EscalationRefused as refused:
+        db.session.rollback()
+        if refused.status == 404:
+            abort(404)
+        return render_template("alerts/index.html", alerts=alerts.recent(current_user.id),
+                               unread=alerts.unread_count(current_user.id),
+                               escalations=escalation.open_escalations(), form=ButtonForm(),
+                               labels=alerts.KIND_LABELS, error=refused.message), refused.status
+    db.session.commit()
+    flash(f"Acknowledged {row.reference}; the escalation stops.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.app_template_global()
+def alert_time(value):
+    local = to_local(value)
+    return local.strftime("%a %d %b %H:%M") if local else "—"
+
+
+# --- webhooks (administrators) -----------------------------------------------------------------
+
+def _organisations():
+    """``[(scope, name)]`` of every organisation an endpoint may be registered for."""
+    hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
+    agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+    return ([("center", "Transport center (coordinators and administrators)")]
+            + [(alerts.org_scope("hospital", hospital_id=h.id), f"Hospital: {h.name}") for h in hospitals]
+            + [(alerts.org_scope("ems", agency_id=a.id), f"EMS agency: {a.name}") for a in agencies])
+
+
+def _webhooks_page(form, status=200, secret=None):
+    names = dict(_organisations())
+    return render_template("alerts/webhooks.html", form=form, endpoints=webhooks.endpoints(), names=names,
+                           labels=alerts.KIND_LABELS, secret=secret, button=ButtonForm()), status
+
+
+@bp.route("/webhooks", methods=["GET", "POST"])
+@roles_required("admin")
+def webhooks_index():
+    """The organisations' webhook endpoints; register one (its signing secret is shown once)."""
+    session_trust.require_center()
+    form_class = webhook_form_class(_organisations(), list(alerts.KIND_LABELS.items()))
+    if request.method == "GET":
+        return _webhooks_page(form_class())
+    form = form_class()
+    if submissions.previous("center", form.submission_id.data, "webhook", current_user.id) is not None:
+        return _webhook_repeat()
+    if not form.validate_on_submit():
+        return _webhooks_page(form, 400)
+    try:
+        claim = submissions.claim("center", form.submission_id.data, "webhook", current_user.id)
+        if claim.repeat:
+            return _webhook_repeat()
+        endpoint = webhooks.register(form.organisation.data, form.url.data, form.kinds.data or [],
+                                     current_user, request.remote_addr,
+                                     current_app.config["MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP"])
+        claim.created(endpoint.public_id)
+    except webhooks.WebhookRefused as refused:
+        db.session.rollback()
+        getattr(form, refused.field).errors = [refused.message]
+        return _webhooks_page(form, 400)
+    except submissions.SubmissionRefused as refused:
+        db.session.rollback()
+        form.form_errors.append(refused.message)
+        return _webhooks_page(form, refused.status)
+    db.session.commit()
+    return _webhooks_page(form_class(formdata=None), secret=(endpoint.url, endpoint.secret))
+
+
+def _webhook_repeat():
+    """The registration form sent again: the endpoint its first send registered stands."""
+    db.session.rollback()
+    flash("This endpoint was already registered; its secret was shown when it was.", "info")
+    return redirect(url_for(".webhooks_index"), 303)
+
+
+@bp.route("/webhooks/<public_id>/remove", methods=["POST"])
+@roles_required("admin")
+def remove_webhook(public_id):
+    session_trust.require_center()
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    endpoint = webhooks.remove(public_id, current_user, request.remote_addr)
+    if endpoint is None:
+        abort(404)
+    db.session.commit()
+    flash(f"Endpoint {endpoint.url} removed; nothing more is sent to it.", "success")
+    return redirect(url_for(".webhooks_index"))
+
+
+# --- deliveries (the center) -------------------------------------------------------------------
+
+@bp.route("/deliveries")
+@roles_required("coordinator", "admin")
+def deliveries_index():
+    """Every email and webhook delivery with its state; the parked ones (dead letters) replayable."""
+    session_trust.require_center()
+    status = request.args.get("status") or None
+    channel = request.args.get("channel") or None
+    if status not in (None, *deliveries.STATUSES) or channel not in (None, "email", "webhook"):
+        return render_template("alerts/deliveries.html", rows=[], counts={}, status=None, channel=None,
+                               button=ButtonForm(), error="Choose a listed state and channel."), 400
+    return render_template("alerts/deliveries.html", rows=deliveries.recent(status, channel),
+                           counts=deliveries.counts(), status=status, channel=channel, button=ButtonForm(),
+                           error=None)
+
+
+@bp.route("/deliveries/<public_id>/replay", methods=["POST"])
+@roles_required("coordinator", "admin")
+def replay_delivery(public_id):
+    session_trust.require_center()
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    if not deliveries.replay(public_id):
+        abort(404)
+    flash("Queued again; it is sent at the sender's next pass.", "success")
+    return redirect(url_for(".deliveries_index", status="parked"))

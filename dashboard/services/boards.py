@@ -1,0 +1,141 @@
+"""The open-request boards' order and pages: the hospital's requests, the EMS board and the
+center's regional board.
+
+A board shows one page of its rows, in the order the user chose; both are kept in the URL
+(``sort=`` and ``page=``), so the live refresh of a board's panel asks for the same page in
+the same order.  Ordering, counting and paging are done in SQL (``ORDER BY ... LIMIT ...
+OFFSET``), so a board with a thousand open requests reads and renders one page of them.
+
+The sort control's vocabulary, the same on every board:
+
+* ``risk``: at risk first (the center's rule, :func:`dashboard.services.oversight.risk_condition`),
+  the most urgent of those first, then the earliest bidding deadline;
+* ``urgency``: emergent, urgent, routine; then the earliest pickup;
+* ``deadline``: the earliest bidding deadline first;
+* ``window``: the earliest pickup time (start of the pickup window) first.
+
+A leading ``-`` reverses the first key (``sort=-deadline``: latest deadline first).  A sort a
+board does not offer is refused with :class:`BoardQueryRefused` (400 and a message naming the
+ones it does); a page number no pager shows is read as the first page, and one past the last
+page shows the last page (the pager says which page it is).
+"""
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..models.base import URGENCY_RANK
+from ..models.hospital import TransportRequest
+
+#: The sort control's keys and labels (a board may offer more, e.g. the hospital's reference).
+SORTS = {"risk": "At risk first", "urgency": "Urgency", "deadline": "Bidding closes",
+         "window": "Pickup time"}
+#: Rows on one page of a board: at 1280×900 and 1440×900 more than the viewport holds.
+PAGE_SIZE = 50
+#: The highest page a pager may name; a larger number is read as page 1.
+MAX_PAGE = 100_000
+
+
+class BoardQueryRefused(Exception):
+    """A board's query string asks for something the board does not offer (HTTP ``status``)."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def sort_from(raw, default, offered=SORTS):
+    """The sort asked for in ``raw`` (the ``sort`` query argument), checked against ``offered``
+    (``{key: label}``); ``default`` when absent or empty.
+
+    Returns the sort as given (``"deadline"``, ``"-window"``...).  Raises
+    :class:`BoardQueryRefused` (400) for a key ``offered`` lacks, naming the ones it has."""
+    raw = (raw or "").strip()
+    if not raw:
+        return default
+    if raw.removeprefix("-") not in offered:
+        names = ", ".join(f"{key} ({label.lower()})" for key, label in offered.items())
+        raise BoardQueryRefused(f"This board cannot be sorted that way. Sort by one of: {names}.")
+    return raw
+
+
+def page_from(raw):
+    """The page asked for in ``raw`` (the ``page`` query argument): a whole number from 1 to
+    :data:`MAX_PAGE`; anything else (absent, not a number, zero, negative, huge) is page 1."""
+    raw = (raw or "").strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_PAGE)):
+        number = int(raw)
+        if 1 <= number <= MAX_PAGE:
+            return number
+    return 1
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a board: ``number`` (1-based, within ``1..pages``), ``size`` rows a page,
+    ``total`` rows in all.  ``first`` and ``last`` are the 1-based positions of its rows
+    ("showing 51–100 of 1,000"; both 0 when the board is empty)."""
+
+    number: int
+    size: int
+    total: int
+
+    @property
+    def pages(self):
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def offset(self):
+        return (self.number - 1) * self.size
+
+    @property
+    def first(self):
+        return self.offset + 1 if self.total else 0
+
+    @property
+    def last(self):
+        return min(self.total, self.offset + self.size)
+
+    @property
+    def has_previous(self):
+        return self.number > 1
+
+    @property
+    def has_next(self):
+        return self.number < self.pages
+
+
+def page_of(number, total, size=PAGE_SIZE):
+    """The :class:`Page` ``number`` of a board of ``total`` rows, moved within its pages."""
+    page = Page(1, size, total)
+    return Page(max(1, min(number, page.pages)), size, total)
+
+
+def urgency_rank():
+    """Emergent 0, urgent 1, routine 2 (anything else after them), as SQL."""
+    return sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK))
+
+
+def order_by(sort, risk=None):
+    """``ORDER BY`` expressions of a board sort (see the module's description).
+
+    ``risk`` is the SQL condition of a request at risk; it is needed for ``risk`` only
+    (``ValueError`` without it).  Every order ends on the request's id, so pages never
+    overlap or skip a row between equal keys."""
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    T = TransportRequest
+    if key == "risk":
+        if risk is None:
+            raise ValueError("the at-risk order needs the at-risk condition")
+        keys = [sa.case((risk, 0), else_=1), urgency_rank(), T.bid_deadline]
+    elif key == "urgency":
+        keys = [urgency_rank(), T.window_start]
+    elif key == "deadline":
+        keys = [T.bid_deadline]
+    elif key == "window":
+        keys = [T.window_start]
+    else:
+        raise ValueError(f"unknown board sort {sort!r}")
+    if descending:
+        keys[0] = keys[0].desc()
+    return [*keys, T.id.desc() if descending else T.id]
