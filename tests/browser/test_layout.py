@@ -252,6 +252,15 @@ def test_boards_show_more_than_eleven_requests_and_keep_references_whole(open_se
         violations = run_axe(page)
         if violations:
             problems.append(f"{name}: axe {violations}")
+        # Every other order of the board keeps more than 11 rows on screen.
+        for sort_link in page.eval_on_selector_all("nav.sort-control a:not([aria-current])",
+                                                   "links => links.map(a => a.getAttribute('href'))"):
+            session.goto(sort_link)
+            settle(page)
+            rows = page.evaluate(ROWS_IN_VIEW, table)
+            if rows <= 11:
+                screenshot(page, f"{name}-{sort_link.rsplit('=', 1)[-1]}")
+                problems.append(f"{name} {sort_link}: {rows} rows wholly on screen")
         assert session.errors == []
     assert problems == [], "\n".join(problems)
 
