@@ -214,11 +214,27 @@ class NeedsMixin:
         if not uncovered:
             return True
         required = care_rules.required_level(needs)
+        remedy = self.CARE_REMEDY.format(level=required)
         for rule in uncovered:
+            said = remedy
+            if rule.minimum != required:  # another need asks for more: name the level all ask for
+                said = f"All its needs together need {required}: {remedy[0].lower()}{remedy[1:]}"
             getattr(self, rule.need).errors.append(
-                f"{rule.message(level)} {self.CARE_REMEDY.format(level=required)}, or tick "
-                f"“{self.care_override.label.text}” below and give a reason.")
+                f"{rule.message(level)} {said}, or tick “{self.care_override.label.text}” below and give a reason.")
         return False
+
+    def override_not_needed(self, level):
+        """The notice for an override ticked with a reason while ``level`` covers every need,
+        e.g. "No override needed: CCT covers every need; the reason given was not kept.";
+        None otherwise.  The reason is not stored then (:func:`..services.trips.post`)."""
+        if not (self.care_override.data and care_rules.clean_reason(self.care_override_reason.data)):
+            return None
+        if level not in LEVELS:
+            return None
+        needs = {rule.need: getattr(self, rule.need).data for rule in care_rules.CARE_RULES}
+        if care_rules.shortfalls(level, needs):
+            return None
+        return f"No override needed: {level} covers every need; the reason given was not kept."
 
     def care_override_value(self):
         """The override reason to pass to the trips service: the typed reason when the box is

@@ -437,6 +437,9 @@ def edit_request(public_id):
         flash(f"{trip.reference} updated; agencies that bid see the change.", "success")
     else:
         flash("Nothing was changed.", "info")
+    notice = form.override_not_needed(trip.level_of_care)
+    if notice:
+        flash(notice, "info")
     return redirect(url_for(".request_detail", public_id=trip.public_id))
 
 
@@ -567,6 +570,9 @@ def new_request():
     db.session.commit()
     flash(f"Request {trip.reference} posted. Agencies may bid until "
           f"{format_time(trip.bid_deadline, '%H:%M')}; bids appear below as they arrive.", "success")
+    notice = form.override_not_needed(trip.level_of_care)
+    if notice:
+        flash(notice, "info")
     if same_patient:
         # The references only: the patient reference stays out of the session cookie.
         flash(f"This patient reference already has an active request: {', '.join(same_patient)}. "
