@@ -79,6 +79,14 @@ class FiniteNumberField(FloatField):
         if self.process_errors:
             raise StopValidation()
 
+    def _value(self):
+        """A stored whole number without its ".0" (20.0 is shown "20"), as the pages show it."""
+        if self.raw_data:
+            return self.raw_data[0]
+        if isinstance(self.data, float) and self.data.is_integer():
+            return str(int(self.data))
+        return super()._value()
+
 
 class LocalTimeInput(DateTimeLocalInput):
     """A ``datetime-local`` input; when the time entered happens twice (the clocks go back), two

@@ -788,7 +788,7 @@ def test_edit_an_open_request(app, nurse, deliver):
         assert sorted(event.payload["changed"]) == ["iv_pump", "mobility", "notes", "window_end"]
     assert history_actions(app, public_id) == ["posted", "changed"]
     deliver()
-    assert "Changed: iv pump, mobility, notes, window end" in text(
+    assert "Changed: Latest pickup, Mobility, IV pump, Notes for the crew" in text(
         nurse.get(f"/hospital/requests/{public_id}/timeline"))
     # A window that has begun may be kept while other things change.
     with app.app_context():
