@@ -10,7 +10,7 @@ from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-from .services import audit_trail, care_rules, degraded, lateness
+from .services import audit_trail, bidding, care_rules, degraded, lateness
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -185,6 +185,8 @@ def register(app):
     app.jinja_env.filters["oxygen"] = hospital_vocab.oxygen_flow
     app.jinja_env.filters["audit_lines"] = audit_trail.readable
     app.jinja_env.globals["audit_subject"] = audit_trail.subject
+    app.jinja_env.globals["eta_passed"] = bidding.eta_passed
+    app.jinja_env.globals["best_bid"] = bidding.best_bid
     app.jinja_env.filters["since"] = relative_time
     app.jinja_env.globals["eta_clock"] = eta_clock
     app.jinja_env.globals["late_of"] = late_of

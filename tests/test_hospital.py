@@ -215,6 +215,8 @@ def test_the_new_request_form_as_shown_can_be_posted(app, nurse, monkeypatch, de
     trip = load(app, response.headers["Location"].rsplit("/", 1)[1])
     assert trip.bid_deadline <= trip.window_end
     assert trip.window_end - trip.window_start >= timedelta(hours=1)
+    # Bidding closes no later than the earliest pickup shown (the post comes at the same instant).
+    assert trip.bid_deadline <= trip.window_start
 
 
 def test_posting_creates_an_open_trip_emits_and_is_audited(app, nurse, deliver):

@@ -4,10 +4,15 @@ import html
 import re
 from datetime import timedelta
 
-from dashboard.models.hospital import FIELD_LABELS, field_labels, oxygen_flow
+import sqlalchemy as sa
+
+from dashboard.extensions import db
+from dashboard.models.base import utcnow
+from dashboard.models.ems import TransportBid
+from dashboard.models.hospital import FIELD_LABELS, TransportRequest, field_labels, oxygen_flow
 from dashboard.templating import format_duration
 from tests.test_care_rules import CORD, DISPATCH_AEMS, REASON, nurse, signed_in  # noqa: F401
-from tests.test_hospital import load, post_trip, text, to_local_input
+from tests.test_hospital import load, place_bid, post_trip, text, to_local_input
 
 
 def page_text(response):
@@ -68,3 +73,41 @@ def test_the_audit_log_names_the_request_by_its_reference(app, nurse, deliver): 
     shown = html.unescape(page)
     assert f"reason {REASON}" in shown and "Status: open" in shown
     assert '{"' not in html.unescape(page.split("<tbody>")[1])  # no raw JSON
+
+
+def _rows(page):
+    return re.findall(r"<tr[ >].*?</tr>", page.split("<tbody>", 1)[1], re.S)
+
+
+def test_a_bid_whose_eta_passed_says_so_and_is_not_best(app, nurse, deliver):  # noqa: F811
+    public_id = post_trip(nurse, app)
+    stale = place_bid(app, public_id, "AEMS", 20)
+    place_bid(app, public_id, "ACCT", 40)
+    deliver()
+    with app.app_context():  # the 20-minute bid was given two hours ago: its arrival has passed
+        db.session.execute(sa.update(TransportBid).where(TransportBid.public_id == stale)
+                           .values(updated_at=utcnow() - timedelta(hours=2)))
+        db.session.commit()
+    for client, url in ((nurse, f"/hospital/requests/{public_id}/bids"),
+                        (signed_in(app, CORD), f"/center/requests/{public_id}")):
+        page = text(client.get(url))
+        rows = _rows(page.split('id="bids-title"', 1)[-1])
+        (passed,) = [row for row in rows if "ETA passed" in row]
+        (best,) = [row for row in rows if ">Best<" in row]
+        assert "20 min" in passed and ">Best<" not in passed, url
+        assert "40 min" in best and "ETA passed" not in best, url
+
+
+def test_the_center_request_page_warns_of_a_passed_pickup_window(app, nurse):  # noqa: F811
+    public_id = post_trip(nurse, app)
+    with app.app_context():
+        db.session.execute(sa.update(TransportRequest).where(TransportRequest.public_id == public_id)
+                           .values(window_start=utcnow() - timedelta(hours=3),
+                                   window_end=utcnow() - timedelta(hours=1)))
+        db.session.commit()
+    warning = "Pickup window passed"
+    assert warning in text(nurse.get(f"/hospital/requests/{public_id}"))
+    center = text(signed_in(app, CORD).get(f"/center/requests/{public_id}"))
+    assert warning in center
+    # The extend box names the deadline as such, not as the time now.
+    assert "Current deadline: " in center and "<p>Now " not in center
