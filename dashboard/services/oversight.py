@@ -140,20 +140,25 @@ def risk_condition(now, settings, deactivated_agency_ids=()):
     T = TransportRequest
     no_bids = timedelta(minutes=settings["risk_no_bids_minutes"])
     pickup = timedelta(minutes=settings["risk_pickup_window_minutes"])
+    bounds = lateness.crew_bounds()
     conditions = [
         # awaiting_award and unfilled (dispatch_state): open, the bidding deadline reached
         sa.and_(T.status == "open", T.bid_deadline <= now),
         # no_bids
         sa.and_(T.status == "open", T.bid_count == 0, T.created_at <= now - no_bids),
-        # late (services/lateness.py)
+        # late (services/lateness.py, with the configured crew bounds)
         sa.and_(T.status.in_(("awarded", "en_route")), T.window_end <= now),
-        sa.and_(T.status == "awarded", T.window_start <= now),
+        sa.and_(T.status == "awarded", T.window_start <= now + (bounds["en_route_lead"] or timedelta(0))),
         sa.and_(T.status == "open", T.window_end <= now),
         # pickup
         sa.and_(T.status.in_(BEFORE_PICKUP), T.window_end <= now + pickup),
         # emergent
         sa.and_(T.urgency == "emergent", T.status.not_in(CLOSED_STATUSES)),
     ]
+    if bounds["at_pickup_max"]:
+        conditions.append(sa.and_(T.status == "at_pickup", T.at_pickup_at <= now - bounds["at_pickup_max"]))
+    if bounds["transport_max"]:
+        conditions.append(sa.and_(T.status == "transporting", T.transporting_at <= now - bounds["transport_max"]))
     deactivated = sorted(deactivated_agency_ids)
     if deactivated:
         conditions.append(sa.and_(T.status.in_(ACTIVE_STATUSES), T.awarded_agency_id.in_(deactivated)))
