@@ -79,6 +79,14 @@ class FiniteNumberField(FloatField):
         if self.process_errors:
             raise StopValidation()
 
+    def _value(self):
+        """A stored whole number without its ".0" (20.0 is shown "20"), as the pages show it."""
+        if self.raw_data:
+            return self.raw_data[0]
+        if isinstance(self.data, float) and self.data.is_integer():
+            return str(int(self.data))
+        return super()._value()
+
 
 class LocalTimeInput(DateTimeLocalInput):
     """A ``datetime-local`` input; when the time entered happens twice (the clocks go back), two
@@ -186,6 +194,41 @@ def invisible_characters(text):
     return found
 
 
+#: Characters Unicode files as letters or symbols that draw nothing: the Hangul fillers
+#: (U+115F, U+1160, U+3164, U+FFA0) and the blank braille pattern (U+2800).
+BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+#: Line and paragraph separators: a line break in a field that takes one line.
+LINE_SEPARATORS = "\u2028\u2029"
+
+
+def has_visible_text(text):
+    """Whether ``text`` holds at least one character that shows: a letter, digit, symbol or
+    punctuation mark (Unicode categories L, N, S, P) other than :data:`BLANK_LOOKING`.
+
+    Spaces, joiners (U+200C, U+200D), variation selectors (U+FE0F), the combining grapheme
+    joiner (U+034F) and combining accents with nothing to sit on (U+0301) are not visible text
+    on their own: a reason made only of them reads as empty."""
+    return any(unicodedata.category(char)[0] in "LNSP" and char not in BLANK_LOOKING for char in text or "")
+
+
+def refuse_blank_looking(_form, field):
+    """A WTForms validator: refuse text that is not empty yet holds nothing visible
+    (:func:`has_visible_text`), e.g. only zero-width joiners or Hangul fillers."""
+    data = field.data if isinstance(field.data, str) else ""
+    if data.strip() and not has_visible_text(data):
+        raise ValidationError("Type the text with visible letters or digits: this holds only blank or "
+                              "invisible characters.")
+
+
+def refuse_line_separators(_form, field):
+    """A WTForms validator for one-line fields: refuse U+2028 LINE SEPARATOR and U+2029 PARAGRAPH
+    SEPARATOR, which break the line where the field takes one."""
+    data = field.data if isinstance(field.data, str) else ""
+    if any(char in data for char in LINE_SEPARATORS):
+        raise ValidationError("This field takes one line: remove the line or paragraph separator "
+                              "(U+2028 or U+2029).")
+
+
 def _character_name(char):
     return f"U+{ord(char):04X} {unicodedata.name(char, 'FORMAT CHARACTER')}"
 
@@ -208,15 +251,20 @@ def is_typed_text(field):
 
 
 class _TypedTextCheck:
-    """Runs :func:`refuse_invisible` on every typed-text field (:func:`is_typed_text`) after the
-    field's own validators, so every form of the app refuses invisible formatting characters
-    with a message on the field (a 400 answer in the views)."""
+    """Runs :func:`refuse_invisible` and :func:`refuse_blank_looking` on every typed-text field
+    (:func:`is_typed_text`), and :func:`refuse_line_separators` on the one-line ones (all but
+    text areas), after the field's own validators, so every form of the app refuses invisible
+    formatting characters, text with nothing visible and line separators in one line with a
+    message on the field (a 400 answer in the views)."""
 
     def validate(self, extra_validators=None):
         extra = {name: list(validators) for name, validators in (extra_validators or {}).items()}
         for name, field in self._fields.items():
             if is_typed_text(field):
-                extra.setdefault(name, []).append(refuse_invisible)
+                checks = extra.setdefault(name, [])
+                checks += [refuse_invisible, refuse_blank_looking]
+                if not isinstance(field, wtforms.TextAreaField):
+                    checks.append(refuse_line_separators)
         return super().validate(extra_validators=extra)
 
 

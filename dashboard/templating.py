@@ -10,7 +10,7 @@ from .models import base as vocab
 from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
 from .models.base import utcnow
-from .services import care_rules, degraded, lateness, returns, scheduling
+from .services import audit_trail, bidding, care_rules, degraded, lateness, returns, scheduling
 
 
 def format_time(value, fmt="%a %d %b %H:%M"):
@@ -19,7 +19,7 @@ def format_time(value, fmt="%a %d %b %H:%M"):
 
 
 def format_age(value, now=None):
-    """How long ago, as dispatchers say it: 4 min, 2 h 05, 3 d."""
+    """How long ago, as dispatchers say it: 4 min, 2 h 05 min, 3 d."""
     if value is None:
         return "—"
     seconds = int(((now or utcnow()) - value).total_seconds())
@@ -29,12 +29,14 @@ def format_age(value, now=None):
 
 
 def format_duration(seconds):
+    """``seconds`` (a whole number, not negative) as "4 min", "2 h 05 min" (under 48 hours,
+    each part with its unit) or "3 d".  ``static/medport.js`` words it the same way."""
     minutes = seconds // 60
     if minutes < 60:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes:02d}"
+        return f"{hours} h {minutes:02d} min"
     return f"{hours // 24} d"
 
 
@@ -191,6 +193,11 @@ def _live_since():
 def register(app):
     app.jinja_env.filters["localtime"] = format_time
     app.jinja_env.filters["age"] = format_age
+    app.jinja_env.filters["oxygen"] = hospital_vocab.oxygen_flow
+    app.jinja_env.filters["audit_lines"] = audit_trail.readable
+    app.jinja_env.globals["audit_subject"] = audit_trail.subject
+    app.jinja_env.globals["eta_passed"] = bidding.eta_passed
+    app.jinja_env.globals["best_bid"] = bidding.best_bid
     app.jinja_env.filters["since"] = relative_time
     app.jinja_env.globals["eta_clock"] = eta_clock
     app.jinja_env.globals["late_of"] = late_of
@@ -209,6 +216,7 @@ def register(app):
         AGE_GROUPS=hospital_vocab.AGE_GROUPS,
         ISOLATIONS=hospital_vocab.ISOLATIONS,
         INVITE_MODES=hospital_vocab.INVITE_MODES,
+        FIELD_LABELS=hospital_vocab.FIELD_LABELS,
         dispatch_state=vocab.trip_dispatch_state,
         booking_hint=scheduling.booking_hint,
         waiting_of=returns.waiting,

@@ -200,7 +200,7 @@
     if (minutes < 60) return minutes + " min";
     var hours = Math.floor(minutes / 60);
     minutes = minutes % 60;
-    if (hours < 48) return hours + " h " + (minutes < 10 ? "0" : "") + minutes;
+    if (hours < 48) return hours + " h " + (minutes < 10 ? "0" : "") + minutes + " min";
     return Math.floor(hours / 24) + " d";
   }
 

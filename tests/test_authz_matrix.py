@@ -52,6 +52,7 @@ SIGNED_IN = set(ROLES) - SIGNED_OUT
 WHO = {
     "public": set(ROLES),
     "signed-in": SIGNED_IN,
+    "desk": SIGNED_IN - {"crew_x"},  # every signed-in role but crews (their one page is /crew/)
     "hospital": {"hospital_a", "hospital_b"},
     "ems": {"ems_x", "ems_y"},
     "crew": {"crew_x"},
@@ -163,13 +164,13 @@ ACCESS = {
     "center.user_edit": "admin",
     "center.user_reset_password": "admin",
     "center.config": "admin",
-    # alerts: every signed-in user's own; the organisations' defaults (admins); escalations (center)
-    "alerts.index": "signed-in",
-    "alerts.feed": "signed-in",
-    "alerts.open_alert": "signed-in",
-    "alerts.read_all": "signed-in",
-    "alerts.settings": "signed-in",
-    "alerts.reset_settings": "signed-in",
+    # alerts: every signed-in user's own but crews'; the organisations' defaults (admins); escalations (center)
+    "alerts.index": "desk",
+    "alerts.feed": "desk",
+    "alerts.open_alert": "desk",
+    "alerts.read_all": "desk",
+    "alerts.settings": "desk",
+    "alerts.reset_settings": "desk",
     "alerts.defaults_index": "admin",
     "alerts.defaults": "admin",
     "alerts.acknowledge": "center",

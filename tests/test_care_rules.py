@@ -315,3 +315,83 @@ def test_the_demo_region_holds_only_covered_needs(app, demo):
             AuditLog.action == "trip.care_override")) == 1
         assert utcnow() - timedelta(days=30) < db.session.scalar(
             sa.select(AuditLog.created_at).where(AuditLog.action == "trip.care_override"))
+
+
+# --- reasons that look blank, unneeded overrides, the edit's wording --------------------------
+
+BLANK_LOOKING_REASONS = ["\u200c" * 5, "\u200d" * 5, "\u034f", "\ufe0f", "\u3164", "\u115f", "\u2800",
+                         "\u0301\u0301\u0301", " \u2028 "]
+
+
+@pytest.mark.parametrize("reason", BLANK_LOOKING_REASONS)
+def test_a_reason_with_nothing_visible_is_refused(app, nurse, reason):
+    before = trip_count(app)
+    response = nurse.post("/hospital/requests/new", data=valid_form(
+        app, level_of_care="BLS", care_override="y", care_override_reason=reason))
+    assert response.status_code == 400 and errors(response), repr(reason)
+    assert trip_count(app) == before
+    # The service refuses it too: no "Reason: " with nothing after it.
+    with app.app_context():
+        with pytest.raises(trips.CareLevelRefused):
+            _post(app, care_override=reason, level_of_care="BLS", cardiac_monitor=True)
+        db.session.rollback()
+    assert trip_count(app) == before
+
+
+def test_a_line_separator_in_a_one_line_field_is_refused(app, nurse):
+    for name, value in (("care_override_reason", f"{REASON}\u2028more"), ("other_needs", "Fall\u2029risk")):
+        data = dict(valid_form(app, level_of_care="BLS", care_override="y", care_override_reason=REASON),
+                    **{name: value})
+        response = nurse.post("/hospital/requests/new", data=data)
+        assert response.status_code == 400
+        assert any("takes one line" in message for message in errors(response)), name
+    # Notes take several lines: a separator there is kept.
+    public_id = post_trip(nurse, app, notes="Side door\u2028ring twice")
+    assert load(app, public_id).notes == "Side door\u2028ring twice"
+
+
+def test_a_blank_looking_edit_reason_is_refused(app, nurse):
+    public_id = post_trip(nurse, app)  # ALS with a cardiac monitor
+    original = load(app, public_id)
+    window = {name: to_local_input(app, getattr(original, name)) for name in ("window_start", "window_end")}
+    data = dict(window, mobility="stretcher", weight_kg="82", isolation="contact", oxygen_lpm="2.5",
+                cardiac_monitor="y", ventilator="y", other_needs="", notes="", version="1",
+                care_override="y", care_override_reason="\u3164\u200d\u2800")
+    response = nurse.post(f"/hospital/requests/{public_id}/edit", data=data)
+    assert response.status_code == 400 and errors(response)
+    assert load(app, public_id).version == 1 and not load(app, public_id).ventilator
+
+
+def test_an_override_nobody_needs_is_said_not_kept(app, nurse):
+    response = nurse.post("/hospital/requests/new", data=valid_form(
+        app, level_of_care="CCT", ventilator="y", care_override="y", care_override_reason="no need"),
+        follow_redirects=True)
+    assert response.status_code == 200
+    page = html.unescape(text(response))
+    assert "No override needed: CCT covers every need; the reason given was not kept." in page
+    # Without the box ticked, no such notice.
+    response = nurse.post("/hospital/requests/new", data=valid_form(app, level_of_care="CCT", ventilator="y"),
+                          follow_redirects=True)
+    assert "No override needed" not in html.unescape(text(response))
+
+
+def test_the_edit_names_the_level_every_need_asks_for(app, nurse):
+    public_id = post_trip(nurse, app, level_of_care="BLS", cardiac_monitor=None, ventilator="y",
+                          care_override="y", care_override_reason=REASON)
+    original = load(app, public_id)
+    assert original.care_override_needs == "ventilator"
+    window = {name: to_local_input(app, getattr(original, name)) for name in ("window_start", "window_end")}
+    data = dict(window, mobility="stretcher", weight_kg="82", isolation="contact", oxygen_lpm="2.5",
+                cardiac_monitor="y", ventilator="y", other_needs="", notes="", version="1")
+    response = nurse.post(f"/hospital/requests/{public_id}/edit", data=data)
+    assert response.status_code == 400
+    assert errors(response) == ["A cardiac monitor needs ALS or higher; this request is BLS. All its needs "
+                                "together need CCT: cancel it and re-post it at CCT, or tick “Send at this "
+                                "level of care anyway” below and give a reason."]
+
+
+def test_no_rule_contradicts_its_minimum():
+    for rule in CARE_RULES:
+        for level in LEVELS:
+            if level != rule.minimum:
+                assert f"need {level}" not in rule.why and f"needs {level}" not in rule.why, rule

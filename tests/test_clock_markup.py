@@ -14,7 +14,9 @@ def test_relative_time_names_its_instant_and_reads_like_the_script(app):
         assert str(relative_time(NOW - timedelta(minutes=3, seconds=59), NOW)) == (
             '<time datetime="2026-12-01T13:56:31Z" data-relative="ago">3 min ago</time>')
         assert str(relative_time(NOW - timedelta(hours=2, minutes=5), NOW, ago=False)) == (
-            '<time datetime="2026-12-01T11:55:30Z" data-relative="bare">2 h 05</time>')
+            '<time datetime="2026-12-01T11:55:30Z" data-relative="bare">2 h 05 min</time>')
+        assert str(relative_time(NOW - timedelta(hours=2, minutes=28), NOW)) == (
+            '<time datetime="2026-12-01T11:32:30Z" data-relative="ago">2 h 28 min ago</time>')
         assert relative_time(None, NOW) == "—"
 
 

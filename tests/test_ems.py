@@ -197,6 +197,12 @@ def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
     body = panel.get_data(as_text=True)
     assert "<html" not in body and refs[emergent] in body and refs[routine_old] not in body
     assert 'hx-get="/ems/board/panel?urgency=emergent"' in client.get("/ems/?urgency=emergent").get_data(as_text=True)
+    # A filter value the board does not offer is refused with a message, as the center's board does.
+    for query, said in (("level=XYZ", "Level of care: not a valid choice"), ("urgency=foo", "Urgency: not a valid choice"),
+                        ("within=99", "Pickup within: not a valid choice")):
+        for url in (f"/ems/?{query}", f"/ems/board/panel?{query}"):
+            refused = client.get(url)
+            assert refused.status_code == 400 and said in refused.get_data(as_text=True), url
 
     with app.app_context():
         trip = trips.get_by_public_id(emergent)

@@ -215,6 +215,8 @@ def test_the_new_request_form_as_shown_can_be_posted(app, nurse, monkeypatch, de
     trip = load(app, response.headers["Location"].rsplit("/", 1)[1])
     assert trip.bid_deadline <= trip.window_end
     assert trip.window_end - trip.window_start >= timedelta(hours=1)
+    # Bidding closes no later than the earliest pickup shown (the post comes at the same instant).
+    assert trip.bid_deadline <= trip.window_start
 
 
 def test_posting_creates_an_open_trip_emits_and_is_audited(app, nurse, deliver):
@@ -788,7 +790,7 @@ def test_edit_an_open_request(app, nurse, deliver):
         assert sorted(event.payload["changed"]) == ["iv_pump", "mobility", "notes", "window_end"]
     assert history_actions(app, public_id) == ["posted", "changed"]
     deliver()
-    assert "Changed: iv pump, mobility, notes, window end" in text(
+    assert "Changed: Latest pickup, Mobility, IV pump, Notes for the crew" in text(
         nurse.get(f"/hospital/requests/{public_id}/timeline"))
     # A window that has begun may be kept while other things change.
     with app.app_context():

@@ -43,10 +43,11 @@ PAGES = {
     "admin": ["/center/users", "/center/registry", "/center/config", "/center/users/new",
               "/alerts/defaults", "/alerts/defaults/center/0", "/alerts/webhooks"],
 }
-#: The alerts pages, the same for every role: kept in the center silo alone.
+#: The alerts pages, the same for every role but crews (refused there): kept in the center silo alone.
 ALERT_PAGES = ["/alerts/", "/alerts/feed", "/alerts/settings"]
-for _paths in PAGES.values():
-    _paths.extend(ALERT_PAGES)
+for _role, _paths in PAGES.items():
+    if _role != "crew":
+        _paths.extend(ALERT_PAGES)
 PAGES["coordinator"].append("/alerts/deliveries")
 
 #: silo down -> the pages that keep working (200); all others answer 503 naming the silo.
@@ -97,7 +98,8 @@ WORKS = {
 }
 for _works in (WORKS["hospital"], WORKS["ems"]):  # the alerts pages need the center alone
     for _role in _works:
-        _works[_role] |= set(ALERT_PAGES)
+        if _role != "crew":
+            _works[_role] |= set(ALERT_PAGES)
     _works["coordinator"].add("/alerts/deliveries")
     _works["admin"].add("/alerts/webhooks")
 LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}

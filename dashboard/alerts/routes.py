@@ -20,6 +20,14 @@ bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 FEED_LIMIT = 20
 
 
+@bp.before_request
+def _desks_only():
+    """Crews are refused here (403): no alert kind is theirs, and their one page, ``/crew/``,
+    follows their unit's trips live."""
+    if current_user.is_authenticated and current_user.role == "crew":
+        abort(403)
+
+
 @bp.route("/")
 @login_required
 def index():

@@ -139,13 +139,21 @@ def _trips_by_id(trip_ids):
 # --- the open-request board ---------------------------------------------------------------
 
 def _board_filters(agency):
-    levels = bidding.servable_levels(agency.level_list)
-    args = request.args
-    return {
-        "level": args.get("level") if args.get("level") in levels else "",
-        "urgency": args.get("urgency") if args.get("urgency") in URGENCIES else "",
-        "within": args.get("within") if args.get("within") in BOARD_WITHIN else "",
+    """The board's filters from the query string: ``{"level", "urgency", "within"}``, "" for
+    all.  A value the board does not offer (a level the agency does not serve included) aborts
+    400 with a message naming the values it does, as the center's board and a bad sort do."""
+    offered = {
+        "level": ("Level of care", tuple(bidding.servable_levels(agency.level_list))),
+        "urgency": ("Urgency", tuple(URGENCIES)),
+        "within": ("Pickup within", tuple(key for key in BOARD_WITHIN if key)),
     }
+    filters = {}
+    for name, (label, values) in offered.items():
+        value = request.args.get(name, "")
+        if value and value not in values:
+            abort(400, f"{label}: not a valid choice. Choose one of {', '.join(values)}, or none for all.")
+        filters[name] = value
+    return filters
 
 
 def _pickup_before(within, now):

@@ -21,7 +21,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from ..formfields import FiniteNumberField, FlaskForm, LocalTimeField, WholeNumberField
 from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS, LEVELS, MOBILITIES, URGENCIES, utcnow
-from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES, ISOLATIONS
+from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, FIELD_LABELS, INVITE_MODES, ISOLATIONS
 from ..services import care_rules, scheduling
 from ..services.trips import PATIENT_REF_PATTERN
 from ..submission_field import submission_field
@@ -144,33 +144,33 @@ class NeedsMixin:
     CARE_REMEDY = "Choose {level}"
 
     mobility = SelectField(
-        "Mobility", choices=options(MOBILITIES), validate_choice=False,
+        FIELD_LABELS["mobility"], choices=options(MOBILITIES), validate_choice=False,
         validators=[InputRequired("Choose the patient's mobility.")],
     )
     weight_kg = WholeNumberField(
-        "Weight (kg)", invalid_value_message="Enter the weight in whole kilograms.",
+        FIELD_LABELS["weight_kg"], invalid_value_message="Enter the weight in whole kilograms.",
         validators=[InputRequired("Enter the patient's weight in kg."),
                     NumberRange(1, 400, "Enter a weight from 1 to 400 kg.")],
     )
     isolation = SelectField(
-        "Isolation", choices=options(ISOLATIONS), default="none", validate_choice=False,
+        FIELD_LABELS["isolation"], choices=options(ISOLATIONS), default="none", validate_choice=False,
         validators=[InputRequired("Choose the isolation precautions (or none).")],
     )
     oxygen_lpm = FiniteNumberField(
-        "Oxygen (L/min)", default=0, invalid_value_message="Enter the oxygen flow as a number.",
+        FIELD_LABELS["oxygen_lpm"], default=0, invalid_value_message="Enter the oxygen flow as a number.",
         render_kw={"step": "any"},
         validators=[InputRequired("Enter the oxygen flow (0 if none)."),
                     NumberRange(0, 25, "Enter an oxygen flow from 0 to 25 L/min.")],
     )
-    cardiac_monitor = BooleanField("Cardiac monitor")
-    iv_pump = BooleanField("IV pump")
-    ventilator = BooleanField("Ventilator")
+    cardiac_monitor = BooleanField(FIELD_LABELS["cardiac_monitor"])
+    iv_pump = BooleanField(FIELD_LABELS["iv_pump"])
+    ventilator = BooleanField(FIELD_LABELS["ventilator"])
     other_needs = StringField(
-        "Other needs", filters=[one_line],
+        FIELD_LABELS["other_needs"], filters=[one_line],
         validators=[Length(max=200, message="Keep other needs to 200 characters.")],
     )
     notes = TextAreaField(
-        "Notes for the crew", filters=[multi_line],
+        FIELD_LABELS["notes"], filters=[multi_line],
         validators=[Length(max=500, message="Keep notes to 500 characters.")],
     )
     care_override = BooleanField("Send at this level of care anyway")
@@ -216,11 +216,27 @@ class NeedsMixin:
         if not uncovered:
             return True
         required = care_rules.required_level(needs)
+        remedy = self.CARE_REMEDY.format(level=required)
         for rule in uncovered:
+            said = remedy
+            if rule.minimum != required:  # another need asks for more: name the level all ask for
+                said = f"All its needs together need {required}: {remedy[0].lower()}{remedy[1:]}"
             getattr(self, rule.need).errors.append(
-                f"{rule.message(level)} {self.CARE_REMEDY.format(level=required)}, or tick "
-                f"“{self.care_override.label.text}” below and give a reason.")
+                f"{rule.message(level)} {said}, or tick “{self.care_override.label.text}” below and give a reason.")
         return False
+
+    def override_not_needed(self, level):
+        """The notice for an override ticked with a reason while ``level`` covers every need,
+        e.g. "No override needed: CCT covers every need; the reason given was not kept.";
+        None otherwise.  The reason is not stored then (:func:`..services.trips.post`)."""
+        if not (self.care_override.data and care_rules.clean_reason(self.care_override_reason.data)):
+            return None
+        if level not in LEVELS:
+            return None
+        needs = {rule.need: getattr(self, rule.need).data for rule in care_rules.CARE_RULES}
+        if care_rules.shortfalls(level, needs):
+            return None
+        return f"No override needed: {level} covers every need; the reason given was not kept."
 
     def care_override_value(self):
         """The override reason to pass to the trips service: the typed reason when the box is

@@ -456,6 +456,9 @@ def edit_request(public_id):
         flash(f"{trip.reference} updated; agencies that bid see the change.", "success")
     else:
         flash("Nothing was changed.", "info")
+    notice = form.override_not_needed(trip.level_of_care)
+    if notice:
+        flash(notice, "info")
     return redirect(url_for(".request_detail", public_id=trip.public_id))
 
 
@@ -479,6 +482,11 @@ def _default_origin(own):
     return own[0] if own else None
 
 
+#: Minutes a nurse has to fill in the new-request form before its pre-filled earliest pickup
+#: comes closer than its bidding time (:func:`default_window`).
+FORM_FILL_MINUTES = 15
+
+
 def _next_quarter_hour(value):
     """The first quarter hour at or after ``value`` (14:15:30 gives 14:30, never 14:15)."""
     floor = value.replace(minute=value.minute - value.minute % 15, second=0, microsecond=0)
@@ -489,14 +497,18 @@ def default_window(deadline_minutes, now=None):
     """The pre-filled pickup window, ``(start, end)`` in naive local time, for a form showing a
     bidding time of ``deadline_minutes``.
 
-    It starts at the first quarter hour at least 15 minutes ahead and lasts an hour, or longer
-    when bidding would close later: the form as shown stays postable for as long as its earliest
-    pickup is accepted (until ``WINDOW_GRACE`` after it), since bidding must close by the latest
-    pickup (``RequestForm.validate``).  So ``end >= start + WINDOW_GRACE + deadline_minutes``,
-    whatever the time of day the form is opened.
+    It starts at the first quarter hour at least ``FORM_FILL_MINUTES`` plus the bidding time
+    ahead, so bidding closes no later than the earliest pickup when the form is posted within
+    that quarter of an hour, and lasts an hour, or longer when bidding would close later: the
+    form as shown stays postable for as long as its earliest pickup is accepted (until
+    ``WINDOW_GRACE`` after it), since bidding must close by the latest pickup
+    (``RequestForm.validate``).  So ``start >= now + FORM_FILL_MINUTES + deadline_minutes`` and
+    ``end >= start + WINDOW_GRACE + deadline_minutes``, whatever the time of day the form is
+    opened.
     """
     now = now or utcnow()
-    start = _next_quarter_hour(to_local(now + timedelta(minutes=15)).replace(tzinfo=None))
+    lead = timedelta(minutes=FORM_FILL_MINUTES + (deadline_minutes or 0))
+    start = _next_quarter_hour(to_local(now + lead).replace(tzinfo=None))
     start_utc = from_local(start)  # measured in real time: a clock change in the window counts
     bidding_closes = start_utc + WINDOW_GRACE + timedelta(minutes=deadline_minutes or 0)
     end = _next_quarter_hour(to_local(max(start_utc + timedelta(hours=1), bidding_closes)).replace(tzinfo=None))
@@ -586,6 +598,9 @@ def new_request():
     db.session.commit()
     flash(f"Request {trip.reference} posted. Agencies may bid until "
           f"{format_time(trip.bid_deadline, '%H:%M')}; bids appear below as they arrive.", "success")
+    notice = form.override_not_needed(trip.level_of_care)
+    if notice:
+        flash(notice, "info")
     if same_patient:
         # The references only: the patient reference stays out of the session cookie.
         flash(f"This patient reference already has an active request: {', '.join(same_patient)}. "

@@ -46,6 +46,54 @@ ISOLATIONS = {
     "airborne": "Airborne",
     "enteric": "Enteric",
 }
+#: What the screens call a request's fields: one map for the forms' needs, the pages and the
+#: timeline's "Changed: ..." line.  Both override columns are the "Level override".
+FIELD_LABELS = {
+    "level_of_care": "Level of care",
+    "urgency": "Urgency",
+    "pickup_location": "Pickup location",
+    "destination_address": "Destination address",
+    "window_start": "Earliest pickup",
+    "window_end": "Latest pickup",
+    "mobility": "Mobility",
+    "weight_kg": "Weight (kg)",
+    "isolation": "Isolation",
+    "oxygen_lpm": "Oxygen (L/min)",
+    "cardiac_monitor": "Cardiac monitor",
+    "iv_pump": "IV pump",
+    "ventilator": "Ventilator",
+    "other_needs": "Other needs",
+    "notes": "Notes for the crew",
+    "invite_mode": "Invited agencies",
+    "invite_all_after_minutes": "Open to every agency after (min)",
+    "care_override_reason": "Level override",
+    "care_override_needs": "Level override",
+}
+
+
+def field_labels(names):
+    """The labels of request fields ``names`` (:data:`FIELD_LABELS`; an unknown name with its
+    underscores as spaces), each once, in the order given."""
+    labels = []
+    for name in names:
+        label = FIELD_LABELS.get(name, name.replace("_", " "))
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def oxygen_flow(lpm):
+    """An oxygen flow (L/min, a number or None) as every screen shows it: "2.5 L/min",
+    "20 L/min" (no trailing ".0"); "None" for no flow."""
+    if not lpm:
+        return "None"
+    return f"{number_text(lpm)} L/min"
+
+
+def number_text(value):
+    """A number without a trailing ".0": 20.0 → "20", 2.5 → "2.5"."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else str(value)
 
 
 class HospitalFacility(db.Model):

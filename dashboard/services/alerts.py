@@ -53,8 +53,6 @@ KINDS = {
         ("center.parked", "Event parked (the relay gave up retrying it)"),
         ("center.silo_down", "Silo down"),
     ],
-    # Crews hear of their trips on the phone view (/crew/), not as alerts: none to choose.
-    "crew": [],
 }
 KIND_LABELS = {kind: label for kinds in KINDS.values() for kind, label in kinds}
 ALL_KINDS = tuple(KIND_LABELS)
@@ -72,7 +70,7 @@ SWEEP_LIMIT = 500
 
 
 def group_of(role):
-    """The kinds' group of a role: ``ems``, ``hospital``, ``center`` or ``crew`` (no kinds)."""
+    """The kinds' group of a role: ``ems``, ``hospital`` or ``center``."""
     return "center" if role in CENTER_ROLES else role
 
 

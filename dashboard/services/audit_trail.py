@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models.center import AuditLog
+from ..models.hospital import FIELD_LABELS
 from . import csvout
 
 PAGE_SIZE = 50
@@ -61,6 +62,44 @@ def page(filters, before_id=None, size=PAGE_SIZE):
     more = len(rows) > size
     rows = rows[:size]
     return rows, (rows[-1].id if more and rows else None)
+
+
+def subject(entry):
+    """What ``entry`` (an :class:`AuditLog`) is about, as the screens name it: a request's
+    reference (e.g. "ALT-261201-3VRM") when its before or after mapping carries one, else the
+    first 8 characters of its entity id; "" without an entity id."""
+    for values in (entry.after, entry.before):
+        if isinstance(values, dict) and isinstance(values.get("reference"), str) and values["reference"]:
+            return values["reference"]
+    return (entry.entity_id or "")[:8]
+
+
+def _label(key):
+    return FIELD_LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return ", ".join(f"{_label(key).lower()} {_plain(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(item) for item in value) if value else "none"
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value).replace("_", " ") if isinstance(value, str) and value.isidentifier() else str(value)
+
+
+def readable(value):
+    """A before/after value as lines a person reads: a mapping gives one "Label: value" line
+    per key, in its order (request fields by :data:`FIELD_LABELS`, nested mappings and lists on
+    one line, e.g. "Care override: level of care BLS, needs cardiac monitor, reason RT rides
+    along"); anything else one line.  ``[]`` for None.  The CSV export keeps the JSON."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [f"{_label(key)}: {_plain(item)}" for key, item in value.items()]
+    return [_plain(value)]
 
 
 def _value(value):

@@ -60,6 +60,24 @@ def bid_payload(bid, agency_name=None):
     }
 
 
+def eta_passed(bid, now=None):
+    """Whether ``bid`` is live and the arrival it promised (``updated_at``, naive UTC, plus
+    ``eta_minutes``) is before ``now`` (naive UTC, default the current time): the unit did not
+    come in that time, so the bid no longer says when it will."""
+    if bid.status != "live" or bid.updated_at is None or bid.eta_minutes is None:
+        return False
+    return bid.updated_at + timedelta(minutes=bid.eta_minutes) < (now or utcnow())
+
+
+def best_bid(bids, now=None):
+    """The bid the pages mark "Best" among ``bids``: the live one with the shortest ETA (the
+    earliest placed on a tie) whose arrival has not passed (:func:`eta_passed`); None when no
+    bid is such."""
+    now = now or utcnow()
+    candidates = [bid for bid in bids or () if bid.status == "live" and not eta_passed(bid, now)]
+    return min(candidates, key=lambda bid: (bid.eta_minutes, bid.created_at, bid.id), default=None)
+
+
 def live_bid(trip_id, agency_id):
     return db.session.scalar(
         sa.select(TransportBid).where(

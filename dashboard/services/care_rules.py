@@ -30,6 +30,7 @@ or enteric precautions with the matching protective equipment.
 """
 from dataclasses import dataclass
 
+from ..formfields import has_visible_text
 from ..models.base import LEVEL_RANK, LEVELS
 
 #: The longest override reason kept, in characters (as long as a cancel note).
@@ -71,7 +72,7 @@ CARE_RULES = (
              f"more than {OXYGEN_CONVENTIONAL_MAX_LPM} L/min", "CCT",
              f"Above {OXYGEN_CONVENTIONAL_MAX_LPM} L/min is high-flow delivery, a critical care device."),
     CareRule("iv_pump", "An IV pump", "an infusion on a pump", "ALS",
-             "EMTs may not manage IV lines; titrated drips need CCT."),
+             "Keeping an infusion running is paramedic scope; EMTs may not manage IV lines."),
     CareRule("cardiac_monitor", "A cardiac monitor", "rhythm monitoring", "ALS",
              "Reading and acting on a rhythm is paramedic scope."),
 )
@@ -124,5 +125,8 @@ def override_summary(trip):
 
 
 def clean_reason(reason):
-    """An override reason as kept: one line, spaces collapsed; "" for none."""
-    return " ".join((reason or "").split())
+    """An override reason as kept: one line, spaces collapsed (line and paragraph separators
+    too); "" for none, and for a reason with nothing visible in it (only joiners, fillers or
+    lone accents, :func:`dashboard.formfields.has_visible_text`)."""
+    reason = " ".join((reason or "").split())
+    return reason if has_visible_text(reason) else ""

@@ -144,6 +144,7 @@ def risk_condition(now, settings, deactivated_agency_ids=()):
     T = TransportRequest
     no_bids = timedelta(minutes=settings["risk_no_bids_minutes"])
     pickup = timedelta(minutes=settings["risk_pickup_window_minutes"])
+    bounds = lateness.crew_bounds()
     # A will-call return waiting for its patient, or one booked ahead before its bidding
     # opens, is neither unfilled nor short of bids; the former is never late either.
     waiting = sa.and_(T.will_call.is_(True), T.released_at.is_(None))
@@ -155,36 +156,24 @@ def risk_condition(now, settings, deactivated_agency_ids=()):
         sa.and_(T.status == "open", bidding_opened, T.bid_deadline <= now),
         # no_bids: counted from when bidding opened
         sa.and_(T.status == "open", bidding_opened, T.bid_count == 0, started <= now - no_bids),
-        # late (services/lateness.py)
+        # late (services/lateness.py, with the configured crew bounds)
         sa.and_(T.status.in_(("awarded", "en_route")), T.window_end <= now),
-        sa.and_(T.status == "awarded", T.window_start <= now),
+        sa.and_(T.status == "awarded", T.window_start <= now + (bounds["en_route_lead"] or timedelta(0))),
         sa.and_(T.status == "open", sa.not_(waiting), T.window_end <= now),
-        *_crew_bounds_late(now),
         # pickup
         sa.and_(T.status.in_(BEFORE_PICKUP), sa.not_(sa.and_(T.status == "open", waiting)),
                 T.window_end <= now + pickup),
         # emergent
         sa.and_(T.urgency == "emergent", T.status.not_in(CLOSED_STATUSES)),
     ]
+    if bounds["at_pickup_max"]:
+        conditions.append(sa.and_(T.status == "at_pickup", T.at_pickup_at <= now - bounds["at_pickup_max"]))
+    if bounds["transport_max"]:
+        conditions.append(sa.and_(T.status == "transporting", T.transporting_at <= now - bounds["transport_max"]))
     deactivated = sorted(deactivated_agency_ids)
     if deactivated:
         conditions.append(sa.and_(T.status.in_(ACTIVE_STATUSES), T.awarded_agency_id.in_(deactivated)))
     return sa.or_(*conditions)
-
-
-def _crew_bounds_late(now):
-    """SQL: late by a crew bound of :mod:`.lateness` (en route due before the window, stuck at
-    the pickup, transporting too long), each bound as configured (a bound turned off adds none)."""
-    T = TransportRequest
-    bounds = lateness.crew_bounds()
-    found = []
-    if bounds["en_route_lead"]:
-        found.append(sa.and_(T.status == "awarded", T.window_start <= now + bounds["en_route_lead"]))
-    if bounds["at_pickup_max"]:
-        found.append(sa.and_(T.status == "at_pickup", T.at_pickup_at <= now - bounds["at_pickup_max"]))
-    if bounds["transport_max"]:
-        found.append(sa.and_(T.status == "transporting", T.transporting_at <= now - bounds["transport_max"]))
-    return found
 
 
 def deactivated_agency_ids(agencies):

@@ -30,9 +30,11 @@ from ..extensions import db
 from ..models.base import LEVEL_RANK, dispatch_state, utcnow
 from ..models.hospital import (
     ACTIVE_STATUSES,
+    FIELD_LABELS,
     HospitalAgencyPreference,
     TransportRequest,
     TransportRequestEvent,
+    field_labels,
 )
 from . import care_rules, center_reads, scheduling
 
@@ -408,6 +410,12 @@ def cancel(trip, reason, note, user_id, user_label, expected_version=None):
     return trip
 
 
+def _field_order(name):
+    """Where a field comes in the "Changed: ..." line: the forms' order (:data:`FIELD_LABELS`)."""
+    order = list(FIELD_LABELS)
+    return (order.index(name) if name in FIELD_LABELS else len(order), name)
+
+
 def edit(trip, changes, user_id, user_label, expected_version=None, care_override=None):
     """Change an open trip's window, needs or notes; emit ``trip.changed``.
 
@@ -441,7 +449,7 @@ def edit(trip, changes, user_id, user_label, expected_version=None, care_overrid
                                                     changes.get("invite_all_after_minutes",
                                                                 trip.invite_all_after_minutes))
     _compare_and_set(trip, "open", values, expected_version)
-    note = "Changed: " + ", ".join(sorted(k.replace("_", " ") for k in changed))
+    note = "Changed: " + ", ".join(field_labels(sorted(changed, key=_field_order)))
     _history(trip, "changed", "open", "open", user_id, user_label, note,
              detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
     emit("hospital", "trip.changed", "trip", trip.public_id,

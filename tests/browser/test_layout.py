@@ -53,8 +53,10 @@ WRAPPED_TOKENS = """
       seen += 1;
       const range = document.createRange();
       range.selectNodeContents(el);
-      const lines = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top)));
-      if (lines.size > 1) wrapped.push(el.textContent.trim().slice(0, 40));
+      // Tops within half a line of each other are one line (a badge's box sits a pixel off its text).
+      const half = (parseFloat(getComputedStyle(el).lineHeight) || 20) / 2;
+      const tops = Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => r.top).sort((a, b) => a - b);
+      if (tops.filter((top, i) => i === 0 || top - tops[i - 1] > half).length > 1) wrapped.push(el.textContent.trim().slice(0, 40));
     }
   }
   return {seen, wrapped};
@@ -80,6 +82,46 @@ CELL_LINES = """
 })
 """
 
+# The cells of the time columns (found by their heading, whatever the cells' classes) that
+# take more lines than they hold <br>s: a time or a time range must never wrap.
+WRAPPED_TIMES = """
+(selector) => {
+  const wrapped = [];
+  let seen = 0;
+  for (const table of document.querySelectorAll(selector)) {
+    const heads = Array.from(table.tHead.rows[0].cells).map(th => th.textContent.trim());
+    const timed = heads.map((h, i) => /^(Posted|Pickup window|Window|Bidding closes|Deadline|Completed|Cancelled)/.test(h) ? i : -1)
+      .filter(i => i >= 0);
+    for (const row of table.tBodies[0].rows) {
+      for (const i of timed) {
+        const td = row.cells[i];
+        if (!td) continue;
+        seen += 1;
+        const range = document.createRange();
+        range.selectNodeContents(td);
+        const half = (parseFloat(getComputedStyle(td).lineHeight) || 20) / 2;
+        const tops = Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => r.top).sort((a, b) => a - b);
+        const lines = tops.filter((top, k) => k === 0 || top - tops[k - 1] > half).length;
+        if (lines > 1 + td.querySelectorAll('br').length) wrapped.push(heads[i] + ': ' + td.textContent.trim().replace(/\\s+/g, ' '));
+      }
+    }
+  }
+  return {seen, wrapped};
+}
+"""
+
+# Whether an input's placeholder fits in its box (measured in the input's own font).
+PLACEHOLDER_FITS = """
+(selector) => {
+  const input = document.querySelector(selector);
+  const style = getComputedStyle(input);
+  const context = document.createElement('canvas').getContext('2d');
+  context.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+  const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return {text: input.placeholder, needs: Math.ceil(context.measureText(input.placeholder).width), room};
+}
+"""
+
 FITS = """
 (selector) => Array.from(document.querySelectorAll(selector)).map(table => {
   const wrap = table.closest('.table-wrap');
@@ -88,9 +130,33 @@ FITS = """
 """
 
 
-def seed_open_requests(server, count, **overrides):
+ROUTE_DESTINATION = "Bedford County Community Hospital, 10455 Lincoln Highway, Everett, PA 15537"
+LONG_WORD = "Tracheostomyandsuctioning" * 8  # 200 letters, no space
+
+
+def realistic(i, now):
+    """Row ``i`` of a busy morning: long pickup places and destinations; every third above its
+    level of care under an override; needs; some emergent, some with the pickup window closing
+    (the regional board's at-risk marks, several to a row)."""
+    from datetime import timedelta
+
+    fields = dict(pickup_location=f"Cardiothoracic intensive care unit, 4 West, room {400 + i}",
+                  destination_address=ROUTE_DESTINATION, oxygen_lpm=(2, 0, 4)[i % 3],
+                  other_needs="Fall risk, hard of hearing" if i % 4 == 0 else "")
+    if i % 3 == 0:
+        fields["cardiac_monitor"] = True
+    if i % 5 == 1:
+        fields.update(window_start=now + timedelta(minutes=2), window_end=now + timedelta(minutes=14),
+                      bid_deadline=now + timedelta(minutes=1))
+    return fields
+
+
+def seed_open_requests(server, count, realistic_rows=False, back_date=None, care_override=None, **overrides):
     """``count`` open requests at Altoona (BLS, invited to every agency), posted through the
-    service into the served silos; the server's relay tells the boards.  Returns the references."""
+    service into the served silos; the server's relay tells the boards.  ``realistic_rows``
+    gives them the long names, overrides and needs of :func:`realistic`; ``back_date`` (a
+    timedelta) moves their posting time back, so the regional board marks them "no bids".
+    Returns the references."""
     urls = server.database_urls
     app = create_app({"SECRET_KEY": "layout-seed", "MEDPORT_INPROCESS_RELAY": False,
                       "MEDPORT_SIGNAL_BACKEND": "local", "SQLALCHEMY_DATABASE_URI": urls["center"],
@@ -110,8 +176,15 @@ def seed_open_requests(server, count, **overrides):
                 window_start=now + timedelta(minutes=180 + (i * 37) % 480),
                 window_end=now + timedelta(minutes=240 + (i * 37) % 480), patient_ref="", age_group="adult",
                 weight_kg=80, bid_deadline=now + timedelta(minutes=60 + (i * 53) % 110), invite_mode="all")
+            if realistic_rows:
+                fields.update(realistic(i, now))
             fields.update(overrides)
-            trip = trips.post(hospital.id, "ALT", fields, 1, "Layout check")
+            reason = care_override
+            if realistic_rows and fields.get("cardiac_monitor") and reason is None:
+                reason = "The hospital's ALS nurse rides along with the monitor."
+            trip = trips.post(hospital.id, "ALT", fields, 1, "Layout check", care_override=reason)
+            if back_date is not None:
+                trip.created_at = now - back_date
             db.session.commit()
             references.append(trip.reference)
         for engine in db.engines.values():
@@ -121,9 +194,22 @@ def seed_open_requests(server, count, **overrides):
 
 @pytest.fixture
 def busy(live_server):
-    """The served region with ``SEEDED`` more open requests (once per server)."""
+    """The served region with ``SEEDED`` more open requests (once per server), realistic ones
+    (:func:`realistic`, half of them posted 2 h 28 min ago, unbid), and one whose free text
+    holds unbroken words: :data:`LONG_WORD` in its other needs, a 120-letter pickup location,
+    a 300-character override reason with a 120-letter word (``live_server.long_text_reference``)."""
     if not getattr(live_server, "layout_seeded", False):
-        seed_open_requests(live_server, SEEDED)
+        from datetime import timedelta
+
+        seed_open_requests(live_server, SEEDED // 2, realistic_rows=True, back_date=timedelta(hours=2, minutes=28))
+        seed_open_requests(live_server, SEEDED - SEEDED // 2, realistic_rows=True)
+        reason = ("Respiratory therapist from the unit rides along: " + "Ventilatorandairwaymanagement" * 4
+                  + "xxxx " + "she stays with the patient until handover at the receiving unit. " * 2)[:300]
+        (live_server.long_text_reference,) = seed_open_requests(
+            live_server, 1, urgency="emergent", ventilator=True, care_override=reason, other_needs=LONG_WORD,
+            pickup_location="Intensivecareunitfourwest" * 4 + "Roomfourtwelvebedb",
+            notes="Handover to " + "Receivingnurseatthebedside" * 5,
+            bid_deadline=utcnow() + timedelta(minutes=20))
         live_server.layout_seeded = True
     return live_server
 
@@ -153,14 +239,30 @@ def test_boards_show_more_than_eleven_requests_and_keep_references_whole(open_se
         overflow = [px for px in page.evaluate(FITS, "main table") if px > 1]
         if overflow:
             problems.append(f"{name}: a table is wider than its box by {overflow} px")
+        times = page.evaluate(WRAPPED_TIMES, table)
+        if times["seen"] < 12 or times["wrapped"]:
+            problems.append(f"{name}: {times['seen']} times checked, wrapped: {times['wrapped'][:5]}")
+        if path == "/hospital/":
+            search = page.evaluate(PLACEHOLDER_FITS, "input#q")
+            if search["needs"] > search["room"]:
+                problems.append(f"{name}: the search placeholder is cut: {search}")
         layout = layout_problems(page)
         if layout:
             problems.append(f"{name}: {layout}")
         violations = run_axe(page)
         if violations:
             problems.append(f"{name}: axe {violations}")
+        # Every other order of the board keeps more than 11 rows on screen.
+        for sort_link in page.eval_on_selector_all("nav.sort-control a:not([aria-current])",
+                                                   "links => links.map(a => a.getAttribute('href'))"):
+            session.goto(sort_link)
+            settle(page)
+            rows = page.evaluate(ROWS_IN_VIEW, table)
+            if rows <= 11:
+                screenshot(page, f"{name}-{sort_link.rsplit('=', 1)[-1]}")
+                problems.append(f"{name} {sort_link}: {rows} rows wholly on screen")
         assert session.errors == []
-    assert problems == []
+    assert problems == [], "\n".join(problems)
 
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
@@ -191,7 +293,7 @@ def test_the_bids_table_is_readable(open_session, busy, width, height):
         layout = layout_problems(page)
         if layout:
             problems.append(f"{name}: {layout}")
-    assert problems == []
+    assert problems == [], "\n".join(problems)
 
 
 def _references(page, table):
@@ -217,11 +319,17 @@ def test_the_sort_control_reorders_rows_and_the_live_refresh_keeps_the_order(ope
     assert _references(page, table) == by_deadline
     assert page.get_attribute("nav.sort-control a[aria-current=true]", "data-sort") == "deadline"
     # A request posted now, closing first, arrives by the live refresh at the top: the refreshed
-    # panel kept the sort (in the default order a routine request would not lead).
-    from datetime import timedelta
+    # panel kept the sort (in the default order a routine request would not lead).  It closes a
+    # minute before the first to close of those on the board (some close within minutes).
+    from datetime import datetime, timedelta
 
+    (earliest,), = busy.query("hospital", "SELECT MIN(bid_deadline) FROM transport_requests "
+                                          "WHERE status = 'open' AND hospital_id = :h", h=hospital_id)
+    if isinstance(earliest, str):
+        earliest = datetime.fromisoformat(earliest)
     now = utcnow()
-    (reference,) = seed_open_requests(busy, 1, urgency="routine", bid_deadline=now + timedelta(minutes=5),
+    (reference,) = seed_open_requests(busy, 1, urgency="routine",
+                                      bid_deadline=min(now + timedelta(minutes=5), earliest - timedelta(minutes=1)),
                                       window_start=now + timedelta(hours=5), window_end=now + timedelta(hours=6))
     wait_for("the new request on the board", lambda: reference in _references(page, table), timeout=LIVE / 1000)
     assert _references(page, table)[0] == reference
@@ -270,3 +378,109 @@ def test_analytics_has_a_contents_bar_and_sections_that_fold(open_session, live_
     settle(page)
     assert layout_problems(page) == []
     assert session.errors == []
+
+
+REQUEST_PAGES = [(NURSE, "/hospital/requests/{}"), (DISPATCH, "/ems/requests/{}"), (COORDINATOR, "/center/requests/{}")]
+
+# Free text that runs out of its box: an element whose text-holding box reaches past its parent's.
+SPILLED_TEXT = """
+() => {
+  const spilled = [];
+  for (const el of document.querySelectorAll('main dd, main p, main li, main td')) {
+    if (!el.textContent.trim() || el.closest('.visually-hidden')) continue;
+    const parent = el.parentElement.getBoundingClientRect();
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const right = Math.max(...Array.from(range.getClientRects()).map(r => r.right));
+    if (right > parent.right + 1) spilled.push(el.tagName + ' "' + el.textContent.trim().slice(0, 30) + '" by ' + Math.round(right - parent.right) + ' px');
+  }
+  return spilled;
+}
+"""
+
+
+# Each place the reference is written in the page's main part, and on how many lines.
+REFERENCE_LINES = """
+(reference) => {
+  const found = [];
+  const walker = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.textContent.indexOf(reference);
+    if (at < 0 || node.parentElement.closest('.visually-hidden, title, script')) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + reference.length);
+    const tops = Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => Math.round(r.top));
+    if (tops.length) found.push(new Set(tops).size);
+  }
+  return found;
+}
+"""
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("width,height", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_unbroken_words_wrap_on_the_request_pages_and_references_do_not(open_session, busy, width, height):
+    """A 300-character override reason with a 120-letter word, 200 letters of other needs and
+    an unbroken note: each wraps in its box on the three request pages, no page is wider than
+    the window, and the request's reference stays on one line."""
+    (public_id,), = busy.query("hospital", "SELECT public_id FROM transport_requests WHERE reference = :r",
+                               r=busy.long_text_reference)
+    problems = []
+    for who, path in REQUEST_PAGES:
+        session = open_session(who, width=width, height=height)
+        page = session.page
+        session.goto(path.format(public_id))
+        page.get_by_text("Tracheostomyandsuctioning", exact=False).first.wait_for()
+        settle(page)
+        name = f"{width}x{height}-long-text{path.split('/')[1]}"
+        screenshot(page, name)
+        wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        if wide[0] > wide[1] + 1:
+            problems.append(f"{name}: the page is {wide[0]} px wide in a {wide[1]} px window")
+        spilled = page.evaluate(SPILLED_TEXT)
+        if spilled:
+            problems.append(f"{name}: text out of its box: {spilled[:5]}")
+        references = page.evaluate(REFERENCE_LINES, busy.long_text_reference)
+        if not references or max(references) > 1:
+            problems.append(f"{name}: the reference's lines: {references}")
+        assert session.errors == []
+    assert problems == [], "\n".join(problems)
+
+
+CHECKBOXES = """
+() => Array.from(document.querySelectorAll('.check-row input[type=checkbox]')).map(box => {
+  const r = box.getBoundingClientRect();
+  return [box.name, Math.round(r.left), Math.round(r.top)];
+})
+"""
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_field_error_on_the_edit_page_moves_no_checkbox(open_session, busy):
+    """The edit page of a BLS request under a ventilator override: a cardiac monitor ticked
+    (refused, with a message under it) leaves the needs' checkboxes where they were, on one
+    line; the "Override in place" line keeps its distance from the "Other needs" label."""
+    (public_id,), = busy.query("hospital", "SELECT public_id FROM transport_requests WHERE reference = :r",
+                               r=busy.long_text_reference)
+    session = open_session(NURSE, width=1280, height=900)
+    page = session.page
+    session.goto(f"/hospital/requests/{public_id}/edit")
+    settle(page)
+    before = page.evaluate(CHECKBOXES)
+    gap = page.evaluate("""() => {
+      const note = Array.from(document.querySelectorAll('.care-override p')).find(p => p.textContent.includes('Override in place'));
+      const label = document.querySelector('label[for=other_needs]');
+      return label.getBoundingClientRect().top - note.getBoundingClientRect().bottom;
+    }""")
+    assert gap >= 8, f"the override line is {gap} px from the Other needs label"
+    page.check("input[name=cardiac_monitor]")
+    page.click("button[type=submit].primary")
+    page.locator("#cardiac_monitor-msg .error").wait_for()
+    settle(page)
+    screenshot(page, "1280x900-edit-field-error")
+    after = page.evaluate(CHECKBOXES)
+    # The message above the form moves the whole form down; no box moves sideways or off the line.
+    assert len(before) == 3 and len({top for _name, _left, top in after}) == 1
+    assert [(name, left) for name, left, _top in after] == [(name, left) for name, left, _top in before]
+    assert layout_problems(page) == []
