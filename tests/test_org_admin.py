@@ -7,6 +7,7 @@ administrators; every other hospital and EMS user is not.
 """
 import re
 
+import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
@@ -15,7 +16,7 @@ from dashboard.models.center import AlertDelivery, AlertSetting, AuditLog, User,
 from dashboard.models.hospital import TransportRequest
 from dashboard.services import webhooks
 from dashboard.services.deliveries import Sender
-from tests.test_alert_delivery import Receiver, receiver  # noqa: F401 (the fixture)
+from tests.test_alert_delivery import Receiver
 from tests.test_events import agency, hospital, place_bid, post_trip
 from tests.test_stream import signed_in
 
@@ -25,6 +26,16 @@ AEMS_ADMIN = "dispatch@altoonaems.medport.test"
 BCA_DISPATCH = "dispatch@blaircounty.medport.test"
 ADMIN = "admin@medport.test"
 NEW_PASSWORD = "a-crew-password-2027"
+
+
+@pytest.fixture
+def receiver(app):
+    """A webhook receiver on loopback (plain http allowed there, as in the delivery tests)."""
+    app.config.update(MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP=True, MEDPORT_WEBHOOK_TIMEOUT_SECONDS=1,
+                      MEDPORT_BASE_URL="https://medport.test")
+    server = Receiver()
+    yield server
+    server.close()
 
 
 def user(email):
