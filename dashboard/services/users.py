@@ -171,7 +171,7 @@ def update(actor, user, email, display_name, role, hospital_id, agency_id, activ
     changed = [k for k in SNAPSHOT_FIELDS if before[k] != after[k]]
     if not changed:
         return []
-    if {"role", "hospital_id", "agency_id", "active", "org_admin"} & set(changed):
+    if {"role", "hospital_id", "agency_id", "active"} & set(changed):
         # What the old sessions (and their live streams) were allowed to see has changed.
         user.session_epoch += 1
     if before["active"] and not active:
