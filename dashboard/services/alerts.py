@@ -53,8 +53,6 @@ KINDS = {
         ("center.parked", "Event parked (the relay gave up retrying it)"),
         ("center.silo_down", "Silo down"),
     ],
-    # A crew member's phone page (/crew/) is live for their unit; no alert kind is theirs.
-    "crew": [],
 }
 KIND_LABELS = {kind: label for kinds in KINDS.values() for kind, label in kinds}
 ALL_KINDS = tuple(KIND_LABELS)
