@@ -494,7 +494,7 @@ def test_hostile_url_arguments_are_not_found(world):
     """Every route with an id in its URL, given ids that are no id at all: 404 (400 for a NUL,
     405 for a method the route lacks), never a 5xx, nothing changed."""
     roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
-             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous", "ems-admin": "ems_x",
+             "admin": "admin", "signed-in": "hospital_a", "desk": "hospital_a", "public": "anonymous", "ems-admin": "ems_x",
              "org-admin": "hospital_a", "org-admin+admin": "ems_x", "org-admin+center": "hospital_a"}
     values = ["x" * 300, "nul\x00byte", "'; DROP TABLE users; --", "9" * 25, "-1", "²", "..", "%"]
     before = snapshot(world.app)
@@ -526,7 +526,7 @@ def csrf_on(world):
 def test_every_state_changing_route_refuses_a_missing_or_forged_token(csrf_on):
     world = csrf_on
     roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
-             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous", "ems-admin": "ems_x",
+             "admin": "admin", "signed-in": "hospital_a", "desk": "hospital_a", "public": "anonymous", "ems-admin": "ems_x",
              "org-admin": "hospital_a", "org-admin+admin": "ems_x", "org-admin+center": "hospital_a"}
     # A real token, but of another session: as good as forged.
     page = world.clients["hospital_b"].get("/hospital/").get_data(as_text=True)
