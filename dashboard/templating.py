@@ -169,12 +169,30 @@ NAVIGATION = {
 }
 
 
+#: What an organisation administrator's navigation adds to their role's.
+ORG_ADMIN_NAVIGATION = {
+    "hospital": [
+        ("alerts.own_defaults", "Alert defaults"),
+        ("alerts.webhooks_index", "Webhooks"),
+    ],
+    "ems": [
+        ("ems.crew_accounts", "Crew accounts"),
+        ("alerts.own_defaults", "Alert defaults"),
+        ("alerts.webhooks_index", "Webhooks"),
+    ],
+}
+
+
 def navigation():
-    """The navigation entries of the signed-in user's role whose endpoints exist."""
+    """The navigation entries of the signed-in user's role whose endpoints exist (and, for an
+    organisation administrator, their organisation's pages)."""
     if not current_user.is_authenticated:
         return []
     endpoints = current_app.view_functions
-    return [(ep, label) for ep, label in NAVIGATION.get(current_user.role, []) if ep in endpoints]
+    entries = list(NAVIGATION.get(current_user.role, []))
+    if getattr(current_user, "is_org_admin", False):
+        entries += ORG_ADMIN_NAVIGATION.get(current_user.role, [])
+    return [(ep, label) for ep, label in entries if ep in endpoints]
 
 
 def _live_since():

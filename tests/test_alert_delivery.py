@@ -315,7 +315,7 @@ def test_webhooks_retry_on_500_and_timeouts_then_park_and_replay(app, demo, deli
         public_id = db.session.scalar(sa.select(AlertDelivery.public_id))
     assert f'data-delivery="{public_id}" data-status="parked"' in page and "Replay" in page
     assert coordinator.get("/alerts/deliveries?status=lost").status_code == 400
-    assert signed_in(app, AEMS).post(f"/alerts/deliveries/{public_id}/replay").status_code == 403
+    assert signed_in(app, BCA).post(f"/alerts/deliveries/{public_id}/replay").status_code == 403
     assert coordinator.post(f"/alerts/deliveries/{public_id}/replay").status_code == 302
     assert coordinator.post(f"/alerts/deliveries/{public_id}/replay").status_code == 404  # no longer parked
     assert Sender(app).run_once() == {"sent": 1}

@@ -10,7 +10,9 @@ and X use them.
 Outcomes: anonymous and a deactivated user's session are sent to sign in
 (302 to /login; 401 with ``HX-Redirect`` for htmx, 401 for the event stream);
 a signed-in user of another role gets 403; another organisation's object
-404.  The demo region is seeded once per backend for the whole module: GETs
+404.  ``ORG_ADMINS`` are the roles whose user is marked as their organisation's
+administrator (hospital A's nurse and agency X's dispatcher); the other hospital and
+EMS users are not, so the organisation administrators' pages refuse them (403).  The demo region is seeded once per backend for the whole module: GETs
 read, and every POST here must be refused without changing anything (the
 databases are compared before and after).  The owner's POST sends an
 incomplete form, which must be refused too (400 unless ``OWNER_POST`` says).
@@ -45,6 +47,9 @@ EMAILS = {
     "admin": "admin@medport.test",
     "deactivated": "nurse@tyrone.medport.test",
 }
+#: The roles whose user is their organisation's administrator (``User.org_admin``); set (and
+#: every other user's mark cleared) when the world is built.
+ORG_ADMINS = {"hospital_a", "ems_x"}
 SIGNED_OUT = {"anonymous", "deactivated"}
 SIGNED_IN = set(ROLES) - SIGNED_OUT
 
@@ -58,9 +63,16 @@ WHO = {
     "crew": {"crew_x"},
     "center": {"coordinator", "admin"},
     "admin": {"admin"},
+    # organisation administrators: agency X's runs its crew accounts; both theirs and the
+    # center administrator run alert defaults and webhooks; the center also sees deliveries
+    "ems-admin": {"ems_x"},
+    "org-admin": {"hospital_a", "ems_x"},
+    "org-admin+admin": {"hospital_a", "ems_x", "admin"},
+    "org-admin+center": {"hospital_a", "ems_x", "coordinator", "admin"},
 }
-#: For a URL naming hospital A's / agency X's object: the other organisation of that role.
-OTHER_ORGANISATION = {"hospital": "hospital_b", "ems": "ems_y"}
+#: For a URL naming hospital A's / agency X's object: the other organisation of that role
+#: (the alert defaults' URL names agency X: hospital A's administrator must not find it).
+OTHER_ORGANISATION = {"hospital": "hospital_b", "ems": "ems_y", "org-admin+admin": "hospital_a"}
 
 #: endpoint -> who may use it.  The one table of this test.
 ACCESS = {
@@ -172,12 +184,17 @@ ACCESS = {
     "alerts.settings": "desk",
     "alerts.reset_settings": "desk",
     "alerts.defaults_index": "admin",
-    "alerts.defaults": "admin",
+    "alerts.defaults": "org-admin+admin",
+    "alerts.own_defaults": "org-admin",
     "alerts.acknowledge": "center",
-    "alerts.webhooks_index": "admin",
-    "alerts.remove_webhook": "admin",
-    "alerts.deliveries_index": "center",
-    "alerts.replay_delivery": "center",
+    "alerts.webhooks_index": "org-admin+admin",
+    "alerts.remove_webhook": "org-admin+admin",
+    "alerts.deliveries_index": "org-admin+center",
+    "alerts.replay_delivery": "org-admin+center",
+    # an agency administrator's crew accounts
+    "ems.crew_accounts": "ems-admin",
+    "ems.crew_account_active": "ems-admin",
+    "ems.crew_account_reset_password": "ems-admin",
 }
 
 #: URL arguments, by name (and per endpoint where one name means different objects).
@@ -207,6 +224,8 @@ ENDPOINT_PARAMS = {
     "series.change": {"public_id": "series_a"},
     "series.cancel": {"public_id": "series_a"},
     "alerts.defaults": {"kind": "org_kind", "org_id": "org_id"},
+    "ems.crew_account_active": {"public_id": "crew_x_user"},
+    "ems.crew_account_reset_password": {"public_id": "crew_x_user"},
 }
 
 #: GETs that do not answer 200: (signed out, signed in); both send on to a page.
@@ -225,7 +244,8 @@ OWNER_POST = {
 ACTS_WITHOUT_FIELDS = {"auth.logout", "crew.end_shift", "hospital.remove_preference", "hospital.preference_notes",
                        "hospital.patient_ready",
                        "center.user_reset_password", "center.retry_parked", "alerts.read_all",
-                       "alerts.reset_settings", "alerts.settings", "alerts.defaults"}
+                       "alerts.reset_settings", "alerts.settings", "alerts.defaults", "alerts.own_defaults",
+                       "ems.crew_account_reset_password"}
 #: Tables that change on reads or sign-ins, not on a refused action.
 VOLATILE_TABLES = {"audit_logs", "user_sessions", "live_signals", "service_registry"}
 #: Required fields sent empty (an edit form that misses a field keeps its stored value).
@@ -350,6 +370,7 @@ def _collect_ids(trip_a, bid_x_live, trip_x_awarded, bid_x_accepted, trip_b, bid
         "user_a": one(User, User.email == EMAILS["hospital_a"]).public_id,
         "series_a": one(TransportSeries, TransportSeries.hospital_id == alt.id).public_id,
         "will_call_a": one(TransportRequest, TransportRequest.will_call.is_(True)).public_id,
+        "crew_x_user": one(User, User.email == EMAILS["crew_x"]).public_id,
         "org_kind": "agency",
         "org_id": aems.id,
     }
@@ -408,6 +429,8 @@ def build_world(migrated_config, more_ids=None):
     # The crew member staffs the unit X's awarded trip went to: the crew's pages show its trips.
     assert clients["crew_x"].post("/crew/shift", data={"unit": ids["unit_x_awarded"]}).status_code == 303
     with app.app_context():
+        db.session.execute(sa.update(User).values(org_admin=User.email.in_(
+            [EMAILS[role] for role in ORG_ADMINS])))
         # No epoch bump, no sign-out: the session itself must notice.
         db.session.execute(sa.update(User).where(User.email == EMAILS["deactivated"]).values(active=False))
         db.session.commit()

@@ -612,7 +612,7 @@ def test_deactivation_ends_sessions_and_is_audited(app, auth, demo, deliver):
     auth.login(ADMIN)
     response = auth._client.post(f"/center/users/{dispatcher.public_id}", data={
         "email": DISPATCH, "display_name": dispatcher.display_name, "role": "ems",
-        "hospital": "", "agency": dispatcher.agency_id})
+        "hospital": "", "agency": dispatcher.agency_id, "org_admin": "y"})  # the demo's agency admin
     assert response.status_code == 302
     after = scalar(app, sa.select(User).where(User.id == dispatcher.id))
     assert not after.active and after.session_epoch == dispatcher.session_epoch + 1

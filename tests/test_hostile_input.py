@@ -97,6 +97,7 @@ FORMS = {
     "alert settings": ("ems_x", "/alerts/settings", "/alerts/settings"),
     "alert defaults": ("admin", "/alerts/defaults/center/0", "/alerts/defaults/center/0"),
     "webhook": ("admin", "/alerts/webhooks", "/alerts/webhooks"),
+    "new crew account": ("ems_x", "/ems/crew-accounts", "/ems/crew-accounts"),
 }
 
 #: What a user types into a form the page shows empty, so that a submission can be accepted.
@@ -107,6 +108,7 @@ TYPED = {
     "add unit": {"number": "Medic 99"},
     "add availability": {"unit": "{unit_x}"},
     "new user": {"email": "new.user@medport.test", "display_name": "New User", "role": "coordinator"},
+    "new crew account": {"email": "new.crew@altoonaems.medport.test", "display_name": "New Medic"},
     "new hospital": {"name": "Hollidaysburg Hospital", "short_code": "HOL", "facility_address": "1 Main St"},
     "new facility": {"name": "Bedford Dialysis", "address": "2 Main St"},
     "new agency": {"name": "Ridge Ambulance", "short_code": "RDG", "levels": "BLS"},
@@ -492,7 +494,8 @@ def test_hostile_url_arguments_are_not_found(world):
     """Every route with an id in its URL, given ids that are no id at all: 404 (400 for a NUL,
     405 for a method the route lacks), never a 5xx, nothing changed."""
     roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
-             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous"}
+             "admin": "admin", "signed-in": "hospital_a", "desk": "hospital_a", "public": "anonymous", "ems-admin": "ems_x",
+             "org-admin": "hospital_a", "org-admin+admin": "ems_x", "org-admin+center": "hospital_a"}
     values = ["x" * 300, "nul\x00byte", "'; DROP TABLE users; --", "9" * 25, "-1", "²", "..", "%"]
     before = snapshot(world.app)
     for rule in world.app.url_map.iter_rules():
@@ -523,7 +526,8 @@ def csrf_on(world):
 def test_every_state_changing_route_refuses_a_missing_or_forged_token(csrf_on):
     world = csrf_on
     roles = {"hospital": "hospital_a", "ems": "ems_x", "crew": "crew_x", "center": "coordinator",
-             "admin": "admin", "signed-in": "hospital_a", "public": "anonymous"}
+             "admin": "admin", "signed-in": "hospital_a", "desk": "hospital_a", "public": "anonymous", "ems-admin": "ems_x",
+             "org-admin": "hospital_a", "org-admin+admin": "ems_x", "org-admin+center": "hospital_a"}
     # A real token, but of another session: as good as forged.
     page = world.clients["hospital_b"].get("/hospital/").get_data(as_text=True)
     other_sessions_token = re.search(r'"X-CSRFToken": "([^"]+)"', page).group(1)

@@ -18,7 +18,7 @@ from tests.test_stream import signed_in
 
 USERS = {
     "hospital": None,  # a nurse of the hospital of the open request the pages show
-    "ems": "dispatch@altoonaems.medport.test",
+    "ems": "dispatch@altoonaems.medport.test",  # Altoona EMS's organisation administrator
     "crew": "crew@altoonaems.medport.test",  # on a shift on a unit with a trip under way
     "coordinator": "coordinator@medport.test",
     "admin": "admin@medport.test",
@@ -49,6 +49,9 @@ for _role, _paths in PAGES.items():
     if _role != "crew":
         _paths.extend(ALERT_PAGES)
 PAGES["coordinator"].append("/alerts/deliveries")
+#: An organisation administrator's pages (the EMS user runs Altoona EMS): the center silo alone.
+ORG_ADMIN_PAGES = ["/ems/crew-accounts", "/alerts/defaults/mine", "/alerts/webhooks", "/alerts/deliveries"]
+PAGES["ems"].extend(ORG_ADMIN_PAGES)
 
 #: silo down -> the pages that keep working (200); all others answer 503 naming the silo.
 WORKS = {
@@ -102,6 +105,7 @@ for _works in (WORKS["hospital"], WORKS["ems"]):  # the alerts pages need the ce
             _works[_role] |= set(ALERT_PAGES)
     _works["coordinator"].add("/alerts/deliveries")
     _works["admin"].add("/alerts/webhooks")
+    _works["ems"] |= set(ORG_ADMIN_PAGES)
 LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 
 

@@ -1,9 +1,15 @@
 """Alerts of the signed-in user (every role), their settings, and for the center the
 organisations' defaults (administrators) and the escalation ladder's acknowledgements.
 
+An organisation administrator (a hospital or EMS user with ``org_admin``) sets their own
+organisation's defaults and runs its webhooks and their deliveries; another organisation's
+are not found (404) for them.  A center administrator runs every organisation's.
+
 Everything here reads and writes the center silo only: with the center down these pages
 answer 503 naming it, and every other page goes on.
 """
+from functools import wraps
+
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -26,6 +32,29 @@ def _desks_only():
     follows their unit's trips live."""
     if current_user.is_authenticated and current_user.role == "crew":
         abort(403)
+
+
+def organisation_admins(*center_roles):
+    """Allow ``center_roles`` and organisation administrators; any other signed-in user gets 403."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if current_user.role not in center_roles and not current_user.is_org_admin:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def own_scope():
+    """The organisation scope an organisation administrator is limited to; None for the center."""
+    if current_user.is_org_admin:
+        return alerts.org_scope(current_user.role, current_user.hospital_id, current_user.agency_id)
+    return None
 
 
 @bp.route("/")
@@ -154,7 +183,10 @@ def reset_settings():
 
 
 def _organisation(kind, org_id):
-    """(scope, role group, name) of an organisation whose defaults an admin sets; 404 if unknown."""
+    """(scope, role group, name) of an organisation whose defaults an admin sets; 404 if unknown,
+    and for an organisation administrator if it is not their own."""
+    if current_user.is_org_admin and (kind, org_id) != _own_kind_and_id():
+        abort(404)
     if kind == "center" and org_id == 0:
         return "center", "center", "Coordinators and administrators"
     model = {"hospital": Hospital, "agency": Agency}.get(kind)
@@ -165,11 +197,30 @@ def _organisation(kind, org_id):
     return alerts.org_scope(group, hospital_id=org.id, agency_id=org.id), group, org.name
 
 
+def _own_kind_and_id():
+    """``(kind, id)`` of the signed-in organisation administrator's organisation in the URLs."""
+    if current_user.role == "hospital":
+        return "hospital", current_user.hospital_id
+    return "agency", current_user.agency_id
+
+
+@bp.route("/defaults/mine", methods=["GET", "POST"])
+@organisation_admins()
+def own_defaults():
+    """An organisation administrator's own organisation's defaults (the navigation's link)."""
+    session_trust.require_center()
+    return _defaults_form(*_own_kind_and_id())
+
+
 @bp.route("/defaults/<kind>/<int:org_id>", methods=["GET", "POST"])
-@roles_required("admin")
+@organisation_admins("admin")
 def defaults(kind, org_id):
     """An organisation's default alert settings (its users' own settings win over them)."""
     session_trust.require_center()
+    return _defaults_form(kind, org_id)
+
+
+def _defaults_form(kind, org_id):
     scope, group, name = _organisation(kind, org_id)
     kinds = alerts.KINDS[group]
     form_class = settings_form_class(kinds)
@@ -226,7 +277,13 @@ def alert_time(value):
 # --- webhooks (administrators) -----------------------------------------------------------------
 
 def _organisations():
-    """``[(scope, name)]`` of every organisation an endpoint may be registered for."""
+    """``[(scope, name)]`` of every organisation an endpoint may be registered for (for an
+    organisation administrator, their own alone)."""
+    mine = own_scope()
+    if mine is not None:
+        org = current_user.hospital if current_user.role == "hospital" else current_user.agency
+        label = "Hospital" if current_user.role == "hospital" else "EMS agency"
+        return [(mine, f"{label}: {org.name}")]
     hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
     agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
     return ([("center", "Transport center (coordinators and administrators)")]
@@ -236,12 +293,12 @@ def _organisations():
 
 def _webhooks_page(form, status=200, secret=None):
     names = dict(_organisations())
-    return render_template("alerts/webhooks.html", form=form, endpoints=webhooks.endpoints(), names=names,
+    return render_template("alerts/webhooks.html", form=form, endpoints=webhooks.endpoints(own_scope()), names=names,
                            labels=alerts.KIND_LABELS, secret=secret, button=ButtonForm()), status
 
 
 @bp.route("/webhooks", methods=["GET", "POST"])
-@roles_required("admin")
+@organisation_admins("admin")
 def webhooks_index():
     """The organisations' webhook endpoints; register one (its signing secret is shown once)."""
     session_trust.require_center()
@@ -281,12 +338,12 @@ def _webhook_repeat():
 
 
 @bp.route("/webhooks/<public_id>/remove", methods=["POST"])
-@roles_required("admin")
+@organisation_admins("admin")
 def remove_webhook(public_id):
     session_trust.require_center()
     if not ButtonForm().validate_on_submit():
         abort(400)
-    endpoint = webhooks.remove(public_id, current_user, request.remote_addr)
+    endpoint = webhooks.remove(public_id, current_user, request.remote_addr, scope=own_scope())
     if endpoint is None:
         abort(404)
     db.session.commit()
@@ -297,27 +354,32 @@ def remove_webhook(public_id):
 # --- deliveries (the center) -------------------------------------------------------------------
 
 @bp.route("/deliveries")
-@roles_required("coordinator", "admin")
+@organisation_admins("coordinator", "admin")
 def deliveries_index():
-    """Every email and webhook delivery with its state; the parked ones (dead letters) replayable."""
+    """Every email and webhook delivery with its state; the parked ones (dead letters) replayable.
+    An organisation administrator sees only the webhook deliveries of their organisation's
+    endpoints."""
     session_trust.require_center()
+    scope = own_scope()
     status = request.args.get("status") or None
     channel = request.args.get("channel") or None
-    if status not in (None, *deliveries.STATUSES) or channel not in (None, "email", "webhook"):
+    channels = ("webhook",) if scope is not None else ("email", "webhook")
+    if status not in (None, *deliveries.STATUSES) or channel not in (None, *channels):
         return render_template("alerts/deliveries.html", rows=[], counts={}, status=None, channel=None,
-                               button=ButtonForm(), error="Choose a listed state and channel."), 400
-    return render_template("alerts/deliveries.html", rows=deliveries.recent(status, channel),
-                           counts=deliveries.counts(), status=status, channel=channel, button=ButtonForm(),
-                           error=None)
+                               channels=channels, button=ButtonForm(),
+                               error="Choose a listed state and channel."), 400
+    return render_template("alerts/deliveries.html", rows=deliveries.recent(status, channel, scope=scope),
+                           counts=deliveries.counts(scope), status=status, channel=channel, channels=channels,
+                           button=ButtonForm(), error=None)
 
 
 @bp.route("/deliveries/<public_id>/replay", methods=["POST"])
-@roles_required("coordinator", "admin")
+@organisation_admins("coordinator", "admin")
 def replay_delivery(public_id):
     session_trust.require_center()
     if not ButtonForm().validate_on_submit():
         abort(400)
-    if not deliveries.replay(public_id):
+    if not deliveries.replay(public_id, scope=own_scope()):
         abort(404)
     flash("Queued again; it is sent at the sender's next pass.", "success")
     return redirect(url_for(".deliveries_index", status="parked"))

@@ -209,6 +209,7 @@ class UserForm(FlaskForm):
     hospital = SelectField("Hospital", coerce=optional_int)
     agency = SelectField("Agency", coerce=optional_int)
     active = BooleanField("Active", default=True)
+    org_admin = BooleanField("Organisation administrator")
     submission_id = submission_field()
 
 

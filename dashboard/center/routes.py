@@ -509,7 +509,7 @@ def _user_form(user=None):
         # Not ``obj=user``: ``user.hospital`` is the registry row, the field wants its id.
         form = UserForm(data={"email": user.email, "display_name": user.display_name, "role": user.role,
                               "hospital": user.hospital_id, "agency": user.agency_id,
-                              "active": user.active})
+                              "active": user.active, "org_admin": bool(user.org_admin)})
     else:
         form = UserForm()
     form.hospital.choices = choices([(h.id, f"{h.short_code} · {h.name}") for h in hospitals.values()],
@@ -558,7 +558,7 @@ def user_new():
         if claim.repeat:
             return _repeat(form, "user", created, claim)
         user, password = users.create(_actor(), form.email.data, form.display_name.data, form.role.data,
-                                      form.hospital.data, form.agency.data)
+                                      form.hospital.data, form.agency.data, form.org_admin.data)
         claim.created(user.public_id)
     except (users.UserRefused, submissions.SubmissionRefused) as refused:
         db.session.rollback()
@@ -580,7 +580,8 @@ def user_edit(public_id):
         return _user_page(form, user, 400)
     try:
         changed = users.update(_actor(), user, form.email.data, form.display_name.data, form.role.data,
-                               form.hospital.data, form.agency.data, form.active.data)
+                               form.hospital.data, form.agency.data, form.active.data,
+                               form.org_admin.data)
     except users.UserRefused as refused:
         db.session.rollback()
         return _user_page(form, users.get(public_id), _refused_on_form(form, refused))

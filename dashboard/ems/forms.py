@@ -1,7 +1,7 @@
-"""Forms of the EMS pages: bids, crew hand-back, units, availability windows."""
-from wtforms import HiddenField, SelectField, StringField, TimeField
+"""Forms of the EMS pages: bids, crew hand-back, units, availability windows, crew accounts."""
+from wtforms import EmailField, HiddenField, SelectField, StringField, TimeField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
 
 from ..formfields import FlaskForm, LocalTimeField
 from ..localtime import from_local
@@ -99,3 +99,23 @@ class AvailabilityForm(FlaskForm):
         """The end after the start, in real time (a window may span a clock change)."""
         if self.starts_at.data and field.data and from_local(field.data) <= from_local(self.starts_at.data):
             raise ValidationError("The window must end after it starts.")
+
+
+class CrewAccountForm(FlaskForm):
+    """A new crew account of the agency (the center's user form's email and name checks)."""
+
+    email = EmailField("Email", validators=[DataRequired("Enter the email."),
+                                            Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+                                                   message="Enter a valid email address."),
+                                            Length(max=254)])
+    display_name = StringField("Name shown", validators=[DataRequired("Enter a name."), Length(max=120)])
+
+
+class CrewActiveForm(FlaskForm):
+    """Deactivate (``active=0``) or reactivate (``active=1``) a crew account."""
+
+    active = HiddenField(validators=[AnyOf(("0", "1"), message="Choose deactivate or reactivate.")])
+
+
+class CrewResetForm(FlaskForm):
+    """A button-only form (CSRF token): reset a crew member's password."""

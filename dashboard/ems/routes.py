@@ -7,6 +7,7 @@ follows through the outbox.
 """
 import re
 from datetime import date, datetime, time, timedelta
+from functools import wraps
 
 import sqlalchemy as sa
 from flask import (
@@ -37,13 +38,26 @@ from ..services import (
     degraded,
     oversight,
     scheduling,
+    session_trust,
     submissions,
     trips,
+    users,
 )
 from ..services import units as unit_service
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, BID_OUTCOMES, BidRefused
 from ..services.geo import distance_km
-from .forms import AdvanceForm, AvailabilityForm, BidForm, HandBackForm, PairBidForm, UnitForm, UnitStatusForm
+from .forms import (
+    AdvanceForm,
+    AvailabilityForm,
+    BidForm,
+    CrewAccountForm,
+    CrewActiveForm,
+    CrewResetForm,
+    HandBackForm,
+    PairBidForm,
+    UnitForm,
+    UnitStatusForm,
+)
 
 bp = Blueprint("ems", __name__, url_prefix="/ems")
 
@@ -907,3 +921,98 @@ def history():
     return render_template("ems/history.html", bids=bids, trips_by_id=by_id, outcome=outcome,
                            outcomes=BID_OUTCOMES, filters=HISTORY_FILTERS, paged=bool(before),
                            next_before=bids[-1].public_id if older else None)
+
+
+# --- crew accounts (the agency's organisation administrator) ------------------------------------
+
+def agency_admin_only(view):
+    """EMS users marked as their agency's administrator; everyone else gets 403."""
+
+    @wraps(view)
+    @roles_required("ems")
+    def wrapped(*args, **kwargs):
+        if not current_user.is_org_admin:
+            abort(403)
+        session_trust.require_center()
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _crew_page(form, status=200, error=None):
+    return render_template("ems/crew_accounts.html", form=form, crew=users.crew_listing(current_user.agency_id),
+                           active_form=CrewActiveForm(formdata=None), reset_form=CrewResetForm(formdata=None),
+                           error=error), status
+
+
+def _crew_actor():
+    return users.Actor(current_user.id, current_user.email, request.remote_addr)
+
+
+def _crew_member_or_refuse(public_id):
+    """The agency's crew member ``public_id``; another agency's (or nobody's) 404, a non-crew 403."""
+    try:
+        return users.crew_member(current_user.agency_id, public_id)
+    except users.UserRefused as refused:
+        abort(refused.status)
+
+
+@bp.route("/crew-accounts", methods=["GET", "POST"])
+@agency_admin_only
+def crew_accounts():
+    """The agency's crew accounts; a new one gets a temporary password, shown once (201)."""
+    form = CrewAccountForm()
+    if request.method == "GET":
+        return _crew_page(CrewAccountForm(formdata=None))
+    if not form.validate_on_submit():
+        return _crew_page(form, 400)
+    try:
+        user, password = users.create_crew(_crew_actor(), current_user.agency_id, form.email.data,
+                                           form.display_name.data)
+    except users.UserRefused as refused:
+        db.session.rollback()
+        target = getattr(form, refused.field or "", None)
+        if target is not None:
+            target.errors = list(target.errors) + [refused.message]
+            return _crew_page(form, refused.status)
+        return _crew_page(form, refused.status, error=refused.message)
+    db.session.commit()
+    return render_template("center/user_password.html", user=user, password=password, created=True,
+                           done_url=url_for(".crew_accounts")), 201
+
+
+@bp.route("/crew-accounts/<public_id>/active", methods=["POST"])
+@agency_admin_only
+def crew_account_active(public_id):
+    """Deactivate (every session of the crew member ends at once) or reactivate a crew account."""
+    user = _crew_member_or_refuse(public_id)
+    form = CrewActiveForm()
+    if not form.validate_on_submit():
+        return _crew_page(CrewAccountForm(formdata=None), 400,
+                          error="; ".join(form.active.errors) or "The form expired; try again.")
+    active = form.active.data == "1"
+    try:
+        changed = users.set_crew_active(_crew_actor(), user, active)
+    except users.UserRefused as refused:
+        db.session.rollback()
+        return _crew_page(CrewAccountForm(formdata=None), refused.status, error=refused.message)
+    db.session.commit()
+    if changed:
+        flash(f"{user.display_name} is {'active again' if active else 'deactivated; their sessions ended'}.",
+              "success")
+    else:
+        flash(f"{user.display_name} was already {'active' if active else 'deactivated'}.", "info")
+    return redirect(url_for(".crew_accounts"), 303)
+
+
+@bp.route("/crew-accounts/<public_id>/reset-password", methods=["POST"])
+@agency_admin_only
+def crew_account_reset_password(public_id):
+    """A temporary password for the crew member, shown once; their sessions end."""
+    user = _crew_member_or_refuse(public_id)
+    if not CrewResetForm().validate_on_submit():
+        return _crew_page(CrewAccountForm(formdata=None), 400, error="The form expired; try again.")
+    password = users.reset_password(_crew_actor(), user)
+    db.session.commit()
+    return render_template("center/user_password.html", user=user, password=password, created=False,
+                           done_url=url_for(".crew_accounts"))

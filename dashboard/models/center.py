@@ -35,6 +35,9 @@ class User(UserMixin, db.Model):
     agency_id = sa.Column(sa.Integer, sa.ForeignKey("agencies.id"), index=True)
     active = sa.Column(sa.Boolean, nullable=False, default=True)
     must_change_password = sa.Column(sa.Boolean, nullable=False, default=False)
+    #: A hospital or EMS user who also runs their own organisation's alert defaults and webhooks
+    #: (and, for an agency, its crew accounts); set by a center administrator.
+    org_admin = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
     # Bumped on deactivation and password reset: every older session ends.
     session_epoch = sa.Column(sa.Integer, nullable=False, default=0)
     last_login_at = sa.Column(sa.DateTime)
@@ -71,6 +74,11 @@ class User(UserMixin, db.Model):
     @property
     def is_admin(self):
         return self.role == "admin"
+
+    @property
+    def is_org_admin(self):
+        """A hospital or EMS user marked as their organisation's administrator."""
+        return bool(self.org_admin) and self.role in ("hospital", "ems")
 
     @property
     def home_endpoint(self):

@@ -182,13 +182,14 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
     ]
     hospital_users = []
     for _name, code, slug, *_ in HOSPITALS:
+        # Altoona's charge nurse and dispatcher are their organisations' administrators.
         user = User(email=f"nurse@{slug}.medport.test", display_name=f"Charge Nurse ({code})",
-                    role="hospital", hospital_id=hospitals[code].id)
+                    role="hospital", hospital_id=hospitals[code].id, org_admin=slug == "altoona")
         users.append(user)
         hospital_users.append((user, code))
     for _name, code, slug, *_ in AGENCIES:
         users.append(User(email=f"dispatch@{slug}.medport.test", display_name=f"Dispatcher ({code})",
-                          role="ems", agency_id=agencies[code].id))
+                          role="ems", agency_id=agencies[code].id, org_admin=slug == "altoonaems"))
     # Crew members who sign in on a phone and pick the unit they staff (/crew/).
     for code, slug, name in (("AEMS", "altoonaems", "Riley Medic"), ("AEMS", "altoonaems", "Jordan EMT"),
                              ("BCA", "blaircounty", "Sam EMT")):

@@ -74,7 +74,7 @@ class SessionUser:
     Has the attributes pages read of :class:`~dashboard.models.center.User`:
     ``id``, ``public_id``, ``role``, ``hospital_id``, ``agency_id``, ``display_name``,
     ``session_epoch``, ``session_token``, ``hospital`` / ``agency`` (``id``, ``name``,
-    ``short_code``, ``level_list``) and ``home_endpoint``.  ``offline`` is True.
+    ``short_code``, ``level_list``), ``is_org_admin`` and ``home_endpoint``.  ``offline`` is True.
     """
 
     is_authenticated = True
@@ -94,6 +94,8 @@ class SessionUser:
         self.hospital_id = snapshot.get("hid")
         self.agency_id = snapshot.get("aid")
         self.must_change_password = bool(snapshot.get("mcp"))
+        # The navigation's organisation pages; those pages need the center and answer 503 meanwhile.
+        self.is_org_admin = bool(snapshot.get("oa"))
         org = snapshot.get("org")
         organisation = None
         if org:
@@ -127,6 +129,7 @@ def snapshot_of(user, token):
             "levels": getattr(org, "levels", ""),
         },
         "mcp": bool(user.must_change_password),
+        "oa": bool(user.is_org_admin),
         "at": int(time.time()),
     }
 

@@ -7,6 +7,9 @@ crew members: an agency and no hospital; center roles: neither), with ids that e
 password reset and a change of role or binding bump ``session_epoch`` so every
 older session (and live stream) ends.  Each action is audited with before/after
 values (never password material) and emits ``user.created`` / ``user.updated``.
+Only hospital and EMS users may be their organisation's administrator (``org_admin``).
+An agency's administrator runs its crew accounts through the same functions
+(``crew_member``, ``create_crew``, ``set_crew_active``): the rules and the audit are the center's.
 Nothing here commits.
 """
 import secrets
@@ -23,7 +26,9 @@ from . import accounts, audit
 #: Who may do more: raising your own role means moving up this ranking.
 ROLE_RANK = {"hospital": 0, "ems": 0, "crew": 0, "coordinator": 1, "admin": 2}
 SNAPSHOT_FIELDS = ("email", "display_name", "role", "hospital_id", "agency_id", "active",
-                   "must_change_password")
+                   "must_change_password", "org_admin")
+#: The roles whose users may be their organisation's administrator.
+ORG_ADMIN_ROLES = ("hospital", "ems")
 TEMPORARY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 PAGE_LIMIT = 500
 
@@ -48,7 +53,15 @@ class UserRefused(Exception):
 
 def snapshot(user):
     """An account's auditable state: no password, no hash."""
-    return {name: getattr(user, name) for name in SNAPSHOT_FIELDS}
+    return {name: bool(user.org_admin) if name == "org_admin" else getattr(user, name)
+            for name in SNAPSHOT_FIELDS}
+
+
+def check_org_admin(role, org_admin):
+    """Refuse marking a user of a role other than hospital or EMS as an organisation administrator."""
+    if org_admin and role not in ORG_ADMIN_ROLES:
+        raise UserRefused("Only hospital and EMS users can be their organisation's administrator.",
+                          field="org_admin")
 
 
 def temporary_password():
@@ -105,9 +118,12 @@ def _audit(actor, action, user, before, after, detail=""):
                  after={k: after[k] for k in changed}, detail=detail)
 
 
-def create(actor, email, display_name, role, hospital_id, agency_id):
-    """Create an account with a temporary password; returns ``(user, temporary password)``."""
+def create(actor, email, display_name, role, hospital_id, agency_id, org_admin=False):
+    """Create an account with a temporary password; returns ``(user, temporary password)``.
+    Raises :class:`UserRefused` (400) for a binding that does not fit the role, an email in use
+    or ``org_admin`` on a role that cannot have it."""
     check_binding(role, hospital_id, agency_id)
+    check_org_admin(role, org_admin)
     _email_free(email)
     password = temporary_password()
     try:
@@ -115,14 +131,20 @@ def create(actor, email, display_name, role, hospital_id, agency_id):
                                     agency_id=agency_id, must_change_password=True)
     except ValueError as exc:
         raise UserRefused(str(exc)) from None
+    user.org_admin = bool(org_admin)
+    db.session.flush()
     _audit(actor, "user.created", user, None, snapshot(user))
     emit("center", "user.created", "user", user.public_id, accounts.user_event_payload(user))
     return user, password
 
 
-def update(actor, user, email, display_name, role, hospital_id, agency_id, active):
-    """Change an account; returns the changed field names (empty when nothing changed)."""
+def update(actor, user, email, display_name, role, hospital_id, agency_id, active, org_admin=None):
+    """Change an account; returns the changed field names (empty when nothing changed).
+    ``org_admin`` None keeps the stored mark."""
+    if org_admin is None:
+        org_admin = bool(user.org_admin) and role in ORG_ADMIN_ROLES
     check_binding(role, hospital_id, agency_id)
+    check_org_admin(role, org_admin)
     _email_free(email, user)
     oneself = user.id == actor.user_id
     if oneself and ROLE_RANK[role] > ROLE_RANK[user.role]:
@@ -144,6 +166,7 @@ def update(actor, user, email, display_name, role, hospital_id, agency_id, activ
     user.hospital_id = hospital_id
     user.agency_id = agency_id
     user.active = active
+    user.org_admin = bool(org_admin)
     after = snapshot(user)
     changed = [k for k in SNAPSHOT_FIELDS if before[k] != after[k]]
     if not changed:
@@ -198,3 +221,36 @@ def listing(q=None, role=None, status=None):
 
 def get(public_id):
     return db.session.scalar(sa.select(User).where(User.public_id == public_id))
+
+
+# --- an agency's crew accounts, run by its organisation administrator ----------------------------
+
+def crew_listing(agency_id):
+    """The crew accounts of one agency (active and deactivated), by name."""
+    return db.session.scalars(sa.select(User).where(User.role == "crew", User.agency_id == agency_id)
+                              .order_by(User.display_name, User.email)).all()
+
+
+def crew_member(agency_id, public_id):
+    """The crew account ``public_id`` of agency ``agency_id``.  Raises :class:`UserRefused`: 404
+    when there is none or it belongs to another agency (not told apart), 403 when it is an
+    account of the agency that is not a crew member's (a dispatcher's is the center's to run)."""
+    user = get(public_id)
+    if user is None or user.agency_id != agency_id:
+        raise UserRefused("No such crew member in your agency.", status=404)
+    if user.role != "crew":
+        raise UserRefused("Only crew accounts are run from here; the transport center runs the others.",
+                          status=403)
+    return user
+
+
+def create_crew(actor, agency_id, email, display_name):
+    """A new crew account of agency ``agency_id`` (through :func:`create`): ``(user, temporary
+    password)``; a duplicate email is refused (400) like the center's form."""
+    return create(actor, email, display_name, "crew", None, agency_id)
+
+
+def set_crew_active(actor, user, active):
+    """Deactivate or reactivate a crew account (through :func:`update`: audited, and
+    deactivation ends its sessions); returns the changed field names."""
+    return update(actor, user, user.email, user.display_name, user.role, None, user.agency_id, active)

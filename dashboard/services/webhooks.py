@@ -1,9 +1,10 @@
 """Webhook endpoints: an organisation's own system told of its alerts (see ``services.deliveries``
 for the signed posts, their retries and the dead-letter list).
 
-There are no hospital or agency administrators in MedPort: a center administrator registers an
-endpoint for an organisation, picks the alert kinds it is told of (those of the organisation's
-role) and hands its signing secret, shown once, to the organisation.
+A center administrator registers an endpoint for any organisation and hands its signing secret,
+shown once, to it; a hospital's or agency's own administrator (``User.org_admin``) registers,
+lists and removes its own organisation's endpoints only (``scope`` below).  Either picks the alert
+kinds it is told of, those of the organisation's role.
 """
 import sqlalchemy as sa
 
@@ -52,10 +53,14 @@ def register(scope, url, kinds, user, ip=None, allow_loopback_http=False):
     return endpoint
 
 
-def remove(public_id, user, ip=None):
-    """Stop an endpoint (kept, inactive, for its deliveries' record); None if unknown.  Audited."""
-    endpoint = db.session.scalar(sa.select(WebhookEndpoint).where(WebhookEndpoint.public_id == public_id,
-                                                                  WebhookEndpoint.active.is_(True)))
+def remove(public_id, user, ip=None, scope=None):
+    """Stop an endpoint (kept, inactive, for its deliveries' record); None if unknown (or, with
+    ``scope``, of another organisation).  Audited."""
+    query = sa.select(WebhookEndpoint).where(WebhookEndpoint.public_id == public_id,
+                                             WebhookEndpoint.active.is_(True))
+    if scope is not None:
+        query = query.where(WebhookEndpoint.scope == scope)
+    endpoint = db.session.scalar(query)
     if endpoint is None:
         return None
     endpoint.active = False
@@ -64,6 +69,10 @@ def remove(public_id, user, ip=None):
     return endpoint
 
 
-def endpoints():
-    return db.session.scalars(sa.select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True))
-                              .order_by(WebhookEndpoint.id)).all()
+def endpoints(scope=None):
+    """The active endpoints, oldest first; with ``scope`` (``hospital:<id>``, ``agency:<id>``)
+    only that organisation's."""
+    query = sa.select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True))
+    if scope is not None:
+        query = query.where(WebhookEndpoint.scope == scope)
+    return db.session.scalars(query.order_by(WebhookEndpoint.id)).all()

@@ -1,7 +1,7 @@
 """scheduled transports: bidding opens at a lead time before pickup; recurring series
 
 Revision ID: 9c41e7d2a8b5
-Revises: b6ad4eaa87b8
+Revises: e1a7c3b9d052
 Create Date: 2026-12-01 04:40:00.000000
 
 Hospital silo: a request booked ahead keeps when its bidding opens (``bidding_opens_at``,
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '9c41e7d2a8b5'
-down_revision = 'b6ad4eaa87b8'
+down_revision = 'e1a7c3b9d052'
 branch_labels = None
 depends_on = None
 

@@ -631,3 +631,34 @@ def test_registry_and_configuration_by_keyboard(open_session, live_server):
     page.wait_for_url(re.compile(r"[?&]status=on_break"))
     kb.check_focus_seen()
     assert admin.errors == []
+
+
+def test_crew_accounts_by_keyboard(open_session, live_server):
+    """Altoona EMS's organisation admin makes a crew account, resets its password and deactivates it."""
+    dispatcher = open_session(DISPATCH)
+    page = dispatcher.page
+    page.on("dialog", lambda dialog: dialog.accept())
+    email = "kb.medic@altoonaems.medport.test"
+
+    kb = keyboard_on(dispatcher, "/ems/crew-accounts")
+    kb.tab_to("#email")
+    kb.type(email)
+    kb.tab_to("#display_name")
+    kb.type("Keyboard Medic")
+    kb.submit_with("button[type=submit].primary")
+    page.locator("h1", has_text="User created").wait_for()
+    kb.check_focus_seen()
+
+    kb = keyboard_on(dispatcher, "/ems/crew-accounts")
+    kb.tab_to(f"tr:has-text('{email}') form[action$='/reset-password'] button", max_tabs=60)
+    kb.press("Enter")
+    page.locator("h1", has_text="Password reset").wait_for()
+    kb.check_focus_seen()
+
+    kb = keyboard_on(dispatcher, "/ems/crew-accounts")
+    kb.tab_to(f"tr:has-text('{email}') button:has-text('Deactivate')", max_tabs=60)
+    kb.press("Enter")
+    page.locator(f"tr:has-text('{email}')", has_text="Deactivated").wait_for()
+    kb.check_focus_seen()
+    assert live_server.query("center", "SELECT active, role FROM users WHERE email = :e", e=email)[0] in (
+        (False, "crew"), (0, "crew"))
