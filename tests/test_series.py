@@ -332,3 +332,16 @@ def test_series_exception_change_and_cancel_pages(app, nurse):
     with app.app_context():
         assert db.session.scalar(sa.select(TransportSeries.status).where(
             TransportSeries.public_id == public_id)) == "cancelled"
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_a_series_whose_needs_ask_more_than_its_level_is_refused(app, nurse, override):
+    """A series keeps no level-of-care override: a ventilator on BLS is refused, ticked or not."""
+    extra = dict(level_of_care="BLS", ventilator="y")
+    if override:
+        extra.update(care_override="y", care_override_reason="Respiratory therapist rides along")
+    response = nurse.post("/hospital/series/new", data=series_form(app, **extra))
+    assert response.status_code == 400
+    assert "A ventilator needs CCT or higher" in text(response)
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(TransportSeries.id))) == 0

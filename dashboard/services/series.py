@@ -53,7 +53,7 @@ from ..models.hospital import (
     TransportRequestEvent,
     TransportSeries,
 )
-from . import configuration, scheduling, trips
+from . import care_rules, configuration, scheduling, trips
 from .trips import PATIENT_REF_ALPHABET, TransitionRefused
 
 FREQUENCIES = {"weekly": "On days of the week", "daily": "Every n days"}
@@ -183,6 +183,19 @@ def check_rule(fields, today=None):
     return errors
 
 
+def _check_care(fields):
+    """Refuse a series whose needs ask more than its level of care (:mod:`.care_rules`): a
+    series keeps no override, so its occurrences must meet the table as they are.  Raises
+    :class:`dashboard.services.trips.CareLevelRefused` (400)."""
+    broken = care_rules.shortfalls(fields["level_of_care"], fields)
+    if broken:
+        needed = care_rules.required_level(fields)
+        raise trips.CareLevelRefused(
+            " ".join(rule.message(fields["level_of_care"]) for rule in broken)
+            + f" A series keeps no override: book it at {needed}, or post single requests with an"
+              " override and its reason.", rules=broken)
+
+
 def create(hospital_id, hospital_code, fields, user_id):
     """A new active series from validated ``fields`` (the model's columns); emits
     ``series.created``.  Raises :class:`TransitionRefused` (400) for a rule that cannot stand
@@ -190,6 +203,7 @@ def create(hospital_id, hospital_code, fields, user_id):
     problems = check_rule(dict(fields, weekdays=_weekday_list(fields.get("weekdays", ""))))
     if problems:
         raise TransitionRefused(" ".join(problems.values()), status=400)
+    _check_care(fields)
     if fields.get("invite_mode", "all") != "all" and not fields.get("standing_agency_id") \
             and not trips.active_agency_ids(trips.preferred_agency_ids(hospital_id)):
         raise TransitionRefused("Your hospital has no active preferred agencies, so no agency could "
@@ -352,6 +366,7 @@ def change_from(series, from_day, changes, user_id, user_label, expected_version
     problems = check_rule(dict(values, weekdays=_weekday_list(values["weekdays"])))
     if problems:
         raise TransitionRefused(" ".join(problems.values()), status=400)
+    _check_care(values)
     now = utcnow()
     result = db.session.execute(
         sa.update(TransportSeries).where(TransportSeries.id == series.id,
