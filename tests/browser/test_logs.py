@@ -106,7 +106,8 @@ def test_the_server_logs_no_patient_data(live_server):
     public_id = trip_page.rsplit("/", 1)[1]
 
     # The nurse finds it again by the patient reference; the next page is opened from the results.
-    search = "/hospital/?" + urllib.parse.urlencode({"q": patient_ref})
+    # Booked ten days ahead, the request waits in the Upcoming tab until bidding opens.
+    search = "/hospital/?" + urllib.parse.urlencode({"q": patient_ref, "tab": "upcoming"})
     status, _, body = nurse.open(search)
     assert status == 200 and public_id in body
     status, _, body = nurse.open(trip_page, headers={"Referer": live_server.url + search})
