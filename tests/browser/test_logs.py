@@ -89,8 +89,9 @@ def test_the_server_logs_no_patient_data(live_server):
     fields = nurse.form("/hospital/requests/new", "/hospital/requests/new")
     patient_ref = dict(fields)["patient_ref"]
     assert re.fullmatch(r"P-[A-Z0-9]{6}", patient_ref)
-    # Ten days ahead, at night: no demo trip books the agency's units then.
-    start = (datetime.now() + timedelta(days=10)).replace(hour=3, minute=0, second=0, microsecond=0)
+    # Tomorrow at night, inside the BLS bidding lead (48 h), so bidding opens at posting; the
+    # agency bids below with the first of its units free then.
+    start = (datetime.now() + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
     request = replace(
         fields, **TYPED, weight_kg=WEIGHT, oxygen_lpm=OXYGEN, destination_facility="", level_of_care="BLS",
         age_group="adult", isolation="contact", cardiac_monitor="y", care_override="y", invite_mode="all",
@@ -106,8 +107,7 @@ def test_the_server_logs_no_patient_data(live_server):
     public_id = trip_page.rsplit("/", 1)[1]
 
     # The nurse finds it again by the patient reference; the next page is opened from the results.
-    # Booked ten days ahead, the request waits in the Upcoming tab until bidding opens.
-    search = "/hospital/?" + urllib.parse.urlencode({"q": patient_ref, "tab": "upcoming"})
+    search = "/hospital/?" + urllib.parse.urlencode({"q": patient_ref})
     status, _, body = nurse.open(search)
     assert status == 200 and public_id in body
     status, _, body = nurse.open(trip_page, headers={"Referer": live_server.url + search})
