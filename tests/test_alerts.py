@@ -453,3 +453,20 @@ def test_old_alerts_and_sent_deliveries_are_pruned(app, demo):
     with app.app_context():
         assert db.session.scalars(sa.select(Alert.key).where(Alert.key.in_(("old", "new")))).all() == ["new"]
         assert sorted(db.session.scalars(sa.select(AlertDelivery.target))) == ["y@medport.test", "z@medport.test"]
+
+
+def test_a_crew_stuck_at_pickup_alerts_its_hospital(app, demo, deliver):
+    """The crew's late bounds past pickup (services/lateness.py) reach the alerts too."""
+    with app.app_context():
+        trip_id = post_trip("ALT", level="BLS")
+        aems = place_bid(trip_id, "AEMS", 20)
+        award(trip_id, aems)
+        trip = db.session.get(TransportRequest, trip_id)
+        at_pickup = trip.window_start
+        trip.status, trip.at_pickup_at = "at_pickup", at_pickup
+        db.session.commit()
+    deliver()
+    Relay(app).run_once(at_pickup + timedelta(minutes=45))
+    with app.app_context():
+        got = received("hospital.crew_late", reference_of(trip_id))
+        assert list(got) == [NURSE_ALT] and got[NURSE_ALT][0].startswith("Stuck: at pickup")

@@ -494,15 +494,16 @@ def _late_and_at_risk(now):
     settings = configuration.get_all()
     db.session.commit()
     trips = list(db.session.scalars(sa.select(T).where(
-        T.status.in_(("open", "awarded", "en_route")), T.window_end >= now - SWEEP_HORIZON,
+        T.status.in_(("open", "awarded", "en_route", "at_pickup", "transporting")),
+        T.window_end >= now - SWEEP_HORIZON,
         T.window_start <= now + SWEEP_HORIZON).order_by(T.window_start).limit(SWEEP_LIMIT)))
     db.session.commit()
     agencies = {a.id: a for a in db.session.scalars(sa.select(Agency))}
     added = []
     center = None
     for trip in trips:
-        late = lateness.late(trip.status, trip.window_start, trip.window_end, now)
-        if late is not None and trip.status in ("awarded", "en_route"):
+        late = lateness.of_trip(trip, now)  # the one rule, with the crew's configured bounds
+        if late is not None and trip.status != "open":  # an open trip has no crew to be late
             added += _trip_alert(hospital_users(trip.hospital_id), "hospital.crew_late",
                                  f"late:{trip.public_id}:{late.code}:{late.since.isoformat()}",
                                  f"{late.label}: {trip.reference}", _facts(trip), now)
