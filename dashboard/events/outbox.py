@@ -1,4 +1,6 @@
 """Writing events: an outbox row in the same silo and transaction as the change."""
+from typing import NamedTuple
+
 import sqlalchemy as sa
 from flask import has_request_context, request
 from flask_login import current_user
@@ -43,6 +45,20 @@ EVENT_TYPES = (
     "config.changed",
     "registry.changed",
 )
+
+
+class Actor(NamedTuple):
+    """Who made a change: the account id (None for the system), the client's address and the
+    name shown in timelines.  Views build it (``dashboard.views.actor``); the relay and the
+    command line use :data:`SYSTEM`."""
+
+    user_id: int | None
+    ip: str | None = None
+    label: str | None = None
+
+
+#: The actor of changes nobody made by hand (the relay's timer, the command line).
+SYSTEM = Actor(None, None, "MedPort")
 
 
 def actor_from_request():

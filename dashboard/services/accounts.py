@@ -14,18 +14,17 @@ from ..models import center as center_models
 from ..models.base import ROLES, utcnow
 from ..models.center import AuditLog, User, UserSession
 from . import audit
+from .refusals import Refused
 
 DEMO_PASSWORD = "medport-demo"
 MIN_PASSWORD_LENGTH = 10
 
 
-class LoginRefused(Exception):
-    """Login is refused; ``status`` is the HTTP status the view answers with."""
+class LoginRefused(Refused):
+    """Login is refused; ``status`` is the HTTP status the view answers with (401, 429, 503)."""
 
     def __init__(self, message, status=401, retry_after=None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+        super().__init__(message, status)
         #: Whole seconds before trying again is worth it (429 only), else None.
         self.retry_after = retry_after
 

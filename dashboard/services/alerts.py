@@ -27,6 +27,7 @@ from ..extensions import db
 from ..models.base import CENTER_ROLES, LEVEL_RANK, LEVELS, URGENCIES, new_public_id, utcnow
 from ..models.center import Agency, Alert, AlertSetting, Hospital, LiveSignal, User
 from . import deliveries
+from .refusals import Refused
 
 log = logging.getLogger("medport.relay")
 
@@ -155,12 +156,10 @@ def scope_choices(scope, role_group):
     return {kind: _choice(kind, rows, [(scope, "organisation")]) for kind in kinds}
 
 
-class SettingsRefused(Exception):
+class SettingsRefused(Refused):
     """Settings that cannot be saved; ``message`` says why (400)."""
 
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
+    status = 400
 
 
 def save_settings(scope, role_group, enabled_kinds, levels=(), urgencies=(), user_id=None,

@@ -17,6 +17,7 @@ from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
 from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from . import boards, center_reads
+from .refusals import Refused
 from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, UNDO_TO, agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
@@ -37,13 +38,8 @@ BID_OUTCOMES = {
 }
 
 
-class BidRefused(Exception):
+class BidRefused(Refused):
     """A bid or crew action the rules do not allow; ``message`` is for the user."""
-
-    def __init__(self, message, status=409):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 def bid_payload(bid, agency_name=None):

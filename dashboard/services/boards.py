@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from ..models.base import URGENCY_RANK
 from ..models.hospital import TransportRequest
+from .refusals import Refused
 
 #: The sort control's keys and labels (a board may offer more, e.g. the hospital's reference).
 SORTS = {"risk": "At risk first", "urgency": "Urgency", "deadline": "Bidding closes",
@@ -35,13 +36,10 @@ PAGE_SIZE = 50
 MAX_PAGE = 100_000
 
 
-class BoardQueryRefused(Exception):
+class BoardQueryRefused(Refused):
     """A board's query string asks for something the board does not offer (HTTP ``status``)."""
 
-    def __init__(self, message, status=400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    status = 400
 
 
 def sort_from(raw, default, offered=SORTS):

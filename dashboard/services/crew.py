@@ -30,6 +30,7 @@ from ..localtime import to_local
 from ..models.base import utcnow
 from ..models.ems import CrewShift, CrewTap, EmsRoute, Unit
 from . import bidding
+from .refusals import Refused
 from .trips import CREW_STEPS, STEP_STATUS
 
 #: What a phone may send as a tap's idempotency key (a UUID, or any such token).
@@ -44,14 +45,9 @@ STEP_WORDS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": 
               "at_destination": "At destination", "back_in_service": "Back in service"}
 
 
-class CrewRefused(Exception):
+class CrewRefused(Refused):
     """A shift or tap the rules do not allow; ``message`` is for the crew, ``status`` the HTTP
     status (400 bad input, 404 not this unit's, 409 conflict)."""
-
-    def __init__(self, message, status=409):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 def _setting(name, default):

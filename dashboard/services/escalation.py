@@ -17,16 +17,13 @@ from ..extensions import db
 from ..models.base import utcnow
 from ..models.center import AlertEscalation
 from . import audit, configuration
+from .refusals import Refused
 
 BATCH = 200
 
 
-class EscalationRefused(Exception):
+class EscalationRefused(Refused):
     """An acknowledgement that cannot be made; ``message`` for the user, ``status`` 404 or 409."""
-
-    def __init__(self, message, status=409):
-        super().__init__(message)
-        self.message, self.status = message, status
 
 
 def ladder():

@@ -23,6 +23,7 @@ from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency
 from ..models.hospital import HospitalFacility
 from . import audit
+from .refusals import Refused
 
 FACILITY_KINDS = {
     "hospital": "Hospital",
@@ -39,14 +40,11 @@ AGENCY_FIELDS = ("name", "short_code", "levels", "service_area", "base_lat", "ba
 FACILITY_FIELDS = ("hospital_id", "name", "kind", "address", "city", "lat", "lon", "active")
 
 
-class RegistryRefused(Exception):
+class RegistryRefused(Refused):
     """A registry change the rules do not allow; ``field`` names the form field at fault."""
 
     def __init__(self, message, field=None, status=400):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.status = status
+        super().__init__(message, status, field)
 
 
 def _snapshot(row, fields):

@@ -21,6 +21,7 @@ from ..extensions import db
 from ..models.center import CenterSubmission
 from ..models.ems import EmsSubmission
 from ..models.hospital import HospitalSubmission
+from .refusals import Refused
 
 #: Which table holds a silo's claimed tokens.
 MODELS = {"center": CenterSubmission, "hospital": HospitalSubmission, "ems": EmsSubmission}
@@ -29,15 +30,9 @@ TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
 TOKEN_MESSAGE = "This form was altered or is incomplete; reload the page and try again. Nothing was saved."
 
 
-class SubmissionRefused(Exception):
-    """A token that does not belong to this form and user (409); ``message`` is for the user."""
-
-    field = None  # no one field is at fault: the form as a whole
-
-    def __init__(self, message, status=409):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class SubmissionRefused(Refused):
+    """A token that does not belong to this form and user (409); ``message`` is for the user.
+    No one field is at fault: the form as a whole."""
 
 
 def new_token():

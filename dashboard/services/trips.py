@@ -37,6 +37,7 @@ from ..models.hospital import (
     field_labels,
 )
 from . import care_rules, center_reads, scheduling
+from .refusals import Refused
 
 #: from status -> statuses a trip may move to.
 TRANSITIONS = {
@@ -75,13 +76,8 @@ STALE_MESSAGE = (
 UNIT_BOOKING_LOCK = 7301
 
 
-class TransitionRefused(Exception):
+class TransitionRefused(Refused):
     """An illegal or stale change; ``message`` is for the user, ``status`` for HTTP."""
-
-    def __init__(self, message, status=409):
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 class CareLevelRefused(TransitionRefused):

@@ -22,6 +22,7 @@ from ..extensions import db
 from ..models.base import ROLES
 from ..models.center import Agency, Hospital, User
 from . import accounts, audit
+from .refusals import Refused
 
 #: Who may do more: raising your own role means moving up this ranking.
 ROLE_RANK = {"hospital": 0, "ems": 0, "crew": 0, "coordinator": 1, "admin": 2}
@@ -41,14 +42,11 @@ class Actor(NamedTuple):
     ip: str | None
 
 
-class UserRefused(Exception):
+class UserRefused(Refused):
     """An account change the rules do not allow; ``field`` names the form field at fault."""
 
     def __init__(self, message, field=None, status=400):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.status = status
+        super().__init__(message, status, field)
 
 
 def snapshot(user):

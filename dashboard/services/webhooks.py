@@ -12,14 +12,14 @@ from ..extensions import db
 from ..models.center import WebhookEndpoint
 from . import alerts, audit
 from .deliveries import check_webhook_url, new_secret
+from .refusals import Refused
 
 
-class WebhookRefused(Exception):
+class WebhookRefused(Refused):
     """An endpoint that cannot be registered: ``field`` and ``message`` for the form (400)."""
 
     def __init__(self, field, message):
-        super().__init__(message)
-        self.field, self.message = field, message
+        super().__init__(message, 400, field)
 
 
 def group_of_scope(scope):
