@@ -39,6 +39,7 @@ def register_extensions(app):
     from . import models, server_timing  # noqa: F401  (models: all three silos' tables on the metadata)
     from .events.hub import hub
     from .events.outbox import install_relay_wakeup
+    from .events.relay import wake_inprocess_relay
     from .extensions import csrf, db, htmx, login_manager, migrate
     from .services.silos import install_single_silo_guard
 
@@ -56,7 +57,7 @@ def register_extensions(app):
     htmx.init_app(app)
     hub.init_app(app)
     install_single_silo_guard()
-    install_relay_wakeup()
+    install_relay_wakeup(wake_inprocess_relay)
 
 
 def register_blueprints(app):

@@ -1,13 +1,23 @@
 """``flask medport ...``: silo checks, demo data, accounts, analytics rollups, the relay, alert tones."""
 import os
 import sys
+import time
 
 import click
+import sqlalchemy as sa
 from flask import current_app
 from flask.cli import with_appcontext
 
 from .config import SILOS
+from .events.outbox import emit
+from .events.relay import Relay
+from .events.relay import retry_parked as requeue
 from .extensions import db
+from .models.center import Agency, Hospital
+from .services import accounts, analytics, audit, demo, scale
+from .services.deliveries import Sender, start_sender_thread
+from .services.silos import check_all, describe_url, record_report
+from .tones import write_all
 
 
 @click.group()
@@ -19,8 +29,6 @@ def medport():
 @with_appcontext
 def check_command():
     """Check each silo: connection, expected tables, write/read/delete round trip."""
-    from .services.silos import check_all, describe_url, record_report
-
     report = check_all(full=True)
     failed = False
     for silo in SILOS:
@@ -49,8 +57,6 @@ def check_command():
 @with_appcontext
 def seed_demo_command(if_empty):
     """Create the demo region: hospitals, agencies, units, users and a few days of trips."""
-    from .services import demo
-
     if demo.is_seeded():
         if if_empty:
             click.echo("demo data already present")
@@ -75,12 +81,6 @@ def seed_demo_command(if_empty):
 @with_appcontext
 def create_user_command(email, display_name, role, hospital_code, agency_code, password):
     """Create a real account (for a PostgreSQL deployment)."""
-    import sqlalchemy as sa
-
-    from .events.outbox import emit
-    from .models.center import Agency, Hospital
-    from .services import accounts, audit
-
     hospital_id = agency_id = None
     if hospital_code:
         hospital = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == hospital_code))
@@ -117,10 +117,6 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
 @with_appcontext
 def seed_scale_command(trips, years, live, rollup):
     """Fill the three silos with a region's years of history (2-5 bids per trip), fast."""
-    import time
-
-    from .services import scale
-
     started = time.perf_counter()
     with click.progressbar(length=trips, label="trips") as bar:
         counts = scale.generate(trips, years=years, progress=bar.update, live=live)
@@ -130,8 +126,6 @@ def seed_scale_command(trips, years, live, rollup):
         f"{counts['routes']} routes in {elapsed:.1f} s"
     )
     if rollup:
-        from .services import analytics
-
         started = time.perf_counter()
         stored = analytics.roll_up(days_back=int(years * 366) + 1)
         click.echo(f"stored the analytics cells of {stored} closed days in {time.perf_counter() - started:.1f} s")
@@ -143,10 +137,6 @@ def seed_scale_command(trips, years, live, rollup):
 @with_appcontext
 def rollup_command(days):
     """Store the analytics cells of every closed day not stored yet (backfill)."""
-    import time
-
-    from .services import analytics
-
     started = time.perf_counter()
     stored = analytics.roll_up(days_back=days)
     click.echo(f"stored {stored} closed days in {time.perf_counter() - started:.1f} s")
@@ -155,8 +145,6 @@ def rollup_command(days):
 @medport.command("alert-tones")
 def alert_tones_command():
     """Write the alert tones (one WAV per alert kind) into static/alerts/."""
-    from .tones import write_all
-
     paths = write_all(os.path.join(current_app.static_folder, "alerts"))
     click.echo(f"wrote {len(paths)} tones")
 
@@ -169,10 +157,6 @@ def alert_tones_command():
 def relay_command(once, poll, retry_parked):
     """Deliver outbox events (several relay processes may run together), and beside them, in a
     thread of its own, the alert emails and webhook posts."""
-    from .events.relay import Relay
-    from .events.relay import retry_parked as requeue
-    from .services.deliveries import Sender, start_sender_thread
-
     if retry_parked:
         count = requeue()
         click.echo(f"{count} parked events queued again")

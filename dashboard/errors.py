@@ -13,7 +13,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from .extensions import db, htmx
 from .hashing import HashingBusy
 from .request_log import install as install_request_log_filter
-from .services.silos import SiloUnavailable, error_kind, install_error_tags, saturated_silos, silo_of_error
+from .services.silos import (
+    SiloUnavailable,
+    check_silo,
+    error_kind,
+    install_error_tags,
+    saturated_silos,
+    silo_of_error,
+)
 
 SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 #: What a page that needs an unreachable silo says, after "<Silo> data is temporarily unavailable."
@@ -38,8 +45,6 @@ def _render(status, title, message):
 
 def _down_silo():
     """Which silo is down, judged by a quick connection check (for an error not tagged)."""
-    from .services.silos import check_silo
-
     for silo in ("hospital", "ems", "center"):
         if not check_silo(silo, full=False)["connection"]["ok"]:
             return silo

@@ -20,3 +20,15 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = HTMX()
+
+
+def bind_key(silo):
+    """The Flask-SQLAlchemy bind key of ``silo`` ("center", "hospital" or "ems"): the center is
+    the default bind (None)."""
+    return None if silo == "center" else silo
+
+
+def engine(silo):
+    """The one way to read a silo's engine (``silo``: "center", "hospital" or "ems"); raises
+    ``KeyError`` for another name.  Needs an app context."""
+    return db.engines[bind_key(silo)]

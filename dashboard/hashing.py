@@ -49,7 +49,7 @@ class HashingBusy(Exception):
 
 def _gevent_patched():
     try:
-        from gevent import monkey
+        from gevent import monkey  # noqa: PLC0415  (optional: only the production server has gevent)
     except ImportError:  # gevent is only needed by the production server
         return False
     return monkey.is_module_patched("threading")
@@ -79,8 +79,8 @@ class HashPool:
         semaphore = self._slots.get(kind)
         if semaphore is None:
             if cooperative:
-                from gevent import get_hub
-                from gevent.lock import BoundedSemaphore
+                from gevent import get_hub  # noqa: PLC0415  (only reached under gevent)
+                from gevent.lock import BoundedSemaphore  # noqa: PLC0415
 
                 semaphore = BoundedSemaphore(self.size)
                 pool = get_hub().threadpool
@@ -101,7 +101,7 @@ class HashPool:
                 self.running += 1
                 self.peak = max(self.peak, self.running)
             if cooperative:
-                from gevent import get_hub
+                from gevent import get_hub  # noqa: PLC0415  (only reached under gevent)
 
                 return get_hub().threadpool.apply(func, args)
             return func(*args)

@@ -5,6 +5,8 @@ from flask import current_app
 from flask_login import current_user
 from markupsafe import Markup
 
+from .events.hub import hub
+from .extensions import db
 from .localtime import to_local
 from .models import base as vocab
 from .models import ems as ems_vocab
@@ -197,12 +199,9 @@ def navigation():
 
 def _live_since():
     """The last signal id when a live page is rendered (its stream replays from there)."""
-    from .events.hub import hub
-
     try:
         return hub.latest_id()
     except Exception:  # the center (where signals are kept) is unreachable: no replay point
-        from .extensions import db
 
         db.session.rollback()
         return None

@@ -5,7 +5,7 @@ it must only write that silo.  Handlers are idempotent in effect: the relay
 also records them in the target's inbox, and they check state before changing it.
 """
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -14,7 +14,9 @@ from ..models.base import LEVEL_RANK, utcnow
 from ..models.center import Agency, LiveSignal, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import HospitalUser, TransportRequest
-from ..services import audit
+from ..services import alerts as alert_service
+from ..services import audit, configuration, deadlines, registry, session_trust, trips
+from ..services.bidding import ACTIVE_ROUTE_STATUSES, bid_payload, invites_preferred_only, refresh_unit_status
 from .outbox import emit
 
 log = logging.getLogger("medport.relay")
@@ -44,8 +46,6 @@ def handlers_for(silo, type_):
 
 def alerts(event):
     """The alerts the event raises for the people it concerns (``services.alerts.produce``)."""
-    from ..services import alerts as alert_service
-
     alert_service.produce(event)
 
 
@@ -150,8 +150,6 @@ def ems_release_trip(event):
     Every route not completed ends, even one whose crew reported the pickup after
     the hospital side last heard from it: the trip is no longer theirs.
     """
-    from ..services.bidding import ACTIVE_ROUTE_STATUSES
-
     p = event.payload
     trip_id, now = p["trip_id"], utcnow()
     closing = ("live", "accepted") if event.type == "trip.cancelled" else ("accepted",)
@@ -169,8 +167,6 @@ def ems_release_trip(event):
 def _refresh_unit(unit):
     """The unit's current trip and status kept true (``bidding.refresh_unit_status``: the trip
     under way stays current whatever is awarded meanwhile); a change is signalled."""
-    from ..services.bidding import refresh_unit_status
-
     if refresh_unit_status(unit):
         emit("ems", "unit.status_changed", "unit", unit.public_id,
              {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status},
@@ -226,16 +222,12 @@ def hospital_bid_summary(event):
     if first is not None and (trip.first_bid_at is None or first < trip.first_bid_at):
         trip.first_bid_at = first
     if event.type == "bid.placed":
-        from ..services import deadlines
-
         deadlines.maybe_auto_award_first(trip, event.payload)
 
 
 @on("ems", "trip.status_changed", target="hospital")
 def hospital_crew_step(event):
     """A crew's step (see ``trips.CREW_STEPS``) applied to the hospital's trip, with its time."""
-    from ..services import trips
-
     p = event.payload
     trip = _trip(p["trip_id"])
     if trip is None:
@@ -250,8 +242,6 @@ def hospital_crew_step(event):
 @on("ems", "trip.step_undone", target="hospital")
 def hospital_undo_crew_step(event):
     """A crew's last step undone in the EMS silo: the hospital's trip goes back one status."""
-    from ..services import trips
-
     p = event.payload
     trip = _trip(p["trip_id"])
     if trip is None:
@@ -264,8 +254,6 @@ def hospital_undo_crew_step(event):
 
 @on("ems", "trip.handed_back", target="hospital")
 def hospital_hand_back(event):
-    from ..services import configuration, trips
-
     p = event.payload
     trip = _trip(p["trip_id"])
     if trip is None or trip.status not in trips.HAND_BACK_FROM or trip.awarded_agency_id != p["agency_id"] \
@@ -330,16 +318,6 @@ def record(event):
                                   agency_ids=""))
 
 
-def invites_preferred_only(p, at):
-    """Whether, when the event happened, only the invited (preferred) agencies could see the trip."""
-    if p.get("invite_mode") == "preferred":
-        return True
-    if p.get("invite_mode") != "preferred_then_all":
-        return False
-    trip = _trip(p["trip_id"])  # a read of the hospital silo: when the invitation widens
-    return trip is not None and at < trip.bidding_start + timedelta(minutes=trip.invite_all_after_minutes or 0)
-
-
 def _agency_scope(event, p):
     """Which agencies may hear of this: ",1,4," or "*" (every agency) or "" (none)."""
     if event.entity_type in ("config", "registry"):
@@ -391,8 +369,6 @@ def _unit_scope(event, p):
 @on("ems", "session.ended", target="center")
 def center_end_session(event):
     """Revoke, in the center, the session signed out while the center was unreachable."""
-    from ..services import session_trust
-
     session_trust.end_session_by_digest(event.payload["user_id"], event.payload["session_digest"])
 
 
@@ -401,8 +377,6 @@ def center_end_session(event):
 @on("center", "registry.changed", target="hospital")
 def hospital_registry_facility(event):
     """A facility created, changed or deactivated at the center, applied to the hospital silo."""
-    from ..services import registry
-
     facility = event.payload.get("facility")
     if facility:
         registry.apply_facility(facility)
@@ -411,8 +385,6 @@ def hospital_registry_facility(event):
 @on("center", "registry.changed", target="ems")
 def ems_registry_agency(event):
     """An agency created or changed at the center: its EMS operating profile follows."""
-    from ..services import registry
-
     agency = event.payload.get("agency")
     if agency:
         registry.apply_agency(agency)
@@ -424,8 +396,6 @@ def _withdraw_live_bids(agency_id, agency_name, bids=None):
     """A deactivated agency's live bids are withdrawn (each with its ``bid.withdrawn`` event,
     so the hospital's bid count follows).  Bids already accepted stand: the center board
     flags those trips for reassignment."""
-    from ..services.bidding import bid_payload
-
     now = utcnow()
     if bids is None:
         bids = db.session.scalars(sa.select(TransportBid).where(

@@ -22,7 +22,7 @@ from collections import deque
 
 import sqlalchemy as sa
 
-from ..extensions import db
+from ..extensions import db, engine
 from ..models.center import LiveSignal
 
 log = logging.getLogger("medport.events")
@@ -239,7 +239,7 @@ class SignalHub:
             self.refresh()
             return
         try:
-            with self.app.app_context(), db.engines[None].connect() as conn:
+            with self.app.app_context(), engine("center").connect() as conn:
                 conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
                 conn.commit()
         except Exception as exc:  # the slow poll still brings the signal
@@ -278,8 +278,8 @@ class SignalHub:
         """
         app, generation = self.app, self._app_generation
         with app.app_context():
-            engine = db.engines[None]
-        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            center = engine("center")
+        conn = center.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             conn.exec_driver_sql(f"LISTEN {CHANNEL}")
             driver = conn.connection.driver_connection

@@ -4,8 +4,10 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from flask import has_request_context, request
 from flask_login import current_user
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-from ..extensions import db
+from ..extensions import db, engine
 from ..models.outbox import OUTBOX_BY_SILO
 
 #: PostgreSQL channel on which a commit that wrote outbox rows wakes the relays.
@@ -99,21 +101,20 @@ def _notify_relays(silo):
     ``NOTIFY`` is transactional: it is delivered at commit, and never for a
     transaction rolled back.  Repeats within one transaction are folded into one.
     """
-    engine = db.engines[None if silo == "center" else silo]
-    if engine.dialect.name == "postgresql":
+    silo_engine = engine(silo)
+    if silo_engine.dialect.name == "postgresql":
         db.session.execute(sa.text("SELECT pg_notify(:channel, :silo)"),
-                           {"channel": RELAY_CHANNEL, "silo": silo}, bind_arguments={"bind": engine})
+                           {"channel": RELAY_CHANNEL, "silo": silo}, bind_arguments={"bind": silo_engine})
 
 
 def _mark_written(session):
     session.info["medport_outbox_written"] = True
 
 
-def install_relay_wakeup():
-    """After a commit that wrote outbox rows, wake the in-process relay (embedded default)."""
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
-
+def install_relay_wakeup(wake):
+    """After a commit that wrote outbox rows, call ``wake()`` (the in-process relay's, on the
+    embedded default); installed once per process by the app factory.  The relay sits above
+    this module, so it is handed in rather than imported."""
     if getattr(install_relay_wakeup, "installed", False):
         return
     install_relay_wakeup.installed = True
@@ -121,9 +122,7 @@ def install_relay_wakeup():
     @event.listens_for(Session, "after_commit")
     def _wake(session):
         if session.info.pop("medport_outbox_written", False):
-            from .relay import wake_inprocess_relay
-
-            wake_inprocess_relay()
+            wake()
 
     @event.listens_for(Session, "after_rollback")
     def _forget(session):

@@ -37,10 +37,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..config import SILOS
-from ..extensions import db
+from ..extensions import db, engine
 from ..models.base import utcnow
 from ..models.center import LiveSignal
 from ..models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
+from ..services import alerts, analytics, deadlines, escalation
+from ..services.deliveries import start_sender_thread
 from ..services.silos import error_kind
 from ..services.silos import is_unreachable as silo_unreachable
 from . import handlers as handler_registry
@@ -158,8 +160,6 @@ class Relay:
 
         Returns how many requests reached their deadline.
         """
-        from ..services import deadlines
-
         self._last_sweep = time.monotonic()
         handled = 0
         try:
@@ -188,8 +188,6 @@ class Relay:
 
     def _prune_alerts(self, now):
         """Old alerts and sent deliveries deleted (``services.alerts.prune``); a center outage waits."""
-        from ..services import alerts
-
         try:
             alerts.prune(now)
         except Exception as exc:
@@ -199,8 +197,6 @@ class Relay:
     def _alerts(self, now):
         """The timer's alerts (deadlines near, crews late, requests at risk, parked events, silos
         down) and the escalation ladder's due steps; a silo down skips what needs it."""
-        from ..services import alerts, escalation
-
         try:
             alerts.sweep(now)
         except Exception as exc:
@@ -255,8 +251,6 @@ class Relay:
 
     def _roll_up(self, now):
         """Store the analytics cells of the last few days that closed (at most once a minute)."""
-        from ..services import analytics
-
         if self._last_rollup is not None and time.monotonic() - self._last_rollup < ROLLUP_EVERY_SECONDS:
             return
         self._last_rollup = time.monotonic()
@@ -407,7 +401,7 @@ class Relay:
     def _listen_for_commits(self):
         """LISTEN on every PostgreSQL silo; each notification wakes the delivery loop."""
         with self.app.app_context():
-            engines = [engine for engine in (db.engines[None if silo == "center" else silo]
+            engines = [engine for engine in (engine(silo)
                                              for silo in SILOS)
                        if engine.dialect.name == "postgresql"]
         while engines and not self.stopping.is_set():
@@ -483,7 +477,6 @@ def start_inprocess_relay(app):
         with _inprocess_lock:
             if _inprocess["relay"] is not None:
                 return
-            from ..services.deliveries import start_sender_thread
 
             relay = Relay(app)
             thread = threading.Thread(target=relay.run_forever, name="medport-relay", daemon=True)

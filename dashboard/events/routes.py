@@ -22,7 +22,7 @@ from flask_login import current_user, login_required
 
 from ..extensions import db
 from ..models.base import CENTER_ROLES
-from ..services import accounts
+from ..services import accounts, crew, degraded
 from .hub import hub
 
 bp = Blueprint("events", __name__)
@@ -106,7 +106,6 @@ def _crew_unit_id():
     with no shift or the EMS silo unreachable: the crew's stream then passes nothing on)."""
     if current_user.role != "crew":
         return None
-    from ..services import crew, degraded
 
     shift = degraded.optional("ems", lambda: crew.open_shift(current_user.id))
     return shift.unit_id if shift is not None else None

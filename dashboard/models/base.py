@@ -64,6 +64,13 @@ class JSONText(TypeDecorator):
 # Vocabulary shared by the silos.  Order matters for levels of care.
 LEVELS = ("BLS", "ALS", "CCT")
 LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
+
+
+def servable_levels(agency_levels):
+    """The levels of care (in :data:`LEVELS` order) an agency registered for ``agency_levels``
+    may serve: its highest level and every lower one (a CCT unit may run an ALS or BLS call)."""
+    top = max((LEVEL_RANK[level] for level in agency_levels if level in LEVEL_RANK), default=-1)
+    return [level for level in LEVELS if LEVEL_RANK[level] <= top]
 LEVEL_LABELS = {"BLS": "BLS", "ALS": "ALS", "CCT": "CCT (critical care)"}
 MOBILITIES = {
     "ambulatory": "Ambulatory",

@@ -23,10 +23,16 @@ import sqlalchemy as sa
 from flask import current_app, has_request_context, url_for
 from sqlalchemy.exc import IntegrityError
 
+from ..config import SILOS
+from ..events.hub import hub
 from ..extensions import db
 from ..models.base import CENTER_ROLES, LEVEL_RANK, LEVELS, URGENCIES, new_public_id, utcnow
-from ..models.center import Agency, Alert, AlertSetting, Hospital, LiveSignal, User
-from . import deliveries
+from ..models.center import Agency, Alert, AlertDelivery, AlertSetting, Hospital, LiveSignal, User
+from ..models.ems import TransportBid
+from ..models.hospital import TransportRequest
+from ..models.hospital import TransportRequest as T
+from ..models.outbox import OUTBOX_BY_SILO
+from . import bidding, configuration, deliveries, escalation, lateness, oversight, silos
 from .refusals import Refused
 
 log = logging.getLogger("medport.relay")
@@ -350,8 +356,6 @@ def _not_biddable_at(p, at):
     """Whether the trip of payload ``p`` took no bids at ``at``: booked ahead and not open yet,
     or a will-call return still waiting for its patient (a read of the hospital silo); it is
     announced to the agencies when bidding opens (``trip.bidding_opened``, ``trip.released``)."""
-    from ..models.hospital import TransportRequest
-
     trip = db.session.get(TransportRequest, p["trip_id"])
     if trip is None:
         return False
@@ -361,15 +365,13 @@ def _not_biddable_at(p, at):
 
 
 def _from_trip_event(event, p, key):
-    from ..events.handlers import invites_preferred_only
-
     ref, level = p.get("reference") or "", p.get("level_of_care")
     what = describe(p)
     if event.type in _NEW_TO_AGENCIES and level:
         if event.type == "trip.posted" and _not_biddable_at(p, event.created_at):
             return
         only = None
-        if event.type != "trip.invite_widened" and invites_preferred_only(p, event.created_at):
+        if event.type != "trip.invite_widened" and bidding.invites_preferred_only(p, event.created_at):
             only = set(p.get("invited_agency_ids") or [])
         excluding = set()
         if event.type == "trip.invite_widened":
@@ -405,22 +407,16 @@ def _from_trip_event(event, p, key):
                     f"Unfilled: {ref} ({what}), no agency bid", p)
         _trip_alert(center_users(), "center.unfilled", f"{key}:center.unfilled",
                     f"Unfilled: {ref} ({what})", p)
-        from . import escalation
 
         escalation.start("unfilled", p, event.created_at)
 
 
 def _other_bidders(trip_id, awarded_agency_id):
-    from ..models.ems import TransportBid
-
     return set(db.session.scalars(sa.select(TransportBid.agency_id).distinct().where(
         TransportBid.trip_id == trip_id, TransportBid.agency_id != (awarded_agency_id or 0))))
 
 
 def _first_bid(event, p, key):
-    from ..models.ems import TransportBid
-    from ..models.hospital import TransportRequest
-
     earlier = db.session.scalar(sa.select(TransportBid.id).where(
         TransportBid.trip_id == p["trip_id"], TransportBid.id < p["bid_id"]).limit(1))
     if earlier is not None:
@@ -439,8 +435,6 @@ def _first_bid(event, p, key):
 def sweep(now=None):
     """The relay timer's alerts (see the module's description); each part on its own, so a silo
     down skips only what needs it.  Returns how many alerts were added."""
-    from ..events.hub import hub
-
     now = now or utcnow()
     added = 0
     for part in (_closing_no_bid, _late_and_at_risk, _parked, _silos_down):
@@ -464,9 +458,6 @@ def _facts(trip):
 
 
 def _closing_no_bid(now):
-    from ..models.hospital import TransportRequest as T
-    from . import configuration
-
     closing = configuration.get("alert_closing_minutes")
     db.session.commit()
     trips = list(db.session.scalars(sa.select(T).where(
@@ -487,9 +478,6 @@ def _closing_no_bid(now):
 
 
 def _late_and_at_risk(now):
-    from ..models.hospital import TransportRequest as T
-    from . import configuration, escalation, lateness, oversight
-
     settings = configuration.get_all()
     db.session.commit()
     trips = list(db.session.scalars(sa.select(T).where(
@@ -519,9 +507,6 @@ def _late_and_at_risk(now):
 
 
 def _parked(now):
-    from ..config import SILOS
-    from ..models.outbox import OUTBOX_BY_SILO
-
     added, center = [], None
     for silo in SILOS:
         model = OUTBOX_BY_SILO[silo]
@@ -541,8 +526,6 @@ def _parked(now):
 
 
 def _silos_down(now):
-    from . import silos
-
     added = []
     for silo in ("hospital", "ems"):
         try:
@@ -598,8 +581,6 @@ PRUNE_BATCH = 5000
 def prune(now=None):
     """Delete old alerts and old sent deliveries, at most ``PRUNE_BATCH`` each; returns how many.
     Commits."""
-    from ..models.center import AlertDelivery
-
     now = now or utcnow()
     count = 0
     for model, old in ((Alert, [Alert.created_at < now - ALERT_RETENTION]),

@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..events.outbox import emit
-from ..extensions import db
+from ..extensions import db, engine
 from ..localtime import to_local
-from ..models.base import LEVEL_RANK, LEVELS, URGENCY_RANK, utcnow
+from ..models.base import LEVEL_RANK, URGENCY_RANK, servable_levels, utcnow
 from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from . import boards, center_reads
@@ -84,10 +84,16 @@ def live_bid(trip_id, agency_id):
     )
 
 
-def servable_levels(agency_levels):
-    """The levels of care an agency registered for ``agency_levels`` may serve (CCT covers all)."""
-    top = max((LEVEL_RANK[level] for level in agency_levels if level in LEVEL_RANK), default=-1)
-    return [level for level in LEVELS if LEVEL_RANK[level] <= top]
+def invites_preferred_only(p, at):
+    """Whether, at ``at`` (naive UTC), only the invited (preferred) agencies could see the trip of
+    event payload ``p`` (its ``invite_mode`` and ``trip_id``); a read of the hospital silo when
+    the invitation widens after a head start."""
+    if p.get("invite_mode") == "preferred":
+        return True
+    if p.get("invite_mode") != "preferred_then_all":
+        return False
+    trip = db.session.get(TransportRequest, p["trip_id"])
+    return trip is not None and at < trip.bidding_start + timedelta(minutes=trip.invite_all_after_minutes or 0)
 
 
 def live_bids_by_trip(agency_id, trip_ids):
@@ -113,7 +119,7 @@ def _invited(agency_id, now):
     T = TransportRequest
     minutes = sa.func.coalesce(T.invite_all_after_minutes, 0)
     start = sa.func.coalesce(T.bidding_opens_at, T.released_at, T.created_at)
-    if db.engines["hospital"].dialect.name == "postgresql":
+    if engine("hospital").dialect.name == "postgresql":
         widened = start + sa.func.make_interval(0, 0, 0, 0, 0, minutes) <= now
     else:
         widened = (sa.func.julianday(start) + minutes / 1440.0

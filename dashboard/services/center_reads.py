@@ -18,7 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..models.center import Agency, Hospital
 from ..models.ems import EmsAgency
-from . import degraded, silos
+from . import degraded, session_trust, silos
 
 log = logging.getLogger("medport.center")
 
@@ -66,7 +66,6 @@ def _read(key, query, fallback):
         return fallback()
     with _lock:
         _kept[key] = value
-    from . import session_trust
 
     session_trust.forget()  # the center answers: sessions are checked there again
     return value

@@ -36,11 +36,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import sqlalchemy as sa
 from flask import current_app
+from standardwebhooks.webhooks import Webhook
 
 from ..extensions import db
 from ..localtime import to_local
 from ..models.base import URGENCIES, new_public_id, utcnow
 from ..models.center import Alert, AlertDelivery, AlertSetting, User, WebhookEndpoint
+from . import alerts
 
 log = logging.getLogger("medport.deliveries")
 
@@ -203,8 +205,6 @@ def new_secret():
 
 def signed_headers(secret, msg_id, timestamp, body):
     """The three Standard Webhooks headers of ``body`` (text) sent as ``msg_id`` at ``timestamp``."""
-    from standardwebhooks.webhooks import Webhook
-
     signature = Webhook(secret).sign(msg_id, timestamp, body)
     return {"webhook-id": msg_id, "webhook-timestamp": str(int(timestamp.timestamp())),
             "webhook-signature": signature}
@@ -275,9 +275,7 @@ def _digest_users(user_ids):
     users = db.session.scalars(sa.select(User).where(User.id.in_(user_ids))).all()
     scopes = {}
     for user in users:
-        from .alerts import org_scope, user_scope
-
-        scopes[user.id] = [user_scope(user.id), org_scope(user.role, user.hospital_id, user.agency_id)]
+        scopes[user.id] = [alerts.user_scope(user.id), alerts.org_scope(user.role, user.hospital_id, user.agency_id)]
     rows = {row.scope: row.enabled for row in db.session.scalars(sa.select(AlertSetting).where(
         AlertSetting.kind == DIGEST_KIND,
         AlertSetting.scope.in_(sorted({s for pair in scopes.values() for s in pair}))))}

@@ -14,9 +14,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import utcnow
+from ..models.base import trip_dispatch_state, utcnow
 from ..models.center import AlertEscalation
-from . import audit, configuration
+from ..models.hospital import TransportRequest
+from . import alerts, audit, configuration
 from .refusals import Refused
 
 BATCH = 200
@@ -58,8 +59,6 @@ def start(reason, facts, at, occasion=""):
 
 
 def _still_needed(row, trip, now):
-    from ..models.base import trip_dispatch_state
-
     if trip is None or trip.status in ("cancelled", "completed", "at_pickup", "transporting",
                                        "at_destination"):
         return False
@@ -72,9 +71,6 @@ def step_due(now=None):
     """Alert the next step of every open ladder whose time has come (the relay's timer); close
     those whose request no longer needs them.  Reads the hospital silo for the requests' state.
     Returns how many alerts were added.  Commits."""
-    from ..models.hospital import TransportRequest
-    from . import alerts
-
     now = now or utcnow()
     steps = ladder()
     due = list(db.session.scalars(sa.select(AlertEscalation).where(

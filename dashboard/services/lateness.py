@@ -26,6 +26,8 @@ the configured ones.
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask import current_app, has_app_context
+
 from ..localtime import to_local
 
 #: The crew's stop statuses, in the trip's words (a planned stop is an awarded trip).
@@ -110,8 +112,6 @@ def crew_bounds(config=None):
     of ``config`` (default: the current app's, else the defaults); a setting of 0 turns its
     rule off."""
     if config is None:
-        from flask import current_app, has_app_context
-
         config = current_app.config if has_app_context() else {}
     return {name: (timedelta(minutes=minutes) if (minutes := int(config.get(key, default))) > 0 else None)
             for name, (key, default) in BOUND_SETTINGS.items()}

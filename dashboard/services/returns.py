@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models.base import CENTER_ROLES
+from ..models.base import CENTER_ROLES, utcnow
 from ..models.hospital import HospitalFacility, TransportRequest
 from . import trips
 from .trips import TransitionRefused
@@ -41,8 +41,6 @@ def add_return(outbound, kind, window, deadline_minutes, hospital_code, user_id,
     when its destination is a typed address (a return starts at a registered facility), for a
     fixed window before the outbound's pickup, or an unknown kind.
     """
-    from ..models.base import utcnow
-
     now = now or utcnow()
     if kind not in RETURN_KINDS:
         raise TransitionRefused("Choose a fixed time or will-call.", status=400)

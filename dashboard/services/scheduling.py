@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models.base import utcnow
+from ..models.base import servable_levels, utcnow
 from ..models.hospital import TransportRequest
 from . import configuration
 
@@ -95,8 +95,6 @@ def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None)
     every agency (now or after the preferred agencies' head start) or name this one; of
     ``level`` alone when given.  At most ``limit``.
     """
-    from .bidding import servable_levels
-
     now = now or utcnow()
     levels = servable_levels(agency_levels)
     if level:

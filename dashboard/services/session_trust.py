@@ -28,9 +28,12 @@ from flask import current_app, has_request_context, session
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from ..events.outbox import emit
 from ..extensions import db
+from ..models.base import utcnow
 from ..models.center import User, UserSession
 from . import degraded
+from .silos import SiloUnavailable
 
 #: Session cookie key of the snapshot.
 SNAPSHOT_KEY = "_mp_who"
@@ -222,8 +225,6 @@ def queue_sign_out(user, ip):
     hospital silo, EMS users' and crews' to the EMS silo, center roles' to the hospital silo.
     The caller commits.  Returns the outbox row.
     """
-    from ..events.outbox import emit
-
     silo = "ems" if user.role in ("ems", "crew") else "hospital"
     return emit(silo, "session.ended", "user", user.public_id,
                 {"user_id": user.id, "public_id": user.public_id,
@@ -234,8 +235,6 @@ def queue_sign_out(user, ip):
 def end_session_by_digest(user_id, digest):
     """Revoke the live session of ``user_id`` whose token has ``digest`` (the relay's follow-up
     of :func:`queue_sign_out`); the caller commits.  Returns True when one was revoked."""
-    from ..models.base import utcnow
-
     for row in db.session.scalars(sa.select(UserSession).where(
             UserSession.user_id == user_id, UserSession.revoked_at.is_(None))):
         if hmac.compare_digest(session_digest(row.token), digest):
@@ -247,8 +246,6 @@ def end_session_by_digest(user_id, digest):
 def require_center():
     """Raise :class:`~dashboard.services.silos.SiloUnavailable` (503) when this request's user
     was trusted without the center: for pages that change or show center-only data."""
-    from .silos import SiloUnavailable
-
     if center_unreachable():
         raise SiloUnavailable("center")
 

@@ -11,12 +11,16 @@ import weakref
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event, inspect
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 
 from ..config import SILOS
-from ..extensions import db
+from ..extensions import bind_key, db, engine
 from ..models.base import utcnow
+from ..models.center import DatabaseReference, ServiceRegistry
+from ..models.outbox import OUTBOX_BY_SILO
 
 
 class SiloUnavailable(Exception):
@@ -26,15 +30,6 @@ class SiloUnavailable(Exception):
         super().__init__(f"{silo} silo unavailable")
         self.silo = silo
         self.original = original
-
-
-def bind_key(silo):
-    """Flask-SQLAlchemy bind key of a silo (``center`` is the default bind)."""
-    return None if silo == "center" else silo
-
-
-def engine(silo):
-    return db.engines[bind_key(silo)]
 
 
 def metadata(silo):
@@ -86,9 +81,6 @@ def is_unreachable(exc):
     """Whether ``exc`` says a silo could not be reached or did not answer in time (connection
     refused or lost, a statement or lock timeout, no pooled connection free): an outage, not
     a fault of the statement.  The one test the relay and the pages share."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
     if isinstance(exc, (OperationalError, PoolTimeout)):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
@@ -221,8 +213,6 @@ def outbox_backlog(silo):
     SQLAlchemy's ``OperationalError`` (or another ``DBAPIError``) when the silo cannot be
     read within its timeouts; callers report the backlog as unknown then.
     """
-    from ..models.outbox import OUTBOX_BY_SILO
-
     model = OUTBOX_BY_SILO[silo]
     with engine(silo).connect() as conn:
         counts = dict(conn.execute(
@@ -234,8 +224,6 @@ def outbox_backlog(silo):
 
 def record_report(report):
     """Store the last result of each silo in the center's service registry (best effort)."""
-    from ..models.center import DatabaseReference, ServiceRegistry
-
     if not report["center"]["checks"]["connection"]["ok"]:
         return False
     session = Session(bind=engine("center"))

@@ -1,0 +1,66 @@
+"""The layers of the package, written down in ``.importlinter`` and checked by import-linter:
+blueprints → the view helper → event handlers and the relay → services → event infrastructure
+(the outbox, the hub) → models.  A new import the wrong way fails here.
+
+The second test proves the check can fail: a copy of the package with one service importing a
+blueprint must break the contract.  Where import-linter is not installed the tests skip, unless
+``CI`` or ``MEDPORT_REQUIRE_STATIC_CHECKS=1`` is set: then they fail.
+"""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED = bool(os.environ.get("CI")) or os.environ.get("MEDPORT_REQUIRE_STATIC_CHECKS") == "1"
+
+
+def _lint(cwd):
+    if importlib.util.find_spec("importlinter") is None:
+        reason = "import-linter is not installed (pip install -r requirements-dev.txt)"
+        if REQUIRED:
+            pytest.fail(reason + "; CI or MEDPORT_REQUIRE_STATIC_CHECKS=1 requires it")
+        pytest.skip(reason)
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(config_filename='.importlinter', no_cache=True, no_logo=True))")
+    env = dict(os.environ, PYTHONPATH=str(cwd))
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_layer_contracts_are_kept():
+    result = _lint(ROOT)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_a_service_importing_a_blueprint_breaks_the_contract(tmp_path):
+    shutil.copytree(ROOT / "dashboard", tmp_path / "dashboard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    geo = tmp_path / "dashboard" / "services" / "geo.py"
+    geo.write_text(geo.read_text() + "\nfrom ..hospital import routes as _wrong_way  # noqa: E402\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "dashboard.services.geo -> dashboard.hospital" in result.stdout
+
+
+#: The longest a module of the package may grow: past it, it holds more than one job.
+MAX_MODULE_LINES = 500
+#: The analytics package's modules are split by concern, each shorter still.
+MAX_ANALYTICS_MODULE_LINES = 400
+
+
+def test_no_module_of_the_package_is_over_its_size_limit():
+    too_long = []
+    for path in sorted((ROOT / "dashboard").rglob("*.py")):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        in_analytics = path.parent == ROOT / "dashboard" / "services" / "analytics"
+        limit = MAX_ANALYTICS_MODULE_LINES if in_analytics else MAX_MODULE_LINES
+        if lines > limit:
+            too_long.append(f"{path.relative_to(ROOT)}: {lines} lines (limit {limit})")
+    assert not too_long, "split by job:\n" + "\n".join(too_long)
