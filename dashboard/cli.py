@@ -130,10 +130,10 @@ def seed_scale_command(trips, years, live, rollup):
         f"{counts['routes']} routes in {elapsed:.1f} s"
     )
     if rollup:
-        from .services import analytics
+        from .services.analytics.stored import roll_up
 
         started = time.perf_counter()
-        stored = analytics.roll_up(days_back=int(years * 366) + 1)
+        stored = roll_up(days_back=int(years * 366) + 1)
         click.echo(f"stored the analytics cells of {stored} closed days in {time.perf_counter() - started:.1f} s")
 
 
@@ -145,10 +145,10 @@ def rollup_command(days):
     """Store the analytics cells of every closed day not stored yet (backfill)."""
     import time
 
-    from .services import analytics
+    from .services.analytics.stored import roll_up
 
     started = time.perf_counter()
-    stored = analytics.roll_up(days_back=days)
+    stored = roll_up(days_back=days)
     click.echo(f"stored {stored} closed days in {time.perf_counter() - started:.1f} s")
 
 

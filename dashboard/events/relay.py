@@ -255,13 +255,13 @@ class Relay:
 
     def _roll_up(self, now):
         """Store the analytics cells of the last few days that closed (at most once a minute)."""
-        from ..services import analytics
+        from ..services.analytics.stored import roll_up
 
         if self._last_rollup is not None and time.monotonic() - self._last_rollup < ROLLUP_EVERY_SECONDS:
             return
         self._last_rollup = time.monotonic()
         try:
-            analytics.roll_up(now)
+            roll_up(now)
         except Exception as exc:  # a silo down: the next minute retries
             db.session.rollback()
             log.warning("relay: analytics rollup failed: %s", type(exc).__name__)
