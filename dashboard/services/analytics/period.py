@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from ...localtime import local_midnight, local_today
 from ...models.hospital import TransportRequest
+from ..refusals import Refused
 
 PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "custom": "Custom dates"}
 PERIOD_DAYS = {"today": 1, "7d": 7, "30d": 30}
@@ -22,11 +23,16 @@ EARLIEST_DATE = date(2000, 1, 1)
 MAX_FUTURE_DAYS = 366
 
 
-class AnalyticsInputError(ValueError):
-    """A period or filter the page cannot show; ``errors`` maps field -> message."""
+class AnalyticsInputError(Refused, ValueError):
+    """A period or filter the page cannot show (400); ``errors`` maps field -> message.
+
+    ``message`` joins the messages with "; "; ``field`` names the one field when there is one.
+    """
+
+    status = 400
 
     def __init__(self, errors):
-        super().__init__("; ".join(errors.values()))
+        super().__init__("; ".join(errors.values()), field=next(iter(errors)) if len(errors) == 1 else None)
         self.errors = errors
 
 
