@@ -371,7 +371,7 @@ def main():
         from flask_migrate import upgrade
 
         from dashboard.models.hospital import TransportRequest
-        from dashboard.services import analytics
+        from dashboard.services.analytics.stored import roll_up
 
         upgrade()  # with --reuse too: newer migrations apply to the kept databases
         if not args.reuse:
@@ -395,7 +395,7 @@ def main():
             clear_rollups()
         db.session.remove()
         started = time.perf_counter()
-        stored = analytics.roll_up(days_back=args.days + 1)
+        stored = roll_up(days_back=args.days + 1)
         print(f"\nroll_up stored the cells of {stored} closed days in {time.perf_counter() - started:.1f} s")
         db.session.remove()
 

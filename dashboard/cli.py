@@ -14,7 +14,8 @@ from .events.relay import Relay
 from .events.relay import retry_parked as requeue
 from .extensions import db
 from .models.center import Agency, Hospital
-from .services import accounts, analytics, audit, demo, scale
+from .services import accounts, audit, demo, scale
+from .services.analytics.stored import roll_up
 from .services.deliveries import Sender, start_sender_thread
 from .services.silos import check_all, describe_url, record_report
 from .tones import write_all
@@ -127,7 +128,7 @@ def seed_scale_command(trips, years, live, rollup):
     )
     if rollup:
         started = time.perf_counter()
-        stored = analytics.roll_up(days_back=int(years * 366) + 1)
+        stored = roll_up(days_back=int(years * 366) + 1)
         click.echo(f"stored the analytics cells of {stored} closed days in {time.perf_counter() - started:.1f} s")
 
 
@@ -138,7 +139,7 @@ def seed_scale_command(trips, years, live, rollup):
 def rollup_command(days):
     """Store the analytics cells of every closed day not stored yet (backfill)."""
     started = time.perf_counter()
-    stored = analytics.roll_up(days_back=days)
+    stored = roll_up(days_back=days)
     click.echo(f"stored {stored} closed days in {time.perf_counter() - started:.1f} s")
 
 

@@ -378,7 +378,7 @@ SCOPES = [
 
 
 def _scope(spec):
-    from dashboard.services.analytics import Scope
+    from dashboard.services.analytics.period import Scope
 
     hospitals, agencies = _ids(Hospital), _ids(Agency)
     return Scope(hospital_id=hospitals[spec["hospital"]].id if "hospital" in spec else None,
@@ -391,21 +391,22 @@ def test_stored_cells_sum_like_live_cells_for_every_filter(app, known):
     from collections import Counter
     from datetime import date
 
-    from dashboard.services import analytics
+    from dashboard.services.analytics.cells import cell_metrics, compute_cells
+    from dashboard.services.analytics.stored import store_cells, stored_metrics
 
     days = [date(2024, 3, d) for d in (3, 4, 5, 6, 7)]
     with app.app_context():
-        cells = analytics.compute_cells(days)
+        cells = compute_cells(days)
         live = {}
         for spec in SCOPES:
-            per_day = analytics.cell_metrics(cells, days, _scope(spec))
+            per_day = cell_metrics(cells, days, _scope(spec))
             live[str(spec)] = ({d: Counter(per_day.get(d, {})) for d in days},
                                sum(per_day.values(), Counter()))
-        assert analytics.store_cells(cells, days) == days
+        assert store_cells(cells, days) == days
         db.session.commit()
-        assert analytics.store_cells(cells, days) == []  # stored once: nothing doubles
+        assert store_cells(cells, days) == []  # stored once: nothing doubles
         for spec in SCOPES:
-            per_day, overall = analytics.stored_metrics(days, _scope(spec))
+            per_day, overall = stored_metrics(days, _scope(spec))
             total = sum(per_day.values(), Counter(overall))
             live_days, live_total = live[str(spec)]
             assert total == live_total, spec
@@ -421,13 +422,13 @@ def test_stored_cells_sum_like_live_cells_for_every_filter(app, known):
 def test_bids_counted_alike_by_id_range_and_by_id_list(app, known, monkeypatch):
     from datetime import date
 
-    from dashboard.services import analytics
+    from dashboard.services.analytics import cells
 
     days = [date(2024, 3, 4), date(2024, 3, 5)]
     with app.app_context():
-        by_range = analytics.compute_cells(days)
-        monkeypatch.setattr(analytics, "DENSE_IDS", 0)
-        by_list = analytics.compute_cells(days)
+        by_range = cells.compute_cells(days)
+        monkeypatch.setattr(cells, "DENSE_IDS", 0)
+        by_list = cells.compute_cells(days)
         for scoped in (by_range, by_list):
             assert sum(counts["bids"] for counts in scoped.cells.values()) == 9
             assert sum(scoped.bids.values()) == 9
@@ -436,21 +437,21 @@ def test_bids_counted_alike_by_id_range_and_by_id_list(app, known, monkeypatch):
 
 def test_rollup_stores_each_closed_day_once(app, runner, known):
     """The backfill skips today and days still running a request; a later run finishes them."""
-    from dashboard.services import analytics
+    from dashboard.services.analytics.stored import roll_up
 
     now = datetime(2024, 3, 8, 17, 0)  # noon on the 8th in New York
     with app.app_context():
         _trip("RUNNING", "TYR", datetime(2024, 3, 6, 15, 0), status="en_route")
         db.session.commit()
-        assert analytics.roll_up(now, days_back=5) == 4
+        assert roll_up(now, days_back=5) == 4
         assert _stored_days() == {"2024-03-03", "2024-03-04", "2024-03-05", "2024-03-07"}
         requests = {row[0].isoformat(): row[1] for name, row in _rollups() if name == "analytics_days"}
         assert requests == {"2024-03-03": 0, "2024-03-04": 4, "2024-03-05": 2, "2024-03-07": 0}
-        assert analytics.roll_up(now, days_back=5) == 0
+        assert roll_up(now, days_back=5) == 0
         db.session.execute(sa.update(TransportRequest).where(TransportRequest.reference == "RUNNING")
                            .values(status="completed"))
         db.session.commit()
-        assert analytics.roll_up(now, days_back=5) == 1
+        assert roll_up(now, days_back=5) == 1
         assert "2024-03-06" in _stored_days() and "2024-03-08" not in _stored_days()
     result = runner.invoke(args=["medport", "rollup", "--days", "3"])
     assert result.exit_code == 0, result.output

@@ -13,11 +13,12 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from dashboard.analytics import presentation
 from dashboard.extensions import db
 from dashboard.models.center import Agency, AuditLog, Hospital
 from dashboard.models.ems import Unit
 from dashboard.models.hospital import HospitalFacility, TransportRequest
-from dashboard.services import analytics, csvout
+from dashboard.services import csvout
 from tests.conftest import DEMO_PASSWORD
 
 PREFIXES = ["=", "+", "-", "@", "\t", "\r"]
@@ -105,7 +106,7 @@ def _analytics(client, base, tables):
 
 def test_every_center_export_is_neutralised_and_utf8(app, hostile_region):
     client = _signed_in(app, "coordinator@medport.test")
-    names = analytics.table_names() + ("trips",)
+    names = presentation.table_names() + ("trips",)
     tables = _analytics(client, "/center/analytics", names)
     assert_neutralised(tables["units"], hostile_region["unit"], "units")
     assert_neutralised(tables["agencies"], hostile_region["agency"], "agencies")
@@ -132,7 +133,7 @@ def test_every_center_export_is_neutralised_and_utf8(app, hostile_region):
 
 def test_every_hospital_export_is_neutralised_and_utf8(app, hostile_region):
     client = _signed_in(app, "nurse@altoona.medport.test")
-    names = analytics.table_names(include_units=False) + ("trips",)
+    names = presentation.table_names(include_units=False) + ("trips",)
     tables = _analytics(client, "/hospital/analytics", names)
     assert_neutralised(tables["hospitals"], hostile_region["hospital"], "hospitals")
     assert_neutralised(tables["trips"], hostile_region["facility"], "trips")
@@ -140,7 +141,7 @@ def test_every_hospital_export_is_neutralised_and_utf8(app, hostile_region):
 
 def test_every_ems_export_is_neutralised_and_utf8(app, hostile_region):
     client = _signed_in(app, "dispatch@altoonaems.medport.test")
-    names = analytics.table_names() + ("trips",)
+    names = presentation.table_names() + ("trips",)
     tables = _analytics(client, "/ems/analytics", names)
     assert_neutralised(tables["units"], hostile_region["unit"], "units")
     assert_neutralised(tables["agencies"], hostile_region["agency"], "agencies")

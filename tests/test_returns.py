@@ -218,7 +218,8 @@ def test_the_hospital_marks_ready_and_not_ready_and_the_request_shows_the_split(
 
 def test_analytics_show_scheduled_volume_will_call_release_to_pickup_and_delay_attribution(app, demo, client, auth):
     from dashboard.localtime import local_today
-    from dashboard.services import analytics, scheduled_analytics
+    from dashboard.services.analytics import period as analytics
+    from dashboard.services.analytics import scheduled as scheduled_analytics
 
     from .test_scheduled import post_ahead
 

@@ -227,7 +227,7 @@ def test_the_horizon_is_configured_and_refused_past_with_a_message(app, nurse):
 
 def test_analytics_count_time_to_first_bid_and_award_from_the_opening(app, demo):
     from dashboard.localtime import local_today
-    from dashboard.services import analytics
+    from dashboard.services.analytics import period, report
 
     with app.app_context():
         trip_id = post_ahead("BLS", days=5)
@@ -240,9 +240,9 @@ def test_analytics_count_time_to_first_bid_and_award_from_the_opening(app, demo)
             trip.awarded_at = trip.created_at + timedelta(minutes=30)
         db.session.commit()
         today = local_today()
-        report = analytics.report(analytics.resolve_period("today", today=today),
-                                  analytics.Scope(hospital_id=hospital("ALT").id))
-        speed = {row["key"]: row for row in report["speed"]}
+        figures = report.report(period.resolve_period("today", today=today),
+                                period.Scope(hospital_id=hospital("ALT").id))
+        speed = {row["key"]: row for row in figures["speed"]}
         assert speed["first_bid"]["n"] >= 1 and db.session.get(T, trip_id) is not None
         assert speed["first_bid"]["p50"] == 15 and speed["first_bid"]["p90"] == 15
         assert speed["award"]["p50"] == 25

@@ -8,7 +8,7 @@ from wtforms.widgets import DateInput
 
 from ..formfields import FlaskForm
 from ..models.base import LEVEL_LABELS, URGENCIES
-from ..services.analytics import PERIODS, AnalyticsInputError, Scope, resolve_period
+from ..services.analytics.period import PERIODS, AnalyticsInputError, Scope, resolve_period
 
 
 def _choices(blank, pairs):

@@ -41,7 +41,8 @@ from ..extensions import db, engine
 from ..models.base import utcnow
 from ..models.center import LiveSignal
 from ..models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
-from ..services import alerts, analytics, deadlines, escalation
+from ..services import alerts, deadlines, escalation
+from ..services.analytics.stored import roll_up
 from ..services.deliveries import start_sender_thread
 from ..services.silos import error_kind
 from ..services.silos import is_unreachable as silo_unreachable
@@ -255,7 +256,7 @@ class Relay:
             return
         self._last_rollup = time.monotonic()
         try:
-            analytics.roll_up(now)
+            roll_up(now)
         except Exception as exc:  # a silo down: the next minute retries
             db.session.rollback()
             log.warning("relay: analytics rollup failed: %s", type(exc).__name__)

@@ -10,7 +10,7 @@ the hospital whose facility the patient is at (the outbound's destination) and t
 center may release it (:func:`may_release`).
 
 Waiting at pickup is split between "crew late" and "patient not ready" from the times kept
-(:func:`waiting`); ``services.scheduled_analytics`` sums them per hospital and per agency.
+(:func:`waiting`); ``services.analytics.scheduled`` sums them per hospital and per agency.
 """
 from dataclasses import dataclass
 from datetime import timedelta

@@ -1,0 +1,245 @@
+"""Cells: the day-by-day counts of the analytics page, computed from the hospital and EMS silos.
+
+Counts add up across days and across filters, so each local day is aggregated into *cells*:
+one per day, hospital, awarded agency (0: none), level of care and urgency, holding the
+columns of ``AnalyticsCell``; plus completed trips and busy minutes per unit, and bids per
+bidding agency (not keyed by the winner).  Any filter combination of the page is then a sum
+over cells: in Python here (:func:`cell_metrics`, for days computed live), in SQL over the
+stored cells (:mod:`.stored`).
+
+A request that went unfilled (its deadline passed with no live bid) keeps ``unfilled_at`` after
+a later award, extension or re-opening, so it counts as *went unfilled* for good; it *ended
+unfilled* when no agency holds it at the end (cell agency 0).  An agency's *wins* are awards of
+its bids (``bid_awards``): a center assignment without a bid is an award but not a win.
+
+Bids live in the EMS silo and carry no level of care or urgency, so bids are counted per
+request by trip id, in chunks, when a day's cells are computed; only ids and counts pass
+through Python, never whole trips.
+
+Metrics are named ``requests``, ``late:1-15``, ``level:ALS``, ``agency_bids:<agency id>`` and
+so on (``CELL_METRICS`` and :func:`cell_metrics`); busy minutes are floats, the rest counts.
+"""
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+
+from ...extensions import db
+from ...localtime import local_midnight
+from ...models.center import ANALYTICS_CELL_COUNTS
+from ...models.ems import TransportBid
+from ...models.hospital import CANCEL_REASONS, HospitalAgencyPreference, TransportRequest
+from .period import Scope, posted_on, scope_conditions
+from .sqltime import Clock, as_date, dialect_of, minutes_between
+
+UNFINISHED_STATUSES = ("open", "awarded", "en_route", "at_pickup", "transporting", "at_destination")
+#: Late pickups by minutes after the window's end: (metric suffix, label, upper bound or None).
+LATE_BUCKETS = (
+    ("1-15", "1–15 min", 15),
+    ("16-30", "16–30 min", 30),
+    ("31-60", "31–60 min", 60),
+    ("61-120", "61–120 min", 120),
+    ("120+", "Over 120 min", None),
+)
+#: Requests by the number of bids they received; the last bucket is "or more".
+BID_BUCKETS = ("0", "1", "2", "3", "4", "5+")
+#: Trip ids sent to the EMS silo per query (SQLite caps bound parameters).
+ID_CHUNK = {"sqlite": 900}
+ID_CHUNK_DEFAULT = 20000
+#: Bids are read by one id range when the range is at most this many times the ids asked for.
+DENSE_IDS = 2
+
+# Cell columns (see AnalyticsCell) and the metric names the report reads from them.
+LATE_COLUMNS = dict(zip((suffix for suffix, _label, _upper in LATE_BUCKETS),
+                        ("late_1_15", "late_16_30", "late_31_60", "late_61_120", "late_over_120"), strict=True))
+BID_COLUMNS = dict(zip(BID_BUCKETS[1:], ("bids_1", "bids_2", "bids_3", "bids_4", "bids_5_plus"), strict=True))
+CELL_METRICS = {
+    **{name: name for name in ("requests", "awarded", "unfilled", "cancelled", "handed_back", "pickups",
+                               "inside", "early", "preferred_awards", "completed", "bids", "bid_awards")},
+    **{column: "late:" + suffix for suffix, column in LATE_COLUMNS.items()},
+    **{f"cancel_{reason}": f"cancel:{reason}" for reason in CANCEL_REASONS},
+    **{column: "bids_trips:" + bucket for bucket, column in BID_COLUMNS.items()},
+    **{f"hour_{h:02d}": f"hour:{h}" for h in range(24)},
+}
+assert set(CELL_METRICS) == set(ANALYTICS_CELL_COUNTS)
+
+
+@dataclass
+class Cells:
+    """Counts of some local days, per cell (day, hospital, awarded agency or 0, level, urgency).
+
+    ``cells`` maps a cell to its counts (the columns of AnalyticsCell), ``units``
+    a cell plus unit id to [completed trips, busy minutes], ``bids`` (day,
+    hospital, level, urgency, bidding agency) to bids; ``unfinished`` counts the
+    requests of each day still running.
+    """
+
+    cells: dict
+    units: dict
+    bids: dict
+    unfinished: Counter
+
+    def requests(self, day):
+        """The number of requests posted on ``day`` (a local date)."""
+        return sum(counts["requests"] for key, counts in self.cells.items() if key[0] == day)
+
+
+def compute_cells(days, scope=None):
+    """Aggregate the given local days into cells, in SQL, from the hospital and EMS silos.
+
+    ``scope``'s hospital, level and urgency narrow what is read (its agency does
+    not: an agency's bids count on requests it did not win); without a scope the
+    cells cover every request and can be stored.
+    """
+    T = TransportRequest
+    scope = scope or Scope()
+    dialect = dialect_of("hospital")
+    clock = Clock(dialect, local_midnight(min(days)), local_midnight(max(days) + timedelta(days=1)))
+    day = clock.day(T.created_at).label("day")
+    agency = sa.func.coalesce(T.awarded_agency_id, 0)
+    key = (day, T.hospital_id, agency, T.level_of_care, T.urgency)
+    where = [posted_on(days), *scope_conditions(scope, include_agency=False)]
+
+    def count(*conditions):
+        return sa.func.count(T.id).filter(*conditions)
+
+    picked_up = T.at_pickup_at.isnot(None)
+    completed = T.status == "completed"
+    late = minutes_between(dialect, T.at_pickup_at, T.window_end)
+    hour = clock.hour(T.created_at)
+    preference = aliased(HospitalAgencyPreference)
+    columns = {
+        "requests": sa.func.count(T.id),
+        "awarded": count(T.awarded_at.isnot(None)),
+        # Went unfilled (kept after a later award, extension or re-opening: history).
+        "unfilled": count(T.unfilled_at.isnot(None)),
+        "cancelled": count(T.status == "cancelled"),
+        "handed_back": count(T.handed_back_count > 0),
+        "pickups": count(picked_up),
+        "inside": count(picked_up, T.at_pickup_at >= T.window_start, T.at_pickup_at <= T.window_end),
+        "early": count(picked_up, T.at_pickup_at < T.window_start),
+        "preferred_awards": count(T.awarded_at.isnot(None), preference.id.isnot(None)),
+        "completed": count(completed),
+        # An agency's bid wins: a center assignment without a bid is not one.
+        "bid_awards": count(T.awarded_at.isnot(None), T.awarded_bid_id.isnot(None)),
+    }
+    lower = 0
+    for suffix, _label, upper in LATE_BUCKETS:
+        bound = [late > lower] + ([late <= upper] if upper is not None else [])
+        columns[LATE_COLUMNS[suffix]] = count(picked_up, T.at_pickup_at > T.window_end, *bound)
+        lower = upper
+    for reason in CANCEL_REASONS:
+        columns[f"cancel_{reason}"] = count(T.status == "cancelled", T.cancel_reason == reason)
+    # Grouped by the hour too (the local time is converted once per row, not once per hour),
+    # then folded into the cell's hour_00 ... hour_23.
+    stmt = (
+        sa.select(*key, hour, count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
+        .select_from(T)
+        .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
+                                       preference.agency_id == T.awarded_agency_id))
+        .where(*where).group_by(*key, hour)
+    )
+    empty = dict.fromkeys(ANALYTICS_CELL_COUNTS, 0)
+    cells, unfinished = {}, Counter()
+    for row in db.session.execute(stmt):
+        cell = (as_date(row[0]), *row[1:5])
+        unfinished[cell[0]] += row[6]
+        counts = cells.get(cell)
+        if counts is None:
+            counts = cells[cell] = dict(empty)
+        for name, value in zip(columns, row[7:], strict=True):
+            counts[name] += value
+        counts[f"hour_{int(row[5]):02d}"] += row[7]
+
+    units = {}
+    stmt = (
+        sa.select(*key, T.awarded_unit_id, sa.func.count(T.id),
+                  sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at)))
+        .where(*where, completed, T.awarded_unit_id.isnot(None))
+        .group_by(*key, T.awarded_unit_id)
+    )
+    for row in db.session.execute(stmt):
+        units[(as_date(row[0]), *row[1:6])] = [row[6], float(row[7] or 0.0)]
+
+    bids = _bid_cells(db.session.execute(sa.select(T.id, *key).where(*where)), cells)
+    return Cells(cells, units, bids, unfinished)
+
+
+def _bid_cells(trips, cells):
+    """Count the bids on ``trips`` ((id, *cell) rows) in the EMS silo, by trip id in chunks.
+
+    Adds each request's bids to its cell (``bids`` and the per-request bucket) and
+    returns {(day, hospital, level, urgency, bidding agency): bids}.
+    """
+    where = {}
+    for trip_id, row_day, hospital_id, agency_id, level, urgency in trips:
+        where[trip_id] = (as_date(row_day), hospital_id, agency_id, level, urgency)
+    ids = sorted(where)
+    chunk = ID_CHUNK.get(dialect_of("ems"), ID_CHUNK_DEFAULT)
+    B = TransportBid
+    if ids and ids[-1] - ids[0] < DENSE_IDS * len(ids):
+        # Ids are handed out in posting order, so a run of days is (nearly) one id range:
+        # one range scan, and the few bids of requests outside the set are skipped below.
+        ranges = [B.trip_id.between(ids[0], ids[-1])]
+    else:
+        ranges = [B.trip_id.in_(ids[start:start + chunk]) for start in range(0, len(ids), chunk)]
+    per_trip, bids = Counter(), Counter()
+    for condition in ranges:
+        stmt = (sa.select(B.trip_id, B.agency_id, sa.func.count(B.id))
+                .where(condition).group_by(B.trip_id, B.agency_id))
+        for trip_id, agency_id, amount in db.session.execute(stmt):
+            if trip_id not in where:
+                continue
+            per_trip[trip_id] += amount
+            row_day, hospital_id, _awarded, level, urgency = where[trip_id]
+            bids[row_day, hospital_id, level, urgency, agency_id] += amount
+    for trip_id, amount in per_trip.items():
+        counts = cells[where[trip_id]]
+        counts["bids"] += amount
+        counts[BID_COLUMNS["5+" if amount >= 5 else str(amount)]] += 1
+    return dict(bids)
+
+
+def _matches(scope, hospital_id, agency_id, level, urgency):
+    """Whether a cell's dimensions fall inside ``scope``."""
+    return ((scope.hospital_id is None or hospital_id == scope.hospital_id)
+            and (scope.agency_id is None or agency_id == scope.agency_id)
+            and (scope.level is None or level == scope.level)
+            and (scope.urgency is None or urgency == scope.urgency))
+
+
+def add(counter, metric, value):
+    """Add ``value`` (a count or minutes) to ``counter[metric]``; a zero or None adds no key."""
+    if value:
+        counter[metric] += value
+
+
+def cell_metrics(cells, days, scope):
+    """{day: Counter} of ``scope`` for ``days``, summed from computed :class:`Cells` in Python."""
+    days = set(days)
+    metrics = defaultdict(Counter)
+    for (row_day, hospital_id, agency_id, level, urgency), counts in cells.cells.items():
+        if row_day not in days or not _matches(scope, hospital_id, agency_id, level, urgency):
+            continue
+        target = metrics[row_day]
+        for column, metric in CELL_METRICS.items():
+            add(target, metric, counts[column])
+        add(target, f"level:{level}", counts["requests"])
+        add(target, f"urgency:{urgency}", counts["requests"])
+        add(target, f"hospital_requests:{hospital_id}", counts["requests"])
+        add(target, f"hospital_unfilled:{hospital_id}", counts["unfilled"])
+        if not agency_id:  # no agency at the end: those that went unfilled ended unfilled
+            add(target, "ended_unfilled", counts["unfilled"])
+        if agency_id:
+            add(target, f"agency_wins:{agency_id}", counts["bid_awards"])
+            add(target, f"agency_completed:{agency_id}", counts["completed"])
+    for (row_day, hospital_id, agency_id, level, urgency, unit_id), (trips, busy) in cells.units.items():
+        if row_day in days and _matches(scope, hospital_id, agency_id, level, urgency):
+            add(metrics[row_day], f"unit_trips:{unit_id}", trips)
+            add(metrics[row_day], f"unit_busy_min:{unit_id}", busy)
+    for (row_day, hospital_id, level, urgency, agency_id), amount in cells.bids.items():
+        if row_day in days and _matches(scope, hospital_id, scope.agency_id and agency_id, level, urgency):
+            add(metrics[row_day], f"agency_bids:{agency_id}", amount)
+    return metrics

@@ -1,0 +1,24 @@
+"""Reads of the analytics blueprint that are not figures: the registry lists its filters offer.
+
+The figures themselves come from :mod:`dashboard.services.analytics`.
+"""
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models.center import Agency, Hospital
+
+
+def _registry(model):
+    """``[(public_id, name, registry id)]`` of ``model``, by name."""
+    return [(row.public_id, row.name, row.id)
+            for row in db.session.execute(sa.select(model).order_by(model.name)).scalars()]
+
+
+def hospitals():
+    """Every hospital of the center registry as ``[(public_id, name, registry id)]``, by name."""
+    return _registry(Hospital)
+
+
+def agencies():
+    """Every agency of the center registry as ``[(public_id, name, registry id)]``, by name."""
+    return _registry(Agency)
