@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SILOS = ("center", "hospital", "ems")
-PREFIX = "medport_benchseries"
+PREFIX = "medport_benchseries_h"
 DEMO_PASSWORD = "medport-demo"
 
 
