@@ -1,27 +1,33 @@
 """Recurring series benchmark: 5,000 active dialysis series in the demo region (six hospitals).
 
-    python bench/series_bench.py [--series 5000] [--days 14] [--start-in 3] [--samples 15] [--server URL]
+    python bench/series_bench.py [--series 5000] [--days 14] [--start-in 3] [--samples 21]
+                                 [--server URL] [--profile]
 
-Uses three PostgreSQL databases ``medport_benchseries_{center,hospital,ems}`` on ``--server``
-(default ``postgresql://postgres@127.0.0.1:5432``), dropped and built again each run (migrated,
-demo region seeded).  Then, in one process (the app's own test client, times taken around each
-request):
+Builds two identical demo regions on PostgreSQL (``--server``, default
+``postgresql://postgres@127.0.0.1:5432``): databases ``medport_benchseries_h_with_{center,hospital,ems}``
+and ``medport_benchseries_h_without_...``, dropped and built again each run (migrated, demo
+region seeded with its fixed random seed).  Then, in one process (the app's own test client):
 
-1. the boards without series: the hospital dashboard and its requests panel (the nurse of the
-   hospital with the most series), the EMS board and its panel (a dispatcher serving every
-   level), the center's regional board and its panel; ``--samples`` requests each after a
-   warm-up, median and 90th percentile;
-2. ``--series`` active series are stored (Monday/Wednesday/Friday or Tuesday/Thursday/Saturday,
-   06:00 to 09:30 local, BLS, spread evenly over the six hospitals, a quarter long), starting
-   ``--start-in`` days from today: with 3 (the default, past the 48 h BLS lead time) every
-   occurrence created is upcoming, so step 4 measures what the series and their occurrences
-   cost the boards, not the extra open work; with 0 the occurrences of the next two days are
-   open for bids at once and the boards list them (thousands of biddable requests);
-3. generating the next ``--days`` days of occurrences (``services.series.generate``, as the
-   relay's timer runs it), timed, with the number of requests created; a second run (nothing
-   left to create) is timed too;
-4. the databases analysed (as autovacuum would after such an insert), the same boards again,
-   with the series and their occurrences in place, and the ratio to step 1.
+1. ``--series`` active series are stored in the first region (Monday/Wednesday/Friday or
+   Tuesday/Thursday/Saturday, 06:00 to 09:30 local, BLS, spread evenly over the six hospitals,
+   a quarter long), starting ``--start-in`` days from today: with 3 (the default, past the
+   48 h BLS lead time) every occurrence created is upcoming, so the boards measure what the
+   series and their occurrences cost, not the extra open work; with 0 the occurrences of the
+   next two days are open for bids at once and the boards list them;
+2. generating the next ``--days`` days of occurrences (``services.series.generate``, as the
+   relay's timer runs it): wall time, this process's CPU time (``time.process_time``: the
+   Python side; PostgreSQL's work is the rest), the statements sent (round trips) and their
+   time; a second run (nothing left to create) is timed too.  ``--profile`` runs the first
+   generation under cProfile and prints its top functions (the wall time then includes the
+   profiler's overhead);
+3. both regions' databases analysed (as autovacuum would after such an insert);
+4. the boards, region with series against region without, samples interleaved (with, without,
+   then without, with, ...) so both see the same moments of a loaded machine: the hospital
+   dashboard and its requests panel (the nurse of the hospital with the most series), the EMS
+   board and its panel (a dispatcher serving every level), the center's regional board and its
+   panel; ``--samples`` requests each after warm-ups; median and 90th percentile of the wall
+   time and of the process CPU time around each request (the app's own work; the database
+   server's is not in it), ratios of the medians, and the load average around each page.
 
 Figures are printed as a Markdown table, never asserted.
 """
@@ -41,26 +47,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SILOS = ("center", "hospital", "ems")
-PREFIX = "medport_benchseries"
+PREFIX = "medport_benchseries_h"
 DEMO_PASSWORD = "medport-demo"
 
 
-def build(server):
-    """Fresh databases, migrated; returns the app."""
+def build(server, region):
+    """Fresh databases ``{PREFIX}_{region}_{silo}``, migrated, the demo region seeded; returns the app."""
     from dashboard.config import normalise_url
 
     engine = sa.create_engine(normalise_url(f"{server}/postgres"), isolation_level="AUTOCOMMIT")
+    names = {silo: f"{PREFIX}_{region}_{silo}" for silo in SILOS}
     with engine.connect() as conn:
-        for silo in SILOS:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PREFIX}_{silo}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{PREFIX}_{silo}"'))
+        for name in names.values():
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
-    for silo in SILOS:
-        os.environ[f"MEDPORT_{silo.upper()}_DATABASE_URL"] = f"{server}/{PREFIX}_{silo}"
     from flask_migrate import upgrade
 
     from dashboard import create_app
 
+    for silo, name in names.items():  # read by create_app, as a deployment configures it
+        os.environ[f"MEDPORT_{silo.upper()}_DATABASE_URL"] = f"{server}/{name}"
     app = create_app({"MEDPORT_INPROCESS_RELAY": False, "MEDPORT_SIGNAL_BACKEND": "local",
                       "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench-secret-key-not-for-production"})
     with app.app_context():
@@ -130,69 +137,145 @@ PAGES = (("hospital", "/hospital/"), ("hospital", "/hospital/requests/panel"), (
          ("ems", "/ems/board/panel"), ("center", "/center/"), ("center", "/center/board/panel"))
 
 
-def boards(signed, samples):
-    """``{path: (median ms, p90 ms)}``."""
+def _request(client, path):
+    """(wall ms, process CPU ms) of one request."""
+    start, cpu = time.perf_counter(), time.process_time()
+    response = client.get(path)
+    wall, used = (time.perf_counter() - start) * 1000, (time.process_time() - cpu) * 1000
+    assert response.status_code == 200, (path, response.status_code)
+    return wall, used
+
+
+def _spread(values):
+    values = sorted(values)
+    return statistics.median(values), values[int(0.9 * (len(values) - 1))]
+
+
+def boards(with_series, without, samples):
+    """``{path: {"with": ((wall p50, p90), (cpu p50, p90)), "without": ..., "load": (before, after)}}``
+    (ms), the two regions' requests interleaved, the order swapped every sample."""
     found = {}
     for role, path in PAGES:
-        client = signed[role]
-        for _ in range(3):
-            client.get(path)
-        times = []
-        for _ in range(samples):
-            start = time.perf_counter()
-            response = client.get(path)
-            times.append((time.perf_counter() - start) * 1000)
-            assert response.status_code == 200, (path, response.status_code)
-        times.sort()
-        found[path] = (statistics.median(times), times[int(0.9 * (len(times) - 1))])
+        pair = {"with": with_series[role], "without": without[role]}
+        for client in pair.values():
+            for _ in range(3):
+                client.get(path)
+        times = {"with": [], "without": []}
+        load_before = os.getloadavg()[0]
+        for i in range(samples):
+            for side in (("with", "without") if i % 2 == 0 else ("without", "with")):
+                times[side].append(_request(pair[side], path))
+        found[path] = {side: (_spread([w for w, _c in got]), _spread([c for _w, c in got]))
+                       for side, got in times.items()}
+        found[path]["load"] = (load_before, os.getloadavg()[0])
     return found
+
+
+class Statements:
+    """Counts the statements a block sends (round trips) and the time spent in them, per kind."""
+
+    def __init__(self, engines):
+        self.engines, self.by_kind = list(engines), {}
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany):
+        conn.info["bench_started"] = time.perf_counter()
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany):
+        words = statement.split()
+        kind = " ".join(words[:3]) if words[0].upper() != "SELECT" else "SELECT ... " + (
+            words[words.index("FROM") + 1] if "FROM" in words else "")
+        count, spent = self.by_kind.get(kind, (0, 0.0))
+        self.by_kind[kind] = (count + 1, spent + time.perf_counter() - conn.info.pop("bench_started"))
+
+    def __enter__(self):
+        for engine in self.engines:
+            sa.event.listen(engine, "before_cursor_execute", self._before)
+            sa.event.listen(engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc):
+        for engine in self.engines:
+            sa.event.remove(engine, "before_cursor_execute", self._before)
+            sa.event.remove(engine, "after_cursor_execute", self._after)
+
+
+def analyse(app):
+    """ANALYZE each silo, as autovacuum's analyze would after the bulk insert (without it the
+    planner plans the upcoming list for 2 rows)."""
+    from dashboard.extensions import db
+
+    with app.app_context():
+        for bind in (None, "hospital", "ems"):
+            with db.engines[bind].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("ANALYZE"))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=5000)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--samples", type=int, default=21)
     parser.add_argument("--start-in", type=int, default=3)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--profile", action="store_true", help="run the first generation under cProfile")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    app = build(args.server)
-    signed = clients(app, 1)
-    without = boards(signed, args.samples)
+    load_start = os.getloadavg()
+    app = build(args.server, "with")
+    plain = build(args.server, "without")
     busiest = add_series(app, args.series, args.start_in)
     from dashboard.extensions import db
     from dashboard.models.hospital import TransportRequest
     from dashboard.services import series
 
     with app.app_context():
-        start, cpu = time.perf_counter(), time.process_time()
-        created = series.generate(days=args.days)
-        first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+        load_generation = os.getloadavg()[0]
+        with Statements(db.engines.values()) as sent:
+            if profiler:
+                profiler.enable()
+            start, cpu = time.perf_counter(), time.process_time()
+            created = series.generate(days=args.days)
+            first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
+            if profiler:
+                profiler.disable()
+        load_generated = os.getloadavg()[0]
         start = time.perf_counter()
         again = series.generate(days=args.days)
         second = time.perf_counter() - start
         total = db.session.scalar(sa.select(sa.func.count(TransportRequest.id)))
         db.session.commit()
-        # The planner's statistics after the bulk insert, as autovacuum's analyze gives them in a
-        # deployment (25,000 rows are far past its 10 % threshold); without them it plans the
-        # upcoming list for 2 rows.
-        for bind in (None, "hospital", "ems"):
-            with db.engines[bind].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text("ANALYZE"))
-    signed = clients(app, busiest)
-    with_series = boards(signed, args.samples)
+    analyse(app)
+    analyse(plain)
+    measured = boards(clients(app, busiest), clients(plain, busiest), args.samples)
     print(f"\n## Recurring series ({args.series:,} active series starting in {args.start_in} days, "
-          f"{platform.node()}, "
-          f"load {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)\n")
-    print(f"- generating the next {args.days} days: {first:.2f} s ({first_cpu:.2f} s of this process's CPU), "
+          f"{platform.node()}, load {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)\n")
+    print(f"- generating the next {args.days} days (load {load_generation:.1f} before, {load_generated:.1f} after): "
+          f"{first:.2f} s{' under cProfile' if profiler else ''} ({first_cpu:.2f} s of this process's CPU), "
           f"{created:,} requests created ({total:,} requests in the hospital silo after)")
-    print(f"- a second run, nothing left to create: {second:.2f} s ({again} created)\n")
-    print("| page | without series p50 / p90 (ms) | with series p50 / p90 (ms) | ratio (p50) |")
-    print("|---|---|---|---|")
+    print(f"- a second run, nothing left to create: {second:.2f} s ({again} created)")
+    print(f"- statements sent: {sum(n for n, _t in sent.by_kind.values())}, "
+          f"{sum(t for _n, t in sent.by_kind.values()):.2f} s waiting on them; by kind: "
+          + "; ".join(f"`{kind}` {n} ({t:.2f} s)" for kind, (n, t) in
+                      sorted(sent.by_kind.items(), key=lambda item: -item[1][1])) + "\n")
+    print("| page | load before / after | wall p50 / p90 with (ms) | without | ratio (p50) "
+          "| CPU p50 / p90 with (ms) | without | ratio (p50) |")
+    print("|---|---|---|---|---|---|---|---|")
     for _role, path in PAGES:
-        a, b = without[path], with_series[path]
-        print(f"| `{path}` | {a[0]:.1f} / {a[1]:.1f} | {b[0]:.1f} / {b[1]:.1f} | {b[0] / a[0]:.2f} |")
+        got = measured[path]
+        (w_wall, w_cpu), (o_wall, o_cpu) = got["with"], got["without"]
+        print(f"| `{path}` | {got['load'][0]:.1f} / {got['load'][1]:.1f} "
+              f"| {w_wall[0]:.1f} / {w_wall[1]:.1f} | {o_wall[0]:.1f} / {o_wall[1]:.1f} | {w_wall[0] / o_wall[0]:.2f} "
+              f"| {w_cpu[0]:.1f} / {w_cpu[1]:.1f} | {o_cpu[0]:.1f} / {o_cpu[1]:.1f} | {w_cpu[0] / o_cpu[0]:.2f} |")
+    if profiler:
+        import pstats
+
+        print("\n```")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+        print("```")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ cancelling, standing orders, and the pages.
 
 The clock is frozen (``freeze_clock``) around 2026-03-08 and 2026-11-01 in America/New_York.
 """
+import re
 import threading
 from datetime import date, datetime, time, timedelta
 
@@ -175,6 +176,64 @@ def test_two_sweepers_at_once_create_each_occurrence_once(app, demo, monkeypatch
         counts = db.session.execute(sa.select(TransportRequest.series_id, sa.func.count()).where(
             TransportRequest.series_id.in_(ids)).group_by(TransportRequest.series_id)).all()
         assert {count for _id, count in counts} == {6} and len(counts) == 20
+
+
+def test_the_bulk_path_creates_the_same_rows_as_the_row_by_row_path(app, demo, monkeypatch, backend):
+    """PostgreSQL inserts a batch in one statement (arrays, INSERT ... SELECT, history lines from
+    RETURNING); SQLite an executemany of each.  Same series, same clock: the same requests and
+    history lines (ids, public ids and references aside), each once, references unique."""
+    now = utc(2026, 3, 5, 12, 0)  # Thu 07:00 local, before the March change
+    freeze_clock(monkeypatch, now)
+    used = []
+    bulk = series_service._bulk
+    monkeypatch.setattr(series_service, "_bulk", lambda connection: used.append(bulk(connection)) or used[-1])
+    with app.app_context():
+        aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS")).id
+
+        def region():
+            """Three series: a daily pickup in the skipped hour, a standing order with a skipped
+            and a moved date, an interval; their ids."""
+            gap = make_series(date(2026, 3, 7), pickup="02:30", frequency="daily", until=date(2026, 3, 10))
+            standing = db.session.get(TransportSeries, make_series(date(2026, 3, 6), until=date(2026, 4, 30),
+                                                                   standing=aems))
+            series_service.skip(standing, date(2026, 3, 11), "Clinic closed", 1, "Nurse")
+            series_service.move(standing, date(2026, 3, 13), datetime(2026, 3, 13, 9, 15), 0, "Later", 1, "Nurse")
+            db.session.commit()
+            every = make_series(date(2026, 3, 5), pickup="18:00", frequency="daily", interval=3, count=4)
+            return [gap, standing.id, every]
+
+        def made(ids):
+            found = {}
+            for index, series_id in enumerate(ids):
+                for trip in occurrence_rows(series_id):
+                    row = {c.name: getattr(trip, c.name) for c in TransportRequest.__table__.columns
+                           if c.name not in ("id", "public_id", "reference", "series_id", "patient_ref")}
+                    assert trip.patient_ref == trip.series.patient_ref  # drawn per series
+                    history = [(e.action, e.from_status, e.to_status, e.at, e.user_id, e.user_label, e.note, e.detail)
+                               for e in trip.history]
+                    found[(index, trip.series_date)] = (row, history)
+            return found
+
+        first = region()
+        assert series_service.generate(now, days=14) == 4 + 5 + 4
+        assert used and all(used) == (backend == "postgres")
+        monkeypatch.setattr(series_service, "_bulk", lambda connection: False)
+        second = region()
+        assert series_service.generate(now, days=14) == 4 + 5 + 4
+        assert series_service.generate(now, days=14) == 0
+        bulk_rows, plain_rows = made(first), made(second)
+        assert len(bulk_rows) == 13 and bulk_rows.keys() == plain_rows.keys()
+        for key, (row, history) in bulk_rows.items():
+            assert {k: v for k, v in row.items() if plain_rows[key][0][k] != v} == {}, key
+            assert history == plain_rows[key][1], key
+        assert [day.day for (index, day) in sorted(bulk_rows) if index == 1] == [6, 9, 13, 16, 18]
+        assert "does not exist" in bulk_rows[(0, date(2026, 3, 8))][1][0][6]
+        assert "moved from Fri 13 Mar 06:30" in bulk_rows[(1, date(2026, 3, 13))][1][0][6]
+        assert all(len(history) == 1 for _row, history in bulk_rows.values())
+        references = db.session.scalars(sa.select(TransportRequest.reference).where(
+            TransportRequest.series_id.in_(first + second))).all()
+        assert len(set(references)) == 26
+        assert all(re.fullmatch(r"ALT-26\d{4}-[A-Z0-9]{4}", ref) for ref in references)
 
 
 def test_a_standing_order_offers_each_occurrence_to_its_agency_first(app, demo, monkeypatch):
