@@ -65,7 +65,7 @@ def build(server):
                       "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench-secret-key-not-for-production"})
     with app.app_context():
         upgrade()
-        from dashboard.services import demo
+        from dashboard.seed import demo
 
         demo.seed()
     return app

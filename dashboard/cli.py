@@ -49,7 +49,7 @@ def check_command():
 @with_appcontext
 def seed_demo_command(if_empty):
     """Create the demo region: hospitals, agencies, units, users and a few days of trips."""
-    from .services import demo
+    from .seed import demo
 
     if demo.is_seeded():
         if if_empty:
@@ -119,7 +119,7 @@ def seed_scale_command(trips, years, live, rollup):
     """Fill the three silos with a region's years of history (2-5 bids per trip), fast."""
     import time
 
-    from .services import scale
+    from .seed import scale
 
     started = time.perf_counter()
     with click.progressbar(length=trips, label="trips") as bar:

@@ -17,9 +17,7 @@ from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.services import bidding, configuration, oversight, returns, trips
-
-from .test_events import free_unit, post_trip
-from .test_hospital import text
+from tests.helpers import free_unit, post_trip, text
 
 ALT_NURSE = "nurse@altoona.medport.test"
 
@@ -219,8 +217,7 @@ def test_the_hospital_marks_ready_and_not_ready_and_the_request_shows_the_split(
 def test_analytics_show_scheduled_volume_will_call_release_to_pickup_and_delay_attribution(app, demo, client, auth):
     from dashboard.localtime import local_today
     from dashboard.services import analytics, scheduled_analytics
-
-    from .test_scheduled import post_ahead
+    from tests.helpers import post_ahead
 
     with app.app_context():
         alt = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == "ALT"))
