@@ -33,9 +33,6 @@ from tests.helpers import (
     unit,
 )
 
-# --- helpers ----------------------------------------------------------------------------
-
-
 # --- the board --------------------------------------------------------------------------
 
 def test_board_shows_what_the_agency_may_serve_and_was_invited_to(app, demo, deliver):

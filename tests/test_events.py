@@ -1,7 +1,7 @@
 """Events: the outbox written with each change, the relay's follow-ups, retries, parking, deadlines.
 
-The helpers at the top act as the views do (services, then one commit) and
-are shared with the stream, fault and multi-worker tests.
+The helpers (``tests.helpers``: ``post_trip``, ``place_bid``, ``award`` ...) act as the views do:
+services, then one commit.
 """
 import threading
 from datetime import timedelta
@@ -30,9 +30,6 @@ from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
 from dashboard.services import bidding, configuration, intervention, trips
 from dashboard.services.silos import CrossSiloWrite
 from tests.helpers import agency, award, awarded_trip, outbox_types, pending, place_bid, post_trip
-
-# --- helpers: act as the views do (services, then one commit) -----------------------------
-
 
 # --- the outbox: an event with every committed change, none without -------------------------
 

@@ -9,12 +9,14 @@ AEMS = "dispatch@altoonaems.medport.test"      # BLS, ALS, CCT; preferred by ALT
 CLL = "dispatch@centrelifelink.medport.test"   # BLS, ALS; not preferred by ALT
 CMT = "dispatch@cambriamedical.medport.test"   # BLS, ALS, CCT; not preferred by ALT
 HCR = "dispatch@huntingdonrescue.medport.test"  # BLS only
-COORDINATOR = "coordinator@medport.test"
-DISPATCH_AEMS = "dispatch@altoonaems.medport.test"
-NURSE_ALT = "nurse@altoona.medport.test"
 ALT_NURSE = "nurse@altoona.medport.test"
 JMH_NURSE = "nurse@johnstown.medport.test"
-CORD = "coordinator@medport.test"
+COORDINATOR = "coordinator@medport.test"
+#: The same accounts under the names some modules know them by.
+DISPATCH_AEMS = AEMS
+NURSE_ALT = ALT_NURSE
+CORD = COORDINATOR
+#: The reason the level-of-care override tests give.
 REASON = "Hospital respiratory therapist rides along"
 
 
@@ -27,6 +29,7 @@ def signed_in(app, email):
 
 
 def text(response):
+    """The response body as text."""
     return response.get_data(as_text=True)
 
 

@@ -31,16 +31,19 @@ def local_time(app, minutes):
 
 
 def to_local_input(app, value):
+    """``value`` (naive UTC) as a ``datetime-local`` value in the region's zone."""
     with app.app_context():
         return to_local(value).strftime("%Y-%m-%dT%H:%M")
 
 
 def facility_id(app, name):
+    """The public id of the facility named ``name``."""
     with app.app_context():
         return db.session.scalar(sa.select(HospitalFacility.public_id).where(HospitalFacility.name == name))
 
 
 def hospital_id(app, code):
+    """The row id of the hospital with short code ``code``."""
     with app.app_context():
         return db.session.scalar(sa.select(Hospital.id).where(Hospital.short_code == code))
 
@@ -63,6 +66,8 @@ def valid_form(app, **overrides):
 
 
 def edit_form(app, **overrides):
+    """A complete, valid edit form (version 1; pickup 5 to 7 hours from now), with ``overrides``; a
+    None value leaves the field out."""
     data = dict(window_start=local_time(app, 300), window_end=local_time(app, 420), mobility="stretcher",
                 weight_kg="82", isolation="contact", oxygen_lpm="2.5", cardiac_monitor="y",
                 other_needs="Fall risk", notes="Daughter meets the crew", version="1")
@@ -99,6 +104,7 @@ def load_fields(app):
 
 
 def hospital_outbox_types(app, public_id):
+    """The hospital outbox's event types for the request, oldest first."""
     with app.app_context():
         return list(db.session.scalars(
             sa.select(HospitalOutboxEvent.type).where(HospitalOutboxEvent.entity_id == public_id)
@@ -106,6 +112,7 @@ def hospital_outbox_types(app, public_id):
 
 
 def history_actions(app, public_id):
+    """The actions of the request's history (timeline), oldest first."""
     with app.app_context():
         trip = trips.get_by_public_id(public_id)
         return [e.action for e in db.session.scalars(
@@ -133,10 +140,12 @@ def bid_on(app, public_id, agency_code, eta, note=""):
 
 
 def version_of(app, public_id):
+    """The request's version as stored now (what a form posts back)."""
     return load(app, public_id).version
 
 
 def award_form(client, public_id, bid_public_id, version):
+    """Post the hospital's award form for ``bid_public_id`` at ``version``; return the response."""
     return client.post(f"/hospital/requests/{public_id}/award",
                        data={"bid": bid_public_id, "version": str(version)})
 

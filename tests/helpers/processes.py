@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def dispose_engines(app):
+    """End the app context's session and close every silo's pooled connections."""
     with app.app_context():
         db.session.remove()
         for engine in db.engines.values():

@@ -23,10 +23,12 @@ from dashboard.services.deadlines import bid_for_award
 
 
 def hospital(code):
+    """The center's hospital row with short code ``code`` (inside an app context)."""
     return db.session.scalar(sa.select(Hospital).where(Hospital.short_code == code))
 
 
 def agency(code):
+    """The center's agency row with short code ``code`` (inside an app context)."""
     return db.session.scalar(sa.select(Agency).where(Agency.short_code == code))
 
 
@@ -87,6 +89,7 @@ def award(trip_id, bid_id):
 
 
 def outbox_types(silo, entity_id=None):
+    """The event types of ``silo``'s outbox, oldest first; only the entity's when ``entity_id`` is given."""
     model = OUTBOX_BY_SILO[silo]
     query = sa.select(model.type).order_by(model.id)
     if entity_id is not None:
@@ -95,6 +98,7 @@ def outbox_types(silo, entity_id=None):
 
 
 def pending(silo):
+    """How many events of ``silo``'s outbox are still pending."""
     model = OUTBOX_BY_SILO[silo]
     return db.session.scalar(sa.select(sa.func.count(model.id)).where(model.status == "pending"))
 
@@ -138,6 +142,7 @@ def post_request(app, level="BLS", urgency="routine", invite_mode="all", starts_
 
 
 def trip_row(app, public_id):
+    """The request as stored now (detached)."""
     with app.app_context():
         trip = trips.get_by_public_id(public_id)
         db.session.expunge(trip)
@@ -153,6 +158,7 @@ def set_trip(app, public_id, **values):
 
 
 def unit(app, number):
+    """The unit numbered ``number`` (detached)."""
     with app.app_context():
         row = db.session.scalar(sa.select(Unit).where(Unit.number == number))
         db.session.expunge(row)
@@ -170,6 +176,7 @@ def new_unit(app, agency_code, number, level="BLS"):
 
 
 def bids_of(app, public_id, agency_code=None):
+    """The request's bids, oldest first, only the agency's when ``agency_code`` is given (detached)."""
     with app.app_context():
         trip = trips.get_by_public_id(public_id)
         query = sa.select(TransportBid).where(TransportBid.trip_id == trip.id)
@@ -183,6 +190,7 @@ def bids_of(app, public_id, agency_code=None):
 
 
 def bid(client, public_id, unit_number, eta="20", note=""):
+    """Post the EMS bid form for the request with the unit numbered ``unit_number``; return the response."""
     app_unit = unit(client.application, unit_number)
     return client.post(f"/ems/requests/{public_id}/bid",
                        data={"unit": app_unit.public_id, "eta_minutes": eta, "note": note})
@@ -201,6 +209,7 @@ def award_agency(app, public_id, agency_code):
 
 
 def route_of(app, public_id):
+    """The newest EMS route of the request (detached), or None."""
     with app.app_context():
         trip = trips.get_by_public_id(public_id)
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip.id)
@@ -211,6 +220,7 @@ def route_of(app, public_id):
 
 
 def advance(client, public_id, step):
+    """Post a crew step (``en_route``, ``at_pickup`` ...) for the trip; return the response."""
     return client.post(f"/ems/trips/{public_id}/advance", data={"step": step})
 
 

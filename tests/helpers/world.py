@@ -220,10 +220,7 @@ def build_world(migrated_config, more_ids=None):
         demo_service.seed()
         created = _scenario()
         extra = more_ids() if more_ids else {}
-    relay = Relay(app)
-    for _ in range(10):
-        if not relay.run_once():
-            break
+    Relay(app).drain(max_passes=10)
     with app.app_context():
         ids = dict(_collect_ids(*created), **extra)
         markers = _markers(ids)
