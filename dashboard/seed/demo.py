@@ -43,11 +43,20 @@ def _demo_password_hash():
 
 
 def is_seeded():
+    """Whether the center silo has any user (the demo, or a real deployment, is there)."""
     return db.session.scalar(sa.select(sa.func.count(User.id))) > 0
 
 
 def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
-    """Create the demo region; return a summary dict.  Refuses to run twice."""
+    """Create the demo region: six hospitals, six agencies, their units and users, and
+    ``trips_per_day`` trips posted on each of the last ``days`` days up to ``now`` (naive UTC, default
+    the clock), in every state; the same ``rng_seed`` gives the same region.
+
+    Each silo is committed on its own.  Returns counts: ``hospitals``, ``agencies``, ``units``,
+    ``users``, ``trips``, ``bids``, ``by_status`` (trips per status) and ``mean_leg_km`` (the
+    trips' mean straight-line distance in km, or None).  Raises RuntimeError
+    when the center silo already has users (the demo is seeded once).
+    """
     if is_seeded():
         raise RuntimeError("The center silo already has users; the demo is seeded once.")
     now = now or utcnow()
