@@ -1,4 +1,5 @@
-"""Hospital staff awarding a bid: the award, races between users, threads and the auto-award, and the refusals."""
+"""Hospital staff awarding a bid: the award, races between users, threads and the auto-award, and
+the refusals."""
 import threading
 
 import pytest

@@ -8,9 +8,7 @@ from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
 from dashboard.models.ems import TransportBid
-from dashboard.models.hospital import (
-    TransportRequest,
-)
+from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import HospitalOutboxEvent
 from dashboard.services import trips
 from tests.helpers import (

@@ -1,4 +1,5 @@
-"""Hospital staff tracking requests: the dashboard's tabs, sorting, search and paging, and the request page."""
+"""Hospital staff tracking requests: the dashboard's tabs, sorting, search and paging, and the
+request page."""
 import re
 from datetime import timedelta
 

@@ -5,9 +5,7 @@ import sqlalchemy as sa
 
 from dashboard.extensions import db
 from dashboard.models.center import Agency
-from dashboard.models.hospital import (
-    HospitalAgencyPreference,
-)
+from dashboard.models.hospital import HospitalAgencyPreference
 from dashboard.models.outbox import CenterOutboxEvent, EmsOutboxEvent, HospitalOutboxEvent
 from tests.helpers import (
     ALT_NURSE,

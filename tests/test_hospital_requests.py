@@ -1,4 +1,5 @@
-"""Hospital staff posting requests: the new-request form, its refusals, and one hospital's requests kept from another."""
+"""Hospital staff posting requests: the new-request form, its refusals, and one hospital's requests
+kept from another."""
 import re
 from datetime import timedelta
 

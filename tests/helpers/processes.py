@@ -22,9 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from bench.serving import free_port
-from dashboard.events.relay import (
-    Relay,
-)
+from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsRoute, TransportBid, Unit
