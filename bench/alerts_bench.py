@@ -46,7 +46,8 @@ from dashboard.extensions import db  # noqa: E402
 from dashboard.models.base import utcnow  # noqa: E402
 from dashboard.models.center import Agency, Alert, AlertSetting, Hospital, User  # noqa: E402
 from dashboard.models.hospital import HospitalFacility  # noqa: E402
-from dashboard.services import alerts, demo, trips  # noqa: E402
+from dashboard.seed import demo  # noqa: E402
+from dashboard.services import alerts, trips  # noqa: E402
 from dashboard.services.deliveries import Sender  # noqa: E402
 
 

@@ -88,7 +88,7 @@ def build(app):
     """Schema by the migrations, then the demo region (the code of ``flask medport seed-demo``)."""
     from flask_migrate import upgrade
 
-    from dashboard.services import demo
+    from dashboard.seed import demo
 
     with app.app_context():
         upgrade()

@@ -72,7 +72,7 @@ def build(server, region):
                       "WTF_CSRF_ENABLED": False, "SECRET_KEY": "bench-secret-key-not-for-production"})
     with app.app_context():
         upgrade()
-        from dashboard.services import demo
+        from dashboard.seed import demo
 
         demo.seed()
     return app

@@ -14,7 +14,8 @@ from .events.relay import Relay
 from .events.relay import retry_parked as requeue
 from .extensions import db
 from .models.center import Agency, Hospital
-from .services import accounts, audit, demo, scale
+from .seed import demo, scale
+from .services import accounts, audit
 from .services.analytics.stored import roll_up
 from .services.deliveries import Sender, start_sender_thread
 from .services.silos import check_all, describe_url, record_report

@@ -16,6 +16,9 @@ from dashboard import create_app
 from dashboard.config import SILOS, normalise_url
 from dashboard.extensions import db
 
+# The shared helpers assert too: their failures are explained like a test's own.
+pytest.register_assert_rewrite("tests.helpers")
+
 PG_BASE = normalise_url(
     os.environ.get("MEDPORT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 )
@@ -131,7 +134,7 @@ def app(migrated_config):
 @pytest.fixture
 def demo(app):
     """The demo region, seeded through the same code as ``flask medport seed-demo``."""
-    from dashboard.services import demo as demo_service
+    from dashboard.seed import demo as demo_service
 
     with app.app_context():
         return demo_service.seed()
@@ -164,19 +167,21 @@ def auth(client):
 
 
 @pytest.fixture
+def nurse(client, auth, demo):
+    """The ``client``, signed in as the Altoona charge nurse (demo region)."""
+    assert auth.login("nurse@altoona.medport.test").status_code == 302
+    return client
+
+
+@pytest.fixture
 def deliver(app):
-    """Run the relay until the outboxes are empty (bounded); return how many it delivered."""
+    """The relay's own ``Relay.drain`` on this app: passes until one delivers nothing (at most
+    ``max_passes``, 10 by default); returns how many events were delivered."""
     from dashboard.events.relay import Relay
 
     relay = Relay(app)
 
     def run(max_passes=10):
-        total = 0
-        for _ in range(max_passes):
-            delivered = relay.run_once()
-            total += delivered
-            if not delivered:
-                break
-        return total
+        return relay.drain(max_passes=max_passes)
 
     return run

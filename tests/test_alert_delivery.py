@@ -5,7 +5,6 @@ import threading
 from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
@@ -21,8 +20,7 @@ from dashboard.models.center import AlertDelivery, User, WebhookEndpoint
 from dashboard.models.hospital import TransportRequest
 from dashboard.services import alerts, configuration, deliveries, webhooks
 from dashboard.services.deliveries import Sender, smtp_settings
-from tests.test_events import agency, post_trip
-from tests.test_stream import signed_in
+from tests.helpers import Receiver, agency, post_trip, signed_in
 
 AEMS = "dispatch@altoonaems.medport.test"
 BCA = "dispatch@blaircounty.medport.test"
@@ -213,43 +211,6 @@ def test_login_from_the_url_and_its_settings(app, demo, deliver):
 
 
 # --- webhooks -----------------------------------------------------------------------------------
-
-
-class Receiver:
-    """An HTTP server on loopback recording each POST; ``answers`` says what to reply, in order
-    (a status, or "stall": hold the request until the test ends), then 200."""
-
-    def __init__(self):
-        self.requests = []
-        self.answers = []
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body.decode()))
-                answer = receiver.answers.pop(0) if receiver.answers else 200
-                if answer == "stall":
-                    receiver.release.wait(30)
-                    return
-                self.send_response(answer)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/medport"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

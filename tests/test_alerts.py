@@ -13,8 +13,7 @@ from dashboard.models.center import Agency, Alert, AlertEscalation, AlertSetting
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import alerts, bidding, configuration, escalation, trips
-from tests.test_events import agency, award, hospital, place_bid, post_trip
-from tests.test_stream import signed_in
+from tests.helpers import agency, award, hospital, place_bid, post_trip, signed_in
 
 DISPATCH = {code: f"dispatch@{slug}.medport.test" for code, slug in (
     ("AEMS", "altoonaems"), ("BCA", "blaircounty"), ("CLL", "centrelifelink"), ("ACCT", "alleghenycct"),
@@ -69,7 +68,7 @@ def test_a_new_request_alerts_only_the_agencies_that_may_bid_on_it(app, demo, de
 
 
 def test_a_request_booked_ahead_alerts_the_agencies_when_its_bidding_opens(app, demo, deliver):
-    from tests.test_scheduled import post_ahead
+    from tests.helpers import post_ahead
 
     with app.app_context():
         trip_id = post_ahead("BLS", days=5)

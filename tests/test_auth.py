@@ -123,7 +123,7 @@ def test_session_cookie_flags_and_fresh_session_at_login(client, auth, demo):
 def test_secure_cookie_when_configured(migrated_config):
     app = create_app(dict(migrated_config, SESSION_COOKIE_SECURE=True))
     with app.app_context():
-        from dashboard.services import demo
+        from dashboard.seed import demo
 
         if not demo.is_seeded():
             demo.seed()
@@ -169,7 +169,7 @@ def test_csrf_is_required_and_survives_a_shift(migrated_config):
     app = create_app(dict(migrated_config, WTF_CSRF_ENABLED=True))
     assert app.config["WTF_CSRF_TIME_LIMIT"] >= 12 * 3600
     with app.app_context():
-        from dashboard.services import demo
+        from dashboard.seed import demo
 
         if not demo.is_seeded():
             demo.seed()

@@ -10,7 +10,7 @@ from dashboard.models.base import utcnow
 from dashboard.models.center import Agency
 from dashboard.models.ems import Unit
 from dashboard.services import bidding, trips
-from tests.test_ems import AEMS, CMT, award, bid, new_unit, post_trip, set_trip, signed_in
+from tests.helpers import AEMS, CMT, award_agency, bid, new_unit, post_request, set_trip, signed_in
 
 OPTION = re.compile(r'<option[^>]*? value="([0-9a-f-]{36})"[^>]*>([^<]*)</option>')
 
@@ -24,9 +24,9 @@ def offered(client, public_id, path="/ems/requests/{}"):
 
 def test_a_unit_bid_for_an_overlapping_window_is_not_offered(app, demo, deliver):
     new_unit(app, "AEMS", "Ambulance 91")
-    first = post_trip(app, starts_in=timedelta(days=2))
-    overlapping = post_trip(app, starts_in=timedelta(days=2, minutes=30))
-    separate = post_trip(app, starts_in=timedelta(days=2, hours=3))
+    first = post_request(app, starts_in=timedelta(days=2))
+    overlapping = post_request(app, starts_in=timedelta(days=2, minutes=30))
+    separate = post_request(app, starts_in=timedelta(days=2, hours=3))
     client = signed_in(app, AEMS)
     assert "Ambulance 91" in offered(client, overlapping)[0]
     assert bid(client, first, "Ambulance 91").status_code == 302
@@ -46,11 +46,11 @@ def test_every_unit_offered_is_accepted_and_every_other_is_refused(app, demo, de
     and only if a bid with it passes ``bidding``'s unit check."""
     new_unit(app, "AEMS", "Ambulance 91")
     new_unit(app, "AEMS", "Medic 92", "ALS")
-    first = post_trip(app, starts_in=timedelta(days=2))
-    target = post_trip(app, starts_in=timedelta(days=2, minutes=20))
+    first = post_request(app, starts_in=timedelta(days=2))
+    target = post_request(app, starts_in=timedelta(days=2, minutes=20))
     client = signed_in(app, AEMS)
     assert bid(client, first, "Ambulance 91").status_code == 302
-    assigned = post_trip(app, starts_in=timedelta(days=2, minutes=10))
+    assigned = post_request(app, starts_in=timedelta(days=2, minutes=10))
     with app.app_context():  # a trip the center assigned (a route, no bid) books Medic 11
         medic = db.session.scalar(sa.select(Unit).where(Unit.number == "Medic 92"))
         trips.award(trips.get_by_public_id(assigned),
@@ -77,8 +77,8 @@ def test_every_unit_offered_is_accepted_and_every_other_is_refused(app, demo, de
 
 def test_booked_unit_ids_is_the_overlap_rule(app, demo):
     new_unit(app, "AEMS", "Ambulance 91")
-    first = post_trip(app, starts_in=timedelta(days=3), minutes=60)
-    touching = post_trip(app, starts_in=timedelta(days=3, minutes=60))
+    first = post_request(app, starts_in=timedelta(days=3), minutes=60)
+    touching = post_request(app, starts_in=timedelta(days=3, minutes=60))
     client = signed_in(app, AEMS)
     assert bid(client, first, "Ambulance 91").status_code == 302
     with app.app_context():
@@ -99,9 +99,9 @@ def test_the_request_panel_says_awarded_elsewhere_cancelled_or_closed(app, demo,
     for number in ("Ambulance 91", "Ambulance 93", "Ambulance 94"):
         new_unit(app, "AEMS", number)
     new_unit(app, "CMT", "Ambulance 95")
-    awarded = post_trip(app)
-    cancelled = post_trip(app, starts_in=timedelta(days=3))
-    closed = post_trip(app, starts_in=timedelta(days=4))
+    awarded = post_request(app)
+    cancelled = post_request(app, starts_in=timedelta(days=3))
+    closed = post_request(app, starts_in=timedelta(days=4))
     ours, theirs = signed_in(app, AEMS), signed_in(app, CMT)
     for public_id in (awarded, cancelled, closed):
         assert bid(ours, public_id, "Ambulance 91" if public_id == awarded else
@@ -111,7 +111,7 @@ def test_the_request_panel_says_awarded_elsewhere_cancelled_or_closed(app, demo,
     assert "Open for bids." in panel and "Place bid" not in panel and "Change bid" in panel
     assert "<html" not in panel
 
-    award(app, awarded, "CMT")
+    award_agency(app, awarded, "CMT")
     deliver()
     panel = ours.get(f"/ems/requests/{awarded}/panel").get_data(as_text=True)
     assert "Awarded to another agency." in panel and "awarded to another agency" in panel

@@ -14,19 +14,13 @@ from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.services import bidding, boards, configuration, oversight, trips
-from dashboard.services.accounts import DEMO_PASSWORD
+from tests.helpers import signed_in
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCH = "dispatch@altoonaems.medport.test"  # Altoona EMS: BLS, ALS, CCT
 COORDINATOR = "coordinator@medport.test"
 SORTS = ["risk", "urgency", "deadline", "window", "-deadline", "-window"]
 REFERENCE = re.compile(r'/requests/[0-9a-f-]{36}"[^>]*>([A-Z0-9-]+)</a>')
-
-
-def signed_in(app, email):
-    client = app.test_client()
-    assert client.post("/login", data={"email": email, "password": DEMO_PASSWORD}).status_code == 302
-    return client
 
 
 def post(app, code="ALT", urgency="routine", level="BLS", window_in=180, deadline_in=60, created_ago=1,

@@ -7,7 +7,7 @@ import pytest
 from dashboard import create_app
 from dashboard.config import DB_TIMEOUT_DEFAULTS, ConfigurationError, build_config, engine_options
 from dashboard.extensions import db
-from tests.test_stream import DISPATCH_AEMS, NURSE_ALT, signed_in
+from tests.helpers import DISPATCH_AEMS, NURSE_ALT, signed_in
 
 SERVER_ENV = {
     "MEDPORT_CENTER_DATABASE_URL": "postgresql://db1/medport_center",

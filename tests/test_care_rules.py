@@ -13,15 +13,19 @@ from dashboard.models.ems import EmsRoute
 from dashboard.models.hospital import TransportRequest, TransportRequestEvent
 from dashboard.services import care_rules, trips
 from dashboard.services.care_rules import CARE_RULES, RULES_BY_NEED
-from tests.test_hospital import (
-    award,
+from tests.helpers import (
+    CORD,
+    DISPATCH_AEMS,
+    REASON,
+    award_form,
+    bid_on,
     history_actions,
     hospital_id,
+    hospital_outbox_types,
     load,
     load_fields,
-    outbox_types,
-    place_bid,
-    post_trip,
+    post_form,
+    signed_in,
     text,
     to_local_input,
     valid_form,
@@ -29,20 +33,6 @@ from tests.test_hospital import (
 )
 
 DEMO_PASSWORD = "medport-demo"
-CORD = "coordinator@medport.test"
-DISPATCH_AEMS = "dispatch@altoonaems.medport.test"
-REASON = "Hospital respiratory therapist rides along"
-
-
-def signed_in(app, email):
-    client = app.test_client()
-    assert client.post("/login", data={"email": email, "password": DEMO_PASSWORD}).status_code == 302
-    return client
-
-
-@pytest.fixture
-def nurse(app, demo):
-    return signed_in(app, "nurse@altoona.medport.test")
 
 
 def errors(response):
@@ -124,12 +114,12 @@ def test_an_override_with_a_reason_is_kept_in_the_timeline_and_the_outbox(app, d
         assert line.note == f"Level of care override: ALS with a ventilator (needs CCT). Reason: {REASON}"
         assert line.detail == {"level_of_care": "ALS", "needs": ["ventilator"], "reason": REASON}
         public_id = trip.public_id
-    assert outbox_types(app, public_id) == ["trip.posted", "trip.care_override"]
+    assert hospital_outbox_types(app, public_id) == ["trip.posted", "trip.care_override"]
     # A level that covers every need keeps no override, even when one is given.
     with app.app_context():
         trip = _post(app, care_override=REASON, level_of_care="CCT", ventilator=True)
         db.session.commit()
-        assert trip.care_override_reason is None and outbox_types(app, trip.public_id) == ["trip.posted"]
+        assert trip.care_override_reason is None and hospital_outbox_types(app, trip.public_id) == ["trip.posted"]
         # A reason longer than kept is refused, not cut.
         with pytest.raises(trips.TransitionRefused) as refused:
             _post(app, care_override="x" * 301, level_of_care="BLS", ventilator=True)
@@ -171,7 +161,7 @@ def test_an_edit_keeps_checks_renews_and_ends_the_override(app, demo):
         "Reason: RT and monitor",
         "Level of care override ended: BLS covers every need",
     ]
-    assert outbox_types(app, public_id).count("trip.care_override") == 3
+    assert hospital_outbox_types(app, public_id).count("trip.care_override") == 3
 
 
 # --- the forms -------------------------------------------------------------------------------
@@ -183,7 +173,7 @@ def test_the_forms_show_the_table(app, nurse):
         assert re.search(rf'<th scope="row">{re.escape(html.escape(rule.label))}</th><td><span class="badge '
                          rf'level-{rule.minimum}">{rule.minimum}</span>', page), rule
     assert 'name="care_override"' in page and 'name="care_override_reason"' in page
-    public_id = post_trip(nurse, app)
+    public_id = post_form(nurse, app)
     page = text(nurse.get(f"/hospital/requests/{public_id}/edit"))
     assert "Level of care each need asks for (this request is ALS)" in page
 
@@ -220,7 +210,7 @@ def test_an_override_reason_is_text_as_typed(app, nurse):
 
 
 def test_an_override_is_audited_and_seen_by_the_hospital_ems_and_center(app, nurse, deliver):
-    public_id = post_trip(nurse, app, level_of_care="BLS", care_override="y", care_override_reason=REASON)
+    public_id = post_form(nurse, app, level_of_care="BLS", care_override="y", care_override_reason=REASON)
     trip = load(app, public_id)
     assert (trip.level_of_care, trip.cardiac_monitor) == ("BLS", True)
     assert (trip.care_override_reason, trip.care_override_needs) == (REASON, "cardiac_monitor")
@@ -241,7 +231,7 @@ def test_an_override_is_audited_and_seen_by_the_hospital_ems_and_center(app, nur
     assert "Level of care override: BLS with a cardiac monitor" in html.unescape(
         text(nurse.get(f"/hospital/requests/{public_id}/timeline")))
     # The EMS board marks the row; a request without an override has no mark.
-    plain = post_trip(nurse, app, level_of_care="ALS")
+    plain = post_form(nurse, app, level_of_care="ALS")
     deliver()
     board = text(signed_in(app, DISPATCH_AEMS).get("/ems/board/panel"))
     rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="urgency-row[^"]*">.*?/ems/requests/([0-9a-f-]{36}).*?</tr>',
@@ -254,8 +244,8 @@ def test_an_override_is_audited_and_seen_by_the_hospital_ems_and_center(app, nur
     row = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{reference}(?:(?!</tr>).)*</tr>", board, re.S).group(0)
     assert "Level override" in row
     # Awarded, the crew's copy of the trip carries it (My trips, with the hospital silo down too).
-    bid = place_bid(app, public_id, "AEMS", 20)
-    assert award(nurse, public_id, bid, version_of(app, public_id)).status_code == 302
+    bid = bid_on(app, public_id, "AEMS", 20)
+    assert award_form(nurse, public_id, bid, version_of(app, public_id)).status_code == 302
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip.id))
@@ -265,7 +255,7 @@ def test_an_override_is_audited_and_seen_by_the_hospital_ems_and_center(app, nur
 
 
 def test_the_edit_form_refuses_an_uncovered_need_and_takes_an_override(app, nurse, deliver):
-    public_id = post_trip(nurse, app)  # ALS with a cardiac monitor
+    public_id = post_form(nurse, app)  # ALS with a cardiac monitor
     original = load(app, public_id)
     window = {name: to_local_input(app, getattr(original, name)) for name in ("window_start", "window_end")}
     data = dict(window, mobility="stretcher", weight_kg="82", isolation="contact", oxygen_lpm="2.5",
@@ -292,7 +282,7 @@ def test_the_edit_form_refuses_an_uncovered_need_and_takes_an_override(app, nurs
 
 
 def test_a_reposted_overridden_request_posts_as_shown(app, nurse):
-    public_id = post_trip(nurse, app, level_of_care="BLS", care_override="y", care_override_reason=REASON)
+    public_id = post_form(nurse, app, level_of_care="BLS", care_override="y", care_override_reason=REASON)
     assert nurse.post(f"/hospital/requests/{public_id}/cancel",
                       data={"reason": "not_needed", "version": "1"}).status_code == 302
     page = text(nurse.get(f"/hospital/requests/new?repost={public_id}"))
@@ -346,12 +336,12 @@ def test_a_line_separator_in_a_one_line_field_is_refused(app, nurse):
         assert response.status_code == 400
         assert any("takes one line" in message for message in errors(response)), name
     # Notes take several lines: a separator there is kept.
-    public_id = post_trip(nurse, app, notes="Side door\u2028ring twice")
+    public_id = post_form(nurse, app, notes="Side door\u2028ring twice")
     assert load(app, public_id).notes == "Side door\u2028ring twice"
 
 
 def test_a_blank_looking_edit_reason_is_refused(app, nurse):
-    public_id = post_trip(nurse, app)  # ALS with a cardiac monitor
+    public_id = post_form(nurse, app)  # ALS with a cardiac monitor
     original = load(app, public_id)
     window = {name: to_local_input(app, getattr(original, name)) for name in ("window_start", "window_end")}
     data = dict(window, mobility="stretcher", weight_kg="82", isolation="contact", oxygen_lpm="2.5",
@@ -376,7 +366,7 @@ def test_an_override_nobody_needs_is_said_not_kept(app, nurse):
 
 
 def test_the_edit_names_the_level_every_need_asks_for(app, nurse):
-    public_id = post_trip(nurse, app, level_of_care="BLS", cardiac_monitor=None, ventilator="y",
+    public_id = post_form(nurse, app, level_of_care="BLS", cardiac_monitor=None, ventilator="y",
                           care_override="y", care_override_reason=REASON)
     original = load(app, public_id)
     assert original.care_override_needs == "ventilator"

@@ -22,6 +22,7 @@ from dashboard.models.hospital import (
 from dashboard.models.outbox import CenterOutboxEvent, HospitalOutboxEvent
 from dashboard.services import bidding, oversight, trips, users
 from dashboard.services.accounts import DEMO_PASSWORD
+from tests.helpers import row_of
 
 COORDINATOR = "coordinator@medport.test"
 ADMIN = "admin@medport.test"
@@ -101,13 +102,6 @@ def audit_rows(app, action, entity_id=None):
     if entity_id is not None:
         query = query.where(AuditLog.entity_id == str(entity_id))
     return scalars(app, query.order_by(AuditLog.id))
-
-
-def row_of(html, reference):
-    """The board's table row that shows ``reference``."""
-    match = re.search(r"<tr[^>]*>(?:(?!</tr>).)*" + re.escape(reference) + r".*?</tr>", html, re.S)
-    assert match, f"{reference} not on the page"
-    return match.group(0)
 
 
 # --- who may see what ----------------------------------------------------------------------

@@ -21,9 +21,7 @@ from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import center_reads
-from tests.test_faults import silo_stopped
-from tests.test_hospital import valid_form
-from tests.test_stream import signed_in
+from tests.helpers import signed_in, silo_stopped, valid_form
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCHER = "dispatch@altoonaems.medport.test"
@@ -210,7 +208,7 @@ def test_a_revoked_session_stays_revoked_whenever_the_center_is_up(postgres, app
 def test_the_live_stream_says_the_center_is_unreachable_and_catches_up_once_back(
         postgres, app, demo, deliver, monkeypatch):
     from dashboard.events import routes as stream_routes
-    from tests.test_stream import Stream
+    from tests.helpers import Stream
 
     deliver()
     monkeypatch.setattr(stream_routes, "STALE_REFRESH_SECONDS", 0.5)
@@ -241,7 +239,7 @@ def test_the_live_stream_says_the_center_is_unreachable_and_catches_up_once_back
 
 @pytest.mark.parametrize("silo", ["center", "ems"])
 def test_with_the_center_or_ems_down_nurses_post_edit_and_cancel(postgres, app, demo, deliver, silo):
-    from tests.test_hospital import edit_form
+    from tests.helpers import edit_form
 
     deliver()
     nurse = signed_in(app, NURSE)

@@ -13,10 +13,7 @@ The interleaving tests run on both backends: an action reads the request, then
 another role acts and the relay delivers before the first one writes, exactly
 as when a slow request is overtaken.
 """
-import sys
 import threading
-import time
-import traceback
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -26,82 +23,26 @@ import sqlalchemy as sa
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
-from dashboard.models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsRoute, TransportBid, Unit
-from dashboard.models.hospital import ACTIVE_STATUSES, TRIP_STATUSES, TransportRequest
+from dashboard.models.ems import EmsRoute, TransportBid, Unit
+from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, demo, intervention, trips
+from dashboard.services import bidding, intervention, trips
 from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from dashboard.services.deadlines import bid_for_award
+from tests.helpers import (
+    StartingLine,
+    agency,
+    assert_consistent,
+    awarded_trip,
+    free_unit,
+    place_bid,
+    post_trip,
+    seed_region,
+    signed_in,
+)
 from tests.pg_slots import wait_for_slots
-from tests.test_events import agency, awarded_trip, free_unit, place_bid, post_trip
-from tests.test_stream import signed_in
-
-#: How long the first racer at the gate waits for the last (generous: a loaded machine is slow,
-#: a racer that cannot arrive at all is a failure reported with where it was).
-BARRIER_SECONDS = 120
-#: The route status that goes with each trip status once the relay has delivered.
-ROUTE_FOR_TRIP = {"awarded": "planned", "en_route": "en_route", "at_pickup": "at_pickup",
-                  "transporting": "transporting", "at_destination": "at_destination",
-                  "completed": "completed"}
-
 
 # --- the invariants ------------------------------------------------------------------------
-
-
-def assert_units_consistent():
-    """Every unit's current trip is one of its active routes, the one under way if any (a unit is
-    under way on one trip at most); a unit with none is not assigned."""
-    active, under_way = {}, {}
-    for unit_id, trip_id, status in db.session.execute(
-            sa.select(EmsRoute.unit_id, EmsRoute.trip_id, EmsRoute.status).where(
-                EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))):
-        active.setdefault(unit_id, set()).add(trip_id)
-        if status in IN_PROGRESS_ROUTE_STATUSES:
-            under_way.setdefault(unit_id, []).append(trip_id)
-    for unit in db.session.scalars(sa.select(Unit)):
-        assert len(under_way.get(unit.id, [])) <= 1, f"unit {unit.number} is under way on two trips"
-        if under_way.get(unit.id):
-            assert unit.current_trip_id == under_way[unit.id][0], (
-                f"unit {unit.number}'s current trip is not the one under way")
-        if unit.current_trip_id is None:
-            assert unit.id not in active, f"unit {unit.number} has active routes but no current trip"
-            assert unit.status != "assigned", f"unit {unit.number} is assigned to nothing"
-        else:
-            assert unit.current_trip_id in active.get(unit.id, set()), (
-                f"unit {unit.number}'s current trip {unit.current_trip_id} is not one of its active routes")
-
-
-def assert_consistent(trip_id):
-    """The hospital's trip and the EMS silo agree (call once the relay has delivered everything)."""
-    db.session.expire_all()
-    trip = db.session.get(TransportRequest, trip_id)
-    assert trip.status in TRIP_STATUSES
-    bids = list(db.session.scalars(sa.select(TransportBid).where(TransportBid.trip_id == trip_id)))
-    live = [b for b in bids if b.status == "live"]
-    accepted = [b.id for b in bids if b.status == "accepted"]
-    assert len({b.agency_id for b in live}) == len(live), "two live bids of one agency"
-    routes = list(db.session.scalars(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id)))
-    active_routes = [r for r in routes if r.status in ACTIVE_ROUTE_STATUSES]
-    if trip.status == "open":
-        assert trip.awarded_agency_id is None and trip.awarded_unit_id is None
-        assert accepted == [] and active_routes == []
-    elif trip.status == "cancelled":
-        assert live == [] and accepted == [] and active_routes == []
-    else:
-        assert trip.awarded_agency_id is not None and trip.awarded_unit_id is not None
-        assert live == [], f"live bids on a {trip.status} trip"
-        assert accepted == ([trip.awarded_bid_id] if trip.awarded_bid_id else []), (
-            f"accepted bids {accepted}, awarded bid {trip.awarded_bid_id}")
-        wanted = ROUTE_FOR_TRIP[trip.status]
-        current = [r for r in routes if r.status == wanted and r.unit_id == trip.awarded_unit_id]
-        assert len(current) == 1, f"{trip.status} trip: routes {[(r.unit_id, r.status) for r in routes]}"
-        assert current[0].agency_id == trip.awarded_agency_id
-        assert [r for r in active_routes if r is not current[0]] == [], "a second active route"
-        if trip.status in ACTIVE_STATUSES:
-            unit = db.session.get(Unit, trip.awarded_unit_id)
-            assert unit.current_trip_id is not None
-    assert_units_consistent()
-    return trip
 
 
 def assert_all_delivered():
@@ -114,121 +55,14 @@ def assert_all_delivered():
 # --- lining threads up ---------------------------------------------------------------------
 
 
-class StartingLine:
-    """Threads that each act once, released together from a gated point.
-
-    :meth:`gate` wraps a function so the first call in each racing thread waits
-    at the barrier (before the call, or right after it with ``after=True``).
-    The barrier waits up to ``BARRIER_SECONDS`` for the last racer (a racer reaches
-    its gate in well under a second on an idle machine, a few seconds on a loaded
-    one); :meth:`run` waits for every racer against one deadline after that.  When the
-    line breaks, the test fails saying what each racer did and where the racers that
-    never arrived were at that moment, instead of failing later on a result it did not
-    expect.
-    """
-
-    def __init__(self, monkeypatch, parties):
-        """``parties`` threads will be released together."""
-        self.monkeypatch = monkeypatch
-        self.barrier = threading.Barrier(parties, timeout=BARRIER_SECONDS)
-        self.local = threading.local()
-        self.racers = {}  # thread ident -> racer index
-        self.arrived = set()
-        self.stragglers = []
-        self.noting = threading.Lock()
-
-    def _wait(self):
-        """The barrier, once per racing thread (later calls in the thread pass straight on)."""
-        if getattr(self.local, "armed", False):
-            self.local.armed = False
-            self.arrived.add(threading.get_ident())
-            try:
-                self.barrier.wait()
-            except threading.BrokenBarrierError:
-                self._note_stragglers()
-                raise
-
-    def _note_stragglers(self):
-        """Where the racers that have not reached the gate are now (once, for the failure)."""
-        with self.noting:
-            if self.stragglers:
-                return
-            frames = sys._current_frames()
-            me = threading.get_ident()
-            for ident, index in sorted(self.racers.items(), key=lambda item: item[1]):
-                if ident == me and ident not in self.arrived:
-                    self.stragglers.append(f"racer {index} finished without reaching the gate")
-                elif ident not in self.arrived and ident in frames:
-                    stack = "".join(traceback.format_stack(frames[ident])[-8:])
-                    self.stragglers.append(f"racer {index} had not reached the gate; it was at:\n{stack}")
-
-    def gate(self, owner, name, after=False):
-        """Make ``owner.name`` the point where each racing thread waits for the others."""
-        original = getattr(owner, name)
-
-        def gated(*args, **kwargs):
-            if not after:
-                self._wait()
-            result = original(*args, **kwargs)
-            if after:
-                self._wait()
-            return result
-
-        self.monkeypatch.setattr(owner, name, gated)
-
-    def run(self, *actions):
-        """Run each action in its own thread; return their results, in order.
-
-        Fails the test (naming each racer's outcome) when a racer raised, or did not
-        finish within the barrier's timeout and a minute more.
-        """
-        results = [None] * len(actions)
-
-        def run_one(index, action):
-            self.racers[threading.get_ident()] = index
-            self.local.armed = True
-            try:
-                results[index] = action()
-            except Exception as exc:  # reported in the failure below
-                results[index] = exc
-            if self.local.armed:  # it never reached the gate: nobody waits for it
-                self._note_stragglers()
-                self.barrier.abort()
-
-        threads = [threading.Thread(target=run_one, args=(i, a), daemon=True) for i, a in enumerate(actions)]
-        try:
-            for thread in threads:
-                thread.start()
-            deadline = time.monotonic() + BARRIER_SECONDS + 60
-            for thread in threads:
-                thread.join(max(deadline - time.monotonic(), 0))
-        finally:
-            self.monkeypatch.undo()
-        running = [i for i, thread in enumerate(threads) if thread.is_alive()]
-        if running:
-            self._note_stragglers()
-        failed = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
-        if running or failed:
-            outcomes = [f"racer {i}: " + ("still running" if i in running else _outcome(result))
-                        for i, result in enumerate(results)]
-            pytest.fail("the race did not run to the end:\n" + "\n".join(outcomes + self.stragglers),
-                        pytrace=False)
-        return results
-
-
-def _outcome(result):
-    """One racer's result in a line: the status it answered, or the exception it raised."""
-    if isinstance(result, BaseException):
-        return f"raised {type(result).__name__}: {result}"
-    return f"answered {result[0]}" if isinstance(result, tuple) else repr(result)
-
-
 def test_a_broken_line_fails_naming_each_racer_and_where_the_late_one_was(monkeypatch):
     """The starting line's own failure path: a racer that cannot reach the gate in time
     breaks the line, and the test fails with every racer's outcome, not a TypeError."""
     import types
 
-    monkeypatch.setattr(sys.modules[__name__], "BARRIER_SECONDS", 0.5)
+    from tests.helpers import processes
+
+    monkeypatch.setattr(processes, "BARRIER_SECONDS", 0.5)
     spot = types.SimpleNamespace(step=lambda: "stepped")
     released = threading.Event()
 
@@ -259,12 +93,6 @@ def connection_slots(request):
     shared server (tests/pg_slots.py)."""
     if "app" in request.fixturenames:
         wait_for_slots(request.getfixturevalue("app"))
-
-
-def seed_region(app):
-    """The demo region's organisations, units and users, without its history of trips."""
-    with app.app_context():
-        return demo.seed(trips_per_day=0, days=0)
 
 
 @pytest.fixture

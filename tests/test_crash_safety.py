@@ -36,11 +36,7 @@ from dashboard.models.center import AuditLog, LiveSignal
 from dashboard.models.ems import EmsRoute, TransportBid
 from dashboard.models.hospital import TransportRequest, TransportRequestEvent
 from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
-from dashboard.services import trips
-from dashboard.services.deadlines import bid_for_award
-from tests.test_concurrency import assert_consistent, seed_region
-from tests.test_events import place_bid, post_trip
-from tests.test_multiworker import ROOT, Client, Server
+from tests.helpers import ROOT, Client, Server, assert_consistent, award, place_bid, post_trip, seed_region
 
 WAIT_SECONDS = 30
 
@@ -159,15 +155,6 @@ def counts(app):
         return done, left
 
 
-def award(app, trip_id, bid_id):
-    """The hospital awards the trip to the bid (one commit in the hospital silo)."""
-    with app.app_context():
-        offer = bid_for_award(db.session.get(TransportBid, bid_id))
-        db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
-        db.session.commit()
-
-
 def test_a_relay_killed_in_the_middle_of_a_delivery_loses_nothing(postgres, app, region, tmp_path):
     with app.app_context():
         trip_ids = [post_trip(code) for code in ("ALT", "MNV", "TYR", "JVM")]
@@ -180,7 +167,8 @@ def test_a_relay_killed_in_the_middle_of_a_delivery_loses_nothing(postgres, app,
         with engines(app) as silo_engines, silo_engines["center"].connect() as center:
             center.execute(sa.text(f'LOCK TABLE "{LiveSignal.__tablename__}" IN EXCLUSIVE MODE'))
             for trip_id in trip_ids:  # the second batch: awards, each with an EMS follow-up
-                award(app, trip_id, bids[trip_id][0])
+                with app.app_context():
+                    award(trip_id, bids[trip_id][0])
             stuck = poll(lambda: waiting_on_a_lock(silo_engines["center"]), relays[0].process,
                          "the relay to wait on the center's record")
             done, left = counts(app)

@@ -21,7 +21,7 @@ from dashboard.services import crew, trips, users
 from dashboard.services.crew import CrewRefused
 from dashboard.services.users import Actor, UserRefused
 from tests.conftest import DEMO_PASSWORD
-from tests.test_events import agency, award, place_bid, post_trip
+from tests.helpers import agency, award, place_bid, post_trip
 
 CREW = "crew@altoonaems.medport.test"
 CREW_BCA = "crew@blaircounty.medport.test"
@@ -202,7 +202,7 @@ def test_a_crews_stream_passes_on_only_its_units_signals():
 
 
 def test_a_crews_live_stream_carries_its_units_trips_only(app, shift, deliver):
-    from tests.test_stream import Stream
+    from tests.helpers import Stream
 
     app.config["MEDPORT_STREAM_MAX_SECONDS"] = 1.0
     stream = Stream(shift["client"])
@@ -376,7 +376,7 @@ def test_the_crew_page_shows_the_trip_the_button_and_the_way_there(app, shift):
 def test_taps_go_through_with_the_center_or_the_hospital_silo_down(app, shift, deliver, backend, silo):
     if backend != "postgres":
         pytest.skip("stopping a silo's database is done on PostgreSQL")
-    from tests.test_faults import silo_stopped
+    from tests.helpers import silo_stopped
 
     client = shift["client"]
     assert client.get("/crew/").status_code == 200  # the signed snapshot of the session

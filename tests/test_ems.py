@@ -10,141 +10,36 @@ from dashboard import create_app
 from dashboard.extensions import db
 from dashboard.localtime import from_local, to_local
 from dashboard.models.base import utcnow
-from dashboard.models.center import Agency, Hospital, User
-from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
-from dashboard.models.hospital import HospitalFacility, TransportRequest
+from dashboard.models.center import Agency
+from dashboard.models.ems import TransportBid, Unit, UnitAvailability
 from dashboard.models.outbox import EmsOutboxEvent
-from dashboard.services import configuration, deadlines, trips
+from dashboard.services import trips
 from tests.conftest import DEMO_PASSWORD
-
-AEMS = "dispatch@altoonaems.medport.test"      # BLS, ALS, CCT; preferred by ALT
-CLL = "dispatch@centrelifelink.medport.test"   # BLS, ALS; not preferred by ALT
-HCR = "dispatch@huntingdonrescue.medport.test"  # BLS only
-CMT = "dispatch@cambriamedical.medport.test"   # BLS, ALS, CCT; not preferred by ALT
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-def signed_in(app, email):
-    """A fresh client signed in as ``email``."""
-    client = app.test_client()
-    response = client.post("/login", data={"email": email, "password": DEMO_PASSWORD})
-    assert response.status_code == 302, response.data
-    return client
-
-
-def post_trip(app, level="BLS", urgency="routine", invite_mode="all", starts_in=timedelta(days=2),
-              deadline_in=timedelta(minutes=30), origin="Altoona Regional Medical Center",
-              destination="Tyrone Area Hospital", hospital="ALT", minutes=60, after_minutes=None):
-    """Post a trip as the hospital would; return its public id.  Bidding opens at posting: the
-    region's bidding lead times are set to their longest (14 days; booking ahead has its own
-    tests in ``test_scheduled``)."""
-    with app.app_context():
-        for key in configuration.LEAD_SETTINGS.values():
-            if configuration.get(key) != 14 * 24:
-                configuration.set_value(key, 14 * 24, None)
-        db.session.commit()
-        hosp = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == hospital))
-        nurse = db.session.scalar(sa.select(User).where(User.hospital_id == hosp.id))
-        facility = {f.name: f for f in db.session.scalars(sa.select(HospitalFacility))}
-        now = utcnow()
-        fields = dict(
-            origin_facility_id=facility[origin].id, pickup_location="4 West, room 412",
-            destination_facility_id=facility[destination].id, level_of_care=level,
-            mobility="stretcher", urgency=urgency, window_start=now + starts_in,
-            window_end=now + starts_in + timedelta(minutes=minutes), patient_ref="",
-            age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=level != "BLS",
-            other_needs="Fall risk", bid_deadline=now + deadline_in, invite_mode=invite_mode,
-            invite_all_after_minutes=after_minutes)
-        trip = trips.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)
-        db.session.commit()
-        return trip.public_id
-
-
-def trip_row(app, public_id):
-    with app.app_context():
-        trip = trips.get_by_public_id(public_id)
-        db.session.expunge(trip)
-        return trip
-
-
-def set_trip(app, public_id, **values):
-    """Change a trip directly in the hospital silo (time travel for deadlines and invitations)."""
-    with app.app_context():
-        db.session.execute(sa.update(TransportRequest)
-                           .where(TransportRequest.public_id == public_id).values(**values))
-        db.session.commit()
-
-
-def unit(app, number):
-    with app.app_context():
-        row = db.session.scalar(sa.select(Unit).where(Unit.number == number))
-        db.session.expunge(row)
-        return row
-
-
-def new_unit(app, agency_code, number, level="BLS"):
-    """A unit of the agency with no trips of its own (the demo's units carry demo trips)."""
-    with app.app_context():
-        agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == agency_code))
-        row = Unit(agency_id=agency_id, number=number, level=level, status="available")
-        db.session.add(row)
-        db.session.commit()
-        return row.public_id
-
-
-def bids_of(app, public_id, agency_code=None):
-    with app.app_context():
-        trip = trips.get_by_public_id(public_id)
-        query = sa.select(TransportBid).where(TransportBid.trip_id == trip.id)
-        if agency_code:
-            agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == agency_code))
-            query = query.where(TransportBid.agency_id == agency_id)
-        rows = list(db.session.scalars(query.order_by(TransportBid.id)))
-        for row in rows:
-            db.session.expunge(row)
-        return rows
-
-
-def bid(client, public_id, unit_number, eta="20", note=""):
-    app_unit = unit(client.application, unit_number)
-    return client.post(f"/ems/requests/{public_id}/bid",
-                       data={"unit": app_unit.public_id, "eta_minutes": eta, "note": note})
-
-
-def award(app, public_id, agency_code):
-    """Award the agency's live bid, as the hospital would."""
-    with app.app_context():
-        trip = trips.get_by_public_id(public_id)
-        agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == agency_code))
-        live = db.session.scalar(sa.select(TransportBid).where(
-            TransportBid.trip_id == trip.id, TransportBid.agency_id == agency_id,
-            TransportBid.status == "live"))
-        trips.award(trip, deadlines.bid_for_award(live), None, "Charge Nurse (ALT)")
-        db.session.commit()
-
-
-def route_of(app, public_id):
-    with app.app_context():
-        trip = trips.get_by_public_id(public_id)
-        route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip.id)
-                                  .order_by(EmsRoute.id.desc()))
-        if route is not None:
-            db.session.expunge(route)
-        return route
-
-
-def advance(client, public_id, step):
-    return client.post(f"/ems/trips/{public_id}/advance", data={"step": step})
-
+from tests.helpers import (
+    AEMS,
+    CLL,
+    CMT,
+    HCR,
+    advance,
+    award_agency,
+    bid,
+    bids_of,
+    new_unit,
+    post_request,
+    route_of,
+    set_trip,
+    signed_in,
+    trip_row,
+    unit,
+)
 
 # --- the board --------------------------------------------------------------------------
 
 def test_board_shows_what_the_agency_may_serve_and_was_invited_to(app, demo, deliver):
-    everyone = post_trip(app, level="BLS")
-    cct = post_trip(app, level="CCT")
-    preferred = post_trip(app, level="BLS", invite_mode="preferred")
-    later = post_trip(app, level="BLS", invite_mode="preferred_then_all", after_minutes=10)
+    everyone = post_request(app, level="BLS")
+    cct = post_request(app, level="CCT")
+    preferred = post_request(app, level="BLS", invite_mode="preferred")
+    later = post_request(app, level="BLS", invite_mode="preferred_then_all", after_minutes=10)
     deliver()
     refs = {pid: trip_row(app, pid).reference for pid in (everyone, cct, preferred, later)}
 
@@ -171,9 +66,9 @@ def test_board_shows_what_the_agency_may_serve_and_was_invited_to(app, demo, del
 
 
 def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
-    routine_old = post_trip(app, urgency="routine", starts_in=timedelta(hours=1))
-    routine_new = post_trip(app, urgency="routine", level="ALS", starts_in=timedelta(days=2))
-    emergent = post_trip(app, urgency="emergent", starts_in=timedelta(hours=1))
+    routine_old = post_request(app, urgency="routine", starts_in=timedelta(hours=1))
+    routine_new = post_request(app, urgency="routine", level="ALS", starts_in=timedelta(days=2))
+    emergent = post_request(app, urgency="emergent", starts_in=timedelta(hours=1))
     set_trip(app, routine_old, created_at=utcnow() - timedelta(minutes=5))
     refs = {pid: trip_row(app, pid).reference for pid in (routine_old, routine_new, emergent)}
     client = signed_in(app, AEMS)
@@ -209,7 +104,7 @@ def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
         trips.cancel(trip, "not_needed", "", None, "Charge Nurse (ALT)")
         db.session.commit()
     assert bid(client, routine_new, "Medic 11").status_code == 302
-    award(app, routine_new, "AEMS")
+    award_agency(app, routine_new, "AEMS")
     deliver()
     page = client.get("/ems/").get_data(as_text=True)
     assert refs[emergent] not in page and refs[routine_new] not in page
@@ -219,7 +114,7 @@ def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
 # --- bids -------------------------------------------------------------------------------
 
 def test_bid_lifecycle_updates_the_hospital_trip(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     client = signed_in(app, AEMS)
     response = bid(client, trip_id, "Ambulance 14", eta="20", note="Crew nearby")
     assert response.status_code == 302
@@ -261,8 +156,8 @@ BAD_ETAS = [
 
 
 def test_bad_bid_input_is_refused_and_nothing_is_stored(app, demo):
-    trip_id = post_trip(app)
-    als_trip = post_trip(app, level="ALS")
+    trip_id = post_request(app)
+    als_trip = post_request(app, level="ALS")
     client = signed_in(app, AEMS)
     for eta, message in BAD_ETAS:
         response = bid(client, trip_id, "Ambulance 14", eta=eta)
@@ -278,8 +173,8 @@ def test_bad_bid_input_is_refused_and_nothing_is_stored(app, demo):
 
 
 def test_late_closed_and_foreign_bids_are_refused(app, demo):
-    late = post_trip(app)
-    closed = post_trip(app)
+    late = post_request(app)
+    closed = post_request(app)
     set_trip(app, late, bid_deadline=utcnow() - timedelta(minutes=1))
     with app.app_context():
         trips.cancel(trips.get_by_public_id(closed), "not_needed", "", None, "Nurse")
@@ -291,7 +186,7 @@ def test_late_closed_and_foreign_bids_are_refused(app, demo):
     assert response.status_code == 409 and "no longer open" in response.get_data(as_text=True)
     assert bids_of(app, late) == [] and bids_of(app, closed) == []
 
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     assert bid(client, trip_id, "Ambulance 14").status_code == 302
     (theirs,) = bids_of(app, trip_id)
     other = signed_in(app, CMT)
@@ -303,9 +198,9 @@ def test_late_closed_and_foreign_bids_are_refused(app, demo):
 
 
 def test_a_unit_cannot_be_bid_twice_for_overlapping_windows(app, demo, deliver):
-    first = post_trip(app, starts_in=timedelta(days=2))
-    overlapping = post_trip(app, starts_in=timedelta(days=2, minutes=30))
-    separate = post_trip(app, starts_in=timedelta(days=2, hours=3))
+    first = post_request(app, starts_in=timedelta(days=2))
+    overlapping = post_request(app, starts_in=timedelta(days=2, minutes=30))
+    separate = post_request(app, starts_in=timedelta(days=2, hours=3))
     client = signed_in(app, AEMS)
     assert bid(client, first, "Ambulance 14").status_code == 302
     response = bid(client, overlapping, "Ambulance 14")
@@ -314,8 +209,8 @@ def test_a_unit_cannot_be_bid_twice_for_overlapping_windows(app, demo, deliver):
     assert bid(client, separate, "Ambulance 14").status_code == 302
 
     # A trip the center assigned without a bid books the unit as well.
-    assigned = post_trip(app, starts_in=timedelta(days=4))
-    later = post_trip(app, starts_in=timedelta(days=4, minutes=15))
+    assigned = post_request(app, starts_in=timedelta(days=4))
+    later = post_request(app, starts_in=timedelta(days=4, minutes=15))
     with app.app_context():
         medic = db.session.scalar(sa.select(Unit).where(Unit.number == "Medic 11"))
         trips.award(trips.get_by_public_id(assigned),
@@ -330,9 +225,9 @@ def test_a_unit_cannot_be_bid_twice_for_overlapping_windows(app, demo, deliver):
 
 def test_an_edited_window_reaches_the_bids_overlap_checks(app, demo, deliver):
     """The hospital moves a bid-on request's window: the unit's bid now books the new window."""
-    moved = post_trip(app, starts_in=timedelta(days=2))
-    at_old_time = post_trip(app, starts_in=timedelta(days=2, minutes=15))
-    at_new_time = post_trip(app, starts_in=timedelta(days=3, minutes=15))
+    moved = post_request(app, starts_in=timedelta(days=2))
+    at_old_time = post_request(app, starts_in=timedelta(days=2, minutes=15))
+    at_new_time = post_request(app, starts_in=timedelta(days=3, minutes=15))
     client = signed_in(app, AEMS)
     assert bid(client, moved, "Ambulance 14").status_code == 302
     deliver()
@@ -353,12 +248,12 @@ def test_an_edited_window_reaches_the_bids_overlap_checks(app, demo, deliver):
 # --- my trips ---------------------------------------------------------------------------
 
 def test_award_progress_to_completed_and_csv(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     new_unit(app, "AEMS", "Test 1")
     client = signed_in(app, AEMS)
     assert bid(client, trip_id, "Test 1", eta="15").status_code == 302
     assert bid(signed_in(app, CMT), trip_id, "Ambulance 61", eta="30").status_code == 302
-    award(app, trip_id, "AEMS")
+    award_agency(app, trip_id, "AEMS")
     deliver()
     reference = trip_row(app, trip_id).reference
     page = client.get("/ems/trips").get_data(as_text=True)
@@ -396,11 +291,11 @@ def test_award_progress_to_completed_and_csv(app, demo, deliver):
 
 
 def test_hand_back_reopens_the_trip(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     new_unit(app, "AEMS", "Test 1")
     client = signed_in(app, AEMS)
     assert bid(client, trip_id, "Test 1").status_code == 302
-    award(app, trip_id, "AEMS")
+    award_agency(app, trip_id, "AEMS")
     deliver()
     assert client.post(f"/ems/trips/{trip_id}/hand-back", data={"reason": " "}).status_code == 400
     assert route_of(app, trip_id).status == "planned"
@@ -420,9 +315,9 @@ def test_hand_back_reopens_the_trip(app, demo, deliver):
         actions = set(db.session.scalars(sa.select(AuditLog.action)))
     assert "trip.handed_back" in actions
 
-    picked_up = post_trip(app, starts_in=timedelta(days=3))
+    picked_up = post_request(app, starts_in=timedelta(days=3))
     assert bid(client, picked_up, "Test 1").status_code == 302
-    award(app, picked_up, "AEMS")
+    award_agency(app, picked_up, "AEMS")
     deliver()
     assert advance(client, picked_up, "en_route").status_code == 302
     assert advance(client, picked_up, "at_pickup").status_code == 302
@@ -430,9 +325,9 @@ def test_hand_back_reopens_the_trip(app, demo, deliver):
     assert response.status_code == 409 and "before pickup" in response.get_data(as_text=True)
     assert route_of(app, picked_up).status == "at_pickup"
 
-    cancelled = post_trip(app, starts_in=timedelta(days=4))
+    cancelled = post_request(app, starts_in=timedelta(days=4))
     assert bid(client, cancelled, "Test 1").status_code == 302
-    award(app, cancelled, "AEMS")
+    award_agency(app, cancelled, "AEMS")
     deliver()
     with app.app_context():
         trips.cancel(trips.get_by_public_id(cancelled), "not_needed", "", None, "Nurse")
@@ -479,11 +374,11 @@ def test_units_create_edit_and_status_rules(app, demo, deliver):
 
 
 def test_a_unit_with_an_active_trip_cannot_be_marked_available(app, demo, deliver):
-    trip_id = post_trip(app, level="ALS")
+    trip_id = post_request(app, level="ALS")
     new_unit(app, "AEMS", "Medic 90", "ALS")
     client = signed_in(app, AEMS)
     assert bid(client, trip_id, "Medic 90").status_code == 302
-    award(app, trip_id, "AEMS")
+    award_agency(app, trip_id, "AEMS")
     deliver()
     medic = unit(app, "Medic 90")
     assert medic.status == "assigned"
@@ -538,19 +433,19 @@ def local_morning_in(app, days):
 
 def test_routes_show_order_deadhead_and_chain_suggestions(app, demo, deliver):
     morning = local_morning_in(app, 2)
-    first = post_trip(app, starts_in=morning, destination="Tyrone Area Hospital")
-    second = post_trip(app, starts_in=morning + timedelta(hours=2), origin="Altoona Rehabilitation Pavilion",
+    first = post_request(app, starts_in=morning, destination="Tyrone Area Hospital")
+    second = post_request(app, starts_in=morning + timedelta(hours=2), origin="Altoona Rehabilitation Pavilion",
                        destination="Altoona Regional Medical Center")
-    chain = post_trip(app, starts_in=morning + timedelta(hours=4), hospital="TYR",
+    chain = post_request(app, starts_in=morning + timedelta(hours=4), hospital="TYR",
                       origin="Tyrone Area Hospital", destination="Altoona Regional Medical Center")
-    too_early = post_trip(app, starts_in=morning + timedelta(hours=2, minutes=30), hospital="TYR",
+    too_early = post_request(app, starts_in=morning + timedelta(hours=2, minutes=30), hospital="TYR",
                           origin="Tyrone Area Hospital", destination="Altoona Regional Medical Center")
-    far = post_trip(app, starts_in=morning + timedelta(hours=4), hospital="JMH",
+    far = post_request(app, starts_in=morning + timedelta(hours=4), hospital="JMH",
                     origin="Johnstown Memorial Hospital", destination="Altoona Regional Medical Center")
     client = signed_in(app, AEMS)
     for trip_id in (second, first):  # awarded out of time order
         assert bid(client, trip_id, "Ambulance 14").status_code == 302
-        award(app, trip_id, "AEMS")
+        award_agency(app, trip_id, "AEMS")
     deliver()
     refs = {pid: trip_row(app, pid).reference for pid in (first, second, chain, too_early, far)}
     with app.app_context():
@@ -568,14 +463,14 @@ def test_routes_show_order_deadhead_and_chain_suggestions(app, demo, deliver):
 
 def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
     monkeypatch.setattr("dashboard.ems.routes.PAGE_SIZE", 2)
-    won, lost, withdrawn, closed = (post_trip(app, starts_in=timedelta(days=2, hours=h)) for h in range(4))
+    won, lost, withdrawn, closed = (post_request(app, starts_in=timedelta(days=2, hours=h)) for h in range(4))
     client = signed_in(app, AEMS)
     rival = signed_in(app, CMT)
     for trip_id in (won, lost, withdrawn, closed):
         assert bid(client, trip_id, "Ambulance 14").status_code == 302
     assert bid(rival, lost, "Ambulance 61").status_code == 302
-    award(app, won, "AEMS")
-    award(app, lost, "CMT")
+    award_agency(app, won, "AEMS")
+    award_agency(app, lost, "CMT")
     (mine,) = bids_of(app, withdrawn, "AEMS")
     assert client.post(f"/ems/bids/{mine.public_id}/withdraw").status_code == 302
     with app.app_context():
@@ -623,13 +518,13 @@ def test_other_roles_cannot_use_ems_pages(app, demo):
 
 
 def test_every_ems_form_carries_the_csrf_token(app, demo, deliver, migrated_config):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     new_unit(app, "AEMS", "Test 1")
     plain = signed_in(app, AEMS)
     assert bid(plain, trip_id, "Test 1").status_code == 302
-    award(app, trip_id, "AEMS")
+    award_agency(app, trip_id, "AEMS")
     deliver()
-    open_trip = post_trip(app)
+    open_trip = post_request(app)
 
     guarded = create_app(dict(migrated_config, WTF_CSRF_ENABLED=True))
     client = guarded.test_client()

@@ -1,7 +1,7 @@
 """Events: the outbox written with each change, the relay's follow-ups, retries, parking, deadlines.
 
-The helpers at the top act as the views do (services, then one commit) and
-are shared with the stream, fault and multi-worker tests.
+The helpers (``tests.helpers``: ``post_trip``, ``place_bid``, ``award`` ...) act as the views do:
+services, then one commit.
 """
 import threading
 from datetime import timedelta
@@ -23,103 +23,13 @@ from dashboard.events.relay import (
 )
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
-from dashboard.models.center import Agency, AuditLog, Hospital, LiveSignal, User
+from dashboard.models.center import Agency, AuditLog, LiveSignal, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
-from dashboard.models.hospital import HospitalFacility, HospitalUser, TransportRequest
+from dashboard.models.hospital import HospitalUser, TransportRequest
 from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
 from dashboard.services import bidding, configuration, intervention, trips
-from dashboard.services.deadlines import bid_for_award
 from dashboard.services.silos import CrossSiloWrite
-
-# --- helpers: act as the views do (services, then one commit) -----------------------------
-
-
-def hospital(code):
-    return db.session.scalar(sa.select(Hospital).where(Hospital.short_code == code))
-
-
-def agency(code):
-    return db.session.scalar(sa.select(Agency).where(Agency.short_code == code))
-
-
-def post_trip(code="ALT", level="BLS", invite_mode="all", deadline_minutes=30, commit=True):
-    """Post an open request for hospital ``code``; return its id."""
-    org = hospital(code)
-    facilities = db.session.scalars(sa.select(HospitalFacility).where(
-        HospitalFacility.hospital_id == org.id).order_by(HospitalFacility.id)).all()
-    destination = db.session.scalar(sa.select(HospitalFacility).where(
-        HospitalFacility.hospital_id != org.id).order_by(HospitalFacility.id).limit(1))
-    now = utcnow()
-    fields = dict(
-        origin_facility_id=facilities[0].id, pickup_location="4 West, room 412",
-        destination_facility_id=destination.id, level_of_care=level, mobility="stretcher",
-        urgency="routine", window_start=now + timedelta(hours=6), window_end=now + timedelta(hours=7),
-        age_group="adult", weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_minutes),
-        invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None,
-    )
-    nurse = db.session.scalar(sa.select(User.id).where(User.hospital_id == org.id).limit(1))
-    trip = trips.post(org.id, org.short_code, fields, nurse, "Charge Nurse")
-    trip_id = trip.id
-    if commit:
-        db.session.commit()
-    return trip_id
-
-
-def free_unit(agency_id, trip):
-    """An active unit of the agency able to serve ``trip``, with no bid overlapping its window."""
-    busy = sa.select(TransportBid.unit_id).where(
-        TransportBid.status.in_(("live", "accepted")), TransportBid.window_start < trip.window_end,
-        TransportBid.window_end > trip.window_start)
-    levels = ("BLS", "ALS", "CCT")
-    for unit in db.session.scalars(sa.select(Unit).where(
-            Unit.agency_id == agency_id, Unit.active.is_(True), Unit.id.not_in(busy),
-            Unit.status.in_(("available", "assigned"))).order_by(Unit.id)):
-        if levels.index(unit.level) >= levels.index(trip.level_of_care):
-            return unit
-    raise AssertionError(f"no free unit for agency {agency_id}")
-
-
-def place_bid(trip_id, agency_code, eta):
-    """This agency's bid on the trip with a free unit; return the bid id."""
-    org = agency(agency_code)
-    trip = db.session.get(TransportRequest, trip_id)
-    unit = free_unit(org.id, trip)
-    bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, str(eta), "", None)
-    bid_id = bid.id
-    db.session.commit()
-    return bid_id
-
-
-def award(trip_id, bid_id):
-    """The hospital awards the trip to the bid."""
-    offer = bid_for_award(db.session.get(TransportBid, bid_id))
-    db.session.commit()  # end the EMS and center reads before the hospital write
-    trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
-    db.session.commit()
-
-
-def outbox_types(silo, entity_id=None):
-    model = OUTBOX_BY_SILO[silo]
-    query = sa.select(model.type).order_by(model.id)
-    if entity_id is not None:
-        query = query.where(model.entity_id == str(entity_id))
-    return list(db.session.scalars(query))
-
-
-def pending(silo):
-    model = OUTBOX_BY_SILO[silo]
-    return db.session.scalar(sa.select(sa.func.count(model.id)).where(model.status == "pending"))
-
-
-def awarded_trip(app, deliver):
-    """A posted trip with two bids (AEMS ETA 20, CLL ETA 12), all delivered; returns ids."""
-    with app.app_context():
-        trip_id = post_trip()
-        aems = place_bid(trip_id, "AEMS", 20)
-        cll = place_bid(trip_id, "CLL", 12)
-    deliver()
-    return trip_id, aems, cll
-
+from tests.helpers import agency, award, awarded_trip, outbox_types, pending, place_bid, post_trip
 
 # --- the outbox: an event with every committed change, none without -------------------------
 

@@ -6,64 +6,24 @@ keep working, pages that need it answer 503 naming it, writes to the other
 silos succeed with their follow-ups waiting in the outbox, and once it is
 back every pending event is delivered and the silos agree again.
 """
-from contextlib import contextmanager
-from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
-from dashboard.models.base import utcnow
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import bidding, trips
 from dashboard.services.deadlines import bid_for_award
-from tests.test_events import awarded_trip, pending, post_trip
-from tests.test_stream import signed_in
+from tests.helpers import awarded_trip, converge, pending, post_trip, signed_in, silo_stopped
 
 
 @pytest.fixture
 def postgres(backend):
     if backend != "postgres":
         pytest.skip("stopping one silo's database is done on PostgreSQL")
-
-
-def _dispose(app):
-    with app.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
-
-
-@contextmanager
-def silo_stopped(app, silo):
-    """The silo's database refuses connections and its open sessions are ended."""
-    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"] if silo == "center"
-                   else app.config["SQLALCHEMY_BINDS"][silo]["url"])
-    name = url.database
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
-        _dispose(app)
-        yield
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
-        _dispose(app)
-
-
-def _converge(app):
-    """Once the silo is back: the relay, past every back-off, until nothing is pending."""
-    Relay(app).drain(now=utcnow() + timedelta(minutes=10))
-    with app.app_context():
-        return {silo: pending(silo) for silo in OUTBOX_BY_SILO}
 
 
 def test_with_the_ems_silo_down_hospitals_award_and_the_follow_up_waits(postgres, app, demo, deliver):
@@ -101,7 +61,7 @@ def test_with_the_ems_silo_down_hospitals_award_and_the_follow_up_waits(postgres
             posted = db.session.scalar(sa.select(model.status).where(model.entity_id == other))
             assert posted == "delivered"
     assert dispatcher.get("/ems/").status_code == 200
-    assert _converge(app) == {"center": 0, "hospital": 0, "ems": 0}
+    assert converge(app) == {"center": 0, "hospital": 0, "ems": 0}
     with app.app_context():
         assert db.session.get(TransportBid, aems).status == "accepted"
         assert db.session.get(TransportBid, cll).status == "declined"
@@ -133,7 +93,7 @@ def test_with_the_hospital_silo_down_crews_progress_and_the_trip_catches_up(post
         Relay(app).run_once()
         with app.app_context():
             assert pending("ems") == 1
-    assert _converge(app) == {"center": 0, "hospital": 0, "ems": 0}
+    assert converge(app) == {"center": 0, "hospital": 0, "ems": 0}
     with app.app_context():
         trip = db.session.get(TransportRequest, trip_id)
         assert trip.status == "en_route" and trip.en_route_at is not None

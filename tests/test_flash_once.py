@@ -9,14 +9,14 @@ change the session.
 """
 import re
 
-from tests.test_ems import AEMS, post_trip, signed_in
+from tests.helpers import AEMS, post_request, signed_in
 
 COOKIE = "medport_session"
 PLACED = "Bid placed:"
 
 
 def _place_bid(app, client):
-    public_id = post_trip(app)
+    public_id = post_request(app)
     page = client.get(f"/ems/requests/{public_id}").get_data(as_text=True)
     unit = re.findall(r'<option value="([0-9a-f-]{36})"', page)[0]
     response = client.post(f"/ems/requests/{public_id}/bid",

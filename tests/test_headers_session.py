@@ -23,7 +23,7 @@ from dashboard.models.center import AuditLog, User, UserSession
 from dashboard.models.hospital import TransportRequest
 from dashboard.services.silos import SiloUnavailable
 from tests.conftest import DEMO_PASSWORD
-from tests.test_stream import Stream, signed_in
+from tests.helpers import Stream, signed_in
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCH = "dispatch@altoonaems.medport.test"

@@ -3,10 +3,7 @@ import pytest
 
 from dashboard.extensions import db
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from tests.test_center import row_of
-from tests.test_events import post_trip
-from tests.test_faults import silo_stopped
-from tests.test_stream import COORDINATOR, signed_in
+from tests.helpers import COORDINATOR, post_trip, row_of, signed_in, silo_stopped
 
 
 def backlog(client):

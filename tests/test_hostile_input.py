@@ -14,7 +14,6 @@ that takes a date or a number, are refused with 400 and a message on both databa
 import io
 import re
 from html import unescape
-from html.parser import HTMLParser
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -25,8 +24,7 @@ from hypothesis import strategies as st
 from dashboard.extensions import db
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.hospital import HospitalFacility, TransportRequest
-from tests.test_authz_matrix import ACCESS, build_world, close_world, snapshot
-from tests.test_events import award, place_bid, post_trip
+from tests.helpers import ACCESS, PageForms, award, build_world, close_world, place_bid, post_trip, snapshot
 
 MISSING = object()  # the field is left out of the submission
 FILE = object()  # a file upload where text is expected
@@ -204,71 +202,6 @@ def fresh_baseline(world):
 
 
 # --- forms as the browser submits them -------------------------------------------------------
-
-class PageForms(HTMLParser):
-    """The POST forms of a page: ``[(action, [(name, value), ...])]``, as a browser submits them
-    (checked boxes, selected options, the first named submit button)."""
-
-    def __init__(self, page_path):
-        super().__init__(convert_charrefs=True)
-        self.page_path = page_path
-        self.forms = []
-        self._form = self._select = self._textarea = None
-        self._button_taken = False
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "form":
-            if (a.get("method") or "get").lower() == "post":
-                self._form = (a.get("action") or self.page_path, [])
-                self._button_taken = False
-            return
-        if self._form is None or "disabled" in a:
-            return
-        fields = self._form[1]
-        name = a.get("name")
-        if tag == "input" and name:
-            kind = (a.get("type") or "text").lower()
-            if kind in ("checkbox", "radio"):
-                if "checked" in a:
-                    fields.append((name, a.get("value", "on")))
-            elif kind in ("submit", "button", "image"):
-                if not self._button_taken:
-                    fields.append((name, a.get("value", "")))
-                    self._button_taken = True
-            elif kind != "file":
-                fields.append((name, a.get("value", "")))
-        elif tag == "button" and name and not self._button_taken:
-            fields.append((name, a.get("value", "")))
-            self._button_taken = True
-        elif tag == "select" and name:
-            self._select = (name, "multiple" in a, [], [])
-        elif tag == "option" and self._select is not None:
-            value = a.get("value", "")
-            self._select[2].append(value)
-            if "selected" in a:
-                self._select[3].append(value)
-        elif tag == "textarea" and name:
-            self._textarea = [name, ""]
-
-    def handle_data(self, data):
-        if self._textarea is not None:
-            self._textarea[1] += data
-
-    def handle_endtag(self, tag):
-        if self._form is None:
-            return
-        if tag == "select" and self._select is not None:
-            name, multiple, options, selected = self._select
-            chosen = selected if multiple else (selected[:1] or options[:1])
-            self._form[1].extend((name, value) for value in chosen)
-            self._select = None
-        elif tag == "textarea" and self._textarea is not None:
-            self._form[1].append((self._textarea[0], self._textarea[1].removeprefix("\n")))
-            self._textarea = None
-        elif tag == "form":
-            self.forms.append(self._form)
-            self._form = None
 
 
 def resolve(world, form_name):

@@ -11,8 +11,17 @@ from dashboard.models.base import utcnow
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import FIELD_LABELS, TransportRequest, field_labels, oxygen_flow
 from dashboard.templating import format_duration
-from tests.test_care_rules import CORD, DISPATCH_AEMS, REASON, nurse, signed_in  # noqa: F401
-from tests.test_hospital import load, place_bid, post_trip, text, to_local_input
+from tests.helpers import (
+    CORD,
+    DISPATCH_AEMS,
+    REASON,
+    bid_on,
+    load,
+    post_form,
+    signed_in,
+    text,
+    to_local_input,
+)
 
 
 def page_text(response):
@@ -34,7 +43,7 @@ def test_one_oxygen_formatter_and_one_label_map():
 
 
 def test_every_page_spells_needs_and_oxygen_one_way(app, nurse, deliver):  # noqa: F811
-    public_id = post_trip(nurse, app, level_of_care="CCT", cardiac_monitor=None, iv_pump="y", oxygen_lpm="20")
+    public_id = post_form(nurse, app, level_of_care="CCT", cardiac_monitor=None, iv_pump="y", oxygen_lpm="20")
     deliver()
     hospital = page_text(nurse.get(f"/hospital/requests/{public_id}"))
     assert "IV pump" in hospital and "Iv pump" not in hospital
@@ -49,7 +58,7 @@ def test_every_page_spells_needs_and_oxygen_one_way(app, nurse, deliver):  # noq
 
 
 def test_the_timeline_names_changed_fields_by_their_labels(app, nurse):  # noqa: F811
-    public_id = post_trip(nurse, app, level_of_care="BLS", cardiac_monitor=None)
+    public_id = post_form(nurse, app, level_of_care="BLS", cardiac_monitor=None)
     original = load(app, public_id)
     window = {name: to_local_input(app, getattr(original, name)) for name in ("window_start", "window_end")}
     data = dict(window, mobility="stretcher", weight_kg="82", isolation="contact", oxygen_lpm="4",
@@ -63,7 +72,7 @@ def test_the_timeline_names_changed_fields_by_their_labels(app, nurse):  # noqa:
 
 
 def test_the_audit_log_names_the_request_by_its_reference(app, nurse, deliver):  # noqa: F811
-    public_id = post_trip(nurse, app, level_of_care="BLS", care_override="y", care_override_reason=REASON)
+    public_id = post_form(nurse, app, level_of_care="BLS", care_override="y", care_override_reason=REASON)
     reference = load(app, public_id).reference
     deliver()
     page = text(signed_in(app, CORD).get(f"/center/audit?entity_type=trip&entity_id={public_id}"))
@@ -80,9 +89,9 @@ def _rows(page):
 
 
 def test_a_bid_whose_eta_passed_says_so_and_is_not_best(app, nurse, deliver):  # noqa: F811
-    public_id = post_trip(nurse, app)
-    stale = place_bid(app, public_id, "AEMS", 20)
-    place_bid(app, public_id, "ACCT", 40)
+    public_id = post_form(nurse, app)
+    stale = bid_on(app, public_id, "AEMS", 20)
+    bid_on(app, public_id, "ACCT", 40)
     deliver()
     with app.app_context():  # the 20-minute bid was given two hours ago: its arrival has passed
         db.session.execute(sa.update(TransportBid).where(TransportBid.public_id == stale)
@@ -99,7 +108,7 @@ def test_a_bid_whose_eta_passed_says_so_and_is_not_best(app, nurse, deliver):  #
 
 
 def test_the_center_request_page_warns_of_a_passed_pickup_window(app, nurse):  # noqa: F811
-    public_id = post_trip(nurse, app)
+    public_id = post_form(nurse, app)
     with app.app_context():
         db.session.execute(sa.update(TransportRequest).where(TransportRequest.public_id == public_id)
                            .values(window_start=utcnow() - timedelta(hours=3),

@@ -7,8 +7,7 @@ import pytest
 from dashboard.localtime import to_local
 from dashboard.models.base import utcnow
 from dashboard.services import lateness, oversight, trips
-from tests.test_ems import AEMS, advance, award, bid, new_unit, post_trip, signed_in
-from tests.test_hospital import ALT_NURSE
+from tests.helpers import AEMS, ALT_NURSE, advance, award_agency, bid, new_unit, post_request, signed_in
 
 START = datetime(2026, 12, 1, 14, 0)
 END = START + timedelta(hours=1)
@@ -56,10 +55,10 @@ def test_a_crew_stop_reads_as_its_trip(app):
 
 def _awarded_trip(app, starts_in, minutes=60):
     new_unit(app, "AEMS", "Ambulance 91")
-    public_id = post_trip(app, starts_in=starts_in, minutes=minutes)
+    public_id = post_request(app, starts_in=starts_in, minutes=minutes)
     client = signed_in(app, AEMS)
     assert bid(client, public_id, "Ambulance 91").status_code == 302
-    award(app, public_id, "AEMS")
+    award_agency(app, public_id, "AEMS")
     return public_id, client
 
 
@@ -126,7 +125,7 @@ def test_a_crew_not_at_pickup_by_the_window_end_is_flagged(app, demo, deliver):
 
 
 def test_an_open_request_past_its_window_is_flagged(app, demo):
-    public_id = post_trip(app, starts_in=timedelta(minutes=-120), minutes=60)
+    public_id = post_request(app, starts_in=timedelta(minutes=-120), minutes=60)
     nurse = signed_in(app, ALT_NURSE)
     assert "Pickup window passed" in " ".join(_shown_late(nurse.get(f"/hospital/requests/{public_id}").get_data(as_text=True)))
     marks = _board_marks(app, public_id)

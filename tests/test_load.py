@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_BASE, PG_PREFIX, REQUIRE_PG, postgres_available
-from tests.test_static_checks import REQUIRED
+from tests.helpers import REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = 20

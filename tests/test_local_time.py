@@ -19,7 +19,7 @@ from dashboard.models import base
 from dashboard.models.ems import UnitAvailability
 from dashboard.models.hospital import TransportRequest
 from tests.conftest import DEMO_PASSWORD
-from tests.test_hostile_input import PageForms
+from tests.helpers import PageForms
 
 SPRING = datetime(2026, 3, 8, 2, 30)
 FALL = datetime(2026, 11, 1, 1, 30)

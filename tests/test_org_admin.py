@@ -16,9 +16,7 @@ from dashboard.models.center import AlertDelivery, AlertSetting, AuditLog, User,
 from dashboard.models.hospital import TransportRequest
 from dashboard.services import webhooks
 from dashboard.services.deliveries import Sender
-from tests.test_alert_delivery import Receiver
-from tests.test_events import agency, hospital, place_bid, post_trip
-from tests.test_stream import signed_in
+from tests.helpers import Receiver, agency, hospital, place_bid, post_trip, signed_in
 
 ALT_ADMIN = "nurse@altoona.medport.test"
 MNV_NURSE = "nurse@mountnittany.medport.test"

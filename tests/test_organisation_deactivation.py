@@ -12,8 +12,7 @@ from dashboard.models.ems import EmsAgency, TransportBid
 from dashboard.services import bidding, configuration, deadlines, oversight, trips
 from dashboard.services.oversight import BoardFilters
 from tests.conftest import DEMO_PASSWORD
-from tests.test_ems import award, bid, bids_of, new_unit, post_trip, signed_in, trip_row
-from tests.test_stream import Stream
+from tests.helpers import Stream, award_agency, bid, bids_of, new_unit, post_request, signed_in, trip_row
 
 ADMIN = "admin@medport.test"
 COORDINATOR = "coordinator@medport.test"
@@ -105,13 +104,13 @@ def test_a_deactivated_hospitals_staff_are_signed_out_and_it_cannot_post(app, de
 
     # The service refuses too, whoever calls it.
     with pytest.raises(trips.TransitionRefused) as refusal:
-        post_trip(app)
+        post_request(app)
     assert refusal.value.status == 403 and "cannot post requests" in refusal.value.message
 
     set_hospital_active(app, admin, "ALT", True)
     client, accepted = sign_in(app, NURSE)
     assert accepted.status_code == 302 and client.get("/hospital/").status_code == 200
-    assert post_trip(app)
+    assert post_request(app)
 
 
 def test_the_deactivation_ends_the_users_open_streams_once_the_relay_delivers(app, demo, deliver):
@@ -133,7 +132,7 @@ def test_the_deactivation_ends_the_users_open_streams_once_the_relay_delivers(ap
 # --- bids ------------------------------------------------------------------------------------
 
 def test_a_deactivated_agency_cannot_bid_and_its_live_bids_are_withdrawn(app, demo, deliver):
-    trip_id, other_trip = post_trip(app), post_trip(app)
+    trip_id, other_trip = post_request(app), post_request(app)
     deliver()
     dispatcher = signed_in(app, AEMS)
     new_unit(app, "AEMS", "AEMS-X1")
@@ -169,7 +168,7 @@ def test_a_deactivated_agency_cannot_bid_and_its_live_bids_are_withdrawn(app, de
 
 
 def test_a_bid_that_crossed_the_deactivation_is_withdrawn_when_its_event_arrives(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     deliver()
     new_unit(app, "AEMS", "AEMS-X1")
     assert bid(signed_in(app, AEMS), trip_id, "AEMS-X1").status_code == 302
@@ -185,14 +184,14 @@ def test_a_bid_that_crossed_the_deactivation_is_withdrawn_when_its_event_arrives
 
 
 def test_a_deactivated_agencys_bid_cannot_be_awarded(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     deliver()
     new_unit(app, "AEMS", "AEMS-X1")
     assert bid(signed_in(app, AEMS), trip_id, "AEMS-X1").status_code == 302
     deliver()
     set_agency_active(app, signed_in(app, ADMIN), "AEMS", False)
     with pytest.raises(trips.AgencyDeactivated) as refusal:
-        award(app, trip_id, "AEMS")  # before the relay has withdrawn the bid
+        award_agency(app, trip_id, "AEMS")  # before the relay has withdrawn the bid
     assert refusal.value.status == 409 and "deactivated" in refusal.value.message
     assert trip_row(app, trip_id).status == "open"
 
@@ -200,17 +199,17 @@ def test_a_deactivated_agencys_bid_cannot_be_awarded(app, demo, deliver):
 # --- invitations and awarded trips -----------------------------------------------------------
 
 def test_new_requests_do_not_invite_a_deactivated_agency(app, demo, deliver):
-    preferred_before = trip_row(app, post_trip(app, invite_mode="preferred")).invited_ids
+    preferred_before = trip_row(app, post_request(app, invite_mode="preferred")).invited_ids
     assert agency_id(app, "AEMS") in preferred_before
     set_agency_active(app, signed_in(app, ADMIN), "AEMS", False)
-    invited = trip_row(app, post_trip(app, invite_mode="preferred")).invited_ids
+    invited = trip_row(app, post_request(app, invite_mode="preferred")).invited_ids
     assert invited == preferred_before - {agency_id(app, "AEMS")}
     with app.app_context():
         # Every preferred agency deactivated: a preferred-only invitation could reach nobody.
         db.session.execute(sa.update(Agency).where(Agency.id.in_(preferred_before)).values(active=False))
         db.session.commit()
     with pytest.raises(trips.TransitionRefused) as refusal:
-        post_trip(app, invite_mode="preferred")
+        post_request(app, invite_mode="preferred")
     assert refusal.value.status == 400 and "no active preferred agencies" in refusal.value.message
     # The form offers no preferred agency then, as for a hospital without any.
     page = signed_in(app, NURSE).get("/hospital/requests/new").get_data(as_text=True)
@@ -218,12 +217,12 @@ def test_new_requests_do_not_invite_a_deactivated_agency(app, demo, deliver):
 
 
 def test_a_deactivated_agencys_awarded_trips_are_flagged_for_reassignment(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     deliver()
     new_unit(app, "AEMS", "AEMS-X1")
     assert bid(signed_in(app, AEMS), trip_id, "AEMS-X1").status_code == 302
     deliver()
-    award(app, trip_id, "AEMS")
+    award_agency(app, trip_id, "AEMS")
     deliver()
 
     def marks():
@@ -255,7 +254,7 @@ def test_a_deactivated_agencys_awarded_trips_are_flagged_for_reassignment(app, d
 
 
 def test_the_sweep_passes_over_a_deactivated_agencys_bid(app, demo, deliver):
-    trip_id = post_trip(app)  # ALT prefers AEMS, BCA, ACCT
+    trip_id = post_request(app)  # ALT prefers AEMS, BCA, ACCT
     deliver()
     new_unit(app, "AEMS", "AEMS-X1")
     new_unit(app, "BCA", "BCA-X1")

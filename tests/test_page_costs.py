@@ -8,7 +8,7 @@ from wtforms.validators import DataRequired
 
 from dashboard import formfields
 from dashboard.services import center_reads
-from tests.test_stream import signed_in
+from tests.helpers import signed_in
 
 
 def count_reads(monkeypatch):

@@ -20,7 +20,8 @@ from sqlalchemy import event
 
 from dashboard.extensions import db
 from dashboard.models.center import Agency, Hospital
-from dashboard.services import accounts, scale
+from dashboard.seed import scale
+from dashboard.services import accounts
 
 TRIPS = 3000
 LIVE = 120

@@ -17,9 +17,7 @@ from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.services import bidding, configuration, oversight, returns, trips
-
-from .test_events import free_unit, post_trip
-from .test_hospital import text
+from tests.helpers import free_unit, post_trip, text
 
 ALT_NURSE = "nurse@altoona.medport.test"
 
@@ -220,8 +218,7 @@ def test_analytics_show_scheduled_volume_will_call_release_to_pickup_and_delay_a
     from dashboard.localtime import local_today
     from dashboard.services.analytics import period as analytics
     from dashboard.services.analytics import scheduled as scheduled_analytics
-
-    from .test_scheduled import post_ahead
+    from tests.helpers import post_ahead
 
     with app.app_context():
         alt = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == "ALT"))

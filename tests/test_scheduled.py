@@ -17,33 +17,9 @@ from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import HospitalOutboxEvent
 from dashboard.services import bidding, configuration, oversight, scheduling, trips
-
-from .test_events import free_unit, hospital
-from .test_hospital import ALT_NURSE, local_time, text, valid_form
+from tests.helpers import ALT_NURSE, free_unit, hospital, local_time, post_ahead, text, valid_form
 
 DAY = timedelta(days=1)
-
-
-def post_ahead(level="BLS", days=5, deadline_minutes=30, invite_mode="all", hours_long=1):
-    """Post (service level) a routine request of Altoona picked up ``days`` from now; its id."""
-    from dashboard.models.hospital import HospitalFacility
-
-    org = hospital("ALT")
-    facilities = db.session.scalars(sa.select(HospitalFacility).where(
-        HospitalFacility.hospital_id == org.id).order_by(HospitalFacility.id)).all()
-    destination = db.session.scalar(sa.select(HospitalFacility).where(
-        HospitalFacility.hospital_id != org.id).order_by(HospitalFacility.id).limit(1))
-    now = utcnow()
-    start = now + timedelta(days=days)
-    fields = dict(
-        origin_facility_id=facilities[0].id, pickup_location="Dialysis chair 3",
-        destination_facility_id=destination.id, level_of_care=level, mobility="wheelchair",
-        urgency="routine", window_start=start, window_end=start + timedelta(hours=hours_long),
-        age_group="adult", weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_minutes),
-        invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None)
-    trip = trips.post(org.id, org.short_code, fields, 1, "Charge Nurse")
-    db.session.commit()
-    return trip.id
 
 
 def agency(code):

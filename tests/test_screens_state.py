@@ -18,8 +18,7 @@ from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest, TransportRequestEvent
 from dashboard.services import bidding, configuration, oversight, trips
 from tests.conftest import DEMO_PASSWORD
-from tests.test_events import free_unit, outbox_types, place_bid, post_trip
-from tests.test_hostile_input import PageForms
+from tests.helpers import PageForms, free_unit, outbox_types, place_bid, post_trip
 
 ALT_NURSE = "nurse@altoona.medport.test"
 COORDINATOR = "coordinator@medport.test"
@@ -127,7 +126,7 @@ def _csv_table(client, url):
 def test_went_unfilled_is_kept_and_a_center_assignment_is_no_bid_win(app, demo, client, auth, deliver):
     from dashboard.models.ems import Unit
     from dashboard.services import intervention
-    from tests.test_events import award
+    from tests.helpers import award
 
     with app.app_context():
         extended, assigned, cancelled, won = (post_trip() for _ in range(4))

@@ -15,9 +15,7 @@ from dashboard.extensions import db
 from dashboard.models.center import Agency
 from dashboard.models.hospital import HospitalFacility, TransportRequest, TransportSeries
 from dashboard.services import series as series_service
-
-from .test_events import hospital
-from .test_hospital import ALT_NURSE, freeze_clock, text
+from tests.helpers import ALT_NURSE, freeze_clock, hospital, text
 
 MWF = "0,2,4"
 
@@ -307,7 +305,7 @@ def test_this_and_later_continues_as_a_new_series_and_cancelling_spares_the_past
 # --- the pages --------------------------------------------------------------------------------
 
 def series_form(app, **overrides):
-    from .test_hospital import facility_id
+    from tests.helpers import facility_id
 
     data = dict(
         frequency="weekly", weekdays=["0", "2", "4"], interval="1", pickup_time="06:30", window_minutes="60",

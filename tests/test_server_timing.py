@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from dashboard import server_timing
 from dashboard.extensions import db
-from tests.test_stream import Stream, signed_in
+from tests.helpers import Stream, signed_in
 
 # One metric of the header (W3C Server Timing): a token name, then ;dur=<ms> and optional ;desc="...".
 METRIC = re.compile(r'^(?P<name>[A-Za-z0-9!#$%&\'*+.^_`|~-]+);dur=(?P<dur>\d+\.\d{2})'

@@ -21,9 +21,7 @@ from dashboard.models.hospital import HospitalAgencyPreference, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import trips
 from dashboard.services.deadlines import bid_for_award
-from tests.test_faults import silo_stopped
-from tests.test_hospital import edit_form, valid_form
-from tests.test_stream import signed_in
+from tests.helpers import edit_form, signed_in, silo_stopped, valid_form
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCHER = "dispatch@altoonaems.medport.test"

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 
 from dashboard.extensions import db
 from dashboard.models.hospital import TransportRequest
-from tests.test_faults import silo_stopped
-from tests.test_stream import signed_in
+from tests.helpers import signed_in, silo_stopped
 
 USERS = {
     "hospital": None,  # a nurse of the hospital of the open request the pages show

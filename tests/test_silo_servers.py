@@ -38,7 +38,7 @@ from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import center_reads, session_trust
 from tests.conftest import REQUIRE_PG, _wipe
-from tests.test_hospital import local_time
+from tests.helpers import local_time
 
 ROUNDS = 9
 KILL_AT, RESTART_AT = 3, 6
@@ -199,7 +199,7 @@ def servers():
 def shift_app(servers):
     from flask_migrate import upgrade
 
-    from dashboard.services import demo as demo_service
+    from dashboard.seed import demo as demo_service
 
     urls = {silo: servers[silo].url(f"medport_{silo}") for silo in SILOS}
     config = {

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from dashboard import create_app
 from dashboard.config import engine_options
 from dashboard.extensions import db
-from tests.test_stream import COORDINATOR, DISPATCH_AEMS, NURSE_ALT, signed_in
+from tests.helpers import COORDINATOR, DISPATCH_AEMS, NURSE_ALT, signed_in
 
 #: Small bounds for the tests: a lock is given up after 1 s, any statement after 2 s.
 TIMEOUTS = {

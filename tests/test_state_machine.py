@@ -35,12 +35,13 @@ from dashboard.models.center import Agency, AuditLog, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import ACTIVE_STATUSES, TRIP_STATUSES, HospitalFacility, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, configuration, demo, intervention, trips
+from dashboard.seed import demo
+from dashboard.services import bidding, configuration, intervention, trips
 from dashboard.services.bidding import BidRefused
 from dashboard.services.deadlines import bid_for_award
 from dashboard.services.trips import TransitionRefused
 from tests.conftest import _wipe
-from tests.test_concurrency import assert_consistent, assert_units_consistent
+from tests.helpers import assert_consistent, assert_units_consistent
 
 HOSPITALS = ("ALT", "MNV")
 AGENCIES = ("AEMS", "BCA", "CLL", "ACCT")

@@ -8,15 +8,15 @@ it fails.
 """
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import REQUIRED
+
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = bool(os.environ.get("CI")) or os.environ.get("MEDPORT_REQUIRE_STATIC_CHECKS") == "1"
 
 
 def tool(module):

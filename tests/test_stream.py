@@ -8,61 +8,19 @@ from dashboard.events.routes import may_receive
 from dashboard.extensions import db
 from dashboard.models.center import Agency, Hospital, LiveSignal, User
 from dashboard.models.hospital import TransportRequest
-from tests.test_events import award, place_bid, post_trip
+from tests.helpers import (
+    COORDINATOR,
+    DISPATCH_AEMS,
+    NURSE_ALT,
+    Stream,
+    award,
+    place_bid,
+    post_trip,
+    signed_in,
+)
 
-NURSE_ALT = "nurse@altoona.medport.test"
 NURSE_MNV = "nurse@mountnittany.medport.test"
-DISPATCH_AEMS = "dispatch@altoonaems.medport.test"
 DISPATCH_CLL = "dispatch@centrelifelink.medport.test"
-COORDINATOR = "coordinator@medport.test"
-
-
-class Stream:
-    """An open ``/events`` response, read one chunk at a time (each read is bounded by the
-    keep-alive interval; the stream itself ends after ``MEDPORT_STREAM_MAX_SECONDS``)."""
-
-    def __init__(self, client, headers=None, query=""):
-        self.response = client.get("/events" + query, headers=headers or {}, buffered=False)
-        self.chunks = iter(self.response.response)
-        self.text = ""
-        self.ended = False
-
-    def read(self):
-        try:
-            chunk = next(self.chunks)
-        except StopIteration:
-            self.ended = True
-            return ""
-        chunk = chunk.decode() if isinstance(chunk, bytes) else chunk
-        self.text += chunk
-        return chunk
-
-    def read_until(self, needle, max_reads=50):
-        """Read until ``needle`` arrived (True) or the stream ended / reads ran out (False)."""
-        for _ in range(max_reads):
-            if needle in self.text:
-                return True
-            if self.ended:
-                return False
-            self.read()
-        return needle in self.text
-
-    def read_to_end(self, max_reads=200):
-        for _ in range(max_reads):
-            if self.ended:
-                break
-            self.read()
-        return self.text
-
-    def close(self):
-        self.response.close()
-
-
-def signed_in(app, email):
-    client = app.test_client()
-    response = client.post("/login", data={"email": email, "password": "medport-demo"})
-    assert response.status_code == 302, email
-    return client
 
 
 def public_id(trip_id):

@@ -15,8 +15,7 @@ from dashboard.models.hospital import (
     TransportRequest,
 )
 from dashboard.services import submissions
-from tests.test_ems import new_unit, post_trip, signed_in
-from tests.test_hospital import valid_form
+from tests.helpers import new_unit, post_request, signed_in, valid_form
 
 ADMIN = "admin@medport.test"
 NURSE = "nurse@altoona.medport.test"
@@ -116,7 +115,7 @@ def test_a_preferred_agency_added_twice_is_added_once(app, demo):
 # --- EMS: bid, unit, availability window ---------------------------------------------------
 
 def test_a_bid_sent_twice_is_placed_once(app, demo, deliver):
-    trip_id = post_trip(app)
+    trip_id = post_request(app)
     deliver()
     dispatcher = signed_in(app, AEMS)
     unit_public_id = new_unit(app, "AEMS", "AEMS-X1")
@@ -245,7 +244,7 @@ def test_a_token_of_another_user_or_form_is_refused(app, demo):
 def test_one_form_sent_twice_at_the_same_moment_posts_once(app, demo, backend, monkeypatch):
     if backend != "postgres":
         pytest.skip("writers race on PostgreSQL; SQLite serialises them")
-    from tests.test_concurrency import StartingLine
+    from tests.helpers import StartingLine
 
     nurses = [signed_in(app, NURSE) for _ in range(2)]
     before = count(app, TransportRequest)

@@ -22,8 +22,7 @@ from dashboard.models.center import User
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import TransportRequest
 from dashboard.services import configuration
-from tests.test_ems import AEMS, post_trip, signed_in
-from tests.test_hospital import ALT_NURSE, valid_form
+from tests.helpers import AEMS, ALT_NURSE, post_request, signed_in, valid_form
 
 RLO = "\u202e"
 MODULES = ["dashboard.auth.forms", "dashboard.hospital.forms", "dashboard.ems.forms",
@@ -112,7 +111,7 @@ def test_a_request_with_an_override_in_its_pickup_location_is_refused(app, clien
 
 def test_a_bid_note_and_a_unit_number_with_an_override_are_refused(app, demo):
     client = signed_in(app, AEMS)
-    public_id = post_trip(app)
+    public_id = post_request(app)
     bids = _count(app, TransportBid)
     page = client.get(f"/ems/requests/{public_id}").get_data(as_text=True)
     unit = re.findall(r'<option value="([0-9a-f-]{36})"', page)[0]

@@ -3,7 +3,7 @@
 - A crew cannot start a second trip while another of its trips is under way (en route, at
   pickup, transporting, at destination): ``bidding.advance`` refuses it, naming the other
   trip, and the EMS silo's unique index refuses it too.
-- The unit's current trip is the one under way, then the next planned one: an award of
+- The unit's current trip is the one under way, then the next planned one: an award_agency of
   another trip does not replace the trip the crew is driving.
 - The crew's steps include "at destination" and "back in service" (which completes the trip
   and frees the unit); each reaches the hospital's trip with its time.
@@ -23,14 +23,14 @@ from dashboard.models.center import AuditLog
 from dashboard.models.ems import EmsRoute
 from dashboard.models.hospital import TransportRequestEvent
 from dashboard.services import bidding, trips
-from tests.test_ems import (
+from tests.helpers import (
     AEMS,
     CLL,
     advance,
-    award,
+    award_agency,
     bid,
     new_unit,
-    post_trip,
+    post_request,
     route_of,
     signed_in,
     trip_row,
@@ -61,9 +61,9 @@ def clock(monkeypatch):
 def awarded_to(app, deliver, client, number, starts_in):
     """A trip of ALT whose window starts ``starts_in`` from now, awarded to AEMS's unit
     ``number`` and delivered; returns its public id."""
-    public_id = post_trip(app, starts_in=starts_in)
+    public_id = post_request(app, starts_in=starts_in)
     assert bid(client, public_id, number, eta="15").status_code == 302
-    award(app, public_id, "AEMS")
+    award_agency(app, public_id, "AEMS")
     deliver()
     return public_id
 
@@ -293,7 +293,7 @@ def test_with_the_hospital_silo_down_crews_take_and_undo_steps_and_the_trip_catc
         backend, app, demo, deliver, clock):
     if backend != "postgres":
         pytest.skip("stopping one silo's database is done on PostgreSQL")
-    from tests.test_faults import _converge, silo_stopped
+    from tests.helpers import converge, silo_stopped
 
     new_unit(app, "AEMS", "Test 1")
     crew = signed_in(app, AEMS)
@@ -307,7 +307,7 @@ def test_with_the_hospital_silo_down_crews_take_and_undo_steps_and_the_trip_catc
         assert undo(crew, public_id, "at_pickup").status_code == 302
         for step in ("at_pickup", "transporting", "at_destination"):
             assert advance(crew, public_id, step).status_code == 302
-    assert _converge(app) == {"center": 0, "hospital": 0, "ems": 0}
+    assert converge(app) == {"center": 0, "hospital": 0, "ems": 0}
     trip = trip_row(app, public_id)
     assert trip.status == "at_destination" and trip.at_pickup_at is not None
     with app.app_context():

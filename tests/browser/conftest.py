@@ -20,6 +20,8 @@ from dashboard.config import normalise_url
 
 from ..conftest import PG_BASE, PG_PREFIX, REQUIRE_PG, postgres_available
 
+pytest.register_assert_rewrite("tests.browser.helpers")
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 REQUIRE_BROWSER = os.environ.get("MEDPORT_REQUIRE_BROWSER") == "1"

@@ -7,7 +7,7 @@ is granted in the browser context, as a user's "Allow" would.
 """
 import re
 
-from .test_dispatch_story import post_request, wait_live
+from .helpers import post_request, wait_live
 
 NURSE = "nurse@altoona.medport.test"
 OTHER_NURSE = "nurse@juniata.medport.test"

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from dashboard.config import normalise_url
 
 from .conftest import PASSWORD, run_axe, screenshot, wait_for
-from .test_dispatch_story import LIVE, NURSE, post_request, wait_live
+from .helpers import LIVE, NURSE, post_request, wait_live
 
 DISPATCH = "dispatch@altoonaems.medport.test"
 CREW = "crew@altoonaems.medport.test"

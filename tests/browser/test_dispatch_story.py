@@ -3,14 +3,13 @@
 No page is reloaded to see another person's action: each step must appear on the
 other screens through the event stream.  Waits are bounded (Playwright's timeouts).
 """
-import re
 
 import pytest
 
-NURSE = "nurse@altoona.medport.test"
+from .helpers import LIVE, NURSE, place_bid, post_request, wait_live
+
 DISPATCH = "dispatch@altoonaems.medport.test"
 COORDINATOR = "coordinator@medport.test"
-LIVE = 10_000  # ms: a live update must arrive well within this
 
 
 @pytest.fixture
@@ -21,38 +20,6 @@ def people(open_session):
     for session in (nurse, ems, center):
         session.page.on("dialog", lambda dialog: dialog.accept())
     return nurse, ems, center
-
-
-def wait_live(page):
-    page.wait_for_selector("#live-status[data-state=open]", timeout=LIVE)
-
-
-def post_request(nurse, level="BLS", note="Story"):
-    page = nurse.page
-    nurse.goto("/hospital/requests/new")
-    page.fill("#pickup_location", "4 West, room 412")
-    page.select_option("#destination_facility", index=2)
-    page.check(f"input[name=level_of_care][value={level}]")
-    page.select_option("#age_group", "adult")
-    page.select_option("#mobility", "stretcher")
-    page.fill("#weight_kg", "82")
-    page.check("input[name=invite_mode][value=all]")
-    page.fill("#other_needs", note)
-    page.click("button:has-text('Post request')")
-    page.wait_for_url(re.compile(r"/hospital/requests/[0-9a-f-]{36}$"))
-    reference = re.search(r"[A-Z]{3}-\d{6}-[A-Z0-9]{4}", page.title()).group(0)
-    return reference, page.url.rsplit("/", 1)[1]
-
-
-def place_bid(ems, reference, eta="17", unit_index=1):
-    page = ems.page
-    page.click(f"text={reference}")
-    page.wait_for_url(re.compile(r"/ems/requests/"))
-    page.select_option("#unit", index=unit_index)  # 0 is "Choose a unit"
-    page.fill("#eta_minutes", eta)
-    page.click("button:has-text('Place bid')")
-    page.wait_for_load_state()
-    assert "Change bid" in page.content(), page.inner_text("main")[:600]
 
 
 def test_post_bid_award_drive_complete(people, live_server):

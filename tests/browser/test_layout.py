@@ -17,7 +17,7 @@ from dashboard.models.hospital import HospitalFacility
 from dashboard.services import trips
 
 from .conftest import layout_problems, run_axe, screenshot, wait_for
-from .test_dispatch_story import LIVE
+from .helpers import LIVE
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCH = "dispatch@altoonaems.medport.test"

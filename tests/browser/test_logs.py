@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from dashboard import create_app
 from dashboard.config import build_config
 from dashboard.extensions import db
-from tests.test_hostile_input import PageForms
+from tests.helpers import PageForms
 
 from .conftest import wait_for
 

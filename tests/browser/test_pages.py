@@ -6,7 +6,7 @@ embedded-default server only; the dispatch story runs on both databases.
 import pytest
 
 from .conftest import layout_problems, run_axe, screenshot
-from .test_dispatch_story import post_request
+from .helpers import post_request
 
 ROLES = {
     "hospital": "nurse@altoona.medport.test",

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from dashboard.templating import format_duration
 
 from .conftest import wait_for
-from .test_dispatch_story import LIVE, place_bid, post_request, wait_live
+from .helpers import LIVE, place_bid, post_request, wait_live
 
 NURSE = "nurse@altoona.medport.test"
 ALTOONA = "dispatch@altoonaems.medport.test"

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models.base import LEVEL_RANK, LEVELS, utcnow
-from .silos import engine, metadata
+from ..services.silos import engine, metadata
 
 HOSPITALS = 30
 AGENCIES = 40

@@ -22,59 +22,18 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
-from . import audit, care_rules, configuration
-from .accounts import DEMO_PASSWORD
-from .geo import distance_km
-
-HOSPITALS = [
-    # name, code, slug, city, (lat, lon), extra facilities [(name, kind, city, lat, lon)]
-    ("Altoona Regional Medical Center", "ALT", "altoona", "Altoona", (40.5187, -78.3947),
-     [("Altoona Rehabilitation Pavilion", "rehabilitation", "Altoona", 40.5049, -78.4022)]),
-    ("Mount Nittany Valley Hospital", "MNV", "mountnittany", "State College", (40.8020, -77.8600),
-     [("Nittany Dialysis Center", "dialysis", "State College", 40.7934, -77.8719)]),
-    ("Juniata Valley Medical Center", "JVM", "juniata", "Huntingdon", (40.4848, -78.0103),
-     [("Juniata Valley Skilled Nursing", "nursing_home", "Huntingdon", 40.4901, -78.0212)]),
-    ("Johnstown Memorial Hospital", "JMH", "johnstown", "Johnstown", (40.3267, -78.9220),
-     [("Conemaugh Heart Institute", "specialty", "Johnstown", 40.3312, -78.9180),
-      ("Johnstown Cancer Care Center", "oncology", "Johnstown", 40.3190, -78.9051)]),
-    ("Bedford County Community Hospital", "BED", "bedford", "Everett", (40.0115, -78.3737),
-     [("Bedford Manor Care Home", "nursing_home", "Bedford", 40.0187, -78.5039)]),
-    ("Tyrone Area Hospital", "TYR", "tyrone", "Tyrone", (40.6706, -78.2386), []),
-]
-
-AGENCIES = [
-    # name, code, slug, levels, (lat, lon), area, units [(number, level)]
-    ("Altoona EMS", "AEMS", "altoonaems", "BLS,ALS,CCT", (40.5150, -78.4000), "Blair County",
-     [("Medic 11", "ALS"), ("Medic 12", "ALS"), ("Ambulance 14", "BLS"), ("Ambulance 15", "BLS"), ("Critical 19", "CCT")]),
-    ("Blair County Ambulance", "BCA", "blaircounty", "BLS,ALS", (40.4300, -78.4200), "Blair and Bedford counties",
-     [("Unit 21", "BLS"), ("Unit 22", "BLS"), ("Medic 23", "ALS")]),
-    ("Centre LifeLink", "CLL", "centrelifelink", "BLS,ALS", (40.7900, -77.8500), "Centre County",
-     [("Medic 31", "ALS"), ("Medic 32", "ALS"), ("Ambulance 34", "BLS")]),
-    ("Allegheny Critical Care Transport", "ACCT", "alleghenycct", "ALS,CCT", (40.4500, -78.3000), "Central Pennsylvania",
-     [("Critical 41", "CCT"), ("Critical 42", "CCT"), ("Medic 43", "ALS")]),
-    ("Huntingdon County Rescue", "HCR", "huntingdonrescue", "BLS", (40.4850, -78.0150), "Huntingdon County",
-     [("Ambulance 51", "BLS"), ("Ambulance 52", "BLS")]),
-    ("Cambria Medical Transport", "CMT", "cambriamedical", "BLS,ALS,CCT", (40.3300, -78.9100), "Cambria and Somerset counties",
-     [("Ambulance 61", "BLS"), ("Medic 62", "ALS"), ("Critical 63", "CCT"), ("Ambulance 64", "BLS")]),
-]
-
-PREFERENCES = {
-    "ALT": ["AEMS", "BCA", "ACCT"],
-    "MNV": ["CLL", "ACCT"],
-    "JVM": ["HCR", "AEMS"],
-    "JMH": ["CMT", "ACCT"],
-    "BED": ["BCA", "AEMS"],
-    "TYR": ["AEMS", "CLL"],
-}
-
-#: The demo's one level of care override (a BLS request with a cardiac monitor).
-DEMO_OVERRIDE_REASON = ("Telemetry only, no rhythm interpretation needed in transit; "
-                        "cardiology agrees BLS, no ALS unit free before the dialysis slot")
-PICKUP_LOCATIONS = ["4 West, room 412", "ICU bed 7", "ED bay 3", "3 North, room 318",
-                    "Cardiac step-down 22", "Oncology 5B, room 510", "Rehab wing, room 104",
-                    "Dialysis chair 6", "Main lobby", "Med-surg 2 East, room 221"]
-OTHER_NEEDS = ["", "", "", "Hard of hearing", "Needs family member to ride along",
-               "Fall risk", "Bring own wheelchair", "Oxygen concentrator at destination"]
+from ..services import audit, care_rules, configuration
+from ..services.accounts import DEMO_PASSWORD
+from ..services.geo import distance_km
+from .bookings import free_bid, place_window, settle, withdraw_clashing_bids
+from .region import (
+    AGENCIES,
+    DEMO_OVERRIDE_REASON,
+    HOSPITALS,
+    OTHER_NEEDS,
+    PICKUP_LOCATIONS,
+    PREFERENCES,
+)
 
 
 @lru_cache(maxsize=1)
@@ -84,80 +43,20 @@ def _demo_password_hash():
 
 
 def is_seeded():
+    """Whether the center silo has any user (the demo, or a real deployment, is there)."""
     return db.session.scalar(sa.select(sa.func.count(User.id))) > 0
 
 
-def _withdraw_clashing_bids(bid_plans):
-    """Mark withdrawn the open requests' bids whose unit is booked (or already bid) elsewhere
-    for an overlapping pickup window, as its agency would have; recount those requests' bids.
-
-    Bidding refuses such a unit, and an award of such a bid is refused, so the demo must
-    not offer one.  Decided without the random generator: the rest of the region stays
-    exactly as the seed makes it.
-    """
-    taken = {}
-    active = ("awarded", "en_route", "at_pickup", "transporting")
-    for trip, _plan, _bids, winner in bid_plans:
-        if winner is not None and trip.status in active:
-            taken.setdefault(winner["unit"].id, []).append((trip.window_start, trip.window_end))
-    for trip, _plan, trip_bids, winner in bid_plans:
-        if trip.status != "open" or winner is not None or not trip_bids:
-            continue
-        for bid in trip_bids:
-            windows = taken.setdefault(bid["unit"].id, [])
-            if any(start < trip.window_end and trip.window_start < end for start, end in windows):
-                bid["withdrawn"] = True
-            else:
-                windows.append((trip.window_start, trip.window_end))
-        live = [bid["eta"] for bid in trip_bids if not bid.get("withdrawn")]
-        trip.bid_count, trip.best_eta_minutes = len(live), min(live, default=None)
-
-
-#: Trip statuses in which a unit is booked for the trip's window (``trips.check_unit_free``).
-BOOKED = ("awarded", "en_route", "at_pickup", "transporting")
-
-
-def _settle(trip, status, last, now, timing):
-    """How far to move a progressed trip's times so its story fits ``now``: a trip still running
-    took its last step a few minutes ago; a finished one is never finished later than now."""
-    if status in BOOKED:
-        return now - timedelta(minutes=timing.randint(2, 15)) - last
-    return min(timedelta(0), now - timedelta(minutes=timing.randint(1, 10)) - last)
-
-
-def _place_window(trip, status, stamps, now, timing):
-    """Move a running trip's pickup window (moved with its times) to where its crew is: ahead
-    while awarded, opening soon after the crew left, around the time it reached the pickup."""
-    if status == "awarded" and trip.window_start <= now + timedelta(minutes=5):
-        start = now + timedelta(minutes=timing.randint(15, 60))
-    elif status == "en_route":
-        start = stamps["en_route"] + timedelta(minutes=timing.randint(10, 30))
-    elif status in ("at_pickup", "transporting"):
-        start = stamps["at_pickup"] - timedelta(minutes=timing.randint(0, 20))
-    else:
-        return
-    trip.window_start, trip.window_end = start, start + timedelta(minutes=60)
-
-
-def _overlaps(spans, start, end):
-    return any(s < end and start < e for s, e in spans)
-
-
-def _free_bid(trip_bids, trip, status, out, bookings, engaged):
-    """The fastest bid whose unit a real shift could give this trip: not booked for an
-    overlapping window while the trip is booked, not out on another trip meanwhile; or None."""
-    for bid in trip_bids:
-        unit_id = bid["unit"].id
-        if status in BOOKED and _overlaps(bookings.get(unit_id, ()), trip.window_start, trip.window_end):
-            continue
-        if out is not None and _overlaps(engaged.get(unit_id, ()), *out):
-            continue
-        return bid
-    return None
-
-
 def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
-    """Create the demo region; return a summary dict.  Refuses to run twice."""
+    """Create the demo region: six hospitals, six agencies, their units and users, and
+    ``trips_per_day`` trips posted on each of the last ``days`` days up to ``now`` (naive UTC, default
+    the clock), in every state; the same ``rng_seed`` gives the same region.
+
+    Each silo is committed on its own.  Returns counts: ``hospitals``, ``agencies``, ``units``,
+    ``users``, ``trips``, ``bids``, ``by_status`` (trips per status) and ``mean_leg_km`` (the
+    trips' mean straight-line distance in km, or None).  Raises RuntimeError
+    when the center silo already has users (the demo is seeded once).
+    """
     if is_seeded():
         raise RuntimeError("The center silo already has users; the demo is seeded once.")
     now = now or utcnow()
@@ -361,7 +260,7 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
             for step in progression[1:progression.index(plan["status"]) + 1]:
                 at = at + timedelta(minutes=rng.randint(5, 35))
                 stamps.append((step, at))
-            shift = _settle(trip, plan["status"], stamps[-1][1] if stamps else awarded_at, now, timing)
+            shift = settle(trip, plan["status"], stamps[-1][1] if stamps else awarded_at, now, timing)
             created, awarded_at = created + shift, awarded_at + shift
             stamps = [(step, at + shift) for step, at in stamps]
             posted.at = trip.created_at = created
@@ -370,9 +269,9 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
             for bid in trip_bids:
                 bid["at"] += shift
             trip.first_bid_at = min(b["at"] for b in trip_bids)
-            _place_window(trip, plan["status"], dict(stamps), now, timing)
+            place_window(trip, plan["status"], dict(stamps), now, timing)
             out = (stamps[0][1], stamps[-1][1] if plan["status"] == "completed" else now) if stamps else None
-            winner = _free_bid(trip_bids, trip, plan["status"], out, bookings, engaged)
+            winner = free_bid(trip_bids, trip, plan["status"], out, bookings, engaged)
         if winner is not None:
             unit_id = winner["unit"].id
             if plan["status"] != "completed":
@@ -416,7 +315,7 @@ def seed(now=None, trips_per_day=10, days=4, rng_seed=2026):
         elif plan["status"] == "open" and trip_bids and created + timedelta(minutes=30) < now:
             rng.randint(5, 30)  # a draw the region has always made here: the rest is drawn alike
         bid_plans.append((trip, plan, trip_bids, winner))
-    _withdraw_clashing_bids(bid_plans)
+    withdraw_clashing_bids(bid_plans)
     for trip, _plan, _bids, _winner in bid_plans:
         # Past its deadline, by the one rule: awaiting award with a live bid, else unfilled.
         state = trip_dispatch_state(trip, now)
