@@ -591,7 +591,7 @@ def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
         assert all(refs[other] not in page for other in refs if other != pid), label
     assert "Ambulance 61" not in client.get("/ems/history?outcome=declined").get_data(as_text=True)
 
-    # Keyset pages of two, newest first: following "Older" walks every bid once, in order.
+    # Keyset pages of two, newest first: following "Next page" walks every bid once, in order.
     with app.app_context():
         agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == "AEMS"))
         mine_newest_first = [bid.public_id for bid in db.session.scalars(
@@ -603,16 +603,15 @@ def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
         assert page.status_code == 200
         html = page.get_data(as_text=True)
         seen.extend(re.findall(r'data-bid="([0-9a-f-]{36})"', html))
-        older = re.search(r'href="(/ems/history\?before=[0-9a-f-]{36})">Older', html)
+        older = re.search(r'href="(/ems/history\?after=[A-Za-z0-9_-]+)">Next page', html)
         if older is None:
             break
         assert "← Newest" in client.get(older.group(1)).get_data(as_text=True)
         path = older.group(1)
     assert seen == mine_newest_first
     assert {bid.public_id for pid in (won, lost, withdrawn, closed) for bid in bids_of(app, pid, "AEMS")} <= set(seen)
-    assert client.get("/ems/history?before=00000000-0000-0000-0000-000000000000").status_code == 404
-    rival_bid = bids_of(app, lost, "CMT")[0].public_id
-    assert client.get(f"/ems/history?before={rival_bid}").status_code == 404  # another agency's cursor
+    assert client.get("/ems/history?after=00000000-0000-0000-0000-000000000000").status_code == 400
+    assert client.get("/ems/history?after=not-a-cursor").status_code == 400  # a cursor this list did not make
 
 
 def test_other_roles_cannot_use_ems_pages(app, demo):
