@@ -395,6 +395,44 @@ def test_award_progress_to_completed_and_csv(app, demo, deliver):
     assert reference not in cmt_csv
 
 
+def test_completed_trips_page_by_keyset(app, demo, monkeypatch):
+    """The completed tab pages newest window first; following "Next page" walks every completed
+    trip once, ties on the window cut by id; a cursor the list did not make is a 400."""
+    monkeypatch.setattr("dashboard.ems.routes.PAGE_SIZE", 2)
+    new_unit(app, "AEMS", "Page 1")
+    base = utcnow().replace(microsecond=0) - timedelta(days=10)
+    starts = [base, base - timedelta(hours=1), base - timedelta(hours=1), base - timedelta(hours=3),
+              base - timedelta(hours=2)]
+    with app.app_context():
+        amb = db.session.scalar(sa.select(Unit).where(Unit.number == "Page 1"))
+        for n, start in enumerate(starts):
+            db.session.add(EmsRoute(unit_id=amb.id, agency_id=amb.agency_id, trip_id=990_000 + n,
+                                    trip_reference=f"PG-{n}", service_date=start.date(), position=n,
+                                    window_start=start, window_end=start + timedelta(minutes=30),
+                                    status="completed", back_in_service_at=start + timedelta(hours=1)))
+        db.session.commit()
+        expected = [route.trip_reference for route in db.session.scalars(
+            sa.select(EmsRoute).where(EmsRoute.agency_id == amb.agency_id, EmsRoute.status == "completed")
+            .order_by(EmsRoute.window_start.desc(), EmsRoute.id.desc()))]
+    client = signed_in(app, AEMS)
+    seen, path = [], "/ems/trips?tab=completed"
+    for _ in range(len(expected) + 1):
+        page = client.get(path)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        seen.extend(re.findall(r"<td>([A-Z0-9-]+)</td>\s*<td>", html))
+        following = re.search(r'href="(/ems/trips\?tab=completed&amp;after=[A-Za-z0-9_-]+)">Next page', html)
+        if following is None:
+            break
+        path = following.group(1).replace("&amp;", "&")
+        panel = client.get(path.replace("/ems/trips?", "/ems/trips/panel?")).get_data(as_text=True)
+        assert "← Newest" in panel
+    assert [ref for ref in seen if ref.startswith("PG-")] == [ref for ref in expected if ref.startswith("PG-")]
+    assert seen == expected
+    assert client.get("/ems/trips?tab=completed&after=not-a-cursor").status_code == 400
+    assert client.get("/ems/trips/panel?tab=completed&after=not-a-cursor").status_code == 400
+
+
 def test_hand_back_reopens_the_trip(app, demo, deliver):
     trip_id = post_trip(app)
     new_unit(app, "AEMS", "Test 1")

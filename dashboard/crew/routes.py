@@ -183,7 +183,7 @@ def tap():
     return act(lambda: crew.tap(shift, current_user.id, current_user.display_name, fields["key"],
                                 fields["trip"], fields["act"], fields["step"], fields["tapped_at"]),
                done=lambda taken: answer(*taken),
-               refused=answer)
+               refused=lambda message, status: answer(status, message))
 
 
 # --- the installable app: manifest and service worker (vendored, no CDN) ----------------------
