@@ -290,6 +290,44 @@ def test_award_progress_to_completed_and_csv(app, demo, deliver):
     assert reference not in cmt_csv
 
 
+def test_completed_trips_page_by_keyset(app, demo, monkeypatch):
+    """The completed tab pages newest window first; following "Next page" walks every completed
+    trip once, ties on the window cut by id; a cursor the list did not make is a 400."""
+    monkeypatch.setattr("dashboard.ems.routes.PAGE_SIZE", 2)
+    new_unit(app, "AEMS", "Page 1")
+    base = utcnow().replace(microsecond=0) - timedelta(days=10)
+    starts = [base, base - timedelta(hours=1), base - timedelta(hours=1), base - timedelta(hours=3),
+              base - timedelta(hours=2)]
+    with app.app_context():
+        amb = db.session.scalar(sa.select(Unit).where(Unit.number == "Page 1"))
+        for n, start in enumerate(starts):
+            db.session.add(EmsRoute(unit_id=amb.id, agency_id=amb.agency_id, trip_id=990_000 + n,
+                                    trip_reference=f"PG-{n}", service_date=start.date(), position=n,
+                                    window_start=start, window_end=start + timedelta(minutes=30),
+                                    status="completed", back_in_service_at=start + timedelta(hours=1)))
+        db.session.commit()
+        expected = [route.trip_reference for route in db.session.scalars(
+            sa.select(EmsRoute).where(EmsRoute.agency_id == amb.agency_id, EmsRoute.status == "completed")
+            .order_by(EmsRoute.window_start.desc(), EmsRoute.id.desc()))]
+    client = signed_in(app, AEMS)
+    seen, path = [], "/ems/trips?tab=completed"
+    for _ in range(len(expected) + 1):
+        page = client.get(path)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        seen.extend(re.findall(r"<td>([A-Z0-9-]+)</td>\s*<td>", html))
+        following = re.search(r'href="(/ems/trips\?tab=completed&amp;after=[A-Za-z0-9_-]+)">Next page', html)
+        if following is None:
+            break
+        path = following.group(1).replace("&amp;", "&")
+        panel = client.get(path.replace("/ems/trips?", "/ems/trips/panel?")).get_data(as_text=True)
+        assert "← Newest" in panel
+    assert [ref for ref in seen if ref.startswith("PG-")] == [ref for ref in expected if ref.startswith("PG-")]
+    assert seen == expected
+    assert client.get("/ems/trips?tab=completed&after=not-a-cursor").status_code == 400
+    assert client.get("/ems/trips/panel?tab=completed&after=not-a-cursor").status_code == 400
+
+
 def test_hand_back_reopens_the_trip(app, demo, deliver):
     trip_id = post_request(app)
     new_unit(app, "AEMS", "Test 1")
@@ -486,7 +524,7 @@ def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
         assert all(refs[other] not in page for other in refs if other != pid), label
     assert "Ambulance 61" not in client.get("/ems/history?outcome=declined").get_data(as_text=True)
 
-    # Keyset pages of two, newest first: following "Older" walks every bid once, in order.
+    # Keyset pages of two, newest first: following "Next page" walks every bid once, in order.
     with app.app_context():
         agency_id = db.session.scalar(sa.select(Agency.id).where(Agency.short_code == "AEMS"))
         mine_newest_first = [bid.public_id for bid in db.session.scalars(
@@ -498,16 +536,15 @@ def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
         assert page.status_code == 200
         html = page.get_data(as_text=True)
         seen.extend(re.findall(r'data-bid="([0-9a-f-]{36})"', html))
-        older = re.search(r'href="(/ems/history\?before=[0-9a-f-]{36})">Older', html)
+        older = re.search(r'href="(/ems/history\?after=[A-Za-z0-9_-]+)">Next page', html)
         if older is None:
             break
         assert "← Newest" in client.get(older.group(1)).get_data(as_text=True)
         path = older.group(1)
     assert seen == mine_newest_first
     assert {bid.public_id for pid in (won, lost, withdrawn, closed) for bid in bids_of(app, pid, "AEMS")} <= set(seen)
-    assert client.get("/ems/history?before=00000000-0000-0000-0000-000000000000").status_code == 404
-    rival_bid = bids_of(app, lost, "CMT")[0].public_id
-    assert client.get(f"/ems/history?before={rival_bid}").status_code == 404  # another agency's cursor
+    assert client.get("/ems/history?after=00000000-0000-0000-0000-000000000000").status_code == 400
+    assert client.get("/ems/history?after=not-a-cursor").status_code == 400  # a cursor this list did not make
 
 
 def test_other_roles_cannot_use_ems_pages(app, demo):

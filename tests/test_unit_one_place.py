@@ -46,7 +46,7 @@ class Clock:
 
     def __init__(self, monkeypatch):
         self.now = utcnow()
-        for module in ("dashboard.services.bidding", "dashboard.ems.routes"):
+        for module in ("dashboard.services.bidding", "dashboard.ems.my_trips"):
             monkeypatch.setattr(f"{module}.utcnow", lambda: self.now)
 
     def advance(self, **delta):

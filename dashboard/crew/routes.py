@@ -6,7 +6,8 @@ another unit's trips are not found.  Views read the EMS silo (and the hospital s
 answers, to refuse a step on a trip cancelled there), write only the EMS silo, and commit
 once per use case.  Taps come from ``static/crew.js`` as JSON with an idempotency key and the
 time of the tap (they may have waited on the phone for coverage); without the script the
-same forms post here and the server's clock is the tap's time.  The page works offline
+same forms post here and the server's clock is the tap's time.  Writes go through
+:func:`dashboard.views.act`.  The page works offline
 through the service worker ``/crew/sw.js`` (``static/crew-sw.js``), installable with
 ``/crew/manifest.webmanifest``.
 """
@@ -15,28 +16,23 @@ import uuid
 from datetime import UTC
 from urllib.parse import quote
 
-import sqlalchemy as sa
 from flask import (
     Blueprint,
     abort,
     current_app,
-    flash,
     jsonify,
-    redirect,
     render_template,
     request,
     send_from_directory,
     url_for,
 )
 from flask_login import current_user
-from sqlalchemy.exc import IntegrityError
 
 from ..auth.routes import roles_required
-from ..extensions import db
 from ..models.base import utcnow
-from ..models.hospital import TransportRequest
 from ..services import bidding, crew, degraded, lateness, trips
-from ..services.crew import STEP_WORDS, CrewRefused
+from ..services.crew import STEP_WORDS
+from ..views import act, see_other
 
 bp = Blueprint("crew", __name__, url_prefix="/crew")
 
@@ -82,9 +78,7 @@ def _context(shift):
     missing = [route.trip_id for route in routes if not route.has_crew_facts]
     by_id = {}
     if missing:
-        by_id = degraded.optional("hospital", lambda: {
-            trip.id: trip for trip in db.session.scalars(
-                sa.select(TransportRequest).where(TransportRequest.id.in_(missing)))}, {})
+        by_id = degraded.optional("hospital", lambda: crew.route_trips(missing), {})
     rows = [_row(route, by_id.get(route.trip_id), now) for route in routes]
     return {"shift": shift, "unit": shift.unit, "rows": rows, "step_words": STEP_WORDS,
             "status_words": STATUS_WORDS, "new_key": lambda: uuid.uuid4().hex,
@@ -110,14 +104,18 @@ def _render(shift, error=None, status=200):
 @roles_required("crew")
 def home():
     """The crew's page: the unit's current trip with its next-step button, the next planned
-    trips; without a shift, the choice of the unit to staff."""
+    trips; without a shift, the choice of the unit to staff.
+
+    Refuses: 403 a crew member bound to no agency (when choosing a unit)."""
     return _render(crew.open_shift(current_user.id))
 
 
 @bp.route("/panel")
 @roles_required("crew")
 def panel():
-    """The unit's trips alone, for the live refresh (204 without a shift: nothing to show)."""
+    """The unit's trips alone, for the live refresh (204 without a shift: nothing to show).
+
+    Refuses: nothing beyond the crew role (403 for other roles)."""
     shift = crew.open_shift(current_user.id)
     if shift is None:
         return "", 204, {"HX-Redirect": url_for("crew.home")}
@@ -127,26 +125,26 @@ def panel():
 @bp.route("/shift", methods=["POST"])
 @roles_required("crew")
 def start_shift():
-    """Staff a unit of the crew member's agency for the shift (``unit``: the unit's public id)."""
+    """Staff a unit of the crew member's agency for the shift (``unit``: the unit's public id).
+
+    Refuses: 403 a crew member bound to no agency; 400 a unit that is not an active unit of
+    the agency."""
     agency_id = _agency_id()
-    try:
-        crew.start_shift(current_user.id, current_user.display_name, agency_id, request.form.get("unit"))
-    except CrewRefused as refused:
-        db.session.rollback()
-        return _render(None, refused.message, refused.status)
-    db.session.commit()
-    flash("Shift started. Your unit's trips are below.", "success")
-    return redirect(url_for("crew.home"), 303)
+    return act(lambda: crew.start_shift(current_user.id, current_user.display_name, agency_id,
+                                        request.form.get("unit")),
+               done=lambda _shift: see_other("crew.home", "Shift started. Your unit's trips are below."),
+               refused=lambda message, status: _render(None, message, status))
 
 
 @bp.route("/shift/end", methods=["POST"])
 @roles_required("crew")
 def end_shift():
-    """End the crew member's shift: the unit is no longer shown as staffed by them."""
-    crew.end_shift(current_user.id)
-    db.session.commit()
-    flash("Shift ended.", "info")
-    return redirect(url_for("crew.home"), 303)
+    """End the crew member's shift: the unit is no longer shown as staffed by them.
+
+    Refuses: nothing beyond the crew role (403 for other roles); without a shift it ends none."""
+    return act(lambda: crew.end_shift(current_user.id),
+               done=lambda _count: see_other("crew.home", "Shift ended.", "info"),
+               refused=lambda message, status: _render(None, message, status))
 
 
 def _tap_fields():
@@ -167,51 +165,34 @@ def tap():
     unit's trip; 409 a conflict (cancelled, taken back, moved on, before the previous step,
     no shift).  A key sent again gets the first answer (``replayed``), with no second
     effect.  A form post (no script) is answered with the page.
+
+    Refuses: 400 a tap the page does not send or a tap time out of bounds; 404 a trip not on
+    the unit; 409 no shift, a key used for another tap, or a step the trip no longer allows.
     """
     fields = _tap_fields()
     wants_json = request.is_json
     shift = crew.open_shift(current_user.id)
-    replayed = False
-    try:
-        if shift is None:
-            raise CrewRefused("Your shift has ended; pick your unit again, then tap.")
-        crew.check_tap(fields["key"], fields["trip"], fields["act"], fields["step"])
-        answer = crew.stored_answer(fields["key"], current_user.id, fields["trip"], fields["act"],
-                                    fields["step"])
-        if answer is not None:
-            replayed = True
-        else:
-            tapped_at = crew.parse_tap_time(fields["tapped_at"])
-            trip = degraded.optional("hospital", lambda: trips.get_by_public_id(fields["trip"]))
-            label = f"{shift.unit.number}, {current_user.display_name}"
-            answer = crew.take_tap(shift, fields["key"], fields["trip"], fields["act"], fields["step"],
-                                   tapped_at, label, trip=trip)
-            try:
-                db.session.commit()
-            except IntegrityError:  # the same key arrived twice at once: the first one's answer
-                db.session.rollback()
-                answer = crew.stored_answer(fields["key"], current_user.id, fields["trip"],
-                                            fields["act"], fields["step"])
-                replayed = True
-                if answer is None:
-                    raise
-    except CrewRefused as refused:
-        db.session.rollback()
-        answer = (refused.status, refused.message)
-    status, message = answer
-    if wants_json:
-        return jsonify(status=status, message=message, replayed=replayed), status
-    if status == 200:
-        flash(message, "success")
-        return redirect(url_for("crew.home"), 303)
-    return _render(shift, message, status)
+
+    def answer(status, message, replayed=False):
+        if wants_json:
+            return jsonify(status=status, message=message, replayed=replayed), status
+        if status == 200:
+            return see_other("crew.home", message)
+        return _render(shift, message, status)
+
+    return act(lambda: crew.tap(shift, current_user.id, current_user.display_name, fields["key"],
+                                fields["trip"], fields["act"], fields["step"], fields["tapped_at"]),
+               done=lambda taken: answer(*taken),
+               refused=lambda message, status: answer(status, message))
 
 
 # --- the installable app: manifest and service worker (vendored, no CDN) ----------------------
 
 @bp.route("/manifest.webmanifest")
 def manifest():
-    """The web app manifest: the crew page installs as an app on the phone's home screen."""
+    """The web app manifest: the crew page installs as an app on the phone's home screen.
+
+    Refuses: nothing (public, no patient data)."""
     body = {
         "name": "MedPort crew", "short_name": "MedPort crew", "start_url": url_for("crew.home"),
         "scope": url_for("crew.home"), "display": "standalone", "background_color": "#ffffff",
@@ -226,7 +207,9 @@ def manifest():
 
 @bp.route("/sw.js")
 def service_worker():
-    """The crew page's service worker, served under ``/crew/`` so that is its scope."""
+    """The crew page's service worker, served under ``/crew/`` so that is its scope.
+
+    Refuses: nothing (public, no patient data)."""
     response = send_from_directory(os.path.join(current_app.static_folder), "crew-sw.js",
                                    mimetype="text/javascript", max_age=0)
     response.headers["Cache-Control"] = "no-cache"

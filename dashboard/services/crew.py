@@ -23,13 +23,15 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.exc import IntegrityError
 
 from ..events.outbox import emit
 from ..extensions import db
 from ..localtime import to_local
 from ..models.base import utcnow
 from ..models.ems import CrewShift, CrewTap, EmsRoute, Unit
-from . import bidding
+from ..models.hospital import TransportRequest
+from . import bidding, degraded, trips
 from .refusals import Refused
 from .trips import CREW_STEPS, STEP_STATUS
 
@@ -149,6 +151,16 @@ def unit_route(unit_id, trip_public_id):
                   EmsRoute.id.desc()).limit(1))
 
 
+def route_trips(trip_ids):
+    """``{trip id: TransportRequest}`` of ``trip_ids`` read from the hospital silo (for stops
+    that carry no copy of the trip's facts); ``{}`` for none."""
+    trip_ids = list(trip_ids)
+    if not trip_ids:
+        return {}
+    return {trip.id: trip for trip in db.session.scalars(
+        sa.select(TransportRequest).where(TransportRequest.id.in_(trip_ids)))}
+
+
 # --- taps -----------------------------------------------------------------------------------
 
 def parse_tap_time(raw, now=None):
@@ -251,6 +263,38 @@ def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, tr
                            tapped_at=tapped_at, received_at=now or utcnow(), status=status,
                            message=message[:400]))
     return status, message
+
+
+def tap(shift, user_id, user_name, key, trip_public_id, action, step, tapped_at_raw):
+    """One tap of the crew member ``user_id`` (shown as ``user_name``) on ``shift``'s unit, from
+    the phone's fields (strings); returns ``(status, message, replayed)``.
+
+    A key sent before gets its first answer (``replayed`` True) and no second effect; a new
+    key is checked (:func:`parse_tap_time`) and taken (:func:`take_tap`: 200, or the status
+    of its refusal with nothing kept).  The tap is flushed here: the same key arriving twice at
+    once gets the answer the first one stored.  Raises :class:`CrewRefused`: 409 without a
+    shift or for a key used for another tap; 400 for a key, trip, action, step or tap time the
+    page does not send.  The caller commits.
+    """
+    if shift is None:
+        raise CrewRefused("Your shift has ended; pick your unit again, then tap.")
+    check_tap(key, trip_public_id, action, step)
+    answer = stored_answer(key, user_id, trip_public_id, action, step)
+    if answer is not None:
+        return (*answer, True)
+    tapped_at = parse_tap_time(tapped_at_raw)
+    trip = degraded.optional("hospital", lambda: trips.get_by_public_id(trip_public_id))
+    label = f"{shift.unit.number}, {user_name}"
+    answer = take_tap(shift, key, trip_public_id, action, step, tapped_at, label, trip=trip)
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same key arrived twice at once: the first one's answer
+        db.session.rollback()
+        answer = stored_answer(key, user_id, trip_public_id, action, step)
+        if answer is None:
+            raise
+        return (*answer, True)
+    return (*answer, False)
 
 
 def _clock(value):

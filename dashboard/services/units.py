@@ -45,6 +45,12 @@ def unit_of_agency(public_id, agency_id):
         sa.select(Unit).where(Unit.public_id == str(public_id), Unit.agency_id == agency_id))
 
 
+def unit_id_by_public_id(public_id):
+    """The id of the unit ``public_id`` of any agency, or None: for a form naming a unit, so the
+    service that checks it can say clearly when it is not the agency's."""
+    return db.session.scalar(sa.select(Unit.id).where(Unit.public_id == str(public_id or "")))
+
+
 def active_route(unit):
     """The unit's current stop: the trip under way, else its next planned one by window start
     (see :func:`dashboard.services.bidding.current_route`); None without one."""
