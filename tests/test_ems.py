@@ -11,7 +11,7 @@ from dashboard.extensions import db
 from dashboard.localtime import from_local, to_local
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency
-from dashboard.models.ems import TransportBid, Unit, UnitAvailability
+from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from dashboard.models.outbox import EmsOutboxEvent
 from dashboard.services import trips
 from tests.conftest import DEMO_PASSWORD
