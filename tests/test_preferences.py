@@ -64,6 +64,7 @@ def test_each_change_is_audited_with_who_and_the_order_after_it(app, nurse, deli
     assert (added.silo, added.entity_type, added.entity_id) == ("hospital", "preference", str(cll))
     assert added.user_email == ALT_NURSE and added.ip
     assert added.after["hospital_id"] == alt and added.after["agency_id"] == agency["CLL"]
+    assert added.after["agency_name"] == "Centre LifeLink"
     assert added.after["rank"] == 4 and added.after["notes"] == "Nights"
     assert added.after["order"] == [agency["AEMS"], agency["BCA"], agency["ACCT"], agency["CLL"]]
     (moved,) = _audit(app, "preference.moved")

@@ -101,8 +101,6 @@ def patient_ready(public_id):
     Refuses: 404 another hospital's request; 409 a waiting will-call return (released with its
     urgency instead) or a request whose patient cannot be marked ready now."""
     trip = _trip_or_404(public_id)
-    if trip.will_call_waiting:
-        return _render_request(trip, 409, "Release this will-call return with its urgency (the button above).")
     return act(
         lambda: trips.mark_patient_ready(trip, current_user.id, current_user.display_name),
         done=lambda _: _redirect(".request_detail", f"{trip.reference}: patient marked ready.",

@@ -14,6 +14,7 @@ from ..extensions import db
 from ..models.base import row_id
 from ..models.center import Agency
 from ..models.hospital import HospitalAgencyPreference
+from . import center_reads
 from .refusals import Refused
 
 #: Which way an entry may move on the list.
@@ -57,10 +58,13 @@ def addable_agencies(hospital_id):
 
 
 def _record(type_, pref, actor, **extra):
-    """The outbox event of one change: the entry and the list's order after it."""
+    """The outbox event of one change: the entry (its agency by id and registry name), and the
+    list's order after it (agency ids)."""
     order = [entry.agency_id for entry in rows(pref.hospital_id)]
+    agency = center_reads.registry_names()[1].get(pref.agency_id)
     payload = dict(preference_id=pref.id, hospital_id=pref.hospital_id, agency_id=pref.agency_id,
-                   rank=pref.rank, notes=pref.notes, order=order, **extra)
+                   agency_name=agency.name if agency else None, rank=pref.rank, notes=pref.notes,
+                   order=order, **extra)
     emit("hospital", type_, "preference", pref.id, payload,
          actor_user_id=actor.user_id if actor else None, actor_ip=actor.ip if actor else None)
 
