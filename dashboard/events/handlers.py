@@ -286,7 +286,8 @@ def hospital_staff_profile(event):
 # --- the record: audit entry and live signal, in the center silo ------------------------
 
 SIGNAL_NAMES = {"trip": "trip-updated", "series": "trip-updated", "bid": "bid-updated", "unit": "unit-updated",
-                "user": "account-updated", "config": "config-updated", "registry": "registry-updated"}
+                "user": "account-updated", "config": "config-updated", "registry": "registry-updated",
+                "preference": "preference-updated"}
 
 
 def record(event):

@@ -1,18 +1,17 @@
 """Hospital staff: recurring series (services.series), under ``/hospital/series``.
 
 Scoped to the signed-in user's hospital: another hospital's series answers 404.  Each use
-case writes the hospital silo only and commits once.
+case writes the hospital silo only, through :func:`dashboard.views.act` (one commit).
 """
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..auth.routes import roles_required
-from ..extensions import db
-from ..hospital.routes import _all_facilities, _own_facilities
 from ..localtime import local_today
 from ..models.hospital import WEEKDAYS
-from ..services import center_reads, configuration, submissions, trips
+from ..services import center_reads, configuration, hospital_reads, submissions, trips
 from ..services import series as series_service
+from ..views import act
 from .forms import ChangeForm, ExceptionForm, SeriesCancelForm, SeriesForm, parse_version
 
 bp = Blueprint("series", __name__, url_prefix="/hospital/series")
@@ -21,15 +20,22 @@ FORM_ALTERED = "This form was altered or is incomplete; reload the page and try 
 
 
 def _hospital_id():
+    """The signed-in user's hospital (center registry id)."""
     return current_user.hospital_id
 
 
-def _own_series(public_id):
+def _series_or_404(public_id):
     """The user's hospital's series, or 404."""
     found = series_service.get_for_hospital(public_id, _hospital_id())
     if found is None:
         abort(404)
     return found
+
+
+def _redirect(endpoint, message, **values):
+    """302 to ``endpoint`` with a flashed success ``message`` (as these views always answered)."""
+    flash(message, "success")
+    return redirect(url_for(endpoint, **values))
 
 
 def _agencies():
@@ -40,7 +46,9 @@ def _agencies():
 @bp.route("/")
 @roles_required("hospital")
 def index():
-    """The hospital's series on one page: rule, next occurrences, state."""
+    """The hospital's series on one page: rule, next occurrences, state.
+
+    Refuses nothing a hospital user may ask (other roles: the role check's 403)."""
     rows = series_service.of_hospital(_hospital_id())
     today = local_today()
     names = {a.id: a.name for a in center_reads.registry_names()[1].values()}
@@ -50,9 +58,11 @@ def index():
 
 
 def _new_form():
+    """The new-series form offering the hospital's facilities and the active agencies; and the
+    hospital's active preferred agencies."""
     form = SeriesForm()
     preferred = trips.active_agency_ids(trips.preferred_agency_ids(_hospital_id()))
-    form.offer(_own_facilities(), _all_facilities(), len(preferred))
+    form.offer(hospital_reads.own_facilities(_hospital_id()), hospital_reads.all_facilities(), len(preferred))
     form.offer_agencies(_agencies())
     return form, preferred
 
@@ -60,7 +70,11 @@ def _new_form():
 @bp.route("/new", methods=["GET", "POST"])
 @roles_required("hospital")
 def new():
-    """Create a series from one form: the request, the days or interval, the time, the end."""
+    """Create a series from one form: the request, the days or interval, the time, the end.
+
+    Refuses: 400 a form not filled in right (a rule that cannot stand, a need above the level of
+    care without an override); 409 a form token used for something else.  A form sent again
+    answers 303 to the series its first send created."""
     form, preferred = _new_form()
     if request.method == "GET":
         own = form._own
@@ -80,28 +94,37 @@ def new():
         if form.patient_ref.errors:
             form.patient_ref.data = trips.new_patient_ref()
         return _render_new(form, 400)
-    user_id, code = current_user.id, current_user.hospital.short_code
-    try:
+    user_id, code, hospital_id = current_user.id, current_user.hospital.short_code, _hospital_id()
+
+    def create():
         claim = submissions.claim("hospital", form.submission_id.data, "series", user_id)
         if claim.repeat:
-            return redirect(url_for(".detail", public_id=claim.created_id), 303)
-        created = series_service.create(_hospital_id(), code, form.series_values(), user_id)
+            return claim.created_id, True
+        created = series_service.create(hospital_id, code, form.series_values(), user_id)
         claim.created(created.public_id)
-    except (trips.TransitionRefused, submissions.SubmissionRefused) as refused:
-        db.session.rollback()
-        return _render_new(form, refused.status, refused.message)
-    public_id = created.public_id
-    db.session.commit()
-    flash("Series created. Its occurrences are posted as requests ahead of their bidding lead time, "
-          f"{configuration.get('series_generate_days')} days ahead.", "success")
-    return redirect(url_for(".detail", public_id=public_id))
+        return created.public_id, False
+
+    return act(create, done=lambda result: _created(*result),
+               refused=lambda message, status: _render_new(form, status, message), form=form)
+
+
+def _created(public_id, repeat):
+    """The answer to a creation: the new series (303 to the first one for a repeat)."""
+    if repeat:
+        return redirect(url_for(".detail", public_id=public_id), 303)
+    return _redirect(".detail", "Series created. Its occurrences are posted as requests ahead of their "
+                     f"bidding lead time, {configuration.get('series_generate_days')} days ahead.",
+                     public_id=public_id)
 
 
 def _render_new(form, status=200, alert=None):
+    """The new-series page; ``alert`` explains a refusal (answered with ``status``)."""
     return render_template("series/new.html", form=form, alert=alert, WEEKDAYS=WEEKDAYS), status
 
 
 def _detail_context(found, exception_form=None, change_form=None, cancel_form=None):
+    """What the series page shows: the series, its occurrences, and its three forms (blank
+    unless given, e.g. one sent back with its errors)."""
     if exception_form is None:
         exception_form = ExceptionForm(formdata=None, prefix="exception")
     if change_form is None:
@@ -119,47 +142,55 @@ def _detail_context(found, exception_form=None, change_form=None, cancel_form=No
 
 
 def _render_detail(found, status=200, alert=None, **forms):
+    """The series page; ``alert`` explains a refusal (answered with ``status``)."""
     return render_template("series/detail.html", alert=alert, **_detail_context(found, **forms)), status
 
 
 @bp.route("/<public_id>")
 @roles_required("hospital")
 def detail(public_id):
-    """One series: its rule, exceptions, occurrences, and the forms that change it."""
-    return _render_detail(_own_series(public_id))
+    """One series: its rule, exceptions, occurrences, and the forms that change it.
+
+    Refuses: 404 another hospital's series (or none)."""
+    return _render_detail(_series_or_404(public_id))
 
 
 @bp.route("/<public_id>/exception", methods=["POST"])
 @roles_required("hospital")
 def exception(public_id):
-    """Skip one date, or move its occurrence."""
-    found = _own_series(public_id)
+    """Skip one date, or move its occurrence.
+
+    Refuses: 404 another hospital's series; 400 a form not filled in right (a date not of the
+    rule, a move into the past); 409 a series not active, or a date already handled."""
+    found = _series_or_404(public_id)
     form = ExceptionForm(prefix="exception")
     if not form.validate_on_submit():
         return _render_detail(found, 400, "Check the highlighted fields; nothing was changed.",
                               exception_form=form)
     user_id, label = current_user.id, current_user.display_name
-    try:
+
+    def apply():
         if form.kind.data == "skip":
             series_service.skip(found, form.day.data, form.note.data, user_id, label)
-            message = f"{form.day.data:%a %d %b} skipped."
-        else:
-            series_service.move(found, form.day.data, form.moved_to.data, form.moved_to.data.fold,
-                                form.note.data, user_id, label)
-            message = f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
-    except trips.TransitionRefused as refused:
-        db.session.rollback()
-        return _render_detail(_own_series(public_id), refused.status, refused.message, exception_form=form)
-    db.session.commit()
-    flash(message, "success")
-    return redirect(url_for(".detail", public_id=public_id))
+            return f"{form.day.data:%a %d %b} skipped."
+        series_service.move(found, form.day.data, form.moved_to.data, form.moved_to.data.fold,
+                            form.note.data, user_id, label)
+        return f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
+
+    return act(apply, done=lambda message: _redirect(".detail", message, public_id=public_id),
+               refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
+                                                              exception_form=form),
+               form=form)
 
 
 @bp.route("/<public_id>/change", methods=["POST"])
 @roles_required("hospital")
 def change(public_id):
-    """"This and later": change the time, days or needs from a date on."""
-    found = _own_series(public_id)
+    """"This and later": change the time, days or needs from a date on.
+
+    Refuses: 404 another hospital's series; 400 a form not filled in right; 409 a series not
+    active (or a stale version)."""
+    found = _series_or_404(public_id)
     form = ChangeForm(prefix="change")
     form._weekly = found.frequency == "weekly"
     if not form.validate_on_submit():
@@ -167,36 +198,37 @@ def change(public_id):
     version = parse_version(form.version)
     if version is None:
         return _render_detail(found, 400, FORM_ALTERED, change_form=form)
-    try:
-        successor = series_service.change_from(found, form.from_day.data, form.changes(found),
-                                               current_user.id, current_user.display_name, version)
-    except trips.TransitionRefused as refused:
-        db.session.rollback()
-        return _render_detail(_own_series(public_id), refused.status, refused.message, change_form=form)
-    successor_id = successor.public_id
-    db.session.commit()
-    flash(f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.", "success")
-    return redirect(url_for(".detail", public_id=successor_id))
+    return act(
+        lambda: series_service.change_from(found, form.from_day.data, form.changes(found),
+                                           current_user.id, current_user.display_name, version).public_id,
+        done=lambda successor_id: _redirect(
+            ".detail", f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.",
+            public_id=successor_id),
+        refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
+                                                       change_form=form),
+        form=form)
 
 
 @bp.route("/<public_id>/cancel", methods=["POST"])
 @roles_required("hospital")
 def cancel(public_id):
-    """Cancel the series, with a reason: its occurrences still ahead are cancelled."""
-    found = _own_series(public_id)
+    """Cancel the series, with a reason: its occurrences still ahead are cancelled.
+
+    Refuses: 404 another hospital's series; 400 a form not filled in right; 409 a series
+    cancelled already (or a stale version)."""
+    found = _series_or_404(public_id)
     form = SeriesCancelForm(prefix="cancel")
     if not form.validate_on_submit():
         return _render_detail(found, 400, "Check the highlighted fields; nothing was changed.", cancel_form=form)
     version = parse_version(form.version)
     if version is None:
         return _render_detail(found, 400, FORM_ALTERED, cancel_form=form)
-    try:
-        count = series_service.cancel(found, form.reason.data, form.note.data, current_user.id,
-                                      current_user.display_name, version)
-    except trips.TransitionRefused as refused:
-        db.session.rollback()
-        return _render_detail(_own_series(public_id), refused.status, refused.message, cancel_form=form)
-    db.session.commit()
-    flash(f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead cancelled with it.",
-          "success")
-    return redirect(url_for(".detail", public_id=public_id))
+    return act(
+        lambda: series_service.cancel(found, form.reason.data, form.note.data, current_user.id,
+                                      current_user.display_name, version),
+        done=lambda count: _redirect(
+            ".detail", f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead "
+            "cancelled with it.", public_id=public_id),
+        refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
+                                                       cancel_form=form),
+        form=form)

@@ -15,7 +15,7 @@ from ..models.base import LEVEL_RANK, utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid, Unit
 from ..models.hospital import CANCEL_REASONS
-from . import configuration, deadlines, oversight, trips
+from . import awards, configuration, oversight, trips
 from .trips import TransitionRefused
 
 STALE = ("This request changed while you were looking at it (another user or the center acted). "
@@ -34,20 +34,8 @@ def check_version(trip, expected_version):
 
 
 def award_bid(trip, bid_public_id, user_id, user_label, expected_version):
-    """Award a live bid on the hospital's behalf (source "center")."""
-    check_version(trip, expected_version)
-    bid = db.session.scalar(sa.select(TransportBid).where(TransportBid.public_id == bid_public_id))
-    if bid is None or bid.trip_id != trip.id:
-        raise TransitionRefused("That bid is not on this request.", status=404)
-    if bid.status != "live":
-        raise TransitionRefused("That bid is no longer live (withdrawn, declined or closed).")
-    offer = deadlines.bid_for_award(bid)
-    if offer["unit_level"] is None or LEVEL_RANK[offer["unit_level"]] < LEVEL_RANK[trip.level_of_care]:
-        raise TransitionRefused(
-            f"The bid's unit is {offer['unit_level'] or 'unknown'}; this request needs "
-            f"{trip.level_of_care} or higher.", status=400)
-    return trips.award(trip, offer, user_id, user_label, source="center",
-                       expected_version=expected_version)
+    """Award a live bid on the hospital's behalf (source "center"): :func:`awards.award_bid`."""
+    return awards.award_bid(trip, bid_public_id, user_id, user_label, expected_version, by="center")
 
 
 def assign_unit(trip, agency_id, unit_id, eta_minutes, reason, user_id, user_label, expected_version):

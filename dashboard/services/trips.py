@@ -687,9 +687,12 @@ READY_STATUSES = ("open", "awarded", "en_route", "at_pickup")
 def mark_patient_ready(trip, user_id, user_label, now=None):
     """Record that the patient is ready for pickup (now).  A will-call return still waiting is
     released instead (:func:`release`, by the caller).  The trip's version is left alone (no
-    open form goes stale).  Raises :class:`TransitionRefused` (409) once the crew has left with
-    the patient or the trip is closed."""
+    open form goes stale).  Raises :class:`TransitionRefused` (409) for a will-call return still
+    waiting (released with its urgency instead), once the crew has left with the patient or
+    the trip is closed."""
     now = now or utcnow()
+    if trip.will_call_waiting:
+        raise TransitionRefused("Release this will-call return with its urgency (the button above).")
     if trip.status not in READY_STATUSES:
         raise TransitionRefused("The patient's readiness can only be marked before the crew leaves "
                                 "the pickup.")

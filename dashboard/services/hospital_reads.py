@@ -1,0 +1,205 @@
+"""What the hospital's pages read: facilities, the requests board, one request's panels.
+
+Reads of the hospital and EMS silos (and the center registry through :mod:`.oversight`) for
+``dashboard.hospital`` and ``dashboard.series``; nothing here writes.  Every function takes the
+hospital's id (center registry id) where the read is scoped to one hospital.
+"""
+from datetime import timedelta
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from ..extensions import db
+from ..localtime import local_midnight, local_today
+from ..models.base import utcnow
+from ..models.ems import TransportBid
+from ..models.hospital import (
+    ACTIVE_STATUSES,
+    HospitalFacility,
+    HospitalUser,
+    TransportRequest,
+    TransportRequestEvent,
+)
+from . import boards, configuration, oversight
+
+#: Bid statuses the request page shows, in the order it shows them.
+SHOWN_BID_STATUSES = ("live", "accepted", "declined")
+#: Sort keys of the hospital's own (besides the boards' shared sorts).
+OWN_SORTS = ("reference", "created")
+
+
+# --- facilities -----------------------------------------------------------------------------
+
+def own_facilities(hospital_id):
+    """The hospital's active facilities, by name: where a patient may leave from."""
+    return list(db.session.scalars(
+        sa.select(HospitalFacility)
+        .where(HospitalFacility.hospital_id == hospital_id, HospitalFacility.active.is_(True))
+        .order_by(HospitalFacility.name)
+    ))
+
+
+def all_facilities():
+    """Every active facility of the region, by city and name: where a patient may go."""
+    return list(db.session.scalars(
+        sa.select(HospitalFacility).where(HospitalFacility.active.is_(True))
+        .order_by(HospitalFacility.city, HospitalFacility.name)
+    ))
+
+
+def default_facility_id(user_id):
+    """The facility id of the staff member's profile (their usual facility), or None."""
+    profile = db.session.scalar(sa.select(HospitalUser).where(HospitalUser.user_id == user_id))
+    return profile.default_facility_id if profile is not None else None
+
+
+# --- the requests board -----------------------------------------------------------------------
+
+def _today_utc():
+    """The region's current local day as a naive-UTC [start, end) range."""
+    day = local_today()
+    return local_midnight(day), local_midnight(day + timedelta(days=1))
+
+
+def _not_bidding_yet():
+    """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting."""
+    T = TransportRequest
+    return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at > utcnow(),
+                                              sa.and_(T.will_call.is_(True), T.released_at.is_(None))))
+
+
+def tab_filter(tab):
+    """The condition that puts a request in a dashboard tab: "upcoming" holds the open requests
+    not taking bids yet (booked ahead, will-call waiting), "open" the others; then "active",
+    "completed" (today, local) and "cancelled"."""
+    if tab == "open":
+        T = TransportRequest
+        return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= utcnow()),
+                       sa.or_(T.will_call.is_(False), T.released_at.is_not(None)))
+    if tab == "upcoming":
+        return _not_bidding_yet()
+    if tab == "active":
+        return TransportRequest.status.in_(ACTIVE_STATUSES)
+    if tab == "completed":
+        start, end = _today_utc()
+        return sa.and_(TransportRequest.status == "completed", TransportRequest.completed_at >= start,
+                       TransportRequest.completed_at < end)
+    return TransportRequest.status == "cancelled"
+
+
+def _search_filter(q):
+    """Reference or patient reference containing ``q`` (LIKE wildcards taken literally)."""
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return sa.or_(TransportRequest.reference.ilike(pattern, escape="\\"),
+                  TransportRequest.patient_ref.ilike(pattern, escape="\\"))
+
+
+def _order(sort, now):
+    """``ORDER BY`` of a dashboard sort: the boards' shared sorts (``services.boards``), or by
+    reference or posting time (:data:`OWN_SORTS`), then the pickup window."""
+    key, descending = sort.removeprefix("-"), sort.startswith("-")
+    if key in boards.SORTS:
+        risk = None
+        if key == "risk":
+            risk = oversight.risk_condition(now, configuration.get_all(),
+                                            oversight.deactivated_agency_ids(oversight.registry_names()[1]))
+        return boards.order_by(sort, risk)
+    column = {"reference": TransportRequest.reference, "created": TransportRequest.created_at}[key]
+    return [column.desc() if descending else column.asc(), TransportRequest.window_start.asc(),
+            TransportRequest.id.desc() if descending else TransportRequest.id.asc()]
+
+
+def tab_counts(hospital_id):
+    """How many requests each tab holds (before any search): ``{tab: count}``."""
+    counts = dict(db.session.execute(
+        sa.select(TransportRequest.status, sa.func.count())
+        .where(TransportRequest.hospital_id == hospital_id,
+               TransportRequest.status.in_(("open", "cancelled") + ACTIVE_STATUSES))
+        .group_by(TransportRequest.status)
+    ).all())
+    completed = db.session.scalar(
+        sa.select(sa.func.count())
+        .where(TransportRequest.hospital_id == hospital_id, tab_filter("completed"))
+    )
+    upcoming = db.session.scalar(
+        sa.select(sa.func.count())
+        .where(TransportRequest.hospital_id == hospital_id, tab_filter("upcoming"))
+    )
+    return {"open": counts.get("open", 0) - upcoming,
+            "upcoming": upcoming,
+            "active": sum(counts.get(s, 0) for s in ACTIVE_STATUSES),
+            "completed": completed,
+            "cancelled": counts.get("cancelled", 0)}
+
+
+class BoardPage(NamedTuple):
+    """One page of the hospital's requests board: its ``rows``, ``page`` (a
+    :class:`boards.Page`) and ``now`` (naive UTC, when it was read)."""
+
+    rows: list
+    page: boards.Page
+    now: object
+
+
+def requests_page(hospital_id, tab, sort, q, number, size):
+    """Page ``number`` (moved within the pages there are) of the hospital's requests in ``tab``,
+    sorted by ``sort`` (a board sort or one of :data:`OWN_SORTS`, ``-`` for descending) and
+    filtered by the search ``q`` (may be empty), ``size`` rows a page."""
+    conditions = [TransportRequest.hospital_id == hospital_id, tab_filter(tab)]
+    if q:
+        conditions.append(_search_filter(q))
+    total = db.session.scalar(sa.select(sa.func.count()).where(*conditions))
+    shown = boards.page_of(number, total, size)
+    now = utcnow()
+    rows = list(db.session.scalars(
+        sa.select(TransportRequest)
+        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+        .where(*conditions).order_by(*_order(sort, now))
+        .offset(shown.offset).limit(size)
+    ))
+    return BoardPage(rows, shown, now)
+
+
+# --- one request ------------------------------------------------------------------------------
+
+def shown_bids(trip):
+    """Bids received for the trip (EMS silo), live ones first, best ETA first."""
+    bids = list(db.session.scalars(
+        sa.select(TransportBid).options(selectinload(TransportBid.unit))
+        .where(TransportBid.trip_id == trip.id, TransportBid.status.in_(SHOWN_BID_STATUSES))
+    ))
+    rank = {status: i for i, status in enumerate(SHOWN_BID_STATUSES)}
+    bids.sort(key=lambda b: (rank[b.status], b.eta_minutes, b.created_at, b.id))
+    return bids
+
+
+def timeline(trip):
+    """Every status change of the trip (:class:`TransportRequestEvent`), oldest first."""
+    return list(db.session.scalars(
+        sa.select(TransportRequestEvent).where(TransportRequestEvent.trip_id == trip.id)
+        .order_by(TransportRequestEvent.at, TransportRequestEvent.id)
+    ))
+
+
+def repost_relatives(trip):
+    """The request ``trip`` re-posts and those re-posting it (the same hospital's)."""
+    return list(db.session.scalars(
+        sa.select(TransportRequest).where(
+            TransportRequest.hospital_id == trip.hospital_id,
+            sa.or_(TransportRequest.id == trip.reposted_from_id, TransportRequest.reposted_from_id == trip.id),
+        )
+    ))
+
+
+def same_patient_references(trip, source=None, limit=5):
+    """References of the hospital's other active requests for ``trip``'s patient reference
+    (a re-posted request's ``source`` excluded), oldest first, at most ``limit``."""
+    query = sa.select(TransportRequest.reference).where(
+        TransportRequest.hospital_id == trip.hospital_id,
+        TransportRequest.patient_ref == trip.patient_ref,
+        TransportRequest.status.in_(("open",) + ACTIVE_STATUSES),
+        TransportRequest.id != trip.id)
+    if source is not None:
+        query = query.where(TransportRequest.id != source.id)
+    return list(db.session.scalars(query.order_by(TransportRequest.created_at).limit(limit)))
