@@ -47,8 +47,10 @@ from dashboard.models.base import utcnow  # noqa: E402
 from dashboard.models.center import Agency, Alert, AlertSetting, Hospital, User  # noqa: E402
 from dashboard.models.hospital import HospitalFacility  # noqa: E402
 from dashboard.seed import demo  # noqa: E402
-from dashboard.services import alerts, trips  # noqa: E402
-from dashboard.services.deliveries import Sender  # noqa: E402
+from dashboard.services import trips  # noqa: E402
+from dashboard.services.alerts import kinds as alert_kinds  # noqa: E402
+from dashboard.services.alerts import settings as alert_settings  # noqa: E402
+from dashboard.services.deliveries.sender import Sender  # noqa: E402
 
 
 class SlowInbox:
@@ -81,10 +83,10 @@ def add_recipients(count):
                   agency_id=agencies[i % len(agencies)].id, password_hash=password_hash) for i in range(count)]
     db.session.add_all(users)
     db.session.flush()
-    kinds = [kind for kind, _label in alerts.KINDS["ems"]]
-    db.session.add_all([AlertSetting(scope=alerts.user_scope(user.id), kind=kind, enabled=True,
-                                     email=kind == alerts.NEW_REQUEST,
-                                     levels="BLS" if kind == alerts.NEW_REQUEST else "")
+    kinds = [kind for kind, _label in alert_kinds.KINDS["ems"]]
+    db.session.add_all([AlertSetting(scope=alert_settings.user_scope(user.id), kind=kind, enabled=True,
+                                     email=kind == alert_kinds.NEW_REQUEST,
+                                     levels="BLS" if kind == alert_kinds.NEW_REQUEST else "")
                         for user in users for kind in kinds])
     db.session.commit()
 

@@ -17,7 +17,7 @@ from .models.center import Agency, Hospital
 from .seed import demo, scale
 from .services import accounts, audit
 from .services.analytics.stored import roll_up
-from .services.deliveries import Sender, start_sender_thread
+from .services.deliveries.sender import Sender, start_sender_thread
 from .services.silos import check_all, describe_url, record_report
 from .tones import write_all
 

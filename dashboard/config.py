@@ -215,7 +215,7 @@ def build_config(instance_path, environ=None):
         "MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES": int(environ.get("MEDPORT_CREW_EN_ROUTE_LEAD_MINUTES", "15")),
         "MEDPORT_CREW_AT_PICKUP_MAX_MINUTES": int(environ.get("MEDPORT_CREW_AT_PICKUP_MAX_MINUTES", "30")),
         "MEDPORT_CREW_TRANSPORT_MAX_MINUTES": int(environ.get("MEDPORT_CREW_TRANSPORT_MAX_MINUTES", "90")),
-        # Alert emails (services/deliveries.py): the SMTP server (none: no email is sent), the
+        # Alert emails (services/deliveries/): the SMTP server (none: no email is sent), the
         # sender's address, and the site's address for the links they carry.
         "MEDPORT_SMTP_URL": environ.get("MEDPORT_SMTP_URL", ""),
         "MEDPORT_MAIL_FROM": environ.get("MEDPORT_MAIL_FROM", "MedPort <medport@localhost>"),

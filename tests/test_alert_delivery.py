@@ -18,8 +18,13 @@ from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AlertDelivery, User, WebhookEndpoint
 from dashboard.models.hospital import TransportRequest
-from dashboard.services import alerts, configuration, deliveries, webhooks
-from dashboard.services.deliveries import Sender, smtp_settings
+from dashboard.services import configuration, webhooks
+from dashboard.services.alerts import kinds as alert_kinds
+from dashboard.services.alerts import settings as alert_settings
+from dashboard.services.deliveries import mail as delivery_mail
+from dashboard.services.deliveries import records as delivery_records
+from dashboard.services.deliveries.mail import smtp_settings
+from dashboard.services.deliveries.sender import Sender
 from tests.helpers import Receiver, agency, post_trip, signed_in
 
 AEMS = "dispatch@altoonaems.medport.test"
@@ -83,10 +88,10 @@ def smtp(app):
 
 def wants_email(email, kinds, digest=False):
     user = db.session.scalar(sa.select(User).where(User.email == email))
-    group = alerts.group_of(user.role)
-    enabled = [k for k, _label in alerts.KINDS[group]]
-    alerts.save_settings(alerts.user_scope(user.id), group, enabled, email_kinds=kinds, digest=digest,
-                         user_id=user.id)
+    group = alert_kinds.group_of(user.role)
+    enabled = [k for k, _label in alert_kinds.KINDS[group]]
+    alert_settings.save_settings(alert_settings.user_scope(user.id), group, enabled, email_kinds=kinds,
+                                 digest=digest, user_id=user.id)
     db.session.commit()
 
 
@@ -195,11 +200,11 @@ def test_login_from_the_url_and_its_settings(app, demo, deliver):
     try:
         app.config.update(MEDPORT_SMTP_URL=f"smtp://medport:s3cret@127.0.0.1:{server.port}")
         with app.app_context():
-            deliveries.send_email(app.config, AEMS, "Subject", "Body")
+            delivery_mail.send_email(app.config, AEMS, "Subject", "Body")
         assert server.inbox.logins == [b"medport"] and len(server.inbox.to(AEMS)) == 1
         app.config.update(MEDPORT_SMTP_URL=f"smtp://medport:wrong@127.0.0.1:{server.port}")
-        with app.app_context(), pytest.raises(deliveries.DeliveryFailed) as failed:
-            deliveries.send_email(app.config, AEMS, "Subject", "Body")
+        with app.app_context(), pytest.raises(delivery_records.DeliveryFailed) as failed:
+            delivery_mail.send_email(app.config, AEMS, "Subject", "Body")
         assert not failed.value.unreachable and "login refused" in str(failed.value)
     finally:
         server.stop()
@@ -321,10 +326,10 @@ def test_settings_page_takes_email_and_digest(app, demo):
     assert saved.status_code == 302
     with app.app_context():
         user = db.session.scalar(sa.select(User).where(User.email == AEMS))
-        choices = alerts.choices_for(user)
+        choices = alert_settings.choices_for(user)
         assert choices["ems.bid_awarded"].email and not choices["ems.new_request"].email
         assert not choices["ems.trip_changed"].email  # off, so not by email either
-        assert choices[alerts.DIGEST].enabled
+        assert choices[alert_kinds.DIGEST].enabled
     page = client.get("/alerts/settings").get_data(as_text=True)
     assert 'name="digest" type="checkbox" value="y" checked' in page or 'checked' in page
     assert json.loads(client.get("/alerts/feed").get_data(as_text=True))["unread"] == 0

@@ -12,7 +12,9 @@ from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Alert, AlertEscalation, AlertSetting, LiveSignal, User
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import alerts, bidding, configuration, escalation, trips
+from dashboard.services import bidding, configuration, escalation, trips
+from dashboard.services.alerts import kinds as alert_kinds
+from dashboard.services.alerts import settings as alert_settings
 from tests.helpers import agency, award, hospital, place_bid, post_trip, signed_in
 
 DISPATCH = {code: f"dispatch@{slug}.medport.test" for code, slug in (
@@ -112,8 +114,8 @@ def test_an_alert_goes_to_its_recipient_alone_on_the_stream():
 def test_a_user_narrows_new_requests_by_level_and_urgency(app, demo, deliver):
     with app.app_context():
         me = user(DISPATCH["AEMS"])
-        alerts.save_settings(alerts.user_scope(me.id), "ems", ["ems.new_request"], levels=["ALS"],
-                             urgencies=["routine"], user_id=me.id)
+        alert_settings.save_settings(alert_settings.user_scope(me.id), "ems", ["ems.new_request"],
+                                     levels=["ALS"], urgencies=["routine"], user_id=me.id)
         db.session.commit()
         bls, als = post_trip("ALT", level="BLS"), post_trip("ALT", level="ALS")
     deliver()
@@ -126,31 +128,31 @@ def test_a_user_narrows_new_requests_by_level_and_urgency(app, demo, deliver):
 def test_an_organisation_default_applies_until_the_user_chooses(app, demo, deliver):
     with app.app_context():
         bca = agency("BCA")
-        alerts.save_settings(alerts.org_scope("ems", agency_id=bca.id), "ems", [], user_id=None)
+        alert_settings.save_settings(alert_settings.org_scope("ems", agency_id=bca.id), "ems", [], user_id=None)
         db.session.commit()
         first = post_trip("ALT", level="BLS")
     deliver()
     with app.app_context():
         assert DISPATCH["BCA"] not in received("ems.new_request", reference_of(first))
         me = user(DISPATCH["BCA"])
-        assert alerts.choices_for(me)["ems.new_request"].source == "organisation"
-        alerts.save_settings(alerts.user_scope(me.id), "ems", ["ems.new_request"], user_id=me.id)
+        assert alert_settings.choices_for(me)["ems.new_request"].source == "organisation"
+        alert_settings.save_settings(alert_settings.user_scope(me.id), "ems", ["ems.new_request"], user_id=me.id)
         db.session.commit()
         second = post_trip("ALT", level="BLS")
     deliver()
     with app.app_context():
         assert DISPATCH["BCA"] in received("ems.new_request", reference_of(second))
-        alerts.clear_user_settings(user(DISPATCH["BCA"]).id)
+        alert_settings.clear_user_settings(user(DISPATCH["BCA"]).id)
         db.session.commit()
-        assert alerts.choices_for(user(DISPATCH["BCA"]))["ems.new_request"].enabled is False
+        assert alert_settings.choices_for(user(DISPATCH["BCA"]))["ems.new_request"].enabled is False
 
 
 def test_settings_refuse_kinds_of_another_role_and_unknown_levels(app, demo):
     with app.app_context():
-        with pytest.raises(alerts.SettingsRefused):
-            alerts.save_settings("user:1", "ems", ["center.silo_down"])
-        with pytest.raises(alerts.SettingsRefused):
-            alerts.save_settings("user:1", "ems", ["ems.new_request"], levels=["XLS"])
+        with pytest.raises(alert_settings.SettingsRefused):
+            alert_settings.save_settings("user:1", "ems", ["center.silo_down"])
+        with pytest.raises(alert_settings.SettingsRefused):
+            alert_settings.save_settings("user:1", "ems", ["ems.new_request"], levels=["XLS"])
         db.session.rollback()
         assert db.session.scalar(sa.select(sa.func.count(AlertSetting.id))) == 0
 
@@ -221,7 +223,7 @@ def test_unfilled_alerts_hospital_and_center_and_starts_the_ladder(app, demo, de
         ladder_id = ladder.public_id
         # The admin turned unfilled alerts off: the ladder reaches them all the same.
         admin = user("admin@medport.test")
-        alerts.save_settings(alerts.user_scope(admin.id), "center", [], user_id=admin.id)
+        alert_settings.save_settings(alert_settings.user_scope(admin.id), "center", [], user_id=admin.id)
         db.session.commit()
     relay.run_once(start + timedelta(minutes=8))  # not yet
     with app.app_context():
@@ -362,7 +364,7 @@ def test_the_settings_page_saves_and_refuses_unknown_kinds(app, demo):
     saved = client.post("/alerts/settings", data={"enabled": ["ems.bid_awarded"], "levels": ["CCT"]})
     assert saved.status_code == 302
     with app.app_context():
-        choices = alerts.choices_for(user(DISPATCH["AEMS"]))
+        choices = alert_settings.choices_for(user(DISPATCH["AEMS"]))
         assert not choices["ems.new_request"].enabled and choices["ems.bid_awarded"].enabled
     nurse = signed_in(app, NURSE_ALT)
     assert "Crew en route" in nurse.get("/alerts/settings").get_data(as_text=True)
@@ -375,7 +377,7 @@ def test_the_settings_page_saves_and_refuses_unknown_kinds(app, demo):
     assert admin.get("/alerts/defaults/galaxy/1").status_code == 404
     assert admin.post(f"/alerts/defaults/agency/{bca}", data={"enabled": ["ems.new_request"]}).status_code == 302
     with app.app_context():
-        assert alerts.choices_for(user(DISPATCH["BCA"]))["ems.bid_awarded"].enabled is False
+        assert alert_settings.choices_for(user(DISPATCH["BCA"]))["ems.bid_awarded"].enabled is False
 
 
 def test_acknowledging_from_the_alerts_page(app, demo, deliver):
@@ -422,7 +424,7 @@ def test_every_kind_has_its_own_short_tone_as_committed(tmp_path):
 
     from dashboard.tones import TONES, write_all
 
-    assert set(TONES) == set(alerts.ALL_KINDS)
+    assert set(TONES) == set(alert_kinds.ALL_KINDS)
     assert len(set(TONES.values())) == len(TONES)  # each kind sounds different
     static = os.path.join(os.path.dirname(__file__), os.pardir, "static", "alerts")
     for path in write_all(str(tmp_path)):

@@ -15,7 +15,7 @@ from dashboard.extensions import db
 from dashboard.models.center import AlertDelivery, AlertSetting, AuditLog, User, WebhookEndpoint
 from dashboard.models.hospital import TransportRequest
 from dashboard.services import webhooks
-from dashboard.services.deliveries import Sender
+from dashboard.services.deliveries.sender import Sender
 from tests.helpers import Receiver, agency, hospital, place_bid, post_trip, signed_in
 
 ALT_ADMIN = "nurse@altoona.medport.test"

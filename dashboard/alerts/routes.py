@@ -19,7 +19,11 @@ from ..extensions import db
 from ..localtime import to_local
 from ..models.base import row_id
 from ..models.center import Agency, Hospital
-from ..services import alerts, deliveries, escalation, session_trust, submissions, webhooks
+from ..services import escalation, session_trust, submissions, webhooks
+from ..services.alerts import inbox as alert_inbox
+from ..services.alerts import kinds as alert_kinds
+from ..services.alerts import settings as alert_settings
+from ..services.deliveries import records as delivery_records
 from .forms import ButtonForm, settings_form_class, webhook_form_class
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
@@ -53,7 +57,7 @@ def organisation_admins(*center_roles):
 def own_scope():
     """The organisation scope an organisation administrator is limited to; None for the center."""
     if current_user.is_org_admin:
-        return alerts.org_scope(current_user.role, current_user.hospital_id, current_user.agency_id)
+        return alert_settings.org_scope(current_user.role, current_user.hospital_id, current_user.agency_id)
     return None
 
 
@@ -61,10 +65,10 @@ def own_scope():
 @login_required
 def index():
     session_trust.require_center()
-    rows = alerts.recent(current_user.id)
+    rows = alert_inbox.recent(current_user.id)
     open_escalations = escalation.open_escalations() if current_user.is_center else []
-    return render_template("alerts/index.html", alerts=rows, unread=alerts.unread_count(current_user.id),
-                           escalations=open_escalations, form=ButtonForm(), labels=alerts.KIND_LABELS)
+    return render_template("alerts/index.html", alerts=rows, unread=alert_inbox.unread_count(current_user.id),
+                           escalations=open_escalations, form=ButtonForm(), labels=alert_kinds.KIND_LABELS)
 
 
 def _feed_entry(alert):
@@ -86,9 +90,9 @@ def feed():
         after = 0 if raw == "0" else row_id(raw)
         if after is None:
             return jsonify(error="after must be an alert id"), 400
-    rows = alerts.recent(current_user.id, FEED_LIMIT, after) if after is not None else []
-    latest = alerts.recent(current_user.id, 1)
-    return jsonify(unread=alerts.unread_count(current_user.id), latest=latest[0].id if latest else 0,
+    rows = alert_inbox.recent(current_user.id, FEED_LIMIT, after) if after is not None else []
+    latest = alert_inbox.recent(current_user.id, 1)
+    return jsonify(unread=alert_inbox.unread_count(current_user.id), latest=latest[0].id if latest else 0,
                    alerts=[_feed_entry(a) for a in rows])
 
 
@@ -97,10 +101,10 @@ def feed():
 def open_alert(public_id):
     """Mark the alert read and go to its item."""
     session_trust.require_center()
-    alert = alerts.own_alert(current_user.id, public_id)
+    alert = alert_inbox.own_alert(current_user.id, public_id)
     if alert is None:
         abort(404)
-    alerts.mark_read(current_user.id, public_id)
+    alert_inbox.mark_read(current_user.id, public_id)
     link = alert.link or url_for(".index")
     db.session.commit()
     return redirect(link if link.startswith("/") and not link.startswith("//") else url_for(".index"))
@@ -110,7 +114,7 @@ def open_alert(public_id):
 @login_required
 def read_all():
     session_trust.require_center()
-    count = alerts.mark_read(current_user.id)
+    count = alert_inbox.mark_read(current_user.id)
     db.session.commit()
     flash(f"Marked {count} alert{'s' if count != 1 else ''} read." if count else "No unread alerts.", "info")
     return redirect(url_for(".index"))
@@ -124,12 +128,12 @@ def _settings_page(form, status=200, **context):
 
 def _apply(form, scope, group, back):
     try:
-        alerts.save_settings(scope, group, form.enabled.data or [],
-                             getattr(form, "levels", None) and form.levels.data or [],
-                             getattr(form, "urgencies", None) and form.urgencies.data or [],
-                             user_id=current_user.id, email_kinds=form.email.data or [],
-                             digest=bool(form.digest.data))
-    except alerts.SettingsRefused as refused:
+        alert_settings.save_settings(scope, group, form.enabled.data or [],
+                                     getattr(form, "levels", None) and form.levels.data or [],
+                                     getattr(form, "urgencies", None) and form.urgencies.data or [],
+                                     user_id=current_user.id, email_kinds=form.email.data or [],
+                                     digest=bool(form.digest.data))
+    except alert_settings.SettingsRefused as refused:
         db.session.rollback()
         form.enabled.errors = [refused.message]
         return None
@@ -139,8 +143,8 @@ def _apply(form, scope, group, back):
 
 
 def _form_data(choices):
-    new = choices.get(alerts.NEW_REQUEST)
-    digest = choices.pop(alerts.DIGEST, None)
+    new = choices.get(alert_kinds.NEW_REQUEST)
+    digest = choices.pop(alert_kinds.DIGEST, None)
     data = {"enabled": [kind for kind, choice in choices.items() if choice.enabled],
             "email": [kind for kind, choice in choices.items() if choice.enabled and choice.email],
             "digest": bool(digest and digest.source != "default" and digest.enabled)}
@@ -154,17 +158,17 @@ def _form_data(choices):
 def settings():
     """The user's own alert kinds on or off; "Use my organisation's defaults" drops them."""
     session_trust.require_center()
-    kinds = alerts.kinds_for(current_user.role)
+    kinds = alert_kinds.kinds_for(current_user.role)
     form_class = settings_form_class(kinds)
-    choices = alerts.choices_for(current_user)
-    context = dict(kinds=kinds, sources={k: c.source for k, c in choices.items() if k != alerts.DIGEST},
+    choices = alert_settings.choices_for(current_user)
+    context = dict(kinds=kinds, sources={k: c.source for k, c in choices.items() if k != alert_kinds.DIGEST},
                    title="My alerts", reset=True, reset_form=ButtonForm())
     if request.method == "GET":
         return _settings_page(form_class(data=_form_data(choices)), **context)
     form = form_class()
     if not form.validate_on_submit():
         return _settings_page(form, 400, **context)
-    done = _apply(form, alerts.user_scope(current_user.id), alerts.group_of(current_user.role),
+    done = _apply(form, alert_settings.user_scope(current_user.id), alert_kinds.group_of(current_user.role),
                   url_for(".settings"))
     return done or _settings_page(form, 400, **context)
 
@@ -176,7 +180,7 @@ def reset_settings():
     form = ButtonForm()
     if not form.validate_on_submit():
         abort(400)
-    alerts.clear_user_settings(current_user.id)
+    alert_settings.clear_user_settings(current_user.id)
     db.session.commit()
     flash("Your organisation's default alert settings apply again.", "success")
     return redirect(url_for(".settings"))
@@ -194,7 +198,7 @@ def _organisation(kind, org_id):
     if org is None:
         abort(404)
     group = "hospital" if kind == "hospital" else "ems"
-    return alerts.org_scope(group, hospital_id=org.id, agency_id=org.id), group, org.name
+    return alert_settings.org_scope(group, hospital_id=org.id, agency_id=org.id), group, org.name
 
 
 def _own_kind_and_id():
@@ -222,11 +226,11 @@ def defaults(kind, org_id):
 
 def _defaults_form(kind, org_id):
     scope, group, name = _organisation(kind, org_id)
-    kinds = alerts.KINDS[group]
+    kinds = alert_kinds.KINDS[group]
     form_class = settings_form_class(kinds)
     context = dict(kinds=kinds, sources={}, title=f"Default alerts: {name}", reset=False)
     if request.method == "GET":
-        return _settings_page(form_class(data=_form_data(alerts.scope_choices(scope, group))), **context)
+        return _settings_page(form_class(data=_form_data(alert_settings.scope_choices(scope, group))), **context)
     form = form_class()
     if not form.validate_on_submit():
         return _settings_page(form, 400, **context)
@@ -259,10 +263,10 @@ def acknowledge(public_id):
         db.session.rollback()
         if refused.status == 404:
             abort(404)
-        return render_template("alerts/index.html", alerts=alerts.recent(current_user.id),
-                               unread=alerts.unread_count(current_user.id),
+        return render_template("alerts/index.html", alerts=alert_inbox.recent(current_user.id),
+                               unread=alert_inbox.unread_count(current_user.id),
                                escalations=escalation.open_escalations(), form=ButtonForm(),
-                               labels=alerts.KIND_LABELS, error=refused.message), refused.status
+                               labels=alert_kinds.KIND_LABELS, error=refused.message), refused.status
     db.session.commit()
     flash(f"Acknowledged {row.reference}; the escalation stops.", "success")
     return redirect(url_for(".index"))
@@ -287,14 +291,14 @@ def _organisations():
     hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
     agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
     return ([("center", "Transport center (coordinators and administrators)")]
-            + [(alerts.org_scope("hospital", hospital_id=h.id), f"Hospital: {h.name}") for h in hospitals]
-            + [(alerts.org_scope("ems", agency_id=a.id), f"EMS agency: {a.name}") for a in agencies])
+            + [(alert_settings.org_scope("hospital", hospital_id=h.id), f"Hospital: {h.name}") for h in hospitals]
+            + [(alert_settings.org_scope("ems", agency_id=a.id), f"EMS agency: {a.name}") for a in agencies])
 
 
 def _webhooks_page(form, status=200, secret=None):
     names = dict(_organisations())
     return render_template("alerts/webhooks.html", form=form, endpoints=webhooks.endpoints(own_scope()), names=names,
-                           labels=alerts.KIND_LABELS, secret=secret, button=ButtonForm()), status
+                           labels=alert_kinds.KIND_LABELS, secret=secret, button=ButtonForm()), status
 
 
 @bp.route("/webhooks", methods=["GET", "POST"])
@@ -302,7 +306,7 @@ def _webhooks_page(form, status=200, secret=None):
 def webhooks_index():
     """The organisations' webhook endpoints; register one (its signing secret is shown once)."""
     session_trust.require_center()
-    form_class = webhook_form_class(_organisations(), list(alerts.KIND_LABELS.items()))
+    form_class = webhook_form_class(_organisations(), list(alert_kinds.KIND_LABELS.items()))
     if request.method == "GET":
         return _webhooks_page(form_class())
     form = form_class()
@@ -364,12 +368,12 @@ def deliveries_index():
     status = request.args.get("status") or None
     channel = request.args.get("channel") or None
     channels = ("webhook",) if scope is not None else ("email", "webhook")
-    if status not in (None, *deliveries.STATUSES) or channel not in (None, *channels):
+    if status not in (None, *delivery_records.STATUSES) or channel not in (None, *channels):
         return render_template("alerts/deliveries.html", rows=[], counts={}, status=None, channel=None,
                                channels=channels, button=ButtonForm(),
                                error="Choose a listed state and channel."), 400
-    return render_template("alerts/deliveries.html", rows=deliveries.recent(status, channel, scope=scope),
-                           counts=deliveries.counts(scope), status=status, channel=channel, channels=channels,
+    return render_template("alerts/deliveries.html", rows=delivery_records.recent(status, channel, scope=scope),
+                           counts=delivery_records.counts(scope), status=status, channel=channel, channels=channels,
                            button=ButtonForm(), error=None)
 
 
@@ -379,7 +383,7 @@ def replay_delivery(public_id):
     session_trust.require_center()
     if not ButtonForm().validate_on_submit():
         abort(400)
-    if not deliveries.replay(public_id, scope=own_scope()):
+    if not delivery_records.replay(public_id, scope=own_scope()):
         abort(404)
     flash("Queued again; it is sent at the sender's next pass.", "success")
     return redirect(url_for(".deliveries_index", status="parked"))

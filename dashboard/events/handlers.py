@@ -14,8 +14,8 @@ from ..models.base import LEVEL_RANK, utcnow
 from ..models.center import Agency, LiveSignal, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import HospitalUser, TransportRequest
-from ..services import alerts as alert_service
 from ..services import audit, configuration, deadlines, registry, session_trust, trips
+from ..services.alerts.produce import produce as produce_alerts
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, bid_payload, invites_preferred_only, refresh_unit_status
 from .outbox import emit
 
@@ -46,7 +46,7 @@ def handlers_for(silo, type_):
 
 def alerts(event):
     """The alerts the event raises for the people it concerns (``services.alerts.produce``)."""
-    alert_service.produce(event)
+    produce_alerts(event)
 
 
 # --- hospital events --------------------------------------------------------------------

@@ -17,7 +17,9 @@ from ..extensions import db
 from ..models.base import trip_dispatch_state, utcnow
 from ..models.center import AlertEscalation
 from ..models.hospital import TransportRequest
-from . import alerts, audit, configuration
+from . import audit, configuration
+from .alerts.recipients import center_users
+from .alerts.write import notify, trip_link
 from .refusals import Refused
 
 BATCH = 200
@@ -94,11 +96,11 @@ def step_due(now=None):
         row.step += 1
         row.next_at = row.started_at + timedelta(minutes=steps[row.step][1]) if row.step < len(steps) else None
         what = "unfilled" if row.reason == "unfilled" else "at risk"
-        added += len(alerts.notify(
-            alerts.center_users((role,)), f"center.{row.reason}", f"escalation:{row.public_id}:{row.step}",
+        added += len(notify(
+            center_users((role,)), f"center.{row.reason}", f"escalation:{row.public_id}:{row.step}",
             f"Escalation level {row.step}: {row.reference} {what}, not acknowledged for {minutes} min",
             reference=row.reference,
-            link_of=lambda user, pid=row.trip_public_id: alerts.trip_link(user.role, pid),
+            link_of=lambda user, pid=row.trip_public_id: trip_link(user.role, pid),
             now=now, force=True))
     db.session.commit()
     return added

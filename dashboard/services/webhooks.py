@@ -10,8 +10,9 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models.center import WebhookEndpoint
-from . import alerts, audit
-from .deliveries import check_webhook_url, new_secret
+from . import audit
+from .alerts.kinds import KINDS
+from .deliveries.webhook_posts import check_webhook_url, new_secret
 from .refusals import Refused
 
 
@@ -39,7 +40,7 @@ def register(scope, url, kinds, user, ip=None, allow_loopback_http=False):
         url = check_webhook_url(url, allow_loopback_http)
     except ValueError as problem:
         raise WebhookRefused("url", str(problem)) from None
-    allowed = [kind for kind, _label in alerts.KINDS[group]]
+    allowed = [kind for kind, _label in KINDS[group]]
     if not kinds:
         raise WebhookRefused("kinds", "Choose at least one kind of alert.")
     if set(kinds) - set(allowed):
