@@ -41,6 +41,7 @@ from ..extensions import db
 from ..localtime import to_local
 from ..models.base import URGENCIES, new_public_id, utcnow
 from ..models.center import Alert, AlertDelivery, AlertSetting, User, WebhookEndpoint
+from .refusals import Refused
 
 log = logging.getLogger("medport.deliveries")
 
@@ -483,6 +484,22 @@ def _of_scope(scope):
 def replay(public_id=None, scope=None):
     """Put a parked delivery (or every one) back in the queue; returns how many.  With ``scope``
     only a webhook delivery of that organisation's endpoints is replayed.  Commits."""
+    count = _requeue(public_id, scope)
+    db.session.commit()
+    return count
+
+
+def replay_parked(public_id, scope=None):
+    """:func:`replay` of the one parked delivery ``public_id``, for a view's use case: returns 1.
+
+    Raises :class:`Refused` (404) when there is no such parked delivery (or, with ``scope``,
+    it is not of that organisation's endpoints).  The caller commits."""
+    if not _requeue(public_id, scope):
+        raise Refused("That delivery is not parked (or not yours to replay).", 404)
+    return 1
+
+
+def _requeue(public_id, scope):
     query = sa.update(AlertDelivery).where(AlertDelivery.status == "parked")
     if public_id is not None:
         query = query.where(AlertDelivery.public_id == public_id)
@@ -491,7 +508,6 @@ def replay(public_id=None, scope=None):
     count = db.session.execute(query.values(status="retrying", attempts=0, next_attempt_at=utcnow(),
                                             claimed_until=None)
                                .execution_options(synchronize_session=False)).rowcount
-    db.session.commit()
     return count
 
 
