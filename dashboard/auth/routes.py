@@ -77,7 +77,9 @@ def roles_required(*roles):
 
 @bp.route("/")
 def index():
-    """The signed-in user's home page (302), or the sign-in page for anyone else."""
+    """The signed-in user's home page (302), or the sign-in page for anyone else.
+
+    Refuses nothing."""
     if current_user.is_authenticated:
         return redirect(url_for(current_user.home_endpoint))
     return redirect(url_for("auth.login"))

@@ -46,7 +46,9 @@ def on_form(form, message):
 @bp.route("/registry", endpoint="registry")
 @admin_only
 def registry_index():
-    """Hospitals with their facilities and agencies with their EMS profile state."""
+    """Hospitals with their facilities and agencies with their EMS profile state.
+
+    Refuses nothing beyond the role check (403: administrators only)."""
     return render_template("center/registry.html", **registry.listing())
 
 

@@ -137,14 +137,18 @@ def units_panel():
 @bp.route("/health")
 @center_only
 def health():
-    """Each silo's state and latency, its outbox backlog and the parked events."""
+    """Each silo's state and latency, its outbox backlog and the parked events.
+
+    Refuses nothing beyond the role check (403); a silo that cannot be read shows as down."""
     return render_template("center/health.html", **oversight.silo_health())
 
 
 @bp.route("/health/panel")
 @center_only
 def health_panel():
-    """The silo health table alone, for the live refresh."""
+    """The silo health table alone, for the live refresh.
+
+    Refuses nothing beyond the role check (403)."""
     return render_template("center/_health.html", **oversight.silo_health())
 
 
