@@ -97,3 +97,11 @@ def actor():
     if current_user and current_user.is_authenticated:
         return Actor(current_user.id, request.remote_addr, current_user.display_name)
     return Actor(None, request.remote_addr, None)
+
+
+def found(endpoint, message=None, category="success", **values):
+    """302 to ``endpoint`` with an optional flashed ``message``: :func:`see_other` for the views
+    whose done answer has always been a 302 (their clients and tests expect that status)."""
+    if message:
+        flash(message, category)
+    return redirect(url_for(endpoint, **values))

@@ -123,7 +123,7 @@ def _pages(app):
         (coordinator, "/center/", "center page"),
         (coordinator, f"/center/requests/{trip}", "request page"),
         (coordinator, "/center/audit/export.csv", "audit export"),
-        (coordinator, "/center/audit?before=x", "400 page"),
+        (coordinator, "/center/audit?after=x", "400 page"),
         (coordinator, "/center/analytics", "center charts page"),
         (admin, "/center/users", "admin page"),
         (admin, "/center/config", "admin form page"),

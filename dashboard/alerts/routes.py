@@ -10,20 +10,18 @@ answer 503 naming it, and every other page goes on.
 """
 from functools import wraps
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..auth.routes import roles_required
-from ..extensions import db
 from ..localtime import to_local
 from ..models.base import row_id
-from ..models.center import Agency, Hospital
-from ..services import escalation, session_trust, submissions, webhooks
+from ..services import escalation, registry, session_trust, submissions, webhooks
 from ..services.alerts import inbox as alert_inbox
 from ..services.alerts import kinds as alert_kinds
 from ..services.alerts import settings as alert_settings
 from ..services.deliveries import records as delivery_records
+from ..views import SEE_FIELDS, act, discard, found
 from .forms import ButtonForm, settings_form_class, webhook_form_class
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
@@ -61,9 +59,17 @@ def own_scope():
     return None
 
 
+def _abort(message, status):
+    """A refusal with no page of its own: the error page of ``status`` with ``message``."""
+    abort(status, message)
+
+
 @bp.route("/")
 @login_required
 def index():
+    """The signed-in user's alerts, newest first; for the center also the open escalations.
+
+    Refuses: 503 the center is unreachable."""
     session_trust.require_center()
     rows = alert_inbox.recent(current_user.id)
     open_escalations = escalation.open_escalations() if current_user.is_center else []
@@ -82,7 +88,10 @@ def _feed_entry(alert):
 @login_required
 def feed():
     """JSON for the page's script: ``{"unread": n, "latest": id, "alerts": [...]}``, the user's
-    own alerts after ``?after=<id>`` (oldest first, at most 20), or none without it."""
+    own alerts after ``?after=<id>`` (oldest first, at most 20), or none without it.
+
+    Refuses: 400 an ``after`` that is not an alert id (JSON ``error``); 503 the center is
+    unreachable."""
     session_trust.require_center()
     raw = request.args.get("after")
     after = None
@@ -99,25 +108,37 @@ def feed():
 @bp.route("/<public_id>/open", methods=["POST"])
 @login_required
 def open_alert(public_id):
-    """Mark the alert read and go to its item."""
+    """Mark the alert read and go to its item (302 to its link, or to the alerts page).
+
+    Refuses: 404 no such alert of the signed-in user; 503 the center is unreachable."""
     session_trust.require_center()
+    alert = _alert_or_404(public_id)
+    link = alert.link or url_for(".index")
+    return act(lambda: alert_inbox.mark_read(current_user.id, public_id),
+               done=lambda _: redirect(link if link.startswith("/") and not link.startswith("//")
+                                       else url_for(".index")),
+               refused=_abort)
+
+
+def _alert_or_404(public_id):
+    """The signed-in user's alert ``public_id``, else 404 (another user's is not found)."""
     alert = alert_inbox.own_alert(current_user.id, public_id)
     if alert is None:
         abort(404)
-    alert_inbox.mark_read(current_user.id, public_id)
-    link = alert.link or url_for(".index")
-    db.session.commit()
-    return redirect(link if link.startswith("/") and not link.startswith("//") else url_for(".index"))
+    return alert
 
 
 @bp.route("/read", methods=["POST"])
 @login_required
 def read_all():
+    """Mark every alert of the signed-in user read.
+
+    Refuses: 503 the center is unreachable."""
     session_trust.require_center()
-    count = alert_inbox.mark_read(current_user.id)
-    db.session.commit()
-    flash(f"Marked {count} alert{'s' if count != 1 else ''} read." if count else "No unread alerts.", "info")
-    return redirect(url_for(".index"))
+    return act(lambda: alert_inbox.mark_read(current_user.id),
+               done=lambda count: found(".index", f"Marked {count} alert{'s' if count != 1 else ''} read."
+                                        if count else "No unread alerts.", "info"),
+               refused=_abort)
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -126,20 +147,27 @@ def _settings_page(form, status=200, **context):
     return render_template("alerts/settings.html", form=form, **context), status
 
 
-def _apply(form, scope, group, back):
-    try:
-        alert_settings.save_settings(scope, group, form.enabled.data or [],
+def _apply(form, scope, group, back, context):
+    """Save the settings form for ``scope``; 302 to ``back``, or the form again (400) with the
+    refusal on its kinds."""
+    def refused(message, _status):
+        form.enabled.errors = [message]
+        return _settings_page(form, 400, **context)
+
+    return act(
+        lambda: alert_settings.save_settings(scope, group, form.enabled.data or [],
                                      getattr(form, "levels", None) and form.levels.data or [],
                                      getattr(form, "urgencies", None) and form.urgencies.data or [],
                                      user_id=current_user.id, email_kinds=form.email.data or [],
-                                     digest=bool(form.digest.data))
-    except alert_settings.SettingsRefused as refused:
-        db.session.rollback()
-        form.enabled.errors = [refused.message]
-        return None
-    db.session.commit()
-    flash("Alert settings saved.", "success")
-    return redirect(back)
+                                     digest=bool(form.digest.data)),
+        done=lambda _: redirect_with(back, "Alert settings saved."),
+        refused=refused)
+
+
+def redirect_with(location, message, category="success"):
+    """302 to ``location`` (a URL) with a flashed ``message``."""
+    flash(message, category)
+    return redirect(location)
 
 
 def _form_data(choices):
@@ -156,7 +184,10 @@ def _form_data(choices):
 @bp.route("/settings", methods=["GET", "POST"])
 @login_required
 def settings():
-    """The user's own alert kinds on or off; "Use my organisation's defaults" drops them."""
+    """The user's own alert kinds on or off; "Use my organisation's defaults" drops them.
+
+    Refuses: 400 a form not filled in right or kinds, levels or urgencies not offered; 503 the
+    center is unreachable."""
     session_trust.require_center()
     kinds = alert_kinds.kinds_for(current_user.role)
     form_class = settings_form_class(kinds)
@@ -168,22 +199,23 @@ def settings():
     form = form_class()
     if not form.validate_on_submit():
         return _settings_page(form, 400, **context)
-    done = _apply(form, alert_settings.user_scope(current_user.id), alert_kinds.group_of(current_user.role),
-                  url_for(".settings"))
-    return done or _settings_page(form, 400, **context)
+    return _apply(form, alert_settings.user_scope(current_user.id), alert_kinds.group_of(current_user.role),
+                  url_for(".settings"), context)
 
 
 @bp.route("/settings/reset", methods=["POST"])
 @login_required
 def reset_settings():
+    """Drop the user's own alert settings: their organisation's defaults apply again.
+
+    Refuses: 400 the button's form altered; 503 the center is unreachable."""
     session_trust.require_center()
     form = ButtonForm()
     if not form.validate_on_submit():
         abort(400)
-    alert_settings.clear_user_settings(current_user.id)
-    db.session.commit()
-    flash("Your organisation's default alert settings apply again.", "success")
-    return redirect(url_for(".settings"))
+    return act(lambda: alert_settings.clear_user_settings(current_user.id),
+               done=lambda _: found(".settings", "Your organisation's default alert settings apply again."),
+               refused=_abort)
 
 
 def _organisation(kind, org_id):
@@ -193,8 +225,7 @@ def _organisation(kind, org_id):
         abort(404)
     if kind == "center" and org_id == 0:
         return "center", "center", "Coordinators and administrators"
-    model = {"hospital": Hospital, "agency": Agency}.get(kind)
-    org = db.session.get(model, org_id) if model is not None and row_id(org_id) else None
+    org = registry.organisation(kind, org_id) if row_id(org_id) else None
     if org is None:
         abort(404)
     group = "hospital" if kind == "hospital" else "ems"
@@ -211,7 +242,9 @@ def _own_kind_and_id():
 @bp.route("/defaults/mine", methods=["GET", "POST"])
 @organisation_admins()
 def own_defaults():
-    """An organisation administrator's own organisation's defaults (the navigation's link)."""
+    """An organisation administrator's own organisation's defaults (the navigation's link).
+
+    Refuses: 400 a form not filled in right; 503 the center is unreachable."""
     session_trust.require_center()
     return _defaults_form(*_own_kind_and_id())
 
@@ -219,7 +252,10 @@ def own_defaults():
 @bp.route("/defaults/<kind>/<int:org_id>", methods=["GET", "POST"])
 @organisation_admins("admin")
 def defaults(kind, org_id):
-    """An organisation's default alert settings (its users' own settings win over them)."""
+    """An organisation's default alert settings (its users' own settings win over them).
+
+    Refuses: 404 no such organisation (or, for an organisation administrator, another one);
+    400 a form not filled in right; 503 the center is unreachable."""
     session_trust.require_center()
     return _defaults_form(kind, org_id)
 
@@ -234,16 +270,17 @@ def _defaults_form(kind, org_id):
     form = form_class()
     if not form.validate_on_submit():
         return _settings_page(form, 400, **context)
-    done = _apply(form, scope, group, url_for(".defaults", kind=kind, org_id=org_id))
-    return done or _settings_page(form, 400, **context)
+    return _apply(form, scope, group, url_for(".defaults", kind=kind, org_id=org_id), context)
 
 
 @bp.route("/defaults")
 @roles_required("admin")
 def defaults_index():
+    """Every organisation, each a link to its default alert settings.
+
+    Refuses: 503 the center is unreachable."""
     session_trust.require_center()
-    hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
-    agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+    hospitals, agencies = registry.organisations()
     return render_template("alerts/defaults.html", hospitals=hospitals, agencies=agencies)
 
 
@@ -252,28 +289,30 @@ def defaults_index():
 @bp.route("/escalations/<public_id>/acknowledge", methods=["POST"])
 @roles_required("coordinator", "admin")
 def acknowledge(public_id):
-    """A coordinator or admin has the request in hand: its escalation ladder stops."""
+    """A coordinator or admin has the request in hand: its escalation ladder stops.
+
+    Refuses: 400 the button's form altered; 404 no such escalation; 409 already acknowledged
+    (the alerts page says by whom); 503 the center is unreachable."""
     session_trust.require_center()
     form = ButtonForm()
     if not form.validate_on_submit():
         abort(400)
-    try:
-        row = escalation.acknowledge(public_id, current_user, request.remote_addr)
-    except escalation.EscalationRefused as refused:
-        db.session.rollback()
-        if refused.status == 404:
-            abort(404)
-        return render_template("alerts/index.html", alerts=alert_inbox.recent(current_user.id),
-                               unread=alert_inbox.unread_count(current_user.id),
-                               escalations=escalation.open_escalations(), form=ButtonForm(),
-                               labels=alert_kinds.KIND_LABELS, error=refused.message), refused.status
-    db.session.commit()
-    flash(f"Acknowledged {row.reference}; the escalation stops.", "success")
-    return redirect(url_for(".index"))
+    return act(lambda: escalation.acknowledge(public_id, current_user, request.remote_addr),
+               done=lambda row: found(".index", f"Acknowledged {row.reference}; the escalation stops."),
+               refused=_index_refused)
+
+
+def _index_refused(message, status):
+    """The alerts page again with a refusal's ``message``."""
+    return render_template("alerts/index.html", alerts=alert_inbox.recent(current_user.id),
+                           unread=alert_inbox.unread_count(current_user.id),
+                           escalations=escalation.open_escalations(), form=ButtonForm(),
+                           labels=alert_kinds.KIND_LABELS, error=message), status
 
 
 @bp.app_template_global()
 def alert_time(value):
+    """An alert's time in the region's zone, e.g. "Tue 01 Dec 08:15"; "—" for None."""
     local = to_local(value)
     return local.strftime("%a %d %b %H:%M") if local else "—"
 
@@ -288,8 +327,7 @@ def _organisations():
         org = current_user.hospital if current_user.role == "hospital" else current_user.agency
         label = "Hospital" if current_user.role == "hospital" else "EMS agency"
         return [(mine, f"{label}: {org.name}")]
-    hospitals = db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all()
-    agencies = db.session.scalars(sa.select(Agency).order_by(Agency.name)).all()
+    hospitals, agencies = registry.organisations()
     return ([("center", "Transport center (coordinators and administrators)")]
             + [(alert_settings.org_scope("hospital", hospital_id=h.id), f"Hospital: {h.name}") for h in hospitals]
             + [(alert_settings.org_scope("ems", agency_id=a.id), f"EMS agency: {a.name}") for a in agencies])
@@ -304,7 +342,11 @@ def _webhooks_page(form, status=200, secret=None):
 @bp.route("/webhooks", methods=["GET", "POST"])
 @organisation_admins("admin")
 def webhooks_index():
-    """The organisations' webhook endpoints; register one (its signing secret is shown once)."""
+    """The organisations' webhook endpoints; register one (its signing secret is shown once).
+
+    Refuses: 400 a form not filled in right, an address not https://, or kinds the
+    organisation's users never get; 409 a form token used for something else; 503 the center is
+    unreachable.  A form sent again answers 303 to the list."""
     session_trust.require_center()
     form_class = webhook_form_class(_organisations(), list(alert_kinds.KIND_LABELS.items()))
     if request.method == "GET":
@@ -314,29 +356,37 @@ def webhooks_index():
         return _webhook_repeat()
     if not form.validate_on_submit():
         return _webhooks_page(form, 400)
-    try:
-        claim = submissions.claim("center", form.submission_id.data, "webhook", current_user.id)
-        if claim.repeat:
-            return _webhook_repeat()
-        endpoint = webhooks.register(form.organisation.data, form.url.data, form.kinds.data or [],
-                                     current_user, request.remote_addr,
-                                     current_app.config["MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP"])
-        claim.created(endpoint.public_id)
-    except webhooks.WebhookRefused as refused:
-        db.session.rollback()
-        getattr(form, refused.field).errors = [refused.message]
-        return _webhooks_page(form, 400)
-    except submissions.SubmissionRefused as refused:
-        db.session.rollback()
-        form.form_errors.append(refused.message)
-        return _webhooks_page(form, refused.status)
-    db.session.commit()
-    return _webhooks_page(form_class(formdata=None), secret=(endpoint.url, endpoint.secret))
+    allow_loopback = current_app.config["MEDPORT_WEBHOOK_ALLOW_LOOPBACK_HTTP"]
+    return act(
+        lambda: _register(form, allow_loopback),
+        done=lambda endpoint: _webhooks_page(form_class(formdata=None), secret=(endpoint.url, endpoint.secret))
+        if endpoint is not None else _webhook_repeat(),
+        refused=lambda message, status: _webhooks_page(_on_form(form, message), status),
+        form=form)
+
+
+def _register(form, allow_loopback):
+    """Claim the form's token and register its endpoint; None when the form was sent before."""
+    claim = submissions.claim("center", form.submission_id.data, "webhook", current_user.id)
+    if claim.repeat:
+        return None
+    endpoint = webhooks.register(form.organisation.data, form.url.data, form.kinds.data or [],
+                                 current_user, request.remote_addr, allow_loopback)
+    claim.created(endpoint.public_id)
+    return endpoint
+
+
+def _on_form(form, message):
+    """``form`` with a refusal's page ``message`` among its form errors (unless it went onto a
+    field)."""
+    if message != SEE_FIELDS:
+        form.form_errors.append(message)
+    return form
 
 
 def _webhook_repeat():
     """The registration form sent again: the endpoint its first send registered stands."""
-    db.session.rollback()
+    discard()
     flash("This endpoint was already registered; its secret was shown when it was.", "info")
     return redirect(url_for(".webhooks_index"), 303)
 
@@ -344,15 +394,17 @@ def _webhook_repeat():
 @bp.route("/webhooks/<public_id>/remove", methods=["POST"])
 @organisation_admins("admin")
 def remove_webhook(public_id):
+    """Stop a webhook endpoint (kept, inactive, for its deliveries' record).
+
+    Refuses: 400 the button's form altered; 404 no such active endpoint (or another
+    organisation's); 503 the center is unreachable."""
     session_trust.require_center()
     if not ButtonForm().validate_on_submit():
         abort(400)
-    endpoint = webhooks.remove(public_id, current_user, request.remote_addr, scope=own_scope())
-    if endpoint is None:
-        abort(404)
-    db.session.commit()
-    flash(f"Endpoint {endpoint.url} removed; nothing more is sent to it.", "success")
-    return redirect(url_for(".webhooks_index"))
+    return act(lambda: webhooks.remove_or_refuse(public_id, current_user, request.remote_addr, scope=own_scope()),
+               done=lambda endpoint: found(".webhooks_index",
+                                           f"Endpoint {endpoint.url} removed; nothing more is sent to it."),
+               refused=_abort)
 
 
 # --- deliveries (the center) -------------------------------------------------------------------
@@ -362,7 +414,9 @@ def remove_webhook(public_id):
 def deliveries_index():
     """Every email and webhook delivery with its state; the parked ones (dead letters) replayable.
     An organisation administrator sees only the webhook deliveries of their organisation's
-    endpoints."""
+    endpoints.
+
+    Refuses: 400 a state or channel not listed; 503 the center is unreachable."""
     session_trust.require_center()
     scope = own_scope()
     status = request.args.get("status") or None
@@ -380,10 +434,14 @@ def deliveries_index():
 @bp.route("/deliveries/<public_id>/replay", methods=["POST"])
 @organisation_admins("coordinator", "admin")
 def replay_delivery(public_id):
+    """Queue a parked delivery again; it is sent at the sender's next pass.
+
+    Refuses: 400 the button's form altered; 404 no such parked delivery (or, for an
+    organisation administrator, another organisation's); 503 the center is unreachable."""
     session_trust.require_center()
     if not ButtonForm().validate_on_submit():
         abort(400)
-    if not delivery_records.replay(public_id, scope=own_scope()):
-        abort(404)
-    flash("Queued again; it is sent at the sender's next pass.", "success")
-    return redirect(url_for(".deliveries_index", status="parked"))
+    return act(lambda: delivery_records.replay_parked(public_id, scope=own_scope()),
+               done=lambda _: found(".deliveries_index", "Queued again; it is sent at the sender's next pass.",
+                                    status="parked"),
+               refused=_abort)

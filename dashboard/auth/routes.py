@@ -14,14 +14,12 @@ the right people out without keeping a thief who copied the cookie and its heade
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from ..extensions import db, htmx, login_manager
-from ..hashing import HashingBusy
-from ..services import accounts, audit, session_trust
+from ..extensions import htmx, login_manager
+from ..services import accounts, session_trust
+from ..views import act
 from .forms import ChangePasswordForm, LoginForm
 
 bp = Blueprint("auth", __name__)
@@ -79,6 +77,9 @@ def roles_required(*roles):
 
 @bp.route("/")
 def index():
+    """The signed-in user's home page (302), or the sign-in page for anyone else.
+
+    Refuses nothing."""
     if current_user.is_authenticated:
         return redirect(url_for(current_user.home_endpoint))
     return redirect(url_for("auth.login"))
@@ -86,6 +87,12 @@ def index():
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    """Sign in; then to ``next`` (a same-site path) or the user's home page, or to the password
+    change when the password was reset.
+
+    Refuses: 400 a form not filled in right; 401 a wrong email or password; 403 a deactivated
+    account or organisation; 429 too many failed attempts (``Retry-After``); 503 no
+    password-hashing slot came free (``Retry-After``)."""
     if current_user.is_authenticated and request.method == "GET":
         return redirect(url_for(current_user.home_endpoint))
     form = LoginForm()
@@ -97,20 +104,22 @@ def login():
     # Signing in over a live session replaces it: its server-side row is revoked, so a copy
     # of the old cookie stops working too.
     previous_token = current_user.session_token if current_user.is_authenticated else None
-    try:
-        user = accounts.authenticate(form.email.data, form.password.data, request.remote_addr)
-    except accounts.LoginRefused as refused:
-        db.session.commit()  # the audit entry of the failure
-        flash(refused.message, "error")
-        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
-        return render_template("auth/login.html", form=form), refused.status, headers
-    except HashingBusy as busy:
-        db.session.rollback()
-        flash(busy.message, "error")
-        return render_template("auth/login.html", form=form), 503, {"Retry-After": str(busy.retry_after)}
-    accounts.end_session(previous_token)
-    accounts.start_session(user, request.remote_addr)
-    db.session.commit()
+    return act(lambda: accounts.sign_in(form.email.data, form.password.data, request.remote_addr,
+                                        previous_token),
+               done=lambda outcome: _signed_in(form, outcome.user) if outcome.refused is None
+               else _login_refused(form, outcome.refused),
+               refused=lambda message, status: _login_refused(form, accounts.LoginRefused(message, status)))
+
+
+def _login_refused(form, refused):
+    """The sign-in page again with the refusal flashed (and its ``Retry-After``)."""
+    flash(refused.message, "error")
+    headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
+    return render_template("auth/login.html", form=form), refused.status, headers
+
+
+def _signed_in(form, user):
+    """The answer to a sign-in that holds (its session row committed)."""
     # A fresh session at sign-in: nothing from before survives (no session fixation).
     session.clear()
     login_user(user)
@@ -130,23 +139,16 @@ def logout():
 
     With the center unreachable, the cookie is cleared at once and the revocation and
     its audit entry wait in the outbox of the user's own silo (see
-    :func:`dashboard.services.session_trust.queue_sign_out`).
+    :func:`dashboard.services.session_trust.queue_sign_out`).  With that silo down too, the
+    browser's session is cleared all the same; the server-side session ends at the latest with
+    the trust bound or its lifetime.  Refuses nothing (405 for a GET).
     """
-    if session_trust.center_unreachable():
-        try:
-            session_trust.queue_sign_out(current_user, request.remote_addr)
-            db.session.commit()
-        except (DBAPIError, PoolTimeout):
-            # The user's own silo is down too: the browser's session is cleared all the same;
-            # the server-side session ends at the latest with the trust bound or its lifetime.
-            db.session.rollback()
-            current_app.logger.warning("sign-out could not be queued: the center and the user's silo "
-                                       "are unreachable")
-    else:
-        audit.record("logout", user=current_user, ip=request.remote_addr,
-                     entity_type="user", entity_id=current_user.public_id)
-        accounts.end_session(current_user.session_token)
-        db.session.commit()
+    return act(lambda: accounts.sign_out(current_user._get_current_object(), request.remote_addr),
+               done=lambda _: _signed_out(), refused=lambda _message, _status: _signed_out())
+
+
+def _signed_out():
+    """Clear the browser's session and send it to the sign-in page."""
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -160,30 +162,28 @@ def logout():
 @bp.route("/account/password", methods=["GET", "POST"])
 @login_required
 def change_password():
+    """Change one's own password; every other browser signed in as the user is signed out.
+
+    Refuses: 503 the center is unreachable; 400 a form not filled in right, a wrong current
+    password or a new one too weak."""
     session_trust.require_center()
     form = ChangePasswordForm()
-    if request.method == "POST":
-        if not form.validate_on_submit():
-            return render_template("auth/change_password.html", form=form), 400
-        if not current_user.check_password(form.current_password.data):
-            form.current_password.errors.append("This is not your current password.")
-            return render_template("auth/change_password.html", form=form), 400
-        problem = accounts.validate_password(form.new_password.data)
-        if problem:
-            form.new_password.errors.append(problem)
-            return render_template("auth/change_password.html", form=form), 400
-        user = current_user._get_current_object()
-        user.set_password(form.new_password.data)
-        user.must_change_password = False
-        # Every other browser signed in as this user is signed out; this one stays.
-        ended = accounts.end_other_sessions(user, user.session_token)
-        audit.record("user.password_changed", user=user, ip=request.remote_addr,
-                     entity_type="user", entity_id=user.public_id,
-                     detail=f"{ended} other session(s) ended")
-        db.session.commit()
-        flash("Your password is changed.", "success")
-        return redirect(url_for(user.home_endpoint))
-    return render_template("auth/change_password.html", form=form)
+    if request.method != "POST":
+        return render_template("auth/change_password.html", form=form)
+    if not form.validate_on_submit():
+        return render_template("auth/change_password.html", form=form), 400
+    user = current_user._get_current_object()
+    return act(lambda: accounts.change_password(user, form.current_password.data, form.new_password.data,
+                                                request.remote_addr),
+               done=lambda _: _password_changed(user),
+               refused=lambda _message, status: (render_template("auth/change_password.html", form=form),
+                                                 status),
+               form=form)
+
+
+def _password_changed(user):
+    flash("Your password is changed.", "success")
+    return redirect(url_for(user.home_endpoint))
 
 
 @bp.before_app_request

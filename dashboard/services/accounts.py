@@ -3,17 +3,20 @@ import functools
 import math
 import secrets
 from datetime import timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.security import generate_password_hash
 
 from ..extensions import db
-from ..hashing import run_hash
+from ..hashing import HashingBusy, run_hash
 from ..models import center as center_models
 from ..models.base import ROLES, utcnow
 from ..models.center import AuditLog, User, UserSession
-from . import audit
+from . import audit, session_trust
 from .refusals import Refused
 
 DEMO_PASSWORD = "medport-demo"
@@ -194,6 +197,92 @@ def authenticate(email, password, ip):
     user.last_login_at = utcnow()
     audit.record("login.success", user=user, ip=ip, entity_type="user", entity_id=user.public_id)
     return user
+
+
+class SignIn(NamedTuple):
+    """The outcome of :func:`sign_in`: the signed-in ``user``, or the ``refused`` attempt."""
+
+    user: object
+    refused: LoginRefused | None
+
+
+def sign_in(email, password, ip, previous_token=None):
+    """Check the credentials and, when they hold, start a server-side session: a :class:`SignIn`.
+
+    A refused attempt is returned, not raised, because its audit entry is to be committed like
+    a success (the throttle counts it): ``SignIn(None, LoginRefused)`` with the statuses of
+    :func:`authenticate`, or 503 with ``retry_after`` when no password-hashing slot came free
+    (nothing recorded then).  On success the session ``previous_token`` names (signing in
+    over a live one) is revoked and a new one started (``user.session_token``).  The caller
+    commits.
+    """
+    try:
+        user = authenticate(email, password, ip)
+    except LoginRefused as refused:
+        return SignIn(None, refused)
+    except HashingBusy as busy:
+        return SignIn(None, LoginRefused(busy.message, status=503, retry_after=busy.retry_after))
+    end_session(previous_token)
+    start_session(user, ip)
+    return SignIn(user, None)
+
+
+class SignOutRefused(Refused):
+    """A sign-out that could not be written anywhere (the center and the user's own silo are
+    both unreachable): 503."""
+
+    status = 503
+
+
+def sign_out(user, ip):
+    """End ``user``'s current server-side session, with its audit entry; returns True, or False
+    when it was queued instead (see below).
+
+    With the center unreachable the revocation waits in the outbox of the user's own silo
+    (:func:`.session_trust.queue_sign_out`); when that silo is unreachable too, raises
+    :class:`SignOutRefused` (503): the browser's session is to be cleared all the same.  The
+    caller commits.
+    """
+    if not session_trust.center_unreachable():
+        audit.record("logout", user=user, ip=ip, entity_type="user", entity_id=user.public_id)
+        end_session(user.session_token)
+        return True
+    try:
+        session_trust.queue_sign_out(user, ip)
+        db.session.flush()
+    except (DBAPIError, PoolTimeout):
+        current_app.logger.warning(
+            "sign-out could not be queued: the center and the user's silo are unreachable")
+        raise SignOutRefused("The sign-out could not be recorded; the browser's session is "
+                             "cleared all the same.") from None
+    return False
+
+
+class PasswordRefused(Refused):
+    """A password change the rules do not allow (400); ``field`` names the form field at fault."""
+
+    status = 400
+
+
+def change_password(user, current_password, new_password, ip):
+    """Change ``user``'s own password and sign out every other browser signed in as them (the
+    current session stays); audited.  Returns how many other sessions were ended.
+
+    Raises :class:`PasswordRefused` (400): ``current_password`` not theirs (field
+    ``current_password``), ``new_password`` too weak (field ``new_password``).  Raises
+    :class:`dashboard.hashing.HashingBusy` when no hashing slot came free.  The caller commits.
+    """
+    if not user.check_password(current_password):
+        raise PasswordRefused("This is not your current password.", field="current_password")
+    problem = validate_password(new_password)
+    if problem:
+        raise PasswordRefused(problem, field="new_password")
+    user.set_password(new_password)
+    user.must_change_password = False
+    ended = end_other_sessions(user, user.session_token)
+    audit.record("user.password_changed", user=user, ip=ip, entity_type="user",
+                 entity_id=user.public_id, detail=f"{ended} other session(s) ended")
+    return ended
 
 
 def start_session(user, ip):

@@ -1,4 +1,5 @@
-"""Reading the audit log: filters, keyset pages (newest first, by id) and a streamed CSV export.
+"""Reading the audit log: filters, keyset pages (newest first, by id, through :mod:`.paging`)
+and a streamed CSV export.
 
 Read only: nothing here (or anywhere in the app) edits or deletes audit rows.
 """
@@ -7,10 +8,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..extensions import db
 from ..models.center import AuditLog
 from ..models.hospital import FIELD_LABELS
-from . import csvout
+from . import csvout, paging
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 500
@@ -53,15 +53,12 @@ def conditions(filters):
     return where
 
 
-def page(filters, before_id=None, size=PAGE_SIZE):
-    """One page of entries newer-first; returns ``(entries, id to continue before or None)``."""
+def page(filters, after=None, size=PAGE_SIZE):
+    """One page of the matching entries, newest first, keyset-paged by id through
+    :func:`.paging.keyset`: a :class:`.paging.Page` (``rows``, ``after`` the next page's cursor
+    or None).  Raises :class:`.paging.CursorRefused` (400) for a cursor it did not make."""
     query = sa.select(AuditLog).where(*conditions(filters))
-    if before_id:
-        query = query.where(AuditLog.id < before_id)
-    rows = list(db.session.scalars(query.order_by(AuditLog.id.desc()).limit(size + 1)))
-    more = len(rows) > size
-    rows = rows[:size]
-    return rows, (rows[-1].id if more and rows else None)
+    return paging.keyset(query, [AuditLog.id], after=after, size=size)
 
 
 def subject(entry):
@@ -119,20 +116,17 @@ def csv_lines(filters, local_time):
 
 
 def _export_rows(filters, local_time):
-    columns = (AuditLog.id, AuditLog.created_at, AuditLog.user_email, AuditLog.user_id, AuditLog.action,
-               AuditLog.silo, AuditLog.entity_type, AuditLog.entity_id, AuditLog.ip, AuditLog.before,
-               AuditLog.after, AuditLog.detail)
-    before_id = None
+    """The CSV rows of the matching entries, read a keyset page of :data:`EXPORT_BATCH` at a
+    time (only when the stream wants more)."""
+    query = sa.select(AuditLog).where(*conditions(filters))
+    after = None
     while True:
-        query = sa.select(*columns).where(*conditions(filters))
-        if before_id is not None:
-            query = query.where(AuditLog.id < before_id)
-        rows = db.session.execute(query.order_by(AuditLog.id.desc()).limit(EXPORT_BATCH)).all()
-        for row in rows:
+        batch = paging.keyset(query, [AuditLog.id], after=after, size=EXPORT_BATCH)
+        for row in batch.rows:
             yield [_value(v) for v in (
                 row.id, local_time(row.created_at), row.created_at.isoformat(sep=" ", timespec="seconds"),
                 row.user_email, row.user_id, row.action, row.silo, row.entity_type, row.entity_id,
                 row.ip, row.before, row.after, row.detail)]
-        if len(rows) < EXPORT_BATCH:
+        if batch.after is None:
             break
-        before_id = rows[-1].id
+        after = batch.after

@@ -6,6 +6,7 @@ from ..extensions import db
 from ..models.base import utcnow
 from ..models.center import SystemConfiguration
 from . import audit, center_reads
+from .refusals import Refused
 
 AUTO_AWARD_POLICIES = {
     "off": "Off",
@@ -151,6 +152,33 @@ def save(raw_values, actor):
         emit("center", "config.changed", "config", "system",
              {"changed": {key: [before, after] for key, (before, after) in changed.items()}})
     return changed, {}
+
+
+class ConfigurationRefused(Refused):
+    """Settings that do not validate (400); ``errors`` maps each setting key at fault to its
+    message (:func:`problems` gives the same mapping)."""
+
+    status = 400
+
+    def __init__(self, errors):
+        super().__init__("Check the highlighted fields; nothing was saved.", 400)
+        self.errors = errors
+
+
+def problems(raw_values):
+    """``{key: message}`` of the submitted values that do not validate (empty when all do)."""
+    return {key: problem for key in SETTINGS if (problem := validate(key, raw_values.get(key))[1])}
+
+
+def apply(raw_values, actor):
+    """:func:`save`, refusing instead of returning errors: returns ``changed`` (see :func:`save`).
+
+    Raises :class:`ConfigurationRefused` (400) when any value does not validate; nothing is
+    stored then.  The caller commits."""
+    changed, errors = save(raw_values, actor)
+    if errors:
+        raise ConfigurationRefused(errors)
+    return changed
 
 
 #: Who a step of the escalation ladder alerts.

@@ -243,6 +243,34 @@ def get_facility(public_id):
     return db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.public_id == public_id))
 
 
+def get_hospital(public_id):
+    """The registry's hospital ``public_id`` (a :class:`Hospital`), or None."""
+    return db.session.scalar(sa.select(Hospital).where(Hospital.public_id == public_id))
+
+
+def get_agency(public_id):
+    """The registry's agency ``public_id`` (an :class:`Agency`), or None."""
+    return db.session.scalar(sa.select(Agency).where(Agency.public_id == public_id))
+
+
+def hospital_of(facility):
+    """The registry's hospital a facility of the hospital silo belongs to, or None."""
+    return db.session.get(Hospital, facility.hospital_id)
+
+
+def organisation(kind, org_id):
+    """The hospital (``kind`` "hospital") or agency ("agency") with row id ``org_id``, or None
+    for another kind or no such row."""
+    model = {"hospital": Hospital, "agency": Agency}.get(kind)
+    return db.session.get(model, org_id) if model is not None else None
+
+
+def organisations():
+    """``(hospitals, agencies)`` of the registry, each a list ordered by name (active or not)."""
+    return (db.session.scalars(sa.select(Hospital).order_by(Hospital.name)).all(),
+            db.session.scalars(sa.select(Agency).order_by(Agency.name)).all())
+
+
 def apply_facility(values):
     """Hospital silo: create or update the facility ``values`` describe (idempotent)."""
     facility = get_facility(values["public_id"])

@@ -70,6 +70,17 @@ def remove(public_id, user, ip=None, scope=None):
     return endpoint
 
 
+def remove_or_refuse(public_id, user, ip=None, scope=None):
+    """:func:`remove`, refusing an unknown endpoint: returns the endpoint stopped.
+
+    Raises :class:`Refused` (404) when there is no such active endpoint (or, with ``scope``, it
+    is another organisation's).  Audited; the caller commits."""
+    endpoint = remove(public_id, user, ip, scope=scope)
+    if endpoint is None:
+        raise Refused("No such webhook endpoint.", 404)
+    return endpoint
+
+
 def endpoints(scope=None):
     """The active endpoints, oldest first; with ``scope`` (``hospital:<id>``, ``agency:<id>``)
     only that organisation's."""

@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from ...extensions import db
 from ...models.base import utcnow
 from ...models.center import AlertDelivery, WebhookEndpoint
+from ..refusals import Refused
 
 STATUSES = ("pending", "retrying", "sent", "parked")
 DUE = ("pending", "retrying")
@@ -28,16 +29,30 @@ def _of_scope(scope):
 def replay(public_id=None, scope=None):
     """Put a parked delivery (or every one) back in the queue; returns how many.  With ``scope``
     only a webhook delivery of that organisation's endpoints is replayed.  Commits."""
+    count = _requeue(public_id, scope)
+    db.session.commit()
+    return count
+
+
+def replay_parked(public_id, scope=None):
+    """:func:`replay` of the one parked delivery ``public_id``, for a view's use case: returns 1.
+
+    Raises :class:`Refused` (404) when there is no such parked delivery (or, with ``scope``,
+    it is not of that organisation's endpoints).  The caller commits."""
+    if not _requeue(public_id, scope):
+        raise Refused("That delivery is not parked (or not yours to replay).", 404)
+    return 1
+
+
+def _requeue(public_id, scope):
     query = sa.update(AlertDelivery).where(AlertDelivery.status == "parked")
     if public_id is not None:
         query = query.where(AlertDelivery.public_id == public_id)
     if scope is not None:
         query = query.where(_of_scope(scope))
-    count = db.session.execute(query.values(status="retrying", attempts=0, next_attempt_at=utcnow(),
-                                            claimed_until=None)
-                               .execution_options(synchronize_session=False)).rowcount
-    db.session.commit()
-    return count
+    return db.session.execute(query.values(status="retrying", attempts=0, next_attempt_at=utcnow(),
+                                           claimed_until=None)
+                              .execution_options(synchronize_session=False)).rowcount
 
 
 def recent(status=None, channel=None, limit=200, scope=None):
