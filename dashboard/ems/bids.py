@@ -9,7 +9,7 @@ from ..models.base import LEVEL_RANK, utcnow
 from ..services import bidding, ems_reads, submissions, trips
 from ..services import units as unit_service
 from ..services.bidding import BID_OUTCOMES
-from ..views import act
+from ..views import act, found
 from .forms import BidForm, PairBidForm
 from .routes import (
     BIDDABLE_UNIT_STATUSES,
@@ -17,7 +17,6 @@ from .routes import (
     _agency,
     _already_done,
     _bid_or_404,
-    _done,
     _trip_or_404,
     bp,
     trip_distance,
@@ -152,7 +151,7 @@ def place_bid(public_id):
         return f"Bid placed: {bid.unit.number}, ETA {bid.eta_minutes} min."
 
     return act(place,
-               done=lambda message: _done("ems.request_detail", message, public_id=public_id) if message
+               done=lambda message: found("ems.request_detail", message, public_id=public_id) if message
                else _already_done(again, "ems.request_detail", public_id=public_id),
                refused=_render_refused(public_id, form), form=form)
 
@@ -193,7 +192,7 @@ def place_pair_bid(public_id):
         return True
 
     return act(place,
-               done=lambda placed: _done("ems.request_detail", "Bids placed on the request and its return.",
+               done=lambda placed: found("ems.request_detail", "Bids placed on the request and its return.",
                                          public_id=public_id) if placed
                else _already_done(again, "ems.request_detail", public_id=public_id),
                refused=_render_refused(public_id))
@@ -222,7 +221,7 @@ def change_bid(bid_public_id):
         return f"Bid changed: {bid.unit.number}, ETA {bid.eta_minutes} min."
 
     return act(change,
-               done=lambda message: _done("ems.request_detail", message, public_id=trip_public_id),
+               done=lambda message: found("ems.request_detail", message, public_id=trip_public_id),
                refused=_render_refused(trip_public_id, form), form=form)
 
 
@@ -237,5 +236,5 @@ def withdraw_bid(bid_public_id):
     agency = _agency()
     trip_public_id = trip.public_id
     return act(lambda: bidding.withdraw(bid, trip, agency.id, agency.name),
-               done=lambda _bid: _done("ems.request_detail", "Bid withdrawn.", public_id=trip_public_id),
+               done=lambda _bid: found("ems.request_detail", "Bid withdrawn.", public_id=trip_public_id),
                refused=_render_refused(trip_public_id))

@@ -8,7 +8,7 @@ from ..localtime import to_local
 from ..models.base import utcnow
 from ..services import bidding, csvout, degraded, ems_reads, trips
 from ..services import units as unit_service
-from ..views import act
+from ..views import act, found
 from .forms import AdvanceForm, HandBackForm
 from .routes import (
     CSV_COLUMNS,
@@ -16,7 +16,6 @@ from .routes import (
     ROUTE_STATUS_LABELS,
     STEP_BUTTONS,
     _agency,
-    _done,
     _page_or_400,
     _page_size,
     bp,
@@ -108,7 +107,7 @@ def _crew_step(public_id, step_action, missing, done):
     reference = route.trip_reference
     label = _crew_label(route)
     return act(lambda: step_action(route, step, current_user.id, label, trip=trip),
-               done=lambda _: _done("ems.my_trips", f"{reference}: {STEP_BUTTONS.get(step, step)}{done}."),
+               done=lambda _: found("ems.my_trips", f"{reference}: {STEP_BUTTONS.get(step, step)}{done}."),
                refused=lambda message, status: _render_my_trips(f"{reference}: {message}", status))
 
 
@@ -148,7 +147,7 @@ def hand_back_trip(public_id):
         return _render_my_trips(f"{reference}: {message}", 400)
     label = _crew_label(route)
     return act(lambda: bidding.hand_back(route, form.reason.data, current_user.id, label, trip=trip),
-               done=lambda _: _done("ems.my_trips",
+               done=lambda _: found("ems.my_trips",
                                     f"{reference} handed back; the hospital and the transport center are told."),
                refused=lambda message, status: _render_my_trips(f"{reference}: {message}", status))
 

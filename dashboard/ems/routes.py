@@ -12,7 +12,7 @@ live in the modules of this package imported at the end (``board``, ``bids``, ``
 import re
 from datetime import date, timedelta
 
-from flask import Blueprint, abort, flash, redirect, url_for
+from flask import Blueprint, abort
 from flask_login import current_user
 
 from ..localtime import local_midnight, local_today
@@ -71,12 +71,6 @@ def _page_or_400(read):
         abort(refused.status, refused.message)
 
 
-def _done(endpoint, message=None, category="success", **values):
-    """302 to ``endpoint`` with an optional flashed ``message``: how the EMS pages answer a done
-    form (the crew's phone page answers 303, through :func:`dashboard.views.see_other`)."""
-    if message:
-        flash(message, category)
-    return redirect(url_for(endpoint, **values))
 
 
 def _already_done(message, endpoint, **values):

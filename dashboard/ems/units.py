@@ -11,13 +11,12 @@ from ..localtime import from_local, to_local
 from ..models.base import LEVEL_LABELS
 from ..services import crew, ems_reads, submissions
 from ..services import units as unit_service
-from ..views import SEE_FIELDS, act
+from ..views import SEE_FIELDS, act, found
 from .forms import AvailabilityForm, UnitForm, UnitStatusForm
 from .routes import (
     ROUTE_STATUS_LABELS,
     _agency,
     _already_done,
-    _done,
     _local_day,
     _unit_or_404,
     _window_or_404,
@@ -96,7 +95,7 @@ def create_unit():
         return f"{unit.number} added."
 
     return act(create,
-               done=lambda message: _done("ems.units", message) if message else _already_done(again, "ems.units"),
+               done=lambda message: found("ems.units", message) if message else _already_done(again, "ems.units"),
                refused=lambda message, status: _render_units(form, message, status), form=form)
 
 
@@ -125,7 +124,7 @@ def edit_unit(public_id):
                                  form.shift_start.data, form.shift_end.data)
         return f"{unit.number} saved."
 
-    return act(update, done=lambda message: _done("ems.units", message), refused=render, form=form)
+    return act(update, done=lambda message: found("ems.units", message), refused=render, form=form)
 
 
 @bp.route("/units/<public_id>/status", methods=["POST"])
@@ -141,7 +140,7 @@ def unit_status(public_id):
         return _render_units(error="Choose one of the listed statuses.", status=400)
     number = unit.number
     return act(lambda: unit_service.change_status(unit, form.status.data),
-               done=lambda changed: _done(
+               done=lambda changed: found(
                    "ems.units", f"{number} is now {form.status.data.replace('_', ' ')}." if changed else None),
                refused=lambda message, status: _render_units(error=message, status=status))
 
@@ -217,7 +216,7 @@ def add_availability():
         return f"{unit.number}: {unit_service.AVAILABILITY_KINDS[form.kind.data].lower()} window added."
 
     return act(add,
-               done=lambda message: _done("ems.availability", message,
+               done=lambda message: found("ems.availability", message,
                                           date=form.starts_at.data.date().isoformat()) if message
                else _already_done(added, "ems.availability", **_window_day(form)),
                refused=lambda message, status: _render_availability(day_raw, form, message, status),
@@ -233,5 +232,5 @@ def remove_availability():
     window = _window_or_404(request.form.get("window_id"))
     day = to_local(window.starts_at).date().isoformat()
     return act(lambda: unit_service.remove_availability(window),
-               done=lambda _: _done("ems.availability", "Window removed.", date=day),
+               done=lambda _: found("ems.availability", "Window removed.", date=day),
                refused=lambda message, status: _render_availability(day, None, message, status))

@@ -11,9 +11,9 @@ from flask_wtf import FlaskForm
 from ..auth.routes import roles_required
 from ..services import preferences as preference_service
 from ..services import submissions
-from ..views import act, actor
+from ..views import act, actor, found
 from .forms import PreferenceForm, PreferenceMoveForm, PreferenceNotesForm
-from .routes import FORM_ALTERED, _agency_names, _hospital_id, _redirect, bp
+from .routes import FORM_ALTERED, _agency_names, _hospital_id, bp
 
 ADDED_ALREADY = "This agency was already added; here is your list."
 
@@ -67,7 +67,7 @@ def preferences():
         claim.created(preference.id)
         return preference
 
-    return act(add, done=lambda added: _repeat() if added is None else _redirect(
+    return act(add, done=lambda added: _repeat() if added is None else found(
                    ".preferences", f"{agency.name} added to your preferred agencies."),
                refused=lambda message, status: _render_preferences(form, status, message),
                form=form)
@@ -75,7 +75,7 @@ def preferences():
 
 def _repeat():
     """A form sent again: the list, said so (303)."""
-    response = _redirect(".preferences", ADDED_ALREADY, "info")
+    response = found(".preferences", ADDED_ALREADY, "info")
     response.status_code = 303
     return response
 
@@ -91,7 +91,7 @@ def remove_preference(pref_id):
         return _render_preferences(_fresh_preference_form(), 400, FORM_ALTERED)
     name = _agency_names([pref.agency_id]).get(pref.agency_id, "The agency")
     return act(lambda: preference_service.remove(pref, actor()),
-               done=lambda _: _redirect(".preferences", f"{name} removed from your preferred agencies."),
+               done=lambda _: found(".preferences", f"{name} removed from your preferred agencies."),
                refused=lambda message, status: _render_preferences(_fresh_preference_form(), status, message))
 
 
@@ -106,7 +106,7 @@ def move_preference(pref_id):
     if not form.validate_on_submit():
         return _render_preferences(_fresh_preference_form(), 400, "Move an agency up or down the list.")
     return act(lambda: preference_service.move(pref, form.direction.data, actor()),
-               done=lambda _: _redirect(".preferences"),
+               done=lambda _: found(".preferences"),
                refused=lambda message, status: _render_preferences(_fresh_preference_form(), status, message))
 
 
@@ -123,5 +123,5 @@ def preference_notes(pref_id):
         message = form.notes.errors[0] if form.notes.errors else FORM_ALTERED
         return _render_preferences(_fresh_preference_form(), 400, message)
     return act(lambda: preference_service.set_notes(pref, form.notes.data, actor()),
-               done=lambda _: _redirect(".preferences", "Notes saved."),
+               done=lambda _: found(".preferences", "Notes saved."),
                refused=lambda message, status: _render_preferences(_fresh_preference_form(), status, message))

@@ -10,9 +10,9 @@ from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..services import configuration, returns, trips
-from ..views import act
+from ..views import act, found
 from .return_forms import NotReadyForm, ReleaseForm, ReturnForm
-from .routes import _redirect, _render_request, _trip_or_404, bp
+from .routes import _render_request, _trip_or_404, bp
 
 
 def _refused(trip_public_id, message, status):
@@ -51,7 +51,7 @@ def add_return(public_id):
         lambda: returns.add_return(trip, form.kind.data, window,
                                    configuration.get("bid_deadline_default_minutes"),
                                    current_user.hospital.short_code, current_user.id, current_user.display_name),
-        done=lambda leg: _redirect(".request_detail", f"Return {leg.reference} added" + (
+        done=lambda leg: found(".request_detail", f"Return {leg.reference} added" + (
             ": it waits until the patient is marked ready." if will_call else "."), public_id=leg.public_id),
         refused=lambda message, status: _refused(public_id, message, status))
 
@@ -87,7 +87,7 @@ def release(public_id):
     return act(
         lambda: trips.release(trip, form.urgency.data, configuration.get("bid_deadline_default_minutes"),
                               current_user.id, current_user.display_name),
-        done=lambda _: _redirect(".request_detail" if own else ".will_call",
+        done=lambda _: found(".request_detail" if own else ".will_call",
                                  f"{reference}: patient ready, bidding is open.",
                                  **({"public_id": public_id} if own else {})),
         refused=lambda message, status: _refused(public_id, message, status))
@@ -103,7 +103,7 @@ def patient_ready(public_id):
     trip = _trip_or_404(public_id)
     return act(
         lambda: trips.mark_patient_ready(trip, current_user.id, current_user.display_name),
-        done=lambda _: _redirect(".request_detail", f"{trip.reference}: patient marked ready.",
+        done=lambda _: found(".request_detail", f"{trip.reference}: patient marked ready.",
                                  public_id=public_id),
         refused=lambda message, status: _refused(public_id, message, status))
 
@@ -121,6 +121,6 @@ def not_ready(public_id):
         return _render_request(trip, 400, "Say why the patient is not ready (up to 200 characters).")
     return act(
         lambda: trips.mark_not_ready(trip, form.reason.data, current_user.id, current_user.display_name),
-        done=lambda _: _redirect(".request_detail", f"{trip.reference}: patient marked not ready.",
+        done=lambda _: found(".request_detail", f"{trip.reference}: patient marked not ready.",
                                  public_id=public_id),
         refused=lambda message, status: _refused(public_id, message, status))

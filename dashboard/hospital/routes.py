@@ -6,7 +6,7 @@ answers 404.  A use case writes the hospital silo only, through :func:`dashboard
 :mod:`.trip_actions` (award, cancel, edit), posting in :mod:`.posting`, the preferred agencies in
 :mod:`.preferred_agencies` and return legs in :mod:`.return_routes`, all on this blueprint.
 """
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, render_template, request
 from flask_login import current_user
 
 from ..auth.routes import roles_required
@@ -48,12 +48,6 @@ def _trip_or_404(public_id):
     return trip
 
 
-def _redirect(endpoint, message=None, category="success", **values):
-    """302 to ``endpoint`` with an optional flashed ``message``: the answer to a done action
-    (these views answer 302, as they always did; ``views.see_other`` answers 303)."""
-    if message:
-        flash(message, category)
-    return redirect(url_for(endpoint, **values))
 
 
 def _is_unfilled(trip, now=None):

@@ -9,9 +9,9 @@ from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..services import awards, trips
-from ..views import act
+from ..views import act, found
 from .forms import AwardForm, CancelForm, EditForm, parse_version
-from .routes import CANCELLABLE, FORM_ALTERED, _redirect, _render_request, _summary_context, _trip_or_404, bp
+from .routes import CANCELLABLE, FORM_ALTERED, _render_request, _summary_context, _trip_or_404, bp
 
 
 @bp.route("/requests/<public_id>/award", methods=["POST"])
@@ -30,7 +30,7 @@ def award(public_id):
     return act(
         lambda: awards.award_bid(trip, form.bid.data, current_user.id, current_user.display_name,
                                  version, by="hospital"),
-        done=lambda awarded: _redirect(
+        done=lambda awarded: found(
             ".request_detail", f"{awarded.reference} awarded to {awarded.awarded_agency_name} ({awarded.awarded_unit_label}, "
             f"ETA {awarded.awarded_eta_minutes} min). The other bidders are told.",
             public_id=awarded.public_id),
@@ -60,7 +60,7 @@ def cancel_request(public_id):
     return act(
         lambda: trips.cancel(trip, form.reason.data, form.note.data, current_user.id,
                              current_user.display_name, expected_version=version),
-        done=lambda _: _redirect(".request_detail", f"{trip.reference} is cancelled.", public_id=trip.public_id),
+        done=lambda _: found(".request_detail", f"{trip.reference} is cancelled.", public_id=trip.public_id),
         refused=lambda message, status: _render_cancel(trip, form, status, message),
         form=form)
 
@@ -109,7 +109,7 @@ def _edited(trip, form, changed):
         message, category = f"{trip.reference} updated; agencies that bid see the change.", "success"
     else:
         message, category = "Nothing was changed.", "info"
-    response = _redirect(".request_detail", message, category, public_id=trip.public_id)
+    response = found(".request_detail", message, category, public_id=trip.public_id)
     notice = form.override_not_needed(trip.level_of_care)
     if notice:
         flash(notice, "info")

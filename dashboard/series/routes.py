@@ -11,7 +11,7 @@ from ..localtime import local_today
 from ..models.hospital import WEEKDAYS
 from ..services import center_reads, configuration, hospital_reads, submissions, trips
 from ..services import series as series_service
-from ..views import act
+from ..views import act, found
 from .forms import ChangeForm, ExceptionForm, SeriesCancelForm, SeriesForm, parse_version
 
 bp = Blueprint("series", __name__, url_prefix="/hospital/series")
@@ -32,10 +32,6 @@ def _series_or_404(public_id):
     return found
 
 
-def _redirect(endpoint, message, **values):
-    """302 to ``endpoint`` with a flashed success ``message`` (as these views always answered)."""
-    flash(message, "success")
-    return redirect(url_for(endpoint, **values))
 
 
 def _agencies():
@@ -112,7 +108,7 @@ def _created(public_id, repeat):
     """The answer to a creation: the new series (303 to the first one for a repeat)."""
     if repeat:
         return redirect(url_for(".detail", public_id=public_id), 303)
-    return _redirect(".detail", "Series created. Its occurrences are posted as requests ahead of their "
+    return found(".detail", "Series created. Its occurrences are posted as requests ahead of their "
                      f"bidding lead time, {configuration.get('series_generate_days')} days ahead.",
                      public_id=public_id)
 
@@ -177,7 +173,7 @@ def exception(public_id):
                             form.note.data, user_id, label)
         return f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
 
-    return act(apply, done=lambda message: _redirect(".detail", message, public_id=public_id),
+    return act(apply, done=lambda message: found(".detail", message, public_id=public_id),
                refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
                                                               exception_form=form),
                form=form)
@@ -201,7 +197,7 @@ def change(public_id):
     return act(
         lambda: series_service.change_from(found, form.from_day.data, form.changes(found),
                                            current_user.id, current_user.display_name, version).public_id,
-        done=lambda successor_id: _redirect(
+        done=lambda successor_id: found(
             ".detail", f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.",
             public_id=successor_id),
         refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
@@ -226,7 +222,7 @@ def cancel(public_id):
     return act(
         lambda: series_service.cancel(found, form.reason.data, form.note.data, current_user.id,
                                       current_user.display_name, version),
-        done=lambda count: _redirect(
+        done=lambda count: found(
             ".detail", f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead "
             "cancelled with it.", public_id=public_id),
         refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
