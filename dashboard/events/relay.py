@@ -278,14 +278,13 @@ class Relay:
     def _listen_for_commits(self):
         """LISTEN on every PostgreSQL silo; each notification wakes the delivery loop."""
         with self.app.app_context():
-            engines = [engine for engine in (engine(silo)
-                                             for silo in SILOS)
-                       if engine.dialect.name == "postgresql"]
+            engines = [silo_engine for silo_engine in (engine(silo) for silo in SILOS)
+                       if silo_engine.dialect.name == "postgresql"]
         while engines and not self.stopping.is_set():
             raws = []
             try:
-                for engine in engines:
-                    raws.append(engine.raw_connection())
+                for silo_engine in engines:
+                    raws.append(silo_engine.raw_connection())
                     conn = raws[-1].driver_connection
                     conn.rollback()
                     conn.autocommit = True

@@ -11,7 +11,8 @@ from ..localtime import local_today
 from ..models.hospital import WEEKDAYS
 from ..services import center_reads, configuration, hospital_reads, submissions, trips
 from ..services import series as series_service
-from ..views import act, found
+from ..views import act
+from ..views import found as found_redirect
 from .forms import ChangeForm, ExceptionForm, SeriesCancelForm, SeriesForm, parse_version
 
 bp = Blueprint("series", __name__, url_prefix="/hospital/series")
@@ -108,7 +109,7 @@ def _created(public_id, repeat):
     """The answer to a creation: the new series (303 to the first one for a repeat)."""
     if repeat:
         return redirect(url_for(".detail", public_id=public_id), 303)
-    return found(".detail", "Series created. Its occurrences are posted as requests ahead of their "
+    return found_redirect(".detail", "Series created. Its occurrences are posted as requests ahead of their "
                      f"bidding lead time, {configuration.get('series_generate_days')} days ahead.",
                      public_id=public_id)
 
@@ -173,7 +174,7 @@ def exception(public_id):
                             form.note.data, user_id, label)
         return f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
 
-    return act(apply, done=lambda message: found(".detail", message, public_id=public_id),
+    return act(apply, done=lambda message: found_redirect(".detail", message, public_id=public_id),
                refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
                                                               exception_form=form),
                form=form)
@@ -197,8 +198,7 @@ def change(public_id):
     return act(
         lambda: series_service.change_from(found, form.from_day.data, form.changes(found),
                                            current_user.id, current_user.display_name, version).public_id,
-        done=lambda successor_id: found(
-            ".detail", f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.",
+        done=lambda successor_id: found_redirect(".detail", f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.",
             public_id=successor_id),
         refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
                                                        change_form=form),
@@ -222,8 +222,7 @@ def cancel(public_id):
     return act(
         lambda: series_service.cancel(found, form.reason.data, form.note.data, current_user.id,
                                       current_user.display_name, version),
-        done=lambda count: found(
-            ".detail", f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead "
+        done=lambda count: found_redirect(".detail", f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead "
             "cancelled with it.", public_id=public_id),
         refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
                                                        cancel_form=form),

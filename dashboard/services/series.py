@@ -513,7 +513,7 @@ WITH planned AS (
     FROM inserted i JOIN planned p ON p.series_id = i.series_id AND p.series_date = i.series_date
     ORDER BY i.id
 )
-SELECT id, series_id, series_date FROM inserted ORDER BY id""")
+SELECT id, series_id, series_date FROM inserted ORDER BY id""")  # nosec B608 - only the module's own column names are formatted in; values are bound
     return _bulk_sql
 
 
