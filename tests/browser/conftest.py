@@ -181,6 +181,9 @@ class Session:
         state = None if (fresh or not email) else _signed_in.get(key)
         self.context = browser.new_context(viewport={"width": width, "height": height}, storage_state=state)
         self.context.set_default_timeout(10_000)
+        # A page load on two loaded cores (three browsers, gunicorn, PostgreSQL and the relay
+        # sharing them) can pass 10 s without anything being wrong; waits on content stay at 10 s.
+        self.context.set_default_navigation_timeout(30_000)
         self.page = self.context.new_page()
         self.errors = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
