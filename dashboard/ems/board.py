@@ -91,7 +91,8 @@ def _board_context():
                 and not (key == "page" and value == 1)}
 
     return {"rows": rows, "upcoming_count": boards.count_label(upcoming, UPCOMING_SHOWN),
-            "upcoming_args": {"level": filters["level"]} if filters["level"] else {}, "filters": filters, "now": now, "sort": sort,
+            "upcoming_args": {"level": filters["level"]} if filters["level"] else {},
+            "filters": filters, "now": now, "sort": sort,
             "sorts": boards.SORTS, "page": shown, "link_args": link_args,
             "levels": bidding.servable_levels(agency.level_list), "within_choices": BOARD_WITHIN,
             "panel_args": link_args()}
