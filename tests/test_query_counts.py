@@ -35,7 +35,7 @@ def pages(trip):
             "/hospital/analytics",
         ],
         DISPATCHER: [
-            "/ems/", "/ems/board/panel", "/ems/trips", "/ems/trips/panel",
+            "/ems/", "/ems/board/panel", "/ems/board/upcoming", "/ems/trips", "/ems/trips/panel",
             "/ems/trips/panel?tab=completed", f"/ems/requests/{trip}", "/ems/units", "/ems/units/panel",
             "/ems/history", "/ems/routes", "/ems/analytics",
         ],

@@ -342,7 +342,8 @@ def test_a_nurse_creates_a_series_from_one_form_and_sees_it_on_one_page(app, nur
     # The agency sees it is one of a series.
     auth.logout()
     assert auth.login("dispatch@altoonaems.medport.test").status_code == 302
-    board = text(client.get("/ems/"))
+    # Taking bids it is on the board; booked ahead, in the board's upcoming fold.
+    board = text(client.get("/ems/")) + text(client.get("/ems/board/upcoming", headers={"HX-Request": "true"}))
     assert reference in board and "Series" in board
     assert "one occurrence of a recurring series" in text(client.get(f"/ems/requests/{trip_public_id}"))
     # Another hospital does not find it.

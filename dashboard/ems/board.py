@@ -79,9 +79,8 @@ def _board_context():
     bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
     rows = [{"trip": trip, "distance_km": trip_distance(trip), "bid": bids.get(trip.id),
              "bidding_open": trip.bid_deadline > now} for trip in open_trips]
-    upcoming = [{"trip": trip, "distance_km": trip_distance(trip)}
-                for trip in scheduling.upcoming_requests(agency.id, agency.level_list, limit=UPCOMING_SHOWN,
-                                                         level=filters["level"] or None, now=now)]
+    upcoming = scheduling.upcoming_count(agency.id, agency.level_list, UPCOMING_SHOWN,
+                                         level=filters["level"] or None, now=now)
     view = dict(filters, sort=sort, page=shown.number)
 
     def link_args(**changes):
@@ -91,7 +90,9 @@ def _board_context():
                 if value and not (key == "sort" and value == BOARD_DEFAULT_SORT)
                 and not (key == "page" and value == 1)}
 
-    return {"rows": rows, "upcoming": upcoming, "filters": filters, "now": now, "sort": sort,
+    return {"rows": rows, "upcoming_count": boards.count_label(upcoming, UPCOMING_SHOWN),
+            "upcoming_args": {"level": filters["level"]} if filters["level"] else {},
+            "filters": filters, "now": now, "sort": sort,
             "sorts": boards.SORTS, "page": shown, "link_args": link_args,
             "levels": bidding.servable_levels(agency.level_list), "within_choices": BOARD_WITHIN,
             "panel_args": link_args()}
@@ -112,7 +113,25 @@ def board_panel():
     """The board's table alone, for the live refresh.
 
     Refuses: 403 a user without an agency; 400 a filter or sort the board does not offer."""
-    return render_template("ems/_board_panel.html", **_board_context())
+    return render_template("ems/_board_panel.html", partial=True, **_board_context())
+
+
+@bp.route("/board/upcoming")
+@roles_required("ems")
+def upcoming_panel():
+    """The board's upcoming requests (booked ahead, bidding not open yet), the
+    ``UPCOMING_SHOWN`` soonest to open, of the board's level filter: the table alone for the
+    board's fold (htmx), a page of its own otherwise.
+
+    Refuses: 403 a user without an agency (or not EMS); 400 a filter the board does not offer."""
+    agency = _agency()
+    level = _board_filters(agency)["level"]
+    upcoming = [{"trip": trip, "distance_km": trip_distance(trip)}
+                for trip in scheduling.upcoming_requests(agency.id, agency.level_list, limit=UPCOMING_SHOWN,
+                                                         level=level or None)]
+    template = "ems/_upcoming_panel.html" if request.headers.get("HX-Request") else "ems/upcoming.html"
+    return render_template(template, upcoming=upcoming, shown=UPCOMING_SHOWN,
+                           upcoming_args={"level": level} if level else {}, live=True)
 
 
 # --- routes: each unit's day ---------------------------------------------------------------

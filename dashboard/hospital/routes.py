@@ -124,8 +124,10 @@ def _requests_view():
     def link_args(**changes):
         return _link_args(view, **changes)
 
+    counts = hospital_reads.tab_counts(hospital_id)
+    counts["upcoming"] = boards.count_label(counts["upcoming"], hospital_reads.UPCOMING_COUNT_CAP)
     return dict(view=view, rows=board.rows, total=shown.total, pages=shown.pages, page=shown,
-                counts=hospital_reads.tab_counts(hospital_id), tabs=TABS, sorts=SORTS,
+                counts=counts, tabs=TABS, sorts=SORTS,
                 board_sorts=boards.SORTS, default_sort=DEFAULT_SORT, link_args=_link_args,
                 board_args=link_args, now=board.now, panel_args=_link_args(view))
 

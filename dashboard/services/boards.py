@@ -109,6 +109,12 @@ def page_of(number, total, size=PAGE_SIZE):
     return Page(max(1, min(number, page.pages)), size, total)
 
 
+def count_label(count, cap):
+    """A count read up to ``cap + 1`` (a bounded count) as a board shows it: ``"<cap>+"`` when
+    above ``cap``, else the number (a str)."""
+    return f"{cap}+" if count > cap else str(count)
+
+
 def urgency_rank():
     """Emergent 0, urgent 1, routine 2 (anything else after them), as SQL."""
     return sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK))

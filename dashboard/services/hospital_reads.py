@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from ..extensions import db
 from ..localtime import local_midnight, local_today
@@ -27,6 +27,8 @@ from . import boards, configuration, oversight
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
 #: Sort keys of the hospital's own (besides the boards' shared sorts).
 OWN_SORTS = ("reference", "created")
+#: The upcoming tab's count shows at most this many, then "99+" (:func:`tab_counts`).
+UPCOMING_COUNT_CAP = 99
 
 
 # --- facilities -----------------------------------------------------------------------------
@@ -62,10 +64,10 @@ def _today_utc():
     return local_midnight(day), local_midnight(day + timedelta(days=1))
 
 
-def _not_bidding_yet():
-    """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting."""
-    T = TransportRequest
-    return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at > utcnow(),
+def _not_bidding_yet(T=TransportRequest, now=None):
+    """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting
+    (``T`` the requests table or an alias of it)."""
+    return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at > (now or utcnow()),
                                               sa.and_(T.will_call.is_(True), T.released_at.is_(None))))
 
 
@@ -110,27 +112,30 @@ def _order(sort, now):
             TransportRequest.id.desc() if descending else TransportRequest.id.asc()]
 
 
-def tab_counts(hospital_id):
-    """How many requests each tab holds (before any search): ``{tab: count}``."""
-    counts = dict(db.session.execute(
-        sa.select(TransportRequest.status, sa.func.count())
-        .where(TransportRequest.hospital_id == hospital_id,
-               TransportRequest.status.in_(("open", "cancelled") + ACTIVE_STATUSES))
-        .group_by(TransportRequest.status)
-    ).all())
-    completed = db.session.scalar(
-        sa.select(sa.func.count())
-        .where(TransportRequest.hospital_id == hospital_id, tab_filter("completed"))
-    )
-    upcoming = db.session.scalar(
-        sa.select(sa.func.count())
-        .where(TransportRequest.hospital_id == hospital_id, tab_filter("upcoming"))
-    )
-    return {"open": counts.get("open", 0) - upcoming,
-            "upcoming": upcoming,
-            "active": sum(counts.get(s, 0) for s in ACTIVE_STATUSES),
-            "completed": completed,
-            "cancelled": counts.get("cancelled", 0)}
+def tab_counts(hospital_id, now=None):
+    """How many requests each tab holds (before any search): ``{tab: count}`` (ints), read in
+    one statement.  The upcoming count stops at ``UPCOMING_COUNT_CAP + 1`` (shown "99+"): a
+    hospital's series may hold thousands of occurrences ahead, and the tab says only that there
+    are many; the others are counted from the rows that are not upcoming."""
+    T = TransportRequest
+    now = now or utcnow()
+    start, end = _today_utc()
+    ahead = aliased(TransportRequest)
+    upcoming = (sa.select(ahead.id).where(ahead.hospital_id == hospital_id, _not_bidding_yet(ahead, now))
+                .limit(UPCOMING_COUNT_CAP + 1).subquery())
+    taking_bids = sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now))
+    row = db.session.execute(
+        sa.select(
+            sa.func.count().filter(taking_bids, sa.or_(T.will_call.is_(False), T.released_at.is_not(None))),
+            sa.func.count().filter(T.status.in_(ACTIVE_STATUSES)),
+            sa.func.count().filter(T.status == "completed"),
+            sa.func.count().filter(T.status == "cancelled"),
+            sa.select(sa.func.count()).select_from(upcoming).scalar_subquery())
+        .where(T.hospital_id == hospital_id,
+               sa.or_(taking_bids, T.status.in_(ACTIVE_STATUSES + ("cancelled",)),
+                      sa.and_(T.status == "completed", T.completed_at >= start, T.completed_at < end)))
+    ).one()
+    return dict(zip(("open", "active", "completed", "cancelled", "upcoming"), row, strict=True))
 
 
 class BoardPage(NamedTuple):

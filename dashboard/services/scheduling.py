@@ -88,6 +88,23 @@ def replan(trip, window_start, now=None, settings=None):
     return {"bidding_opens_at": opens, "bid_deadline": opens + duration}
 
 
+def _upcoming_conditions(agency_id, agency_levels, level, now):
+    """The WHERE of the agency's upcoming requests (:func:`upcoming_requests`), or None when
+    the agency serves no level asked for (nothing to read)."""
+    levels = servable_levels(agency_levels)
+    if level:
+        levels = [lv for lv in levels if lv == level]
+    if not levels:
+        return None
+    T = TransportRequest
+    return (
+        # Not announced yet (an upcoming request never is): the partial opening index serves it.
+        T.opening_announced_at.is_(None), T.bidding_opens_at.is_not(None),
+        T.status == "open", T.bidding_opens_at > now, T.level_of_care.in_(levels), T.will_call.is_(False),
+        sa.or_(T.invite_mode.in_(("all", "preferred_then_all")),
+               T.invited_agency_ids.contains(f",{agency_id},")))
+
+
 def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None):
     """Requests booked ahead that this agency will be able to bid on, soonest opening first.
 
@@ -95,22 +112,25 @@ def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None)
     every agency (now or after the preferred agencies' head start) or name this one; of
     ``level`` alone when given.  At most ``limit``.
     """
-    now = now or utcnow()
-    levels = servable_levels(agency_levels)
-    if level:
-        levels = [lv for lv in levels if lv == level]
-    if not levels:
+    conditions = _upcoming_conditions(agency_id, agency_levels, level, now or utcnow())
+    if conditions is None:
         return []
     T = TransportRequest
     return list(db.session.scalars(
-        sa.select(T).where(
-            # Not announced yet (an upcoming request never is): the partial opening index serves it.
-            T.opening_announced_at.is_(None), T.bidding_opens_at.is_not(None),
-            T.status == "open", T.bidding_opens_at > now, T.level_of_care.in_(levels), T.will_call.is_(False),
-            sa.or_(T.invite_mode.in_(("all", "preferred_then_all")),
-                   T.invited_agency_ids.contains(f",{agency_id},")))
+        sa.select(T).where(*conditions)
         .options(selectinload(T.origin), selectinload(T.destination))
         .order_by(T.bidding_opens_at, T.id).limit(limit)))
+
+
+def upcoming_count(agency_id, agency_levels, cap, level=None, now=None):
+    """How many requests :func:`upcoming_requests` would list for the agency, counted up to
+    ``cap + 1`` (an int; more than ``cap`` means "cap+" on the board): one statement over at
+    most ``cap + 1`` rows of the opening index, however many series lie ahead."""
+    conditions = _upcoming_conditions(agency_id, agency_levels, level, now or utcnow())
+    if conditions is None:
+        return 0
+    found = sa.select(TransportRequest.id).where(*conditions).limit(cap + 1).subquery()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(found))
 
 
 def booking_hint(settings=None):

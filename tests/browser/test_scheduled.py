@@ -73,3 +73,9 @@ def test_a_series_and_a_will_call_return_released_with_one_click(open_session, l
     crew.page.wait_for_selector(f"text={reference}")
     open_part = crew.page.content().split('id="upcoming-title"')[0]
     assert reference in open_part
+    # Upcoming requests are only counted on the board; opening their fold fetches the list.
+    assert crew.page.locator("#upcoming-list").count() == 0
+    crew.page.click("#upcoming > summary")
+    crew.page.wait_for_selector("#upcoming-list table")
+    assert reference not in crew.page.locator("#upcoming-list").inner_text()
+    assert not [v for v in run_axe(crew.page) if v["impact"] in ("serious", "critical")]
