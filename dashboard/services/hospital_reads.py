@@ -15,13 +15,14 @@ from ..localtime import local_midnight, local_today
 from ..models.base import utcnow
 from ..models.ems import TransportBid
 from ..models.hospital import (
-    ACTIVE_STATUSES,
     HospitalFacility,
     HospitalUser,
     TransportRequest,
     TransportRequestEvent,
 )
+from ..models.vocabulary import ACTIVE_STATUSES, BIDDING_OPENED, dispatch_condition
 from . import boards, configuration, oversight
+from .text_search import like_contains
 
 #: Bid statuses the request page shows, in the order it shows them.
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
@@ -64,9 +65,7 @@ def _today_utc():
 
 def _not_bidding_yet():
     """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting."""
-    T = TransportRequest
-    return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at > utcnow(),
-                                              sa.and_(T.will_call.is_(True), T.released_at.is_(None))))
+    return dispatch_condition(TransportRequest, ("will_call_waiting", "upcoming"))
 
 
 def tab_filter(tab):
@@ -74,9 +73,7 @@ def tab_filter(tab):
     not taking bids yet (booked ahead, will-call waiting), "open" the others; then "active",
     "completed" (today, local) and "cancelled"."""
     if tab == "open":
-        T = TransportRequest
-        return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= utcnow()),
-                       sa.or_(T.will_call.is_(False), T.released_at.is_not(None)))
+        return dispatch_condition(TransportRequest, BIDDING_OPENED)
     if tab == "upcoming":
         return _not_bidding_yet()
     if tab == "active":
@@ -90,9 +87,8 @@ def tab_filter(tab):
 
 def _search_filter(q):
     """Reference or patient reference containing ``q`` (LIKE wildcards taken literally)."""
-    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return sa.or_(TransportRequest.reference.ilike(pattern, escape="\\"),
-                  TransportRequest.patient_ref.ilike(pattern, escape="\\"))
+    return sa.or_(like_contains(TransportRequest.reference, q),
+                  like_contains(TransportRequest.patient_ref, q))
 
 
 def _order(sort, now):
