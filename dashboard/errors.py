@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .extensions import db, htmx
 from .hashing import HashingBusy
+from .models.vocabulary import SILO_LABELS
 from .request_log import install as install_request_log_filter
 from .services.silos import (
     SiloUnavailable,
@@ -22,7 +23,6 @@ from .services.silos import (
     silo_of_error,
 )
 
-SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 #: What a page that needs an unreachable silo says, after "<Silo> data is temporarily unavailable."
 SILO_CONSEQUENCES = {
     "center": "Signing in, accounts, the registry, configuration, the audit log and analytics wait "

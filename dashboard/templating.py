@@ -8,9 +8,8 @@ from markupsafe import Markup
 from .events.hub import hub
 from .extensions import db
 from .localtime import to_local
-from .models import base as vocab
-from .models import ems as ems_vocab
 from .models import hospital as hospital_vocab
+from .models import vocabulary as vocab
 from .models.base import utcnow
 from .services import audit_trail, bidding, care_rules, degraded, lateness, returns, scheduling
 
@@ -228,7 +227,7 @@ def register(app):
         MOBILITIES=vocab.MOBILITIES,
         URGENCIES=vocab.URGENCIES,
         ROLES=vocab.ROLES,
-        UNIT_STATUSES=ems_vocab.UNIT_STATUSES,
+        UNIT_STATUSES=vocab.UNIT_STATUSES,
         CANCEL_REASONS=hospital_vocab.CANCEL_REASONS,
         AGE_GROUPS=hospital_vocab.AGE_GROUPS,
         ISOLATIONS=hospital_vocab.ISOLATIONS,
@@ -240,16 +239,7 @@ def register(app):
         CARE_RULES=care_rules.CARE_RULES,
         care_override_summary=care_rules.override_summary,
         DISPATCH_STATES=vocab.DISPATCH_STATES,
-        STATUS_LABELS={
-            "open": "Open",
-            "awarded": "Awarded",
-            "en_route": "En route",
-            "at_pickup": "At pickup",
-            "transporting": "Transporting",
-            "at_destination": "At destination",
-            "completed": "Completed",
-            "cancelled": "Cancelled",
-        },
+        STATUS_LABELS=vocab.TRIP_STATUS_LABELS,
     )
 
     @app.context_processor

@@ -6,10 +6,11 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard.extensions import db
-from dashboard.models.base import LEVEL_RANK, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility
+from dashboard.models.vocabulary import LEVEL_RANK
 from dashboard.services import awards, bidding, intervention, trips
 from dashboard.services.trips import TransitionRefused
 

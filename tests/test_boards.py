@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard.extensions import db
-from dashboard.models.base import URGENCY_RANK, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
+from dashboard.models.vocabulary import URGENCY_RANK
 from dashboard.services import bidding, boards, configuration, oversight, trips
 from tests.helpers import signed_in
 
@@ -107,7 +108,7 @@ def test_the_sql_at_risk_rule_marks_what_risk_marks_marks(app, demo):
     assert 10 < len(found) < total  # both kinds are there
     # The regional board counts and filters with it: "N at risk", and "at risk only".
     with app.app_context():
-        from dashboard.models.hospital import ACTIVE_STATUSES
+        from dashboard.models.vocabulary import ACTIVE_STATUSES
 
         watched = {t.id for t in db.session.scalars(sa.select(TransportRequest).where(
             TransportRequest.status.in_(("open", *ACTIVE_STATUSES))))}

@@ -7,10 +7,11 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard.extensions import db
-from dashboard.models.base import LEVEL_RANK, LEVELS, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
 from dashboard.models.ems import EmsRoute
 from dashboard.models.hospital import TransportRequest, TransportRequestEvent
+from dashboard.models.vocabulary import LEVEL_RANK, LEVELS
 from dashboard.services import care_rules, trips
 from dashboard.services.care_rules import CARE_RULES, RULES_BY_NEED
 from tests.helpers import (

@@ -12,10 +12,11 @@ import sqlalchemy as sa
 
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
-from dashboard.models.base import trip_dispatch_state, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
+from dashboard.models.vocabulary import trip_dispatch_state
 from dashboard.services import bidding, configuration, oversight, returns, trips
 from tests.helpers import free_unit, post_trip, text
 

@@ -11,11 +11,12 @@ import sqlalchemy as sa
 
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
-from dashboard.models.base import dispatch_state, trip_dispatch_state, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import HospitalOutboxEvent
+from dashboard.models.vocabulary import dispatch_state, trip_dispatch_state
 from dashboard.services import bidding, configuration, oversight, scheduling, trips
 from tests.helpers import ALT_NURSE, free_unit, hospital, local_time, post_ahead, text, valid_form
 

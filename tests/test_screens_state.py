@@ -12,10 +12,11 @@ from dashboard.extensions import db
 from dashboard.hospital.forms import WINDOW_GRACE
 from dashboard.localtime import from_local, to_local
 from dashboard.models import base
-from dashboard.models.base import dispatch_state, trip_dispatch_state, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest, TransportRequestEvent
+from dashboard.models.vocabulary import dispatch_state, trip_dispatch_state
 from dashboard.services import bidding, configuration, oversight, trips
 from tests.conftest import DEMO_PASSWORD
 from tests.helpers import PageForms, free_unit, outbox_types, place_bid, post_trip
@@ -327,7 +328,7 @@ def test_every_other_pre_filled_form_posts_as_shown(app, demo, deliver):
 def test_the_demo_region_is_one_a_real_shift_can_reach(app, demo):
     from dashboard.models.center import AuditLog
     from dashboard.models.ems import Unit
-    from dashboard.models.hospital import ACTIVE_STATUSES
+    from dashboard.models.vocabulary import ACTIVE_STATUSES
 
     with app.app_context():
         now = utcnow()

@@ -30,11 +30,12 @@ from hypothesis.stateful import (
 
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
-from dashboard.models.base import LEVELS, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, AuditLog, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
-from dashboard.models.hospital import ACTIVE_STATUSES, TRIP_STATUSES, HospitalFacility, TransportRequest
+from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
+from dashboard.models.vocabulary import ACTIVE_STATUSES, LEVELS, TRIP_STATUSES
 from dashboard.seed import demo
 from dashboard.services import bidding, configuration, intervention, trips
 from dashboard.services.bidding import BidRefused

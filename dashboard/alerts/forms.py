@@ -4,7 +4,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 from ..formfields import FlaskForm
-from ..models.base import LEVEL_LABELS, URGENCIES
+from ..models.vocabulary import LEVEL_LABELS, URGENCIES
 from ..submission_field import submission_field
 
 

@@ -7,7 +7,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.widgets import DateInput
 
 from ..formfields import FlaskForm
-from ..models.base import LEVEL_LABELS, URGENCIES
+from ..models.vocabulary import LEVEL_LABELS, URGENCIES
 from ..services.analytics.period import PERIODS, AnalyticsInputError, Scope, resolve_period
 
 

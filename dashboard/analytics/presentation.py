@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from ..models.base import LEVELS, URGENCIES
+from ..models.vocabulary import LEVELS, URGENCIES
 
 #: The page's title per view.
 TITLES = {

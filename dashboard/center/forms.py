@@ -21,9 +21,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from ..formfields import FlaskForm, Form, LocalTimeField, WholeNumberField
 from ..localtime import from_local
-from ..models.base import LEVELS, ROLES, URGENCIES
-from ..models.ems import UNIT_STATUSES
 from ..models.hospital import CANCEL_REASONS
+from ..models.vocabulary import LEVELS, ROLES, UNIT_STATUSES, URGENCIES
 from ..services.oversight import BOARD_STATES
 from ..services.registry import FACILITY_KINDS
 from ..submission_field import submission_field

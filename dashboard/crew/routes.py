@@ -30,8 +30,8 @@ from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..models.base import utcnow
+from ..models.vocabulary import CREW_STEP_LABELS
 from ..services import bidding, crew, degraded, lateness, trips
-from ..services.crew import STEP_WORDS
 from ..views import act, see_other
 
 bp = Blueprint("crew", __name__, url_prefix="/crew")
@@ -80,7 +80,7 @@ def _context(shift):
     if missing:
         by_id = degraded.optional("hospital", lambda: crew.route_trips(missing), {})
     rows = [_row(route, by_id.get(route.trip_id), now) for route in routes]
-    return {"shift": shift, "unit": shift.unit, "rows": rows, "step_words": STEP_WORDS,
+    return {"shift": shift, "unit": shift.unit, "rows": rows, "step_words": CREW_STEP_LABELS,
             "status_words": STATUS_WORDS, "new_key": lambda: uuid.uuid4().hex,
             "undo_seconds": int(bidding.UNDO_WINDOW.total_seconds())}
 

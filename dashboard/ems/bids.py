@@ -5,15 +5,14 @@ from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
 from ..auth.routes import roles_required
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import utcnow
+from ..models.vocabulary import BID_OUTCOMES, LEVEL_RANK, ROUTE_STATUS_LABELS, trip_dispatch_state
 from ..services import bidding, ems_reads, submissions, trips
 from ..services import units as unit_service
-from ..services.bidding import BID_OUTCOMES
 from ..views import act, found
 from .forms import BidForm, PairBidForm
 from .routes import (
     BIDDABLE_UNIT_STATUSES,
-    ROUTE_STATUS_LABELS,
     _agency,
     _already_done,
     _bid_or_404,
@@ -62,8 +61,7 @@ def _request_context(trip, form=None):
         trip=trip, bid=bid, form=form, units=units, booked_units=booked,
         earlier_bids=ems_reads.earlier_bids(trip.id, agency.id), outcomes=BID_OUTCOMES,
         distance_km=trip_distance(trip), route=route, ours=ours, now=now,
-        bidding_open=trip.status == "open" and trip.bid_deadline > now and not trip.will_call_waiting
-        and (trip.bidding_opens_at is None or trip.bidding_opens_at <= now),
+        bidding_open=trip_dispatch_state(trip, now) == "bidding",
         pair=_pair_context(trip, agency.id, bid, now),
         upcoming=trip.status == "open" and trip.bidding_opens_at is not None and trip.bidding_opens_at > now,
         route_status_labels=ROUTE_STATUS_LABELS,
@@ -76,8 +74,7 @@ def _pair_context(trip, agency_id, bid, now):
     leg = trip.return_leg
     if leg is None or bid is not None or trip.status != "open" or leg.status != "open":
         return None
-    if any(t.will_call_waiting or (t.bidding_opens_at and t.bidding_opens_at > now) or t.bid_deadline <= now
-           for t in (trip, leg)):
+    if any(trip_dispatch_state(t, now) != "bidding" for t in (trip, leg)):
         return None
     if bidding.live_bid(leg.id, agency_id) is not None:
         return None

@@ -5,15 +5,14 @@ from flask import abort, render_template, request
 
 from ..auth.routes import roles_required
 from ..localtime import local_midnight, local_today
-from ..models.base import URGENCIES, utcnow
+from ..models.base import utcnow
+from ..models.vocabulary import BID_OUTCOMES, ROUTE_STATUS_LABELS, URGENCIES
 from ..services import bidding, boards, configuration, degraded, ems_reads, oversight, scheduling
 from ..services import units as unit_service
-from ..services.bidding import BID_OUTCOMES
 from .routes import (
     BOARD_DEFAULT_SORT,
     BOARD_WITHIN,
     HISTORY_FILTERS,
-    ROUTE_STATUS_LABELS,
     UPCOMING_SHOWN,
     _agency,
     _local_day,

@@ -5,8 +5,7 @@ from wtforms.validators import AnyOf, DataRequired, InputRequired, Length, Optio
 
 from ..formfields import FlaskForm, LocalTimeField
 from ..localtime import from_local
-from ..models.base import LEVEL_LABELS
-from ..models.ems import UNIT_STATUSES
+from ..models.vocabulary import LEVEL_LABELS, UNIT_STATUSES
 from ..services.bidding import BidRefused, validate_eta
 from ..services.units import AVAILABILITY_KINDS
 from ..submission_field import submission_field

@@ -6,6 +6,7 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..localtime import to_local
 from ..models.base import utcnow
+from ..models.vocabulary import CREW_STEP_LABELS, ROUTE_STATUS_LABELS
 from ..services import bidding, csvout, degraded, ems_reads, trips
 from ..services import units as unit_service
 from ..views import act, found
@@ -13,8 +14,6 @@ from .forms import AdvanceForm, HandBackForm
 from .routes import (
     CSV_COLUMNS,
     NEXT_STEP,
-    ROUTE_STATUS_LABELS,
-    STEP_BUTTONS,
     _agency,
     _page_or_400,
     _page_size,
@@ -48,7 +47,7 @@ def _my_trips_context():
     if after:
         panel_args["after"] = after
     return {"rows": rows, "tab": tab, "paged": bool(after), "next_after": next_after,
-            "panel_args": panel_args, "step_buttons": STEP_BUTTONS,
+            "panel_args": panel_args, "step_buttons": CREW_STEP_LABELS,
             "route_status_labels": ROUTE_STATUS_LABELS}
 
 
@@ -107,7 +106,7 @@ def _crew_step(public_id, step_action, missing, done):
     reference = route.trip_reference
     label = _crew_label(route)
     return act(lambda: step_action(route, step, current_user.id, label, trip=trip),
-               done=lambda _: found("ems.my_trips", f"{reference}: {STEP_BUTTONS.get(step, step)}{done}."),
+               done=lambda _: found("ems.my_trips", f"{reference}: {CREW_STEP_LABELS.get(step, step)}{done}."),
                refused=lambda message, status: _render_my_trips(f"{reference}: {message}", status))
 
 

@@ -29,11 +29,6 @@ BOARD_WITHIN = {"": "Any time", "2": "Next 2 hours", "4": "Next 4 hours", "8": "
                 "today": "Today"}
 #: A stop's status -> the crew's next step (``trips.CREW_STEPS`` in order).
 NEXT_STEP = dict(zip(bidding.ROUTE_ORDER[:-1], trips.CREW_STEPS, strict=True))
-STEP_BUTTONS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": "Transporting",
-                "at_destination": "At destination", "back_in_service": "Back in service"}
-ROUTE_STATUS_LABELS = {"planned": "Planned", "en_route": "En route", "at_pickup": "At pickup",
-                       "transporting": "Transporting", "at_destination": "At destination",
-                       "completed": "Completed", "handed_back": "Handed back", "cancelled": "Cancelled"}
 HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined": "Lost",
                    "withdrawn": "Withdrawn", "ended": "Expired or closed"}
 #: Rows per page of the history lists (bid history, completed trips).

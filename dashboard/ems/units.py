@@ -8,13 +8,12 @@ from wtforms.fields.choices import SelectChoice
 
 from ..auth.routes import roles_required
 from ..localtime import from_local, to_local
-from ..models.base import LEVEL_LABELS
+from ..models.vocabulary import LEVEL_LABELS, ROUTE_STATUS_LABELS
 from ..services import crew, ems_reads, submissions
 from ..services import units as unit_service
 from ..views import SEE_FIELDS, act, found
 from .forms import AvailabilityForm, UnitForm, UnitStatusForm
 from .routes import (
-    ROUTE_STATUS_LABELS,
     _agency,
     _already_done,
     _local_day,

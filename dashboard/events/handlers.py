@@ -10,10 +10,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import utcnow
 from ..models.center import Agency, LiveSignal, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import HospitalUser, TransportRequest
+from ..models.vocabulary import LEVEL_RANK
 from ..services import audit, configuration, deadlines, registry, session_trust, trips
 from ..services.alerts.produce import produce as produce_alerts
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, bid_payload, invites_preferred_only, refresh_unit_status

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from flask_login import current_user, login_required
 
 from ..extensions import db
-from ..models.base import CENTER_ROLES
+from ..models.vocabulary import CENTER_ROLES
 from ..services import accounts, crew, degraded
 from .hub import hub
 

@@ -20,8 +20,9 @@ from wtforms.validators import InputRequired, Length, NumberRange, ValidationErr
 
 from ..formfields import FiniteNumberField, LocalTimeField, WholeNumberField
 from ..localtime import from_local, to_local
-from ..models.base import LEVELS, MOBILITIES, utcnow
+from ..models.base import utcnow
 from ..models.hospital import FIELD_LABELS, ISOLATIONS
+from ..models.vocabulary import LEVELS, MOBILITIES
 from ..services import care_rules, scheduling
 
 WINDOW_GRACE = timedelta(minutes=10)

@@ -20,8 +20,9 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from ..formfields import FlaskForm, WholeNumberField
 from ..localtime import to_local
-from ..models.base import LEVEL_LABELS, LEVELS, URGENCIES, utcnow
+from ..models.base import utcnow
 from ..models.hospital import AGE_GROUPS, CANCEL_REASONS, INVITE_MODES
+from ..models.vocabulary import LEVEL_LABELS, LEVELS, URGENCIES
 from ..services import scheduling
 from ..services.trips import PATIENT_REF_PATTERN
 from ..submission_field import submission_field

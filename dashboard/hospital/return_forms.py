@@ -4,7 +4,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 
 from ..formfields import FlaskForm, LocalTimeField
 from ..localtime import from_local
-from ..models.base import URGENCIES
+from ..models.vocabulary import URGENCIES
 from ..services.returns import RETURN_KINDS
 from .forms import one_line, options
 

@@ -10,7 +10,8 @@ from flask import Blueprint, abort, render_template, request
 from flask_login import current_user
 
 from ..auth.routes import roles_required
-from ..models.base import trip_dispatch_state, utcnow
+from ..models.base import utcnow
+from ..models.vocabulary import trip_dispatch_state
 from ..services import boards, degraded, hospital_reads, oversight, trips
 
 bp = Blueprint("hospital", __name__, url_prefix="/hospital")

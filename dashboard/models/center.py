@@ -5,7 +5,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
 from ..hashing import run_hash
-from .base import CENTER_ROLES, JSONText, SubmissionMixin, new_public_id, utcnow
+from .base import JSONText, SubmissionMixin, new_public_id, utcnow
+from .vocabulary import CENTER_ROLES
 
 
 class User(UserMixin, db.Model):

@@ -7,17 +7,8 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from .base import SubmissionMixin, new_public_id, utcnow
+from .vocabulary import IN_PROGRESS_ROUTE_STATUSES
 
-UNIT_STATUSES = {
-    "available": "Available",
-    "assigned": "Assigned",
-    "on_break": "On break",
-    "out_of_service": "Out of service",
-}
-BID_STATUSES = ("live", "accepted", "declined", "withdrawn", "expired", "closed")
-#: A stop's statuses while its unit is under way on it (left the base for it, not yet back in
-#: service): a unit is in at most one of them at a time.
-IN_PROGRESS_ROUTE_STATUSES = ("en_route", "at_pickup", "transporting", "at_destination")
 IN_PROGRESS_WHERE = ("status IN (" + ", ".join(f"'{s}'" for s in IN_PROGRESS_ROUTE_STATUSES)
                      + ") AND en_route_at IS NOT NULL")
 

@@ -9,17 +9,6 @@ import sqlalchemy as sa
 from ..extensions import db
 from .base import JSONText, SubmissionMixin, new_public_id, utcnow
 
-TRIP_STATUSES = (
-    "open",
-    "awarded",
-    "en_route",
-    "at_pickup",
-    "transporting",
-    "at_destination",
-    "completed",
-    "cancelled",
-)
-ACTIVE_STATUSES = ("awarded", "en_route", "at_pickup", "transporting", "at_destination")
 INVITE_MODES = {
     "preferred": "Preferred agencies only",
     "all": "All agencies able to serve the level of care",

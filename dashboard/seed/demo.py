@@ -12,7 +12,7 @@ from werkzeug.security import generate_password_hash
 
 from ..extensions import db
 from ..localtime import from_local, local_today
-from ..models.base import LEVEL_RANK, trip_dispatch_state, utcnow
+from ..models.base import utcnow
 from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import (
@@ -22,6 +22,7 @@ from ..models.hospital import (
     TransportRequest,
     TransportRequestEvent,
 )
+from ..models.vocabulary import LEVEL_RANK, trip_dispatch_state
 from ..services import audit, care_rules, configuration
 from ..services.accounts import DEMO_PASSWORD
 from ..services.geo import distance_km

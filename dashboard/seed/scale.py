@@ -14,7 +14,8 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import LEVEL_RANK, LEVELS, utcnow
+from ..models.base import utcnow
+from ..models.vocabulary import LEVEL_RANK, LEVELS
 from ..services.silos import engine, metadata
 
 HOSPITALS = 30
@@ -78,6 +79,8 @@ class SiloWriter:
             columns = [c.name for c in self.tables[name].columns]
             if self.postgres:
                 buffer = io.StringIO()
+                # PostgreSQL's COPY input, not an export: values go exactly as they are
+                # (services.csvout would add a byte-order mark and quote "-" cells).
                 writer = csv.writer(buffer)
                 for values in rows:
                     writer.writerow(["\\N" if v is None else _csv_value(v) for v in self._complete(name, values)])

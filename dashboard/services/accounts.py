@@ -14,8 +14,9 @@ from werkzeug.security import generate_password_hash
 from ..extensions import db
 from ..hashing import HashingBusy, run_hash
 from ..models import center as center_models
-from ..models.base import ROLES, utcnow
+from ..models.base import utcnow
 from ..models.center import AuditLog, User, UserSession
+from ..models.vocabulary import ROLES
 from . import audit, session_trust
 from .refusals import Refused
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from ..models.center import AuditLog
 from ..models.hospital import FIELD_LABELS
 from . import csvout, paging
+from .text_search import like_contains, like_prefix
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 500
@@ -30,18 +31,13 @@ class AuditFilters:
     until: object = None
 
 
-def _escape_like(value):
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def conditions(filters):
     """The WHERE clauses of the filters: email contains, action starts with, entity exact."""
     where = []
     if filters.user:
-        where.append(sa.func.lower(AuditLog.user_email).like(
-            f"%{_escape_like(filters.user.strip().lower())}%", escape="\\"))
+        where.append(like_contains(AuditLog.user_email, filters.user))
     if filters.action:
-        where.append(AuditLog.action.like(_escape_like(filters.action.strip()) + "%", escape="\\"))
+        where.append(like_prefix(AuditLog.action, filters.action))
     if filters.entity_type:
         where.append(AuditLog.entity_type == filters.entity_type.strip())
     if filters.entity_id:

@@ -9,8 +9,8 @@ bid, state and level-of-care checks apply before :func:`trips.award` writes the 
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import LEVEL_RANK
 from ..models.ems import TransportBid
+from ..models.vocabulary import LEVEL_RANK
 from . import deadlines, trips
 from .trips import TransitionRefused
 

@@ -13,9 +13,10 @@ from sqlalchemy.orm import selectinload
 from ..events.outbox import emit
 from ..extensions import db, engine
 from ..localtime import to_local
-from ..models.base import LEVEL_RANK, URGENCY_RANK, servable_levels, utcnow
-from ..models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsAgency, EmsRoute, TransportBid, Unit
+from ..models.base import utcnow
+from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
+from ..models.vocabulary import IN_PROGRESS_ROUTE_STATUSES, LEVEL_RANK, URGENCY_RANK, servable_levels
 from . import boards, center_reads
 from .refusals import Refused
 from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, UNDO_TO, agency_may_serve
@@ -27,15 +28,6 @@ ACTIVE_ROUTE_STATUSES = ("planned",) + IN_PROGRESS_ROUTE_STATUSES
 UNDO_WINDOW = timedelta(minutes=2)
 #: A stop's statuses in the order the crew's steps take it through.
 ROUTE_ORDER = ("planned",) + tuple(STEP_STATUS[step] for step in CREW_STEPS)
-#: How a bid ended, as the agency's history shows it.
-BID_OUTCOMES = {
-    "live": "Live",
-    "accepted": "Won",
-    "declined": "Lost",
-    "withdrawn": "Withdrawn",
-    "expired": "Expired",
-    "closed": "Closed",
-}
 
 
 class BidRefused(Refused):

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..models.base import URGENCY_RANK
 from ..models.hospital import TransportRequest
+from ..models.vocabulary import URGENCY_RANK
 from .refusals import Refused
 
 #: The sort control's keys and labels (a board may offer more, e.g. the hospital's reference).

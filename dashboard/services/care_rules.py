@@ -1,6 +1,6 @@
 """Level of care against the patient's needs: the one table of rules, and its checks.
 
-A request's level of care (BLS < ALS < CCT, :data:`dashboard.models.base.LEVELS`) must be at
+A request's level of care (BLS < ALS < CCT, :data:`dashboard.models.vocabulary.LEVELS`) must be at
 least what each of its needs asks for.  :data:`CARE_RULES` is that table; the new-request and
 edit forms show it to the nurse, and :func:`dashboard.services.trips.post` and
 :func:`dashboard.services.trips.edit` refuse a request below it
@@ -31,7 +31,7 @@ or enteric precautions with the matching protective equipment.
 from dataclasses import dataclass
 
 from ..formfields import has_visible_text
-from ..models.base import LEVEL_RANK, LEVELS
+from ..models.vocabulary import LEVEL_RANK, LEVELS
 
 #: The longest override reason kept, in characters (as long as a cancel note).
 OVERRIDE_REASON_MAX = 300

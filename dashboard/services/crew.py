@@ -31,6 +31,7 @@ from ..localtime import to_local
 from ..models.base import utcnow
 from ..models.ems import CrewShift, CrewTap, EmsRoute, Unit
 from ..models.hospital import TransportRequest
+from ..models.vocabulary import CREW_STEP_LABELS
 from . import bidding, degraded, trips
 from .refusals import Refused
 from .trips import CREW_STEPS, STEP_STATUS
@@ -43,8 +44,6 @@ TAP_ACTIONS = ("advance", "undo")
 #: caught up: ``bidding`` reads the hospital's trip then).
 ENDED_STOPS = {"cancelled": "The hospital cancelled this trip.",
                "handed_back": "This trip is no longer assigned to this unit."}
-STEP_WORDS = {"en_route": "En route", "at_pickup": "At pickup", "transporting": "Transporting",
-              "at_destination": "At destination", "back_in_service": "Back in service"}
 
 
 class CrewRefused(Refused):
@@ -254,7 +253,7 @@ def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, tr
         act = bidding.advance if action == "advance" else bidding.undo
         act(route, step, shift.user_id, user_label, trip=trip, now=tapped_at)
         done = " undone" if action == "undo" else ""
-        status, message = 200, f"{reference}: {STEP_WORDS[step]}{done} at {_clock(tapped_at)}."
+        status, message = 200, f"{reference}: {CREW_STEP_LABELS[step]}{done} at {_clock(tapped_at)}."
     except (CrewRefused, bidding.BidRefused) as refused:
         db.session.rollback()
         return refused.status, f"{reference}: {refused.message}"

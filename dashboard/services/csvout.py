@@ -8,7 +8,10 @@
 - The text starts with a UTF-8 byte-order mark, so a spreadsheet reads it as
   UTF-8 ("Médic", not "MÃ©dic").  A streamed export sends it once, before the header.
 
-Exports build rows of plain values and hand them here; nothing else writes CSV.
+Exports build rows of plain values and hand them here; nothing else writes CSV for a person
+to open.  The one other CSV, ``seed.scale``'s ``COPY`` feed to PostgreSQL, is read by the
+database, not a spreadsheet: it must carry values exactly (no byte-order mark, no quote
+before a negative number or a ``-`` in a name), so it keeps its own plain ``csv.writer``.
 """
 import csv
 import io

@@ -4,9 +4,10 @@ import logging
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import utcnow
 from ..models.ems import EmsAgency, TransportBid, Unit
 from ..models.hospital import TransportRequest, TransportRequestEvent
+from ..models.vocabulary import LEVEL_RANK, dispatch_condition
 from . import configuration, series, trips
 
 log = logging.getLogger("medport.relay")
@@ -23,8 +24,7 @@ def _not_yet_swept(now):
         return sa.exists().where(E.trip_id == T.id, E.action == action, E.at >= T.bid_deadline)
 
     return sa.and_(
-        T.status == "open", T.bid_deadline <= now,
-        sa.or_(T.will_call.is_(False), T.released_at.is_not(None)),  # a will-call return waits
+        dispatch_condition(T, ("awaiting_award", "unfilled"), now),
         ~sa.or_(sa.and_(T.bid_count == 0, recorded("unfilled")),
                 sa.and_(T.bid_count > 0, recorded("awaiting_award"))),
     )
@@ -32,7 +32,7 @@ def _not_yet_swept(now):
 
 def sweep(now=None):
     """Act on open trips whose bidding deadline has passed, once per deadline and state, by
-    :func:`dashboard.models.base.dispatch_state`: auto-award per the policy; else tell the
+    :func:`dashboard.models.vocabulary.dispatch_state`: auto-award per the policy; else tell the
     hospital and the center that one holding live bids awaits an award, or flag one with none
     unfilled.  Create recurring series' occurrences now within reach (``series.generate``).
     Announce the requests booked ahead whose bidding has opened, and those whose

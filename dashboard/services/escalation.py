@@ -14,9 +14,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import trip_dispatch_state, utcnow
+from ..models.base import utcnow
 from ..models.center import AlertEscalation
 from ..models.hospital import TransportRequest
+from ..models.vocabulary import trip_dispatch_state
 from . import audit, configuration
 from .alerts.recipients import center_users
 from .alerts.write import notify, trip_link

@@ -15,13 +15,14 @@ from ..localtime import local_midnight, local_today
 from ..models.base import utcnow
 from ..models.ems import TransportBid
 from ..models.hospital import (
-    ACTIVE_STATUSES,
     HospitalFacility,
     HospitalUser,
     TransportRequest,
     TransportRequestEvent,
 )
+from ..models.vocabulary import ACTIVE_STATUSES, BIDDING_OPENED, dispatch_condition
 from . import boards, configuration, oversight
+from .text_search import like_contains
 
 #: Bid statuses the request page shows, in the order it shows them.
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
@@ -66,9 +67,8 @@ def _today_utc():
 
 def _not_bidding_yet(T=TransportRequest, now=None):
     """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting
-    (``T`` the requests table or an alias of it)."""
-    return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at > (now or utcnow()),
-                                              sa.and_(T.will_call.is_(True), T.released_at.is_(None))))
+    (``T`` the requests table or an alias of it; ``now`` naive UTC, default the clock)."""
+    return dispatch_condition(T, ("will_call_waiting", "upcoming"), now)
 
 
 def tab_filter(tab):
@@ -76,9 +76,7 @@ def tab_filter(tab):
     not taking bids yet (booked ahead, will-call waiting), "open" the others; then "active",
     "completed" (today, local) and "cancelled"."""
     if tab == "open":
-        T = TransportRequest
-        return sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= utcnow()),
-                       sa.or_(T.will_call.is_(False), T.released_at.is_not(None)))
+        return dispatch_condition(TransportRequest, BIDDING_OPENED)
     if tab == "upcoming":
         return _not_bidding_yet()
     if tab == "active":
@@ -92,9 +90,8 @@ def tab_filter(tab):
 
 def _search_filter(q):
     """Reference or patient reference containing ``q`` (LIKE wildcards taken literally)."""
-    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return sa.or_(TransportRequest.reference.ilike(pattern, escape="\\"),
-                  TransportRequest.patient_ref.ilike(pattern, escape="\\"))
+    return sa.or_(like_contains(TransportRequest.reference, q),
+                  like_contains(TransportRequest.patient_ref, q))
 
 
 def _order(sort, now):
@@ -123,10 +120,11 @@ def tab_counts(hospital_id, now=None):
     ahead = aliased(TransportRequest)
     upcoming = (sa.select(ahead.id).where(ahead.hospital_id == hospital_id, _not_bidding_yet(ahead, now))
                 .limit(UPCOMING_COUNT_CAP + 1).subquery())
+    # The rows of every tab but the upcoming one (counted apart, capped).
     taking_bids = sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now))
     row = db.session.execute(
         sa.select(
-            sa.func.count().filter(taking_bids, sa.or_(T.will_call.is_(False), T.released_at.is_not(None))),
+            sa.func.count().filter(dispatch_condition(T, BIDDING_OPENED, now)),
             sa.func.count().filter(T.status.in_(ACTIVE_STATUSES)),
             sa.func.count().filter(T.status == "completed"),
             sa.func.count().filter(T.status == "cancelled"),

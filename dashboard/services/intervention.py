@@ -11,10 +11,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..models.base import LEVEL_RANK, utcnow
+from ..models.base import utcnow
 from ..models.center import Agency
 from ..models.ems import TransportBid, Unit
 from ..models.hospital import CANCEL_REASONS
+from ..models.vocabulary import LEVEL_RANK
 from . import awards, configuration, oversight, trips
 from .trips import TransitionRefused
 

@@ -14,11 +14,20 @@ from sqlalchemy.orm import selectinload
 
 from ..config import SILOS
 from ..extensions import db
-from ..models.base import LEVEL_RANK, LEVELS, trip_dispatch_state, utcnow
+from ..models.base import utcnow
 from ..models.center import Agency, Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
-from ..models.hospital import ACTIVE_STATUSES, TransportRequest
+from ..models.hospital import TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
+from ..models.vocabulary import (
+    ACTIVE_STATUSES,
+    BIDDING_OPENED,
+    LEVEL_RANK,
+    LEVELS,
+    SILO_LABELS,
+    dispatch_condition,
+    trip_dispatch_state,
+)
 from . import boards, center_reads, configuration, degraded, lateness, silos
 from .bidding import ACTIVE_ROUTE_STATUSES
 
@@ -41,7 +50,6 @@ ASSIGNABLE_UNIT_STATUSES = ("available", "assigned")
 PARKED_LIST_LIMIT = 50
 #: The regional board's open group: at risk first.
 DEFAULT_SORT = "risk"
-SILO_LABELS = {"center": "Center", "hospital": "Hospital", "ems": "EMS"}
 
 
 @dataclass
@@ -96,7 +104,7 @@ def risk_marks(trip, now, settings, agencies=None):
 
     * ``awaiting_award``: open, past its bidding deadline, holding live bids (award one);
     * ``unfilled``: open, past its bidding deadline, with no live bid (flagged or not yet
-      swept); both by :func:`dashboard.models.base.dispatch_state`;
+      swept); both by :func:`dashboard.models.vocabulary.dispatch_state`;
     * ``no_bids``: open with no bids ``risk_no_bids_minutes`` after its bidding opened (an
       upcoming request, booked ahead and not open for bids yet, is never at risk);
     * ``late``: past its pickup window, or a crew late on a step (the rule of
@@ -148,14 +156,12 @@ def risk_condition(now, settings, deactivated_agency_ids=()):
     # A will-call return waiting for its patient, or one booked ahead before its bidding
     # opens, is neither unfilled nor short of bids; the former is never late either.
     waiting = sa.and_(T.will_call.is_(True), T.released_at.is_(None))
-    bidding_opened = sa.and_(sa.not_(waiting),
-                             sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now))
     started = sa.func.coalesce(T.bidding_opens_at, T.released_at, T.created_at)
     conditions = [
         # awaiting_award and unfilled (dispatch_state): open, the bidding deadline reached
-        sa.and_(T.status == "open", bidding_opened, T.bid_deadline <= now),
+        dispatch_condition(T, ("awaiting_award", "unfilled"), now),
         # no_bids: counted from when bidding opened
-        sa.and_(T.status == "open", bidding_opened, T.bid_count == 0, started <= now - no_bids),
+        sa.and_(dispatch_condition(T, BIDDING_OPENED, now), T.bid_count == 0, started <= now - no_bids),
         # late (services/lateness.py, with the configured crew bounds)
         sa.and_(T.status.in_(("awarded", "en_route")), T.window_end <= now),
         sa.and_(T.status == "awarded", T.window_start <= now + (bounds["en_route_lead"] or timedelta(0))),
@@ -188,10 +194,7 @@ def _group_condition(state, since, now=None):
     if state == "open":
         # Booked ahead and not open for bids yet, or a will-call waiting for its patient: nothing
         # for the center to act on, so not on the board (the hospital's and agencies' lists have them).
-        T = TransportRequest
-        return sa.and_(T.status == "open",
-                       sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= (now or utcnow())),
-                       sa.or_(T.will_call.is_(False), T.released_at.is_not(None)))
+        return dispatch_condition(TransportRequest, BIDDING_OPENED, now)
     if state == "active":
         return TransportRequest.status.in_(ACTIVE_STATUSES)
     return sa.or_(

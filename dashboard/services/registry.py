@@ -18,10 +18,11 @@ import sqlalchemy as sa
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVELS, new_public_id
+from ..models.base import new_public_id
 from ..models.center import Agency, Hospital, User
 from ..models.ems import EmsAgency
 from ..models.hospital import HospitalFacility
+from ..models.vocabulary import LEVELS
 from . import audit
 from .refusals import Refused
 

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models.base import CENTER_ROLES, utcnow
+from ..models.base import utcnow
 from ..models.hospital import HospitalFacility, TransportRequest
+from ..models.vocabulary import CENTER_ROLES
 from . import trips
 from .trips import TransitionRefused
 

@@ -4,7 +4,7 @@ A request may be posted for a pickup up to ``booking_horizon_days`` ahead (confi
 default 90).  Bidding opens a lead time before the earliest pickup, per level of care
 (``bidding_lead_hours_bls`` / ``_als`` / ``_cct``, default 48 h, 48 h and 72 h: a
 critical-care crew is the scarcest, so its agencies hear first), not at posting.  Until then
-the request is *upcoming* (:func:`dashboard.models.base.dispatch_state`): agencies see it
+the request is *upcoming* (:func:`dashboard.models.vocabulary.dispatch_state`): agencies see it
 in their upcoming list and may not bid, the hospital edits it freely, and it is neither at
 risk nor unfilled.  Its bidding deadline counts from the opening: a request posted with
 "bidding closes after 30 minutes" closes 30 minutes after its bidding opens.  A pickup
@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from ..extensions import db
-from ..models.base import servable_levels, utcnow
+from ..models.base import utcnow
 from ..models.hospital import TransportRequest
+from ..models.vocabulary import servable_levels
 from . import configuration
 
 

@@ -27,15 +27,15 @@ import sqlalchemy as sa
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVEL_RANK, dispatch_state, utcnow
+from ..models.base import utcnow
 from ..models.hospital import (
-    ACTIVE_STATUSES,
     FIELD_LABELS,
     HospitalAgencyPreference,
     TransportRequest,
     TransportRequestEvent,
     field_labels,
 )
+from ..models.vocabulary import ACTIVE_STATUSES, LEVEL_RANK, dispatch_state
 from . import care_rules, center_reads, scheduling
 from .refusals import Refused
 

@@ -11,9 +11,10 @@ from sqlalchemy.orm import aliased
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import LEVEL_RANK, row_id, utcnow
-from ..models.ems import UNIT_STATUSES, EmsRoute, TransportBid, Unit, UnitAvailability
+from ..models.base import row_id, utcnow
+from ..models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import HospitalFacility, TransportRequest
+from ..models.vocabulary import LEVEL_RANK, UNIT_STATUSES
 from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused, current_route
 from .geo import distance_km
 

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 
 from ..events.outbox import emit
 from ..extensions import db
-from ..models.base import ROLES
 from ..models.center import Agency, Hospital, User
+from ..models.vocabulary import ROLES
 from . import accounts, audit
 from .refusals import Refused
+from .text_search import like_contains
 
 #: Who may do more: raising your own role means moving up this ranking.
 ROLE_RANK = {"hospital": 0, "ems": 0, "crew": 0, "coordinator": 1, "admin": 2}
@@ -204,9 +205,7 @@ def listing(q=None, role=None, status=None):
     """Accounts matching the filters, center roles first, then by organisation and name."""
     query = sa.select(User)
     if q:
-        like = f"%{q.strip().lower()}%"
-        query = query.where(sa.or_(sa.func.lower(User.email).like(like),
-                                   sa.func.lower(User.display_name).like(like)))
+        query = query.where(sa.or_(like_contains(User.email, q), like_contains(User.display_name, q)))
     if role:
         query = query.where(User.role == role)
     if status == "active":

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from dashboard.extensions import db
 from dashboard.localtime import to_local
-from dashboard.models.base import LEVEL_RANK, utcnow
+from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import Unit
 from dashboard.models.hospital import (
@@ -18,6 +18,7 @@ from dashboard.models.hospital import (
     TransportRequestEvent,
 )
 from dashboard.models.outbox import HospitalOutboxEvent
+from dashboard.models.vocabulary import LEVEL_RANK
 from dashboard.services import bidding, trips
 
 #: What a page says when the request changed since it was shown.

@@ -25,13 +25,10 @@ from bench.serving import free_port
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
-from dashboard.models.ems import IN_PROGRESS_ROUTE_STATUSES, EmsRoute, TransportBid, Unit
-from dashboard.models.hospital import (
-    ACTIVE_STATUSES,
-    TRIP_STATUSES,
-    TransportRequest,
-)
+from dashboard.models.ems import EmsRoute, TransportBid, Unit
+from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
+from dashboard.models.vocabulary import ACTIVE_STATUSES, IN_PROGRESS_ROUTE_STATUSES, TRIP_STATUSES
 from dashboard.seed import demo
 from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES
 from tests.helpers.trips import pending

@@ -1,5 +1,5 @@
 """Alert kinds: what each role group may be told, and the setting that is not a kind (the digest)."""
-from ...models.base import CENTER_ROLES
+from ...models.vocabulary import CENTER_ROLES
 
 #: role group -> [(kind, label)]; coordinators and admins share the ``center`` group.
 KINDS = {

@@ -3,8 +3,8 @@ agencies that may take a request of a level of care."""
 import sqlalchemy as sa
 
 from ...extensions import db
-from ...models.base import CENTER_ROLES, LEVEL_RANK
 from ...models.center import Agency, Hospital, User
+from ...models.vocabulary import CENTER_ROLES, LEVEL_RANK
 
 
 def _users(condition):

@@ -3,8 +3,8 @@ narrowed by level of care and urgency for new requests, and by email or not."""
 import sqlalchemy as sa
 
 from ...extensions import db
-from ...models.base import LEVELS, URGENCIES
 from ...models.center import AlertSetting
+from ...models.vocabulary import LEVELS, URGENCIES
 from ..refusals import Refused
 from .kinds import DIGEST, KINDS, NEW_REQUEST, kinds_for
 

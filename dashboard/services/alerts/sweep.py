@@ -14,6 +14,7 @@ from ...models.base import utcnow
 from ...models.center import Agency
 from ...models.hospital import TransportRequest as T
 from ...models.outbox import OUTBOX_BY_SILO
+from ...models.vocabulary import dispatch_condition
 from .. import configuration, escalation, lateness, oversight, silos
 from .recipients import center_users, hospital_users
 from .write import notify, page_path, trip_alert, trip_facts
@@ -52,11 +53,8 @@ def _closing_no_bid(now):
     closing = configuration.get("alert_closing_minutes")
     db.session.commit()
     trips = list(db.session.scalars(sa.select(T).where(
-        T.status == "open", T.bid_count == 0, T.bid_deadline > now,
-        T.bid_deadline <= now + timedelta(minutes=closing),
-        # taking bids: not booked ahead before its opening, nor a will-call waiting for its patient
-        sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now),
-        sa.or_(T.will_call.is_(False), T.released_at.is_not(None))).limit(SWEEP_LIMIT)))
+        dispatch_condition(T, "bidding", now), T.bid_count == 0,
+        T.bid_deadline <= now + timedelta(minutes=closing)).limit(SWEEP_LIMIT)))
     db.session.commit()
     added = []
     for trip in trips:

@@ -4,8 +4,9 @@ import sqlalchemy as sa
 from flask import current_app, has_request_context, url_for
 
 from ...extensions import db
-from ...models.base import URGENCIES, new_public_id, utcnow
+from ...models.base import new_public_id, utcnow
 from ...models.center import Alert, LiveSignal
+from ...models.vocabulary import URGENCIES
 from ..deliveries import mail, webhook_posts
 from .kinds import kinds_for
 from .settings import choice_from, org_scope, setting_rows, user_scope

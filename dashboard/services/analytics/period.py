@@ -50,10 +50,6 @@ class Scope:
         return "h{}a{}l{}u{}".format(*(value or "*" for value in (
             self.hospital_id, self.agency_id, self.level, self.urgency)))
 
-    def without_agency(self):
-        """The same scope for every agency."""
-        return Scope(self.hospital_id, None, self.level, self.urgency)
-
 
 @dataclass(frozen=True)
 class Period:

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 
 from ...extensions import db
 from ...localtime import local_midnight, local_zone
-from ...models.base import LEVELS, URGENCIES, utcnow
+from ...models.base import utcnow
 from ...models.center import Agency, Hospital
 from ...models.ems import Unit
 from ...models.hospital import CANCEL_REASONS, TransportRequest
+from ...models.vocabulary import LEVELS, URGENCIES
 from .cells import BID_BUCKETS, LATE_BUCKETS
 from .percentiles import PercentileQuery, start_percentiles
 from .period import posted_in, scope_conditions

@@ -12,8 +12,9 @@ from flask import current_app
 
 from ...extensions import db
 from ...localtime import to_local
-from ...models.base import URGENCIES, utcnow
+from ...models.base import utcnow
 from ...models.center import Alert, AlertDelivery, AlertSetting, User
+from ...models.vocabulary import URGENCIES
 from ..alerts.settings import org_scope, user_scope
 from .records import DeliveryFailed
 
