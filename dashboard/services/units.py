@@ -14,8 +14,9 @@ from ..extensions import db
 from ..models.base import LEVEL_RANK, row_id, utcnow
 from ..models.ems import UNIT_STATUSES, EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import HospitalFacility, TransportRequest
-from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused, current_route
+from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from .geo import distance_km
+from .route_steps import current_route
 
 AVAILABILITY_KINDS = {"on_shift": "On shift", "on_break": "On break", "out_of_service": "Out of service"}
 #: What a timeline cell shows when several things cover it: the strongest wins.
@@ -53,7 +54,7 @@ def unit_id_by_public_id(public_id):
 
 def active_route(unit):
     """The unit's current stop: the trip under way, else its next planned one by window start
-    (see :func:`dashboard.services.bidding.current_route`); None without one."""
+    (see :func:`dashboard.services.route_steps.current_route`); None without one."""
     return current_route(unit.id)
 
 
