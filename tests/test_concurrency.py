@@ -141,7 +141,7 @@ def test_awards_of_different_bids_at_once_leave_one_award(postgres, app, region,
     nurses = [signed_in(app, "nurse@altoona.medport.test") for _ in range(2)]
     coordinators = [signed_in(app, "coordinator@medport.test") for _ in range(2)]
     line = StartingLine(monkeypatch, 4)
-    line.gate(trips, "_compare_and_set")
+    line.gate(trips, "compare_and_set")
     results = line.run(
         lambda: _post(nurses[0], f"/hospital/requests/{public_id}/award", {"bid": bids[0], "version": version}),
         lambda: _post(nurses[1], f"/hospital/requests/{public_id}/award", {"bid": bids[1], "version": version}),
@@ -171,7 +171,7 @@ def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region,
     nurse = signed_in(app, "nurse@altoona.medport.test")
     coordinator = signed_in(app, "coordinator@medport.test")
     line = StartingLine(monkeypatch, 2)
-    line.gate(trips, "_compare_and_set")
+    line.gate(trips, "compare_and_set")
     results = line.run(
         lambda: _post(nurse, f"/hospital/requests/{public_id}/award",
                       {"bid": _bid_public(app, bid_id), "version": version}),
@@ -201,7 +201,7 @@ def test_bids_placed_while_the_hospital_cancels(postgres, app, region, deliver, 
     nurse = signed_in(app, "nurse@altoona.medport.test")
     line = StartingLine(monkeypatch, 4)
     line.gate(bidding, "_check_trip_open", after=True)  # every bid has seen the request open
-    line.gate(trips, "_compare_and_set")
+    line.gate(trips, "compare_and_set")
     results = line.run(
         *[(lambda code=code: _post(dispatchers[code], f"/ems/requests/{public_id}/bid",
                                    {"unit": units[code], "eta_minutes": "20", "note": ""}))
@@ -247,8 +247,8 @@ def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, 
         return _post(coordinator, f"/center/requests/{public_id}/assign", dict(reassign, version=current))
 
     line = StartingLine(monkeypatch, 2)
-    line.gate(bidding, "_check_still_ours", after=True)  # the crew has checked the trip is theirs
-    line.gate(trips, "_compare_and_set")
+    line.gate(route_steps, "_check_still_ours", after=True)  # the crew has checked the trip is theirs
+    line.gate(trips, "compare_and_set")
     advanced, reassigned = line.run(
         lambda: _post(crew, f"/ems/trips/{public_id}/advance", {"step": "en_route"}),
         reopen_then_reassign,
