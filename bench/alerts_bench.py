@@ -12,7 +12,7 @@ wanting "new request" alerts of BLS requests by email, and starts an SMTP server
 a loopback port that takes ``--smtp-delay-ms`` per message.
 
 1. No alerts: ``--posts`` ALS requests (no recipient wants ALS), each post timed: the posting
-   use case as the view runs it (``trips.post`` and its commit, outbox row included).
+   use case as the view runs it (``trip_posting.post`` and its commit, outbox row included).
 2. The burst: one BLS request, which the relay turns into one alert per recipient and the sender
    into one email each; then ``--posts`` ALS requests timed the same way while the relay writes
    the alerts, and ``--posts`` more once they are written, while the slow server takes the emails.
@@ -47,7 +47,7 @@ from dashboard.models.base import utcnow  # noqa: E402
 from dashboard.models.center import Agency, Alert, AlertSetting, Hospital, User  # noqa: E402
 from dashboard.models.hospital import HospitalFacility  # noqa: E402
 from dashboard.seed import demo  # noqa: E402
-from dashboard.services import trips  # noqa: E402
+from dashboard.services import trip_posting  # noqa: E402
 from dashboard.services.alerts import kinds as alert_kinds  # noqa: E402
 from dashboard.services.alerts import settings as alert_settings  # noqa: E402
 from dashboard.services.deliveries.sender import Sender  # noqa: E402
@@ -107,7 +107,7 @@ def post(level):
                   weight_kg=80, bid_deadline=now + timedelta(minutes=30), invite_mode="all",
                   invite_all_after_minutes=None)
     started = time.perf_counter()
-    trips.post(hospital.id, hospital.short_code, fields, nurse, "Bench Nurse")
+    trip_posting.post(hospital.id, hospital.short_code, fields, nurse, "Bench Nurse")
     db.session.commit()
     return time.perf_counter() - started
 

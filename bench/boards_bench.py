@@ -6,7 +6,7 @@ in one run, and the ratio.
 
 Builds three fresh silos (SQLite files under a temporary folder, or ``medport_benchboards_*`` on
 ``--server``) with the migrations, seeds the demo region, then tops the region up to 100 open
-requests (posted through ``trips.post`` at Altoona Regional, open to every agency, of every
+requests (posted through ``trip_posting.post`` at Altoona Regional, open to every agency, of every
 urgency, deadline and pickup window) and times every board; then to 1,000 open requests and
 times them again.  The boards are the hospital's requests (the Altoona nurse), the EMS board
 (Altoona EMS, which serves every level) and the regional board (the coordinator), each as the
@@ -108,7 +108,7 @@ def top_up(app, target):
     from dashboard.models.base import utcnow
     from dashboard.models.center import Hospital
     from dashboard.models.hospital import HospitalFacility
-    from dashboard.services import trips
+    from dashboard.services import trip_posting
 
     missing = target - open_count(app)
     with app.app_context():
@@ -116,7 +116,7 @@ def top_up(app, target):
         origin = db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.hospital_id == hospital.id))
         now = utcnow()
         for i in range(max(0, missing)):
-            trips.post(hospital.id, "ALT", dict(
+            trip_posting.post(hospital.id, "ALT", dict(
                 origin_facility_id=origin.id, pickup_location=f"4 West, room {i % 500}",
                 destination_address="12 Home Street, Altoona, PA", level_of_care=("BLS", "ALS", "CCT")[i % 3],
                 mobility="stretcher", urgency=("routine", "routine", "urgent", "emergent")[i % 4],

@@ -14,7 +14,7 @@ region seeded with its fixed random seed).  Then, in one process (the app's own 
    48 h BLS lead time) every occurrence created is upcoming, so the boards measure what the
    series and their occurrences cost, not the extra open work; with 0 the occurrences of the
    next two days are open for bids at once and the boards list them;
-2. generating the next ``--days`` days of occurrences (``services.series.generate``, as the
+2. generating the next ``--days`` days of occurrences (``services.series_generation.generate``, as the
    relay's timer runs it): wall time, this process's CPU time (``time.process_time``: the
    Python side; PostgreSQL's work is the rest), the statements sent (round trips) and their
    time; a second run (nothing left to create) is timed too.  ``--profile`` runs the first
@@ -225,7 +225,7 @@ def main():
     busiest = add_series(app, args.series, args.start_in)
     from dashboard.extensions import db
     from dashboard.models.hospital import TransportRequest
-    from dashboard.services import series
+    from dashboard.services import series_generation
 
     with app.app_context():
         profiler = None
@@ -238,13 +238,13 @@ def main():
             if profiler:
                 profiler.enable()
             start, cpu = time.perf_counter(), time.process_time()
-            created = series.generate(days=args.days)
+            created = series_generation.generate(days=args.days)
             first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
             if profiler:
                 profiler.disable()
         load_generated = os.getloadavg()[0]
         start = time.perf_counter()
-        again = series.generate(days=args.days)
+        again = series_generation.generate(days=args.days)
         second = time.perf_counter() - start
         total = db.session.scalar(sa.select(sa.func.count(TransportRequest.id)))
         db.session.commit()

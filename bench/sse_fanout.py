@@ -201,7 +201,7 @@ def _post_requests(count, interval):
     from dashboard.models.base import utcnow
     from dashboard.models.center import Hospital, User
     from dashboard.models.hospital import HospitalFacility
-    from dashboard.services import trips
+    from dashboard.services import trip_posting
 
     committed = {}
     with create_app().app_context():
@@ -213,7 +213,7 @@ def _post_requests(count, interval):
         db.session.commit()
         for _ in range(count):
             now = utcnow()
-            trip = trips.post(alt.id, alt.short_code, dict(
+            trip = trip_posting.post(alt.id, alt.short_code, dict(
                 origin_facility_id=origin, pickup_location="Bench ward", destination_facility_id=destination,
                 level_of_care="BLS", mobility="stretcher", urgency="routine",
                 window_start=now + timedelta(hours=3), window_end=now + timedelta(hours=4),

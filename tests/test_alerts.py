@@ -12,7 +12,7 @@ from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Alert, AlertEscalation, AlertSetting, LiveSignal, User
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, configuration, escalation, trips
+from dashboard.services import configuration, escalation, route_steps, trip_timers, trips
 from dashboard.services.alerts import kinds as alert_kinds
 from dashboard.services.alerts import settings as alert_settings
 from tests.helpers import agency, award, hospital, place_bid, post_trip, signed_in
@@ -79,7 +79,7 @@ def test_a_request_booked_ahead_alerts_the_agencies_when_its_bidding_opens(app, 
     deliver()
     with app.app_context():
         assert received("ems.new_request", reference_of(trip_id)) == {}  # upcoming: nobody may bid yet
-        assert trips.announce_openings(now=opens) == 1
+        assert trip_timers.announce_openings(now=opens) == 1
         db.session.commit()
     deliver()
     with app.app_context():
@@ -196,7 +196,7 @@ def test_crew_steps_reach_the_hospital_as_alerts(app, demo, deliver):
         from dashboard.models.ems import EmsRoute
 
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.advance(route, "en_route", None, "Medic 11")
+        route_steps.advance(route, "en_route", None, "Medic 11")
         db.session.commit()
     deliver()  # the EMS step reaches the hospital, whose own event then raises the alert
     deliver()

@@ -11,7 +11,7 @@ from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility
 from dashboard.models.vocabulary import LEVEL_RANK
-from dashboard.services import awards, bidding, intervention, trips
+from dashboard.services import awards, bidding, intervention, trip_posting, trips
 from dashboard.services.trips import TransitionRefused
 
 ALT_NURSE = "nurse@altoona.medport.test"
@@ -27,7 +27,7 @@ def _post(level="ALS"):
                   window_start=now + timedelta(hours=9), window_end=now + timedelta(hours=10),
                   patient_ref="", age_group="adult", weight_kg=70, bid_deadline=now + timedelta(hours=1))
     nurse = db.session.scalar(sa.select(User.id).where(User.email == ALT_NURSE))
-    trip = trips.post(alt.id, alt.short_code, fields, nurse, "Test")
+    trip = trip_posting.post(alt.id, alt.short_code, fields, nurse, "Test")
     db.session.commit()
     return trip
 

@@ -14,7 +14,7 @@ from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.vocabulary import URGENCY_RANK
-from dashboard.services import bidding, boards, configuration, oversight, trips
+from dashboard.services import bidding, boards, configuration, oversight, trip_posting, trips
 from tests.helpers import signed_in
 
 NURSE = "nurse@altoona.medport.test"
@@ -31,7 +31,7 @@ def post(app, code="ALT", urgency="routine", level="BLS", window_in=180, deadlin
     with app.app_context():
         hospital = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == code))
         origin = db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.hospital_id == hospital.id))
-        trip = trips.post(hospital.id, code, dict(
+        trip = trip_posting.post(hospital.id, code, dict(
             origin_facility_id=origin.id, pickup_location="4 West", destination_address="Home",
             level_of_care=level, mobility="stretcher", urgency=urgency,
             window_start=now + timedelta(minutes=window_in - 60), window_end=now + timedelta(minutes=window_in),

@@ -20,7 +20,7 @@ from dashboard.models.hospital import (
     TransportRequestEvent,
 )
 from dashboard.models.outbox import CenterOutboxEvent, HospitalOutboxEvent
-from dashboard.services import bidding, oversight, trips, users
+from dashboard.services import bidding, oversight, trip_posting, users
 from dashboard.services.accounts import DEMO_PASSWORD
 from tests.helpers import row_of
 
@@ -68,7 +68,7 @@ def post_trip(app, code="TYR", level="BLS", urgency="routine", created_ago=1, wi
             window_end=now + timedelta(minutes=window_in), patient_ref="", age_group="adult",
             weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_in), invite_mode="all",
         )
-        trip = trips.post(hosp.id, code, fields, 1, "Test nurse")
+        trip = trip_posting.post(hosp.id, code, fields, 1, "Test nurse")
         trip.created_at = now - timedelta(minutes=created_ago)
         for key, value in values.items():
             setattr(trip, key, value)

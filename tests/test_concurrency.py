@@ -26,7 +26,7 @@ from dashboard.models.base import utcnow
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, intervention, trips
+from dashboard.services import bidding, intervention, route_steps, trips
 from dashboard.services.bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from dashboard.services.deadlines import bid_for_award
 from tests.helpers import (
@@ -141,7 +141,7 @@ def test_awards_of_different_bids_at_once_leave_one_award(postgres, app, region,
     nurses = [signed_in(app, "nurse@altoona.medport.test") for _ in range(2)]
     coordinators = [signed_in(app, "coordinator@medport.test") for _ in range(2)]
     line = StartingLine(monkeypatch, 4)
-    line.gate(trips, "_compare_and_set")
+    line.gate(trips, "compare_and_set")
     results = line.run(
         lambda: _post(nurses[0], f"/hospital/requests/{public_id}/award", {"bid": bids[0], "version": version}),
         lambda: _post(nurses[1], f"/hospital/requests/{public_id}/award", {"bid": bids[1], "version": version}),
@@ -171,7 +171,7 @@ def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region,
     nurse = signed_in(app, "nurse@altoona.medport.test")
     coordinator = signed_in(app, "coordinator@medport.test")
     line = StartingLine(monkeypatch, 2)
-    line.gate(trips, "_compare_and_set")
+    line.gate(trips, "compare_and_set")
     results = line.run(
         lambda: _post(nurse, f"/hospital/requests/{public_id}/award",
                       {"bid": _bid_public(app, bid_id), "version": version}),
@@ -201,7 +201,7 @@ def test_bids_placed_while_the_hospital_cancels(postgres, app, region, deliver, 
     nurse = signed_in(app, "nurse@altoona.medport.test")
     line = StartingLine(monkeypatch, 4)
     line.gate(bidding, "_check_trip_open", after=True)  # every bid has seen the request open
-    line.gate(trips, "_compare_and_set")
+    line.gate(trips, "compare_and_set")
     results = line.run(
         *[(lambda code=code: _post(dispatchers[code], f"/ems/requests/{public_id}/bid",
                                    {"unit": units[code], "eta_minutes": "20", "note": ""}))
@@ -247,8 +247,8 @@ def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, 
         return _post(coordinator, f"/center/requests/{public_id}/assign", dict(reassign, version=current))
 
     line = StartingLine(monkeypatch, 2)
-    line.gate(bidding, "_check_still_ours", after=True)  # the crew has checked the trip is theirs
-    line.gate(trips, "_compare_and_set")
+    line.gate(route_steps, "_check_still_ours", after=True)  # the crew has checked the trip is theirs
+    line.gate(trips, "compare_and_set")
     advanced, reassigned = line.run(
         lambda: _post(crew, f"/ems/trips/{public_id}/advance", {"step": "en_route"}),
         reopen_then_reassign,
@@ -403,7 +403,7 @@ def test_a_crew_step_overtaken_by_a_reopening_is_refused(app, region, deliver):
             intervention.reopen(fresh, "Crew delayed", None, "Coordinator", fresh.version)
         deliver()
         with pytest.raises(BidRefused):
-            bidding.advance(route, "en_route", None, "Medic 11", trip=trip)
+            route_steps.advance(route, "en_route", None, "Medic 11", trip=trip)
         db.session.rollback()
     deliver()
     with app.app_context():
@@ -423,12 +423,12 @@ def test_a_reopening_overtaking_the_crew_at_the_pickup_ends_its_route(app, regio
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        route_steps.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.advance(route, "at_pickup", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        route_steps.advance(route, "at_pickup", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
         db.session.commit()  # the step waits in the EMS outbox: the hospital still sees en route
         trip = db.session.get(TransportRequest, trip_id)
         intervention.reopen(trip, "No word from the crew", None, "Coordinator", trip.version)
@@ -451,7 +451,7 @@ def test_a_late_crew_step_of_the_old_unit_does_not_move_the_new_one(app, region,
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        route_steps.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
         db.session.commit()  # the step waits in the EMS outbox
         org = agency("AEMS")
         trip = db.session.get(TransportRequest, trip_id)
@@ -480,7 +480,7 @@ def test_a_late_hand_back_of_the_old_unit_does_not_reopen_the_new_assignment(app
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.hand_back(route, "Unit broke down", None, "Medic 11",
+        route_steps.hand_back(route, "Unit broke down", None, "Medic 11",
                           trip=db.session.get(TransportRequest, trip_id))
         db.session.commit()
         org = agency("AEMS")

@@ -13,7 +13,7 @@ from dashboard.models.base import utcnow
 from dashboard.models.center import Agency
 from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from dashboard.models.outbox import EmsOutboxEvent
-from dashboard.services import trips
+from dashboard.services import trip_posting, trips
 from tests.conftest import DEMO_PASSWORD
 from tests.helpers import (
     AEMS,
@@ -233,7 +233,7 @@ def test_an_edited_window_reaches_the_bids_overlap_checks(app, demo, deliver):
     deliver()
     with app.app_context():
         trip = trips.get_by_public_id(moved)
-        trips.edit(trip, {"window_start": trip.window_start + timedelta(days=1),
+        trip_posting.edit(trip, {"window_start": trip.window_start + timedelta(days=1),
                           "window_end": trip.window_end + timedelta(days=1)}, None, "Nurse")
         db.session.commit()
         new_window = (trip.window_start, trip.window_end)

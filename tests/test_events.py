@@ -27,7 +27,7 @@ from dashboard.models.center import Agency, AuditLog, LiveSignal, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import HospitalUser, TransportRequest
 from dashboard.models.outbox import INBOX_BY_SILO, OUTBOX_BY_SILO
-from dashboard.services import bidding, configuration, intervention, trips
+from dashboard.services import bidding, configuration, intervention, route_steps, trip_posting, trips
 from dashboard.services.silos import CrossSiloWrite
 from tests.helpers import agency, award, awarded_trip, outbox_types, pending, place_bid, post_trip
 
@@ -39,7 +39,7 @@ def test_a_trip_lifecycle_writes_each_event_in_its_own_silo(app, demo, deliver):
     with app.app_context():
         trip = db.session.get(TransportRequest, trip_id)
         public_id = trip.public_id
-        trips.edit(trip, {"notes": "Bring a bariatric stretcher"}, None, "Charge Nurse")
+        trip_posting.edit(trip, {"notes": "Bring a bariatric stretcher"}, None, "Charge Nurse")
         db.session.commit()
         org = agency("AEMS")
         bid = db.session.get(TransportBid, aems)
@@ -58,12 +58,12 @@ def test_a_trip_lifecycle_writes_each_event_in_its_own_silo(app, demo, deliver):
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.advance(route, "en_route", None, "Medic 11")
+        route_steps.advance(route, "en_route", None, "Medic 11")
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        bidding.hand_back(route, "Unit broke down", None, "Medic 11")
+        route_steps.hand_back(route, "Unit broke down", None, "Medic 11")
         db.session.commit()
     deliver()
     with app.app_context():
@@ -335,7 +335,7 @@ def test_events_of_one_entity_are_delivered_in_order(app, demo, deliver, monkeyp
     deliver()
     with app.app_context():
         first = post_trip()
-        trips.edit(db.session.get(TransportRequest, first), {"notes": "changed"}, None, "Nurse")
+        trip_posting.edit(db.session.get(TransportRequest, first), {"notes": "changed"}, None, "Nurse")
         db.session.commit()
         other = post_trip()
     registered = handlers.handlers_for

@@ -15,7 +15,7 @@ from dashboard.extensions import db
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, trips
+from dashboard.services import route_steps, trips
 from dashboard.services.deadlines import bid_for_award
 from tests.helpers import awarded_trip, converge, pending, post_trip, signed_in, silo_stopped
 
@@ -84,7 +84,7 @@ def test_with_the_hospital_silo_down_crews_progress_and_the_trip_catches_up(post
         assert dispatcher.get("/ems/units").status_code == 200
         with app.app_context():
             route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-            bidding.advance(route, "en_route", None, "Medic 11")
+            route_steps.advance(route, "en_route", None, "Medic 11")
             db.session.commit()
         for client, path in ((nurse, "/hospital/"), (dispatcher, "/ems/")):
             response = client.get(path)

@@ -10,7 +10,7 @@ from dashboard.models.center import AuditLog
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import HospitalOutboxEvent
-from dashboard.services import trips
+from dashboard.services import trip_posting, trips
 from tests.helpers import (
     JMH_NURSE,
     STALE,
@@ -84,7 +84,7 @@ def test_cancel_refusals(app, nurse):
     again = nurse.post(f"/hospital/requests/{public_id}/cancel", data={"reason": "not_needed", "version": "2"})
     assert again.status_code == 409 and "cannot be cancelled here" in text(again)
     with app.app_context():  # en route: too late to cancel here
-        trip = trips.post(hospital_id(app, "ALT"), "ALT", dict(load_fields(app)), 1, "Test")
+        trip = trip_posting.post(hospital_id(app, "ALT"), "ALT", dict(load_fields(app)), 1, "Test")
         db.session.commit()
         en_route_id = trip.public_id
     bid_id = bid_on(app, en_route_id, "AEMS", 20)

@@ -14,7 +14,7 @@ from dashboard.models.hospital import (
     HospitalFacility,
 )
 from dashboard.models.outbox import HospitalOutboxEvent
-from dashboard.services import trips
+from dashboard.services import trip_posting, trips
 from tests.helpers import (
     ALT_NURSE,
     JMH_NURSE,
@@ -139,7 +139,7 @@ def test_a_free_text_destination_and_preferred_first_invitation(app, nurse):
     assert trip.destination_facility_id is None and trip.destination_address == "12 Elm St, Hollidaysburg"
     assert trip.invite_mode == "preferred_then_all" and trip.invite_all_after_minutes == 15
     with app.app_context():
-        preferred = trips.preferred_agency_ids(trip.hospital_id)
+        preferred = trip_posting.preferred_agency_ids(trip.hospital_id)
     assert trip.invited_ids == set(preferred) and len(preferred) == 3
 
 
@@ -260,7 +260,7 @@ def test_preferred_only_needs_a_preferred_list(app, nurse):
     # The service refuses it too (a list emptied while the form was open).
     with app.app_context():
         with pytest.raises(trips.TransitionRefused) as refused:
-            trips.post(hospital_id(app, "ALT"), "ALT", {"invite_mode": "preferred"}, None, "")
+            trip_posting.post(hospital_id(app, "ALT"), "ALT", {"invite_mode": "preferred"}, None, "")
         assert refused.value.status == 400
         db.session.rollback()
 

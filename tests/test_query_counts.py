@@ -16,7 +16,7 @@ from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import Unit
 from dashboard.models.hospital import HospitalFacility
-from dashboard.services import bidding, deadlines, trips
+from dashboard.services import bidding, deadlines, route_steps, trip_posting, trips
 
 NURSE = "nurse@altoona.medport.test"
 DISPATCHER = "dispatch@altoonaems.medport.test"
@@ -105,7 +105,7 @@ class Region:
             for _ in range(count):
                 self.posted += 1
                 starts = utcnow() + timedelta(hours=2 + 3 * self.posted)
-                trip = trips.post(self.hospital.id, self.hospital.short_code, dict(
+                trip = trip_posting.post(self.hospital.id, self.hospital.short_code, dict(
                     origin_facility_id=self.origin, pickup_location="4 West",
                     destination_facility_id=self.destination, level_of_care="BLS", mobility="stretcher",
                     urgency="routine", window_start=starts, window_end=starts + timedelta(hours=1),
@@ -143,7 +143,7 @@ class Region:
             with self.app.app_context():
                 for step in trips.CREW_STEPS:
                     trip = trips.get_by_public_id(public_id)
-                    bidding.advance(bidding.route_for(trip.id, self.agencies[code][0]), step, None, "Crew",
+                    route_steps.advance(route_steps.route_for(trip.id, self.agencies[code][0]), step, None, "Crew",
                                     trip=trip)
                     db.session.commit()
             self.deliver()

@@ -17,7 +17,7 @@ from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.vocabulary import trip_dispatch_state
-from dashboard.services import bidding, configuration, oversight, returns, trips
+from dashboard.services import bidding, configuration, oversight, returns, trip_readiness, trips
 from tests.helpers import free_unit, post_trip, text
 
 ALT_NURSE = "nurse@altoona.medport.test"
@@ -65,7 +65,7 @@ def test_a_will_call_return_waits_then_is_released_with_the_urgency_chosen(app, 
         leg = db.session.get(TransportRequest, leg_id)
         assert leg.unfilled_at is None and "unfilled" not in [e.action for e in leg.history]
         before = utcnow()
-        trips.release(leg, "urgent", 30, 1, "Clinic nurse")
+        trip_readiness.release(leg, "urgent", 30, 1, "Clinic nurse")
         db.session.commit()
         assert leg.released_at >= before and leg.urgency == "urgent" and leg.patient_ready_at == leg.released_at
         assert leg.window_start == leg.released_at and leg.window_end - leg.window_start == timedelta(minutes=60)
@@ -74,7 +74,7 @@ def test_a_will_call_return_waits_then_is_released_with_the_urgency_chosen(app, 
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         assert leg.id in {t.id for t in bidding.open_requests(aems.id, aems.level_list)}
         with pytest.raises(trips.TransitionRefused):
-            trips.release(leg, "routine", 30, 1, "Again")
+            trip_readiness.release(leg, "routine", 30, 1, "Again")
 
 
 def test_who_may_release_a_will_call(app, demo):
@@ -229,7 +229,7 @@ def test_analytics_show_scheduled_volume_will_call_release_to_pickup_and_delay_a
         post_ahead("BLS", days=5)  # booked ahead: scheduled
         same_day = db.session.get(TransportRequest, post_trip("ALT"))
         leg = db.session.get(TransportRequest, will_call_of(outbound_to("JVM")))
-        trips.release(leg, "urgent", 30, 1, "Nurse")
+        trip_readiness.release(leg, "urgent", 30, 1, "Nurse")
         db.session.commit()
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         now = utcnow()

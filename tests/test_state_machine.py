@@ -37,7 +37,7 @@ from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.models.vocabulary import ACTIVE_STATUSES, LEVELS, TRIP_STATUSES
 from dashboard.seed import demo
-from dashboard.services import bidding, configuration, intervention, trips
+from dashboard.services import bidding, configuration, intervention, route_steps, trip_posting, trips
 from dashboard.services.bidding import BidRefused
 from dashboard.services.deadlines import bid_for_award
 from dashboard.services.trips import TransitionRefused
@@ -46,7 +46,7 @@ from tests.helpers import assert_consistent, assert_units_consistent
 
 HOSPITALS = ("ALT", "MNV")
 AGENCIES = ("AEMS", "BCA", "CLL", "ACCT")
-CREW_ORDER = bidding.ROUTE_ORDER  # a stop's statuses in the order the crew's steps take it
+CREW_ORDER = route_steps.ROUTE_ORDER  # a stop's statuses in the order the crew's steps take it
 MAX_TRIPS = 4
 SETTINGS = {
     "sqlite": settings(max_examples=8, stateful_step_count=40, deadline=None, database=None,
@@ -166,7 +166,7 @@ class DispatchMachine(RuleBasedStateMachine):
             destination = db.session.scalar(sa.select(HospitalFacility.id).where(
                 HospitalFacility.hospital_id != hospital_id).order_by(HospitalFacility.id).limit(1))
             now = utcnow()
-            trip = trips.post(hospital_id, code, dict(
+            trip = trip_posting.post(hospital_id, code, dict(
                 origin_facility_id=facilities[0], pickup_location="ICU bed 7",
                 destination_facility_id=destination, level_of_care=level, mobility="stretcher",
                 urgency="routine", window_start=now + timedelta(hours=start_hours),
@@ -212,7 +212,7 @@ class DispatchMachine(RuleBasedStateMachine):
         """The hospital changes an open request's notes."""
         def action():
             trip = self.trip(data, ("open",))
-            trips.edit(trip, {"notes": notes}, None, "Charge Nurse", expected_version=trip.version)
+            trip_posting.edit(trip, {"notes": notes}, None, "Charge Nurse", expected_version=trip.version)
         self.act("hospital_edits", action, data)
 
     # -- EMS ----------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class DispatchMachine(RuleBasedStateMachine):
             position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 0
             step = trips.CREW_STEPS[min(position + (1 if wrong_step else 0), len(trips.CREW_STEPS) - 1)]
             trip = db.session.get(TransportRequest, route.trip_id)
-            bidding.advance(route, step, None, "Crew", trip=trip)
+            route_steps.advance(route, step, None, "Crew", trip=trip)
         self.act("crew_advances", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
@@ -271,9 +271,9 @@ class DispatchMachine(RuleBasedStateMachine):
             route = self.crew_route(data)
             position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 1
             step = trips.CREW_STEPS[max(position - 1, 0)]
-            now = utcnow() + (bidding.UNDO_WINDOW if late else timedelta(0))
+            now = utcnow() + (route_steps.UNDO_WINDOW if late else timedelta(0))
             trip = db.session.get(TransportRequest, route.trip_id)
-            bidding.undo(route, step, None, "Crew", trip=trip, now=now)
+            route_steps.undo(route, step, None, "Crew", trip=trip, now=now)
         self.act("crew_undoes", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
@@ -282,7 +282,7 @@ class DispatchMachine(RuleBasedStateMachine):
         """A crew hands its trip back."""
         def action():
             route = self.crew_route(data)
-            bidding.hand_back(route, "Unit out of service", None, "Crew",
+            route_steps.hand_back(route, "Unit out of service", None, "Crew",
                               trip=db.session.get(TransportRequest, route.trip_id))
         self.act("crew_hands_back", action, data)
 

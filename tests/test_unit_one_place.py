@@ -1,13 +1,13 @@
 """A unit is in one place at a time, and what the screens say of it is true.
 
 - A crew cannot start a second trip while another of its trips is under way (en route, at
-  pickup, transporting, at destination): ``bidding.advance`` refuses it, naming the other
+  pickup, transporting, at destination): ``route_steps.advance`` refuses it, naming the other
   trip, and the EMS silo's unique index refuses it too.
 - The unit's current trip is the one under way, then the next planned one: an award_agency of
   another trip does not replace the trip the crew is driving.
 - The crew's steps include "at destination" and "back in service" (which completes the trip
   and frees the unit); each reaches the hospital's trip with its time.
-- The last step can be undone within ``bidding.UNDO_WINDOW``, audited and shown in the
+- The last step can be undone within ``route_steps.UNDO_WINDOW``, audited and shown in the
   timelines; later, or once another step was taken, it is refused.
 """
 import re
@@ -22,7 +22,7 @@ from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
 from dashboard.models.ems import EmsRoute
 from dashboard.models.hospital import TransportRequestEvent
-from dashboard.services import bidding, trips
+from dashboard.services import route_steps, trips
 from tests.helpers import (
     AEMS,
     CLL,
@@ -42,11 +42,11 @@ NURSE = "nurse@altoona.medport.test"
 
 
 class Clock:
-    """The time the crew's steps and their undo read (``bidding`` and the EMS views)."""
+    """The time the crew's steps and their undo read (``route_steps`` and the EMS views)."""
 
     def __init__(self, monkeypatch):
         self.now = utcnow()
-        for module in ("dashboard.services.bidding", "dashboard.ems.my_trips"):
+        for module in ("dashboard.services.route_steps", "dashboard.ems.my_trips"):
             monkeypatch.setattr(f"{module}.utcnow", lambda: self.now)
 
     def advance(self, **delta):
@@ -250,7 +250,7 @@ def test_undo_is_refused_after_the_window_or_after_a_later_step(app, demo, deliv
     later = undo(crew, public_id, "en_route")
     assert later.status_code == 409 and "later step" in later.get_data(as_text=True)
 
-    clock.advance(seconds=bidding.UNDO_WINDOW.total_seconds())
+    clock.advance(seconds=route_steps.UNDO_WINDOW.total_seconds())
     assert "Undo At pickup" not in crew.get("/ems/trips/panel").get_data(as_text=True)
     late = undo(crew, public_id, "at_pickup")
     assert late.status_code == 409 and "can no longer be undone" in late.get_data(as_text=True)

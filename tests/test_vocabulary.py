@@ -14,7 +14,7 @@ from dashboard.models import vocabulary
 from dashboard.models.base import utcnow
 from dashboard.models.ems import TransportBid, Unit
 from dashboard.models.hospital import HospitalFacility, TransportRequest
-from dashboard.services import bidding, hospital_reads, trips
+from dashboard.services import hospital_reads, route_steps, trips
 from dashboard.services.text_search import escape_like, like_contains, like_prefix
 
 
@@ -44,7 +44,7 @@ def test_the_status_lists_follow_their_labels():
 
 
 def test_every_stop_status_and_crew_step_has_its_words():
-    assert set(bidding.ROUTE_ORDER) <= set(vocabulary.ROUTE_STATUS_LABELS)
+    assert set(route_steps.ROUTE_ORDER) <= set(vocabulary.ROUTE_STATUS_LABELS)
     assert tuple(vocabulary.CREW_STEP_LABELS) == tuple(trips.CREW_STEPS)
 
 

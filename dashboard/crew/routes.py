@@ -31,13 +31,13 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..models.base import utcnow
 from ..models.vocabulary import CREW_STEP_LABELS
-from ..services import bidding, crew, degraded, lateness, trips
+from ..services import crew, degraded, lateness, route_steps, trips
 from ..views import act, see_other
 
 bp = Blueprint("crew", __name__, url_prefix="/crew")
 
 #: A stop's status -> the steps still ahead of it, in order.
-STEPS_AHEAD = {status: trips.CREW_STEPS[index:] for index, status in enumerate(bidding.ROUTE_ORDER[:-1])}
+STEPS_AHEAD = {status: trips.CREW_STEPS[index:] for index, status in enumerate(route_steps.ROUTE_ORDER[:-1])}
 STATUS_WORDS = {"planned": "Planned", "en_route": "En route", "at_pickup": "At pickup",
                 "transporting": "Transporting", "at_destination": "At destination"}
 
@@ -68,7 +68,7 @@ def _row(route, trip, now):
              and step not in STEPS_AHEAD.get(route.status, ())]
     return {"route": route, "facts": facts, "public_id": route.trip_public_id or getattr(trip, "public_id", None),
             "steps": STEPS_AHEAD.get(route.status, ()), "taken": taken,
-            "undo": bidding.last_step(route, now), "late": lateness.of_route(route, now),
+            "undo": route_steps.last_step(route, now), "late": lateness.of_route(route, now),
             "navigate": target, "navigate_to": "pickup" if going_to_pickup else "destination"}
 
 
@@ -82,7 +82,7 @@ def _context(shift):
     rows = [_row(route, by_id.get(route.trip_id), now) for route in routes]
     return {"shift": shift, "unit": shift.unit, "rows": rows, "step_words": CREW_STEP_LABELS,
             "status_words": STATUS_WORDS, "new_key": lambda: uuid.uuid4().hex,
-            "undo_seconds": int(bidding.UNDO_WINDOW.total_seconds())}
+            "undo_seconds": int(route_steps.UNDO_WINDOW.total_seconds())}
 
 
 def _shift_headers(shift):

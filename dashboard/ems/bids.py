@@ -7,7 +7,7 @@ from wtforms.fields.choices import SelectChoice
 from ..auth.routes import roles_required
 from ..models.base import utcnow
 from ..models.vocabulary import BID_OUTCOMES, LEVEL_RANK, ROUTE_STATUS_LABELS, trip_dispatch_state
-from ..services import bidding, ems_reads, submissions, trips
+from ..services import bidding, ems_reads, route_steps, submissions, trips
 from ..services import units as unit_service
 from ..views import act, found
 from .forms import BidForm, PairBidForm
@@ -56,7 +56,7 @@ def _request_context(trip, form=None):
             form.note.data = bid.note
     units, booked = _fill_unit_choices(form, trip, agency.id, bid)
     ours = trip.awarded_agency_id == agency.id
-    route = bidding.route_for(trip.id, agency.id) if ours else None
+    route = route_steps.route_for(trip.id, agency.id) if ours else None
     return dict(
         trip=trip, bid=bid, form=form, units=units, booked_units=booked,
         earlier_bids=ems_reads.earlier_bids(trip.id, agency.id), outcomes=BID_OUTCOMES,

@@ -7,7 +7,7 @@ from ..auth.routes import roles_required
 from ..localtime import to_local
 from ..models.base import utcnow
 from ..models.vocabulary import CREW_STEP_LABELS, ROUTE_STATUS_LABELS
-from ..services import bidding, csvout, degraded, ems_reads, trips
+from ..services import csvout, degraded, ems_reads, route_steps, trips
 from ..services import units as unit_service
 from ..views import act, found
 from .forms import AdvanceForm, HandBackForm
@@ -38,7 +38,7 @@ def _my_trips_context():
     by_id = degraded.optional("hospital", lambda: ems_reads.trips_by_id({route.trip_id for route in routes}), {})
     now = utcnow()
     rows = [{"route": route, "trip": by_id.get(route.trip_id),
-             "undo": bidding.last_step(route, now),
+             "undo": route_steps.last_step(route, now),
              "trip_public_id": route.trip_public_id or getattr(by_id.get(route.trip_id), "public_id", None),
              "facts": by_id.get(route.trip_id) or (route if route.has_crew_facts else None),
              "next_step": NEXT_STEP.get(route.status),
@@ -81,10 +81,10 @@ def _route_or_404(public_id):
     it is None and the step is checked against the stop alone.
     """
     agency = _agency()
-    route = bidding.route_by_trip_public_id(public_id, agency.id)
+    route = route_steps.route_by_trip_public_id(public_id, agency.id)
     trip = degraded.optional("hospital", lambda: trips.get_by_public_id(public_id))
     if route is None and trip is not None:
-        route = bidding.route_for(trip.id, agency.id)  # a stop from before routes kept the id
+        route = route_steps.route_for(trip.id, agency.id)  # a stop from before routes kept the id
     if route is None:
         abort(404)
     return route, trip
@@ -118,17 +118,17 @@ def advance_trip(public_id):
     Refuses: 403 a user without an agency; 404 a trip that is not the agency's; 400 no step
     given; 409 when it is not the trip's next step, the trip was cancelled or taken back, or
     the unit is under way on another trip."""
-    return _crew_step(public_id, bidding.advance, "Choose the next step from the trip's button.", "")
+    return _crew_step(public_id, route_steps.advance, "Choose the next step from the trip's button.", "")
 
 
 @bp.route("/trips/<public_id>/undo", methods=["POST"])
 @roles_required("ems")
 def undo_step(public_id):
-    """Undo the crew's last step on a trip within ``bidding.UNDO_WINDOW`` of taking it.
+    """Undo the crew's last step on a trip within ``route_steps.UNDO_WINDOW`` of taking it.
 
     Refuses: 403 a user without an agency; 404 a trip that is not the agency's; 400 no step
     given; 409 after the window or once a later step was taken."""
-    return _crew_step(public_id, bidding.undo, "Choose the step to undo from the trip's button.", " undone")
+    return _crew_step(public_id, route_steps.undo, "Choose the step to undo from the trip's button.", " undone")
 
 
 @bp.route("/trips/<public_id>/hand-back", methods=["POST"])
@@ -145,7 +145,7 @@ def hand_back_trip(public_id):
         message = "; ".join(form.reason.errors) or "Say why the trip is handed back."
         return _render_my_trips(f"{reference}: {message}", 400)
     label = _crew_label(route)
-    return act(lambda: bidding.hand_back(route, form.reason.data, current_user.id, label, trip=trip),
+    return act(lambda: route_steps.hand_back(route, form.reason.data, current_user.id, label, trip=trip),
                done=lambda _: found("ems.my_trips",
                                     f"{reference} handed back; the hospital and the transport center are told."),
                refused=lambda message, status: _render_my_trips(f"{reference}: {message}", status))

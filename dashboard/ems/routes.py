@@ -16,7 +16,7 @@ from flask import Blueprint, abort
 from flask_login import current_user
 
 from ..localtime import local_midnight, local_today
-from ..services import bidding, ems_reads, paging, trips
+from ..services import ems_reads, paging, route_steps, trips
 from ..services import units as unit_service
 from ..services.geo import distance_km
 from ..views import discard, see_other
@@ -28,7 +28,7 @@ BOARD_DEFAULT_SORT = "urgency"
 BOARD_WITHIN = {"": "Any time", "2": "Next 2 hours", "4": "Next 4 hours", "8": "Next 8 hours",
                 "today": "Today"}
 #: A stop's status -> the crew's next step (``trips.CREW_STEPS`` in order).
-NEXT_STEP = dict(zip(bidding.ROUTE_ORDER[:-1], trips.CREW_STEPS, strict=True))
+NEXT_STEP = dict(zip(route_steps.ROUTE_ORDER[:-1], trips.CREW_STEPS, strict=True))
 HISTORY_FILTERS = {"": "All bids", "live": "Live", "accepted": "Won", "declined": "Lost",
                    "withdrawn": "Withdrawn", "ended": "Expired or closed"}
 #: Rows per page of the history lists (bid history, completed trips).

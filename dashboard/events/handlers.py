@@ -17,7 +17,8 @@ from ..models.hospital import HospitalUser, TransportRequest
 from ..models.vocabulary import LEVEL_RANK
 from ..services import audit, configuration, deadlines, registry, session_trust, trips
 from ..services.alerts.produce import produce as produce_alerts
-from ..services.bidding import ACTIVE_ROUTE_STATUSES, bid_payload, invites_preferred_only, refresh_unit_status
+from ..services.bidding import ACTIVE_ROUTE_STATUSES, bid_payload, invites_preferred_only
+from ..services.route_steps import refresh_unit_status
 from .outbox import emit
 
 log = logging.getLogger("medport.relay")
@@ -166,7 +167,7 @@ def ems_release_trip(event):
 
 
 def _refresh_unit(unit):
-    """The unit's current trip and status kept true (``bidding.refresh_unit_status``: the trip
+    """The unit's current trip and status kept true (``route_steps.refresh_unit_status``: the trip
     under way stays current whatever is awarded meanwhile); a change is signalled."""
     if refresh_unit_status(unit):
         emit("ems", "unit.status_changed", "unit", unit.public_id,

@@ -227,7 +227,7 @@ class NeedsMixin:
     def override_not_needed(self, level):
         """The notice for an override ticked with a reason while ``level`` covers every need,
         e.g. "No override needed: CCT covers every need; the reason given was not kept.";
-        None otherwise.  The reason is not stored then (:func:`..services.trips.post`)."""
+        None otherwise.  The reason is not stored then (:func:`..services.trip_posting.post`)."""
         if not (self.care_override.data and care_rules.clean_reason(self.care_override_reason.data)):
             return None
         if level not in LEVELS:

@@ -190,7 +190,7 @@ class RequestForm(WindowMixin, NeedsMixin, FlaskForm):
         return ok and window_ok
 
     def trip_fields(self):
-        """The validated values as :func:`services.trips.post` takes them."""
+        """The validated values as :func:`services.trip_posting.post` takes them."""
         start, end = self.window_utc()
         destination = self.destination
         after = self.invite_all_after_minutes.data if self.invite_mode.data == "preferred_then_all" else None
@@ -248,7 +248,7 @@ class EditForm(WindowMixin, NeedsMixin, FlaskForm):
         self.version.data = str(trip.version)
 
     def changes(self, trip):
-        """The validated values as :func:`services.trips.edit` takes them.
+        """The validated values as :func:`services.trip_posting.edit` takes them.
 
         A window shown to the minute and left alone keeps its stored value.
         """

@@ -13,7 +13,7 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..localtime import from_local, to_local
 from ..models.base import utcnow
-from ..services import configuration, hospital_reads, submissions, trips
+from ..services import configuration, hospital_reads, submissions, trip_posting, trips
 from ..templating import format_time
 from ..views import act
 from .forms import MIN_BID_MINUTES, WINDOW_GRACE, RequestForm, parse_version
@@ -94,7 +94,7 @@ def _fill_defaults(form, own, preferred):
     """A fresh form: usual origin, new patient reference, the :func:`default_window`."""
     origin = _default_origin(own)
     form.origin_facility.data = origin.public_id if origin else ""
-    form.patient_ref.data = trips.new_patient_ref()
+    form.patient_ref.data = trip_posting.new_patient_ref()
     form.window_start.data, form.window_end.data = default_window(form.bid_deadline_minutes.data)
     form.mobility.data = "stretcher"
     form.invite_mode.data = "preferred_then_all" if preferred else "all"
@@ -112,7 +112,7 @@ def new_request():
     sent again answers 303 to what its first send posted."""
     hospital_id = _hospital_id()
     own, everywhere = _own_facilities(), _all_facilities()
-    preferred = trips.active_agency_ids(trips.preferred_agency_ids(hospital_id))
+    preferred = trips.active_agency_ids(trip_posting.preferred_agency_ids(hospital_id))
     form = RequestForm()
     form.offer(own, everywhere, len(preferred))
     source_id = request.args.get("repost") if request.method == "GET" else form.reposted_from.data
@@ -133,7 +133,7 @@ def new_request():
         return _already_posted(posted)
     if not form.validate_on_submit():
         if form.patient_ref.errors:
-            form.patient_ref.data = trips.new_patient_ref()
+            form.patient_ref.data = trip_posting.new_patient_ref()
         return _render_new(form, source, 400)
     source_version = parse_version(form.reposted_version) if source is not None else None
     if source is not None and source_version is None:
@@ -147,7 +147,7 @@ def new_request():
         claim = submissions.claim("hospital", form.submission_id.data, "request", user_id)
         if claim.repeat:  # the same form, sent at the same moment, was posted first
             return claim.created_id, None, ()
-        trip = trips.post(hospital_id, short_code, fields, user_id, user_label,
+        trip = trip_posting.post(hospital_id, short_code, fields, user_id, user_label,
                           care_override=form.care_override_value())
         claim.created(trip.public_id)
         if source is not None and source.status == "open":

@@ -9,7 +9,7 @@ from flask import abort, render_template
 from flask_login import current_user
 
 from ..auth.routes import roles_required
-from ..services import configuration, returns, trips
+from ..services import configuration, returns, trip_readiness, trips
 from ..views import act, found
 from .return_forms import NotReadyForm, ReleaseForm, ReturnForm
 from .routes import _render_request, _trip_or_404, bp
@@ -85,7 +85,7 @@ def release(public_id):
         return _refused(public_id, "Choose routine, urgent or emergent.", 400)
     reference, own = trip.reference, trip.hospital_id == current_user.hospital_id
     return act(
-        lambda: trips.release(trip, form.urgency.data, configuration.get("bid_deadline_default_minutes"),
+        lambda: trip_readiness.release(trip, form.urgency.data, configuration.get("bid_deadline_default_minutes"),
                               current_user.id, current_user.display_name),
         done=lambda _: found(".request_detail" if own else ".will_call",
                                  f"{reference}: patient ready, bidding is open.",
@@ -102,7 +102,7 @@ def patient_ready(public_id):
     urgency instead) or a request whose patient cannot be marked ready now."""
     trip = _trip_or_404(public_id)
     return act(
-        lambda: trips.mark_patient_ready(trip, current_user.id, current_user.display_name),
+        lambda: trip_readiness.mark_patient_ready(trip, current_user.id, current_user.display_name),
         done=lambda _: found(".request_detail", f"{trip.reference}: patient marked ready.",
                                  public_id=public_id),
         refused=lambda message, status: _refused(public_id, message, status))
@@ -120,7 +120,7 @@ def not_ready(public_id):
     if not form.validate_on_submit():
         return _render_request(trip, 400, "Say why the patient is not ready (up to 200 characters).")
     return act(
-        lambda: trips.mark_not_ready(trip, form.reason.data, current_user.id, current_user.display_name),
+        lambda: trip_readiness.mark_not_ready(trip, form.reason.data, current_user.id, current_user.display_name),
         done=lambda _: found(".request_detail", f"{trip.reference}: patient marked not ready.",
                                  public_id=public_id),
         refused=lambda message, status: _refused(public_id, message, status))

@@ -12,7 +12,7 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..models.base import utcnow
 from ..models.vocabulary import trip_dispatch_state
-from ..services import boards, degraded, hospital_reads, oversight, trips
+from ..services import boards, degraded, hospital_reads, oversight, trip_posting, trips
 
 bp = Blueprint("hospital", __name__, url_prefix="/hospital")
 
@@ -156,7 +156,7 @@ def requests_panel():
 def _bids_context(trip):
     """What the bids panel shows; ``bids`` is None while the EMS silo cannot be reached."""
     bids = degraded.optional("ems", lambda: hospital_reads.shown_bids(trip))
-    preferred = set(trips.preferred_agency_ids(trip.hospital_id))
+    preferred = set(trip_posting.preferred_agency_ids(trip.hospital_id))
     return dict(trip=trip, bids=bids, agency_names=_agency_names(b.agency_id for b in bids or ()),
                 preferred=preferred, now=utcnow())
 

@@ -8,7 +8,7 @@ from flask import flash, render_template, request
 from flask_login import current_user
 
 from ..auth.routes import roles_required
-from ..services import awards, trips
+from ..services import awards, trip_posting, trips
 from ..views import act, found
 from .forms import AwardForm, CancelForm, EditForm, parse_version
 from .routes import CANCELLABLE, FORM_ALTERED, _render_request, _summary_context, _trip_or_404, bp
@@ -96,7 +96,7 @@ def edit_request(public_id):
     if version is None:
         return _render_edit(trip, form, 400, FORM_ALTERED)
     return act(
-        lambda: trips.edit(trip, form.changes(trip), current_user.id, current_user.display_name,
+        lambda: trip_posting.edit(trip, form.changes(trip), current_user.id, current_user.display_name,
                            expected_version=version, care_override=form.care_override_value()),
         done=lambda result: _edited(trip, form, result[1]),
         refused=lambda message, status: _render_edit(trip, form, status, message),

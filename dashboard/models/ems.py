@@ -56,7 +56,7 @@ class Unit(db.Model):
     shift_start = sa.Column(sa.Time)
     shift_end = sa.Column(sa.Time)
     # The trip the unit is on: the one under way, else its next planned one by window start
-    # (kept by ``bidding.refresh_unit_status``).
+    # (kept by ``route_steps.refresh_unit_status``).
     current_trip_id = sa.Column(sa.Integer)
     lat = sa.Column(sa.Float)
     lon = sa.Column(sa.Float)
@@ -151,7 +151,7 @@ class EmsRoute(db.Model):
         sa.Index("ix_ems_routes_unit_status_window", "unit_id", "status", "window_end"),
         # A unit is in one place at a time: at most one of its stops is under way.  Stops
         # started before the step times were kept (no ``en_route_at``) are left out, so old
-        # data never blocks the upgrade; ``bidding.advance`` refuses those clashes as well.
+        # data never blocks the upgrade; ``route_steps.advance`` refuses those clashes as well.
         sa.Index(
             "uq_ems_routes_one_under_way_per_unit",
             "unit_id",

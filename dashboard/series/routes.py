@@ -9,7 +9,15 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..localtime import local_today
 from ..models.hospital import WEEKDAYS
-from ..services import center_reads, configuration, hospital_reads, submissions, trips
+from ..services import (
+    center_reads,
+    configuration,
+    hospital_reads,
+    series_changes,
+    submissions,
+    trip_posting,
+    trips,
+)
 from ..services import series as series_service
 from ..views import act
 from ..views import found as found_redirect
@@ -58,7 +66,7 @@ def _new_form():
     """The new-series form offering the hospital's facilities and the active agencies; and the
     hospital's active preferred agencies."""
     form = SeriesForm()
-    preferred = trips.active_agency_ids(trips.preferred_agency_ids(_hospital_id()))
+    preferred = trips.active_agency_ids(trip_posting.preferred_agency_ids(_hospital_id()))
     form.offer(hospital_reads.own_facilities(_hospital_id()), hospital_reads.all_facilities(), len(preferred))
     form.offer_agencies(_agencies())
     return form, preferred
@@ -76,7 +84,7 @@ def new():
     if request.method == "GET":
         own = form._own
         form.origin_facility.data = next(iter(own)) if len(own) == 1 else ""
-        form.patient_ref.data = trips.new_patient_ref()
+        form.patient_ref.data = trip_posting.new_patient_ref()
         form.mobility.data = "wheelchair"
         form.bid_deadline_minutes.data = configuration.get("bid_deadline_default_minutes")
         form.invite_mode.data = "preferred_then_all" if preferred else "all"
@@ -89,7 +97,7 @@ def new():
         return redirect(url_for(".detail", public_id=done), 303)
     if not form.validate_on_submit():
         if form.patient_ref.errors:
-            form.patient_ref.data = trips.new_patient_ref()
+            form.patient_ref.data = trip_posting.new_patient_ref()
         return _render_new(form, 400)
     user_id, code, hospital_id = current_user.id, current_user.hospital.short_code, _hospital_id()
 
@@ -168,9 +176,9 @@ def exception(public_id):
 
     def apply():
         if form.kind.data == "skip":
-            series_service.skip(found, form.day.data, form.note.data, user_id, label)
+            series_changes.skip(found, form.day.data, form.note.data, user_id, label)
             return f"{form.day.data:%a %d %b} skipped."
-        series_service.move(found, form.day.data, form.moved_to.data, form.moved_to.data.fold,
+        series_changes.move(found, form.day.data, form.moved_to.data, form.moved_to.data.fold,
                             form.note.data, user_id, label)
         return f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
 
@@ -196,7 +204,7 @@ def change(public_id):
     if version is None:
         return _render_detail(found, 400, FORM_ALTERED, change_form=form)
     return act(
-        lambda: series_service.change_from(found, form.from_day.data, form.changes(found),
+        lambda: series_changes.change_from(found, form.from_day.data, form.changes(found),
                                            current_user.id, current_user.display_name, version).public_id,
         done=lambda successor_id: found_redirect(".detail", f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.",
             public_id=successor_id),
@@ -220,7 +228,7 @@ def cancel(public_id):
     if version is None:
         return _render_detail(found, 400, FORM_ALTERED, cancel_form=form)
     return act(
-        lambda: series_service.cancel(found, form.reason.data, form.note.data, current_user.id,
+        lambda: series_changes.cancel(found, form.reason.data, form.note.data, current_user.id,
                                       current_user.display_name, version),
         done=lambda count: found_redirect(".detail", f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead "
             "cancelled with it.", public_id=public_id),

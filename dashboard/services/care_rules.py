@@ -2,8 +2,8 @@
 
 A request's level of care (BLS < ALS < CCT, :data:`dashboard.models.vocabulary.LEVELS`) must be at
 least what each of its needs asks for.  :data:`CARE_RULES` is that table; the new-request and
-edit forms show it to the nurse, and :func:`dashboard.services.trips.post` and
-:func:`dashboard.services.trips.edit` refuse a request below it
+edit forms show it to the nurse, and :func:`dashboard.services.trip_posting.post` and
+:func:`dashboard.services.trip_posting.edit` refuse a request below it
 (:class:`dashboard.services.trips.CareLevelRefused`, 400) unless the nurse overrides it with a
 reason, which is kept on the request, written to its timeline and audited.
 

@@ -11,7 +11,7 @@ Owned by the EMS silo; nothing here commits.
   ``MEDPORT_CREW_CLOCK_SKEW_SECONDS`` (default 120) ahead of the server's clock (400), not
   older than ``MEDPORT_CREW_TAP_MAX_AGE_HOURS`` (default 14, a shift and its margin; 400),
   and not before the trip's previous step (409).  The step itself is
-  :func:`dashboard.services.bidding.advance` or :func:`~dashboard.services.bidding.undo`,
+  :func:`dashboard.services.route_steps.advance` or :func:`~dashboard.services.route_steps.undo`,
   with their refusals (409 for a trip cancelled, taken back or moved on meanwhile).
 * A tap that was recorded is kept by its key (``crew_taps``): the same key sent again gets
   the same answer and changes nothing.  A refused tap keeps nothing (a refusal has no
@@ -32,7 +32,7 @@ from ..models.base import utcnow
 from ..models.ems import CrewShift, CrewTap, EmsRoute, Unit
 from ..models.hospital import TransportRequest
 from ..models.vocabulary import CREW_STEP_LABELS
-from . import bidding, degraded, trips
+from . import bidding, degraded, route_steps, trips
 from .refusals import Refused
 from .trips import CREW_STEPS, STEP_STATUS
 
@@ -138,7 +138,7 @@ def unit_routes(unit_id, limit=6):
     return list(db.session.scalars(
         sa.select(EmsRoute).where(EmsRoute.unit_id == unit_id,
                                   EmsRoute.status.in_(bidding.ACTIVE_ROUTE_STATUSES))
-        .order_by(*bidding.current_route_order()).limit(limit)))
+        .order_by(*route_steps.current_route_order()).limit(limit)))
 
 
 def unit_route(unit_id, trip_public_id):
@@ -250,7 +250,7 @@ def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, tr
             raise CrewRefused(
                 f"The tap ({_clock(tapped_at)}) is before the trip's previous step ({_clock(floor)}); "
                 "check the phone's clock.")
-        act = bidding.advance if action == "advance" else bidding.undo
+        act = route_steps.advance if action == "advance" else route_steps.undo
         act(route, step, shift.user_id, user_label, trip=trip, now=tapped_at)
         done = " undone" if action == "undo" else ""
         status, message = 200, f"{reference}: {CREW_STEP_LABELS[step]}{done} at {_clock(tapped_at)}."

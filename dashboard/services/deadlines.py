@@ -8,7 +8,7 @@ from ..models.base import utcnow
 from ..models.ems import EmsAgency, TransportBid, Unit
 from ..models.hospital import TransportRequest, TransportRequestEvent
 from ..models.vocabulary import LEVEL_RANK, dispatch_condition
-from . import configuration, series, trips
+from . import configuration, series_generation, trip_posting, trip_timers, trips
 
 log = logging.getLogger("medport.relay")
 SWEEP_BATCH = 200
@@ -34,12 +34,12 @@ def sweep(now=None):
     """Act on open trips whose bidding deadline has passed, once per deadline and state, by
     :func:`dashboard.models.vocabulary.dispatch_state`: auto-award per the policy; else tell the
     hospital and the center that one holding live bids awaits an award, or flag one with none
-    unfilled.  Create recurring series' occurrences now within reach (``series.generate``).
+    unfilled.  Create recurring series' occurrences now within reach (``series_generation.generate``).
     Announce the requests booked ahead whose bidding has opened, and those whose
     invitation has widened to every agency.  Returns how many were handled.  An upcoming
     request is never due here: its deadline counts from its opening."""
     now = now or utcnow()
-    created = series.generate(now)  # recurring series: the occurrences now within reach
+    created = series_generation.generate(now)  # recurring series: the occurrences now within reach
     policy = configuration.get("auto_award_policy")
     db.session.commit()  # end the center read before writing the hospital silo
     due = list(db.session.scalars(
@@ -52,15 +52,15 @@ def sweep(now=None):
             if policy == "preferred_best_eta" and _award_best_preferred(trip):
                 pass
             elif trip.bid_count:
-                trips.mark_awaiting_award(trip, now)
+                trip_timers.mark_awaiting_award(trip, now)
             else:
-                trips.mark_unfilled(trip, now)
+                trip_timers.mark_unfilled(trip, now)
             db.session.commit()
             handled += 1
         except trips.TransitionRefused:
             db.session.rollback()  # someone acted on it at the same moment: theirs stands
-    handled += created + trips.announce_openings(now)
-    handled += trips.announce_widened_invites(now)
+    handled += created + trip_timers.announce_openings(now)
+    handled += trip_timers.announce_widened_invites(now)
     db.session.commit()
     return handled
 
@@ -84,7 +84,7 @@ def bid_for_award(bid):
 
 def _award_best_preferred(trip):
     """Award the fastest live bid of a preferred agency whose unit is still free; False if none."""
-    preferred = trips.preferred_agency_ids(trip.hospital_id)
+    preferred = trip_posting.preferred_agency_ids(trip.hospital_id)
     for bid in _live_bids(trip.id):
         if bid.agency_id in preferred:
             try:

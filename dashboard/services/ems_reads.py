@@ -12,7 +12,8 @@ from ..extensions import db
 from ..models.ems import EmsRoute, TransportBid
 from ..models.hospital import TransportRequest
 from . import paging, trips
-from .bidding import ACTIVE_ROUTE_STATUSES, current_route_order
+from .bidding import ACTIVE_ROUTE_STATUSES
+from .route_steps import current_route_order
 
 #: Bid-history filters (``?outcome=``) -> the bid statuses they keep ("" keeps all).
 HISTORY_STATUSES = {"live": ("live",), "accepted": ("accepted",), "declined": ("declined",),

@@ -1,7 +1,7 @@
 """A hospital's ordered list of preferred agencies: read, add, remove, move, notes.
 
 The list lives in the hospital silo (center registry agency ids, ranked 1..n); a posting
-invites the list as it is then (:func:`trips.preferred_agency_ids`).  Every change adds a
+invites the list as it is then (:func:`trip_posting.preferred_agency_ids`).  Every change adds a
 ``preference.*`` outbox event (the hospital silo's record of it), which the relay audits in
 the center like the silo's other changes.  Refusals raise :class:`PreferenceRefused`.
 Nothing here commits.

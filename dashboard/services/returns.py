@@ -4,7 +4,7 @@ A request may have one return leg (``return_of_id`` on the return): the patient 
 back from the outbound's destination facility to its origin, by the same hospital, at a fixed
 time (an ordinary request: booked ahead, it is upcoming until its lead time) or *will-call*:
 the return waits, not biddable, never late or unfilled (``dispatch_state``
-``will_call_waiting``), until the patient is marked ready (:func:`dashboard.services.trips.release`):
+``will_call_waiting``), until the patient is marked ready (:func:`dashboard.services.trip_readiness.release`):
 bidding opens at once, with the urgency chosen then.  The hospital that booked it, the staff of
 the hospital whose facility the patient is at (the outbound's destination) and the transport
 center may release it (:func:`may_release`).
@@ -22,7 +22,7 @@ from ..extensions import db
 from ..models.base import utcnow
 from ..models.hospital import HospitalFacility, TransportRequest
 from ..models.vocabulary import CENTER_ROLES
-from . import trips
+from . import trip_posting, trips
 from .trips import TransitionRefused
 
 RETURN_KINDS = {"fixed": "At a fixed time", "will_call": "Will-call (when the patient is ready)"}
@@ -75,7 +75,7 @@ def add_return(outbound, kind, window, deadline_minutes, hospital_code, user_id,
         notes=f"Return leg of {outbound.reference}.")
     # The return carries the same patient: an override of the level of care on the outbound
     # holds for it too (recorded on the return's own timeline).
-    return trips.post(outbound.hospital_id, hospital_code, fields, user_id, user_label,
+    return trip_posting.post(outbound.hospital_id, hospital_code, fields, user_id, user_label,
                       care_override=outbound.care_override_reason)
 
 

@@ -11,7 +11,7 @@ risk nor unfilled.  Its bidding deadline counts from the opening: a request post
 within the lead time opens at posting, as every request did before.
 
 The rule is the clock's: bidding is open once ``bidding_opens_at`` has passed.  The relay's
-deadline timer (:func:`dashboard.services.trips.announce_openings`) then tells the boards,
+deadline timer (:func:`dashboard.services.trip_timers.announce_openings`) then tells the boards,
 once per request, through the outbox.
 """
 from datetime import timedelta
@@ -65,7 +65,7 @@ def plan(fields, now=None, settings=None):
     if fields["window_start"] > now + horizon(settings):
         return None, (f"The earliest pickup can be at most {settings['booking_horizon_days']} days "
                       "ahead.")
-    if fields.get("will_call"):  # waits for the patient, then opens at once (trips.release)
+    if fields.get("will_call"):  # waits for the patient, then opens at once (trip_readiness.release)
         return {"bidding_opens_at": None}, None
     opens = opening_for(fields["level_of_care"], fields["window_start"], now, settings)
     deadline = fields.get("bid_deadline")

@@ -15,8 +15,9 @@ from ..models.base import row_id, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import HospitalFacility, TransportRequest
 from ..models.vocabulary import LEVEL_RANK, UNIT_STATUSES
-from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused, current_route
+from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
 from .geo import distance_km
+from .route_steps import current_route
 
 AVAILABILITY_KINDS = {"on_shift": "On shift", "on_break": "On break", "out_of_service": "Out of service"}
 #: What a timeline cell shows when several things cover it: the strongest wins.
@@ -54,7 +55,7 @@ def unit_id_by_public_id(public_id):
 
 def active_route(unit):
     """The unit's current stop: the trip under way, else its next planned one by window start
-    (see :func:`dashboard.services.bidding.current_route`); None without one."""
+    (see :func:`dashboard.services.route_steps.current_route`); None without one."""
     return current_route(unit.id)
 
 

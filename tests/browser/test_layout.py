@@ -14,7 +14,7 @@ from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Hospital
 from dashboard.models.hospital import HospitalFacility
-from dashboard.services import trips
+from dashboard.services import trip_posting
 
 from .conftest import layout_problems, run_axe, screenshot, wait_for
 from .helpers import LIVE
@@ -182,7 +182,7 @@ def seed_open_requests(server, count, realistic_rows=False, back_date=None, care
             reason = care_override
             if realistic_rows and fields.get("cardiac_monitor") and reason is None:
                 reason = "The hospital's ALS nurse rides along with the monitor."
-            trip = trips.post(hospital.id, "ALT", fields, 1, "Layout check", care_override=reason)
+            trip = trip_posting.post(hospital.id, "ALT", fields, 1, "Layout check", care_override=reason)
             if back_date is not None:
                 trip.created_at = now - back_date
             db.session.commit()

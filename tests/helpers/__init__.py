@@ -7,7 +7,7 @@ on the demo region that the ``demo`` fixture seeds.
 
 Three ways to post a request, one per layer:
 
-- ``post_trip(code="ALT", ...)``: ``trips.post`` inside an app context; returns the row id.
+- ``post_trip(code="ALT", ...)``: ``trip_posting.post`` inside an app context; returns the row id.
 - ``post_request(app, ...)``: the same in its own app context, bidding open at posting;
   returns the public id.
 - ``post_form(client, app, **overrides)``: the hospital's new-request form (``valid_form``);

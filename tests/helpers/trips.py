@@ -18,7 +18,7 @@ from dashboard.models.hospital import (
     TransportRequest,
 )
 from dashboard.models.outbox import OUTBOX_BY_SILO
-from dashboard.services import bidding, configuration, deadlines, trips
+from dashboard.services import bidding, configuration, deadlines, trip_posting, trips
 from dashboard.services.deadlines import bid_for_award
 
 
@@ -48,7 +48,7 @@ def post_trip(code="ALT", level="BLS", invite_mode="all", deadline_minutes=30, c
         invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None,
     )
     nurse = db.session.scalar(sa.select(User.id).where(User.hospital_id == org.id).limit(1))
-    trip = trips.post(org.id, org.short_code, fields, nurse, "Charge Nurse")
+    trip = trip_posting.post(org.id, org.short_code, fields, nurse, "Charge Nurse")
     trip_id = trip.id
     if commit:
         db.session.commit()
@@ -136,7 +136,7 @@ def post_request(app, level="BLS", urgency="routine", invite_mode="all", starts_
             age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=level != "BLS",
             other_needs="Fall risk", bid_deadline=now + deadline_in, invite_mode=invite_mode,
             invite_all_after_minutes=after_minutes)
-        trip = trips.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)
+        trip = trip_posting.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)
         db.session.commit()
         return trip.public_id
 
@@ -241,6 +241,6 @@ def post_ahead(level="BLS", days=5, deadline_minutes=30, invite_mode="all", hour
         urgency="routine", window_start=start, window_end=start + timedelta(hours=hours_long),
         age_group="adult", weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_minutes),
         invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None)
-    trip = trips.post(org.id, org.short_code, fields, 1, "Charge Nurse")
+    trip = trip_posting.post(org.id, org.short_code, fields, 1, "Charge Nurse")
     db.session.commit()
     return trip.id
