@@ -16,7 +16,7 @@ from ..models.base import utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit
 from ..models.vocabulary import IN_PROGRESS_ROUTE_STATUSES
 from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
-from .trips import CREW_STEPS, HAND_BACK_FROM, STEP_STATUS, UNDO_TO
+from .trips import CREW_STEPS, STEP_STATUS, UNDO_TO
 
 #: How long after a crew step it may be undone (a tap on the wrong trip or too early).
 UNDO_WINDOW = timedelta(minutes=2)
@@ -275,5 +275,3 @@ def hand_back(route, reason, user_id, user_label, trip=None):
          {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
     return route
 
-
-HAND_BACK_TRIP_STATUSES = HAND_BACK_FROM
