@@ -33,7 +33,7 @@ def _assign_choices(form, trip, posted=False):
          for a, units in grouped for u in units], "Choose a unit")
 
 
-def _render_request(trip, status=200, error=None, **forms):
+def _render_request(trip, status=200, message=None, **forms):
     view = oversight.request_view(trip)
     version = {"version": trip.version}
     assign = forms.get("assign") or AssignForm(formdata=None, data=version)
@@ -41,7 +41,7 @@ def _render_request(trip, status=200, error=None, **forms):
         degraded.optional("ems", lambda: _assign_choices(assign, trip))
     context = dict(
         view,
-        error=error,
+        message=message,
         assign_form=assign,
         extend_form=forms.get("extend") or ExtendForm(formdata=None, data=dict(version, minutes=15)),
         reopen_form=forms.get("reopen") or ReopenForm(formdata=None, data=version),

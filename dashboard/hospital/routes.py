@@ -171,10 +171,10 @@ def _summary_context(trip):
     )
 
 
-def _render_request(trip, status=200, alert=None):
+def _render_request(trip, status=200, message=None):
     """The request page; ``alert`` explains a refused action (answered with ``status``)."""
     context = dict(_summary_context(trip), **_bids_context(trip))
-    return render_template("hospital/request.html", live=True, alert=alert,
+    return render_template("hospital/request.html", live=True, message=message,
                            events=hospital_reads.timeline(trip), **context), status
 
 
