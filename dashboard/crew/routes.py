@@ -119,7 +119,7 @@ def panel():
     shift = crew.open_shift(current_user.id)
     if shift is None:
         return "", 204, {"HX-Redirect": url_for("crew.home")}
-    return render_template("crew/_trips.html", **_context(shift)), 200, _shift_headers(shift)
+    return render_template("crew/_trips_panel.html", **_context(shift)), 200, _shift_headers(shift)
 
 
 @bp.route("/shift", methods=["POST"])
