@@ -184,7 +184,7 @@ def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region,
         if results[0][0] == 302:
             assert trip.awarded_bid_id == bid_id
         else:
-            assert (trip.awarded_unit_id, trip.award_source) == (assign["unit"], "center")
+            assert (trip.awarded_unit_id, trip.award_source) == (assign["assign-unit"], "center")
             assert db.session.get(TransportBid, bid_id).status == "declined"
         assert_all_delivered()
 
@@ -578,7 +578,7 @@ def test_two_center_assignments_of_one_unit_at_once(postgres, app, region, deliv
     deliver()
     with app.app_context():
         holding = db.session.scalars(sa.select(TransportRequest.status).where(
-            TransportRequest.id.in_((first, second)), TransportRequest.awarded_unit_id == assign["unit"])).all()
+            TransportRequest.id.in_((first, second)), TransportRequest.awarded_unit_id == assign["assign-unit"])).all()
         assert holding == ["awarded"]
         assert_consistent(first)
         assert_consistent(second)
@@ -591,7 +591,7 @@ def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, 
     with app.app_context():
         first, second, assign = _two_overlapping_trips_and_a_unit()
         bid_id = place_bid(second, "CMT", 20)
-        assign["unit"] = db.session.get(TransportBid, bid_id).unit_id
+        assign["assign-unit"] = db.session.get(TransportBid, bid_id).unit_id
     deliver()
     coordinator = signed_in(app, "coordinator@medport.test")
     nurse = signed_in(app, "nurse@tyrone.medport.test")
@@ -614,7 +614,7 @@ def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, 
             TransportRequest.id.in_((first, second)))).all()
         assert sorted(status for _, status in statuses) == ["awarded", "open"]
         assert db.session.scalar(sa.select(sa.func.count()).select_from(EmsRoute).where(
-            EmsRoute.unit_id == assign["unit"], EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))) == 1
+            EmsRoute.unit_id == assign["assign-unit"], EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))) == 1
         assert_consistent(first)
         assert_consistent(second)
         assert_all_delivered()
