@@ -39,7 +39,7 @@ def unavailable_message(silo):
 
 
 def _render(status, title, message):
-    template = "errors/_panel.html" if htmx else "errors/error.html"
+    template = "errors/_error_panel.html" if htmx else "errors/error.html"
     return render_template(template, status=status, title=title, message=message), status
 
 

@@ -119,7 +119,7 @@ def test_hospital_and_ems_users_are_refused_on_center_pages(client, auth, demo, 
     for page in CENTER_PAGES + ADMIN_PAGES + [f"/center/requests/{public_id}"]:
         assert client.get(page).status_code == 403, page
     assert client.post(f"/center/requests/{public_id}/cancel",
-                       data={"reason": "not_needed", "version": "1"}).status_code == 403
+                       data={"cancel-reason": "not_needed", "cancel-version": "1"}).status_code == 403
     assert trip_row(app, public_id).status == "open"
 
 
@@ -295,14 +295,14 @@ def test_center_assigns_a_unit_directly_and_refuses_unfit_units(client, auth, de
     on_break = unit_row(app, "AEMS", "Medic 11")
     auth.login(COORDINATOR)
     url = f"/center/requests/{public_id}/assign"
-    base = {"agency": aems.id, "unit": medic.id, "eta_minutes": 20,
-            "reason": "No bids; agency agreed by phone", "version": version}
+    base = {"assign-agency": aems.id, "assign-unit": medic.id, "assign-eta_minutes": 20,
+            "assign-reason": "No bids; agency agreed by phone", "assign-version": version}
     cases = [
-        (dict(base, unit=basic.id), 400, b"this request needs ALS or higher"),
-        (dict(base, unit=on_break.id), 409, b"is not available (on break)"),
-        (dict(base, agency=bca.id), 400, b"is not a unit of Blair County Ambulance"),
-        (dict(base, unit=99999), 400, b"Choose an active unit."),
-        (dict(base, reason=""), 400, b"Say why the center assigns this request."),
+        ({**base, "assign-unit": basic.id}, 400, b"this request needs ALS or higher"),
+        ({**base, "assign-unit": on_break.id}, 409, b"is not available (on break)"),
+        ({**base, "assign-agency": bca.id}, 400, b"is not a unit of Blair County Ambulance"),
+        ({**base, "assign-unit": 99999}, 400, b"Choose an active unit."),
+        ({**base, "assign-reason": ""}, 400, b"Say why the center assigns this request."),
     ]
     for data, status, message in cases:
         response = client.post(url, data=data)
@@ -326,7 +326,7 @@ def test_center_assigns_a_unit_directly_and_refuses_unfit_units(client, auth, de
     # The same unit cannot be booked twice for an overlapping window.
     other = post_trip(app, level="ALS")
     clash = client.post(f"/center/requests/{other}/assign",
-                        data=dict(base, version=trip_row(app, other).version))
+                        data={**base, "assign-version": trip_row(app, other).version})
     assert clash.status_code == 409 and b"already booked" in clash.data
 
 
@@ -335,9 +335,9 @@ def test_center_extends_a_deadline_passed_unfilled(client, auth, demo, app, deli
     public_id = post_trip(app, created_ago=45, deadline_in=-15, unfilled_at=now - timedelta(minutes=15))
     trip = trip_row(app, public_id)
     auth.login(COORDINATOR)
-    bad = client.post(f"/center/requests/{public_id}/extend", data={"minutes": "0", "version": trip.version})
+    bad = client.post(f"/center/requests/{public_id}/extend", data={"extend-minutes": "0", "extend-version": trip.version})
     assert bad.status_code == 400
-    response = client.post(f"/center/requests/{public_id}/extend", data={"minutes": "30", "version": trip.version})
+    response = client.post(f"/center/requests/{public_id}/extend", data={"extend-minutes": "30", "extend-version": trip.version})
     assert response.status_code == 302
     deliver()
     trip = trip_row(app, public_id)
@@ -357,9 +357,9 @@ def test_center_reopens_an_awarded_trip_and_the_unit_is_released(client, auth, d
     assert unit_row(app, "AEMS", "Medic 11").status == "assigned"
     trip = trip_row(app, public_id)
     assert client.post(f"/center/requests/{public_id}/reopen",
-                       data={"reason": "", "version": trip.version}).status_code == 400
+                       data={"reopen-reason": "", "reopen-version": trip.version}).status_code == 400
     response = client.post(f"/center/requests/{public_id}/reopen",
-                           data={"reason": "Crew delayed at another call", "version": trip.version})
+                           data={"reopen-reason": "Crew delayed at another call", "reopen-version": trip.version})
     assert response.status_code == 302
     deliver()
     trip = trip_row(app, public_id)
@@ -370,7 +370,7 @@ def test_center_reopens_an_awarded_trip_and_the_unit_is_released(client, auth, d
     assert entry.user_email == COORDINATOR
     # An open request cannot be re-opened.
     illegal = client.post(f"/center/requests/{public_id}/reopen",
-                          data={"reason": "again", "version": trip.version})
+                          data={"reopen-reason": "again", "reopen-version": trip.version})
     assert illegal.status_code == 409 and b"Only a request that is awarded or en route" in illegal.data
 
 
@@ -381,11 +381,11 @@ def test_center_cancels_with_a_reason(client, auth, demo, app, deliver):
     version = trip_row(app, public_id).version
     auth.login(COORDINATOR)
     url = f"/center/requests/{public_id}/cancel"
-    assert client.post(url, data={"reason": "", "version": version}).status_code == 400
-    other = client.post(url, data={"reason": "other", "note": "", "version": version})
+    assert client.post(url, data={"cancel-reason": "", "cancel-version": version}).status_code == 400
+    other = client.post(url, data={"cancel-reason": "other", "cancel-note": "", "cancel-version": version})
     assert other.status_code == 400 and b"Say what the other reason is." in other.data
-    assert client.post(url, data={"reason": "not_needed", "note": "Patient discharged by family",
-                                  "version": version}).status_code == 302
+    assert client.post(url, data={"cancel-reason": "not_needed", "cancel-note": "Patient discharged by family",
+                                  "cancel-version": version}).status_code == 302
     deliver()
     trip = trip_row(app, public_id)
     assert (trip.status, trip.cancel_reason) == ("cancelled", "not_needed")

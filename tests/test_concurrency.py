@@ -165,7 +165,7 @@ def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region,
         bid_id = place_bid(trip_id, "AEMS", 15)
         cmt = agency("CMT")
         unit = free_unit(cmt.id, db.session.get(TransportRequest, trip_id))
-        assign = {"agency": cmt.id, "unit": unit.id, "eta_minutes": 25, "reason": "Closest crew"}
+        assign = {"assign-agency": cmt.id, "assign-unit": unit.id, "assign-eta_minutes": 25, "assign-reason": "Closest crew"}
     deliver()
     public_id, version = _trip_state(app, trip_id)
     nurse = signed_in(app, "nurse@altoona.medport.test")
@@ -175,7 +175,7 @@ def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region,
     results = line.run(
         lambda: _post(nurse, f"/hospital/requests/{public_id}/award",
                       {"bid": _bid_public(app, bid_id), "version": version}),
-        lambda: _post(coordinator, f"/center/requests/{public_id}/assign", dict(assign, version=version)),
+        lambda: _post(coordinator, f"/center/requests/{public_id}/assign", {**assign, "assign-version": version}),
     )
     assert sorted(r[0] for r in results) == [302, 409], results
     deliver()
@@ -184,7 +184,7 @@ def test_a_hospital_award_and_a_center_assignment_at_once(postgres, app, region,
         if results[0][0] == 302:
             assert trip.awarded_bid_id == bid_id
         else:
-            assert (trip.awarded_unit_id, trip.award_source) == (assign["unit"], "center")
+            assert (trip.awarded_unit_id, trip.award_source) == (assign["assign-unit"], "center")
             assert db.session.get(TransportBid, bid_id).status == "declined"
         assert_all_delivered()
 
@@ -230,8 +230,8 @@ def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, 
         other_unit = next(u for u in db.session.scalars(sa.select(Unit).where(
             Unit.agency_id == aems_agency.id, Unit.status == "available", Unit.id != offer["unit_id"],
             Unit.level.in_(("BLS", "ALS")))))
-        reassign = {"agency": aems_agency.id, "unit": other_unit.id, "eta_minutes": 18,
-                    "reason": "Medic 11 is needed elsewhere"}
+        reassign = {"assign-agency": aems_agency.id, "assign-unit": other_unit.id, "assign-eta_minutes": 18,
+                    "assign-reason": "Medic 11 is needed elsewhere"}
     deliver()
     public_id, version = _trip_state(app, trip_id)
     crew = signed_in(app, "dispatch@altoonaems.medport.test")
@@ -240,11 +240,11 @@ def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, 
     def reopen_then_reassign():
         """The center's re-assignment: re-open, then assign the other unit at the new version."""
         status, page = _post(coordinator, f"/center/requests/{public_id}/reopen",
-                             {"reason": "Crew delayed", "version": version})
+                             {"reopen-reason": "Crew delayed", "reopen-version": version})
         if status != 302:
             return status, page
         _, current = _trip_state(app, trip_id)
-        return _post(coordinator, f"/center/requests/{public_id}/assign", dict(reassign, version=current))
+        return _post(coordinator, f"/center/requests/{public_id}/assign", {**reassign, "assign-version": current})
 
     line = StartingLine(monkeypatch, 2)
     line.gate(route_steps, "_check_still_ours", after=True)  # the crew has checked the trip is theirs
@@ -534,7 +534,7 @@ def _two_overlapping_trips_and_a_unit():
     first, second = post_trip("ALT", level="BLS"), post_trip("TYR", level="BLS")
     cmt = agency("CMT")
     unit = free_unit(cmt.id, db.session.get(TransportRequest, first))
-    return first, second, {"agency": cmt.id, "unit": unit.id, "eta_minutes": 20, "reason": "No bids yet"}
+    return first, second, {"assign-agency": cmt.id, "assign-unit": unit.id, "assign-eta_minutes": 20, "assign-reason": "No bids yet"}
 
 
 def test_a_unit_assigned_by_the_center_is_not_assigned_again_before_the_relay(app, region, deliver):
@@ -545,14 +545,14 @@ def test_a_unit_assigned_by_the_center_is_not_assigned_again_before_the_relay(ap
     coordinator = signed_in(app, "coordinator@medport.test")
     public_first, version_first = _trip_state(app, first)
     public_second, version_second = _trip_state(app, second)
-    status, _ = _post(coordinator, f"/center/requests/{public_first}/assign", dict(assign, version=version_first))
+    status, _ = _post(coordinator, f"/center/requests/{public_first}/assign", {**assign, "assign-version": version_first})
     assert status == 302
     status, page = _post(coordinator, f"/center/requests/{public_second}/assign",
-                         dict(assign, version=version_second))
+                         {**assign, "assign-version": version_second})
     assert status == 409 and "already booked" in page
     deliver()
     status, page = _post(coordinator, f"/center/requests/{public_second}/assign",
-                         dict(assign, version=version_second))
+                         {**assign, "assign-version": version_second})
     assert status == 409 and "already booked" in page
     with app.app_context():
         assert db.session.get(TransportRequest, second).status == "open"
@@ -571,14 +571,14 @@ def test_two_center_assignments_of_one_unit_at_once(postgres, app, region, deliv
     line.gate(trips, "check_unit_free")  # both have passed every other check of the assignment
     results = line.run(*[
         (lambda client=client, public_id=public_id, version=version: _post(
-            client, f"/center/requests/{public_id}/assign", dict(assign, version=version)))
+            client, f"/center/requests/{public_id}/assign", {**assign, "assign-version": version}))
         for (public_id, version), client in forms])
     assert sorted(r[0] for r in results) == [302, 409], [r[0] for r in results]
     assert "already booked" in [r for r in results if r[0] == 409][0][1]
     deliver()
     with app.app_context():
         holding = db.session.scalars(sa.select(TransportRequest.status).where(
-            TransportRequest.id.in_((first, second)), TransportRequest.awarded_unit_id == assign["unit"])).all()
+            TransportRequest.id.in_((first, second)), TransportRequest.awarded_unit_id == assign["assign-unit"])).all()
         assert holding == ["awarded"]
         assert_consistent(first)
         assert_consistent(second)
@@ -591,7 +591,7 @@ def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, 
     with app.app_context():
         first, second, assign = _two_overlapping_trips_and_a_unit()
         bid_id = place_bid(second, "CMT", 20)
-        assign["unit"] = db.session.get(TransportBid, bid_id).unit_id
+        assign["assign-unit"] = db.session.get(TransportBid, bid_id).unit_id
     deliver()
     coordinator = signed_in(app, "coordinator@medport.test")
     nurse = signed_in(app, "nurse@tyrone.medport.test")
@@ -602,7 +602,7 @@ def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, 
     line.gate(trips, "check_unit_free")  # both have passed every other check of their action
     results = line.run(
         lambda: _post(coordinator, f"/center/requests/{public_first}/assign",
-                      dict(assign, version=version_first)),
+                      {**assign, "assign-version": version_first}),
         lambda: _post(nurse, f"/hospital/requests/{public_second}/award",
                       {"bid": bid_public, "version": version_second}),
     )
@@ -614,7 +614,7 @@ def test_a_center_assignment_and_a_bid_award_of_one_unit_at_once(postgres, app, 
             TransportRequest.id.in_((first, second)))).all()
         assert sorted(status for _, status in statuses) == ["awarded", "open"]
         assert db.session.scalar(sa.select(sa.func.count()).select_from(EmsRoute).where(
-            EmsRoute.unit_id == assign["unit"], EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))) == 1
+            EmsRoute.unit_id == assign["assign-unit"], EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES))) == 1
         assert_consistent(first)
         assert_consistent(second)
         assert_all_delivered()

@@ -317,7 +317,8 @@ def test_every_other_pre_filled_form_posts_as_shown(app, demo, deliver):
     with app.app_context():  # the coordinator's choice: an agency's unit free for the window
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         unit = free_unit(aems.id, db.session.get(TransportRequest, assigned))
-    data.update(agency=[str(aems.id)], unit=[str(unit.id)], eta_minutes=["20"], reason=["Agreed by phone"])
+    data.update({"assign-agency": [str(aems.id)], "assign-unit": [str(unit.id)], "assign-eta_minutes": ["20"],
+                 "assign-reason": ["Agreed by phone"]})
     response = center.post(page + "/assign", data=data)
     assert response.status_code == 302, _errors(response)
 

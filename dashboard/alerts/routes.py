@@ -307,7 +307,7 @@ def _index_refused(message, status):
     return render_template("alerts/index.html", alerts=alert_inbox.recent(current_user.id),
                            unread=alert_inbox.unread_count(current_user.id),
                            escalations=escalation.open_escalations(), form=ButtonForm(),
-                           labels=alert_kinds.KIND_LABELS, error=message), status
+                           labels=alert_kinds.KIND_LABELS, message=message), status
 
 
 @bp.app_template_global()
@@ -425,10 +425,10 @@ def deliveries_index():
     if status not in (None, *delivery_records.STATUSES) or channel not in (None, *channels):
         return render_template("alerts/deliveries.html", rows=[], counts={}, status=None, channel=None,
                                channels=channels, button=ButtonForm(),
-                               error="Choose a listed state and channel."), 400
+                               message="Choose a listed state and channel."), 400
     return render_template("alerts/deliveries.html", rows=delivery_records.recent(status, channel, scope=scope),
                            counts=delivery_records.counts(scope), status=status, channel=channel, channels=channels,
-                           button=ButtonForm(), error=None)
+                           button=ButtonForm(), message=None)
 
 
 @bp.route("/deliveries/<public_id>/replay", methods=["POST"])

@@ -107,7 +107,7 @@ def _bad_request(form, view, hospital, agency, errors, as_text=False):
         return Response(body, status=400, mimetype="text/plain")
     return render_template(
         "analytics/page.html", form=form, view=view, title=presentation.TITLES[view], data=None,
-        tables={}, charts=[], csv_args={}, fixed_hospital=hospital, fixed_agency=agency, errors=errors,
+        tables={}, charts=[], csv_args={}, fixed_hospital=hospital, fixed_agency=agency,
         max_days=MAX_PERIOD_DAYS,
     ), 400
 

@@ -88,9 +88,9 @@ def board_panel():
     Refuses: 400 filters or a sort the board does not offer (a panel saying so)."""
     _form, filters, valid = _board_filters()
     if not valid:
-        return render_template("errors/_panel.html", status=400, title="Filters not understood",
+        return render_template("errors/_error_panel.html", status=400, title="Filters not understood",
                                message="Reload the board and choose the filters again."), 400
-    return render_template("center/_board.html", filters=filters, **oversight.board(filters))
+    return render_template("center/_board_panel.html", filters=filters, **oversight.board(filters))
 
 
 # --- units overview ------------------------------------------------------------------------
@@ -128,9 +128,9 @@ def units_panel():
     Refuses: 400 filters not offered (a panel saying so)."""
     _form, args, query, valid = _unit_filters()
     if not valid:
-        return render_template("errors/_panel.html", status=400, title="Filters not understood",
+        return render_template("errors/_error_panel.html", status=400, title="Filters not understood",
                                message="Reload the page and choose the filters again."), 400
-    return render_template("center/_units.html", query=query, **oversight.units_overview(**args))
+    return render_template("center/_units_panel.html", query=query, **oversight.units_overview(**args))
 
 
 # --- silo health ---------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def health_panel():
     """The silo health table alone, for the live refresh.
 
     Refuses nothing beyond the role check (403)."""
-    return render_template("center/_health.html", **oversight.silo_health())
+    return render_template("center/_health_panel.html", **oversight.silo_health())
 
 
 @bp.route("/health/parked/retry", methods=["POST"])

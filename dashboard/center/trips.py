@@ -33,27 +33,23 @@ def _assign_choices(form, trip, posted=False):
          for a, units in grouped for u in units], "Choose a unit")
 
 
-def _render_request(trip, status=200, error=None, **forms):
+def _render_request(trip, status=200, message=None, **forms):
     view = oversight.request_view(trip)
     version = {"version": trip.version}
-    assign = forms.get("assign") or AssignForm(formdata=None, data=version)
+    # The page's forms share field names (reason, note, version): each has its prefix, so its
+    # ids and posted names are its own ("cancel-reason").
+    assign = forms.get("assign") or AssignForm(formdata=None, data=version, prefix="assign")
     if trip.status == "open" and view["bids"] is not None:  # units are in the EMS silo too
         degraded.optional("ems", lambda: _assign_choices(assign, trip))
     context = dict(
         view,
-        error=error,
+        message=message,
         assign_form=assign,
-        extend_form=forms.get("extend") or ExtendForm(formdata=None, data=dict(version, minutes=15)),
-        reopen_form=forms.get("reopen") or ReopenForm(formdata=None, data=version),
-        cancel_form=forms.get("cancel") or CancelForm(formdata=None, data=version),
+        extend_form=forms.get("extend") or ExtendForm(formdata=None, data=dict(version, minutes=15), prefix="extend"),
+        reopen_form=forms.get("reopen") or ReopenForm(formdata=None, data=version, prefix="reopen"),
+        cancel_form=forms.get("cancel") or CancelForm(formdata=None, data=version, prefix="cancel"),
         live=True,
     )
-    # Several forms share field names (reason, note): each label must name its own field.
-    for key, form in (("extend", context["extend_form"]), ("reopen", context["reopen_form"]),
-                      ("cancel", context["cancel_form"])):
-        for f in form:
-            if f.type not in ("HiddenField", "CSRFTokenField"):
-                f.id = f.label.field_id = f"{key}-{f.name}"
     return render_template("center/request.html", **context), status
 
 
@@ -122,7 +118,7 @@ def assign(public_id):
     agency or below the level of care; 409 the unit is not free or booked for an overlapping
     pickup, the request is not open or changed meanwhile."""
     trip = _trip_or_404(public_id)
-    form = AssignForm()
+    form = AssignForm(prefix="assign")
     _assign_choices(form, trip, posted=True)
     if not form.validate_on_submit():
         return _render_request(trip, 400, SEE_FIELDS, assign=form)
@@ -143,7 +139,7 @@ def extend(public_id):
     Refuses: 404 no such request; 400 minutes out of range; 409 the request is not open or
     changed meanwhile."""
     trip = _trip_or_404(public_id)
-    form = ExtendForm()
+    form = ExtendForm(prefix="extend")
     if not form.validate_on_submit():
         return _render_request(trip, 400, SEE_FIELDS, extend=form)
     return act(
@@ -162,7 +158,7 @@ def reopen(public_id):
     Refuses: 404 no such request; 400 no reason; 409 the request cannot be re-opened from its
     state or changed meanwhile."""
     trip = _trip_or_404(public_id)
-    form = ReopenForm()
+    form = ReopenForm(prefix="reopen")
     if not form.validate_on_submit():
         return _render_request(trip, 400, SEE_FIELDS, reopen=form)
     return act(
@@ -181,7 +177,7 @@ def cancel(public_id):
     Refuses: 404 no such request; 400 no reason (or "other" without a note); 409 the request
     is already closed or changed meanwhile."""
     trip = _trip_or_404(public_id)
-    form = CancelForm()
+    form = CancelForm(prefix="cancel")
     if not form.validate_on_submit():
         return _render_request(trip, 400, SEE_FIELDS, cancel=form)
     return act(

@@ -92,11 +92,11 @@ def _shift_headers(shift):
     return {"X-Crew-Shift-Ends": str(int(ends.timestamp() * 1000)), "Cache-Control": "no-store"}
 
 
-def _render(shift, error=None, status=200):
+def _render(shift, message=None, status=200):
     if shift is None:
         return render_template("crew/pick_unit.html", units=crew.staffable_units(_agency_id()),
-                               error=error), status
-    return render_template("crew/home.html", live=True, error=error, **_context(shift)), status, \
+                               message=message), status
+    return render_template("crew/home.html", live=True, message=message, **_context(shift)), status, \
         _shift_headers(shift)
 
 
@@ -119,7 +119,7 @@ def panel():
     shift = crew.open_shift(current_user.id)
     if shift is None:
         return "", 204, {"HX-Redirect": url_for("crew.home")}
-    return render_template("crew/_trips.html", **_context(shift)), 200, _shift_headers(shift)
+    return render_template("crew/_trips_panel.html", **_context(shift)), 200, _shift_headers(shift)
 
 
 @bp.route("/shift", methods=["POST"])

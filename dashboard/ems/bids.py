@@ -86,8 +86,8 @@ def _pair_context(trip, agency_id, bid, now):
     return {"leg": leg, "form": form} if units and leg_units else None
 
 
-def _render_request(trip, form=None, error=None, status=200):
-    return render_template("ems/request.html", live=True, error=error,
+def _render_request(trip, form=None, message=None, status=200):
+    return render_template("ems/request.html", live=True, message=message,
                            **_request_context(trip, form)), status
 
 

@@ -26,10 +26,10 @@ def agency_admin_only(view):
     return wrapped
 
 
-def _crew_page(form, status=200, error=None):
+def _crew_page(form, status=200, message=None):
     return render_template("ems/crew_accounts.html", form=form, crew=users.crew_listing(current_user.agency_id),
                            active_form=CrewActiveForm(formdata=None), reset_form=CrewResetForm(formdata=None),
-                           error=error), status
+                           message=message), status
 
 
 def _crew_actor():
@@ -65,7 +65,7 @@ def crew_accounts():
     return act(lambda: users.create_crew(_crew_actor(), current_user.agency_id, form.email.data,
                                          form.display_name.data),
                done=lambda created: (_password_page(*created, created=True), 201),
-               refused=lambda message, status: _crew_page(form, status, error=message), form=form)
+               refused=lambda message, status: _crew_page(form, status, message=message), form=form)
 
 
 @bp.route("/crew-accounts/<public_id>/active", methods=["POST"])
@@ -79,7 +79,7 @@ def crew_account_active(public_id):
     form = CrewActiveForm()
     if not form.validate_on_submit():
         return _crew_page(CrewAccountForm(formdata=None), 400,
-                          error="; ".join(form.active.errors) or "The form expired; try again.")
+                          message="; ".join(form.active.errors) or "The form expired; try again.")
     active = form.active.data == "1"
     name = user.display_name
 
@@ -90,7 +90,7 @@ def crew_account_active(public_id):
         return see_other(".crew_accounts", f"{name} was already {'active' if active else 'deactivated'}.", "info")
 
     return act(lambda: users.set_crew_active(_crew_actor(), user, active), done=done,
-               refused=lambda message, status: _crew_page(CrewAccountForm(formdata=None), status, error=message))
+               refused=lambda message, status: _crew_page(CrewAccountForm(formdata=None), status, message=message))
 
 
 @bp.route("/crew-accounts/<public_id>/reset-password", methods=["POST"])
@@ -102,7 +102,7 @@ def crew_account_reset_password(public_id):
     crew member's; 404 another agency's account; 400 a form not filled in right."""
     user = _crew_member_or_404(public_id)
     if not CrewResetForm().validate_on_submit():
-        return _crew_page(CrewAccountForm(formdata=None), 400, error="The form expired; try again.")
+        return _crew_page(CrewAccountForm(formdata=None), 400, message="The form expired; try again.")
     return act(lambda: users.reset_password(_crew_actor(), user),
                done=lambda password: _password_page(user, password, created=False),
-               refused=lambda message, status: _crew_page(CrewAccountForm(formdata=None), status, error=message))
+               refused=lambda message, status: _crew_page(CrewAccountForm(formdata=None), status, message=message))

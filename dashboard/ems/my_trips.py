@@ -51,8 +51,8 @@ def _my_trips_context():
             "route_status_labels": ROUTE_STATUS_LABELS}
 
 
-def _render_my_trips(error=None, status=200):
-    return render_template("ems/my_trips.html", live=True, error=error, **_my_trips_context()), status
+def _render_my_trips(message=None, status=200):
+    return render_template("ems/my_trips.html", live=True, message=message, **_my_trips_context()), status
 
 
 @bp.route("/trips")

@@ -41,10 +41,10 @@ def _unit_form(agency, **kwargs):
     return form
 
 
-def _render_units(form=None, error=None, status=200):
+def _render_units(form=None, message=None, status=200):
     agency = _agency()
     form = form or _unit_form(agency, formdata=None)
-    return render_template("ems/units.html", live=True, form=form, error=error,
+    return render_template("ems/units.html", live=True, form=form, message=message,
                            **_units_context()), status
 
 
@@ -110,8 +110,8 @@ def edit_unit(public_id):
     levels = agency.level_list
     form = _unit_form(agency, obj=unit)
 
-    def render(error=None, status=200):
-        return render_template("ems/unit_edit.html", unit=unit, form=form, error=error), status
+    def render(message=None, status=200):
+        return render_template("ems/unit_edit.html", unit=unit, form=form, message=message), status
 
     if request.method != "POST":
         return render()
@@ -136,12 +136,12 @@ def unit_status(public_id):
     unit = _unit_or_404(public_id)
     form = UnitStatusForm()
     if not form.validate_on_submit():
-        return _render_units(error="Choose one of the listed statuses.", status=400)
+        return _render_units(message="Choose one of the listed statuses.", status=400)
     number = unit.number
     return act(lambda: unit_service.change_status(unit, form.status.data),
                done=lambda changed: found(
                    "ems.units", f"{number} is now {form.status.data.replace('_', ' ')}." if changed else None),
-               refused=lambda message, status: _render_units(error=message, status=status))
+               refused=lambda message, status: _render_units(message=message, status=status))
 
 
 # --- availability --------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def _availability_form(agency_id, **kwargs):
     return form
 
 
-def _render_availability(day_raw=None, form=None, error=None, status=200):
+def _render_availability(day_raw=None, form=None, message=None, status=200):
     agency = _agency()
     day, starts, ends = _local_day(day_raw if day_raw is not None else request.args.get("date"))
     units = unit_service.agency_units(agency.id)
@@ -164,7 +164,7 @@ def _render_availability(day_raw=None, form=None, error=None, status=200):
         form.starts_at.data = datetime.combine(day, time(7, 0))
         form.ends_at.data = datetime.combine(day, time(19, 0))
     return render_template(
-        "ems/availability.html", day=day, form=form, error=error, windows=windows,
+        "ems/availability.html", day=day, form=form, message=message, windows=windows,
         timeline=unit_service.day_timeline(units, windows, routes, starts),
         hours=[to_local(starts + timedelta(hours=h)) for h in range(24)],
         cell_labels=unit_service.CELL_LABELS, kinds=unit_service.AVAILABILITY_KINDS,

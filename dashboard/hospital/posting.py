@@ -185,7 +185,7 @@ def _already_posted(public_id):
     return redirect(url_for(".request_detail", public_id=public_id), 303)
 
 
-def _render_new(form, source, status=200, alert=None):
+def _render_new(form, source, status=200, message=None):
     """The new-request form page."""
-    return render_template("hospital/new_request.html", form=form, source=source, alert=alert,
+    return render_template("hospital/new_request.html", form=form, source=source, message=message,
                            hints=form.window_hints()), status

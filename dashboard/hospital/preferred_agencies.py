@@ -26,11 +26,11 @@ def _preference_or_404(pref_id):
     return pref
 
 
-def _render_preferences(form, status=200, alert=None):
+def _render_preferences(form, status=200, message=None):
     """The preferred-agencies page."""
     rows = preference_service.rows(_hospital_id())
     return render_template("hospital/preferences.html", form=form, rows=rows,
-                           agencies=preference_service.agencies_of(rows), alert=alert), status
+                           agencies=preference_service.agencies_of(rows), message=message), status
 
 
 def _fresh_preference_form():

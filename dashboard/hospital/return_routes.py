@@ -56,10 +56,10 @@ def add_return(public_id):
         refused=lambda message, status: _refused(public_id, message, status))
 
 
-def _render_will_call(status=200, alert=None):
+def _render_will_call(status=200, message=None):
     """The will-call list page; ``alert`` explains a refused release (answered with ``status``)."""
     rows = returns.waiting_at_facilities(current_user.hospital_id)
-    return render_template("hospital/will_call.html", rows=rows, alert=alert,
+    return render_template("hospital/will_call.html", rows=rows, message=message,
                            own_hospital=current_user.hospital_id), status
 
 

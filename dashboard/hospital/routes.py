@@ -174,10 +174,10 @@ def _summary_context(trip):
     )
 
 
-def _render_request(trip, status=200, alert=None):
+def _render_request(trip, status=200, message=None):
     """The request page; ``alert`` explains a refused action (answered with ``status``)."""
     context = dict(_summary_context(trip), **_bids_context(trip))
-    return render_template("hospital/request.html", live=True, alert=alert,
+    return render_template("hospital/request.html", live=True, message=message,
                            events=hospital_reads.timeline(trip), **context), status
 
 
@@ -196,7 +196,7 @@ def request_summary(public_id):
     """The request summary panel alone, for live refreshes.
 
     Refuses: 404 another hospital's request (or none)."""
-    return render_template("hospital/_request_summary.html", **_summary_context(_trip_or_404(public_id)))
+    return render_template("hospital/_request_summary_panel.html", **_summary_context(_trip_or_404(public_id)))
 
 
 @bp.route("/requests/<public_id>/bids")
@@ -205,7 +205,7 @@ def bids_panel(public_id):
     """The bids panel alone, for live refreshes.
 
     Refuses: 404 another hospital's request (or none)."""
-    return render_template("hospital/_bids.html", **_bids_context(_trip_or_404(public_id)))
+    return render_template("hospital/_bids_panel.html", **_bids_context(_trip_or_404(public_id)))
 
 
 @bp.route("/requests/<public_id>/timeline")
@@ -215,7 +215,7 @@ def timeline_panel(public_id):
 
     Refuses: 404 another hospital's request (or none)."""
     trip = _trip_or_404(public_id)
-    return render_template("hospital/_timeline.html", trip=trip, events=hospital_reads.timeline(trip))
+    return render_template("hospital/_timeline_panel.html", trip=trip, events=hospital_reads.timeline(trip))
 
 
 # The views acting on requests, posting and the preferred agencies register on ``bp`` too.

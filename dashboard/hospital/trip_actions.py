@@ -65,11 +65,11 @@ def cancel_request(public_id):
         form=form)
 
 
-def _render_cancel(trip, form, status=200, alert=None):
+def _render_cancel(trip, form, status=200, message=None):
     """The cancel page; after a refusal the form carries the version now shown."""
-    if alert and trip.status in CANCELLABLE:
+    if message and trip.status in CANCELLABLE:
         form.version.data = str(trip.version)  # the page now shows the current state
-    return render_template("hospital/cancel.html", form=form, alert=alert, **_summary_context(trip)), status
+    return render_template("hospital/cancel.html", form=form, message=message, **_summary_context(trip)), status
 
 
 @bp.route("/requests/<public_id>/edit", methods=["GET", "POST"])
@@ -116,10 +116,10 @@ def _edited(trip, form, changed):
     return response
 
 
-def _render_edit(trip, form, status=200, alert=None):
+def _render_edit(trip, form, status=200, message=None):
     """The edit page; after a refusal the form carries the version now shown."""
-    if alert and trip.status == "open":
+    if message and trip.status == "open":
         form.version.data = str(trip.version)  # the page now shows the current state
-    return render_template("hospital/edit.html", form=form, alert=alert,
+    return render_template("hospital/edit.html", form=form, message=message,
                            hints=form.window_hints(stored_start=trip.window_start),
                            editable=trip.status == "open", **_summary_context(trip)), status

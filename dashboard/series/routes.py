@@ -122,9 +122,9 @@ def _created(public_id, repeat):
                      public_id=public_id)
 
 
-def _render_new(form, status=200, alert=None):
+def _render_new(form, status=200, message=None):
     """The new-series page; ``alert`` explains a refusal (answered with ``status``)."""
-    return render_template("series/new.html", form=form, alert=alert, WEEKDAYS=WEEKDAYS), status
+    return render_template("series/new.html", form=form, message=message, WEEKDAYS=WEEKDAYS), status
 
 
 def _detail_context(found, exception_form=None, change_form=None, cancel_form=None):
@@ -146,9 +146,9 @@ def _detail_context(found, exception_form=None, change_form=None, cancel_form=No
                 agency_names=names, WEEKDAYS=WEEKDAYS)
 
 
-def _render_detail(found, status=200, alert=None, **forms):
+def _render_detail(found, status=200, message=None, **forms):
     """The series page; ``alert`` explains a refusal (answered with ``status``)."""
-    return render_template("series/detail.html", alert=alert, **_detail_context(found, **forms)), status
+    return render_template("series/detail.html", message=message, **_detail_context(found, **forms)), status
 
 
 @bp.route("/<public_id>")

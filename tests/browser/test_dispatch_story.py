@@ -99,13 +99,13 @@ def test_center_rescues_an_unfilled_request(people, live_server):
     center.goto(f"/center/requests/{public_id}")
     page = center.page
     agency_value = page.eval_on_selector(
-        "#agency", "s => [...s.options].find(o => o.text.includes('Altoona EMS')).value")
-    page.select_option("#agency", agency_value)
+        "#assign-agency", "s => [...s.options].find(o => o.text.includes('Altoona EMS')).value")
+    page.select_option("#assign-agency", agency_value)
     unit_value = page.eval_on_selector(
-        "#unit", "s => [...s.options].find(o => o.text.includes('Ambulance 14') || o.text.includes('Ambulance 15')).value")
-    page.select_option("#unit", unit_value)
-    page.fill("#eta_minutes", "25")
-    page.fill("#reason", "Unfilled past deadline; Altoona EMS agreed by phone")
+        "#assign-unit", "s => [...s.options].find(o => o.text.includes('Ambulance 14') || o.text.includes('Ambulance 15')).value")
+    page.select_option("#assign-unit", unit_value)
+    page.fill("#assign-eta_minutes", "25")
+    page.fill("#assign-reason", "Unfilled past deadline; Altoona EMS agreed by phone")
     page.click("button:has-text('Assign')")
     page.wait_for_load_state()
     # The agency's crew sees the trip arrive, live.

@@ -377,13 +377,13 @@ def test_center_interventions_by_keyboard(open_session, live_server):
 
     kb = keyboard_on(center, f"/center/requests/{first}")
     code = live_server.query("center", "SELECT short_code FROM agencies WHERE name = 'Altoona EMS'")[0][0]
-    kb.tab_to("#agency", max_tabs=120)
+    kb.tab_to("#assign-agency", max_tabs=120)
     kb.select("Altoona EMS")
-    kb.tab_to("#unit")
+    kb.tab_to("#assign-unit")
     kb.select(re.compile(rf"^{code} · .*available"))
-    kb.tab_to("#eta_minutes")
+    kb.tab_to("#assign-eta_minutes")
     kb.type("25")
-    kb.tab_to("#reason")
+    kb.tab_to("#assign-reason")
     kb.type("Agreed by phone")
     kb.submit_with("form[action$='/assign'] button.primary")
     kb.lands_on(re.compile(r"/center/requests/[^/]+" + END))
