@@ -3,7 +3,7 @@
 ``open`` → ``awarded`` → ``en_route`` → ``at_pickup`` → ``transporting`` →
 ``at_destination`` → ``completed``; ``cancelled`` from ``open`` or ``awarded``; an
 ``open`` trip past its deadline is awaiting award while it holds a live bid, and unfilled
-when it holds none (it stays ``open``; :func:`dashboard.models.base.dispatch_state` is the
+when it holds none (it stays ``open``; :func:`dashboard.models.vocabulary.dispatch_state` is the
 rule).  ``unfilled_at`` keeps when a trip first went unfilled: an award, an extension or a
 re-opening does not clear it.  Every change is a compare-and-set on the trip's ``version``,
 so of two awards arriving at once exactly one wins and the other gets
