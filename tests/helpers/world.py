@@ -75,6 +75,7 @@ ACCESS = {
     # EMS dispatchers and crews
     "ems.board": "ems",
     "ems.board_panel": "ems",
+    "ems.upcoming_panel": "ems",
     "ems.request_detail": "ems",
     "ems.request_panel": "ems",
     "ems.place_bid": "ems",
