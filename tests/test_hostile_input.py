@@ -139,7 +139,7 @@ QUERIES = [
                                                  "until"]),
     ("coordinator", "/center/analytics", ["period", "start", "end", "hospital", "agency", "level",
                                           "urgency", "format", "table"]),
-    ("admin", "/center/users", ["q", "role", "status"]),
+    ("admin", "/center/users", ["q", "role", "status", "after"]),
 ]
 
 
@@ -535,6 +535,7 @@ TYPED_QUERIES = [
     ("coordinator", "/center/units/panel", ["agency"]),
     ("coordinator", "/center/audit", ["since", "until", "after"]),
     ("ems_x", "/ems/history", ["after"]),
+    ("admin", "/center/users", ["after"]),
     ("coordinator", "/center/audit/export.csv", ["since", "until"]),
     ("coordinator", "/center/analytics", ["start", "end"]),
 ]

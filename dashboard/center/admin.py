@@ -4,7 +4,7 @@ from flask import abort, flash, render_template, request
 from ..services import configuration, oversight, session_trust, users
 from ..views import act, found
 from .forms import ConfirmForm, UserFilterForm, UserForm, choices, config_form_class
-from .routes import _actor, admin_only, bp
+from .routes import _actor, admin_only, answer_abort, bp
 from .submitting import claimed, on_form, repeat_of
 
 
@@ -44,17 +44,24 @@ def _password_page(user, password, created, status=200):
 @bp.route("/users", endpoint="users")
 @admin_only
 def users_index():
-    """The accounts matching the filters (text, role, active or not), at most
-    :data:`dashboard.services.users.PAGE_LIMIT` of them.
+    """The accounts matching the filters (text, role, active or not), by email, a page at a
+    time ("Next page" carries ``after``).
 
-    Refuses: 400 filters not offered (an empty list)."""
+    Refuses: 400 filters not offered (an empty list) or a page cursor not ours."""
     form = UserFilterForm(request.args)
     if not form.validate():
-        return render_template("center/users.html", form=form, users=[], truncated=False), 400
-    found_users, truncated = users.listing(form.q.data, form.role.data or None, form.status.data or None)
-    hospitals, agencies = oversight.registry_names()
-    return render_template("center/users.html", form=form, users=found_users, truncated=truncated,
-                           hospitals=hospitals, agencies=agencies)
+        return render_template("center/users.html", form=form, users=[], next_after=None, query={},
+                               paged=False), 400
+    query = {key: request.args[key] for key in ("q", "role", "status") if request.args.get(key)}
+    after = request.args.get("after") or None
+
+    def show(page):
+        hospitals, agencies = oversight.registry_names()
+        return render_template("center/users.html", form=form, users=page.rows, next_after=page.after,
+                               query=query, paged=bool(after), hospitals=hospitals, agencies=agencies)
+
+    return act(lambda: users.listing(form.q.data, form.role.data or None, form.status.data or None, after),
+               done=show, refused=answer_abort)
 
 
 @bp.route("/users/new", methods=["GET", "POST"])

@@ -21,7 +21,7 @@ from ..events.outbox import emit
 from ..extensions import db
 from ..models.center import Agency, Hospital, User
 from ..models.vocabulary import ROLES
-from . import accounts, audit
+from . import accounts, audit, paging
 from .refusals import Refused
 from .text_search import like_contains
 
@@ -32,7 +32,8 @@ SNAPSHOT_FIELDS = ("email", "display_name", "role", "hospital_id", "agency_id", 
 #: The roles whose users may be their organisation's administrator.
 ORG_ADMIN_ROLES = ("hospital", "ems")
 TEMPORARY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
-PAGE_LIMIT = 500
+#: Accounts per page of the users list.
+PAGE_SIZE = 50
 
 
 class Actor(NamedTuple):
@@ -201,8 +202,12 @@ def reset_password(actor, user):
     return password
 
 
-def listing(q=None, role=None, status=None):
-    """Accounts matching the filters, center roles first, then by organisation and name."""
+def listing(q=None, role=None, status=None, after=None, size=PAGE_SIZE):
+    """One page of the accounts matching the filters (``q`` a part of the email or name, LIKE
+    wildcards taken literally; ``role``; ``status`` "active" or "inactive"), ordered by email and
+    keyset-paged through :func:`.paging.keyset`: a :class:`.paging.Page` (``rows``, ``after`` the
+    next page's cursor or None).  Raises :class:`.paging.CursorRefused` (400) for a cursor it did
+    not make."""
     query = sa.select(User)
     if q:
         query = query.where(sa.or_(like_contains(User.email, q), like_contains(User.display_name, q)))
@@ -212,8 +217,7 @@ def listing(q=None, role=None, status=None):
         query = query.where(User.active.is_(True))
     elif status == "inactive":
         query = query.where(User.active.is_(False))
-    users = list(db.session.scalars(query.order_by(User.email).limit(PAGE_LIMIT + 1)))
-    return users[:PAGE_LIMIT], len(users) > PAGE_LIMIT
+    return paging.keyset(query, [User.email, User.id], after=after, newest_first=False, size=size)
 
 
 def get(public_id):
