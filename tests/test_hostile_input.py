@@ -536,6 +536,7 @@ TYPED_QUERIES = [
     ("coordinator", "/center/audit", ["since", "until", "after"]),
     ("ems_x", "/ems/history", ["after"]),
     ("admin", "/center/users", ["after"]),
+    ("coordinator", "/alerts/deliveries", ["after"]),
     ("coordinator", "/center/audit/export.csv", ["since", "until"]),
     ("coordinator", "/center/analytics", ["start", "end"]),
 ]

@@ -5,7 +5,7 @@ from html import unescape
 import pytest
 
 from dashboard.extensions import db
-from dashboard.models.center import AuditLog, User
+from dashboard.models.center import AlertDelivery, AuditLog, User
 from dashboard.services import audit, paging
 from dashboard.services.refusals import Refused
 from tests.helpers import signed_in
@@ -68,3 +68,29 @@ def test_the_users_list_pages_by_email_with_its_filters_kept(app, demo):
     assert seen == expected and pages == 2
     refused = admin.get("/center/users?after=nonsense!")
     assert refused.status_code == 400 and "first page" in refused.get_data(as_text=True)
+
+
+def test_the_deliveries_list_pages_newest_first_with_its_filters_kept(app, demo):
+    """The center's email and webhook deliveries: 50 a page, newest first, the state and
+    channel carried from page to page; a cursor not ours is a 400."""
+    with app.app_context():
+        for i in range(60):
+            db.session.add(AlertDelivery(channel="email", target=f"paging{i:02d}@medport.test", status="parked",
+                                         message={"subject": "s", "text": "t"}))
+        db.session.commit()
+        expected = [target for target in db.session.scalars(
+            db.select(AlertDelivery.target).order_by(AlertDelivery.id.desc())) if "paging" in target]
+    coordinator = signed_in(app, "coordinator@medport.test")
+    seen, url, pages = [], "/alerts/deliveries?status=parked&channel=email", 0
+    while url:
+        response = coordinator.get(url)
+        assert response.status_code == 200
+        body = response.get_data(as_text=True)
+        seen += re.findall(r"<td>(paging\d\d@medport\.test)</td>", body)
+        pages += 1
+        found = re.search(r'href="([^"]*after=[^"]*)">Next page', body)
+        url = unescape(found.group(1)) if found else None
+        if url:
+            assert "status=parked" in url and "channel=email" in url
+    assert seen == expected and pages == 2
+    assert coordinator.get("/alerts/deliveries?after=nonsense!").status_code == 400

@@ -416,7 +416,10 @@ def deliveries_index():
     An organisation administrator sees only the webhook deliveries of their organisation's
     endpoints.
 
-    Refuses: 400 a state or channel not listed; 503 the center is unreachable."""
+    Newest first, a page at a time ("Next page" carries ``after``).
+
+    Refuses: 400 a state or channel not listed, or a page cursor not ours; 503 the center is
+    unreachable."""
     session_trust.require_center()
     scope = own_scope()
     status = request.args.get("status") or None
@@ -424,11 +427,16 @@ def deliveries_index():
     channels = ("webhook",) if scope is not None else ("email", "webhook")
     if status not in (None, *delivery_records.STATUSES) or channel not in (None, *channels):
         return render_template("alerts/deliveries.html", rows=[], counts={}, status=None, channel=None,
-                               channels=channels, button=ButtonForm(),
+                               channels=channels, button=ButtonForm(), next_after=None, query={}, paged=False,
                                message="Choose a listed state and channel."), 400
-    return render_template("alerts/deliveries.html", rows=delivery_records.recent(status, channel, scope=scope),
-                           counts=delivery_records.counts(scope), status=status, channel=channel, channels=channels,
-                           button=ButtonForm(), message=None)
+    after = request.args.get("after") or None
+    query = {key: value for key, value in (("status", status), ("channel", channel)) if value}
+    return act(lambda: delivery_records.page(status, channel, scope, after),
+               done=lambda page: render_template(
+                   "alerts/deliveries.html", rows=page.rows, counts=delivery_records.counts(scope), status=status,
+                   channel=channel, channels=channels, button=ButtonForm(), message=None,
+                   next_after=page.after, query=query, paged=bool(after)),
+               refused=_abort)
 
 
 @bp.route("/deliveries/<public_id>/replay", methods=["POST"])

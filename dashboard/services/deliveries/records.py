@@ -5,10 +5,13 @@ import sqlalchemy as sa
 from ...extensions import db
 from ...models.base import utcnow
 from ...models.center import AlertDelivery, WebhookEndpoint
+from .. import paging
 from ..refusals import Refused
 
 STATUSES = ("pending", "retrying", "sent", "parked")
 DUE = ("pending", "retrying")
+#: Deliveries per page of the center's list.
+PAGE_SIZE = 50
 
 
 class DeliveryFailed(Exception):
@@ -55,17 +58,20 @@ def _requeue(public_id, scope):
                               .execution_options(synchronize_session=False)).rowcount
 
 
-def recent(status=None, channel=None, limit=200, scope=None):
-    """The latest deliveries (newest first), of a status and channel when given; with ``scope``
-    only the webhook deliveries of that organisation's endpoints."""
-    query = sa.select(AlertDelivery).order_by(AlertDelivery.id.desc()).limit(limit)
+def page(status=None, channel=None, scope=None, after=None, size=PAGE_SIZE):
+    """One page of the deliveries, newest first, of a status and channel when given; with
+    ``scope`` only the webhook deliveries of that organisation's endpoints.  Keyset-paged by id
+    through :func:`..paging.keyset`: a :class:`..paging.Page` (``rows``, ``after`` the next
+    page's cursor or None).  Raises :class:`..paging.CursorRefused` (400) for a cursor it did
+    not make."""
+    query = sa.select(AlertDelivery)
     if scope is not None:
         query = query.where(_of_scope(scope))
     if status:
         query = query.where(AlertDelivery.status == status)
     if channel:
         query = query.where(AlertDelivery.channel == channel)
-    return db.session.scalars(query).all()
+    return paging.keyset(query, [AlertDelivery.id], after=after, size=size)
 
 
 def counts(scope=None):
