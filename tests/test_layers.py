@@ -49,6 +49,33 @@ def test_a_service_importing_a_blueprint_breaks_the_contract(tmp_path):
     assert "dashboard.services.geo -> dashboard.hospital" in result.stdout
 
 
+def test_a_blueprint_importing_sqlalchemy_breaks_the_contract(tmp_path):
+    shutil.copytree(ROOT / "dashboard", tmp_path / "dashboard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    board = tmp_path / "dashboard" / "ems" / "board.py"
+    board.write_text(board.read_text() + "\nimport sqlalchemy as _sql_in_a_view  # noqa: E402\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "dashboard.ems.board -> sqlalchemy" in result.stdout
+
+
+#: The blueprints' packages: HTTP only, every write through ``views.act``.
+BLUEPRINTS = ("auth", "hospital", "ems", "center", "crew", "series", "analytics", "alerts")
+
+
+def test_no_blueprint_commits_or_rolls_back():
+    """One place commits: ``dashboard.views.act``.  A view that commits or rolls back itself
+    fails here."""
+    found = []
+    for package in BLUEPRINTS:
+        for path in sorted((ROOT / "dashboard" / package).rglob("*.py")):
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if ".commit()" in line or ".rollback()" in line:
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == []
+
+
 #: The longest a module of the package may grow: past it, it holds more than one job.
 MAX_MODULE_LINES = 500
 #: The analytics package's modules are split by concern, each shorter still.
