@@ -85,7 +85,7 @@ def add_series(app, count, start_in=3):
     from dashboard.models.base import new_public_id, utcnow
     from dashboard.models.center import Hospital
     from dashboard.models.hospital import HospitalFacility, TransportSeries
-    from dashboard.services.trips import new_patient_ref
+    from dashboard.services.trip_posting import new_patient_ref
 
     with app.app_context():
         hospitals = db.session.execute(sa.select(Hospital.id, Hospital.short_code).order_by(Hospital.id)).all()
