@@ -28,6 +28,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 
 from dashboard import create_app  # noqa: E402
@@ -116,14 +118,15 @@ def top_up(app, target):
         origin = db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.hospital_id == hospital.id))
         now = utcnow()
         for i in range(max(0, missing)):
-            trip_posting.post(hospital.id, "ALT", dict(
+            trip_posting.post(hospital.id, "ALT",
+                              dict(
                 origin_facility_id=origin.id, pickup_location=f"4 West, room {i % 500}",
                 destination_address="12 Home Street, Altoona, PA", level_of_care=("BLS", "ALS", "CCT")[i % 3],
                 mobility="stretcher", urgency=("routine", "routine", "urgent", "emergent")[i % 4],
                 window_start=now + timedelta(minutes=120 + (i * 37) % 900),
                 window_end=now + timedelta(minutes=180 + (i * 37) % 900), patient_ref="", age_group="adult",
                 weight_kg=80, bid_deadline=now + timedelta(minutes=30 + (i * 53) % 80), invite_mode="all"),
-                1, "Bench")
+                              actor=Actor(1, None, "Bench"))
             if i % 100 == 99:
                 db.session.commit()
         db.session.commit()
