@@ -4,7 +4,8 @@ steps on a unit's stops are in :mod:`.route_steps`.
 
 The EMS side reads the hospital silo (the trip as it is now) and writes only
 the EMS silo; the hospital learns of bids through events.
-Functions here do not commit.
+Functions here do not commit.  ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``ip`` go on the outbox event.
 """
 from datetime import timedelta
 

@@ -4,6 +4,8 @@ back before pickup, and the unit's status that follows.
 
 The EMS side reads the hospital silo (the trip as it is now) and writes only the EMS silo; the
 hospital learns of crew progress through events.  Functions here do not commit.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``label`` goes
+with the step to the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 

@@ -5,6 +5,8 @@ occurrences of those dates not yet awarded are replaced) and the series cancelle
 and running ones stand).
 
 Functions here write the hospital silo only and add the matching outbox events; the caller commits.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 

@@ -2,6 +2,8 @@
 of care checked against its needs (:mod:`.care_rules`), with an override and its reason.
 
 Functions here write the hospital silo only and add the matching outbox event; the caller commits.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 import secrets
 from datetime import timedelta

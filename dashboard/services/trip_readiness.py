@@ -1,7 +1,8 @@
 """The patient's readiness on a request (hospital silo): a will-call return released with the
 urgency chosen then, the patient ready, or not ready when the crew arrives (with a reason).
 
-Functions here add the matching outbox event; the caller commits.
+Functions here add the matching outbox event; the caller commits.  ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 

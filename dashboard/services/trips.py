@@ -18,7 +18,8 @@ service time).  A crew may undo its last step within ``route_steps.UNDO_WINDOW``
 goes back one status (:data:`UNDO_TO`) and the step's time is cleared, with a history line.
 
 Functions here write the hospital silo only and add the matching outbox event;
-the caller commits.
+the caller commits.  ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 

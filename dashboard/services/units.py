@@ -3,6 +3,8 @@
 Functions here write the EMS silo only (they read the hospital silo where a
 trip's facts are needed) and do not commit.  Refusals are
 :class:`~dashboard.services.bidding.BidRefused` with a message for the user.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``ip`` go on the outbox event.
 """
 from datetime import timedelta
 

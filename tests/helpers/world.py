@@ -347,13 +347,11 @@ def _series_of_a():
     alt = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == "ALT"))
     facilities = db.session.scalars(sa.select(HospitalFacility.id).where(
         HospitalFacility.hospital_id == alt.id).order_by(HospitalFacility.id)).all()
-    series_service.create(alt.id, alt.short_code,
-                          dict(
+    series_service.create(alt.id, alt.short_code, dict(
         frequency="weekly", interval=1, weekdays="0,2,4", pickup_time=time(6, 30), window_minutes=60,
         start_date=local_today() + timedelta(days=1), occurrence_count=12, origin_facility_id=facilities[0],
         pickup_location="Dialysis", destination_address="12 Home Street", level_of_care="BLS",
-        mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""),
-                          actor=Actor(1))
+        mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""), actor=Actor(1))
     db.session.commit()
     # A will-call return of A, its patient at a third hospital's facility (Juniata).
     from dashboard.services import returns
