@@ -118,8 +118,7 @@ def top_up(app, target):
         origin = db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.hospital_id == hospital.id))
         now = utcnow()
         for i in range(max(0, missing)):
-            trip_posting.post(hospital.id, "ALT",
-                              dict(
+            trip_posting.post(hospital.id, "ALT", dict(
                 origin_facility_id=origin.id, pickup_location=f"4 West, room {i % 500}",
                 destination_address="12 Home Street, Altoona, PA", level_of_care=("BLS", "ALS", "CCT")[i % 3],
                 mobility="stretcher", urgency=("routine", "routine", "urgent", "emergent")[i % 4],

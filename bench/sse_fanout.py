@@ -215,8 +215,7 @@ def _post_requests(count, interval):
         db.session.commit()
         for _ in range(count):
             now = utcnow()
-            trip = trip_posting.post(alt.id, alt.short_code,
-                                     dict(
+            trip = trip_posting.post(alt.id, alt.short_code, dict(
                 origin_facility_id=origin, pickup_location="Bench ward", destination_facility_id=destination,
                 level_of_care="BLS", mobility="stretcher", urgency="routine",
                 window_start=now + timedelta(hours=3), window_end=now + timedelta(hours=4),

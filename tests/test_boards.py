@@ -32,8 +32,7 @@ def post(app, code="ALT", urgency="routine", level="BLS", window_in=180, deadlin
     with app.app_context():
         hospital = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == code))
         origin = db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.hospital_id == hospital.id))
-        trip = trip_posting.post(hospital.id, code,
-                                 dict(
+        trip = trip_posting.post(hospital.id, code, dict(
             origin_facility_id=origin.id, pickup_location="4 West", destination_address="Home",
             level_of_care=level, mobility="stretcher", urgency=urgency,
             window_start=now + timedelta(minutes=window_in - 60), window_end=now + timedelta(minutes=window_in),

@@ -70,8 +70,7 @@ def test_dashboard_sorts_searches_and_pages(app, nurse):
         origin = db.session.scalar(sa.select(HospitalFacility).where(HospitalFacility.hospital_id == alt))
         now = utcnow()
         for i in range(27):
-            trip_posting.post(alt, "ALT",
-                              dict(
+            trip_posting.post(alt, "ALT", dict(
                 origin_facility_id=origin.id, pickup_location=f"Room {i}", destination_address="Home",
                 level_of_care="BLS", mobility="wheelchair", urgency=("emergent" if i == 26 else "routine"),
                 window_start=now + timedelta(hours=2, minutes=i), window_end=now + timedelta(hours=4),

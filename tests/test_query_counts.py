@@ -106,8 +106,7 @@ class Region:
             for _ in range(count):
                 self.posted += 1
                 starts = utcnow() + timedelta(hours=2 + 3 * self.posted)
-                trip = trip_posting.post(self.hospital.id, self.hospital.short_code,
-                                         dict(
+                trip = trip_posting.post(self.hospital.id, self.hospital.short_code, dict(
                     origin_facility_id=self.origin, pickup_location="4 West",
                     destination_facility_id=self.destination, level_of_care="BLS", mobility="stretcher",
                     urgency="routine", window_start=starts, window_end=starts + timedelta(hours=1),

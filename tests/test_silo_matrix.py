@@ -144,8 +144,7 @@ def _series(app, trip):
         code = db.session.scalar(sa.select(Hospital.short_code).where(Hospital.id == hospital_id))
         origin = db.session.scalar(sa.select(HospitalFacility.id).where(
             HospitalFacility.hospital_id == hospital_id).order_by(HospitalFacility.id).limit(1))
-        created = series_service.create(hospital_id, code,
-                                        dict(
+        created = series_service.create(hospital_id, code, dict(
             frequency="weekly", interval=1, weekdays="0,2,4", pickup_time=time(6, 30), window_minutes=60,
             start_date=local_today() + timedelta(days=1), occurrence_count=12, origin_facility_id=origin,
             pickup_location="Dialysis", destination_address="12 Home Street", level_of_care="BLS",

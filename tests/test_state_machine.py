@@ -167,8 +167,7 @@ class DispatchMachine(RuleBasedStateMachine):
             destination = db.session.scalar(sa.select(HospitalFacility.id).where(
                 HospitalFacility.hospital_id != hospital_id).order_by(HospitalFacility.id).limit(1))
             now = utcnow()
-            trip = trip_posting.post(hospital_id, code,
-                                     dict(
+            trip = trip_posting.post(hospital_id, code, dict(
                 origin_facility_id=facilities[0], pickup_location="ICU bed 7",
                 destination_facility_id=destination, level_of_care=level, mobility="stretcher",
                 urgency="routine", window_start=now + timedelta(hours=start_hours),
