@@ -32,6 +32,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from dashboard.events.outbox import Actor
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
@@ -107,7 +109,7 @@ def post(level):
                   weight_kg=80, bid_deadline=now + timedelta(minutes=30), invite_mode="all",
                   invite_all_after_minutes=None)
     started = time.perf_counter()
-    trip_posting.post(hospital.id, hospital.short_code, fields, nurse, "Bench Nurse")
+    trip_posting.post(hospital.id, hospital.short_code, fields, actor=Actor(nurse, None, "Bench Nurse"))
     db.session.commit()
     return time.perf_counter() - started
 

@@ -28,6 +28,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 
 from dashboard import create_app  # noqa: E402
@@ -123,7 +125,7 @@ def top_up(app, target):
                 window_start=now + timedelta(minutes=120 + (i * 37) % 900),
                 window_end=now + timedelta(minutes=180 + (i * 37) % 900), patient_ref="", age_group="adult",
                 weight_kg=80, bid_deadline=now + timedelta(minutes=30 + (i * 53) % 80), invite_mode="all"),
-                1, "Bench")
+                              actor=Actor(1, None, "Bench"))
             if i % 100 == 99:
                 db.session.commit()
         db.session.commit()

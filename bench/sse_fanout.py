@@ -38,6 +38,8 @@ from urllib.parse import urlencode
 
 from serving import free_port, wait_until_up
 
+from dashboard.events.outbox import Actor
+
 ROOT = Path(__file__).resolve().parent.parent
 USERS = ["coordinator@medport.test", "nurse@altoona.medport.test"] + [
     f"dispatch@{slug}.medport.test" for slug in
@@ -218,7 +220,8 @@ def _post_requests(count, interval):
                 level_of_care="BLS", mobility="stretcher", urgency="routine",
                 window_start=now + timedelta(hours=3), window_end=now + timedelta(hours=4),
                 age_group="adult", weight_kg=70, bid_deadline=now + timedelta(minutes=30),
-                invite_mode="all"), nurse, "Bench")
+                invite_mode="all"),
+                                     actor=Actor(nurse, None, "Bench"))
             public_id = trip.public_id
             db.session.commit()
             committed[public_id] = time.time()

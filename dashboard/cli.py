@@ -9,7 +9,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .config import SILOS
-from .events.outbox import emit
+from .events.outbox import SYSTEM, emit
 from .events.relay import Relay
 from .events.relay import retry_parked as requeue
 from .extensions import db
@@ -101,7 +101,7 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
         user = accounts.create_user(email, display_name, role, password, hospital_id, agency_id)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    emit("center", "user.created", "user", user.public_id, accounts.user_event_payload(user))
+    emit("center", "user.created", "user", user.public_id, accounts.user_event_payload(user), actor=SYSTEM)
     audit.record("user.created", user_id=None, user_email="cli", entity_type="user",
                  entity_id=user.public_id, after=accounts.user_event_payload(user))
     db.session.commit()

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.events.routes import may_receive
 from dashboard.extensions import db
@@ -178,7 +179,7 @@ def test_first_bid_award_and_the_other_bidders(app, demo, deliver):
         assert set(received("ems.bid_not_awarded", ref)) == {DISPATCH["CLL"]}  # not those that never bid
         assert received("hospital.center_award", ref) == {}  # the hospital awarded it itself
         trip = db.session.get(TransportRequest, trip_id)
-        trips.cancel(trip, "not_needed", "", None, "Charge Nurse")
+        trips.cancel(trip, "not_needed", "", actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -196,7 +197,7 @@ def test_crew_steps_reach_the_hospital_as_alerts(app, demo, deliver):
         from dashboard.models.ems import EmsRoute
 
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.advance(route, "en_route", None, "Medic 11")
+        route_steps.advance(route, "en_route", actor=Actor(None, None, "Medic 11"))
         db.session.commit()
     deliver()  # the EMS step reaches the hospital, whose own event then raises the alert
     deliver()

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency
@@ -56,7 +57,8 @@ def test_every_unit_offered_is_accepted_and_every_other_is_refused(app, demo, de
         trips.award(trips.get_by_public_id(assigned),
                     {"id": None, "agency_id": medic.agency_id, "agency_name": "Altoona EMS",
                      "unit_id": medic.id, "unit_label": medic.label, "eta_minutes": 30},
-                    None, "Casey Coordinator", source="center", note="Arranged by phone")
+                    source="center", note="Arranged by phone",
+                    actor=Actor(None, None, "Casey Coordinator"))
         db.session.commit()
     deliver()
     units, _page = offered(client, target)
@@ -118,7 +120,7 @@ def test_the_request_panel_says_awarded_elsewhere_cancelled_or_closed(app, demo,
     assert "Change bid" not in panel and "Withdraw bid" not in panel
 
     with app.app_context():
-        trips.cancel(trips.get_by_public_id(cancelled), "not_needed", "", None, "Charge Nurse (ALT)")
+        trips.cancel(trips.get_by_public_id(cancelled), "not_needed", "", actor=Actor(None, None, "Charge Nurse (ALT)"))
         db.session.commit()
     deliver()
     panel = ours.get(f"/ems/requests/{cancelled}/panel").get_data(as_text=True)

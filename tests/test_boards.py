@@ -8,6 +8,7 @@ from html import unescape
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital
@@ -36,7 +37,8 @@ def post(app, code="ALT", urgency="routine", level="BLS", window_in=180, deadlin
             level_of_care=level, mobility="stretcher", urgency=urgency,
             window_start=now + timedelta(minutes=window_in - 60), window_end=now + timedelta(minutes=window_in),
             patient_ref="", age_group="adult", weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_in),
-            invite_mode=invite_mode, invite_all_after_minutes=after_minutes), 1, "Test nurse")
+            invite_mode=invite_mode, invite_all_after_minutes=after_minutes),
+                                 actor=Actor(1, None, "Test nurse"))
         trip.created_at = now - timedelta(minutes=created_ago)
         for key, value in values.items():
             setattr(trip, key, value)

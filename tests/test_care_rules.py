@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
@@ -81,8 +82,8 @@ def test_the_table_holds_the_field_values():
 
 def _post(app, care_override=None, **needs):
     """A request posted through the service (inside an app context), with ``needs`` changed."""
-    return trip_posting.post(hospital_id(app, "ALT"), "ALT", dict(load_fields(app), **needs), 1, "Test",
-                      care_override=care_override)
+    return trip_posting.post(hospital_id(app, "ALT"), "ALT", dict(load_fields(app), **needs),
+                             care_override=care_override, actor=Actor(1, None, "Test"))
 
 
 @pytest.mark.parametrize("need", list(NEEDS_ON))
@@ -133,24 +134,24 @@ def test_an_edit_keeps_checks_renews_and_ends_the_override(app, demo):
         db.session.commit()
         public_id = trip.public_id
         # Another change: the override covering the monitor stays, without a new reason.
-        trip, changed = trip_posting.edit(trip, {"notes": "Side door"}, 1, "Test", expected_version=trip.version)
+        trip, changed = trip_posting.edit(trip, {"notes": "Side door"}, expected_version=trip.version, actor=Actor(1, None, "Test"))
         db.session.commit()
         assert set(changed) == {"notes"} and trip.care_override_reason == REASON
         # A new need above the level is not covered by the old override.
         with pytest.raises(trips.CareLevelRefused) as refused:
-            trip_posting.edit(trip, {"cardiac_monitor": True, "ventilator": True}, 1, "Test")
+            trip_posting.edit(trip, {"cardiac_monitor": True, "ventilator": True}, actor=Actor(1, None, "Test"))
         db.session.rollback()
         assert "A ventilator needs CCT or higher; this request is BLS." in refused.value.message
         assert "cardiac monitor" not in refused.value.message  # the kept override covers it
         assert load(app, public_id).ventilator is False
         # Given again with a reason, it covers both.
         trip = trips.get_by_public_id(public_id)
-        trip, changed = trip_posting.edit(trip, {"ventilator": True}, 1, "Test", care_override="RT and monitor")
+        trip, changed = trip_posting.edit(trip, {"ventilator": True}, care_override="RT and monitor", actor=Actor(1, None, "Test"))
         db.session.commit()
         assert (trip.care_override_reason, trip.care_override_needs) == ("RT and monitor",
                                                                          "ventilator,cardiac_monitor")
         # No need above the level left: the override ends, said in the timeline.
-        trip, changed = trip_posting.edit(trip, {"ventilator": False, "cardiac_monitor": False}, 1, "Test")
+        trip, changed = trip_posting.edit(trip, {"ventilator": False, "cardiac_monitor": False}, actor=Actor(1, None, "Test"))
         db.session.commit()
         assert trip.care_override_reason is None and trip.care_override_needs is None
         notes = list(db.session.scalars(sa.select(TransportRequestEvent.note).where(

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard import create_app
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, AuditLog, Hospital, SystemConfiguration, User
@@ -68,7 +69,7 @@ def post_trip(app, code="TYR", level="BLS", urgency="routine", created_ago=1, wi
             window_end=now + timedelta(minutes=window_in), patient_ref="", age_group="adult",
             weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_in), invite_mode="all",
         )
-        trip = trip_posting.post(hosp.id, code, fields, 1, "Test nurse")
+        trip = trip_posting.post(hosp.id, code, fields, actor=Actor(1, None, "Test nurse"))
         trip.created_at = now - timedelta(minutes=created_ago)
         for key, value in values.items():
             setattr(trip, key, value)
@@ -86,7 +87,7 @@ def place_bid(app, public_id, agency_code, unit_number, eta=20):
         trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == public_id))
         ag = db.session.scalar(sa.select(Agency).where(Agency.short_code == agency_code))
         unit = db.session.scalar(sa.select(Unit).where(Unit.agency_id == ag.id, Unit.number == unit_number))
-        bid = bidding.place(trip, ag.id, ag.name, ag.level_list, unit.id, eta, "", None)
+        bid = bidding.place(trip, ag.id, ag.name, ag.level_list, unit.id, eta, "", actor=Actor(None))
         db.session.commit()
         return bid.public_id
 

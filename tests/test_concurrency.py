@@ -20,6 +20,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
@@ -224,7 +225,7 @@ def test_a_crew_advancing_while_the_center_reopens_and_reassigns(postgres, app, 
     with app.app_context():
         offer = bid_for_award(db.session.get(TransportBid, aems))
         db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
+        trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
         aems_agency = agency("AEMS")
         other_unit = next(u for u in db.session.scalars(sa.select(Unit).where(
@@ -310,9 +311,9 @@ def test_a_bid_overtaken_by_the_cancellation_is_closed(app, region, deliver):
         trip = db.session.get(TransportRequest, trip_id)  # the dispatcher's page: open
         unit = free_unit(org.id, trip)
         with overtaken(app):
-            trips.cancel(db.session.get(TransportRequest, trip_id), "not_needed", "", None, "Nurse")
+            trips.cancel(db.session.get(TransportRequest, trip_id), "not_needed", "", actor=Actor(None, None, "Nurse"))
         deliver()  # the cancellation's follow-up ran before the bid was written
-        bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, "12", "", None)
+        bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, "12", "", actor=Actor(None))
         bid_id = bid.id
         db.session.commit()
     deliver()
@@ -332,9 +333,9 @@ def test_a_bid_overtaken_by_an_award_is_declined(app, region, deliver):
         unit = free_unit(org.id, trip)
         with overtaken(app):
             offer = bid_for_award(db.session.get(TransportBid, winner))
-            trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse")
+            trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Nurse"))
         deliver()
-        late = bidding.place(trip, org.id, org.name, org.level_list, unit.id, "9", "", None).id
+        late = bidding.place(trip, org.id, org.name, org.level_list, unit.id, "9", "", actor=Actor(None)).id
         db.session.commit()
     deliver()
     with app.app_context():
@@ -353,10 +354,10 @@ def test_a_withdrawal_overtaken_by_the_award_leaves_the_award_standing(app, regi
         assert bid.status == "live"  # what the dispatcher's page showed
         with overtaken(app):
             offer = bid_for_award(db.session.get(TransportBid, bid_id))
-            trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse")
+            trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Nurse"))
         deliver()
         with pytest.raises(BidRefused):
-            bidding.withdraw(bid, trip, org.id, org.name)
+            bidding.withdraw(bid, trip, org.id, org.name, actor=Actor(None))
         db.session.rollback()
     deliver()
     with app.app_context():
@@ -375,9 +376,10 @@ def test_an_award_crossing_a_withdrawal_stands(app, region, deliver):
         db.session.commit()
         with overtaken(app):
             org = agency("AEMS")
-            bidding.withdraw(db.session.get(TransportBid, bid_id), db.session.get(TransportRequest, trip_id),
-                             org.id, org.name)
-        trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Nurse")
+            bidding.withdraw(db.session.get(TransportBid, bid_id),
+                             db.session.get(TransportRequest, trip_id), org.id, org.name,
+                             actor=Actor(None))
+        trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -392,7 +394,7 @@ def test_a_crew_step_overtaken_by_a_reopening_is_refused(app, region, deliver):
     with app.app_context():
         award_offer = bid_for_award(db.session.get(TransportBid, aems))
         db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -400,10 +402,10 @@ def test_a_crew_step_overtaken_by_a_reopening_is_refused(app, region, deliver):
         trip = db.session.get(TransportRequest, trip_id)  # the crew's page: still theirs
         with overtaken(app):
             fresh = db.session.get(TransportRequest, trip_id)
-            intervention.reopen(fresh, "Crew delayed", None, "Coordinator", fresh.version)
+            intervention.reopen(fresh, "Crew delayed", fresh.version, actor=Actor(None, None, "Coordinator"))
         deliver()
         with pytest.raises(BidRefused):
-            route_steps.advance(route, "en_route", None, "Medic 11", trip=trip)
+            route_steps.advance(route, "en_route", trip=trip, actor=Actor(None, None, "Medic 11"))
         db.session.rollback()
     deliver()
     with app.app_context():
@@ -418,20 +420,20 @@ def test_a_reopening_overtaking_the_crew_at_the_pickup_ends_its_route(app, regio
     with app.app_context():
         award_offer = bid_for_award(db.session.get(TransportBid, aems))
         db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        route_steps.advance(route, "en_route", trip=db.session.get(TransportRequest, trip_id), actor=Actor(None, None, "Medic 11"))
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.advance(route, "at_pickup", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        route_steps.advance(route, "at_pickup", trip=db.session.get(TransportRequest, trip_id), actor=Actor(None, None, "Medic 11"))
         db.session.commit()  # the step waits in the EMS outbox: the hospital still sees en route
         trip = db.session.get(TransportRequest, trip_id)
-        intervention.reopen(trip, "No word from the crew", None, "Coordinator", trip.version)
+        intervention.reopen(trip, "No word from the crew", trip.version, actor=Actor(None, None, "Coordinator"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -446,22 +448,22 @@ def test_a_late_crew_step_of_the_old_unit_does_not_move_the_new_one(app, region,
     with app.app_context():
         award_offer = bid_for_award(db.session.get(TransportBid, aems))
         db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.advance(route, "en_route", None, "Medic 11", trip=db.session.get(TransportRequest, trip_id))
+        route_steps.advance(route, "en_route", trip=db.session.get(TransportRequest, trip_id), actor=Actor(None, None, "Medic 11"))
         db.session.commit()  # the step waits in the EMS outbox
         org = agency("AEMS")
         trip = db.session.get(TransportRequest, trip_id)
-        intervention.reopen(trip, "Crew delayed", None, "Coordinator", trip.version)
+        intervention.reopen(trip, "Crew delayed", trip.version, actor=Actor(None, None, "Coordinator"))
         db.session.commit()
         trip = db.session.get(TransportRequest, trip_id)
         other = next(u for u in db.session.scalars(sa.select(Unit).where(
             Unit.agency_id == org.id, Unit.status == "available", Unit.id != award_offer["unit_id"],
             Unit.level.in_(("BLS", "ALS")))))
-        intervention.assign_unit(trip, org.id, other.id, 15, "Closer unit", None, "Coordinator", trip.version)
+        intervention.assign_unit(trip, org.id, other.id, 15, "Closer unit", trip.version, actor=Actor(None, None, "Coordinator"))
         db.session.commit()
         other_id = other.id
     deliver()  # the hospital's events go first, then the old crew's step
@@ -475,24 +477,24 @@ def test_a_late_hand_back_of_the_old_unit_does_not_reopen_the_new_assignment(app
     with app.app_context():
         award_offer = bid_for_award(db.session.get(TransportBid, aems))
         db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), award_offer, None, "Nurse")
+        trips.award(db.session.get(TransportRequest, trip_id), award_offer, actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.hand_back(route, "Unit broke down", None, "Medic 11",
-                          trip=db.session.get(TransportRequest, trip_id))
+        route_steps.hand_back(route, "Unit broke down", trip=db.session.get(TransportRequest, trip_id),
+                              actor=Actor(None, None, "Medic 11"))
         db.session.commit()
         org = agency("AEMS")
         trip = db.session.get(TransportRequest, trip_id)
-        intervention.reopen(trip, "Unit broke down, per phone call", None, "Coordinator", trip.version)
+        intervention.reopen(trip, "Unit broke down, per phone call", trip.version, actor=Actor(None, None, "Coordinator"))
         db.session.commit()
         trip = db.session.get(TransportRequest, trip_id)
         other = next(u for u in db.session.scalars(sa.select(Unit).where(
             Unit.agency_id == org.id, Unit.status == "available", Unit.id != award_offer["unit_id"],
             Unit.level.in_(("BLS", "ALS")))))
-        intervention.assign_unit(trip, org.id, other.id, 15, "Replacement unit", None, "Coordinator",
-                                 trip.version)
+        intervention.assign_unit(trip, org.id, other.id, 15, "Replacement unit", trip.version,
+                                 actor=Actor(None, None, "Coordinator"))
         db.session.commit()
         other_id = other.id
     deliver()
@@ -517,7 +519,7 @@ def test_a_sweep_and_an_award_at_the_deadline(app, region, deliver):
         trip = db.session.get(TransportRequest, trip_id)
         assert trip.version == version and trip.unfilled_at is None  # awaiting award, not unfilled
         # The page shown before the deadline awards as it is: the sweep changed no version.
-        trips.award(trip, offer, None, "Nurse", expected_version=version)
+        trips.award(trip, offer, expected_version=version, actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():

@@ -10,6 +10,7 @@ from datetime import UTC, timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.routes import may_receive
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
@@ -19,7 +20,8 @@ from dashboard.models.hospital import TransportRequest
 from dashboard.models.outbox import OUTBOX_BY_SILO
 from dashboard.services import crew, trips, users
 from dashboard.services.crew import CrewRefused
-from dashboard.services.users import Actor, UserRefused
+from dashboard.services.users import Actor as AccountActor
+from dashboard.services.users import UserRefused
 from tests.conftest import DEMO_PASSWORD
 from tests.helpers import agency, award, place_bid, post_trip
 
@@ -82,7 +84,7 @@ def shift(app, demo, deliver):
 def test_the_center_makes_a_crew_account_bound_to_an_agency(app, demo):
     with app.app_context():
         admin = db.session.scalar(sa.select(User).where(User.email == "admin@medport.test"))
-        actor = Actor(admin.id, admin.email, "127.0.0.1")
+        actor = AccountActor(admin.id, admin.email, "127.0.0.1")
         with pytest.raises(UserRefused, match="crew member must belong to an agency"):
             users.check_binding("crew", None, None)
         user, password = users.create(actor, "medic@altoonaems.test", "New Medic", "crew", None,
@@ -310,7 +312,7 @@ def test_bad_taps_get_a_clear_400(app, shift):
 def test_a_trip_cancelled_while_the_phone_was_offline_is_a_plain_conflict(app, shift, deliver):
     with app.app_context():
         trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == shift["trip"]))
-        trips.cancel(trip, "no_longer_needed", "", None, "Charge Nurse")
+        trips.cancel(trip, "no_longer_needed", "", actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
     client = shift["client"]
     tapped = utcnow().replace(microsecond=0) - timedelta(minutes=1)
@@ -329,7 +331,7 @@ def test_a_trip_cancelled_while_the_phone_was_offline_is_a_plain_conflict(app, s
 def test_a_trip_taken_from_the_unit_is_a_conflict(app, shift, deliver):
     with app.app_context():
         trip = db.session.scalar(sa.select(TransportRequest).where(TransportRequest.public_id == shift["trip"]))
-        trips.reopen(trip, None, "Coordinator", "reassigned", 30)
+        trips.reopen(trip, "reassigned", 30, actor=Actor(None, None, "Coordinator"))
         db.session.commit()
     response = _tap(shift["client"], shift["trip"], "en_route")
     assert response.status_code == 409 and "no longer assigned to this unit" in response.json["message"]

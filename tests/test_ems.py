@@ -7,6 +7,7 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 
 from dashboard import create_app
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.localtime import from_local, to_local
 from dashboard.models.base import utcnow
@@ -101,7 +102,7 @@ def test_board_order_filters_panel_and_what_leaves_it(app, demo, deliver):
 
     with app.app_context():
         trip = trips.get_by_public_id(emergent)
-        trips.cancel(trip, "not_needed", "", None, "Charge Nurse (ALT)")
+        trips.cancel(trip, "not_needed", "", actor=Actor(None, None, "Charge Nurse (ALT)"))
         db.session.commit()
     assert bid(client, routine_new, "Medic 11").status_code == 302
     award_agency(app, routine_new, "AEMS")
@@ -177,7 +178,7 @@ def test_late_closed_and_foreign_bids_are_refused(app, demo):
     closed = post_request(app)
     set_trip(app, late, bid_deadline=utcnow() - timedelta(minutes=1))
     with app.app_context():
-        trips.cancel(trips.get_by_public_id(closed), "not_needed", "", None, "Nurse")
+        trips.cancel(trips.get_by_public_id(closed), "not_needed", "", actor=Actor(None, None, "Nurse"))
         db.session.commit()
     client = signed_in(app, AEMS)
     response = bid(client, late, "Ambulance 14")
@@ -216,7 +217,8 @@ def test_a_unit_cannot_be_bid_twice_for_overlapping_windows(app, demo, deliver):
         trips.award(trips.get_by_public_id(assigned),
                     {"id": None, "agency_id": medic.agency_id, "agency_name": "Altoona EMS",
                      "unit_id": medic.id, "unit_label": medic.label, "eta_minutes": 30},
-                    None, "Casey Coordinator", source="center", note="Arranged by phone")
+                    source="center", note="Arranged by phone",
+                    actor=Actor(None, None, "Casey Coordinator"))
         db.session.commit()
     deliver()
     response = bid(client, later, "Medic 11")
@@ -233,8 +235,10 @@ def test_an_edited_window_reaches_the_bids_overlap_checks(app, demo, deliver):
     deliver()
     with app.app_context():
         trip = trips.get_by_public_id(moved)
-        trip_posting.edit(trip, {"window_start": trip.window_start + timedelta(days=1),
-                          "window_end": trip.window_end + timedelta(days=1)}, None, "Nurse")
+        trip_posting.edit(trip,
+                          {"window_start": trip.window_start + timedelta(days=1),
+                          "window_end": trip.window_end + timedelta(days=1)},
+                          actor=Actor(None, None, "Nurse"))
         db.session.commit()
         new_window = (trip.window_start, trip.window_end)
     deliver()
@@ -368,7 +372,7 @@ def test_hand_back_reopens_the_trip(app, demo, deliver):
     award_agency(app, cancelled, "AEMS")
     deliver()
     with app.app_context():
-        trips.cancel(trips.get_by_public_id(cancelled), "not_needed", "", None, "Nurse")
+        trips.cancel(trips.get_by_public_id(cancelled), "not_needed", "", actor=Actor(None, None, "Nurse"))
         db.session.commit()
     # Before the relay tells the EMS silo, the crew's tap is refused from the hospital's trip.
     response = advance(client, cancelled, "en_route")
@@ -512,7 +516,7 @@ def test_history_shows_outcomes_paginated(app, demo, deliver, monkeypatch):
     (mine,) = bids_of(app, withdrawn, "AEMS")
     assert client.post(f"/ems/bids/{mine.public_id}/withdraw").status_code == 302
     with app.app_context():
-        trips.cancel(trips.get_by_public_id(closed), "not_needed", "", None, "Nurse")
+        trips.cancel(trips.get_by_public_id(closed), "not_needed", "", actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     refs = {pid: trip_row(app, pid).reference for pid in (won, lost, withdrawn, closed)}
@@ -603,12 +607,12 @@ def test_unit_edits_and_availability_are_audited(app, demo, deliver):
 
     with app.app_context():
         unit = db.session.scalar(sa.select(Unit).where(Unit.number == "Ambulance 14"))
-        unit_service.update_unit(unit, ["BLS", "ALS", "CCT"], "Ambulance 14", "BLS", base_station="North")
+        unit_service.update_unit(unit, ["BLS", "ALS", "CCT"], "Ambulance 14", "BLS", base_station="North", actor=Actor(None))
         db.session.commit()
         start = utcnow() + timedelta(days=3)
-        window = unit_service.add_availability(unit, "on_break", start, start + timedelta(hours=1))
+        window = unit_service.add_availability(unit, "on_break", start, start + timedelta(hours=1), actor=Actor(None))
         db.session.commit()
-        unit_service.remove_availability(window)
+        unit_service.remove_availability(window, actor=Actor(None))
         db.session.commit()
     deliver()
     with app.app_context():

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from dashboard import create_app
 from dashboard.events import handlers
-from dashboard.events.outbox import emit
+from dashboard.events.outbox import SYSTEM, Actor, emit
 from dashboard.events.relay import (
     UNREACHABLE_BACKOFF_SECONDS,
     Relay,
@@ -39,16 +39,16 @@ def test_a_trip_lifecycle_writes_each_event_in_its_own_silo(app, demo, deliver):
     with app.app_context():
         trip = db.session.get(TransportRequest, trip_id)
         public_id = trip.public_id
-        trip_posting.edit(trip, {"notes": "Bring a bariatric stretcher"}, None, "Charge Nurse")
+        trip_posting.edit(trip, {"notes": "Bring a bariatric stretcher"}, actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
         org = agency("AEMS")
         bid = db.session.get(TransportBid, aems)
         bidding.change(bid, db.session.get(TransportRequest, trip_id), org.id, org.name, org.level_list,
-                       bid.unit_id, "18", "Closer now")
+                       bid.unit_id, "18", "Closer now", actor=Actor(None))
         db.session.commit()
         org = agency("CLL")
         bidding.withdraw(db.session.get(TransportBid, cll), db.session.get(TransportRequest, trip_id),
-                         org.id, org.name)
+                         org.id, org.name, actor=Actor(None))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -58,12 +58,12 @@ def test_a_trip_lifecycle_writes_each_event_in_its_own_silo(app, demo, deliver):
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.advance(route, "en_route", None, "Medic 11")
+        route_steps.advance(route, "en_route", actor=Actor(None, None, "Medic 11"))
         db.session.commit()
     deliver()
     with app.app_context():
         route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-        route_steps.hand_back(route, "Unit broke down", None, "Medic 11")
+        route_steps.hand_back(route, "Unit broke down", actor=Actor(None, None, "Medic 11"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -110,7 +110,7 @@ def test_a_transaction_writing_two_silos_is_refused_with_its_event(app, demo):
         user = db.session.scalar(sa.select(User).where(User.email == "nurse@altoona.medport.test"))
         with pytest.raises(CrossSiloWrite):
             user.display_name = "Renamed"
-            emit("center", "user.updated", "user", user.public_id, {"user_id": user.id})
+            emit("center", "user.updated", "user", user.public_id, {"user_id": user.id}, actor=SYSTEM)
             post_trip()
         db.session.rollback()
         assert outbox_types("center") == [] and "trip.posted" not in outbox_types("hospital")
@@ -118,7 +118,7 @@ def test_a_transaction_writing_two_silos_is_refused_with_its_event(app, demo):
 
 def test_unknown_event_types_are_refused(app):
     with app.app_context(), pytest.raises(ValueError):
-        emit("hospital", "trip.teleported", "trip", "x", {})
+        emit("hospital", "trip.teleported", "trip", "x", {}, actor=SYSTEM)
 
 
 # --- follow-ups ----------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_a_bid_event_delivered_after_the_award_keeps_the_trips_bid_summary(app, 
     deliver()
     with app.app_context():
         late = db.session.get(TransportBid, cll)
-        emit("ems", "bid.changed", "bid", late.public_id, bidding.bid_payload(late, "Centre LifeLink"))
+        emit("ems", "bid.changed", "bid", late.public_id, bidding.bid_payload(late, "Centre LifeLink"), actor=SYSTEM)
         db.session.commit()
     assert deliver() >= 1
     with app.app_context():
@@ -166,7 +166,7 @@ def test_cancel_closes_the_bids_and_frees_the_unit(app, demo, deliver):
         award(trip_id, aems)
     deliver()
     with app.app_context():
-        trips.cancel(db.session.get(TransportRequest, trip_id), "not_needed", "", None, "Charge Nurse")
+        trips.cancel(db.session.get(TransportRequest, trip_id), "not_needed", "", actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -192,7 +192,7 @@ def test_a_new_hospital_user_gets_a_staff_profile(app, demo, deliver, runner):
         user.active = False
         emit("center", "user.updated", "user", user.public_id,
              {"user_id": user.id, "public_id": user.public_id, "display_name": "Ward Clerk",
-              "role": "hospital", "hospital_id": user.hospital_id, "agency_id": None, "active": False})
+              "role": "hospital", "hospital_id": user.hospital_id, "agency_id": None, "active": False}, actor=SYSTEM)
         db.session.commit()
     deliver()
     with app.app_context():
@@ -335,7 +335,7 @@ def test_events_of_one_entity_are_delivered_in_order(app, demo, deliver, monkeyp
     deliver()
     with app.app_context():
         first = post_trip()
-        trip_posting.edit(db.session.get(TransportRequest, first), {"notes": "changed"}, None, "Nurse")
+        trip_posting.edit(db.session.get(TransportRequest, first), {"notes": "changed"}, actor=Actor(None, None, "Nurse"))
         db.session.commit()
         other = post_trip()
     registered = handlers.handlers_for
@@ -572,8 +572,8 @@ def test_preferred_best_eta_passes_over_a_bid_whose_unit_was_booked_since(app, d
         other = post_trip("TYR")  # the same pickup window
         unit_id = db.session.get(TransportBid, fast).unit_id
         trip = db.session.get(TransportRequest, other)
-        intervention.assign_unit(trip, agency("BCA").id, unit_id, 20, "Closest crew", None, "Coordinator",
-                                 trip.version)
+        intervention.assign_unit(trip, agency("BCA").id, unit_id, 20, "Closest crew", trip.version,
+                                 actor=Actor(None, None, "Coordinator"))
         db.session.commit()
         after = _past_deadline(trip_id)
     deliver()
@@ -653,14 +653,14 @@ def test_an_awarded_or_cancelled_request_has_no_widening_left_and_a_reopened_one
         opens = db.session.get(TransportRequest, awarded_id).widen_invite_at
         award(awarded_id, place_bid(awarded_id, "AEMS", 15))
         trip = db.session.get(TransportRequest, cancelled_id)
-        trips.cancel(trip, "not_needed", "", None, "Charge Nurse")
+        trips.cancel(trip, "not_needed", "", actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
         assert db.session.get(TransportRequest, awarded_id).widen_invite_at is None
         assert db.session.get(TransportRequest, cancelled_id).widen_invite_at is None
     deliver()
     with app.app_context():  # taken back inside the preferred agencies' ten-minute head start
         trip = db.session.get(TransportRequest, awarded_id)
-        trips.reopen(trip, None, "Charge Nurse", "Crew unavailable", 30)
+        trips.reopen(trip, "Crew unavailable", 30, actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
         assert db.session.get(TransportRequest, awarded_id).widen_invite_at == opens
     deliver()

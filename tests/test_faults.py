@@ -10,6 +10,7 @@ back every pending event is delivered and the silos agree again.
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.ems import EmsRoute, TransportBid, Unit
@@ -38,7 +39,7 @@ def test_with_the_ems_silo_down_hospitals_award_and_the_follow_up_waits(postgres
         # The hospital side works: its list, an award, a new request.
         assert nurse.get("/hospital/").status_code == 200
         with app.app_context():
-            trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
+            trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Charge Nurse"))
             db.session.commit()
             other = db.session.get(TransportRequest, post_trip("ALT")).public_id
         # Pages that need EMS data say so.
@@ -75,7 +76,7 @@ def test_with_the_hospital_silo_down_crews_progress_and_the_trip_catches_up(post
     with app.app_context():
         offer = bid_for_award(db.session.get(TransportBid, aems))
         db.session.commit()
-        trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
+        trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
     deliver()
     nurse = signed_in(app, "nurse@altoona.medport.test")
@@ -84,7 +85,7 @@ def test_with_the_hospital_silo_down_crews_progress_and_the_trip_catches_up(post
         assert dispatcher.get("/ems/units").status_code == 200
         with app.app_context():
             route = db.session.scalar(sa.select(EmsRoute).where(EmsRoute.trip_id == trip_id))
-            route_steps.advance(route, "en_route", None, "Medic 11")
+            route_steps.advance(route, "en_route", actor=Actor(None, None, "Medic 11"))
             db.session.commit()
         for client, path in ((nurse, "/hospital/"), (dispatcher, "/ems/")):
             response = client.get(path)

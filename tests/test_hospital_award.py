@@ -5,6 +5,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.center import AuditLog
 from dashboard.models.ems import TransportBid
@@ -79,7 +80,7 @@ def test_a_user_loses_cleanly_to_the_auto_award(app, nurse, deliver):
     with app.app_context():  # the auto-award acts first
         trip = trips.get_by_public_id(public_id)
         bid = db.session.scalar(sa.select(TransportBid).where(TransportBid.public_id == auto))
-        trips.award(trip, deadlines.bid_for_award(bid), None, "MedPort auto-award", source="auto")
+        trips.award(trip, deadlines.bid_for_award(bid), source="auto", actor=Actor(None, None, "MedPort auto-award"))
         db.session.commit()
     response = award_form(nurse, public_id, mine, version)
     assert response.status_code == 409 and "was already awarded to Centre LifeLink" in text(response)
@@ -102,10 +103,10 @@ def test_two_sessions_racing_compare_and_set(app, nurse, deliver):
         with app.app_context():  # a second session, reading the same version
             second = trips.get_by_public_id(public_id)
             assert first is not second and second.version == first.version == 1
-            trips.award(second, offer(bids[1]), None, "MedPort auto-award", source="auto", expected_version=1)
+            trips.award(second, offer(bids[1]), source="auto", expected_version=1, actor=Actor(None, None, "MedPort auto-award"))
             db.session.commit()
         with pytest.raises(trips.TransitionRefused) as refused:
-            trips.award(first, offer(bids[0]), None, "Charge Nurse (ALT)", expected_version=1)
+            trips.award(first, offer(bids[0]), expected_version=1, actor=Actor(None, None, "Charge Nurse (ALT)"))
         db.session.rollback()
     assert refused.value.status == 409 and STALE in refused.value.message
     trip = load(app, public_id)
@@ -129,7 +130,7 @@ def test_two_awards_in_parallel_threads(app, nurse, deliver):
                 offer = deadlines.bid_for_award(bid)
                 db.session.commit()  # end the reads: both now hold nothing
                 barrier.wait()
-                trips.award(trip, offer, None, "Race", expected_version=1)
+                trips.award(trip, offer, expected_version=1, actor=Actor(None, None, "Race"))
                 db.session.commit()
                 outcomes.append("won")
             except trips.TransitionRefused:

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
@@ -84,14 +85,14 @@ def test_cancel_refusals(app, nurse):
     again = nurse.post(f"/hospital/requests/{public_id}/cancel", data={"reason": "not_needed", "version": "2"})
     assert again.status_code == 409 and "cannot be cancelled here" in text(again)
     with app.app_context():  # en route: too late to cancel here
-        trip = trip_posting.post(hospital_id(app, "ALT"), "ALT", dict(load_fields(app)), 1, "Test")
+        trip = trip_posting.post(hospital_id(app, "ALT"), "ALT", dict(load_fields(app)), actor=Actor(1, None, "Test"))
         db.session.commit()
         en_route_id = trip.public_id
     bid_id = bid_on(app, en_route_id, "AEMS", 20)
     award_form(nurse, en_route_id, bid_id, 1)
     with app.app_context():
         trip = trips.get_by_public_id(en_route_id)
-        trips.apply_crew_step(trip, "en_route", utcnow(), "Medic 11", trip.awarded_agency_id)
+        trips.apply_crew_step(trip, "en_route", utcnow(), trip.awarded_agency_id, actor=Actor(None, None, "Medic 11"))
         db.session.commit()
     response = nurse.post(f"/hospital/requests/{en_route_id}/cancel", data={"reason": "not_needed", "version": "3"})
     assert response.status_code == 409 and load(app, en_route_id).status == "en_route"

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.ems import TransportBid
@@ -49,7 +50,7 @@ def test_dashboard_tabs_follow_the_lifecycle(app, nurse, deliver):
     with app.app_context():
         trip = trips.get_by_public_id(done_id)
         for step in trips.CREW_STEPS:
-            assert trips.apply_crew_step(trip, step, utcnow(), "Medic 62", trip.awarded_agency_id)
+            assert trips.apply_crew_step(trip, step, utcnow(), trip.awarded_agency_id, actor=Actor(None, None, "Medic 62"))
         db.session.commit()
     completed = text(nurse.get("/hospital/?tab=completed"))
     assert load(app, done_id).reference in completed
@@ -74,7 +75,8 @@ def test_dashboard_sorts_searches_and_pages(app, nurse):
                 level_of_care="BLS", mobility="wheelchair", urgency=("emergent" if i == 26 else "routine"),
                 window_start=now + timedelta(hours=2, minutes=i), window_end=now + timedelta(hours=4),
                 patient_ref="", age_group="adult", weight_kg=70, bid_deadline=now + timedelta(hours=1),
-            ), 1, "Test")
+            ),
+                              actor=Actor(1, None, "Test"))
         db.session.commit()
         references = sorted(db.session.scalars(sa.select(TransportRequest.reference).where(
             TransportRequest.hospital_id == alt, TransportRequest.status == "open")))

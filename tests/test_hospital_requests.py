@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog, LiveSignal
@@ -260,7 +261,7 @@ def test_preferred_only_needs_a_preferred_list(app, nurse):
     # The service refuses it too (a list emptied while the form was open).
     with app.app_context():
         with pytest.raises(trips.TransitionRefused) as refused:
-            trip_posting.post(hospital_id(app, "ALT"), "ALT", {"invite_mode": "preferred"}, None, "")
+            trip_posting.post(hospital_id(app, "ALT"), "ALT", {"invite_mode": "preferred"}, actor=Actor(None, None, ""))
         assert refused.value.status == 400
         db.session.rollback()
 

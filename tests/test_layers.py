@@ -1,6 +1,7 @@
 """The layers of the package, written down in ``.importlinter`` and checked by import-linter:
 blueprints → the view helper → event handlers and the relay → services → event infrastructure
-(the outbox, the hub) → models.  A new import the wrong way fails here.
+(the outbox, the hub) → models.  A new import the wrong way fails here, and so does an import
+of ``flask_login`` by the outbox or a service (they take the actor as an argument).
 
 The second test proves the check can fail: a copy of the package with one service importing a
 blueprint must break the contract.  Where import-linter is not installed the tests skip, unless
@@ -74,6 +75,18 @@ def test_no_blueprint_commits_or_rolls_back():
                 if ".commit()" in line or ".rollback()" in line:
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_a_service_reading_the_signed_in_user_breaks_the_contract(tmp_path):
+    """Services take the actor as an argument: one importing ``flask_login`` fails the check."""
+    shutil.copytree(ROOT / "dashboard", tmp_path / "dashboard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    geo = tmp_path / "dashboard" / "services" / "geo.py"
+    geo.write_text(geo.read_text() + "\nfrom flask_login import current_user as _unseen  # noqa: E402,F401\n")
+    result = _lint(tmp_path)
+    assert result.returncode != 0
+    assert "dashboard.services.geo -> flask_login" in result.stdout
 
 
 #: The longest a module of the package may grow: past it, it holds more than one job.

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.center import Agency, AuditLog, Hospital, User
 from dashboard.models.ems import EmsAgency, TransportBid
@@ -149,8 +150,8 @@ def test_a_deactivated_agency_cannot_bid_and_its_live_bids_are_withdrawn(app, de
         unit_id = db.session.scalar(sa.select(TransportBid.unit_id).where(TransportBid.status == "live")
                                     .where(TransportBid.agency_id == agency_id(app, "AEMS")))
         with pytest.raises(bidding.BidRefused) as refusal:
-            bidding.place(trip, agency_id(app, "AEMS"), "Altoona EMS", ["BLS", "ALS", "CCT"],
-                          unit_id, "15", "", None)
+            bidding.place(trip, agency_id(app, "AEMS"), "Altoona EMS", ["BLS", "ALS", "CCT"], unit_id,
+                          "15", "", actor=Actor(None))
         assert refusal.value.status == 403 and "deactivated" in refusal.value.message
         db.session.rollback()
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital, User
@@ -110,7 +111,8 @@ class Region:
                     destination_facility_id=self.destination, level_of_care="BLS", mobility="stretcher",
                     urgency="routine", window_start=starts, window_end=starts + timedelta(hours=1),
                     age_group="adult", weight_kg=70, bid_deadline=utcnow() + timedelta(minutes=30),
-                    invite_mode="all"), self.nurse_id, "Nurse")
+                    invite_mode="all"),
+                                         actor=Actor(self.nurse_id, None, "Nurse"))
                 db.session.commit()
                 public_ids.append(trip.public_id)
         self.deliver()
@@ -122,8 +124,8 @@ class Region:
             for public_id in public_ids:
                 for code in codes:
                     agency_id, name, levels = self.agencies[code]
-                    bidding.place(trips.get_by_public_id(public_id), agency_id, name, levels, self.units[code],
-                                  20, "", None)
+                    bidding.place(trips.get_by_public_id(public_id), agency_id, name, levels,
+                                  self.units[code], 20, "", actor=Actor(None))
                     db.session.commit()
         self.deliver()
 
@@ -132,7 +134,7 @@ class Region:
             for public_id in public_ids:
                 trip = trips.get_by_public_id(public_id)
                 live = bidding.live_bid(trip.id, self.agencies[code][0])
-                trips.award(trip, deadlines.bid_for_award(live), self.nurse_id, "Nurse")
+                trips.award(trip, deadlines.bid_for_award(live), actor=Actor(self.nurse_id, None, "Nurse"))
                 db.session.commit()
         self.deliver()
 
@@ -143,15 +145,15 @@ class Region:
             with self.app.app_context():
                 for step in trips.CREW_STEPS:
                     trip = trips.get_by_public_id(public_id)
-                    route_steps.advance(route_steps.route_for(trip.id, self.agencies[code][0]), step, None, "Crew",
-                                    trip=trip)
+                    route_steps.advance(route_steps.route_for(trip.id, self.agencies[code][0]), step,
+                                        trip=trip, actor=Actor(None, None, "Crew"))
                     db.session.commit()
             self.deliver()
 
     def cancel(self, public_ids):
         with self.app.app_context():
             for public_id in public_ids:
-                trips.cancel(trips.get_by_public_id(public_id), "not_needed", "", self.nurse_id, "Nurse")
+                trips.cancel(trips.get_by_public_id(public_id), "not_needed", "", actor=Actor(self.nurse_id, None, "Nurse"))
                 db.session.commit()
         self.deliver()
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
@@ -35,7 +36,7 @@ def outbound_to(code="JVM"):
 
 def will_call_of(outbound_id):
     outbound = db.session.get(TransportRequest, outbound_id)
-    leg = returns.add_return(outbound, "will_call", (None, None), 30, "ALT", 1, "Nurse")
+    leg = returns.add_return(outbound, "will_call", (None, None), 30, "ALT", actor=Actor(1, None, "Nurse"))
     db.session.commit()
     return leg.id
 
@@ -55,7 +56,7 @@ def test_a_will_call_return_waits_then_is_released_with_the_urgency_chosen(app, 
         assert oversight.risk_marks(leg, later, configuration.get_all()) == []
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         with pytest.raises(bidding.BidRefused) as refused:
-            bidding.place(leg, aems.id, aems.name, aems.level_list, free_unit(aems.id, leg).id, 20, "", None)
+            bidding.place(leg, aems.id, aems.name, aems.level_list, free_unit(aems.id, leg).id, 20, "", actor=Actor(None))
         assert refused.value.status == 409 and "waits until the patient is ready" in refused.value.message
         db.session.rollback()
         assert leg.id not in {t.id for t in bidding.open_requests(aems.id, aems.level_list, now=later)}
@@ -65,7 +66,7 @@ def test_a_will_call_return_waits_then_is_released_with_the_urgency_chosen(app, 
         leg = db.session.get(TransportRequest, leg_id)
         assert leg.unfilled_at is None and "unfilled" not in [e.action for e in leg.history]
         before = utcnow()
-        trip_readiness.release(leg, "urgent", 30, 1, "Clinic nurse")
+        trip_readiness.release(leg, "urgent", 30, actor=Actor(1, None, "Clinic nurse"))
         db.session.commit()
         assert leg.released_at >= before and leg.urgency == "urgent" and leg.patient_ready_at == leg.released_at
         assert leg.window_start == leg.released_at and leg.window_end - leg.window_start == timedelta(minutes=60)
@@ -74,7 +75,7 @@ def test_a_will_call_return_waits_then_is_released_with_the_urgency_chosen(app, 
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         assert leg.id in {t.id for t in bidding.open_requests(aems.id, aems.level_list)}
         with pytest.raises(trips.TransitionRefused):
-            trip_readiness.release(leg, "routine", 30, 1, "Again")
+            trip_readiness.release(leg, "routine", 30, actor=Actor(1, None, "Again"))
 
 
 def test_who_may_release_a_will_call(app, demo):
@@ -120,11 +121,11 @@ def test_a_fixed_return_and_a_pair_bid(app, demo, client, auth):
     with app.app_context():
         outbound = db.session.get(TransportRequest, outbound_to("JVM"))
         start = outbound.window_end + timedelta(hours=3)
-        leg = returns.add_return(outbound, "fixed", (start, start + timedelta(hours=1)), 30, "ALT", 1, "Nurse")
+        leg = returns.add_return(outbound, "fixed", (start, start + timedelta(hours=1)), 30, "ALT", actor=Actor(1, None, "Nurse"))
         db.session.commit()
         assert trip_dispatch_state(leg) == "bidding" and not leg.will_call
         with pytest.raises(trips.TransitionRefused) as refused:
-            returns.add_return(outbound, "will_call", (None, None), 30, "ALT", 1, "Nurse")
+            returns.add_return(outbound, "will_call", (None, None), 30, "ALT", actor=Actor(1, None, "Nurse"))
         assert refused.value.status == 409
         db.session.rollback()
         outbound_id, leg_id = outbound.public_id, leg.public_id
@@ -158,7 +159,7 @@ def test_a_return_needs_a_registered_facility(app, demo):
         outbound.destination_facility_id, outbound.destination_address = None, "12 Home Street"
         db.session.commit()
         with pytest.raises(trips.TransitionRefused) as refused:
-            returns.add_return(outbound, "will_call", (None, None), 30, "ALT", 1, "Nurse")
+            returns.add_return(outbound, "will_call", (None, None), 30, "ALT", actor=Actor(1, None, "Nurse"))
         assert refused.value.status == 400
 
 
@@ -229,7 +230,7 @@ def test_analytics_show_scheduled_volume_will_call_release_to_pickup_and_delay_a
         post_ahead("BLS", days=5)  # booked ahead: scheduled
         same_day = db.session.get(TransportRequest, post_trip("ALT"))
         leg = db.session.get(TransportRequest, will_call_of(outbound_to("JVM")))
-        trip_readiness.release(leg, "urgent", 30, 1, "Nurse")
+        trip_readiness.release(leg, "urgent", 30, actor=Actor(1, None, "Nurse"))
         db.session.commit()
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         now = utcnow()

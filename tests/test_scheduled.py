@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
@@ -68,7 +69,7 @@ def test_an_agency_may_not_bid_before_the_opening_and_sees_it_as_upcoming(app, d
         aems = agency("AEMS")
         unit = free_unit(aems.id, trip)
         with pytest.raises(bidding.BidRefused) as refused:
-            bidding.place(trip, aems.id, aems.name, aems.level_list, unit.id, 20, "", None)
+            bidding.place(trip, aems.id, aems.name, aems.level_list, unit.id, 20, "", actor=Actor(None))
         assert refused.value.status == 409 and "bidding opens" in refused.value.message
         db.session.rollback()
         assert trip.id not in {t.id for t in bidding.open_requests(aems.id, aems.level_list)}

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.hospital.forms import WINDOW_GRACE
@@ -99,7 +100,7 @@ def test_a_deadline_passed_with_live_bids_awaits_an_award_everywhere(app, demo, 
     with app.app_context():
         for bid_id in bids:
             bid = db.session.get(TransportBid, bid_id)
-            bidding.withdraw(bid, db.session.get(TransportRequest, trip_id), bid.agency_id, "Agency")
+            bidding.withdraw(bid, db.session.get(TransportRequest, trip_id), bid.agency_id, "Agency", actor=Actor(None))
             db.session.commit()
     deliver()
     Relay(app).drain()
@@ -142,17 +143,17 @@ def test_went_unfilled_is_kept_and_a_center_assignment_is_no_bid_win(app, demo, 
         went = {t: db.session.get(TransportRequest, t).unfilled_at for t in (extended, assigned, cancelled)}
         assert all(went.values())
         trip = db.session.get(TransportRequest, extended)
-        intervention.extend_deadline(trip, 30, "", None, "Coordinator", trip.version)
+        intervention.extend_deadline(trip, 30, "", trip.version, actor=Actor(None, None, "Coordinator"))
         db.session.commit()
         trip = db.session.get(TransportRequest, assigned)
         aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
         unit = next(u for u in db.session.scalars(sa.select(Unit).where(Unit.agency_id == aems.id,
                                                                           Unit.active.is_(True)))
                     if db.session.get(TransportRequest, won).awarded_unit_id != u.id)
-        intervention.assign_unit(trip, aems.id, unit.id, 20, "Agreed by phone", None, "Coordinator",
-                                 trip.version)
+        intervention.assign_unit(trip, aems.id, unit.id, 20, "Agreed by phone", trip.version,
+                                 actor=Actor(None, None, "Coordinator"))
         db.session.commit()
-        trips.cancel(db.session.get(TransportRequest, cancelled), "no_availability", "", None, "Nurse")
+        trips.cancel(db.session.get(TransportRequest, cancelled), "no_availability", "", actor=Actor(None, None, "Nurse"))
         db.session.commit()
     deliver()
     with app.app_context():
@@ -262,7 +263,7 @@ def test_a_reposted_form_with_a_near_window_posts_as_shown(app, demo, clock):
         trip_id = post_trip(commit=False)
         trip = db.session.get(TransportRequest, trip_id)
         trip.window_start, trip.window_end = utcnow() + timedelta(minutes=20), utcnow() + timedelta(minutes=80)
-        trips.cancel(trip, "other", "", None, "Nurse")
+        trips.cancel(trip, "other", "", actor=Actor(None, None, "Nurse"))
         db.session.commit()
         public_id, start = trip.public_id, trip.window_start
     nurse = _login(app, ALT_NURSE)

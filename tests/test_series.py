@@ -11,6 +11,7 @@ from datetime import date, datetime, time, timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.center import Agency
 from dashboard.models.hospital import HospitalFacility, TransportRequest, TransportSeries
@@ -44,7 +45,7 @@ def make_series(start, pickup="06:30", weekdays=MWF, frequency="weekly", until=N
         ventilator=False, other_needs="", notes="", bid_deadline_minutes=30, invite_mode="all",
         invite_all_after_minutes=None, standing_agency_id=standing,
         standing_order_minutes=30 if standing else None)
-    created = series_service.create(org.id, org.short_code, fields, 1)
+    created = series_service.create(org.id, org.short_code, fields, actor=Actor(1))
     db.session.commit()
     return created.id
 
@@ -195,8 +196,8 @@ def test_the_bulk_path_creates_the_same_rows_as_the_row_by_row_path(app, demo, m
             gap = make_series(date(2026, 3, 7), pickup="02:30", frequency="daily", until=date(2026, 3, 10))
             standing = db.session.get(TransportSeries, make_series(date(2026, 3, 6), until=date(2026, 4, 30),
                                                                    standing=aems))
-            series_changes.skip(standing, date(2026, 3, 11), "Clinic closed", 1, "Nurse")
-            series_changes.move(standing, date(2026, 3, 13), datetime(2026, 3, 13, 9, 15), 0, "Later", 1, "Nurse")
+            series_changes.skip(standing, date(2026, 3, 11), "Clinic closed", actor=Actor(1, None, "Nurse"))
+            series_changes.move(standing, date(2026, 3, 13), datetime(2026, 3, 13, 9, 15), 0, "Later", actor=Actor(1, None, "Nurse"))
             db.session.commit()
             every = make_series(date(2026, 3, 5), pickup="18:00", frequency="daily", interval=3, count=4)
             return [gap, standing.id, every]
@@ -254,20 +255,20 @@ def test_skip_and_move_apply_before_and_after_generation(app, demo, monkeypatch)
     freeze_clock(monkeypatch, now)
     with app.app_context():
         series = db.session.get(TransportSeries, make_series(date(2026, 12, 7), until=date(2027, 3, 1)))
-        series_changes.skip(series, date(2026, 12, 25), "Holiday", 1, "Nurse")  # not generated yet
+        series_changes.skip(series, date(2026, 12, 25), "Holiday", actor=Actor(1, None, "Nurse"))  # not generated yet
         db.session.commit()
         series_generation.generate(now, days=21)
         days = [t.series_date for t in occurrence_rows(series.id)]
         assert date(2026, 12, 25) not in days and date(2026, 12, 23) in days
         # Skipping a generated one cancels it; moving one moves its window.
-        series_changes.skip(series, date(2026, 12, 9), "", 1, "Nurse")
-        series_changes.move(series, date(2026, 12, 11), datetime(2026, 12, 11, 9, 15), 0, "Clinic", 1, "Nurse")
+        series_changes.skip(series, date(2026, 12, 9), "", actor=Actor(1, None, "Nurse"))
+        series_changes.move(series, date(2026, 12, 11), datetime(2026, 12, 11, 9, 15), 0, "Clinic", actor=Actor(1, None, "Nurse"))
         db.session.commit()
         by_day = {t.series_date: t for t in occurrence_rows(series.id)}
         assert by_day[date(2026, 12, 9)].status == "cancelled"
         assert by_day[date(2026, 12, 11)].window_start == utc(2026, 12, 11, 14, 15)
         with pytest.raises(series_service.TransitionRefused) as refused:
-            series_changes.skip(series, date(2026, 12, 10), "", 1, "Nurse")  # a Thursday
+            series_changes.skip(series, date(2026, 12, 10), "", actor=Actor(1, None, "Nurse"))  # a Thursday
         assert refused.value.status == 400
 
 
@@ -277,8 +278,8 @@ def test_this_and_later_continues_as_a_new_series_and_cancelling_spares_the_past
     with app.app_context():
         series = db.session.get(TransportSeries, make_series(date(2026, 12, 7), until=date(2027, 3, 1)))
         series_generation.generate(now, days=14)
-        successor = series_changes.change_from(series, date(2026, 12, 14), {"pickup_time": time(7, 0)}, 1,
-                                               "Nurse", series.version)
+        successor = series_changes.change_from(series, date(2026, 12, 14), {"pickup_time": time(7, 0)},
+                                               series.version, actor=Actor(1, None, "Nurse"))
         db.session.commit()
         assert series.until_date == date(2026, 12, 13) and successor.start_date == date(2026, 12, 14)
         old = {t.series_date: t.status for t in occurrence_rows(series.id)}
@@ -293,14 +294,14 @@ def test_this_and_later_continues_as_a_new_series_and_cancelling_spares_the_past
                            .values(status="completed", window_start=now - timedelta(hours=3),
                                    window_end=now - timedelta(hours=2)))
         db.session.commit()
-        cancelled = series_changes.cancel(series, "not_needed", "Transplant", 1, "Nurse", series.version)
+        cancelled = series_changes.cancel(series, "not_needed", "Transplant", series.version, actor=Actor(1, None, "Nurse"))
         db.session.commit()
         assert cancelled == 1 and series.status == "cancelled"
         statuses = {t.series_date: t.status for t in occurrence_rows(series.id)}
         assert statuses[first.series_date] == "completed"
         assert db.session.get(TransportRequest, occurrence_rows(series.id)[1].id).cancel_reason == "not_needed"
         with pytest.raises(series_service.TransitionRefused):
-            series_changes.cancel(series, "not_needed", "", 1, "Nurse")
+            series_changes.cancel(series, "not_needed", "", actor=Actor(1, None, "Nurse"))
 
 
 # --- the pages --------------------------------------------------------------------------------

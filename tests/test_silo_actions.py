@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
@@ -89,7 +90,7 @@ def _award(app, trip_public):
         trip = trips.get_by_public_id(trip_public)
         bid = db.session.scalar(sa.select(TransportBid).where(TransportBid.trip_id == trip.id,
                                                               TransportBid.status == "live"))
-        trips.award(trip, bid_for_award(bid), None, "Charge Nurse")
+        trips.award(trip, bid_for_award(bid), actor=Actor(None, None, "Charge Nurse"))
         db.session.commit()
 
 

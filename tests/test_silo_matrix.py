@@ -11,6 +11,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.hospital import TransportRequest
 from tests.helpers import signed_in, silo_stopped
@@ -147,7 +148,8 @@ def _series(app, trip):
             frequency="weekly", interval=1, weekdays="0,2,4", pickup_time=time(6, 30), window_minutes=60,
             start_date=local_today() + timedelta(days=1), occurrence_count=12, origin_facility_id=origin,
             pickup_location="Dialysis", destination_address="12 Home Street", level_of_care="BLS",
-            mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""), 1)
+            mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""),
+                                        actor=Actor(1))
         public_id = created.public_id
         db.session.commit()
         return public_id

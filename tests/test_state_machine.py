@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from dashboard.events.outbox import Actor
 from dashboard.events.relay import Relay
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
@@ -173,7 +174,8 @@ class DispatchMachine(RuleBasedStateMachine):
                 window_end=now + timedelta(hours=start_hours + 1), age_group="adult", weight_kg=80,
                 bid_deadline=now + timedelta(minutes=deadline_minutes), invite_mode=invite,
                 invite_all_after_minutes=10 if invite == "preferred_then_all" else None,
-            ), self.nurses[code], "Charge Nurse")
+            ),
+                                     actor=Actor(self.nurses[code], None, "Charge Nurse"))
             self.trips.append(trip.id)
         self.act("post", action, data)
 
@@ -185,12 +187,12 @@ class DispatchMachine(RuleBasedStateMachine):
             trip = self.trip(data, ("open",), with_bids=True)
             bid = self.bid_on(trip, data, live_only=False)
             if by_center:
-                intervention.award_bid(trip, bid.public_id, self.coordinator, "Coordinator (transport center)",
-                                       trip.version)
+                intervention.award_bid(trip, bid.public_id, trip.version,
+                                       actor=Actor(self.coordinator, None, "Coordinator (transport center)"))
                 return
             if trip.status != "open" or bid.status != "live":
                 raise TransitionRefused("Not open, or the bid is no longer live.")
-            trips.award(trip, bid_for_award(bid), None, "Charge Nurse", expected_version=trip.version)
+            trips.award(trip, bid_for_award(bid), expected_version=trip.version, actor=Actor(None, None, "Charge Nurse"))
         self.act("center_awards" if by_center else "hospital_awards", action, data)
 
     @precondition(lambda self: self.trips)
@@ -200,10 +202,10 @@ class DispatchMachine(RuleBasedStateMachine):
         def action():
             trip = self.trip(data, ("open", "awarded"))
             if by_center:
-                intervention.cancel(trip, reason, "", self.coordinator, "Coordinator (transport center)",
-                                    trip.version)
+                intervention.cancel(trip, reason, "", trip.version,
+                                    actor=Actor(self.coordinator, None, "Coordinator (transport center)"))
             else:
-                trips.cancel(trip, reason, "", None, "Charge Nurse", expected_version=trip.version)
+                trips.cancel(trip, reason, "", expected_version=trip.version, actor=Actor(None, None, "Charge Nurse"))
         self.act("center_cancels" if by_center else "hospital_cancels", action, data)
 
     @precondition(lambda self: self.trips)
@@ -212,7 +214,7 @@ class DispatchMachine(RuleBasedStateMachine):
         """The hospital changes an open request's notes."""
         def action():
             trip = self.trip(data, ("open",))
-            trip_posting.edit(trip, {"notes": notes}, None, "Charge Nurse", expected_version=trip.version)
+            trip_posting.edit(trip, {"notes": notes}, expected_version=trip.version, actor=Actor(None, None, "Charge Nurse"))
         self.act("hospital_edits", action, data)
 
     # -- EMS ----------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ class DispatchMachine(RuleBasedStateMachine):
             trip = self.trip(data, ("open",))
             org, code = self.agency(data)
             unit_id = self.unit_for(code, trip, data)
-            bidding.place(trip, org.id, org.name, org.level_list, unit_id, str(eta), "", None)
+            bidding.place(trip, org.id, org.name, org.level_list, unit_id, str(eta), "", actor=Actor(None))
         self.act("agency_bids", action, data)
 
     @precondition(lambda self: self.bid_on_trips)
@@ -237,7 +239,7 @@ class DispatchMachine(RuleBasedStateMachine):
             org = db.session.get(Agency, bid.agency_id)
             code = next(c for c, a in self.agencies.items() if a == org.id)
             unit_id = self.unit_for(code, trip, data) if other_unit else bid.unit_id
-            bidding.change(bid, trip, org.id, org.name, org.level_list, unit_id, str(eta), "Updated")
+            bidding.change(bid, trip, org.id, org.name, org.level_list, unit_id, str(eta), "Updated", actor=Actor(None))
         self.act("agency_changes_bid", action, data)
 
     @precondition(lambda self: self.bid_on_trips)
@@ -248,7 +250,7 @@ class DispatchMachine(RuleBasedStateMachine):
             trip = self.trip(data, ("open",), with_bids=True)
             bid = self.bid_on(trip, data)
             org = db.session.get(Agency, bid.agency_id)
-            bidding.withdraw(bid, trip, org.id, org.name)
+            bidding.withdraw(bid, trip, org.id, org.name, actor=Actor(None))
         self.act("agency_withdraws", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
@@ -260,7 +262,7 @@ class DispatchMachine(RuleBasedStateMachine):
             position = CREW_ORDER.index(route.status) if route.status in CREW_ORDER else 0
             step = trips.CREW_STEPS[min(position + (1 if wrong_step else 0), len(trips.CREW_STEPS) - 1)]
             trip = db.session.get(TransportRequest, route.trip_id)
-            route_steps.advance(route, step, None, "Crew", trip=trip)
+            route_steps.advance(route, step, trip=trip, actor=Actor(None, None, "Crew"))
         self.act("crew_advances", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
@@ -273,7 +275,7 @@ class DispatchMachine(RuleBasedStateMachine):
             step = trips.CREW_STEPS[max(position - 1, 0)]
             now = utcnow() + (route_steps.UNDO_WINDOW if late else timedelta(0))
             trip = db.session.get(TransportRequest, route.trip_id)
-            route_steps.undo(route, step, None, "Crew", trip=trip, now=now)
+            route_steps.undo(route, step, trip=trip, now=now, actor=Actor(None, None, "Crew"))
         self.act("crew_undoes", action, data)
 
     @precondition(lambda self: self.crews_on_the_road)
@@ -282,8 +284,9 @@ class DispatchMachine(RuleBasedStateMachine):
         """A crew hands its trip back."""
         def action():
             route = self.crew_route(data)
-            route_steps.hand_back(route, "Unit out of service", None, "Crew",
-                              trip=db.session.get(TransportRequest, route.trip_id))
+            route_steps.hand_back(route, "Unit out of service",
+                                  trip=db.session.get(TransportRequest, route.trip_id),
+                                  actor=Actor(None, None, "Crew"))
         self.act("crew_hands_back", action, data)
 
     # -- transport center ---------------------------------------------------------------------
@@ -295,8 +298,8 @@ class DispatchMachine(RuleBasedStateMachine):
             trip = self.trip(data, ("open",))
             org, code = self.agency(data)
             unit_id = self.unit_for(code, trip, data)
-            intervention.assign_unit(trip, org.id, unit_id, eta, "Nobody bid in time", self.coordinator,
-                                     "Coordinator (transport center)", trip.version)
+            intervention.assign_unit(trip, org.id, unit_id, eta, "Nobody bid in time", trip.version,
+                                     actor=Actor(self.coordinator, None, "Coordinator (transport center)"))
         self.act("center_assigns", action, data)
 
     @precondition(lambda self: self.trips)
@@ -305,8 +308,8 @@ class DispatchMachine(RuleBasedStateMachine):
         """The center gives an open request more bidding time."""
         def action():
             trip = self.trip(data, ("open",))
-            intervention.extend_deadline(trip, minutes, "", self.coordinator,
-                                         "Coordinator (transport center)", trip.version)
+            intervention.extend_deadline(trip, minutes, "", trip.version,
+                                         actor=Actor(self.coordinator, None, "Coordinator (transport center)"))
         self.act("center_extends", action, data)
 
     @precondition(lambda self: self.reopenable)
@@ -315,8 +318,8 @@ class DispatchMachine(RuleBasedStateMachine):
         """The center takes an awarded or en-route request back to open."""
         def action():
             trip = self.trip(data, trips.HAND_BACK_FROM)
-            intervention.reopen(trip, "Crew delayed", self.coordinator, "Coordinator (transport center)",
-                                trip.version)
+            intervention.reopen(trip, "Crew delayed", trip.version,
+                                actor=Actor(self.coordinator, None, "Coordinator (transport center)"))
         self.act("center_reopens", action, data)
 
     # -- the relay and the timer ----------------------------------------------------------------

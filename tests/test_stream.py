@@ -3,7 +3,7 @@ import sqlalchemy as sa
 
 from dashboard.events.handlers import _agency_scope
 from dashboard.events.hub import LOOKBACK, SignalHub, hub
-from dashboard.events.outbox import emit
+from dashboard.events.outbox import SYSTEM, emit
 from dashboard.events.routes import may_receive
 from dashboard.extensions import db
 from dashboard.models.center import Agency, Hospital, LiveSignal, User
@@ -142,7 +142,7 @@ def _end_sessions(app, email):
         emit("center", "user.updated", "user", user.public_id,
              {"user_id": user.id, "public_id": user.public_id, "display_name": user.display_name,
               "role": user.role, "hospital_id": user.hospital_id, "agency_id": user.agency_id,
-              "active": True})
+              "active": True}, actor=SYSTEM)
         db.session.commit()
 
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
@@ -193,7 +194,7 @@ def test_a_step_reported_as_completed_before_back_in_service_existed_still_compl
     with app.app_context():
         trip = trips.get_by_public_id(public_id)
         at = utcnow()
-        assert trips.apply_crew_step(trip, "completed", at, "Test 1", trip.awarded_agency_id)
+        assert trips.apply_crew_step(trip, "completed", at, trip.awarded_agency_id, actor=Actor(None, None, "Test 1"))
         db.session.commit()
         assert (trip.status, trip.completed_at) == ("completed", at)
 

@@ -5,7 +5,7 @@ from flask_login import current_user
 
 from ..services import degraded, intervention, oversight, trips
 from ..templating import format_time
-from ..views import SEE_FIELDS, act, found
+from ..views import SEE_FIELDS, act, actor, found
 from .forms import AssignForm, AwardForm, CancelForm, ExtendForm, ReopenForm, choices
 from .routes import bp, center_only
 
@@ -101,8 +101,8 @@ def award(public_id):
     if not form.validate_on_submit():
         return _render_request(trip, 400, AWARD_ALTERED, award=form)
     return act(
-        lambda: intervention.award_bid(trip, form.bid.data, current_user.id, _label(),
-                                       int(form.version.data)),
+        lambda: intervention.award_bid(trip, form.bid.data, int(form.version.data),
+                                       actor=actor()._replace(label=_label())),
         done=lambda _: found(".request_detail", f"Awarded to {trip.awarded_agency_name}, "
                                  f"{trip.awarded_unit_label}, on the hospital's behalf.",
                                  public_id=public_id),
@@ -124,8 +124,8 @@ def assign(public_id):
         return _render_request(trip, 400, SEE_FIELDS, assign=form)
     return act(
         lambda: intervention.assign_unit(trip, form.agency.data, form.unit.data, form.eta_minutes.data,
-                                         form.reason.data, current_user.id, _label(),
-                                         int(form.version.data)),
+                                         form.reason.data, int(form.version.data),
+                                         actor=actor()._replace(label=_label())),
         done=lambda _: found(".request_detail", f"Assigned to {trip.awarded_agency_name}, "
                                  f"{trip.awarded_unit_label}.", public_id=public_id),
         refused=_refused_on(public_id, "assign", form))
@@ -144,7 +144,8 @@ def extend(public_id):
         return _render_request(trip, 400, SEE_FIELDS, extend=form)
     return act(
         lambda: intervention.extend_deadline(trip, form.minutes.data, (form.note.data or "").strip(),
-                                             current_user.id, _label(), int(form.version.data)),
+                                             int(form.version.data),
+                                             actor=actor()._replace(label=_label())),
         done=lambda _: found(".request_detail", "Bidding deadline extended to "
                                  f"{format_time(trip.bid_deadline)}.", public_id=public_id),
         refused=_refused_on(public_id, "extend", form))
@@ -162,8 +163,8 @@ def reopen(public_id):
     if not form.validate_on_submit():
         return _render_request(trip, 400, SEE_FIELDS, reopen=form)
     return act(
-        lambda: intervention.reopen(trip, form.reason.data, current_user.id, _label(),
-                                    int(form.version.data)),
+        lambda: intervention.reopen(trip, form.reason.data, int(form.version.data),
+                                    actor=actor()._replace(label=_label())),
         done=lambda _: found(".request_detail", "Re-opened for bids; the agency's unit is released.",
                                  public_id=public_id),
         refused=_refused_on(public_id, "reopen", form))
@@ -181,7 +182,7 @@ def cancel(public_id):
     if not form.validate_on_submit():
         return _render_request(trip, 400, SEE_FIELDS, cancel=form)
     return act(
-        lambda: intervention.cancel(trip, form.reason.data, form.note.data, current_user.id, _label(),
-                                    int(form.version.data)),
+        lambda: intervention.cancel(trip, form.reason.data, form.note.data, int(form.version.data),
+                                    actor=actor()._replace(label=_label())),
         done=lambda _: found(".request_detail", "Request cancelled.", public_id=public_id),
         refused=_refused_on(public_id, "cancel", form))

@@ -32,7 +32,7 @@ from ..auth.routes import roles_required
 from ..models.base import utcnow
 from ..models.vocabulary import CREW_STEP_LABELS
 from ..services import crew, degraded, lateness, route_steps, trips
-from ..views import act, see_other
+from ..views import act, actor, see_other
 
 bp = Blueprint("crew", __name__, url_prefix="/crew")
 
@@ -131,7 +131,7 @@ def start_shift():
     the agency."""
     agency_id = _agency_id()
     return act(lambda: crew.start_shift(current_user.id, current_user.display_name, agency_id,
-                                        request.form.get("unit")),
+                                        request.form.get("unit"), actor=actor()),
                done=lambda _shift: see_other("crew.home", "Shift started. Your unit's trips are below."),
                refused=lambda message, status: _render(None, message, status))
 
@@ -142,7 +142,7 @@ def end_shift():
     """End the crew member's shift: the unit is no longer shown as staffed by them.
 
     Refuses: nothing beyond the crew role (403 for other roles); without a shift it ends none."""
-    return act(lambda: crew.end_shift(current_user.id),
+    return act(lambda: crew.end_shift(current_user.id, actor=actor()),
                done=lambda _count: see_other("crew.home", "Shift ended.", "info"),
                refused=lambda message, status: _render(None, message, status))
 
@@ -180,8 +180,8 @@ def tap():
             return see_other("crew.home", message)
         return _render(shift, message, status)
 
-    return act(lambda: crew.tap(shift, current_user.id, current_user.display_name, fields["key"],
-                                fields["trip"], fields["act"], fields["step"], fields["tapped_at"]),
+    return act(lambda: crew.tap(shift, fields["key"], fields["trip"], fields["act"], fields["step"],
+                                fields["tapped_at"], actor=actor()),
                done=lambda taken: answer(*taken),
                refused=lambda message, status: answer(status, message))
 

@@ -9,7 +9,7 @@ from ..models.base import utcnow
 from ..models.vocabulary import BID_OUTCOMES, LEVEL_RANK, ROUTE_STATUS_LABELS, trip_dispatch_state
 from ..services import bidding, ems_reads, route_steps, submissions, trips
 from ..services import units as unit_service
-from ..views import act, found
+from ..views import act, actor, found
 from .forms import BidForm, PairBidForm
 from .routes import (
     BIDDABLE_UNIT_STATUSES,
@@ -142,8 +142,8 @@ def place_bid(public_id):
         if claim.repeat:
             return None
         bid = bidding.place(trip, agency_id, agency_name, levels,
-                            unit_service.unit_id_by_public_id(form.unit.data),
-                            form.eta_minutes.data, form.note.data, user_id)
+                            unit_service.unit_id_by_public_id(form.unit.data), form.eta_minutes.data,
+                            form.note.data, actor=actor())
         claim.created(bid.public_id)
         return f"Bid placed: {bid.unit.number}, ETA {bid.eta_minutes} min."
 
@@ -181,10 +181,11 @@ def place_pair_bid(public_id):
         claim = submissions.claim("ems", form.submission_id.data, "bid", user_id)
         if claim.repeat:
             return False
-        first, _second = bidding.place_pair(
-            trip, leg, agency_id, agency_name, levels, unit_service.unit_id_by_public_id(form.unit.data),
-            form.eta_minutes.data, unit_service.unit_id_by_public_id(form.return_unit.data),
-            form.return_eta_minutes.data, form.note.data, user_id)
+        first, _second = bidding.place_pair(trip, leg, agency_id, agency_name, levels,
+                                            unit_service.unit_id_by_public_id(form.unit.data),
+                                            form.eta_minutes.data,
+                                            unit_service.unit_id_by_public_id(form.return_unit.data),
+                                            form.return_eta_minutes.data, form.note.data, actor=actor())
         claim.created(first.public_id)
         return True
 
@@ -214,7 +215,8 @@ def change_bid(bid_public_id):
 
     def change():
         bidding.change(bid, trip, agency_id, agency_name, levels,
-                       unit_service.unit_id_by_public_id(form.unit.data), form.eta_minutes.data, form.note.data)
+                       unit_service.unit_id_by_public_id(form.unit.data), form.eta_minutes.data,
+                       form.note.data, actor=actor())
         return f"Bid changed: {bid.unit.number}, ETA {bid.eta_minutes} min."
 
     return act(change,
@@ -232,6 +234,6 @@ def withdraw_bid(bid_public_id):
     bid, trip = _bid_or_404(bid_public_id)
     agency = _agency()
     trip_public_id = trip.public_id
-    return act(lambda: bidding.withdraw(bid, trip, agency.id, agency.name),
+    return act(lambda: bidding.withdraw(bid, trip, agency.id, agency.name, actor=actor()),
                done=lambda _bid: found("ems.request_detail", "Bid withdrawn.", public_id=trip_public_id),
                refused=_render_refused(trip_public_id))

@@ -1,7 +1,6 @@
 """My trips: the agency's awarded trips, the crew's steps on them one tap at a time, a trip
 handed back, and the completed trips as CSV."""
 from flask import abort, render_template, request, stream_with_context
-from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..localtime import to_local
@@ -9,7 +8,7 @@ from ..models.base import utcnow
 from ..models.vocabulary import CREW_STEP_LABELS, ROUTE_STATUS_LABELS
 from ..services import csvout, degraded, ems_reads, route_steps, trips
 from ..services import units as unit_service
-from ..views import act, found
+from ..views import act, actor, found
 from .forms import AdvanceForm, HandBackForm
 from .routes import (
     CSV_COLUMNS,
@@ -95,7 +94,7 @@ def _crew_label(route):
 
 
 def _crew_step(public_id, step_action, missing, done):
-    """Run a crew's step action (``step_action(route, step, user_id, label, trip=trip)``) from
+    """Run a crew's step action (``step_action(route, step, trip=trip, actor=actor)``) from
     the step button's form: 400 ``missing`` without a step, a refusal with its status, else
     commit and back to My trips with ``done`` (``"{reference}: {step label}"`` + ``done``)."""
     route, trip = _route_or_404(public_id)
@@ -105,7 +104,7 @@ def _crew_step(public_id, step_action, missing, done):
     step = form.step.data
     reference = route.trip_reference
     label = _crew_label(route)
-    return act(lambda: step_action(route, step, current_user.id, label, trip=trip),
+    return act(lambda: step_action(route, step, trip=trip, actor=actor()._replace(label=label)),
                done=lambda _: found("ems.my_trips", f"{reference}: {CREW_STEP_LABELS.get(step, step)}{done}."),
                refused=lambda message, status: _render_my_trips(f"{reference}: {message}", status))
 
@@ -145,7 +144,8 @@ def hand_back_trip(public_id):
         message = "; ".join(form.reason.errors) or "Say why the trip is handed back."
         return _render_my_trips(f"{reference}: {message}", 400)
     label = _crew_label(route)
-    return act(lambda: route_steps.hand_back(route, form.reason.data, current_user.id, label, trip=trip),
+    return act(lambda: route_steps.hand_back(route, form.reason.data, trip=trip,
+                                             actor=actor()._replace(label=label)),
                done=lambda _: found("ems.my_trips",
                                     f"{reference} handed back; the hospital and the transport center are told."),
                refused=lambda message, status: _render_my_trips(f"{reference}: {message}", status))

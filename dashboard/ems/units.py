@@ -11,7 +11,7 @@ from ..localtime import from_local, to_local
 from ..models.vocabulary import LEVEL_LABELS, ROUTE_STATUS_LABELS
 from ..services import crew, ems_reads, submissions
 from ..services import units as unit_service
-from ..views import SEE_FIELDS, act, found
+from ..views import SEE_FIELDS, act, actor, found
 from .forms import AvailabilityForm, UnitForm, UnitStatusForm
 from .routes import (
     _agency,
@@ -88,8 +88,8 @@ def create_unit():
         if claim.repeat:
             return None
         unit = unit_service.create_unit(agency_id, levels, form.number.data, form.level.data,
-                                        form.base_station.data, form.shift_start.data,
-                                        form.shift_end.data)
+                                        form.base_station.data, form.shift_start.data, form.shift_end.data,
+                                        actor=actor())
         claim.created(unit.public_id)
         return f"{unit.number} added."
 
@@ -120,7 +120,7 @@ def edit_unit(public_id):
 
     def update():
         unit_service.update_unit(unit, levels, form.number.data, form.level.data, form.base_station.data,
-                                 form.shift_start.data, form.shift_end.data)
+                                 form.shift_start.data, form.shift_end.data, actor=actor())
         return f"{unit.number} saved."
 
     return act(update, done=lambda message: found("ems.units", message), refused=render, form=form)
@@ -138,7 +138,7 @@ def unit_status(public_id):
     if not form.validate_on_submit():
         return _render_units(message="Choose one of the listed statuses.", status=400)
     number = unit.number
-    return act(lambda: unit_service.change_status(unit, form.status.data),
+    return act(lambda: unit_service.change_status(unit, form.status.data, actor=actor()),
                done=lambda changed: found(
                    "ems.units", f"{number} is now {form.status.data.replace('_', ' ')}." if changed else None),
                refused=lambda message, status: _render_units(message=message, status=status))
@@ -210,7 +210,7 @@ def add_availability():
         claim = submissions.claim("ems", form.submission_id.data, "availability", user_id)
         if claim.repeat:
             return None
-        window = unit_service.add_availability(unit, form.kind.data, starts, ends, form.note.data)
+        window = unit_service.add_availability(unit, form.kind.data, starts, ends, form.note.data, actor=actor())
         claim.created(window.id)
         return f"{unit.number}: {unit_service.AVAILABILITY_KINDS[form.kind.data].lower()} window added."
 
@@ -230,6 +230,6 @@ def remove_availability():
     Refuses: 403 a user without an agency; 404 another agency's window (or none)."""
     window = _window_or_404(request.form.get("window_id"))
     day = to_local(window.starts_at).date().isoformat()
-    return act(lambda: unit_service.remove_availability(window),
+    return act(lambda: unit_service.remove_availability(window, actor=actor()),
                done=lambda _: found("ems.availability", "Window removed.", date=day),
                refused=lambda message, status: _render_availability(day, None, message, status))

@@ -19,7 +19,7 @@ from ..services import audit, configuration, deadlines, registry, session_trust,
 from ..services.alerts.produce import produce as produce_alerts
 from ..services.bidding import ACTIVE_ROUTE_STATUSES, bid_payload, invites_preferred_only
 from ..services.route_steps import refresh_unit_status
-from .outbox import emit
+from .outbox import SYSTEM, Actor, emit
 
 log = logging.getLogger("medport.relay")
 
@@ -172,7 +172,7 @@ def _refresh_unit(unit):
     if refresh_unit_status(unit):
         emit("ems", "unit.status_changed", "unit", unit.public_id,
              {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status},
-             actor_user_id=None, actor_ip=None)
+             actor=SYSTEM)
 
 
 # --- EMS events -------------------------------------------------------------------------
@@ -235,8 +235,8 @@ def hospital_crew_step(event):
     if trip is None:
         return
     try:
-        trips.apply_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]),
-                              p.get("user_label", ""), p["agency_id"], p.get("unit_id"))
+        trips.apply_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]), p["agency_id"],
+                              p.get("unit_id"), actor=Actor(None, None, p.get("user_label", "")))
     except trips.TransitionRefused as refused:
         log.info("relay: crew step %s on trip %s not applied: %s", p["step"], trip.id, refused.message)
 
@@ -248,8 +248,8 @@ def hospital_undo_crew_step(event):
     trip = _trip(p["trip_id"])
     if trip is None:
         return
-    if not trips.undo_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]), p.get("user_label", ""),
-                                p["agency_id"], p.get("unit_id")):
+    if not trips.undo_crew_step(trip, p["step"], datetime.fromisoformat(p["at"]), p["agency_id"],
+                                p.get("unit_id"), actor=Actor(None, None, p.get("user_label", ""))):
         log.info("relay: undo of %s on trip %s not applied (the trip is not at that step)",
                  p["step"], trip.id)
 
@@ -261,9 +261,9 @@ def hospital_hand_back(event):
     if trip is None or trip.status not in trips.HAND_BACK_FROM or trip.awarded_agency_id != p["agency_id"] \
             or trip.awarded_unit_id != p.get("unit_id", trip.awarded_unit_id):
         return  # handed back by a unit the trip has since been taken from: nothing to re-open
-    trips.reopen(trip, None, p.get("user_label", ""), "Handed back: " + p.get("reason", ""),
+    trips.reopen(trip, "Handed back: " + p.get("reason", ""),
                  configuration.get("bid_deadline_default_minutes"), event_type="trip.handed_back",
-                 action="handed_back")
+                 action="handed_back", actor=Actor(None, None, p.get("user_label", "")))
 
 
 # --- center events ----------------------------------------------------------------------
@@ -407,4 +407,4 @@ def _withdraw_live_bids(agency_id, agency_name, bids=None):
         bid.status, bid.decided_at, bid.updated_at = "withdrawn", now, now
         db.session.flush()
         emit("ems", "bid.withdrawn", "bid", bid.public_id, bid_payload(bid, agency_name),
-             actor_user_id=None, actor_ip=None)
+             actor=SYSTEM)

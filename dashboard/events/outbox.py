@@ -2,8 +2,6 @@
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from flask import has_request_context, request
-from flask_login import current_user
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -67,31 +65,25 @@ class Actor(NamedTuple):
 SYSTEM = Actor(None, None, "MedPort")
 
 
-def actor_from_request():
-    """(user id, address) of whoever is acting in the current request, if any."""
-    if not has_request_context():
-        return None, None
-    user_id = current_user.id if current_user and current_user.is_authenticated else None
-    return user_id, request.remote_addr
-
-
-def emit(silo, type_, entity_type, entity_id, payload=None, actor_user_id=None, actor_ip=None):
+def emit(silo, type_, entity_type, entity_id, payload, *, actor):
     """Add an outbox row to the current session; it commits with the change it describes.
 
-    The payload holds ids and operational facts only, never patient data beyond
-    what the receiving silo already shows (level, needs, window).
+    ``actor`` (an :class:`Actor`, or any value with ``user_id`` and ``ip``) is recorded on the
+    row as who made the change and from which address; :data:`SYSTEM` for the timer, the relay
+    and the command line.  The payload (a dict, or None for ``{}``) holds ids and operational
+    facts only, never patient data beyond what the receiving silo already shows (level, needs,
+    window).  Returns the outbox row.  Raises ``ValueError`` for a type not in
+    :data:`EVENT_TYPES`.
     """
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
-    if actor_user_id is None and actor_ip is None:
-        actor_user_id, actor_ip = actor_from_request()
     row = OUTBOX_BY_SILO[silo](
         type=type_,
         entity_type=entity_type,
         entity_id=str(entity_id),
         payload=payload or {},
-        actor_user_id=actor_user_id,
-        actor_ip=actor_ip,
+        actor_user_id=actor.user_id,
+        actor_ip=actor.ip,
     )
     db.session.add(row)
     _mark_written(db.session())

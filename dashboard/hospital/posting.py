@@ -15,7 +15,7 @@ from ..localtime import from_local, to_local
 from ..models.base import utcnow
 from ..services import configuration, hospital_reads, submissions, trip_posting, trips
 from ..templating import format_time
-from ..views import act
+from ..views import act, actor
 from .forms import MIN_BID_MINUTES, WINDOW_GRACE, RequestForm, parse_version
 from .routes import (
     FORM_ALTERED,
@@ -141,18 +141,18 @@ def new_request():
     fields = form.trip_fields()
     if source is not None:
         fields["reposted_from_id"] = source.id
-    short_code, user_id, user_label = current_user.hospital.short_code, current_user.id, current_user.display_name
+    short_code, user_id = current_user.hospital.short_code, current_user.id
 
     def post():
         claim = submissions.claim("hospital", form.submission_id.data, "request", user_id)
         if claim.repeat:  # the same form, sent at the same moment, was posted first
             return claim.created_id, None, ()
-        trip = trip_posting.post(hospital_id, short_code, fields, user_id, user_label,
-                          care_override=form.care_override_value())
+        trip = trip_posting.post(hospital_id, short_code, fields, care_override=form.care_override_value(),
+                                 actor=actor())
         claim.created(trip.public_id)
         if source is not None and source.status == "open":
-            trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}", user_id,
-                         user_label, expected_version=source_version)
+            trips.cancel(source, "other", f"Unfilled; re-posted as {trip.reference}",
+                         expected_version=source_version, actor=actor())
         return trip.public_id, trip, hospital_reads.same_patient_references(trip, source)
 
     return act(post, done=lambda result: _posted(form, *result),

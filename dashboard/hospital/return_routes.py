@@ -10,7 +10,7 @@ from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..services import configuration, returns, trip_readiness, trips
-from ..views import act, found
+from ..views import act, actor, found
 from .return_forms import NotReadyForm, ReleaseForm, ReturnForm
 from .routes import _render_request, _trip_or_404, bp
 
@@ -50,7 +50,7 @@ def add_return(public_id):
     return act(
         lambda: returns.add_return(trip, form.kind.data, window,
                                    configuration.get("bid_deadline_default_minutes"),
-                                   current_user.hospital.short_code, current_user.id, current_user.display_name),
+                                   current_user.hospital.short_code, actor=actor()),
         done=lambda leg: found(".request_detail", f"Return {leg.reference} added" + (
             ": it waits until the patient is marked ready." if will_call else "."), public_id=leg.public_id),
         refused=lambda message, status: _refused(public_id, message, status))
@@ -85,8 +85,8 @@ def release(public_id):
         return _refused(public_id, "Choose routine, urgent or emergent.", 400)
     reference, own = trip.reference, trip.hospital_id == current_user.hospital_id
     return act(
-        lambda: trip_readiness.release(trip, form.urgency.data, configuration.get("bid_deadline_default_minutes"),
-                              current_user.id, current_user.display_name),
+        lambda: trip_readiness.release(trip, form.urgency.data,
+                                       configuration.get("bid_deadline_default_minutes"), actor=actor()),
         done=lambda _: found(".request_detail" if own else ".will_call",
                                  f"{reference}: patient ready, bidding is open.",
                                  **({"public_id": public_id} if own else {})),
@@ -102,7 +102,7 @@ def patient_ready(public_id):
     urgency instead) or a request whose patient cannot be marked ready now."""
     trip = _trip_or_404(public_id)
     return act(
-        lambda: trip_readiness.mark_patient_ready(trip, current_user.id, current_user.display_name),
+        lambda: trip_readiness.mark_patient_ready(trip, actor=actor()),
         done=lambda _: found(".request_detail", f"{trip.reference}: patient marked ready.",
                                  public_id=public_id),
         refused=lambda message, status: _refused(public_id, message, status))
@@ -120,7 +120,7 @@ def not_ready(public_id):
     if not form.validate_on_submit():
         return _render_request(trip, 400, "Say why the patient is not ready (up to 200 characters).")
     return act(
-        lambda: trip_readiness.mark_not_ready(trip, form.reason.data, current_user.id, current_user.display_name),
+        lambda: trip_readiness.mark_not_ready(trip, form.reason.data, actor=actor()),
         done=lambda _: found(".request_detail", f"{trip.reference}: patient marked not ready.",
                                  public_id=public_id),
         refused=lambda message, status: _refused(public_id, message, status))

@@ -5,11 +5,10 @@ Each writes through :func:`dashboard.views.act`: the service checks (``services.
 page) answers with them.
 """
 from flask import flash, render_template, request
-from flask_login import current_user
 
 from ..auth.routes import roles_required
 from ..services import awards, trip_posting, trips
-from ..views import act, found
+from ..views import act, actor, found
 from .forms import AwardForm, CancelForm, EditForm, parse_version
 from .routes import CANCELLABLE, FORM_ALTERED, _render_request, _summary_context, _trip_or_404, bp
 
@@ -28,8 +27,7 @@ def award(public_id):
     if not form.validate_on_submit() or version is None:
         return _render_request(trip, 400, FORM_ALTERED)
     return act(
-        lambda: awards.award_bid(trip, form.bid.data, current_user.id, current_user.display_name,
-                                 version, by="hospital"),
+        lambda: awards.award_bid(trip, form.bid.data, version, by="hospital", actor=actor()),
         done=lambda awarded: found(
             ".request_detail", f"{awarded.reference} awarded to {awarded.awarded_agency_name} ({awarded.awarded_unit_label}, "
             f"ETA {awarded.awarded_eta_minutes} min). The other bidders are told.",
@@ -58,8 +56,8 @@ def cancel_request(public_id):
     if version is None:
         return _render_cancel(trip, form, 400, FORM_ALTERED)
     return act(
-        lambda: trips.cancel(trip, form.reason.data, form.note.data, current_user.id,
-                             current_user.display_name, expected_version=version),
+        lambda: trips.cancel(trip, form.reason.data, form.note.data, expected_version=version,
+                             actor=actor()),
         done=lambda _: found(".request_detail", f"{trip.reference} is cancelled.", public_id=trip.public_id),
         refused=lambda message, status: _render_cancel(trip, form, status, message),
         form=form)
@@ -96,8 +94,8 @@ def edit_request(public_id):
     if version is None:
         return _render_edit(trip, form, 400, FORM_ALTERED)
     return act(
-        lambda: trip_posting.edit(trip, form.changes(trip), current_user.id, current_user.display_name,
-                           expected_version=version, care_override=form.care_override_value()),
+        lambda: trip_posting.edit(trip, form.changes(trip), expected_version=version,
+                                  care_override=form.care_override_value(), actor=actor()),
         done=lambda result: _edited(trip, form, result[1]),
         refused=lambda message, status: _render_edit(trip, form, status, message),
         form=form)

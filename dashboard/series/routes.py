@@ -19,7 +19,7 @@ from ..services import (
     trips,
 )
 from ..services import series as series_service
-from ..views import act
+from ..views import act, actor
 from ..views import found as found_redirect
 from .forms import ChangeForm, ExceptionForm, SeriesCancelForm, SeriesForm, parse_version
 
@@ -105,7 +105,7 @@ def new():
         claim = submissions.claim("hospital", form.submission_id.data, "series", user_id)
         if claim.repeat:
             return claim.created_id, True
-        created = series_service.create(hospital_id, code, form.series_values(), user_id)
+        created = series_service.create(hospital_id, code, form.series_values(), actor=actor())
         claim.created(created.public_id)
         return created.public_id, False
 
@@ -172,14 +172,12 @@ def exception(public_id):
     if not form.validate_on_submit():
         return _render_detail(found, 400, "Check the highlighted fields; nothing was changed.",
                               exception_form=form)
-    user_id, label = current_user.id, current_user.display_name
-
     def apply():
         if form.kind.data == "skip":
-            series_changes.skip(found, form.day.data, form.note.data, user_id, label)
+            series_changes.skip(found, form.day.data, form.note.data, actor=actor())
             return f"{form.day.data:%a %d %b} skipped."
         series_changes.move(found, form.day.data, form.moved_to.data, form.moved_to.data.fold,
-                            form.note.data, user_id, label)
+                            form.note.data, actor=actor())
         return f"The occurrence of {form.day.data:%a %d %b} moved to {form.moved_to.data:%a %d %b %H:%M}."
 
     return act(apply, done=lambda message: found_redirect(".detail", message, public_id=public_id),
@@ -204,8 +202,8 @@ def change(public_id):
     if version is None:
         return _render_detail(found, 400, FORM_ALTERED, change_form=form)
     return act(
-        lambda: series_changes.change_from(found, form.from_day.data, form.changes(found),
-                                           current_user.id, current_user.display_name, version).public_id,
+        lambda: series_changes.change_from(found, form.from_day.data, form.changes(found), version,
+                                           actor=actor()).public_id,
         done=lambda successor_id: found_redirect(".detail", f"Changed from {form.from_day.data:%a %d %b} on: the series continues as shown here.",
             public_id=successor_id),
         refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,
@@ -228,8 +226,7 @@ def cancel(public_id):
     if version is None:
         return _render_detail(found, 400, FORM_ALTERED, cancel_form=form)
     return act(
-        lambda: series_changes.cancel(found, form.reason.data, form.note.data, current_user.id,
-                                      current_user.display_name, version),
+        lambda: series_changes.cancel(found, form.reason.data, form.note.data, version, actor=actor()),
         done=lambda count: found_redirect(".detail", f"Series cancelled; {count} occurrence{'s' if count != 1 else ''} still ahead "
             "cancelled with it.", public_id=public_id),
         refused=lambda message, status: _render_detail(_series_or_404(public_id), status, message,

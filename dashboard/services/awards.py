@@ -31,7 +31,7 @@ def bid_by_public_id(bid_public_id):
     return db.session.scalar(sa.select(TransportBid).where(TransportBid.public_id == bid_public_id))
 
 
-def award_bid(trip, bid_public_id, user_id, user_label, expected_version, by="hospital"):
+def award_bid(trip, bid_public_id, expected_version, by="hospital", *, actor):
     """Award the live bid ``bid_public_id`` of ``trip``; returns the trip, awarded.
 
     ``by`` is ``"hospital"`` (source "hospital") or ``"center"`` (source "center", the
@@ -61,4 +61,4 @@ def award_bid(trip, bid_public_id, user_id, user_label, expected_version, by="ho
         raise TransitionRefused(
             f"The bid's unit is {offer['unit_level'] or 'unknown'}; this request needs "
             f"{trip.level_of_care} or higher.", status=400)
-    return trips.award(trip, offer, user_id, user_label, source=by, expected_version=expected_version)
+    return trips.award(trip, offer, source=by, expected_version=expected_version, actor=actor)

@@ -4,7 +4,8 @@ steps on a unit's stops are in :mod:`.route_steps`.
 
 The EMS side reads the hospital silo (the trip as it is now) and writes only
 the EMS silo; the hospital learns of bids through events.
-Functions here do not commit.
+Functions here do not commit.  ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``ip`` go on the outbox event.
 """
 from datetime import timedelta
 
@@ -283,7 +284,7 @@ def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
         raise BidRefused(f"{unit.number} is already bid or booked for an overlapping pickup window.")
 
 
-def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, user_id):
+def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, *, actor):
     """Place this agency's one live bid on ``trip``; emit ``bid.placed``.
 
     Raises :class:`BidRefused`: 404 (not visible to the agency), 403 (agency
@@ -301,7 +302,7 @@ def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, u
         trip_id=trip.id, hospital_id=trip.hospital_id, agency_id=agency_id, unit_id=unit.id,
         eta_minutes=eta, note=(note or "").strip()[:200], status="live",
         window_start=trip.window_start, window_end=trip.window_end,
-        created_by_user_id=user_id, created_at=now, updated_at=now,
+        created_by_user_id=actor.user_id, created_at=now, updated_at=now,
     )
     db.session.add(bid)
     try:
@@ -309,12 +310,12 @@ def place(trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, u
     except IntegrityError:
         db.session.rollback()
         raise BidRefused("Your agency already has a bid on this request; change it instead.") from None
-    emit("ems", "bid.placed", "bid", bid.public_id, bid_payload(bid, agency_name))
+    emit("ems", "bid.placed", "bid", bid.public_id, bid_payload(bid, agency_name), actor=actor)
     return bid
 
 
 def place_pair(outbound, return_leg, agency_id, agency_name, agency_levels, outbound_unit_id, outbound_eta,
-               return_unit_id, return_eta, note, user_id):
+               return_unit_id, return_eta, note, *, actor):
     """Bid on a request and its return leg as a pair: two bids, each checked on its own rules
     (:func:`place`), placed together or not at all (a refusal of either raises, naming the
     leg, and the caller rolls back).  Returns ``(outbound bid, return bid)``.  Raises
@@ -322,10 +323,10 @@ def place_pair(outbound, return_leg, agency_id, agency_name, agency_levels, outb
     return."""
     if return_leg is None or return_leg.return_of_id != outbound.id:
         raise BidRefused("This request has no return leg to bid on.", status=400)
-    first = place(outbound, agency_id, agency_name, agency_levels, outbound_unit_id, outbound_eta, note, user_id)
+    first = place(outbound, agency_id, agency_name, agency_levels, outbound_unit_id, outbound_eta, note, actor=actor)
     try:
         second = place(return_leg, agency_id, agency_name, agency_levels, return_unit_id, return_eta, note,
-                       user_id)
+                       actor=actor)
     except BidRefused as refused:
         raise BidRefused(f"Return leg {return_leg.reference}: {refused.message} No bid was placed.",
                          status=refused.status if refused.status != 404 else 409) from None
@@ -345,7 +346,7 @@ def _still_live(bid, values):
         raise BidRefused("This bid was decided meanwhile (the request was awarded or cancelled).")
 
 
-def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note):
+def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, note, *, actor):
     """Change this agency's live bid (unit, ETA, note); emit ``bid.changed``."""
     now = utcnow()
     if bid is None or bid.agency_id != agency_id:
@@ -360,11 +361,11 @@ def change(bid, trip, agency_id, agency_name, agency_levels, unit_id, eta_raw, n
         _check_unit(unit, agency_id, trip, exclude_bid_id=bid.id)
     _still_live(bid, dict(unit_id=unit.id, eta_minutes=eta, note=(note or "").strip()[:200], updated_at=now))
     db.session.refresh(bid)
-    emit("ems", "bid.changed", "bid", bid.public_id, bid_payload(bid, agency_name))
+    emit("ems", "bid.changed", "bid", bid.public_id, bid_payload(bid, agency_name), actor=actor)
     return bid
 
 
-def withdraw(bid, trip, agency_id, agency_name):
+def withdraw(bid, trip, agency_id, agency_name, *, actor):
     """Withdraw this agency's live bid while the request is open; emit ``bid.withdrawn``."""
     if bid is None or bid.agency_id != agency_id:
         raise BidRefused("No such bid.", status=404)
@@ -375,7 +376,7 @@ def withdraw(bid, trip, agency_id, agency_name):
     now = utcnow()
     _still_live(bid, dict(status="withdrawn", decided_at=now, updated_at=now))
     db.session.refresh(bid)
-    emit("ems", "bid.withdrawn", "bid", bid.public_id, bid_payload(bid, agency_name))
+    emit("ems", "bid.withdrawn", "bid", bid.public_id, bid_payload(bid, agency_name), actor=actor)
     return bid
 
 

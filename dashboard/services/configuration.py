@@ -150,7 +150,7 @@ def save(raw_values, actor):
                      detail=SETTINGS[key][4])
     if changed:
         emit("center", "config.changed", "config", "system",
-             {"changed": {key: [before, after] for key, (before, after) in changed.items()}})
+             {"changed": {key: [before, after] for key, (before, after) in changed.items()}}, actor=actor)
     return changed, {}
 
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from ..events.outbox import emit
+from ..events.outbox import Actor, emit
 from ..extensions import db
 from ..localtime import to_local
 from ..models.base import utcnow
@@ -89,16 +89,16 @@ def staffing(agency_id=None, now=None):
     return found
 
 
-def _close_open_shifts(user_id, now):
+def _close_open_shifts(user_id, now, actor):
     """End every shift of the user still open (one whose planned end passed is ended then)."""
     for shift in db.session.scalars(
             sa.select(CrewShift).where(CrewShift.user_id == user_id, CrewShift.ended_at.is_(None))):
         shift.ended_at = min(now, shift.ends_at)
         emit("ems", "unit.shift_ended", "unit", shift.unit.public_id,
-             {"unit_id": shift.unit_id, "agency_id": shift.agency_id, "user_id": shift.user_id})
+             {"unit_id": shift.unit_id, "agency_id": shift.agency_id, "user_id": shift.user_id}, actor=actor)
 
 
-def start_shift(user_id, crew_name, agency_id, unit_public_id, now=None):
+def start_shift(user_id, crew_name, agency_id, unit_public_id, now=None, *, actor):
     """Start the crew member's shift on a unit of their agency (ending any shift they had
     open); emits ``unit.shift_started`` so the dispatcher's units page shows who staffs it.
 
@@ -109,7 +109,7 @@ def start_shift(user_id, crew_name, agency_id, unit_public_id, now=None):
     unit = db.session.scalar(sa.select(Unit).where(Unit.public_id == str(unit_public_id or "")))
     if unit is None or unit.agency_id != agency_id or not unit.active:
         raise CrewRefused("Choose one of your agency's units.", status=400)
-    _close_open_shifts(user_id, now)
+    _close_open_shifts(user_id, now, actor)
     db.session.flush()
     hours = float(_setting("MEDPORT_CREW_SHIFT_HOURS", 12))
     shift = CrewShift(unit_id=unit.id, agency_id=agency_id, user_id=user_id, crew_name=crew_name[:120],
@@ -117,16 +117,16 @@ def start_shift(user_id, crew_name, agency_id, unit_public_id, now=None):
     db.session.add(shift)
     db.session.flush()
     emit("ems", "unit.shift_started", "unit", unit.public_id,
-         {"unit_id": unit.id, "agency_id": agency_id, "user_id": user_id})
+         {"unit_id": unit.id, "agency_id": agency_id, "user_id": user_id}, actor=actor)
     return shift
 
 
-def end_shift(user_id, now=None):
+def end_shift(user_id, now=None, *, actor):
     """End the crew member's open shift(s); returns how many were open."""
     now = now or utcnow()
     count = db.session.scalar(sa.select(sa.func.count()).select_from(CrewShift).where(
         CrewShift.user_id == user_id, CrewShift.ended_at.is_(None)))
-    _close_open_shifts(user_id, now)
+    _close_open_shifts(user_id, now, actor)
     return count
 
 
@@ -227,7 +227,7 @@ def stored_answer(key, user_id, trip_public_id, action, step):
     return tap.status, tap.message
 
 
-def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, trip=None, now=None):
+def take_tap(shift, key, trip_public_id, action, step, tapped_at, trip=None, now=None, *, actor):
     """Apply one tap of the crew on ``shift``'s unit; a recorded tap is kept under ``key``.
 
     ``tapped_at`` is naive UTC, already bounded by :func:`parse_tap_time`; ``trip`` is the
@@ -251,7 +251,7 @@ def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, tr
                 f"The tap ({_clock(tapped_at)}) is before the trip's previous step ({_clock(floor)}); "
                 "check the phone's clock.")
         act = route_steps.advance if action == "advance" else route_steps.undo
-        act(route, step, shift.user_id, user_label, trip=trip, now=tapped_at)
+        act(route, step, trip=trip, now=tapped_at, actor=Actor(shift.user_id, actor.ip, actor.label))
         done = " undone" if action == "undo" else ""
         status, message = 200, f"{reference}: {CREW_STEP_LABELS[step]}{done} at {_clock(tapped_at)}."
     except (CrewRefused, bidding.BidRefused) as refused:
@@ -264,9 +264,10 @@ def take_tap(shift, key, trip_public_id, action, step, tapped_at, user_label, tr
     return status, message
 
 
-def tap(shift, user_id, user_name, key, trip_public_id, action, step, tapped_at_raw):
-    """One tap of the crew member ``user_id`` (shown as ``user_name``) on ``shift``'s unit, from
-    the phone's fields (strings); returns ``(status, message, replayed)``.
+def tap(shift, key, trip_public_id, action, step, tapped_at_raw, *, actor):
+    """One tap of the crew member ``actor`` (an :class:`Actor`: ``user_id``, the address and the
+    name shown in the trip's timeline) on ``shift``'s unit, from the phone's fields (strings);
+    returns ``(status, message, replayed)``.
 
     A key sent before gets its first answer (``replayed`` True) and no second effect; a new
     key is checked (:func:`parse_tap_time`) and taken (:func:`take_tap`: 200, or the status
@@ -278,18 +279,18 @@ def tap(shift, user_id, user_name, key, trip_public_id, action, step, tapped_at_
     if shift is None:
         raise CrewRefused("Your shift has ended; pick your unit again, then tap.")
     check_tap(key, trip_public_id, action, step)
-    answer = stored_answer(key, user_id, trip_public_id, action, step)
+    answer = stored_answer(key, actor.user_id, trip_public_id, action, step)
     if answer is not None:
         return (*answer, True)
     tapped_at = parse_tap_time(tapped_at_raw)
     trip = degraded.optional("hospital", lambda: trips.get_by_public_id(trip_public_id))
-    label = f"{shift.unit.number}, {user_name}"
-    answer = take_tap(shift, key, trip_public_id, action, step, tapped_at, label, trip=trip)
+    label = f"{shift.unit.number}, {actor.label}"
+    answer = take_tap(shift, key, trip_public_id, action, step, tapped_at, trip=trip, actor=actor._replace(label=label))
     try:
         db.session.flush()
     except IntegrityError:  # the same key arrived twice at once: the first one's answer
         db.session.rollback()
-        answer = stored_answer(key, user_id, trip_public_id, action, step)
+        answer = stored_answer(key, actor.user_id, trip_public_id, action, step)
         if answer is None:
             raise
         return (*answer, True)

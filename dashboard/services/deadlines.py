@@ -3,12 +3,16 @@ import logging
 
 import sqlalchemy as sa
 
+from ..events.outbox import SYSTEM
 from ..extensions import db
 from ..models.base import utcnow
 from ..models.ems import EmsAgency, TransportBid, Unit
 from ..models.hospital import TransportRequest, TransportRequestEvent
 from ..models.vocabulary import LEVEL_RANK, dispatch_condition
 from . import configuration, series_generation, trip_posting, trip_timers, trips
+
+#: The actor of an automatic award (the timer's): no account, shown as "MedPort auto-award".
+AUTO_AWARD = SYSTEM._replace(label="MedPort auto-award")
 
 log = logging.getLogger("medport.relay")
 SWEEP_BATCH = 200
@@ -88,7 +92,7 @@ def _award_best_preferred(trip):
     for bid in _live_bids(trip.id):
         if bid.agency_id in preferred:
             try:
-                trips.award(trip, bid_for_award(bid), None, "MedPort auto-award", source="auto")
+                trips.award(trip, bid_for_award(bid), source="auto", actor=AUTO_AWARD)
             except trips.UnitBooked:
                 continue  # assigned elsewhere since it bid (nothing was written): the next one
             return True
@@ -106,7 +110,7 @@ def maybe_auto_award_first(trip, bid_payload):
     if offer["unit_level"] is None or LEVEL_RANK[offer["unit_level"]] < LEVEL_RANK[trip.level_of_care]:
         return False
     try:
-        trips.award(trip, offer, None, "MedPort auto-award", source="auto")
+        trips.award(trip, offer, source="auto", actor=AUTO_AWARD)
     except trips.TransitionRefused:
         return False
     return True

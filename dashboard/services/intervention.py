@@ -34,12 +34,12 @@ def check_version(trip, expected_version):
         raise TransitionRefused(STALE)
 
 
-def award_bid(trip, bid_public_id, user_id, user_label, expected_version):
+def award_bid(trip, bid_public_id, expected_version, *, actor):
     """Award a live bid on the hospital's behalf (source "center"): :func:`awards.award_bid`."""
-    return awards.award_bid(trip, bid_public_id, user_id, user_label, expected_version, by="center")
+    return awards.award_bid(trip, bid_public_id, expected_version, by="center", actor=actor)
 
 
-def assign_unit(trip, agency_id, unit_id, eta_minutes, reason, user_id, user_label, expected_version):
+def assign_unit(trip, agency_id, unit_id, eta_minutes, reason, expected_version, *, actor):
     """Assign an agency's unit directly, with a reason recorded in the award note and history.
 
     The unit must be the agency's, active, not on break or out of service, of a
@@ -73,11 +73,11 @@ def assign_unit(trip, agency_id, unit_id, eta_minutes, reason, user_id, user_lab
         TransportBid.unit_id == unit.id, TransportBid.status == "live"))
     offer = {"id": bid, "trip_id": trip.id, "agency_id": agency.id, "agency_name": agency.name,
              "unit_id": unit.id, "unit_label": unit.label, "eta_minutes": eta_minutes}
-    return trips.award(trip, offer, user_id, user_label, source="center", note=reason[:250],
-                       expected_version=expected_version)
+    return trips.award(trip, offer, source="center", note=reason[:250], expected_version=expected_version,
+                       actor=actor)
 
 
-def extend_deadline(trip, minutes, note, user_id, user_label, expected_version, now=None):
+def extend_deadline(trip, minutes, note, expected_version, now=None, *, actor):
     """Push an open request's bidding deadline ``minutes`` past the later of now and the deadline."""
     check_version(trip, expected_version)
     now = now or utcnow()
@@ -85,21 +85,21 @@ def extend_deadline(trip, minutes, note, user_id, user_label, expected_version, 
     text = f"Bidding deadline extended by {minutes} min by the transport center"
     if note:
         text += f": {note}"
-    return trips.extend_deadline(trip, new_deadline, user_id, user_label, text)
+    return trips.extend_deadline(trip, new_deadline, text, actor=actor)
 
 
-def reopen(trip, reason, user_id, user_label, expected_version):
+def reopen(trip, reason, expected_version, *, actor):
     """Take an awarded or en-route request back to open for new bids."""
     check_version(trip, expected_version)
     reason = (reason or "").strip()
     if not reason:
         raise TransitionRefused("Say why the request is re-opened.", status=400)
-    return trips.reopen(trip, user_id, user_label, "Re-opened by the transport center: " + reason,
+    return trips.reopen(trip, "Re-opened by the transport center: " + reason,
                         configuration.get("bid_deadline_default_minutes"),
-                        expected_version=expected_version)
+                        expected_version=expected_version, actor=actor)
 
 
-def cancel(trip, reason, note, user_id, user_label, expected_version):
+def cancel(trip, reason, note, expected_version, *, actor):
     """Cancel an open or awarded request with a reason."""
     check_version(trip, expected_version)
     if reason not in CANCEL_REASONS:
@@ -107,4 +107,4 @@ def cancel(trip, reason, note, user_id, user_label, expected_version):
     note = (note or "").strip()
     if reason == "other" and not note:
         raise TransitionRefused("Say what the other reason is.", status=400)
-    return trips.cancel(trip, reason, note, user_id, user_label, expected_version=expected_version)
+    return trips.cancel(trip, reason, note, expected_version=expected_version, actor=actor)

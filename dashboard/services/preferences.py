@@ -65,8 +65,7 @@ def _record(type_, pref, actor, **extra):
     payload = dict(preference_id=pref.id, hospital_id=pref.hospital_id, agency_id=pref.agency_id,
                    agency_name=agency.name if agency else None, rank=pref.rank, notes=pref.notes,
                    order=order, **extra)
-    emit("hospital", type_, "preference", pref.id, payload,
-         actor_user_id=actor.user_id if actor else None, actor_ip=actor.ip if actor else None)
+    emit("hospital", type_, "preference", pref.id, payload, actor=actor)
 
 
 def _renumber(entries):

@@ -147,7 +147,7 @@ def save_hospital(actor, values, hospital=None, main_facility=None):
         payload["facility"] = facility
         detail = f"with main campus facility at {facility['address']}"
     _record(actor, op, "hospital", hospital.public_id, before, after, changed, detail)
-    emit("center", "registry.changed", "registry", hospital.public_id, payload)
+    emit("center", "registry.changed", "registry", hospital.public_id, payload, actor=actor)
     return hospital, changed
 
 
@@ -182,7 +182,7 @@ def save_agency(actor, values, agency=None):
         payload["signed_out_user_ids"] = end_sessions(User.agency_id, agency.id)
         detail = _signed_out(payload["signed_out_user_ids"])
     _record(actor, op, "agency", agency.public_id, before, after, changed, detail)
-    emit("center", "registry.changed", "registry", agency.public_id, payload)
+    emit("center", "registry.changed", "registry", agency.public_id, payload, actor=actor)
     return agency, changed
 
 
@@ -213,7 +213,7 @@ def save_facility(actor, hospital, values, facility=None):
             detail=f"{hospital.short_code}: {after['name']}")
     emit("center", "registry.changed", "registry", after["public_id"],
          {"kind": "facility", "op": op, "public_id": after["public_id"], "hospital_id": hospital.id,
-          "changed": changed, "facility": after})
+          "changed": changed, "facility": after}, actor=actor)
     return after, changed
 
 

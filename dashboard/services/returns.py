@@ -33,7 +33,7 @@ COPIED = ("level_of_care", "mobility", "patient_ref", "age_group", "weight_kg", 
 WILL_CALL_HOLD = timedelta(hours=12)
 
 
-def add_return(outbound, kind, window, deadline_minutes, hospital_code, user_id, user_label, now=None):
+def add_return(outbound, kind, window, deadline_minutes, hospital_code, now=None, *, actor):
     """Post the return leg of ``outbound``: from its destination facility back to its origin.
 
     ``kind`` is ``fixed`` (``window`` = (start, end), naive UTC, after the outbound's window
@@ -75,8 +75,9 @@ def add_return(outbound, kind, window, deadline_minutes, hospital_code, user_id,
         notes=f"Return leg of {outbound.reference}.")
     # The return carries the same patient: an override of the level of care on the outbound
     # holds for it too (recorded on the return's own timeline).
-    return trip_posting.post(outbound.hospital_id, hospital_code, fields, user_id, user_label,
-                      care_override=outbound.care_override_reason)
+    return trip_posting.post(outbound.hospital_id, hospital_code, fields,
+                             care_override=outbound.care_override_reason,
+                             actor=actor)
 
 
 def facility_hospital_id(facility_id):

@@ -4,6 +4,8 @@ back before pickup, and the unit's status that follows.
 
 The EMS side reads the hospital silo (the trip as it is now) and writes only the EMS silo; the
 hospital learns of crew progress through events.  Functions here do not commit.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``label`` goes
+with the step to the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 
@@ -141,7 +143,7 @@ def _step_label(step):
     return str(step).replace("_", " ")
 
 
-def advance(route, step, user_id, user_label, trip=None, now=None):
+def advance(route, step, trip=None, now=None, *, actor):
     """The crew's next step (one tap); emits ``trip.status_changed`` from the EMS silo.
 
     ``step`` is the next of :data:`~dashboard.services.trips.CREW_STEPS` for the route's
@@ -175,10 +177,10 @@ def advance(route, step, user_id, user_label, trip=None, now=None):
     db.session.flush()
     emit("ems", "trip.status_changed", "trip", str(route.trip_id),
          {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "agency_id": route.agency_id,
-          "unit_id": route.unit_id, "user_label": user_label, "route_id": route.id})
+          "unit_id": route.unit_id, "user_label": actor.label, "route_id": route.id}, actor=actor)
     if unit_changed:
         emit("ems", "unit.status_changed", "unit", unit.public_id,
-             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status}, actor=actor)
     return route
 
 
@@ -195,7 +197,7 @@ def last_step(route, now=None):
     return (step, until) if (now or utcnow()) < until else None
 
 
-def undo(route, step, user_id, user_label, trip=None, now=None):
+def undo(route, step, trip=None, now=None, *, actor):
     """Undo the crew's last step on ``route`` within :data:`UNDO_WINDOW` of taking it.
 
     The route goes back one status and the step's time is cleared; the unit's current trip
@@ -237,15 +239,15 @@ def undo(route, step, user_id, user_label, trip=None, now=None):
     db.session.flush()
     emit("ems", "trip.step_undone", "trip", str(route.trip_id),
          {"trip_id": route.trip_id, "step": step, "at": now.isoformat(), "step_at": taken.isoformat(),
-          "agency_id": route.agency_id, "unit_id": route.unit_id, "user_label": user_label,
-          "route_id": route.id})
+          "agency_id": route.agency_id, "unit_id": route.unit_id, "user_label": actor.label,
+          "route_id": route.id}, actor=actor)
     if unit_changed:
         emit("ems", "unit.status_changed", "unit", unit.public_id,
-             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+             {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status}, actor=actor)
     return route
 
 
-def hand_back(route, reason, user_id, user_label, trip=None):
+def hand_back(route, reason, trip=None, *, actor):
     """Give an awarded trip back before pickup; emits ``trip.handed_back`` from the EMS silo."""
     if route is None:
         raise BidRefused("No such trip.", status=404)
@@ -270,8 +272,8 @@ def hand_back(route, reason, user_id, user_label, trip=None):
     db.session.flush()
     emit("ems", "trip.handed_back", "trip", str(route.trip_id),
          {"trip_id": route.trip_id, "agency_id": route.agency_id, "unit_id": route.unit_id,
-          "reason": reason[:300], "user_label": user_label, "at": now.isoformat()})
+          "reason": reason[:300], "user_label": actor.label, "at": now.isoformat()}, actor=actor)
     emit("ems", "unit.status_changed", "unit", unit.public_id,
-         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status}, actor=actor)
     return route
 

@@ -202,7 +202,7 @@ def check_care(fields):
               " override and its reason.", rules=broken)
 
 
-def create(hospital_id, hospital_code, fields, user_id):
+def create(hospital_id, hospital_code, fields, *, actor):
     """A new active series from validated ``fields`` (the model's columns); emits
     ``series.created``.  Raises :class:`TransitionRefused` (400) for a rule that cannot stand
     (:func:`check_rule`), 400 for a preferred invitation without an active preferred agency."""
@@ -216,12 +216,12 @@ def create(hospital_id, hospital_code, fields, user_id):
                                 "bid. Add preferred agencies first or invite all agencies.", status=400)
     now = utcnow()
     series = TransportSeries(hospital_id=hospital_id, hospital_code=hospital_code, status="active",
-                             created_by_user_id=user_id, created_at=now, updated_at=now, **fields)
+                             created_by_user_id=actor.user_id, created_at=now, updated_at=now, **fields)
     if not series.patient_ref:
         series.patient_ref = trip_posting.new_patient_ref()
     db.session.add(series)
     db.session.flush()
-    emit("hospital", "series.created", "series", series.public_id, series_payload(series))
+    emit("hospital", "series.created", "series", series.public_id, series_payload(series), actor=actor)
     return series
 
 

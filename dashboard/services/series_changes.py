@@ -5,6 +5,8 @@ occurrences of those dates not yet awarded are replaced) and the series cancelle
 and running ones stand).
 
 Functions here write the hospital silo only and add the matching outbox events; the caller commits.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 
@@ -46,7 +48,7 @@ def _occurrence_of(series, day):
         TransportRequest.series_id == series.id, TransportRequest.series_date == day))
 
 
-def skip(series, day, note, user_id, user_label):
+def skip(series, day, note, *, actor):
     """Skip the occurrence of ``day`` (a date of the rule); one already created and not yet
     picked up is cancelled ("not needed").  Raises :class:`TransitionRefused` (400 not a date of
     the series, 409 series cancelled or the occurrence under way)."""
@@ -56,14 +58,14 @@ def skip(series, day, note, user_id, user_label):
     existing = _occurrence_of(series, day)
     if existing is not None and existing.status not in ("open", "awarded", "cancelled"):
         raise TransitionRefused(f"The occurrence of {day:%a %d %b} is under way; it cannot be skipped.")
-    _set_exception(series, day, "skip", None, 0, note, user_id)
+    _set_exception(series, day, "skip", None, 0, note, actor.user_id)
     if existing is not None and existing.status != "cancelled":
-        trips.cancel(existing, "not_needed", f"Series date skipped. {note}".strip(), user_id, user_label)
+        trips.cancel(existing, "not_needed", f"Series date skipped. {note}".strip(), actor=actor)
     emit("hospital", "series.changed", "series", series.public_id,
-         series_payload(series, skipped=day.isoformat()))
+         series_payload(series, skipped=day.isoformat()), actor=actor)
 
 
-def move(series, day, local, fold, note, user_id, user_label):
+def move(series, day, local, fold, note, *, actor):
     """Move the occurrence of ``day`` to the local wall-clock time ``local`` (naive, ``fold``
     for a repeated hour); one already created and still open follows (its window keeps its
     length).  Raises :class:`TransitionRefused` (400 not a date of the series, a time past or
@@ -82,12 +84,12 @@ def move(series, day, local, fold, note, user_id, user_label):
     if existing is not None and existing.status not in ("open", "cancelled"):
         raise TransitionRefused(f"The occurrence of {day:%a %d %b} is already awarded; change it with "
                                 "the agency, or cancel it and skip the date.")
-    _set_exception(series, day, "move", local.replace(fold=0), fold, note, user_id)
+    _set_exception(series, day, "move", local.replace(fold=0), fold, note, actor.user_id)
     if existing is not None and existing.status == "open":
         length = existing.window_end - existing.window_start
-        trip_posting.edit(existing, {"window_start": start, "window_end": start + length}, user_id, user_label)
+        trip_posting.edit(existing, {"window_start": start, "window_end": start + length}, actor=actor)
     emit("hospital", "series.changed", "series", series.public_id,
-         series_payload(series, moved=day.isoformat()))
+         series_payload(series, moved=day.isoformat()), actor=actor)
 
 
 def _set_exception(series, day, kind, moved_to, fold, note, user_id):
@@ -114,7 +116,7 @@ def _replaceable(series, from_day):
         TransportRequest.status == "open")))
 
 
-def change_from(series, from_day, changes, user_id, user_label, expected_version=None):
+def change_from(series, from_day, changes, expected_version=None, *, actor):
     """"This and later": the series ends the day before ``from_day`` and continues, changed,
     as a new series from that date (same patient reference, exceptions from then on kept).
 
@@ -156,7 +158,7 @@ def change_from(series, from_day, changes, user_id, user_label, expected_version
         raise TransitionRefused(trips.STALE_MESSAGE)
     kept = [e for e in series.exceptions if e.day >= from_day]
     db.session.refresh(series)
-    successor = TransportSeries(status="active", continues_id=series.id, created_by_user_id=user_id,
+    successor = TransportSeries(status="active", continues_id=series.id, created_by_user_id=actor.user_id,
                                 created_at=now, updated_at=now, **values)
     db.session.add(successor)
     db.session.flush()
@@ -166,7 +168,7 @@ def change_from(series, from_day, changes, user_id, user_label, expected_version
                                        note=exception.note, created_by_user_id=exception.created_by_user_id))
     for trip in _replaceable(series, from_day):
         trips.cancel(trip, "not_needed", f"Series changed from {from_day:%a %d %b}: replaced",
-                     user_id, user_label)
+                     actor=actor)
     # Occurrences the agencies already hold stand: the new series does not create those dates again.
     held = db.session.scalars(sa.select(TransportRequest.series_date).where(
         TransportRequest.series_id == series.id, TransportRequest.series_date >= from_day,
@@ -176,14 +178,14 @@ def change_from(series, from_day, changes, user_id, user_label, expected_version
         if day not in kept_days:
             db.session.add(SeriesException(series_id=successor.id, day=day, kind="skip",
                                            note="Kept on the earlier series (awarded)",
-                                           created_by_user_id=user_id))
+                                           created_by_user_id=actor.user_id))
     emit("hospital", "series.changed", "series", series.public_id,
-         series_payload(series, continued_by=successor.public_id, from_day=from_day.isoformat()))
-    emit("hospital", "series.created", "series", successor.public_id, series_payload(successor))
+         series_payload(series, continued_by=successor.public_id, from_day=from_day.isoformat()), actor=actor)
+    emit("hospital", "series.created", "series", successor.public_id, series_payload(successor), actor=actor)
     return successor
 
 
-def cancel(series, reason, note, user_id, user_label, expected_version=None):
+def cancel(series, reason, note, expected_version=None, *, actor):
     """Cancel the series with a reason: its occurrences still ahead (pickup after now, open or
     awarded) are cancelled with the same reason; past and running ones stand.  Emits
     ``series.cancelled``.  Returns how many occurrences were cancelled.  Raises
@@ -206,7 +208,7 @@ def cancel(series, reason, note, user_id, user_label, expected_version=None):
         TransportRequest.series_id == series.id, TransportRequest.window_start > now,
         TransportRequest.status.in_(("open", "awarded")))))
     for trip in future:
-        trips.cancel(trip, reason, f"Series cancelled. {note or ''}".strip(), user_id, user_label)
+        trips.cancel(trip, reason, f"Series cancelled. {note or ''}".strip(), actor=actor)
     emit("hospital", "series.cancelled", "series", series.public_id,
-         series_payload(series, reason=reason, cancelled_occurrences=len(future)))
+         series_payload(series, reason=reason, cancelled_occurrences=len(future)), actor=actor)
     return len(future)

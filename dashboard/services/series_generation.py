@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..events.outbox import emit
+from ..events.outbox import SYSTEM, emit
 from ..extensions import db
 from ..localtime import local_today
 from ..models.base import new_public_id, utcnow
@@ -334,7 +334,7 @@ def _generate_chunk(chunk, today, through, now, settings, cache=None):
         emit("hospital", "series.generated", "series", f"{level}-{through.isoformat()}-{min(created)}",
              dict(group["payload"], series_id=None, public_id=None, hospital_id=None,
                   created=sum(created.values()), series=created),
-             actor_user_id=None, actor_ip=None)
+             actor=SYSTEM)
     db.session.execute(
         sa.update(TransportSeries).where(TransportSeries.id.in_([s.id for s in chunk]),
                                          sa.or_(TransportSeries.generated_through.is_(None),

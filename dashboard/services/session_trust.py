@@ -28,7 +28,7 @@ from flask import current_app, has_request_context, session
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from ..events.outbox import emit
+from ..events.outbox import Actor, emit
 from ..extensions import db
 from ..models.base import utcnow
 from ..models.center import User, UserSession
@@ -229,7 +229,7 @@ def queue_sign_out(user, ip):
     return emit(silo, "session.ended", "user", user.public_id,
                 {"user_id": user.id, "public_id": user.public_id,
                  "session_digest": session_digest(user.session_token)},
-                actor_user_id=user.id, actor_ip=ip)
+                actor=Actor(user.id, ip))
 
 
 def end_session_by_digest(user_id, digest):

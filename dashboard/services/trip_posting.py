@@ -2,6 +2,8 @@
 of care checked against its needs (:mod:`.care_rules`), with an override and its reason.
 
 Functions here write the hospital silo only and add the matching outbox event; the caller commits.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 import secrets
 from datetime import timedelta
@@ -103,7 +105,7 @@ def _care_override(level, needs, reason, kept=None):
         "nothing was saved.", uncovered)
 
 
-def _record_care_override(trip, user_id, user_label, at=None):
+def _record_care_override(trip, actor, at=None):
     """The timeline line and the audited event of a request's override set, changed or ended."""
     if trip.care_override_reason:
         rules = care_rules.override_rules(trip)
@@ -113,13 +115,13 @@ def _record_care_override(trip, user_id, user_label, at=None):
                   "reason": trip.care_override_reason}
     else:
         note, detail = f"Level of care override ended: {trip.level_of_care} covers every need", None
-    record_history(trip, "care_override", trip.status, trip.status, user_id, user_label, note,
+    record_history(trip, "care_override", trip.status, trip.status, actor.user_id, actor.label, note,
              detail=detail, at=at)
     emit("hospital", "trip.care_override", "trip", trip.public_id,
-         dict(trip_payload(trip), care_override=detail))
+         dict(trip_payload(trip), care_override=detail), actor=actor)
 
 
-def post(hospital_id, hospital_code, fields, user_id, user_label, care_override=None):
+def post(hospital_id, hospital_code, fields, care_override=None, *, actor):
     """Create an ``open`` trip from validated ``fields`` and emit ``trip.posted``.
 
     Invitations to preferred agencies need a preferred list: posting one with
@@ -155,7 +157,7 @@ def post(hospital_id, hospital_code, fields, user_id, user_label, care_override=
         hospital_id=hospital_id,
         reference=_unused_reference(hospital_code, now),
         status="open",
-        created_by_user_id=user_id,
+        created_by_user_id=actor.user_id,
         created_at=now,
         updated_at=now,
         invited_agency_ids="," + ",".join(str(a) for a in preferred) + ",",
@@ -168,10 +170,10 @@ def post(hospital_id, hospital_code, fields, user_id, user_label, care_override=
     trip.widen_invite_at = widen_invite_at(trip)
     db.session.add(trip)
     db.session.flush()
-    record_history(trip, "posted", None, "open", user_id, user_label, at=now)
-    emit("hospital", "trip.posted", "trip", trip.public_id, trip_payload(trip))
+    record_history(trip, "posted", None, "open", actor.user_id, actor.label, at=now)
+    emit("hospital", "trip.posted", "trip", trip.public_id, trip_payload(trip), actor=actor)
     if override_reason:
-        _record_care_override(trip, user_id, user_label, at=now)
+        _record_care_override(trip, actor, at=now)
     return trip
 
 
@@ -181,7 +183,7 @@ def _field_order(name):
     return (order.index(name) if name in FIELD_LABELS else len(order), name)
 
 
-def edit(trip, changes, user_id, user_label, expected_version=None, care_override=None):
+def edit(trip, changes, expected_version=None, care_override=None, *, actor):
     """Change an open trip's window, needs or notes; emit ``trip.changed``.
 
     A stale ``expected_version`` is refused even when nothing would change.  The needs are
@@ -215,10 +217,10 @@ def edit(trip, changes, user_id, user_label, expected_version=None, care_overrid
                                                                 trip.invite_all_after_minutes))
     compare_and_set(trip, "open", values, expected_version)
     note = "Changed: " + ", ".join(field_labels(sorted(changed, key=_field_order)))
-    record_history(trip, "changed", "open", "open", user_id, user_label, note,
+    record_history(trip, "changed", "open", "open", actor.user_id, actor.label, note,
              detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
     emit("hospital", "trip.changed", "trip", trip.public_id,
-         dict(trip_payload(trip), changed=sorted(changed)))
+         dict(trip_payload(trip), changed=sorted(changed)), actor=actor)
     if {"care_override_reason", "care_override_needs"} & set(changed):
-        _record_care_override(trip, user_id, user_label)
+        _record_care_override(trip, actor)
     return trip, changed

@@ -1,7 +1,8 @@
 """The patient's readiness on a request (hospital silo): a will-call return released with the
 urgency chosen then, the patient ready, or not ready when the crew arrives (with a reason).
 
-Functions here add the matching outbox event; the caller commits.
+Functions here add the matching outbox event; the caller commits.  ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 
@@ -24,7 +25,7 @@ from .trips import (
 RELEASE_WINDOW_MINUTES = {"emergent": 30, "urgent": 60, "routine": 120}
 
 
-def release(trip, urgency, deadline_minutes, user_id, user_label, now=None):
+def release(trip, urgency, deadline_minutes, now=None, *, actor):
     """Release a will-call return: the patient is ready, bidding opens at once.
 
     The pickup window runs from now for :data:`RELEASE_WINDOW_MINUTES` of ``urgency`` (chosen
@@ -40,15 +41,15 @@ def release(trip, urgency, deadline_minutes, user_id, user_label, now=None):
         raise TransitionRefused("This return is not waiting for the patient (released already, or "
                                 "not a will-call return).")
     end = now + timedelta(minutes=RELEASE_WINDOW_MINUTES[urgency])
-    values = dict(released_at=now, released_by=(user_label or "")[:160], urgency=urgency,
+    values = dict(released_at=now, released_by=(actor.label or "")[:160], urgency=urgency,
                   window_start=now, window_end=end, patient_ready_at=now, bidding_opens_at=None,
                   bid_deadline=min(now + timedelta(minutes=deadline_minutes), end))
     if trip.invite_mode == "preferred_then_all":
         values["widen_invite_at"] = now + timedelta(minutes=trip.invite_all_after_minutes or 0)
     compare_and_set(trip, "open", values)
-    record_history(trip, "released", "open", "open", user_id, user_label,
+    record_history(trip, "released", "open", "open", actor.user_id, actor.label,
              f"Patient ready: bidding opened ({urgency})", at=now)
-    emit("hospital", "trip.released", "trip", trip.public_id, trip_payload(trip))
+    emit("hospital", "trip.released", "trip", trip.public_id, trip_payload(trip), actor=actor)
     return trip
 
 
@@ -56,7 +57,7 @@ def release(trip, urgency, deadline_minutes, user_id, user_label, now=None):
 READY_STATUSES = ("open", "awarded", "en_route", "at_pickup")
 
 
-def mark_patient_ready(trip, user_id, user_label, now=None):
+def mark_patient_ready(trip, now=None, *, actor):
     """Record that the patient is ready for pickup (now).  A will-call return still waiting is
     released instead (:func:`release`, by the caller).  The trip's version is left alone (no
     open form goes stale).  Raises :class:`TransitionRefused` (409) for a will-call return still
@@ -71,12 +72,12 @@ def mark_patient_ready(trip, user_id, user_label, now=None):
     db.session.execute(sa.update(TransportRequest).where(TransportRequest.id == trip.id)
                        .values(patient_ready_at=now).execution_options(synchronize_session=False))
     db.session.refresh(trip)
-    record_history(trip, "patient_ready", trip.status, trip.status, user_id, user_label, "Patient ready", at=now)
-    emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=True))
+    record_history(trip, "patient_ready", trip.status, trip.status, actor.user_id, actor.label, "Patient ready", at=now)
+    emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=True), actor=actor)
     return trip
 
 
-def mark_not_ready(trip, reason, user_id, user_label, now=None):
+def mark_not_ready(trip, reason, now=None, *, actor):
     """Record that the patient was not ready when the crew arrived (the trip is at pickup), with a
     reason; a later :func:`mark_patient_ready` says when they were.  Raises
     :class:`TransitionRefused`: 409 unless the crew is at the pickup, 400 without a reason."""
@@ -90,7 +91,7 @@ def mark_not_ready(trip, reason, user_id, user_label, now=None):
                        .values(not_ready_at=now, not_ready_reason=reason, patient_ready_at=None)
                        .execution_options(synchronize_session=False))
     db.session.refresh(trip)
-    record_history(trip, "not_ready", trip.status, trip.status, user_id, user_label,
+    record_history(trip, "not_ready", trip.status, trip.status, actor.user_id, actor.label,
              f"Patient not ready: {reason}", at=now)
-    emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=False))
+    emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=False), actor=actor)
     return trip

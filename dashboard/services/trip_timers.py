@@ -7,7 +7,7 @@ Functions here add the matching outbox event; the caller commits.
 
 import sqlalchemy as sa
 
-from ..events.outbox import emit
+from ..events.outbox import SYSTEM, emit
 from ..extensions import db
 from ..models.base import utcnow
 from ..models.hospital import (
@@ -43,7 +43,7 @@ def mark_unfilled(trip, now=None):
         return False
     compare_and_set(trip, "open", dict(unfilled_at=trip.unfilled_at or now))
     record_history(trip, "unfilled", "open", "open", None, "MedPort", "Bidding deadline passed unfilled", at=now)
-    emit("hospital", "trip.unfilled", "trip", trip.public_id, trip_payload(trip))
+    emit("hospital", "trip.unfilled", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
     return True
 
 
@@ -63,7 +63,7 @@ def mark_awaiting_award(trip, now=None):
     bids = f"{trip.bid_count} live bid{'s' if trip.bid_count != 1 else ''}"
     record_history(trip, "awaiting_award", "open", "open", None, "MedPort",
              f"Bidding closed with {bids}: award one", at=now)
-    emit("hospital", "trip.awaiting_award", "trip", trip.public_id, trip_payload(trip))
+    emit("hospital", "trip.awaiting_award", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
     return True
 
 
@@ -91,7 +91,7 @@ def announce_widened_invites(now=None, limit=200):
             continue
         record_history(trip, "invite_widened", "open", "open", None, "MedPort",
                  "Opened to every agency after the preferred agencies' head start", at=now)
-        emit("hospital", "trip.invite_widened", "trip", trip.public_id, trip_payload(trip))
+        emit("hospital", "trip.invite_widened", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
         announced += 1
     return announced
 
@@ -122,6 +122,6 @@ def announce_openings(now=None, limit=200):
             continue
         record_history(trip, "bidding_opened", "open", "open", None, "MedPort",
                  "Bidding opened (booked ahead)", at=now)
-        emit("hospital", "trip.bidding_opened", "trip", trip.public_id, trip_payload(trip))
+        emit("hospital", "trip.bidding_opened", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
         announced += 1
     return announced

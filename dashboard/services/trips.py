@@ -18,7 +18,8 @@ service time).  A crew may undo its last step within ``route_steps.UNDO_WINDOW``
 goes back one status (:data:`UNDO_TO`) and the step's time is cleared, with a history line.
 
 Functions here write the hospital silo only and add the matching outbox event;
-the caller commits.
+the caller commits.  ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``label`` go on the request's timeline, its ``user_id`` and ``ip`` on the outbox event.
 """
 from datetime import timedelta
 
@@ -192,7 +193,7 @@ def check_unit_free(trip, agency_id, unit_id, unit_number):
         raise UnitBooked(f"{unit_number} is already booked for {clash}, an overlapping pickup window.")
 
 
-def award(trip, bid, user_id, user_label, source="hospital", note="", expected_version=None):
+def award(trip, bid, source="hospital", note="", expected_version=None, *, actor):
     """Award ``bid`` (a live EMS bid, read from the EMS silo) and emit ``trip.awarded``.
 
     ``bid`` is a mapping with ``id``, ``agency_id``, ``agency_name``, ``unit_id``,
@@ -231,7 +232,7 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
         summary = "Center assignment: " + summary + (f". Reason: {note}" if note else "")
     elif source == "auto":
         summary = "Auto-award: " + summary
-    record_history(trip, "awarded", "open", "awarded", user_id, user_label, summary)
+    record_history(trip, "awarded", "open", "awarded", actor.user_id, actor.label, summary)
     payload = trip_payload(trip)
     payload.update(
         source=source,
@@ -240,11 +241,11 @@ def award(trip, bid, user_id, user_label, source="hospital", note="", expected_v
         window_start=trip.window_start.isoformat(),
         window_end=trip.window_end.isoformat(),
     )
-    emit("hospital", "trip.awarded", "trip", trip.public_id, payload)
+    emit("hospital", "trip.awarded", "trip", trip.public_id, payload, actor=actor)
     return trip
 
 
-def cancel(trip, reason, note, user_id, user_label, expected_version=None):
+def cancel(trip, reason, note, expected_version=None, *, actor):
     """Cancel an open or awarded trip with a reason; emit ``trip.cancelled``."""
     _check(trip, "cancelled")
     previous = trip.status
@@ -254,14 +255,14 @@ def cancel(trip, reason, note, user_id, user_label, expected_version=None):
              cancelled_at=utcnow(), widen_invite_at=None),
         expected_version,
     )
-    record_history(trip, "cancelled", previous, "cancelled", user_id, user_label,
+    record_history(trip, "cancelled", previous, "cancelled", actor.user_id, actor.label,
              note or reason.replace("_", " "))
     emit("hospital", "trip.cancelled", "trip", trip.public_id,
-         dict(trip_payload(trip), reason=reason, previous_status=previous))
+         dict(trip_payload(trip), reason=reason, previous_status=previous), actor=actor)
     return trip
 
 
-def extend_deadline(trip, new_deadline, user_id, user_label, note=""):
+def extend_deadline(trip, new_deadline, note="", *, actor):
     """Give an open trip more bidding time (``new_deadline``, naive UTC, in the future).
 
     Its ``unfilled_at``, if it went unfilled, is kept: that is history.  Raises
@@ -271,10 +272,10 @@ def extend_deadline(trip, new_deadline, user_id, user_label, note=""):
     if new_deadline <= utcnow():
         raise TransitionRefused("The new deadline must be in the future.", status=400)
     compare_and_set(trip, "open", dict(bid_deadline=new_deadline))
-    record_history(trip, "deadline_extended", "open", "open", user_id, user_label,
+    record_history(trip, "deadline_extended", "open", "open", actor.user_id, actor.label,
              note or "Bidding deadline extended")
     emit("hospital", "trip.changed", "trip", trip.public_id,
-         dict(trip_payload(trip), changed=["bid_deadline"]))
+         dict(trip_payload(trip), changed=["bid_deadline"]), actor=actor)
     return trip
 
 
@@ -293,8 +294,8 @@ def _reopen_values(trip, deadline_minutes):
     )
 
 
-def reopen(trip, user_id, user_label, reason, deadline_minutes, event_type="trip.reopened",
-           action="reopened", expected_version=None):
+def reopen(trip, reason, deadline_minutes, event_type="trip.reopened", action="reopened",
+           expected_version=None, *, actor):
     """Take an awarded (not yet picked up) trip back to ``open`` for new bids."""
     if trip.status not in HAND_BACK_FROM:
         raise TransitionRefused("Only a request that is awarded or en route (before pickup) can be re-opened.")
@@ -305,13 +306,13 @@ def reopen(trip, user_id, user_label, reason, deadline_minutes, event_type="trip
     if event_type == "trip.handed_back":
         values["handed_back_count"] = trip.handed_back_count + 1
     compare_and_set(trip, previous, values, expected_version)
-    record_history(trip, action, previous, "open", user_id, user_label, reason)
+    record_history(trip, action, previous, "open", actor.user_id, actor.label, reason)
     emit("hospital", event_type, "trip", trip.public_id,
-         dict(trip_payload(trip), released=released, reason=reason, previous_status=previous))
+         dict(trip_payload(trip), released=released, reason=reason, previous_status=previous), actor=actor)
     return trip
 
 
-def apply_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
+def apply_crew_step(trip, step, at, agency_id, unit_id=None, *, actor):
     """Apply a crew's progress (reported through the EMS silo) to the trip.
 
     ``step`` is one of :data:`CREW_STEPS` (or ``completed``, as reported before "back in
@@ -337,13 +338,13 @@ def apply_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     if status == "completed":
         values["completed_at"] = at
     compare_and_set(trip, previous, values)
-    record_history(trip, step, previous, status, None, user_label, at=at)
+    record_history(trip, step, previous, status, None, actor.label, at=at)
     emit("hospital", "trip.status_changed", "trip", trip.public_id,
-         dict(trip_payload(trip), previous_status=previous))
+         dict(trip_payload(trip), previous_status=previous), actor=actor)
     return True
 
 
-def undo_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
+def undo_crew_step(trip, step, at, agency_id, unit_id=None, *, actor):
     """Take back a crew's last step (undone in the EMS silo) on the trip.
 
     The trip goes back to the status before ``step`` (:data:`UNDO_TO`), the step's time is
@@ -361,10 +362,10 @@ def undo_crew_step(trip, step, at, user_label, agency_id, unit_id=None):
     if status == "completed":
         values["completed_at"] = None
     compare_and_set(trip, status, values)
-    record_history(trip, "step_undone", status, previous, None, user_label,
+    record_history(trip, "step_undone", status, previous, None, actor.label,
              note=f"Undid {step.replace('_', ' ')}", detail={"step": step}, at=at)
     emit("hospital", "trip.status_changed", "trip", trip.public_id,
-         dict(trip_payload(trip), previous_status=status, undone_step=step))
+         dict(trip_payload(trip), previous_status=status, undone_step=step), actor=actor)
     return True
 
 

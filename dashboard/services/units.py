@@ -3,6 +3,8 @@
 Functions here write the EMS silo only (they read the hospital silo where a
 trip's facts are needed) and do not commit.  Refusals are
 :class:`~dashboard.services.bidding.BidRefused` with a message for the user.
+``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
+and ``ip`` go on the outbox event.
 """
 from datetime import timedelta
 
@@ -59,16 +61,16 @@ def active_route(unit):
     return current_route(unit.id)
 
 
-def _unit_event(unit):
+def _unit_event(unit, actor):
     emit("ems", "unit.status_changed", "unit", unit.public_id,
-         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status})
+         {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status}, actor=actor)
 
 
-def _unit_changed(unit, change, **detail):
+def _unit_changed(unit, change, actor, **detail):
     """Record an edit of a unit or of its availability (audited by the relay, shown live)."""
     emit("ems", "unit.changed", "unit", unit.public_id,
          {"unit_id": unit.id, "agency_id": unit.agency_id, "status": unit.status,
-          "change": change, **{k: str(v) if v is not None else None for k, v in detail.items()}})
+          "change": change, **{k: str(v) if v is not None else None for k, v in detail.items()}}, actor=actor)
 
 
 def _clean_unit_fields(agency_id, agency_levels, number, level, unit_id=None):
@@ -89,7 +91,7 @@ def _clean_unit_fields(agency_id, agency_levels, number, level, unit_id=None):
 
 
 def create_unit(agency_id, agency_levels, number, level, base_station="", shift_start=None,
-                shift_end=None):
+                shift_end=None, *, actor):
     """Add a unit (available); emits ``unit.status_changed`` so live pages show it."""
     number = _clean_unit_fields(agency_id, agency_levels, number, level)
     unit = Unit(agency_id=agency_id, number=number, level=level,
@@ -97,11 +99,12 @@ def create_unit(agency_id, agency_levels, number, level, base_station="", shift_
                 shift_start=shift_start, shift_end=shift_end, updated_at=utcnow())
     db.session.add(unit)
     db.session.flush()
-    _unit_event(unit)
+    _unit_event(unit, actor)
     return unit
 
 
-def update_unit(unit, agency_levels, number, level, base_station="", shift_start=None, shift_end=None):
+def update_unit(unit, agency_levels, number, level, base_station="", shift_start=None, shift_end=None,
+                *, actor):
     """Change a unit's number, level, base or shift.
 
     A unit cannot drop below the level of a trip it is bid or booked for.
@@ -125,12 +128,12 @@ def update_unit(unit, agency_levels, number, level, base_station="", shift_start
     unit.shift_start, unit.shift_end = shift_start, shift_end
     unit.updated_at = utcnow()
     db.session.flush()
-    _unit_changed(unit, "edited", number=unit.number, level=unit.level, base_station=unit.base_station,
+    _unit_changed(unit, "edited", actor, number=unit.number, level=unit.level, base_station=unit.base_station,
                   shift_start=shift_start, shift_end=shift_end)
     return unit
 
 
-def change_status(unit, status):
+def change_status(unit, status, *, actor):
     """Set a unit's status; emits ``unit.status_changed``.  Returns False when nothing changed.
 
     A unit with an active trip is assigned, never available; only an award
@@ -157,13 +160,13 @@ def change_status(unit, status):
     unit.status = status
     unit.updated_at = utcnow()
     db.session.flush()
-    _unit_event(unit)
+    _unit_event(unit, actor)
     return True
 
 
 # --- availability -----------------------------------------------------------------------
 
-def add_availability(unit, kind, starts_at, ends_at, note=""):
+def add_availability(unit, kind, starts_at, ends_at, note="", *, actor):
     """Add an on-shift, break or out-of-service window (naive UTC) to a unit."""
     if kind not in AVAILABILITY_KINDS:
         raise BidRefused("Choose on shift, on break or out of service.", status=400)
@@ -185,7 +188,7 @@ def add_availability(unit, kind, starts_at, ends_at, note=""):
                               note=(note or "").strip()[:200])
     db.session.add(window)
     db.session.flush()
-    _unit_changed(unit, "availability_added", kind=kind, starts_at=starts_at, ends_at=ends_at)
+    _unit_changed(unit, "availability_added", actor, kind=kind, starts_at=starts_at, ends_at=ends_at)
     return window
 
 
@@ -199,11 +202,11 @@ def window_of_agency(window_id, agency_id):
         .where(UnitAvailability.id == window_id, Unit.agency_id == agency_id))
 
 
-def remove_availability(window):
+def remove_availability(window, *, actor):
     """Delete an availability window."""
     if window is None:
         raise BidRefused("No such window.", status=404)
-    _unit_changed(window.unit, "availability_removed", kind=window.kind,
+    _unit_changed(window.unit, "availability_removed", actor, kind=window.kind,
                   starts_at=window.starts_at, ends_at=window.ends_at)
     db.session.delete(window)
     db.session.flush()

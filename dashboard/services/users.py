@@ -134,7 +134,7 @@ def create(actor, email, display_name, role, hospital_id, agency_id, org_admin=F
     user.org_admin = bool(org_admin)
     db.session.flush()
     _audit(actor, "user.created", user, None, snapshot(user))
-    emit("center", "user.created", "user", user.public_id, accounts.user_event_payload(user))
+    emit("center", "user.created", "user", user.public_id, accounts.user_event_payload(user), actor=actor)
     return user, password
 
 
@@ -182,7 +182,7 @@ def update(actor, user, email, display_name, role, hospital_id, agency_id, activ
         action = "user.updated"
     db.session.flush()
     _audit(actor, action, user, before, after)
-    emit("center", "user.updated", "user", user.public_id, accounts.user_event_payload(user))
+    emit("center", "user.updated", "user", user.public_id, accounts.user_event_payload(user), actor=actor)
     return changed
 
 
@@ -198,7 +198,7 @@ def reset_password(actor, user):
     db.session.flush()
     _audit(actor, "user.password_reset", user, before, snapshot(user),
            detail="temporary password issued; all sessions ended")
-    emit("center", "user.updated", "user", user.public_id, accounts.user_event_payload(user))
+    emit("center", "user.updated", "user", user.public_id, accounts.user_event_payload(user), actor=actor)
     return password
 
 

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from dashboard import create_app
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Hospital
@@ -182,7 +183,7 @@ def seed_open_requests(server, count, realistic_rows=False, back_date=None, care
             reason = care_override
             if realistic_rows and fields.get("cardiac_monitor") and reason is None:
                 reason = "The hospital's ALS nurse rides along with the monitor."
-            trip = trip_posting.post(hospital.id, "ALT", fields, 1, "Layout check", care_override=reason)
+            trip = trip_posting.post(hospital.id, "ALT", fields, care_override=reason, actor=Actor(1, None, "Layout check"))
             if back_date is not None:
                 trip.created_at = now - back_date
             db.session.commit()

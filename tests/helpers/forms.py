@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.localtime import to_local
 from dashboard.models.base import utcnow
@@ -131,7 +132,7 @@ def bid_on(app, public_id, agency_code, eta, note=""):
             if LEVEL_RANK[unit.level] < LEVEL_RANK[trip.level_of_care]:
                 continue
             try:
-                bid = bidding.place(trip, agency.id, agency.name, agency.level_list, unit.id, eta, note, None)
+                bid = bidding.place(trip, agency.id, agency.name, agency.level_list, unit.id, eta, note, actor=Actor(None))
             except bidding.BidRefused:
                 db.session.rollback()
                 continue

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import Agency, Hospital, User
@@ -48,7 +49,7 @@ def post_trip(code="ALT", level="BLS", invite_mode="all", deadline_minutes=30, c
         invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None,
     )
     nurse = db.session.scalar(sa.select(User.id).where(User.hospital_id == org.id).limit(1))
-    trip = trip_posting.post(org.id, org.short_code, fields, nurse, "Charge Nurse")
+    trip = trip_posting.post(org.id, org.short_code, fields, actor=Actor(nurse, None, "Charge Nurse"))
     trip_id = trip.id
     if commit:
         db.session.commit()
@@ -74,7 +75,7 @@ def place_bid(trip_id, agency_code, eta):
     org = agency(agency_code)
     trip = db.session.get(TransportRequest, trip_id)
     unit = free_unit(org.id, trip)
-    bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, str(eta), "", None)
+    bid = bidding.place(trip, org.id, org.name, org.level_list, unit.id, str(eta), "", actor=Actor(None))
     bid_id = bid.id
     db.session.commit()
     return bid_id
@@ -84,7 +85,7 @@ def award(trip_id, bid_id):
     """The hospital awards the trip to the bid."""
     offer = bid_for_award(db.session.get(TransportBid, bid_id))
     db.session.commit()  # end the EMS and center reads before the hospital write
-    trips.award(db.session.get(TransportRequest, trip_id), offer, None, "Charge Nurse")
+    trips.award(db.session.get(TransportRequest, trip_id), offer, actor=Actor(None, None, "Charge Nurse"))
     db.session.commit()
 
 
@@ -136,7 +137,7 @@ def post_request(app, level="BLS", urgency="routine", invite_mode="all", starts_
             age_group="adult", weight_kg=80, oxygen_lpm=2, cardiac_monitor=level != "BLS",
             other_needs="Fall risk", bid_deadline=now + deadline_in, invite_mode=invite_mode,
             invite_all_after_minutes=after_minutes)
-        trip = trip_posting.post(hosp.id, hosp.short_code, fields, nurse.id, nurse.display_name)
+        trip = trip_posting.post(hosp.id, hosp.short_code, fields, actor=Actor(nurse.id, None, nurse.display_name))
         db.session.commit()
         return trip.public_id
 
@@ -204,7 +205,7 @@ def award_agency(app, public_id, agency_code):
         live = db.session.scalar(sa.select(TransportBid).where(
             TransportBid.trip_id == trip.id, TransportBid.agency_id == agency_id,
             TransportBid.status == "live"))
-        trips.award(trip, deadlines.bid_for_award(live), None, "Charge Nurse (ALT)")
+        trips.award(trip, deadlines.bid_for_award(live), actor=Actor(None, None, "Charge Nurse (ALT)"))
         db.session.commit()
 
 
@@ -241,6 +242,6 @@ def post_ahead(level="BLS", days=5, deadline_minutes=30, invite_mode="all", hour
         urgency="routine", window_start=start, window_end=start + timedelta(hours=hours_long),
         age_group="adult", weight_kg=80, bid_deadline=now + timedelta(minutes=deadline_minutes),
         invite_mode=invite_mode, invite_all_after_minutes=10 if invite_mode == "preferred_then_all" else None)
-    trip = trip_posting.post(org.id, org.short_code, fields, 1, "Charge Nurse")
+    trip = trip_posting.post(org.id, org.short_code, fields, actor=Actor(1, None, "Charge Nurse"))
     db.session.commit()
     return trip.id

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from flask import url_for
 
 from dashboard import create_app
+from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.center import Agency, Hospital, User
 from dashboard.models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
@@ -351,7 +352,7 @@ def _series_of_a():
         frequency="weekly", interval=1, weekdays="0,2,4", pickup_time=time(6, 30), window_minutes=60,
         start_date=local_today() + timedelta(days=1), occurrence_count=12, origin_facility_id=facilities[0],
         pickup_location="Dialysis", destination_address="12 Home Street", level_of_care="BLS",
-        mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""), 1)
+        mobility="wheelchair", age_group="adult", weight_kg=70, patient_ref=""), actor=Actor(1))
     db.session.commit()
     # A will-call return of A, its patient at a third hospital's facility (Juniata).
     from dashboard.services import returns
@@ -361,7 +362,7 @@ def _series_of_a():
     outbound.destination_facility_id = db.session.scalar(sa.select(HospitalFacility.id).where(
         HospitalFacility.hospital_id == jun).order_by(HospitalFacility.id).limit(1))
     db.session.flush()
-    returns.add_return(outbound, "will_call", (None, None), 30, "ALT", 1, "Nurse")
+    returns.add_return(outbound, "will_call", (None, None), 30, "ALT", actor=Actor(1, None, "Nurse"))
     db.session.commit()
 
 
