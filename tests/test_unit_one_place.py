@@ -21,9 +21,9 @@ from dashboard.events.outbox import Actor
 from dashboard.extensions import db
 from dashboard.models.base import utcnow
 from dashboard.models.center import AuditLog
-from dashboard.models.ems import EmsRoute
+from dashboard.models.ems import EmsAgency, EmsRoute, Unit
 from dashboard.models.hospital import TransportRequestEvent
-from dashboard.services import route_steps, trips
+from dashboard.services import bidding, route_steps, trips, units
 from tests.helpers import (
     AEMS,
     CLL,
@@ -316,3 +316,20 @@ def test_with_the_hospital_silo_down_crews_take_and_undo_steps_and_the_trip_catc
             TransportRequestEvent.trip_id == trip.id).order_by(TransportRequestEvent.id)))
     assert actions[-6:] == ["en_route", "at_pickup", "step_undone", "at_pickup", "transporting",
                             "at_destination"]
+
+
+def test_unit_refusals_are_unit_refusals_with_their_status(app, demo):
+    """A unit edit the rules refuse raises the units service's own refusal (not a bid's), with
+    the status the page answers: 400 bad input, 409 a conflict."""
+    with app.app_context():
+        agency = db.session.scalar(sa.select(EmsAgency).order_by(EmsAgency.id))
+        existing = db.session.scalar(sa.select(Unit).where(Unit.agency_id == agency.id).order_by(Unit.id))
+        levels = agency.levels.split(",")
+        with pytest.raises(units.UnitRefused) as duplicate:
+            units.create_unit(agency.id, levels, existing.number, existing.level, actor=Actor(None))
+        assert duplicate.value.status == 409 and existing.number in duplicate.value.message
+        db.session.rollback()
+        with pytest.raises(units.UnitRefused) as bad_level:
+            units.create_unit(agency.id, levels, "Medic 999", "XYZ", actor=Actor(None))
+        assert bad_level.value.status == 400
+        assert not isinstance(bad_level.value, bidding.BidRefused)

@@ -1,8 +1,8 @@
 """Units, their availability windows and their day's route, owned by the EMS silo.
 
 Functions here write the EMS silo only (they read the hospital silo where a
-trip's facts are needed) and do not commit.  Refusals are
-:class:`~dashboard.services.bidding.BidRefused` with a message for the user.
+trip's facts are needed) and do not commit.  Refusals are :class:`UnitRefused` with a
+message for the user.
 ``actor`` (keyword, a :class:`dashboard.events.outbox.Actor`) is who acts: its ``user_id``
 and ``ip`` go on the outbox event.
 """
@@ -17,9 +17,16 @@ from ..models.base import row_id, utcnow
 from ..models.ems import EmsRoute, TransportBid, Unit, UnitAvailability
 from ..models.hospital import HospitalFacility, TransportRequest
 from ..models.vocabulary import LEVEL_RANK, UNIT_STATUSES
-from .bidding import ACTIVE_ROUTE_STATUSES, BidRefused
+from .bidding import ACTIVE_ROUTE_STATUSES
 from .geo import distance_km
+from .refusals import Refused
 from .route_steps import current_route
+
+
+class UnitRefused(Refused):
+    """A unit or availability change the rules do not allow (409 unless it says otherwise);
+    ``message`` is for the user."""
+
 
 AVAILABILITY_KINDS = {"on_shift": "On shift", "on_break": "On break", "out_of_service": "Out of service"}
 #: What a timeline cell shows when several things cover it: the strongest wins.
@@ -76,17 +83,17 @@ def _unit_changed(unit, change, actor, **detail):
 def _clean_unit_fields(agency_id, agency_levels, number, level, unit_id=None):
     number = (number or "").strip()
     if not number or len(number) > 20:
-        raise BidRefused("Give the unit a number of 1 to 20 characters.", status=400)
+        raise UnitRefused("Give the unit a number of 1 to 20 characters.", status=400)
     if level not in LEVEL_RANK:
-        raise BidRefused("Choose BLS, ALS or CCT.", status=400)
+        raise UnitRefused("Choose BLS, ALS or CCT.", status=400)
     if level not in agency_levels:
-        raise BidRefused(f"Your agency is not registered for {level}; ask the transport center.",
+        raise UnitRefused(f"Your agency is not registered for {level}; ask the transport center.",
                          status=400)
     taken = db.session.scalar(
         sa.select(Unit.id).where(Unit.agency_id == agency_id, Unit.number == number,
                                  *([Unit.id != unit_id] if unit_id else [])))
     if taken is not None:
-        raise BidRefused(f"Your agency already has a unit numbered {number}.")
+        raise UnitRefused(f"Your agency already has a unit numbered {number}.")
     return number
 
 
@@ -121,7 +128,7 @@ def update_unit(unit, agency_levels, number, level, base_station="", shift_start
             sa.select(TransportRequest.level_of_care).where(TransportRequest.id.in_(trip_ids))
         ) if trip_ids else []
         if any(LEVEL_RANK[need] > LEVEL_RANK[level] for need in needed):
-            raise BidRefused(f"{unit.number} is bid or booked for a trip that needs more than "
+            raise UnitRefused(f"{unit.number} is bid or booked for a trip that needs more than "
                              f"{level}; withdraw or hand it back first.")
     unit.number, unit.level = number, level
     unit.base_station = (base_station or "").strip()[:120]
@@ -141,21 +148,21 @@ def change_status(unit, status, *, actor):
     service, and one with a planned trip cannot go out of service.
     """
     if status not in UNIT_STATUSES:
-        raise BidRefused("Choose one of the listed statuses.", status=400)
+        raise UnitRefused("Choose one of the listed statuses.", status=400)
     if status == unit.status:
         return False
     route = active_route(unit)
     if status == "available" and route is not None:
-        raise BidRefused(f"{unit.number} has an active trip ({route.trip_reference}); it stays "
+        raise UnitRefused(f"{unit.number} has an active trip ({route.trip_reference}); it stays "
                          "assigned until the trip is completed or handed back.")
     if status == "assigned" and route is None:
-        raise BidRefused(f"{unit.number} has no trip; a unit is assigned when it wins one.")
+        raise UnitRefused(f"{unit.number} has no trip; a unit is assigned when it wins one.")
     if status in ("on_break", "out_of_service") and route is not None:
         if route.status != "planned":
-            raise BidRefused(f"{unit.number} is on a trip ({route.trip_reference}, "
+            raise UnitRefused(f"{unit.number} is on a trip ({route.trip_reference}, "
                              f"{route.status.replace('_', ' ')}); complete it first.")
         if status == "out_of_service":
-            raise BidRefused(f"{unit.number} has a planned trip ({route.trip_reference}); "
+            raise UnitRefused(f"{unit.number} has a planned trip ({route.trip_reference}); "
                              "hand it back before taking the unit out of service.")
     unit.status = status
     unit.updated_at = utcnow()
@@ -169,20 +176,20 @@ def change_status(unit, status, *, actor):
 def add_availability(unit, kind, starts_at, ends_at, note="", *, actor):
     """Add an on-shift, break or out-of-service window (naive UTC) to a unit."""
     if kind not in AVAILABILITY_KINDS:
-        raise BidRefused("Choose on shift, on break or out of service.", status=400)
+        raise UnitRefused("Choose on shift, on break or out of service.", status=400)
     if starts_at is None or ends_at is None:
-        raise BidRefused("Give the window a start and an end.", status=400)
+        raise UnitRefused("Give the window a start and an end.", status=400)
     if ends_at <= starts_at:
-        raise BidRefused("The window must end after it starts.", status=400)
+        raise UnitRefused("The window must end after it starts.", status=400)
     if ends_at - starts_at > timedelta(hours=MAX_WINDOW_HOURS):
-        raise BidRefused(f"A window may last at most {MAX_WINDOW_HOURS // 24} days.", status=400)
+        raise UnitRefused(f"A window may last at most {MAX_WINDOW_HOURS // 24} days.", status=400)
     clash = db.session.scalar(
         sa.select(UnitAvailability.id).where(UnitAvailability.unit_id == unit.id,
                                              UnitAvailability.kind == kind,
                                              UnitAvailability.starts_at < ends_at,
                                              UnitAvailability.ends_at > starts_at).limit(1))
     if clash is not None:
-        raise BidRefused(f"{unit.number} already has an overlapping "
+        raise UnitRefused(f"{unit.number} already has an overlapping "
                          f"{AVAILABILITY_KINDS[kind].lower()} window.")
     window = UnitAvailability(unit_id=unit.id, kind=kind, starts_at=starts_at, ends_at=ends_at,
                               note=(note or "").strip()[:200])
@@ -205,7 +212,7 @@ def window_of_agency(window_id, agency_id):
 def remove_availability(window, *, actor):
     """Delete an availability window."""
     if window is None:
-        raise BidRefused("No such window.", status=404)
+        raise UnitRefused("No such window.", status=404)
     _unit_changed(window.unit, "availability_removed", actor, kind=window.kind,
                   starts_at=window.starts_at, ends_at=window.ends_at)
     db.session.delete(window)
