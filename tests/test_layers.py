@@ -89,6 +89,19 @@ def test_a_service_reading_the_signed_in_user_breaks_the_contract(tmp_path):
     assert "dashboard.services.geo -> flask_login" in result.stdout
 
 
+def test_every_view_of_a_role_says_what_it_refuses(app):
+    """Every view of the role blueprints has a docstring with its "Refuses:" line (the statuses
+    it answers besides success), so a reader learns a view's refusals without reading its body."""
+    missing = []
+    for endpoint, view in app.view_functions.items():
+        module = getattr(view, "__module__", "")
+        if not module.startswith(tuple(f"dashboard.{package}." for package in BLUEPRINTS)):
+            continue
+        if "Refuses" not in (view.__doc__ or ""):
+            missing.append(f"{endpoint} ({module})")
+    assert missing == [], missing
+
+
 #: The longest a module of the package may grow: past it, it holds more than one job.
 MAX_MODULE_LINES = 500
 #: The analytics package's modules are split by concern, each shorter still.
