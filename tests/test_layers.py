@@ -39,26 +39,29 @@ def test_the_layer_contracts_are_kept():
     assert "0 broken" in result.stdout
 
 
-def test_a_service_importing_a_blueprint_breaks_the_contract(tmp_path):
+#: (module of a copy of the package, the wrong import added to it, what import-linter must name):
+#: each contract of ``.importlinter`` broken once, to prove the check can fail.
+WRONG_IMPORTS = [
+    ("services/geo.py", "from ..hospital import routes as _wrong_way  # noqa: E402",
+     "dashboard.services.geo -> dashboard.hospital"),
+    ("ems/board.py", "import sqlalchemy as _sql_in_a_view  # noqa: E402",
+     "dashboard.ems.board -> sqlalchemy"),
+    ("services/geo.py", "from flask_login import current_user as _unseen  # noqa: E402,F401",
+     "dashboard.services.geo -> flask_login"),
+]
+
+
+@pytest.mark.parametrize("module,line,named", WRONG_IMPORTS, ids=["layers", "blueprints-http-only",
+                                                                   "no-signed-in-user-below-views"])
+def test_a_wrong_import_breaks_its_contract(tmp_path, module, line, named):
     shutil.copytree(ROOT / "dashboard", tmp_path / "dashboard",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    geo = tmp_path / "dashboard" / "services" / "geo.py"
-    geo.write_text(geo.read_text() + "\nfrom ..hospital import routes as _wrong_way  # noqa: E402\n")
+    path = tmp_path / "dashboard" / module
+    path.write_text(path.read_text() + "\n" + line + "\n")
     result = _lint(tmp_path)
     assert result.returncode != 0
-    assert "dashboard.services.geo -> dashboard.hospital" in result.stdout
-
-
-def test_a_blueprint_importing_sqlalchemy_breaks_the_contract(tmp_path):
-    shutil.copytree(ROOT / "dashboard", tmp_path / "dashboard",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    board = tmp_path / "dashboard" / "ems" / "board.py"
-    board.write_text(board.read_text() + "\nimport sqlalchemy as _sql_in_a_view  # noqa: E402\n")
-    result = _lint(tmp_path)
-    assert result.returncode != 0
-    assert "dashboard.ems.board -> sqlalchemy" in result.stdout
+    assert named in result.stdout
 
 
 #: The blueprints' packages: HTTP only, every write through ``views.act``.
@@ -75,18 +78,6 @@ def test_no_blueprint_commits_or_rolls_back():
                 if ".commit()" in line or ".rollback()" in line:
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
-
-
-def test_a_service_reading_the_signed_in_user_breaks_the_contract(tmp_path):
-    """Services take the actor as an argument: one importing ``flask_login`` fails the check."""
-    shutil.copytree(ROOT / "dashboard", tmp_path / "dashboard",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
-    geo = tmp_path / "dashboard" / "services" / "geo.py"
-    geo.write_text(geo.read_text() + "\nfrom flask_login import current_user as _unseen  # noqa: E402,F401\n")
-    result = _lint(tmp_path)
-    assert result.returncode != 0
-    assert "dashboard.services.geo -> flask_login" in result.stdout
 
 
 def test_every_view_of_a_role_says_what_it_refuses(app):

@@ -116,7 +116,7 @@ def _record_care_override(trip, actor, at=None):
     else:
         note, detail = f"Level of care override ended: {trip.level_of_care} covers every need", None
     record_history(trip, "care_override", trip.status, trip.status, actor.user_id, actor.label, note,
-             detail=detail, at=at)
+                   detail=detail, at=at)
     emit("hospital", "trip.care_override", "trip", trip.public_id,
          dict(trip_payload(trip), care_override=detail), actor=actor)
 
@@ -218,7 +218,7 @@ def edit(trip, changes, expected_version=None, care_override=None, *, actor):
     compare_and_set(trip, "open", values, expected_version)
     note = "Changed: " + ", ".join(field_labels(sorted(changed, key=_field_order)))
     record_history(trip, "changed", "open", "open", actor.user_id, actor.label, note,
-             detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
+                   detail={k: [str(before[k]), str(v)] for k, v in changed.items()})
     emit("hospital", "trip.changed", "trip", trip.public_id,
          dict(trip_payload(trip), changed=sorted(changed)), actor=actor)
     if {"care_override_reason", "care_override_needs"} & set(changed):

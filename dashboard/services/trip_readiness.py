@@ -48,7 +48,7 @@ def release(trip, urgency, deadline_minutes, now=None, *, actor):
         values["widen_invite_at"] = now + timedelta(minutes=trip.invite_all_after_minutes or 0)
     compare_and_set(trip, "open", values)
     record_history(trip, "released", "open", "open", actor.user_id, actor.label,
-             f"Patient ready: bidding opened ({urgency})", at=now)
+                   f"Patient ready: bidding opened ({urgency})", at=now)
     emit("hospital", "trip.released", "trip", trip.public_id, trip_payload(trip), actor=actor)
     return trip
 
@@ -92,6 +92,6 @@ def mark_not_ready(trip, reason, now=None, *, actor):
                        .execution_options(synchronize_session=False))
     db.session.refresh(trip)
     record_history(trip, "not_ready", trip.status, trip.status, actor.user_id, actor.label,
-             f"Patient not ready: {reason}", at=now)
+                   f"Patient not ready: {reason}", at=now)
     emit("hospital", "trip.readiness", "trip", trip.public_id, dict(trip_payload(trip), ready=False), actor=actor)
     return trip

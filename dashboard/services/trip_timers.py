@@ -62,7 +62,7 @@ def mark_awaiting_award(trip, now=None):
         return False
     bids = f"{trip.bid_count} live bid{'s' if trip.bid_count != 1 else ''}"
     record_history(trip, "awaiting_award", "open", "open", None, "MedPort",
-             f"Bidding closed with {bids}: award one", at=now)
+                   f"Bidding closed with {bids}: award one", at=now)
     emit("hospital", "trip.awaiting_award", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
     return True
 
@@ -90,7 +90,7 @@ def announce_widened_invites(now=None, limit=200):
         if not claimed:
             continue
         record_history(trip, "invite_widened", "open", "open", None, "MedPort",
-                 "Opened to every agency after the preferred agencies' head start", at=now)
+                       "Opened to every agency after the preferred agencies' head start", at=now)
         emit("hospital", "trip.invite_widened", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
         announced += 1
     return announced
@@ -121,7 +121,7 @@ def announce_openings(now=None, limit=200):
         if not claimed:
             continue
         record_history(trip, "bidding_opened", "open", "open", None, "MedPort",
-                 "Bidding opened (booked ahead)", at=now)
+                       "Bidding opened (booked ahead)", at=now)
         emit("hospital", "trip.bidding_opened", "trip", trip.public_id, trip_payload(trip), actor=SYSTEM)
         announced += 1
     return announced

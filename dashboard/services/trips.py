@@ -256,7 +256,7 @@ def cancel(trip, reason, note, expected_version=None, *, actor):
         expected_version,
     )
     record_history(trip, "cancelled", previous, "cancelled", actor.user_id, actor.label,
-             note or reason.replace("_", " "))
+                   note or reason.replace("_", " "))
     emit("hospital", "trip.cancelled", "trip", trip.public_id,
          dict(trip_payload(trip), reason=reason, previous_status=previous), actor=actor)
     return trip
@@ -273,7 +273,7 @@ def extend_deadline(trip, new_deadline, note="", *, actor):
         raise TransitionRefused("The new deadline must be in the future.", status=400)
     compare_and_set(trip, "open", dict(bid_deadline=new_deadline))
     record_history(trip, "deadline_extended", "open", "open", actor.user_id, actor.label,
-             note or "Bidding deadline extended")
+                   note or "Bidding deadline extended")
     emit("hospital", "trip.changed", "trip", trip.public_id,
          dict(trip_payload(trip), changed=["bid_deadline"]), actor=actor)
     return trip
@@ -363,7 +363,7 @@ def undo_crew_step(trip, step, at, agency_id, unit_id=None, *, actor):
         values["completed_at"] = None
     compare_and_set(trip, status, values)
     record_history(trip, "step_undone", status, previous, None, actor.label,
-             note=f"Undid {step.replace('_', ' ')}", detail={"step": step}, at=at)
+                   note=f"Undid {step.replace('_', ' ')}", detail={"step": step}, at=at)
     emit("hospital", "trip.status_changed", "trip", trip.public_id,
          dict(trip_payload(trip), previous_status=status, undone_step=step), actor=actor)
     return True
