@@ -38,8 +38,6 @@ from urllib.parse import urlencode
 
 from serving import free_port, wait_until_up
 
-from dashboard.events.outbox import Actor
-
 ROOT = Path(__file__).resolve().parent.parent
 USERS = ["coordinator@medport.test", "nurse@altoona.medport.test"] + [
     f"dispatch@{slug}.medport.test" for slug in
@@ -199,6 +197,7 @@ def _post_requests(count, interval):
     import sqlalchemy as sa
 
     from dashboard import create_app
+    from dashboard.events.outbox import Actor
     from dashboard.extensions import db
     from dashboard.models.base import utcnow
     from dashboard.models.center import Hospital, User
