@@ -3,11 +3,10 @@ on the ``center`` blueprint."""
 from flask import abort, render_template, request, stream_with_context
 
 from ..localtime import from_local
-from ..services import audit_trail, csvout
+from ..services import audit_trail, csvout, paging
 from ..templating import format_time
-from ..views import act
 from .forms import AuditFilterForm
-from .routes import answer_abort, bp, center_only
+from .routes import bp, center_only
 
 #: The filters the page's links carry from page to page (and into the export).
 FILTER_KEYS = ("user", "action", "entity_type", "entity_id", "since", "until")
@@ -36,11 +35,14 @@ def audit_log():
         return render_template("center/audit.html", form=form, entries=[], next_after=None,
                                query={}, paged=False), 400
     after = request.args.get("after") or None
-    return act(
-        lambda: audit_trail.page(filters, after),
-        done=lambda page: render_template("center/audit.html", form=form, entries=page.rows,
-                                          next_after=page.after, query=query, paged=bool(after)),
-        refused=answer_abort)
+    # A read: nothing to commit.  (A commit would expire the page's entries, and the template
+    # would then reload each one with a query of its own.)
+    try:
+        page = audit_trail.page(filters, after)
+    except paging.CursorRefused as refused:
+        abort(refused.status, refused.message)
+    return render_template("center/audit.html", form=form, entries=page.rows, next_after=page.after,
+                           query=query, paged=bool(after))
 
 
 @bp.route("/audit/export.csv")
