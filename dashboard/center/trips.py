@@ -6,7 +6,7 @@ from flask_login import current_user
 from ..services import degraded, intervention, oversight, trips
 from ..templating import format_time
 from ..views import SEE_FIELDS, act, actor, found
-from .forms import AssignForm, AwardForm, CancelForm, ExtendForm, ReopenForm, choices
+from .forms import AssignForm, AwardForm, CancelForm, ExtendForm, ReopenForm
 from .routes import bp, center_only
 
 #: The page message of an award form that does not validate (its fields are all hidden).
@@ -27,10 +27,11 @@ def _assign_choices(form, trip, posted=False):
         form.agency.validate_choice = form.unit.validate_choice = False
         return
     grouped = oversight.assignable_units(trip)
-    form.agency.choices = choices([(a.id, a.name) for a, _units in grouped], "Choose an agency")
-    form.unit.choices = choices(
-        [(u.id, f"{a.short_code} · {u.number} ({u.level}) · {u.status.replace('_', ' ')}")
-         for a, units in grouped for u in units], "Choose a unit")
+    # Plain (value, label) pairs: the pickers (AssignForm's PickerFields) write them directly.
+    form.agency.choices = [("", "Choose an agency"), *((a.id, a.name) for a, _units in grouped)]
+    form.unit.choices = [("", "Choose a unit"), *(
+        (u.id, f"{a.short_code} · {u.number} ({u.level}) · {u.status.replace('_', ' ')}")
+        for a, units in grouped for u in units)]
 
 
 def _render_request(trip, status=200, message=None, **forms):
