@@ -6,18 +6,19 @@ silo, names from the center registry; every cross-silo lookup is one batched
 query (no query per row).
 """
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from types import SimpleNamespace
 
 import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from ..config import SILOS
 from ..extensions import db
+from ..localtime import local_zone
 from ..models.base import utcnow
 from ..models.center import Agency, Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
-from ..models.hospital import TransportRequest
+from ..models.hospital import HospitalFacility, TransportRequest
 from ..models.outbox import OUTBOX_BY_SILO
 from ..models.vocabulary import (
     ACTIVE_STATUSES,
@@ -87,17 +88,29 @@ class BoardFilters:
 
 @dataclass
 class BoardRow:
-    trip: TransportRequest
+    """One request on the regional board.
+
+    ``trip`` is a row of :data:`_BOARD_COLUMNS` (read like a ``TransportRequest``: ``id``,
+    ``public_id``, ``reference``, ``status``... plus ``origin_name`` and ``destination_label``);
+    ``marks`` its :func:`risk_marks`; ``window`` its pickup window in the region's local time
+    (``"Wed 04:06–05:06"``)."""
+
+    trip: object
     hospital: Hospital | None
     marks: list = field(default_factory=list)
+    window: str = ""
 
     @property
     def at_risk(self):
         return bool(self.marks)
 
 
-def risk_marks(trip, now, settings, agencies=None):
+def risk_marks(trip, now, settings, agencies=None, bounds=None):
     """The reasons a request needs the center's eye, as ``[(code, label)]``.
+
+    ``trip`` is a ``TransportRequest`` or a row with its columns (the board's); ``bounds`` the
+    crew bounds of :func:`dashboard.services.lateness.crew_bounds` (read from the configuration
+    when not given: a board passes them once for all its rows).
 
     * ``reassign``: awarded (not yet completed) to an agency since deactivated in the
       registry (``agencies``: ``{agency id: Agency}``): the center re-opens or reassigns it;
@@ -114,32 +127,42 @@ def risk_marks(trip, now, settings, agencies=None):
     * ``emergent``: an emergent request not yet completed or cancelled.
     """
     marks = []
-    awarded_to = (agencies or {}).get(trip.awarded_agency_id) if trip.status in ACTIVE_STATUSES else None
+    status = trip.status
+    awarded_to = (agencies or {}).get(trip.awarded_agency_id) if status in ACTIVE_STATUSES else None
     if awarded_to is not None and not awarded_to.active:
         marks.append(("reassign", f"{awarded_to.name} deactivated: reassign"))
-    if trip.status == "open":
+    # The model's own rules, applied to an ORM object or a row alike.
+    waiting = _WILL_CALL_WAITING(trip)
+    if status == "open":
         state = trip_dispatch_state(trip, now)
         if state == "awaiting_award":
             marks.append(("awaiting_award", f"Bidding closed: award one of {trip.bid_count} "
                                             f"bid{'s' if trip.bid_count != 1 else ''}"))
         elif state == "unfilled":
             marks.append(("unfilled", "Deadline passed unfilled"))
-        waited = now - trip.bidding_start  # booked ahead: from the opening; upcoming: none yet
+        waited = now - _BIDDING_START(trip)  # booked ahead: from the opening; upcoming: none yet
         if state not in ("upcoming", "will_call_waiting") and not trip.bid_count \
                 and waited >= timedelta(minutes=settings["risk_no_bids_minutes"]):
             marks.append(("no_bids", f"No bids after {int(waited.total_seconds() // 60)} min"))
-    late = None if trip.will_call_waiting else lateness.of_trip(trip, now)
-    if trip.will_call_waiting:
+    if waiting:
         pass  # waits for the patient: no window yet, nothing at risk
-    elif late is not None:
-        marks.append(("late", late.label))
-    elif trip.status in BEFORE_PICKUP:
-        left = trip.window_end - now
-        if left <= timedelta(minutes=settings["risk_pickup_window_minutes"]):
-            marks.append(("pickup", f"Pickup window ends in {int(left.total_seconds() // 60)} min"))
-    if trip.urgency == "emergent" and trip.status not in CLOSED_STATUSES:
+    else:
+        late = lateness.late(status, trip.window_start, trip.window_end, now,
+                             at_pickup_at=trip.at_pickup_at, transporting_at=trip.transporting_at,
+                             **(bounds if bounds is not None else lateness.crew_bounds()))
+        if late is not None:
+            marks.append(("late", late.label))
+        elif status in BEFORE_PICKUP:
+            left = trip.window_end - now
+            if left <= timedelta(minutes=settings["risk_pickup_window_minutes"]):
+                marks.append(("pickup", f"Pickup window ends in {int(left.total_seconds() // 60)} min"))
+    if trip.urgency == "emergent" and status not in CLOSED_STATUSES:
         marks.append(("emergent", "Emergent"))
     return marks
+
+
+_WILL_CALL_WAITING = TransportRequest.will_call_waiting.fget
+_BIDDING_START = TransportRequest.bidding_start.fget
 
 
 def risk_condition(now, settings, deactivated_agency_ids=()):
@@ -149,10 +172,27 @@ def risk_condition(now, settings, deactivated_agency_ids=()):
     ``deactivated_agency_ids`` the registry's deactivated agencies (the ``reassign`` mark).
     Used to count, filter and order the boards' rows in SQL ("at risk first"); a test holds
     it to :func:`risk_marks` over every kind of mark."""
-    T = TransportRequest
-    no_bids = timedelta(minutes=settings["risk_no_bids_minutes"])
-    pickup = timedelta(minutes=settings["risk_pickup_window_minutes"])
     bounds = lateness.crew_bounds()
+    return _risk_clause(now, _risk_instants(now, settings, bounds), sorted(deactivated_agency_ids) or None)
+
+
+def _risk_instants(now, settings, bounds):
+    """The instants :func:`_risk_clause` compares with at ``now`` (naive UTC; None: that rule
+    is turned off by its crew bound)."""
+    return {
+        "no_bids_before": now - timedelta(minutes=settings["risk_no_bids_minutes"]),
+        "pickup_before": now + timedelta(minutes=settings["risk_pickup_window_minutes"]),
+        "en_route_by": now + (bounds["en_route_lead"] or timedelta(0)),
+        "at_pickup_before": now - bounds["at_pickup_max"] if bounds["at_pickup_max"] else None,
+        "transport_before": now - bounds["transport_max"] if bounds["transport_max"] else None,
+    }
+
+
+def _risk_clause(now, at, deactivated):
+    """:func:`risk_condition` from ``now``, the instants of :func:`_risk_instants` and the
+    deactivated agencies' ids (None: none); each a value, or a bind parameter given when a
+    cached statement runs."""
+    T = TransportRequest
     # A will-call return waiting for its patient, or one booked ahead before its bidding
     # opens, is neither unfilled nor short of bids; the former is never late either.
     waiting = sa.and_(T.will_call.is_(True), T.released_at.is_(None))
@@ -161,23 +201,22 @@ def risk_condition(now, settings, deactivated_agency_ids=()):
         # awaiting_award and unfilled (dispatch_state): open, the bidding deadline reached
         dispatch_condition(T, ("awaiting_award", "unfilled"), now),
         # no_bids: counted from when bidding opened
-        sa.and_(dispatch_condition(T, BIDDING_OPENED, now), T.bid_count == 0, started <= now - no_bids),
+        sa.and_(dispatch_condition(T, BIDDING_OPENED, now), T.bid_count == 0, started <= at["no_bids_before"]),
         # late (services/lateness.py, with the configured crew bounds)
         sa.and_(T.status.in_(("awarded", "en_route")), T.window_end <= now),
-        sa.and_(T.status == "awarded", T.window_start <= now + (bounds["en_route_lead"] or timedelta(0))),
+        sa.and_(T.status == "awarded", T.window_start <= at["en_route_by"]),
         sa.and_(T.status == "open", sa.not_(waiting), T.window_end <= now),
         # pickup
         sa.and_(T.status.in_(BEFORE_PICKUP), sa.not_(sa.and_(T.status == "open", waiting)),
-                T.window_end <= now + pickup),
+                T.window_end <= at["pickup_before"]),
         # emergent
         sa.and_(T.urgency == "emergent", T.status.not_in(CLOSED_STATUSES)),
     ]
-    if bounds["at_pickup_max"]:
-        conditions.append(sa.and_(T.status == "at_pickup", T.at_pickup_at <= now - bounds["at_pickup_max"]))
-    if bounds["transport_max"]:
-        conditions.append(sa.and_(T.status == "transporting", T.transporting_at <= now - bounds["transport_max"]))
-    deactivated = sorted(deactivated_agency_ids)
-    if deactivated:
+    if at["at_pickup_before"] is not None:
+        conditions.append(sa.and_(T.status == "at_pickup", T.at_pickup_at <= at["at_pickup_before"]))
+    if at["transport_before"] is not None:
+        conditions.append(sa.and_(T.status == "transporting", T.transporting_at <= at["transport_before"]))
+    if deactivated is not None:
         conditions.append(sa.and_(T.status.in_(ACTIVE_STATUSES), T.awarded_agency_id.in_(deactivated)))
     return sa.or_(*conditions)
 
@@ -211,6 +250,98 @@ def _group_order(state):
     return (sa.func.coalesce(TransportRequest.completed_at, TransportRequest.cancelled_at).desc(),)
 
 
+class _Given:
+    """A value given when a cached statement runs: its bind parameter, accepted wherever a rule
+    builder compares a column with a value (SQLAlchemy reads ``__clause_element__``), e.g.
+    ``dispatch_condition(T, states, now)`` with ``now`` given at each run."""
+
+    __slots__ = ("bind",)
+
+    def __init__(self, key, type_=sa.DateTime):
+        self.bind = sa.bindparam(key, type_=type_)
+
+    def __clause_element__(self):
+        return self.bind
+
+
+_Origin = aliased(HospitalFacility, name="origin_facility")
+_Destination = aliased(HospitalFacility, name="destination_facility")
+#: What the regional board reads of each request (a row read like a ``TransportRequest``):
+#: what its table shows and what :func:`risk_marks` reads.
+_BOARD_COLUMNS = (
+    TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
+    TransportRequest.hospital_id, TransportRequest.status, TransportRequest.level_of_care,
+    TransportRequest.urgency, TransportRequest.care_override_reason,
+    TransportRequest.window_start, TransportRequest.window_end, TransportRequest.created_at,
+    TransportRequest.bid_count, TransportRequest.best_eta_minutes, TransportRequest.bid_deadline,
+    TransportRequest.bidding_opens_at, TransportRequest.will_call, TransportRequest.released_at,
+    TransportRequest.at_pickup_at, TransportRequest.transporting_at,
+    TransportRequest.awarded_agency_id, TransportRequest.awarded_agency_name,
+    TransportRequest.awarded_unit_label, TransportRequest.award_source,
+    _Origin.name.label("origin_name"),
+    # TransportRequest.destination_label: the destination facility's name, else the address
+    sa.case((_Destination.id.is_not(None), _Destination.name),
+            else_=TransportRequest.destination_address).label("destination_label"),
+)
+#: The board's statements by shape (:func:`_board_shape`), built once each; the values of a
+#: view (its time, filters, settings, page) are bound when they run.
+_board_statements = {}
+
+
+def _board_shape(filters, states, at, deactivated):
+    """What decides the board's statements' SQL (not their values)."""
+    return (tuple(states), bool(filters.hospital_id), bool(filters.agency_id), bool(filters.level),
+            bool(filters.urgency), bool(filters.risk_only), filters.sort,
+            at["at_pickup_before"] is not None, at["transport_before"] is not None, bool(deactivated))
+
+
+def _board_statements_of(shape):
+    """``(counts, {state: rows})``: the board's statements of ``shape`` (see :func:`board`)."""
+    found = _board_statements.get(shape)
+    if found is not None:
+        return found
+    (states, by_hospital, by_agency, by_level, by_urgency, risk_only, sort,
+     at_pickup_rule, transport_rule, any_deactivated) = shape
+    T = TransportRequest
+    now, since = _Given("now"), _Given("since")
+    at = {"no_bids_before": _Given("no_bids_before"), "pickup_before": _Given("pickup_before"),
+          "en_route_by": _Given("en_route_by"),
+          "at_pickup_before": _Given("at_pickup_before") if at_pickup_rule else None,
+          "transport_before": _Given("transport_before") if transport_rule else None}
+    at_risk = _risk_clause(now, at, sa.bindparam("deactivated", expanding=True) if any_deactivated else None)
+    conditions = []
+    if by_hospital:
+        conditions.append(T.hospital_id == sa.bindparam("hospital_id"))
+    if by_agency:
+        conditions.append(T.awarded_agency_id == sa.bindparam("agency_id"))
+    if by_level:
+        conditions.append(T.level_of_care == sa.bindparam("level"))
+    if by_urgency:
+        conditions.append(T.urgency == sa.bindparam("urgency"))
+    if risk_only:
+        conditions.append(at_risk)
+    groups = {state: _group_condition(state, since, now) for state in states}
+    # One statement counts every group and the requests at risk among the open and active ones.
+    watched = [groups[state] for state in ("open", "active") if state in groups]
+    counts = sa.select(
+        *(sa.func.count(sa.case((condition, 1))).label(state) for state, condition in groups.items()),
+        (sa.func.count(sa.case((sa.and_(sa.or_(*watched), at_risk), 1))) if watched
+         else sa.literal(0)).label("at_risk"),
+    ).select_from(T).where(*conditions, sa.or_(*groups.values()))
+    rows = {}
+    for state, condition in groups.items():
+        order = boards.order_by(sort, at_risk) if state == "open" else (*_group_order(state), T.id)
+        rows[state] = (
+            sa.select(*_BOARD_COLUMNS).select_from(T)
+            .outerjoin(_Origin, _Origin.id == T.origin_facility_id)
+            .outerjoin(_Destination, _Destination.id == T.destination_facility_id)
+            .where(condition, *conditions).order_by(*order)
+            .limit(sa.bindparam("row_limit", type_=sa.Integer))
+            .offset(sa.bindparam("row_offset", type_=sa.Integer)))
+    found = _board_statements[shape] = (counts, rows)
+    return found
+
+
 def board(filters, now=None):
     """The regional board: every hospital's requests grouped by state, at-risk ones marked.
 
@@ -223,60 +354,65 @@ def board(filters, now=None):
     "settings": {...}, "hospitals": {...}, "agencies": {...}, "previewed": {state},
     "open_page": boards.Page | None, "sorts": {...}}``; ``previewed`` names the groups cut to a
     preview, whose ``counts`` are their true totals (the open group's count is its total too).
+
+    Statements: one counting the groups, one per group for its rows (the origin and destination
+    names joined), whatever the number of rows; each is built once per shape of the filters and
+    run with this view's values bound (:data:`_board_statements`).
     """
     now = now or utcnow()
     settings = configuration.get_all()
     hospitals, agencies = registry_names()
-    since = now - timedelta(hours=settings["board_recent_hours"])
-    at_risk = risk_condition(now, settings, deactivated_agency_ids(agencies))
-    conditions = []
-    if filters.hospital_id:
-        conditions.append(TransportRequest.hospital_id == filters.hospital_id)
-    if filters.agency_id:
-        conditions.append(TransportRequest.awarded_agency_id == filters.agency_id)
-    if filters.level:
-        conditions.append(TransportRequest.level_of_care == filters.level)
-    if filters.urgency:
-        conditions.append(TransportRequest.urgency == filters.urgency)
-    if filters.risk_only:
-        conditions.append(at_risk)
+    bounds = lateness.crew_bounds()
+    at = _risk_instants(now, settings, bounds)
+    deactivated = sorted(deactivated_agency_ids(agencies))
     states = [filters.state] if filters.state else list(BOARD_STATES)
+    count_statement, row_statements = _board_statements_of(_board_shape(filters, states, at, deactivated))
+    values = {"now": now, "since": now - timedelta(hours=settings["board_recent_hours"]),
+              **{key: value for key, value in at.items() if value is not None}}
+    if deactivated:
+        values["deactivated"] = deactivated
+    for key, value in (("hospital_id", filters.hospital_id), ("agency_id", filters.agency_id),
+                       ("level", filters.level), ("urgency", filters.urgency)):
+        if value:
+            values[key] = value
+    totals_found = db.session.execute(count_statement, values).one()._mapping
+    zone = local_zone()
     groups, truncated, totals = {}, {}, {}
     open_page = None
-
-    def count(*where):
-        return db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest).where(*where))
-
-    def rows_of(where, order, limit, offset=0):
-        return list(db.session.scalars(
-            sa.select(TransportRequest).where(*where)
-            .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-            .order_by(*order).limit(limit).offset(offset)))
-
     for state in states:
-        where = [_group_condition(state, since, now), *conditions]
         if state == "open":
-            open_page = boards.page_of(filters.page, count(*where))
-            rows = rows_of(where, boards.order_by(filters.sort, at_risk), open_page.size, open_page.offset)
-            truncated[state] = False
+            open_page = boards.page_of(filters.page, totals_found["open"])
+            limit, offset = open_page.size, open_page.offset
             totals[state] = open_page.total
         else:
-            limit = CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT
-            rows = rows_of(where, (*_group_order(state), TransportRequest.id), limit + 1)
+            limit, offset = (CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT), 0
+        # A group but the open one reads one row more than it shows: whether it was cut.
+        read = limit if state == "open" else limit + 1
+        rows = db.session.execute(row_statements[state],
+                                  {**values, "row_limit": read, "row_offset": offset}).all()
+        if state != "open":
             truncated[state] = len(rows) > limit
             rows = rows[:limit]
             if truncated[state] and limit == CLOSED_PREVIEW:
-                totals[state] = count(*where)
-        groups[state] = [BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies))
-                         for trip in rows]
+                totals[state] = totals_found[state]
+        else:
+            truncated[state] = False
+        groups[state] = [
+            BoardRow(trip, hospitals.get(trip.hospital_id), risk_marks(trip, now, settings, agencies, bounds),
+                     _window_text(trip.window_start, trip.window_end, zone))
+            for trip in rows]
     counts = {state: totals.get(state, len(rows)) for state, rows in groups.items()}
-    watched = [state for state in ("open", "active") if state in groups]
-    counts["at_risk"] = count(sa.or_(*(_group_condition(state, since, now) for state in watched)),
-                              *conditions, at_risk) if watched else 0
+    counts["at_risk"] = totals_found["at_risk"]
     return {"groups": groups, "truncated": truncated, "counts": counts, "settings": settings,
             "hospitals": hospitals, "agencies": agencies, "now": now, "state_labels": BOARD_STATES,
             "group_limit": GROUP_LIMIT, "previewed": set(totals) - {"open"}, "open_page": open_page,
             "sorts": boards.SORTS}
+
+
+def _window_text(start, end, zone):
+    """A pickup window (naive UTC) as the board shows it in ``zone``: ``"Wed 04:06–05:06"``."""
+    return (f"{start.replace(tzinfo=UTC).astimezone(zone):%a %H:%M}–"
+            f"{end.replace(tzinfo=UTC).astimezone(zone):%H:%M}")
 
 
 # --- units -------------------------------------------------------------------------------
@@ -295,6 +431,10 @@ _UNIT_COLUMNS = (Unit.id, Unit.agency_id, Unit.number, Unit.level, Unit.status, 
 
 def units_overview(agency_id=None, level=None, status=None):
     """Every agency's active units with their status and current trip; available counts.
+
+    Returns ``{"rows": [UnitRow], "available": {level: count}, "by_agency": [(agency entry,
+    {level: [available, total]})], "agencies": {...}, "now": naive UTC}`` (``now``: the time the
+    page's relative times and late badges are read at).
 
     Three queries whatever the number of units: units (EMS), agencies (center),
     current trips (hospital, one ``IN``).  Units are read as the columns the page shows
@@ -336,7 +476,8 @@ def units_overview(agency_id=None, level=None, status=None):
             available[lv] += count
     by_agency = [(agencies.get(key), cells) for key, cells in matrix.items()]
     by_agency.sort(key=lambda pair: pair[0].name if pair[0] else "")
-    return {"rows": rows, "available": available, "by_agency": by_agency, "agencies": agencies}
+    return {"rows": rows, "available": available, "by_agency": by_agency, "agencies": agencies,
+            "now": utcnow()}
 
 
 #: A route's status as the trip's status (a planned stop is an awarded trip).
