@@ -88,16 +88,18 @@ def registry_names():
     profiles in the EMS silo and hospitals named by their registry id
     (:func:`read`).
     """
-    def query(conn):
-        hospitals = {row.id: _entry(row) for row in conn.execute(
-            sa.select(Hospital.id, Hospital.name, Hospital.short_code, Hospital.active)
-            .order_by(Hospital.name))}
-        agencies = {row.id: _entry(row, row.levels) for row in conn.execute(
-            sa.select(Agency.id, Agency.name, Agency.short_code, Agency.active, Agency.levels)
-            .order_by(Agency.name))}
-        return hospitals, agencies
+    return read("registry", _read_registry, _registry_from_silos)
 
-    return read("registry", query, _registry_from_silos)
+
+#: The registry's two statements, built once (every page view runs them).
+_HOSPITALS = sa.select(Hospital.id, Hospital.name, Hospital.short_code, Hospital.active).order_by(Hospital.name)
+_AGENCIES = sa.select(Agency.id, Agency.name, Agency.short_code, Agency.active, Agency.levels).order_by(Agency.name)
+
+
+def _read_registry(conn):
+    hospitals = {row.id: _entry(row) for row in conn.execute(_HOSPITALS)}
+    agencies = {row.id: _entry(row, row.levels) for row in conn.execute(_AGENCIES)}
+    return hospitals, agencies
 
 
 def _entry(row, levels=None):
