@@ -13,6 +13,7 @@ hospitals, facilities and agencies; :mod:`.admin` accounts and the configuration
 """
 from flask import Blueprint, abort, render_template, request
 from flask_login import current_user
+from markupsafe import Markup
 
 from ..auth.routes import roles_required
 from ..events import parked as parked_events
@@ -36,6 +37,14 @@ def admin_only(view):
 def _actor():
     """The signed-in administrator as the registry and account services name them."""
     return users.Actor(current_user.id, current_user.email, request.remote_addr)
+
+
+def page_with_panel(page, panel, **context):
+    """``page`` rendered with ``context`` and its live ``panel`` (the partial its ``…/panel`` URL
+    serves) rendered first, on its own, and placed whole as ``panel_html``: the markup an
+    ``{% include %}`` of the panel gives, without handing each of the panel's pieces (a board's
+    thousands) up through the page's block and layout one at a time."""
+    return render_template(page, panel_html=Markup(render_template(panel, **context)), **context)
 
 
 def answer_abort(message, status):
@@ -76,8 +85,8 @@ def board():
     Refuses: 400 filters or a sort the board does not offer (the board shows unfiltered)."""
     form, filters, valid = _board_filters()
     data = oversight.board(filters)
-    return render_template("center/board.html", form=form, filters=filters, live=True,
-                           **data), (200 if valid else 400)
+    return page_with_panel("center/board.html", "center/_board_panel.html", form=form, filters=filters,
+                           live=True, **data), (200 if valid else 400)
 
 
 @bp.route("/board/panel")
@@ -116,8 +125,8 @@ def units():
 
     Refuses: 400 filters not offered (the overview shows unfiltered)."""
     form, args, query, valid = _unit_filters()
-    return render_template("center/units.html", form=form, query=query, live=True,
-                           **oversight.units_overview(**args)), (200 if valid else 400)
+    return page_with_panel("center/units.html", "center/_units_panel.html", form=form, query=query,
+                           live=True, **oversight.units_overview(**args)), (200 if valid else 400)
 
 
 @bp.route("/units/panel")
