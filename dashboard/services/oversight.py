@@ -375,7 +375,9 @@ def board(filters, now=None):
                        ("level", filters.level), ("urgency", filters.urgency)):
         if value:
             values[key] = value
-    totals_found = db.session.execute(count_statement, values).one()._mapping
+    # Plain rows, no ORM entities: run on the hospital silo's connection of this session.
+    connection = db.session.connection(bind_arguments={"mapper": TransportRequest})
+    totals_found = connection.execute(count_statement, values).one()._mapping
     zone = local_zone()
     groups, truncated, totals = {}, {}, {}
     open_page = None
@@ -388,7 +390,7 @@ def board(filters, now=None):
             limit, offset = (CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT), 0
         # A group but the open one reads one row more than it shows: whether it was cut.
         read = limit if state == "open" else limit + 1
-        rows = db.session.execute(row_statements[state],
+        rows = connection.execute(row_statements[state],
                                   {**values, "row_limit": read, "row_offset": offset}).all()
         if state != "open":
             truncated[state] = len(rows) > limit
