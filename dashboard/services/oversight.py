@@ -10,7 +10,8 @@ from datetime import UTC, timedelta
 from types import SimpleNamespace
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..config import SILOS
 from ..extensions import db
@@ -510,9 +511,15 @@ def request_view(trip):
     hospitals, agencies = registry_names()
     bids = degraded.optional("ems", lambda: list(db.session.scalars(
         sa.select(TransportBid).where(TransportBid.trip_id == trip.id)
-        .options(selectinload(TransportBid.unit))
+        .options(joinedload(TransportBid.unit))
         .order_by(TransportBid.status != "live", TransportBid.eta_minutes, TransportBid.created_at)
-    )))
+    ).unique()))
+    # The pickup and destination facilities in one statement, not one lazy load each.
+    facilities = {facility.id: facility for facility in db.session.scalars(
+        sa.select(HospitalFacility).where(HospitalFacility.id.in_(
+            {trip.origin_facility_id, trip.destination_facility_id} - {None})))}
+    for relation, key in (("origin", trip.origin_facility_id), ("destination", trip.destination_facility_id)):
+        set_committed_value(trip, relation, facilities.get(key))
     return {
         "trip": trip,
         "hospital": hospitals.get(trip.hospital_id),
