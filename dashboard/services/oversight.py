@@ -285,7 +285,9 @@ _BOARD_COLUMNS = (
             else_=TransportRequest.destination_address).label("destination_label"),
 )
 #: The board's statements by shape (:func:`_board_shape`), built once each; the values of a
-#: view (its time, filters, settings, page) are bound when they run.
+#: view (its time, filters, settings, page) are bound when they run.  The shapes are few and
+#: bounded (the states, which filters are set, the sort offered, which crew bounds are on,
+#: whether any agency is deactivated), so this never grows past a few thousand entries.
 _board_statements = {}
 
 
