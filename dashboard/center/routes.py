@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from ..auth.routes import roles_required
 from ..events import parked as parked_events
-from ..services import boards, oversight, users
+from ..services import boards, oversight, silo_health, units_overview, users
 from ..views import act, found
 from .forms import BoardFilterForm, UnitFilterForm, choices
 
@@ -126,7 +126,7 @@ def units():
     Refuses: 400 filters not offered (the overview shows unfiltered)."""
     form, args, query, valid = _unit_filters()
     return page_with_panel("center/units.html", "center/_units_panel.html", form=form, query=query,
-                           live=True, **oversight.units_overview(**args)), (200 if valid else 400)
+                           live=True, **units_overview.units_overview(**args)), (200 if valid else 400)
 
 
 @bp.route("/units/panel")
@@ -139,7 +139,7 @@ def units_panel():
     if not valid:
         return render_template("errors/_error_panel.html", status=400, title="Filters not understood",
                                message="Reload the page and choose the filters again."), 400
-    return render_template("center/_units_panel.html", query=query, **oversight.units_overview(**args))
+    return render_template("center/_units_panel.html", query=query, **units_overview.units_overview(**args))
 
 
 # --- silo health ---------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def health():
     """Each silo's state and latency, its outbox backlog and the parked events.
 
     Refuses nothing beyond the role check (403); a silo that cannot be read shows as down."""
-    return render_template("center/health.html", **oversight.silo_health())
+    return render_template("center/health.html", **silo_health.silo_health())
 
 
 @bp.route("/health/panel")
@@ -159,7 +159,7 @@ def health_panel():
     """The silo health table alone, for the live refresh.
 
     Refuses nothing beyond the role check (403)."""
-    return render_template("center/_health_panel.html", **oversight.silo_health())
+    return render_template("center/_health_panel.html", **silo_health.silo_health())
 
 
 @bp.route("/health/parked/retry", methods=["POST"])
