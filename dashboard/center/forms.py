@@ -113,7 +113,8 @@ class _PairsSelect(widgets.Select):
             f'<option {"selected " if coerce(value) == data else ""}value="{escape(value)}">'
             f'{escape(label or value)}</option>'
             for value, label in field.choices or ())
-        return Markup(f"<select {html_params(name=field.name, **kwargs)}>{options}</select>")
+        # Safe: html_params escapes the attributes and every value and label is escaped above.
+        return Markup(f"<select {html_params(name=field.name, **kwargs)}>{options}</select>")  # nosec B704
 
 
 class PickerField(SelectField):

@@ -44,7 +44,8 @@ def page_with_panel(page, panel, **context):
     serves) rendered first, on its own, and placed whole as ``panel_html``: the markup an
     ``{% include %}`` of the panel gives, without handing each of the panel's pieces (a board's
     thousands) up through the page's block and layout one at a time."""
-    return render_template(page, panel_html=Markup(render_template(panel, **context)), **context)
+    panel_html = Markup(render_template(panel, **context))  # nosec B704 - an autoescaped template's output
+    return render_template(page, panel_html=panel_html, **context)
 
 
 def answer_abort(message, status):
