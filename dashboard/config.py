@@ -189,7 +189,7 @@ def build_config(instance_path, environ=None):
         "MEDPORT_STREAM_SESSION_CHECK_SECONDS": float(
             environ.get("MEDPORT_STREAM_SESSION_CHECK_SECONDS", "60")),
         "MEDPORT_SIGNAL_POLL_SECONDS": float(environ.get("MEDPORT_SIGNAL_POLL_SECONDS", "5")),
-        # Password hashes (scrypt, 32 MiB each) at once per worker, and the longest a sign-in
+        # Password hashes (Argon2id, 19 MiB each) at once per worker, and the longest a sign-in
         # waits for one before a 503 with Retry-After (dashboard/hashing.py).
         "MEDPORT_PASSWORD_HASH_CONCURRENCY": _positive(environ, "MEDPORT_PASSWORD_HASH_CONCURRENCY",
                                                        default_concurrency(), int),

@@ -237,10 +237,10 @@ GEVENT_PASSWORD_CHECK = """
 from gevent import monkey
 monkey.patch_all()
 import gevent
-from werkzeug.security import generate_password_hash
+from dashboard import hashing
 from dashboard.models.center import User
 
-user = User(password_hash=generate_password_hash("correct horse battery"))
+user = User(password_hash=hashing.make_hash("correct horse battery"))
 ticks = []
 
 def ticker():
@@ -258,7 +258,7 @@ other.kill()
 
 
 def test_password_checks_leave_a_gevent_worker_free_for_its_other_requests():
-    """scrypt runs in gevent's thread pool: another greenlet of the worker keeps running meanwhile
+    """The hash runs in gevent's thread pool: another greenlet of the worker keeps running meanwhile
     (checked inline, the loop would stall and the other greenlet would not run at all)."""
     pytest.importorskip("gevent", reason="gevent is installed with requirements.txt")
     done = subprocess.run([sys.executable, "-c", GEVENT_PASSWORD_CHECK], capture_output=True, text=True,

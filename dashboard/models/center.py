@@ -1,10 +1,9 @@
 """The ``center`` silo: accounts, registry, configuration, health, analytics, audit."""
 import sqlalchemy as sa
 from flask_login import UserMixin
-from werkzeug.security import check_password_hash, generate_password_hash
 
+from .. import hashing
 from ..extensions import db
-from ..hashing import run_hash
 from .base import JSONText, SubmissionMixin, new_public_id, utcnow
 from .vocabulary import CENTER_ROLES
 
@@ -63,10 +62,16 @@ class User(UserMixin, db.Model):
         return f"{self.public_id}:{self.session_epoch}:{self.session_token or ''}"
 
     def set_password(self, password):
-        self.password_hash = run_hash(generate_password_hash, password)
+        """Store a current hash of ``password`` (:func:`dashboard.hashing.hash_password`: Argon2id,
+        in the worker's hash pool); raises :class:`dashboard.hashing.HashingBusy` when no slot came
+        free in time.  The caller commits."""
+        self.password_hash = hashing.hash_password(password)
 
     def check_password(self, password):
-        return run_hash(check_password_hash, self.password_hash, password)
+        """Whether ``password`` matches the stored hash, of any scheme it may be in
+        (:func:`dashboard.hashing.check_password`); stores nothing.  Raises
+        :class:`dashboard.hashing.HashingBusy` when no slot came free in time."""
+        return hashing.check_password(self.password_hash, password).ok
 
     @property
     def is_center(self):

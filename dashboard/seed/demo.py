@@ -8,8 +8,8 @@ from datetime import datetime, time, timedelta
 from functools import lru_cache
 
 import sqlalchemy as sa
-from werkzeug.security import generate_password_hash
 
+from .. import hashing
 from ..extensions import db
 from ..localtime import from_local, local_today
 from ..models.base import utcnow
@@ -39,8 +39,9 @@ from .region import (
 
 @lru_cache(maxsize=1)
 def _demo_password_hash():
-    """Every demo user shares the demo password; hash it once per process."""
-    return generate_password_hash(DEMO_PASSWORD)
+    """Every demo user shares the demo password; hash it once per process (a current hash,
+    :func:`dashboard.hashing.hash_password`)."""
+    return hashing.hash_password(DEMO_PASSWORD)
 
 
 def is_seeded():

@@ -1,5 +1,4 @@
 """Accounts: authentication, login throttling, user creation and role rules."""
-import functools
 import math
 import secrets
 from datetime import timedelta
@@ -9,11 +8,10 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.security import generate_password_hash
 
+from .. import hashing
 from ..extensions import db
-from ..hashing import HashingBusy, run_hash
-from ..models import center as center_models
+from ..hashing import HashingBusy
 from ..models.base import utcnow
 from ..models.center import AuditLog, User, UserSession
 from ..models.vocabulary import ROLES
@@ -139,12 +137,6 @@ _THROTTLE_MESSAGES = {
 }
 
 
-@functools.cache
-def _dummy_password_hash():
-    """A hash of a random password, made like every user's (same scheme and cost)."""
-    return run_hash(generate_password_hash, secrets.token_urlsafe(24))
-
-
 def _release_connections():
     """End the session's read-only transaction, so its pooled connections go back while the
     password hash waits for a slot and runs (a rush of sign-ins must not hold every connection
@@ -154,25 +146,20 @@ def _release_connections():
         session.commit()
 
 
-def _check_password(stored_hash, password):
-    """Check ``password`` against a user's ``stored_hash``, or against a dummy hash of the same
-    cost when there is no such user (``None``), so an unknown email takes as long as a known one."""
-    if stored_hash is None:
-        run_hash(center_models.check_password_hash, _dummy_password_hash(), password)
-        return False
-    return run_hash(center_models.check_password_hash, stored_hash, password)
-
-
 def authenticate(email, password, ip):
     """Return the :class:`User` for valid credentials or raise :class:`LoginRefused`.
 
     Refusals: 429 while :func:`throttle_wait` holds ``email`` at ``ip`` back (``retry_after``
     gives the wait in whole seconds; nothing is checked then); 401 for a wrong email or
     password (one password hash is checked either way, a dummy one for an unknown email,
-    so the answer takes as long); 403 for a deactivated account (right password).  The
-    caller commits: the audit entry of a refusal is written either way.  Raises
-    :class:`dashboard.hashing.HashingBusy` (nothing recorded) when no hashing slot came free
-    within ``MEDPORT_PASSWORD_HASH_WAIT_SECONDS``.
+    so the answer takes as long: :func:`dashboard.hashing.check_password`); 403 for a
+    deactivated account (right password).  The caller commits: the audit entry of a refusal is
+    written either way.  Raises :class:`dashboard.hashing.HashingBusy` (nothing recorded) when no
+    hashing slot came free within ``MEDPORT_PASSWORD_HASH_WAIT_SECONDS``.
+
+    On a success only, a stored hash of an older scheme or weaker parameters is replaced by the
+    current hash the check made (:func:`_store_upgraded_hash`), in the sign-in's own transaction;
+    a refused attempt changes no hash.
     """
     email = normalise_email(email)
     wait, rule = throttle_wait(email, ip)
@@ -183,7 +170,8 @@ def authenticate(email, password, ip):
     user = find_user_by_email(email)
     stored_hash = user.password_hash if user is not None else None
     _release_connections()
-    if not _check_password(stored_hash, password):
+    checked = hashing.check_password(stored_hash, password)
+    if not checked.ok:
         audit.record("login.failed", user_email=email, ip=ip,
                      user_id=user.id if user else None, detail="wrong email or password")
         raise LoginRefused("Wrong email or password.")
@@ -196,8 +184,24 @@ def authenticate(email, password, ip):
         raise LoginRefused(f"{organisation.name} is deactivated in MedPort's registry, so its accounts "
                            "cannot sign in. Ask the transport center.", status=403)
     user.last_login_at = utcnow()
-    audit.record("login.success", user=user, ip=ip, entity_type="user", entity_id=user.public_id)
+    upgraded = checked.upgrade is not None and _store_upgraded_hash(user, stored_hash, checked.upgrade)
+    audit.record("login.success", user=user, ip=ip, entity_type="user", entity_id=user.public_id,
+                 detail="password hash upgraded" if upgraded else None)
     return user
+
+
+def _store_upgraded_hash(user, checked_hash, upgrade):
+    """Replace ``user``'s stored hash by ``upgrade`` (a current hash of the password just checked)
+    if it is still ``checked_hash``, the one the password was checked against; returns whether
+    it did.  One UPDATE in the caller's transaction.  The condition keeps a password changed or
+    reset since the check (by another request) from being overwritten by the old one."""
+    result = db.session.execute(
+        sa.update(User).where(User.id == user.id, User.password_hash == checked_hash)
+        .values(password_hash=upgrade).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    db.session.expire(user, ["password_hash"])  # read again from the row if asked
+    return True
 
 
 class SignIn(NamedTuple):
