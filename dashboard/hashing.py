@@ -23,8 +23,9 @@ Hashes made before (werkzeug's ``scrypt:...`` and ``pbkdf2:...``) still verify. 
 check of one of them, or of an Argon2 hash whose parameters are not the current ones
 (argon2-cffi's ``check_needs_rehash``), also returns a current hash of the password, which
 sign-in stores (:func:`dashboard.services.accounts.authenticate`): each account moves to the
-current scheme at its next sign-in.  Until then, a wrong password for such an account costs
-scrypt's time, not Argon2id's.
+current scheme at its next sign-in.  A check that fails costs one check of each scheme, whatever
+the account's hash (:func:`verify`), so a wrong password for an account still on scrypt takes as
+long as for one on Argon2id or for an unknown email.
 
 The bound.  A password hash is the costliest thing a request does.  When a shift starts and
 everyone signs in at once, running all of them together only makes each slower and the worker's
@@ -52,6 +53,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, has_app_context
 from werkzeug.security import check_password_hash as _check_werkzeug_hash
+from werkzeug.security import generate_password_hash as _make_werkzeug_hash
 
 #: ``MEDPORT_PASSWORD_HASH_WAIT_SECONDS`` when not set.
 DEFAULT_WAIT_SECONDS = 10.0
@@ -210,18 +212,50 @@ def verify(stored_hash, password):
     raised for it.  When the password matches a werkzeug hash, or an Argon2 one whose parameters
     are not :data:`HASHER`'s (``check_needs_rehash``), ``upgrade`` is a current hash of it, made in
     the same slot, so storing it never waits for a second one.
+
+    A check that fails costs one check of each scheme, whichever the stored hash is (the other
+    against a dummy hash of werkzeug's default scrypt or of the current Argon2id): a wrong
+    password takes as long for an account still on scrypt as for one on Argon2id or for an
+    unknown email, so the time does not tell which accounts exist, nor which have signed in
+    since the change of scheme.
     """
     if stored_hash.startswith(_ARGON2_PREFIX):
         try:
             HASHER.verify(stored_hash, password)
         except (VerificationError, InvalidHashError):  # a mismatch, or a hash argon2 cannot read
+            _check_werkzeug_hash(_legacy_dummy_hash(), password)
             return Checked(False)
         return Checked(True, make_hash(password) if HASHER.check_needs_rehash(stored_hash) else None)
     try:
         ok = _check_werkzeug_hash(stored_hash, password)
     except ValueError:  # an unknown method or malformed parameters: no password matches it
-        return Checked(False)
-    return Checked(True, make_hash(password)) if ok else Checked(False)
+        ok = False
+        _check_werkzeug_hash(_legacy_dummy_hash(), password)
+    if ok:
+        return Checked(True, make_hash(password))
+    _verify_argon2_dummy(password)
+    return Checked(False)
+
+
+@functools.cache
+def _legacy_dummy_hash():
+    """werkzeug's default hash (scrypt N=2**15, r=8, p=1) of a random password, made once per
+    process, here and now: what a failed Argon2 check is also checked against."""
+    return _make_werkzeug_hash(secrets.token_urlsafe(24))
+
+
+@functools.cache
+def _argon2_dummy_hash():
+    """A current hash of a random password, made once per process, here and now."""
+    return make_hash(secrets.token_urlsafe(24))
+
+
+def _verify_argon2_dummy(password):
+    """One Argon2id check of ``password`` against :func:`_argon2_dummy_hash` (never matches)."""
+    try:
+        HASHER.verify(_argon2_dummy_hash(), password)
+    except (VerificationError, InvalidHashError):
+        pass
 
 
 @functools.cache
@@ -243,8 +277,9 @@ def check_password(stored_hash, password):
     time.
 
     ``stored_hash`` None (no account has the email typed) checks the password against a dummy
-    hash of the current scheme and cost and answers ``Checked(False)``: an unknown email takes as
-    long as a known one with a current hash, so the time does not tell which accounts exist.
+    hash of the current scheme and cost, and so (a failed check, :func:`verify`) against one of
+    werkzeug's scrypt too, and answers ``Checked(False)``: an unknown email takes as long as a
+    wrong password for a known one, so the time does not tell which accounts exist.
     """
     if stored_hash is None:
         run_hash(verify, _dummy_hash(), password)

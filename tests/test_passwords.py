@@ -197,6 +197,7 @@ def test_every_hash_and_check_is_made_in_a_slot_of_the_pool(app, runner, monkeyp
     monkeypatch.setattr(hashing, "_check_werkzeug_hash", werkzeug_check)
     demo_seed._demo_password_hash.cache_clear()
     hashing._dummy_hash.cache_clear()
+    hashing._legacy_dummy_hash()  # made before counting: it is werkzeug's make, not a check
     with app.app_context():
         demo_seed.seed()
     steps = {"seed": list(seen)}
@@ -230,8 +231,8 @@ def test_every_hash_and_check_is_made_in_a_slot_of_the_pool(app, runner, monkeyp
     assert {name: [what for what, _ in calls] for name, calls in steps.items()} == {
         "seed": ["hash"],  # once for every demo account
         "sign in": ["verify"],
-        "wrong password": ["verify"],
-        "unknown email": ["hash", "verify"],  # the dummy hash, made at its first use, then checked
+        "wrong password": ["verify", "werkzeug"],  # a failed check also checks the other scheme
+        "unknown email": ["hash", "verify", "werkzeug"],  # the dummy hash, made at its first use
         "sign in over a hash made before": ["werkzeug", "hash"],  # checked, then its replacement
         "password change": ["verify", "hash"],
         "password reset": ["hash"],
@@ -239,3 +240,38 @@ def test_every_hash_and_check_is_made_in_a_slot_of_the_pool(app, runner, monkeyp
         "create-user": ["hash"],
     }
     assert [name for name, calls in steps.items() if any(running < 1 for _, running in calls)] == []
+
+
+@pytest.mark.parametrize("case", ["current hash", "scrypt", "pbkdf2", "weaker argon2id", "unreadable",
+                                  "unknown email"])
+def test_a_failed_check_costs_one_check_of_each_scheme(app, monkeypatch, case):
+    """Whatever the stored hash (or none: an unknown email), a wrong password is checked once
+    by Argon2id and once by werkzeug, so its time does not tell which accounts exist or which
+    are still on the hash made before; a right one is checked by its own scheme alone."""
+    made = {"current hash": hashing.make_hash, "unreadable": lambda password: "x$y$z",
+            "unknown email": lambda password: None, **LEGACY}
+    stored = made[case](DEMO_PASSWORD)
+    hashing._legacy_dummy_hash(), hashing._argon2_dummy_hash()  # made (not checked) before counting
+    seen = []
+    monkeypatch.setattr(hashing, "HASHER", CountingHasher(hashing.HASHER, seen))
+    real_werkzeug = hashing._check_werkzeug_hash
+
+    def werkzeug_check(stored_hash, password):
+        seen.append(("werkzeug", hashing.pool().running))
+        return real_werkzeug(stored_hash, password)
+
+    monkeypatch.setattr(hashing, "_check_werkzeug_hash", werkzeug_check)
+    with app.app_context():
+        hashing._dummy_hash()
+        seen.clear()
+        assert hashing.check_password(stored, "not-the-password") == hashing.Checked(False)
+        failed = sorted(what for what, _ in seen)
+        seen.clear()
+        right = hashing.check_password(stored, DEMO_PASSWORD) if stored else None
+    # An unreadable hash is refused by werkzeug at once (the first "werkzeug"), then checked as
+    # any failure is.
+    assert failed == (["verify", "werkzeug", "werkzeug"] if case == "unreadable" else ["verify", "werkzeug"])
+    if case in ("current hash", "weaker argon2id"):
+        assert right.ok and [what for what, _ in seen][0] == "verify" and "werkzeug" not in dict(seen)
+    elif case in ("scrypt", "pbkdf2"):
+        assert right.ok and [what for what, _ in seen] == ["werkzeug", "hash"]
