@@ -23,14 +23,18 @@ RANGE_MESSAGE = "Enter a date from 2000-01-01 to 2100-12-31."
 _ZONES = {}
 
 
-def local_zone():
-    """The region's time zone (``MEDPORT_TIMEZONE``), read once per name: every time on a page
-    goes through here.  Raises ``ZoneInfoNotFoundError`` for a name the zone database lacks."""
-    name = current_app.config["MEDPORT_TIMEZONE"]
+def zone_named(name):
+    """The ``ZoneInfo`` of ``name``, read once per name: every time on a page goes through
+    here.  Raises ``ZoneInfoNotFoundError`` for a name the zone database lacks."""
     zone = _ZONES.get(name)
     if zone is None:
         zone = _ZONES[name] = ZoneInfo(name)
     return zone
+
+
+def local_zone():
+    """The region's time zone (``MEDPORT_TIMEZONE`` of the current app)."""
+    return zone_named(current_app.config["MEDPORT_TIMEZONE"])
 
 
 def to_local(value):

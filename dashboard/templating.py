@@ -1,22 +1,51 @@
 """Template filters and globals: local times, labels, the navigation of each role."""
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from flask import current_app, has_request_context, request
 from flask_login import current_user
+from jinja2 import pass_environment
 from markupsafe import Markup
 
 from .events.hub import hub
 from .extensions import db
-from .localtime import to_local
+from .localtime import local_zone, zone_named
 from .models import hospital as hospital_vocab
 from .models import vocabulary as vocab
 from .models.base import utcnow
 from .services import audit_trail, bidding, care_rules, degraded, lateness, returns, scheduling
 
+#: The most formatted times :func:`format_time` keeps (then it starts again from none).
+TIME_CACHE_LIMIT = 8192
+_formatted = {}
+
 
 def format_time(value, fmt="%a %d %b %H:%M"):
-    local = to_local(value)
-    return local.strftime(fmt) if local else "—"
+    """``value`` (naive UTC) in the region's zone as ``fmt`` (``strftime``), "—" for None."""
+    if value is None:
+        return "—"
+    return _formatted_in(value, fmt, local_zone())
+
+
+@pass_environment
+def _localtime_filter(environment, value, fmt="%a %d %b %H:%M"):
+    """The ``localtime`` filter: :func:`format_time`, the zone read from the template's app
+    (not through ``current_app``: a board formats a few times per row)."""
+    if value is None:
+        return "—"
+    return _formatted_in(value, fmt, zone_named(environment.app.config["MEDPORT_TIMEZONE"]))
+
+
+def _formatted_in(value, fmt, zone):
+    """A board shows the same times on every refresh, so each (time, format, zone) is
+    formatted once and kept, at most :data:`TIME_CACHE_LIMIT` of them."""
+    key = (value, fmt, zone)
+    text = _formatted.get(key)
+    if text is None:
+        text = value.replace(tzinfo=UTC).astimezone(zone).strftime(fmt)
+        if len(_formatted) >= TIME_CACHE_LIMIT:
+            _formatted.clear()
+        _formatted[key] = text
+    return text
 
 
 def format_age(value, now=None):
@@ -248,7 +277,7 @@ def cached_url_for(app):
 
 def register(app):
     app.jinja_env.globals["url_for"] = cached_url_for(app)
-    app.jinja_env.filters["localtime"] = format_time
+    app.jinja_env.filters["localtime"] = _localtime_filter
     app.jinja_env.filters["age"] = format_age
     app.jinja_env.filters["oxygen"] = hospital_vocab.oxygen_flow
     app.jinja_env.filters["audit_lines"] = audit_trail.readable
