@@ -4,7 +4,7 @@ from datetime import UTC, timedelta
 from flask import current_app, has_request_context, request
 from flask_login import current_user
 from jinja2 import pass_environment
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from .events.hub import hub
 from .extensions import db
@@ -70,16 +70,6 @@ def format_duration(seconds):
     return f"{hours // 24} d"
 
 
-_NO_MARKUP = Markup("")
-
-
-def _html(*parts):
-    """Markup of ``parts`` in order: the ``Markup`` ones as they are, every other one escaped.
-    Markup.format would do the same some ten times slower (string.Formatter, in Python), and
-    these run for every row of every board."""
-    return _NO_MARKUP.join(parts)
-
-
 def _instant(value):
     """A naive-UTC datetime as the ISO 8601 instant a ``<time datetime>`` holds (``...Z``)."""
     return value.replace(microsecond=0).isoformat() + "Z"
@@ -99,8 +89,10 @@ def relative_time(value, now=None, ago=True):
     text = format_age(value, now)
     if ago and not text.startswith("in "):
         text += " ago"
-    return _html(Markup('<time datetime="'), _instant(value), Markup('" data-relative="'),
-                 "ago" if ago else "bare", Markup('">'), text, Markup("</time>"))
+    # Every part is made here of digits and fixed words (the instant, the duration): nothing to
+    # escape, so the markup is one f-string (a board shows one per row; Markup.format or a join
+    # escaping each part is several times slower).
+    return Markup(f'<time datetime="{_instant(value)}" data-relative="{"ago" if ago else "bare"}">{text}</time>')
 
 
 def eta_clock(given_at, minutes, now=None, lead="ETA "):
@@ -116,8 +108,8 @@ def eta_clock(given_at, minutes, now=None, lead="ETA "):
     if given_at is None:
         return f"ETA {minutes} min"
     arrival = given_at + timedelta(minutes=minutes)
-    return _html(lead, Markup('<time datetime="'), _instant(arrival), Markup('">'), format_time(arrival, "%H:%M"),
-                 Markup("</time>, given "), relative_time(given_at, now))
+    return Markup(f'{escape(lead)}<time datetime="{_instant(arrival)}">{escape(format_time(arrival, "%H:%M"))}'
+                  f'</time>, given {relative_time(given_at, now)}')
 
 
 def late_of(thing, now=None):
@@ -143,8 +135,7 @@ def late_badge(thing, now=None):
     now = now or utcnow()
     found = late_of(thing, now)
     if found is not None:
-        return _html(Markup('<span class="badge risk late late-'), found.code, Markup('">'), found.label,
-                     Markup("</span>"))
+        return Markup(f'<span class="badge risk late late-{escape(found.code)}">{escape(found.label)}</span>')
     if hasattr(thing, "trip_reference"):
         status = lateness.ROUTE_TO_TRIP_STATUS.get(thing.status)
     else:
@@ -152,8 +143,8 @@ def late_badge(thing, now=None):
     coming = lateness.upcoming(status, thing.window_start, thing.window_end, now, **lateness.bounds_of(thing))
     if coming is None:
         return ""
-    return _html(Markup('<span class="badge risk late late-'), coming.code, Markup('" data-late-from="'),
-                 _instant(coming.since), Markup('" hidden>'), coming.label, Markup("</span>"))
+    return Markup(f'<span class="badge risk late late-{escape(coming.code)}" data-late-from="'
+                  f'{_instant(coming.since)}" hidden>{escape(coming.label)}</span>')
 
 
 NAVIGATION = {
