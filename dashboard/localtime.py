@@ -19,8 +19,22 @@ LATEST = datetime(2100, 12, 31, 23, 59, 59)
 RANGE_MESSAGE = "Enter a date from 2000-01-01 to 2100-12-31."
 
 
+#: ``{zone name: ZoneInfo}``: the zones read so far (one or two per process).
+_ZONES = {}
+
+
+def zone_named(name):
+    """The ``ZoneInfo`` of ``name``, read once per name: every time on a page goes through
+    here.  Raises ``ZoneInfoNotFoundError`` for a name the zone database lacks."""
+    zone = _ZONES.get(name)
+    if zone is None:
+        zone = _ZONES[name] = ZoneInfo(name)
+    return zone
+
+
 def local_zone():
-    return ZoneInfo(current_app.config["MEDPORT_TIMEZONE"])
+    """The region's time zone (``MEDPORT_TIMEZONE`` of the current app)."""
+    return zone_named(current_app.config["MEDPORT_TIMEZONE"])
 
 
 def to_local(value):

@@ -14,7 +14,8 @@ exports) carries the cost of its start only: headers leave before its body is ma
 Per-request state lives in a :class:`contextvars.ContextVar`, which is per thread and, under
 gevent, per greenlet; statements run outside a request (the relay's thread, the CLI) find no
 collector and cost one lookup.  Work a request hands to another thread carries its collector with
-:func:`carry`.  The statement text and its values are never read here.
+:func:`carry`.  Of a statement only its first word is read (whether it is a ``SELECT``); its
+values never are.
 """
 import contextvars
 import threading
@@ -32,14 +33,18 @@ _ENGINE_SILOS = weakref.WeakKeyDictionary()
 
 
 class Collector:
-    """One request's clock and database time: ``silos`` maps silo -> ``[seconds, statements]``."""
+    """One request's clock and database time: ``silos`` maps silo -> ``[seconds, statements]``;
+    ``wrote`` turns True at the first statement that is not a ``SELECT`` (a write, or anything
+    this module does not read as a plain read: a savepoint, a ``WITH``), so
+    :func:`dashboard.views.act` knows a request that only read."""
 
-    __slots__ = ("started", "silos", "lock")
+    __slots__ = ("started", "silos", "lock", "wrote")
 
     def __init__(self):
         self.started = perf_counter()
         self.silos = {}
         self.lock = threading.Lock()
+        self.wrote = False
 
     def add(self, silo, seconds):
         with self.lock:
@@ -81,7 +86,11 @@ def carry(fn):
 
 def _before_cursor_execute(conn, cursor, statement, parameters, context, executemany):
     collector = _current.get()
-    if collector is not None and context is not None:
+    if collector is None:
+        return
+    if not collector.wrote and statement.lstrip()[:6].upper() != "SELECT":
+        collector.wrote = True
+    if context is not None:
         context._medport_timing = (collector, perf_counter())
 
 

@@ -1,22 +1,51 @@
 """Template filters and globals: local times, labels, the navigation of each role."""
-from datetime import timedelta
+from datetime import UTC, timedelta
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 from flask_login import current_user
-from markupsafe import Markup
+from jinja2 import pass_environment
+from markupsafe import Markup, escape
 
 from .events.hub import hub
 from .extensions import db
-from .localtime import to_local
+from .localtime import local_zone, zone_named
 from .models import hospital as hospital_vocab
 from .models import vocabulary as vocab
 from .models.base import utcnow
 from .services import audit_trail, bidding, care_rules, degraded, lateness, returns, scheduling
 
+#: The most formatted times :func:`format_time` keeps (then it starts again from none).
+TIME_CACHE_LIMIT = 8192
+_formatted = {}
+
 
 def format_time(value, fmt="%a %d %b %H:%M"):
-    local = to_local(value)
-    return local.strftime(fmt) if local else "—"
+    """``value`` (naive UTC) in the region's zone as ``fmt`` (``strftime``), "—" for None."""
+    if value is None:
+        return "—"
+    return _formatted_in(value, fmt, local_zone())
+
+
+@pass_environment
+def _localtime_filter(environment, value, fmt="%a %d %b %H:%M"):
+    """The ``localtime`` filter: :func:`format_time`, the zone read from the template's app
+    (not through ``current_app``: a board formats a few times per row)."""
+    if value is None:
+        return "—"
+    return _formatted_in(value, fmt, zone_named(environment.app.config["MEDPORT_TIMEZONE"]))
+
+
+def _formatted_in(value, fmt, zone):
+    """A board shows the same times on every refresh, so each (time, format, zone) is
+    formatted once and kept, at most :data:`TIME_CACHE_LIMIT` of them."""
+    key = (value, fmt, zone)
+    text = _formatted.get(key)
+    if text is None:
+        text = value.replace(tzinfo=UTC).astimezone(zone).strftime(fmt)
+        if len(_formatted) >= TIME_CACHE_LIMIT:
+            _formatted.clear()
+        _formatted[key] = text
+    return text
 
 
 def format_age(value, now=None):
@@ -41,16 +70,6 @@ def format_duration(seconds):
     return f"{hours // 24} d"
 
 
-_NO_MARKUP = Markup("")
-
-
-def _html(*parts):
-    """Markup of ``parts`` in order: the ``Markup`` ones as they are, every other one escaped.
-    Markup.format would do the same some ten times slower (string.Formatter, in Python), and
-    these run for every row of every board."""
-    return _NO_MARKUP.join(parts)
-
-
 def _instant(value):
     """A naive-UTC datetime as the ISO 8601 instant a ``<time datetime>`` holds (``...Z``)."""
     return value.replace(microsecond=0).isoformat() + "Z"
@@ -70,8 +89,11 @@ def relative_time(value, now=None, ago=True):
     text = format_age(value, now)
     if ago and not text.startswith("in "):
         text += " ago"
-    return _html(Markup('<time datetime="'), _instant(value), Markup('" data-relative="'),
-                 "ago" if ago else "bare", Markup('">'), text, Markup("</time>"))
+    # Every part is made here of digits and fixed words (the instant, the duration): nothing to
+    # escape, so the markup is one f-string (a board shows one per row; Markup.format or a join
+    # escaping each part is several times slower).
+    html = f'<time datetime="{_instant(value)}" data-relative="{"ago" if ago else "bare"}">{text}</time>'
+    return Markup(html)  # nosec B704 - digits and fixed words only, made above
 
 
 def eta_clock(given_at, minutes, now=None, lead="ETA "):
@@ -87,8 +109,9 @@ def eta_clock(given_at, minutes, now=None, lead="ETA "):
     if given_at is None:
         return f"ETA {minutes} min"
     arrival = given_at + timedelta(minutes=minutes)
-    return _html(lead, Markup('<time datetime="'), _instant(arrival), Markup('">'), format_time(arrival, "%H:%M"),
-                 Markup("</time>, given "), relative_time(given_at, now))
+    html = (f'{escape(lead)}<time datetime="{_instant(arrival)}">{escape(format_time(arrival, "%H:%M"))}'
+            f'</time>, given {relative_time(given_at, now)}')
+    return Markup(html)  # nosec B704 - the words escaped, the instant digits, relative_time markup
 
 
 def late_of(thing, now=None):
@@ -114,8 +137,8 @@ def late_badge(thing, now=None):
     now = now or utcnow()
     found = late_of(thing, now)
     if found is not None:
-        return _html(Markup('<span class="badge risk late late-'), found.code, Markup('">'), found.label,
-                     Markup("</span>"))
+        html = f'<span class="badge risk late late-{escape(found.code)}">{escape(found.label)}</span>'
+        return Markup(html)  # nosec B704 - code and label escaped
     if hasattr(thing, "trip_reference"):
         status = lateness.ROUTE_TO_TRIP_STATUS.get(thing.status)
     else:
@@ -123,8 +146,9 @@ def late_badge(thing, now=None):
     coming = lateness.upcoming(status, thing.window_start, thing.window_end, now, **lateness.bounds_of(thing))
     if coming is None:
         return ""
-    return _html(Markup('<span class="badge risk late late-'), coming.code, Markup('" data-late-from="'),
-                 _instant(coming.since), Markup('" hidden>'), coming.label, Markup("</span>"))
+    html = (f'<span class="badge risk late late-{escape(coming.code)}" data-late-from="'
+            f'{_instant(coming.since)}" hidden>{escape(coming.label)}</span>')
+    return Markup(html)  # nosec B704 - code and label escaped, the instant digits
 
 
 NAVIGATION = {
@@ -206,8 +230,49 @@ def _live_since():
         return None
 
 
+#: The most links :func:`cached_url_for` keeps per app (then it starts again from none).
+URL_CACHE_LIMIT = 4096
+
+
+def cached_url_for(app):
+    """The templates' ``url_for``: ``app.url_for`` remembering each link it built.
+
+    A page's links are the same on every request (the layout's navigation, stylesheet and
+    scripts; a board's rows and pager for as long as they stand), and building one through
+    werkzeug's URL map costs some tens of microseconds.  A link is remembered by the request's
+    script root, the blueprint (for a ``.name`` endpoint), the endpoint and its values (with
+    their types, in order, since their order is the query string's); at most
+    :data:`URL_CACHE_LIMIT` per app.  Links with an ``_anchor``, ``_external``, ``_scheme`` or
+    ``_method`` argument, with a value that cannot be a dictionary key, or built outside a
+    request are built every time; an error (werkzeug's ``BuildError``) is raised as by
+    ``url_for``, and never remembered.
+    """
+    cache = {}
+    build = app.url_for
+
+    def url_for(endpoint, **values):
+        if not has_request_context() or any(key[:1] == "_" for key in values):
+            return build(endpoint, **values)
+        current = request._get_current_object()
+        try:
+            key = (current.script_root, current.blueprint if endpoint[:1] == "." else None, endpoint,
+                   tuple((name, type(value), value) for name, value in values.items()))
+            url = cache.get(key)
+        except TypeError:  # a value that cannot be a key (a list): build it
+            return build(endpoint, **values)
+        if url is None:
+            url = build(endpoint, **values)
+            if len(cache) >= URL_CACHE_LIMIT:
+                cache.clear()
+            cache[key] = url
+        return url
+
+    return url_for
+
+
 def register(app):
-    app.jinja_env.filters["localtime"] = format_time
+    app.jinja_env.globals["url_for"] = cached_url_for(app)
+    app.jinja_env.filters["localtime"] = _localtime_filter
     app.jinja_env.filters["age"] = format_age
     app.jinja_env.filters["oxygen"] = hospital_vocab.oxygen_flow
     app.jinja_env.filters["audit_lines"] = audit_trail.readable

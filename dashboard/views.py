@@ -26,6 +26,7 @@ an htmx request (the template extends the layout or not by ``htmx``), so both ar
 from flask import abort, flash, redirect, request, url_for
 from flask_login import current_user
 
+from . import server_timing
 from .events.outbox import Actor
 from .extensions import db
 from .services.refusals import Refused
@@ -54,8 +55,28 @@ def act(action, *, done, refused, form=None):
     except BaseException:
         db.session.rollback()
         raise
-    db.session.commit()
+    _commit()
     return done(result)
+
+
+def _commit():
+    """Commit this request's session.  When the request has sent no statement but ``SELECT``
+    and holds no change to flush (a read through :func:`act`, such as a page of the audit log),
+    the commit ends the transaction without expiring what it loaded: ``done`` renders the rows
+    as they were read instead of reading each one again (one statement per row, the signed-in
+    user too).  Any other commit expires as usual, so a page after a write reads what was
+    written."""
+    session = db.session()
+    collector = server_timing.current()
+    if collector is None or collector.wrote or session.new or session.dirty or session.deleted:
+        session.commit()
+        return
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
 
 
 def keep():

@@ -112,6 +112,12 @@ def test_the_dispatch_rule_equals_its_sql_twin(app, state):
             vocabulary.dispatch_condition(TransportRequest, state, now))))
         assert expected, f"no request is {state}: the set of requests misses a case"
         assert found == expected
+        # Built once with the time as a parameter, as a statement kept between requests is.
+        kept = sa.select(TransportRequest.id).where(
+            vocabulary.dispatch_condition(TransportRequest, state, sa.bindparam("now")))
+        assert set(db.session.scalars(kept, {"now": now})) == expected
+        later = {t.id for t in made if vocabulary.trip_dispatch_state(t, now + timedelta(hours=2)) == state}
+        assert set(db.session.scalars(kept, {"now": now + timedelta(hours=2)})) == later
         db.session.rollback()
 
 

@@ -163,10 +163,16 @@ def dispatch_condition(requests, states, now=None):
     """The SQL twin of :func:`trip_dispatch_state`: a SQLAlchemy condition true for the rows of
     ``requests`` (the hospital silo's ``TransportRequest`` model or an alias of it) whose
     dispatch state is ``states`` (one key of :data:`DISPATCH_STATES`, or an iterable of them)
-    at ``now`` (naive UTC, default: the clock).  Raises ``ValueError`` for an unknown state.
+    at ``now``.  Raises ``ValueError`` for an unknown state.
+
+    ``now`` is a naive-UTC datetime (default: the clock, read when the condition is built) or a
+    SQL expression standing for it, typically ``sa.bindparam("now")``: a statement built once
+    (at import or on first use) then takes the time as a parameter of each execution
+    (``session.execute(statement, {"now": utcnow()})``) and is never rebuilt per request.
     """
     T = requests
-    now = now or utcnow()
+    if now is None:
+        now = utcnow()
     wanted = (states,) if isinstance(states, str) else tuple(states)
     unknown = set(wanted) - set(DISPATCH_STATES)
     if unknown:
@@ -176,10 +182,10 @@ def dispatch_condition(requests, states, now=None):
     opened = sa.and_(not_waiting, sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now))
     passed = sa.and_(opened, T.bid_deadline <= now)
     each = {
-        "will_call_waiting": waiting,
-        "upcoming": sa.and_(not_waiting, T.bidding_opens_at > now),
-        "bidding": sa.and_(opened, T.bid_deadline > now),
-        "awaiting_award": sa.and_(passed, T.bid_count > 0),
-        "unfilled": sa.and_(passed, T.bid_count == 0),
+        "will_call_waiting": lambda: waiting,
+        "upcoming": lambda: sa.and_(not_waiting, T.bidding_opens_at > now),
+        "bidding": lambda: sa.and_(opened, T.bid_deadline > now),
+        "awaiting_award": lambda: sa.and_(passed, T.bid_count > 0),
+        "unfilled": lambda: sa.and_(passed, T.bid_count == 0),
     }
-    return sa.and_(T.status == "open", sa.or_(*(each[state] for state in wanted)))
+    return sa.and_(T.status == "open", sa.or_(*(each[state]() for state in wanted)))

@@ -115,31 +115,52 @@ def count_label(count, cap):
     return f"{cap}+" if count > cap else str(count)
 
 
+#: Emergent 0, urgent 1, routine 2 (anything else after them), as SQL: built once, as the
+#: fixed orders below (an expression is immutable, so statements may share it).
+_URGENCY_RANK = sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK))
+
+
 def urgency_rank():
     """Emergent 0, urgent 1, routine 2 (anything else after them), as SQL."""
-    return sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK))
+    return _URGENCY_RANK
+
+
+def _keys(key, risk):
+    T = TransportRequest
+    if key == "risk":
+        return [sa.case((risk, 0), else_=1), _URGENCY_RANK, T.bid_deadline]
+    if key == "urgency":
+        return [_URGENCY_RANK, T.window_start]
+    if key == "deadline":
+        return [T.bid_deadline]
+    if key == "window":
+        return [T.window_start]
+    raise ValueError(f"unknown board sort {key!r}")
+
+
+def _order(key, descending, risk=None):
+    keys = _keys(key, risk)
+    if descending:
+        keys[0] = keys[0].desc()
+    return (*keys, TransportRequest.id.desc() if descending else TransportRequest.id)
+
+
+#: The orders that do not depend on a condition, by sort (``"-window"`` too), built once.
+_FIXED_ORDERS = {f"{sign}{key}": _order(key, bool(sign))
+                 for key in ("urgency", "deadline", "window") for sign in ("", "-")}
 
 
 def order_by(sort, risk=None):
-    """``ORDER BY`` expressions of a board sort (see the module's description).
+    """``ORDER BY`` expressions of a board sort (see the module's description), as a new list.
 
     ``risk`` is the SQL condition of a request at risk; it is needed for ``risk`` only
-    (``ValueError`` without it).  Every order ends on the request's id, so pages never
-    overlap or skip a row between equal keys."""
+    (``ValueError`` without it); a sort not in :data:`SORTS` raises ``ValueError``.  Every
+    order ends on the request's id, so pages never overlap or skip a row between equal keys.
+    The orders of the other sorts are built once and shared."""
+    fixed = _FIXED_ORDERS.get(sort)
+    if fixed is not None:
+        return list(fixed)
     key, descending = sort.removeprefix("-"), sort.startswith("-")
-    T = TransportRequest
-    if key == "risk":
-        if risk is None:
-            raise ValueError("the at-risk order needs the at-risk condition")
-        keys = [sa.case((risk, 0), else_=1), urgency_rank(), T.bid_deadline]
-    elif key == "urgency":
-        keys = [urgency_rank(), T.window_start]
-    elif key == "deadline":
-        keys = [T.bid_deadline]
-    elif key == "window":
-        keys = [T.window_start]
-    else:
-        raise ValueError(f"unknown board sort {sort!r}")
-    if descending:
-        keys[0] = keys[0].desc()
-    return [*keys, T.id.desc() if descending else T.id]
+    if key == "risk" and risk is None:
+        raise ValueError("the at-risk order needs the at-risk condition")
+    return list(_order(key, descending, risk))

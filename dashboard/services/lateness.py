@@ -113,8 +113,17 @@ def crew_bounds(config=None):
     rule off."""
     if config is None:
         config = current_app.config if has_app_context() else {}
-    return {name: (timedelta(minutes=minutes) if (minutes := int(config.get(key, default))) > 0 else None)
-            for name, (key, default) in BOUND_SETTINGS.items()}
+    raw = tuple(config.get(key, default) for key, default in BOUND_SETTINGS.values())
+    bounds = _BOUNDS.get(raw)
+    if bounds is None:  # read once per set of settings: boards ask for every row
+        bounds = _BOUNDS[raw] = {
+            name: (timedelta(minutes=minutes) if (minutes := int(value)) > 0 else None)
+            for name, value in zip(BOUND_SETTINGS, raw, strict=True)}
+    return dict(bounds)
+
+
+#: ``{settings as read: bounds}`` of :func:`crew_bounds` (one or two sets per process).
+_BOUNDS = {}
 
 
 def bounds_of(thing):

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 from flask import current_app, has_request_context, session
+from sqlalchemy import orm
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -167,12 +168,29 @@ def _from_snapshot(identity):
     return user
 
 
+_USER_OF_SESSION = []
+
+
+def _user_of_session():
+    """The loader's statement, built once: the user of a live session (bind parameters
+    ``public_id`` and ``token``) with their hospital or agency in the same round trip (the
+    layout names it on every page)."""
+    if not _USER_OF_SESSION:
+        _USER_OF_SESSION.append(
+            sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
+                User.public_id == sa.bindparam("public_id"), UserSession.token == sa.bindparam("token"),
+                UserSession.revoked_at.is_(None))
+            .options(orm.joinedload(User.hospital), orm.joinedload(User.agency)))
+    return _USER_OF_SESSION[0]
+
+
 def load(session_id):
     """Flask-Login's user loader: the session's user, or None when the session ended.
 
     ``session_id`` is ``public_id:epoch:token``.  Asks the center (one query: the user
-    joined with their live session row); when the center cannot be reached, answers
-    from the session's snapshot within its bound (see the module's description).
+    joined with their live session row and their organisation); when the center cannot be
+    reached, answers from the session's snapshot within its bound (see the module's
+    description).
     """
     identity = _parse(session_id)
     if identity is None:
@@ -181,10 +199,7 @@ def load(session_id):
     if _center_recently_failed():
         return _from_snapshot(identity)
     try:
-        user = db.session.scalar(
-            sa.select(User).join(UserSession, UserSession.user_id == User.id).where(
-                User.public_id == public_id, UserSession.token == token,
-                UserSession.revoked_at.is_(None)))
+        user = db.session.scalar(_user_of_session(), {"public_id": public_id, "token": token})
         if user is not None and user.session_epoch == epoch and user.is_active:
             user.session_token = token
             snapshot = session.get(SNAPSHOT_KEY) if has_request_context() else None
