@@ -288,7 +288,7 @@ def test_a_signal_wakes_only_the_audiences_it_may_concern_and_is_encoded_once_fo
         return f"{signal[2]};".encode()
 
     def of_hospital(hospital_id):
-        return lambda signal: signal[5] is None and signal[3] == hospital_id
+        return lambda signal, user: signal[5] == user if signal[5] is not None else signal[3] == hospital_id
 
     ours = local.join(("hospital", 3, None, None, None), 41, of_hospital(3), encode)
     assert local.join(("hospital", 3, None, None, None), 42, of_hospital(3), encode) is ours  # a colleague
@@ -308,10 +308,12 @@ def test_a_signal_wakes_only_the_audiences_it_may_concern_and_is_encoded_once_fo
     assert arrive((12, "alert", "for-nobody", None, 99)) == [False, False]
     position, batch = local.batch_for(ours, start)
     assert local.batch_for(ours, start)[1] is batch  # the colleague's stream shares it
-    assert batch.data == b"ten;" and encoded == [10]
-    assert [s[0] for s in batch.signals] == [10, 11, 12] and batch.addressed and batch.newest == 12
-    assert batch.complete and position == local.position()
-    assert local.batch_for(theirs, start)[1].data == b""  # an alert is decided per stream, by its user
+    assert encoded == [10]
+    assert [s[0] for s in batch.signals] == [10, 11, 12] and batch.newest == 12 and batch.complete
+    assert position == local.position() and batch.data_for(41) == batch.data_for(42) == b"ten;"
+    assert local.batch_for(theirs, start)[1].data_for(51) == b"for-51;"  # its user's text
+    assert local.batch_for(theirs, start)[1].data_for(52) == b""  # a colleague's: not theirs
+    assert encoded == [10, 11]  # each once
     local.wait_for(ours, position, 0.01)  # nothing newer for it: returns at the timeout
     local.leave(ours, 41)
     local.leave(ours, 42)

@@ -18,8 +18,8 @@ Fan-out: streams that may receive the same signals form an *audience* (a viewer'
 role and organisation, without the user; :meth:`SignalHub.join`).  Which audiences a new
 signal concerns is decided once per audience, and only the streams of those audiences
 wake; the text an audience is sent is built once per batch of signals and shared by
-its streams.  Signals addressed to one user (alerts, account changes) wake the
-audiences that user's streams belong to, and each of those streams decides for itself.
+its streams.  A signal addressed to one user (an alert, an account change) wakes the
+audiences that user's streams belong to, with a text of its own for that user.
 """
 import logging
 import select
@@ -48,26 +48,33 @@ class Batch:
     """The signals after a stream's position, as one audience sees them.
 
     ``signals``: every signal after the position, in the hub's order (the hub's tuples);
-    ``data``: the encoded text of those the audience accepts, joined (bytes);
-    ``addressed``: whether one of ``signals`` names a user (an alert, an account change), which
-    each stream must decide on itself; ``newest``: the highest signal id in ``signals`` (None
-    when empty); ``complete``: False when the position is older than memory reaches.
+    ``data``: the encoded text (bytes) of those a stream of the audience receives, for a user
+    no signal of the batch names; ``by_user``: the same for each user of the audience a signal
+    names (an alert, an account change); ``accounts``: the user ids an ``account-updated``
+    signal names (their streams re-check the session, one by one); ``newest``: the highest
+    signal id in ``signals`` (None when empty); ``complete``: False when the position is older
+    than memory reaches.
     """
 
-    __slots__ = ("signals", "data", "addressed", "newest", "complete")
+    __slots__ = ("signals", "data", "by_user", "accounts", "newest", "complete")
 
-    def __init__(self, signals, data, addressed, newest, complete):
-        self.signals, self.data, self.addressed = signals, data, addressed
+    def __init__(self, signals, data, by_user, accounts, newest, complete):
+        self.signals, self.data, self.by_user, self.accounts = signals, data, by_user, accounts
         self.newest, self.complete = newest, complete
+
+    def data_for(self, user_id):
+        """What a stream of ``user_id`` is sent of this batch (bytes)."""
+        return self.by_user.get(user_id, self.data)
 
 
 class Audience:
     """The streams of one scope (a viewer's role and organisation, without the user).
 
-    ``accepts(signal)`` is the scope's access rule for signals that name no user, decided
-    once per signal for all its streams; ``encode(signal)`` its text on the wire (bytes).
-    ``users`` counts the open streams per user id; ``last`` is the newest hub sequence that
-    may concern one of them (its streams sleep while their position is at or past it).
+    ``accepts(signal, user_id)`` is the access rule of the scope's streams; asked with
+    ``user_id`` None it answers for any user a signal does not name, once per signal for all
+    the streams.  ``encode(signal)`` is a signal's text on the wire (bytes).  ``users`` counts
+    the open streams per user id; ``last`` is the newest hub sequence that may concern one of
+    them (its streams sleep while their position is at or past it).
     """
 
     def __init__(self, key, accepts, encode, sequence):
@@ -78,12 +85,32 @@ class Audience:
         self._batch = None  # (position, new position, Batch): shared by the streams at one position
 
     def concerned_by(self, signal):
-        """Whether ``signal`` may be for one of these streams."""
-        return self.accepts(signal) or (signal[5] is not None and signal[5] in self.users)
+        """Whether ``signal`` is for one of these streams."""
+        named = signal[5]
+        if named is not None and named in self.users and self.accepts(signal, named):
+            return True
+        return self.accepts(signal, None)
 
     def wake(self):
         arrived, self.arrived = self.arrived, threading.Event()
         arrived.set()
+
+    def build(self, signals, complete):
+        """The :class:`Batch` of ``signals``: each signal encoded once, each rule asked once per
+        signal (and once more per user of the audience a signal names)."""
+        wire = {}
+
+        def text(signal):
+            if signal[0] not in wire:
+                wire[signal[0]] = self.encode(signal)
+            return wire[signal[0]]
+
+        named = {signal[5] for signal in signals if signal[5] is not None}
+        by_user = {user_id: b"".join(text(s) for s in signals if self.accepts(s, user_id))
+                   for user_id in named if user_id in self.users}
+        accounts = {signal[5] for signal in signals if signal[1] == "account-updated"}
+        return Batch(signals, b"".join(text(s) for s in signals if self.accepts(s, None)), by_user,
+                     accounts, max((signal[0] for signal in signals), default=None), complete)
 
 
 class SignalHub:
@@ -287,10 +314,7 @@ class SignalHub:
         if cached is not None and cached[0] == position and cached[1] == self._sequence:
             return cached[1], cached[2]
         new_position, signals, complete = self.after(position)
-        accepted = [signal for signal in signals if audience.accepts(signal)]
-        batch = Batch(signals, b"".join(map(audience.encode, accepted)),
-                      any(signal[5] is not None for signal in signals),
-                      max((signal[0] for signal in signals), default=None), complete)
+        batch = audience.build(signals, complete)
         audience._batch = (position, new_position, batch)
         return new_position, batch
 

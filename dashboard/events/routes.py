@@ -16,7 +16,6 @@ session's server-side row, which the check reads).
 import random
 import re
 import time
-from functools import partial
 
 from flask import Blueprint, Response, current_app, request
 from flask_login import current_user, login_required
@@ -89,12 +88,21 @@ def _wire(signal):
 def audience_of(viewer):
     """The scope a viewer's stream shares with others: the viewer without their user id.
 
-    For a signal that names no user, :func:`may_receive` does not look at the user, so one
-    decision serves every stream of the scope; a signal that names a user is decided per
-    stream.
+    :func:`may_receive` looks at the user only for a signal that names one, so for every
+    other signal one decision serves every stream of the scope.
     """
     role, hospital_id, agency_id = viewer[:3]
     return (role, hospital_id, agency_id, None, viewer[4] if len(viewer) > 4 else None)
+
+
+def _rule_of(scope):
+    """:func:`may_receive` for the streams of ``scope``: ``accepts(signal, user_id)``."""
+    role, hospital_id, agency_id, _user, unit_id = scope
+
+    def accepts(signal, user_id):
+        return may_receive((role, hospital_id, agency_id, user_id, unit_id), signal)
+
+    return accepts
 
 
 def _session_still_valid(app, viewer, epoch, token):
@@ -156,7 +164,7 @@ def stream():
     def generate():
         yield b"retry: 2000\n: connected\n\n"
         scope = audience_of(viewer)
-        audience = hub.join(scope, viewer[3], partial(may_receive, scope), _wire)
+        audience = hub.join(scope, viewer[3], _rule_of(scope), _wire)
         try:
             yield from _follow(app, viewer, epoch, token, audience, position, replay, resync, last_id,
                                keepalive, max_seconds, session_check)
@@ -171,9 +179,9 @@ def _follow(app, viewer, epoch, token, audience, position, replay, resync, last_
             max_seconds, session_check):
     """The stream after its first line: signals as they come (bytes), keep-alives, session checks.
 
-    Signals come from the hub in batches built once per audience; a stream sends its
-    audience's text as it is unless the batch names a user (an alert, an account change)
-    or repeats what a replay already sent: those it goes through one by one.
+    Signals come from the hub in batches built once per audience; a stream sends its user's
+    text of the batch as it is, unless the batch changes its account (the session is checked
+    first) or repeats what a replay already sent: those it goes through one by one.
     """
     started = last_write = time.monotonic()
     # Streams opened together check at different moments, not in one burst.
@@ -242,9 +250,9 @@ def _follow(app, viewer, epoch, token, audience, position, replay, resync, last_
         if not batch.complete:
             pending, _ = hub.replay_from_db(newest)
             from_replay = True
-        elif batch.addressed or (replayed and not replayed.isdisjoint(s[0] for s in batch.signals)):
-            pending = batch.signals  # decided one by one, as this viewer
+        elif viewer[3] in batch.accounts or (replayed and not replayed.isdisjoint(s[0] for s in batch.signals)):
+            pending = batch.signals  # gone through one by one, as this viewer
         else:
-            ready = batch.data
+            ready = batch.data_for(viewer[3])
             if batch.newest is not None:
                 newest = max(newest, batch.newest)
