@@ -18,7 +18,10 @@ take the time each signal arrives.  Latency = arrival - commit, over every
 client and request: posting → outbox → relay (woken by NOTIFY) → live signal
 → NOTIFY → every worker's hub → every stream.  Memory per client = growth
 of the server's resident memory (master and workers) from warm and idle to
-N connected, divided by N.  Figures are printed, not asserted.
+N connected, divided by N.  Server CPU = user and system time of the master and
+workers while posting, per signal of a posted request received and per message
+received (those signals and the alerts the requests raised, for their users).
+Figures are printed, not asserted.
 """
 import argparse
 import asyncio
@@ -66,6 +69,7 @@ async def _stream(port, cookie, seen, connected, state):
                 connected.set()
             elif line.startswith(b"data: "):
                 seen.setdefault(line[6:].strip().decode(), time.time())
+                state.messages += 1
                 state.check()
     finally:
         writer.close()
@@ -76,6 +80,8 @@ class _Progress:
 
     def __init__(self, arrivals):
         self.arrivals, self.ids, self.done = arrivals, None, asyncio.Event()
+        #: Every signal received (the posted requests' and the alerts they raise), all clients.
+        self.messages = 0
 
     def check(self):
         if self.ids is not None and all(self.ids <= seen.keys() for seen in self.arrivals):
@@ -107,7 +113,8 @@ async def _clients(port, cookies, count, timeout):
         pass
     for task in tasks:
         task.cancel()
-    print(json.dumps([{k: v for k, v in seen.items() if k in progress.ids} for seen in arrivals]),
+    print(json.dumps({"messages": progress.messages,
+                      "arrivals": [{k: v for k, v in seen.items() if k in progress.ids} for seen in arrivals]}),
           flush=True)
 
 
@@ -310,7 +317,8 @@ def main(args):
         committed = _post_requests(args.trips, args.interval)
         cpu_used = _server_cpu_seconds(server.pid) - cpu_before
         output, _ = clients.communicate("IDS " + ",".join(committed) + "\n", timeout=120)
-        arrivals = json.loads(output.strip().splitlines()[-1])
+        received_all = json.loads(output.strip().splitlines()[-1])
+        arrivals, messages = received_all["arrivals"], received_all["messages"]
     finally:
         for process in (clients, relay, server):
             if process is not None and process.poll() is None:
@@ -341,6 +349,8 @@ def main(args):
     if received:
         print(f"server CPU per signal sent {cpu_used / received * 1e6:.0f} µs "
               f"({cpu_used:.2f} s while posting)")
+        print(f"  per message sent         {cpu_used / messages * 1e6:.0f} µs ({messages} messages: "
+              f"the requests' signals and the alerts they raised)")
     print(f"server memory              idle {idle_kb / 1024:.1f} MiB, connected {connected_kb / 1024:.1f} MiB, "
           f"{(connected_kb - idle_kb) / args.clients:.1f} KiB per client")
 

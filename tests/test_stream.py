@@ -272,3 +272,111 @@ def test_a_live_page_opens_one_stream_that_replays_from_its_rendering(app, demo,
     stream = Stream(client, query=url[len("/events"):])
     assert stream.read_until(f"data: {posted}\n", max_reads=3)
     stream.close()
+
+
+# --- fan-out: audiences ------------------------------------------------------------------------
+
+
+def test_a_signal_wakes_only_the_audiences_it_may_concern_and_is_encoded_once_for_each(app):
+    local = SignalHub()
+    local.app = app
+    start = local.position()
+    encoded = []
+
+    def encode(signal):
+        encoded.append(signal[0])
+        return f"{signal[2]};".encode()
+
+    def of_hospital(hospital_id):
+        return lambda signal, user: signal[5] == user if signal[5] is not None else signal[3] == hospital_id
+
+    ours = local.join(("hospital", 3, None, None, None), 41, of_hospital(3), encode)
+    assert local.join(("hospital", 3, None, None, None), 42, of_hospital(3), encode) is ours  # a colleague
+    theirs = local.join(("hospital", 4, None, None, None), 51, of_hospital(4), encode)
+
+    def arrive(*signals):
+        before = (ours.arrived, theirs.arrived)
+        with app.app_context():
+            db.session.add_all([LiveSignal(id=i, name=name, entity_id=entity, hospital_id=hospital, user_id=user)
+                                for i, name, entity, hospital, user in signals])
+            db.session.commit()
+        assert local.refresh() == len(signals)
+        return [event.is_set() for event in before]
+
+    assert arrive((10, "trip-updated", "ten", 3, None)) == [True, False]
+    assert arrive((11, "alert", "for-51", None, 51)) == [False, True]  # addressed: its user's audience
+    assert arrive((12, "alert", "for-nobody", None, 99)) == [False, False]
+    position, batch = local.batch_for(ours, start)
+    assert local.batch_for(ours, start)[1] is batch  # the colleague's stream shares it
+    assert encoded == [10]
+    assert [s[0] for s in batch.signals] == [10, 11, 12] and batch.newest == 12 and batch.complete
+    assert position == local.position() and batch.data_for(41) == batch.data_for(42) == b"ten;"
+    assert local.batch_for(theirs, start)[1].data_for(51) == b"for-51;"  # its user's text
+    assert local.batch_for(theirs, start)[1].data_for(52) == b""  # a colleague's: not theirs
+    assert encoded == [10, 11]  # each once
+    local.wait_for(ours, position, 0.01)  # nothing newer for it: returns at the timeout
+    local.leave(ours, 41)
+    local.leave(ours, 42)
+    assert local.join(("hospital", 3, None, None, None), 41, of_hospital(3), encode) is not ours
+
+
+def test_streams_sharing_an_audience_each_get_only_what_their_user_may_see(app, demo):
+    app.config["MEDPORT_STREAM_MAX_SECONDS"] = 1.0
+    with app.app_context():
+        nurse = db.session.scalar(sa.select(User).where(User.email == NURSE_ALT))
+        nurse_id, hospital_id = nurse.id, nurse.hospital_id
+        other_id = db.session.scalar(sa.select(User.id).where(User.email == NURSE_MNV))
+    client = signed_in(app, NURSE_ALT)
+    tabs = [Stream(client), Stream(client)]
+    for tab in tabs:
+        tab.read()
+    with app.app_context():
+        db.session.add_all([
+            LiveSignal(name="trip-updated", entity_id="ours-before", hospital_id=hospital_id),
+            LiveSignal(name="alert", entity_id="alert-for-another", user_id=other_id),
+            LiveSignal(name="trip-updated", entity_id="ours-after", hospital_id=hospital_id),
+            LiveSignal(name="alert", entity_id="alert-for-the-nurse", user_id=nurse_id),
+            LiveSignal(name="trip-updated", entity_id="another-hospital", hospital_id=hospital_id + 1),
+        ])
+        db.session.commit()
+    hub.refresh()
+    for tab in tabs:
+        assert tab.read_until("data: alert-for-the-nurse\n")
+        text = tab.read_to_end()
+        assert text.index("data: ours-before\n") < text.index("data: ours-after\n") \
+            < text.index("data: alert-for-the-nurse\n")
+        assert "alert-for-another" not in text and "another-hospital" not in text
+        assert text.count("data: ours-after\n") == 1
+
+
+def test_the_relay_wakes_the_streams_once_the_signal_is_committed_before_the_alerts(app, demo, deliver,
+                                                                                     monkeypatch):
+    from dashboard.events import handlers
+    from dashboard.extensions import engine
+
+    deliver()
+
+    def committed(name):  # read on a connection of its own: what other processes see
+        with app.app_context(), engine("center").connect() as conn:
+            return conn.scalar(sa.select(sa.func.count()).select_from(LiveSignal).where(LiveSignal.name == name))
+
+    trips, alerts = committed("trip-updated"), committed("alert")
+    order = []
+    real_poke, real_alerts = hub.poke, handlers.produce_alerts
+
+    def poke():
+        order.append(("poke", committed("trip-updated") - trips, committed("alert") - alerts))
+        real_poke()
+
+    def produce_alerts(event):
+        order.append(("alerts",))
+        real_alerts(event)
+
+    monkeypatch.setattr(hub, "poke", poke)
+    monkeypatch.setattr(handlers, "produce_alerts", produce_alerts)
+    with app.app_context():
+        post_trip("ALT", level="BLS")  # alerts the dispatchers of the agencies that may bid
+    deliver()
+    assert order[:2] == [("poke", 1, 0), ("alerts",)]  # the request's signal did not wait for its alerts
+    assert order[2][0] == "poke" and order[2][2] > 0  # the alerts' own signals, once committed
+    assert len(order) == 3

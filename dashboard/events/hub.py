@@ -13,14 +13,23 @@ exist:
 
 A stream follows the hub's own sequence, not the table's ids: a signal
 committed late with a lower id (two relays at once) is still passed on.
+
+Fan-out: streams that may receive the same signals form an *audience* (a viewer's
+role and organisation, without the user; :meth:`SignalHub.join`).  Which audiences a new
+signal concerns is decided once per audience, and only the streams of those audiences
+wake; the text an audience is sent is built once per batch of signals and shared by
+its streams.  A signal addressed to one user (an alert, an account change) wakes the
+audiences that user's streams belong to, with a text of its own for that user.
 """
 import logging
 import select
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from ..extensions import db, engine
 from ..models.center import LiveSignal
@@ -33,6 +42,75 @@ RECENT = 5000
 LOOKBACK = 100
 _COLUMNS = (LiveSignal.id, LiveSignal.name, LiveSignal.entity_id, LiveSignal.hospital_id,
             LiveSignal.agency_ids, LiveSignal.user_id, LiveSignal.unit_ids)
+
+
+class Batch:
+    """The signals after a stream's position, as one audience sees them.
+
+    ``signals``: every signal after the position, in the hub's order (the hub's tuples);
+    ``data``: the encoded text (bytes) of those a stream of the audience receives, for a user
+    no signal of the batch names; ``by_user``: the same for each user of the audience a signal
+    names (an alert, an account change); ``accounts``: the user ids an ``account-updated``
+    signal names (their streams re-check the session, one by one); ``newest``: the highest
+    signal id in ``signals`` (None when empty); ``complete``: False when the position is older
+    than memory reaches.
+    """
+
+    __slots__ = ("signals", "data", "by_user", "accounts", "newest", "complete")
+
+    def __init__(self, signals, data, by_user, accounts, newest, complete):
+        self.signals, self.data, self.by_user, self.accounts = signals, data, by_user, accounts
+        self.newest, self.complete = newest, complete
+
+    def data_for(self, user_id):
+        """What a stream of ``user_id`` is sent of this batch (bytes)."""
+        return self.by_user.get(user_id, self.data)
+
+
+class Audience:
+    """The streams of one scope (a viewer's role and organisation, without the user).
+
+    ``accepts(signal, user_id)`` is the access rule of the scope's streams; asked with
+    ``user_id`` None it answers for any user a signal does not name, once per signal for all
+    the streams.  ``encode(signal)`` is a signal's text on the wire (bytes).  ``users`` counts
+    the open streams per user id; ``last`` is the newest hub sequence that may concern one of
+    them (its streams sleep while their position is at or past it).
+    """
+
+    def __init__(self, key, accepts, encode, sequence):
+        self.key, self.accepts, self.encode = key, accepts, encode
+        self.users = Counter()
+        self.last = sequence
+        self.arrived = threading.Event()
+        self._batch = None  # (position, new position, Batch): shared by the streams at one position
+
+    def concerned_by(self, signal):
+        """Whether ``signal`` is for one of these streams."""
+        named = signal[5]
+        if named is not None and named in self.users and self.accepts(signal, named):
+            return True
+        return self.accepts(signal, None)
+
+    def wake(self):
+        arrived, self.arrived = self.arrived, threading.Event()
+        arrived.set()
+
+    def build(self, signals, complete):
+        """The :class:`Batch` of ``signals``: each signal encoded once, each rule asked once per
+        signal (and once more per user of the audience a signal names)."""
+        wire = {}
+
+        def text(signal):
+            if signal[0] not in wire:
+                wire[signal[0]] = self.encode(signal)
+            return wire[signal[0]]
+
+        named = {signal[5] for signal in signals if signal[5] is not None}
+        by_user = {user_id: b"".join(text(s) for s in signals if self.accepts(s, user_id))
+                   for user_id in named if user_id in self.users}
+        accounts = {signal[5] for signal in signals if signal[1] == "account-updated"}
+        return Batch(signals, b"".join(text(s) for s in signals if self.accepts(s, None)), by_user,
+                     accounts, max((signal[0] for signal in signals), default=None), complete)
 
 
 class SignalHub:
@@ -58,6 +136,7 @@ class SignalHub:
             self._seen = set()
             self._last_id = None
             self._primed_floor = None
+            self._audiences = {}
             self._app_generation = getattr(self, "_app_generation", 0) + 1
             self.closing = False
             #: False while the center (where signals are kept) cannot be read: live pages
@@ -69,6 +148,8 @@ class SignalHub:
         with self._lock:
             self.closing = True
             self._arrived.set()
+            for audience in self._audiences.values():
+                audience.wake()
 
     def init_app(self, app):
         """Serve ``app`` (one per process; a new app starts from a clean memory)."""
@@ -136,10 +217,13 @@ class SignalHub:
                 if priming:
                     self._seen, self._last_id, self._primed_floor = set(), 0, floor
                 fresh = [tuple(row) for row in rows if row.id not in self._seen]
+                numbered = []
                 for signal in fresh:
                     self._sequence += 1
-                    self._recent.append((self._sequence, signal))
+                    numbered.append((self._sequence, signal))
                     self._seen.add(signal[0])
+                self._recent.extend(numbered)
+                self._wake_concerned(numbered)
                 self._last_id = max([self._last_id] + [row.id for row in rows])
                 keep_above = self._last_id - 2 * LOOKBACK
                 if len(self._seen) > 4 * LOOKBACK:
@@ -155,7 +239,23 @@ class SignalHub:
             self.reachable = reachable
             with self._lock:
                 arrived, self._arrived = self._arrived, threading.Event()
+                for audience in self._audiences.values():
+                    audience.wake()
             arrived.set()
+
+    def _wake_concerned(self, numbered):
+        """Wake the audiences that ``numbered`` ((sequence, signal) pairs) may concern.
+
+        Called with the lock held; each audience's rule is asked once per signal.
+        """
+        for audience in self._audiences.values():
+            newest = None
+            for sequence, signal in numbered:
+                if audience.concerned_by(signal):
+                    newest = sequence
+            if newest is not None:
+                audience.last = newest
+                audience.wake()
 
     @staticmethod
     def _read_after(reader, floor):
@@ -169,6 +269,54 @@ class SignalHub:
         if self._sequence == position:
             arrived.wait(timeout)
         return self._sequence
+
+    # -- audiences -------------------------------------------------------------------
+    def join(self, key, user_id, accepts, encode):
+        """A stream of ``user_id`` opens in the audience ``key``; returns the :class:`Audience`.
+
+        ``key`` is any hashable naming the scope; ``accepts`` and ``encode`` are taken from
+        the first stream of the scope (every stream of one scope has the same rule).  The
+        stream must :meth:`leave` when it ends.
+        """
+        with self._lock:
+            audience = self._audiences.get(key)
+            if audience is None:
+                audience = self._audiences[key] = Audience(key, accepts, encode, self._sequence)
+            audience.users[user_id] += 1
+            # What arrived before this stream joined may concern it (its user was not counted
+            # then): its first wait looks rather than sleeps.
+            audience.last = max(audience.last, self._sequence)
+            return audience
+
+    def leave(self, audience, user_id):
+        """A stream of ``audience`` ended; the audience goes with its last stream."""
+        with self._lock:
+            audience.users[user_id] -= 1
+            if audience.users[user_id] <= 0:
+                del audience.users[user_id]
+            if not audience.users and self._audiences.get(audience.key) is audience:
+                del self._audiences[audience.key]
+
+    def wait_for(self, audience, position, timeout):
+        """Block until a signal after ``position`` may concern ``audience``, the center's
+        reachability changes, the hub closes, or ``timeout`` (seconds) passes."""
+        arrived = audience.arrived  # taken before the check: a signal after it sets this one
+        if audience.last <= position and not self.closing:
+            arrived.wait(timeout)
+
+    def batch_for(self, audience, position):
+        """``(new position, Batch)`` of the signals after ``position`` for ``audience``.
+
+        Built once per audience and position: the other streams at the same position
+        share it (its ``data`` is not rebuilt nor re-encoded per stream).
+        """
+        cached = audience._batch
+        if cached is not None and cached[0] == position and cached[1] == self._sequence:
+            return cached[1], cached[2]
+        new_position, signals, complete = self.after(position)
+        batch = audience.build(signals, complete)
+        audience._batch = (position, new_position, batch)
+        return new_position, batch
 
     def after(self, position):
         """``(new position, signals after position, complete)``.
@@ -296,3 +444,40 @@ class SignalHub:
 
 
 hub = SignalHub()
+
+
+# -- knowing when signals were written ------------------------------------------------------
+
+_FLUSHED, _COMMITTED = "medport_signals_flushed", "medport_signals_committed"
+
+
+def watch_signal_writes():
+    """Note on each session when a transaction that inserted live signals commits (read with
+    :func:`signals_written`).  Installed once per process by the relay, which wakes the
+    streams after each such commit."""
+    if getattr(watch_signal_writes, "installed", False):
+        return
+    watch_signal_writes.installed = True
+
+    @event.listens_for(Session, "after_flush")
+    def _note(session, flush_context):
+        # ``session.new`` still holds what this flush inserted.
+        if any(isinstance(obj, LiveSignal) for obj in session.new):
+            session.info[_FLUSHED] = True
+
+    @event.listens_for(Session, "after_commit")
+    def _committed(session):
+        if session.info.pop(_FLUSHED, False):
+            session.info[_COMMITTED] = True
+
+    @event.listens_for(Session, "after_rollback")
+    def _forget(session):
+        session.info.pop(_FLUSHED, None)
+
+
+def signals_written(session):
+    """Whether ``session`` committed live signals since this was last asked (then forgotten).
+
+    Needs :func:`watch_signal_writes` installed; otherwise always False.
+    """
+    return session.info.pop(_COMMITTED, False)

@@ -12,7 +12,11 @@ Delivery of one event:
    ``inbox_events`` in the same transaction: a retried event skips handlers
    that already took effect, and of two relays racing on one handler the
    inbox's unique key lets exactly one commit;
-3. mark it delivered, then wake the live streams.
+3. mark it delivered.
+
+The live streams are woken as soon as a step that wrote live signals has committed (the
+center's record, then the alerts it raised), not after the event's last step: a new request
+reaches the boards without waiting for its alerts to be worked out.
 
 A handler that fails leaves the event pending with a growing back-off; after
 ``MEDPORT_RELAY_MAX_ATTEMPTS`` tries it is parked for the center's health panel,
@@ -43,7 +47,7 @@ from ..services.deliveries.sender import start_sender_thread
 from ..services.silos import error_kind
 from ..services.silos import is_unreachable as silo_unreachable
 from . import handlers as handler_registry
-from .hub import hub
+from .hub import hub, signals_written, watch_signal_writes
 from .outbox import RELAY_CHANNEL
 from .timer import Timer
 
@@ -87,6 +91,7 @@ class Relay:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.timer = Timer()
+        watch_signal_writes()
 
     @property
     def max_attempts(self):
@@ -224,7 +229,6 @@ class Relay:
             )
             db.session.commit()
             return False
-        hub.poke()  # the live signal is committed: wake the streams before the bookkeeping
         db.session.execute(
             sa.update(model).where(model.id == event_pk).values(
                 status="delivered", delivered_at=utcnow(), attempts=event.attempts + 1,
@@ -235,8 +239,13 @@ class Relay:
         return True
 
     def _apply(self, name, target, fn, event):
-        """Run one handler in its target silo, exactly once in effect."""
+        """Run one handler in its target silo, exactly once in effect.
+
+        A handler that wrote live signals (the center's record, alerts) wakes the live
+        streams of every process once it has committed, before the next handler runs.
+        """
         inbox = INBOX_BY_SILO[target]
+        signals_written(db.session())  # forget what earlier commits of this session wrote
         applied = sa.select(inbox.id).where(inbox.event_id == event.event_id, inbox.handler == name)
         if db.session.scalar(applied) is not None:
             db.session.commit()
@@ -251,6 +260,9 @@ class Relay:
             if db.session.scalar(applied) is None:
                 raise
             db.session.commit()
+            return
+        if signals_written(db.session()):
+            hub.poke()
 
     # -- loops ----------------------------------------------------------------------
     def run_forever(self, poll_seconds=1.0):
@@ -263,12 +275,14 @@ class Relay:
                                     daemon=True)
         listener.start()
         while not self.stopping.is_set():
+            # Cleared before the pass, not after the wait: a commit noticed during the pass
+            # (or just as the wait ends) starts the next pass at once, never a poll later.
+            self.wake.clear()
             try:
                 self.run_once()
             except Exception:  # never let the relay die; the next pass retries
                 log.exception("relay pass failed")
             self.wake.wait(poll_seconds)
-            self.wake.clear()
 
     def stop(self):
         """End :meth:`run_forever` after the pass under way."""

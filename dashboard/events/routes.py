@@ -80,6 +80,31 @@ def _format(signal):
     return f"id: {signal[0]}\nevent: {signal[1]}\ndata: {signal[2]}\n\n"
 
 
+def _wire(signal):
+    """:func:`_format` as the bytes the socket is sent."""
+    return _format(signal).encode()
+
+
+def audience_of(viewer):
+    """The scope a viewer's stream shares with others: the viewer without their user id.
+
+    :func:`may_receive` looks at the user only for a signal that names one, so for every
+    other signal one decision serves every stream of the scope.
+    """
+    role, hospital_id, agency_id = viewer[:3]
+    return (role, hospital_id, agency_id, None, viewer[4] if len(viewer) > 4 else None)
+
+
+def _rule_of(scope):
+    """:func:`may_receive` for the streams of ``scope``: ``accepts(signal, user_id)``."""
+    role, hospital_id, agency_id, _user, unit_id = scope
+
+    def accepts(signal, user_id):
+        return may_receive((role, hospital_id, agency_id, user_id, unit_id), signal)
+
+    return accepts
+
+
 def _session_still_valid(app, viewer, epoch, token):
     """The viewer's session is live: account active, same epoch, not signed out.
 
@@ -137,66 +162,97 @@ def stream():
             resync = not complete
 
     def generate():
-        yield "retry: 2000\n: connected\n\n"
-        started = last_write = time.monotonic()
-        # Streams opened together check at different moments, not in one burst.
-        last_check = started - random.uniform(0, session_check / 2)
-        sent = set()
-        pending, cursor = replay, position
-        reachable = hub.reachable
-        last_resync = started
-        if not reachable:
-            yield _live_status(False)
-        if resync:
-            yield _resync()
-        while True:
-            chunks = []
-            now = time.monotonic()
-            if hub.reachable != reachable:
-                reachable = hub.reachable
-                # Back: what was missed meanwhile comes as signals; a refresh of every
-                # panel covers what changed before they were written.
-                chunks.append(_live_status(reachable) + ("" if not reachable else _resync()))
-                last_resync = now
-            elif not reachable and now - last_resync >= STALE_REFRESH_SECONDS:
-                chunks.append(_resync())
-                last_resync = now
-            for signal in pending:
-                if signal[0] in sent:
-                    continue
-                sent.add(signal[0])
-                if signal[5] == viewer[3] and signal[1] == "account-updated" \
-                        and not _session_still_valid(app, viewer, epoch, token):
-                    yield "".join(chunks) + SESSION_ENDED
-                    return
-                if may_receive(viewer, signal):
-                    chunks.append(_format(signal))
-            if len(sent) > 2000:
-                sent = {i for i in sent if i > max(sent) - 1000}
-            now = time.monotonic()
-            if now - last_check >= session_check:
-                last_check = now
-                if not _session_still_valid(app, viewer, epoch, token):
-                    yield "".join(chunks) + SESSION_ENDED
-                    return
-            if chunks:
-                yield "".join(chunks)
-                last_write = now
-            elif now - last_write >= keepalive:
-                yield ": keep-alive\n\n"
-                last_write = now
-            remaining = max_seconds - (now - started)
-            if remaining <= 0:
-                return
-            wait = min(keepalive - (time.monotonic() - last_write), remaining)
-            if not reachable:
-                wait = min(wait, STALE_REFRESH_SECONDS - (time.monotonic() - last_resync))
-            hub.wait(cursor, max(wait, 0))
-            if hub.closing:
-                return
-            cursor, pending, complete = hub.after(cursor)
-            if not complete:
-                pending, _ = hub.replay_from_db(max(sent, default=last_id or 0))
+        yield b"retry: 2000\n: connected\n\n"
+        scope = audience_of(viewer)
+        audience = hub.join(scope, viewer[3], _rule_of(scope), _wire)
+        try:
+            yield from _follow(app, viewer, epoch, token, audience, position, replay, resync, last_id,
+                               keepalive, max_seconds, session_check)
+        finally:
+            hub.leave(audience, viewer[3])
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return Response(generate(), mimetype="text/event-stream", headers=headers)
+
+
+def _follow(app, viewer, epoch, token, audience, position, replay, resync, last_id, keepalive,
+            max_seconds, session_check):
+    """The stream after its first line: signals as they come (bytes), keep-alives, session checks.
+
+    Signals come from the hub in batches built once per audience; a stream sends its user's
+    text of the batch as it is, unless the batch changes its account (the session is checked
+    first) or repeats what a replay already sent: those it goes through one by one.
+    """
+    started = last_write = time.monotonic()
+    # Streams opened together check at different moments, not in one burst.
+    last_check = started - random.uniform(0, session_check / 2)
+    replayed = set()  # ids sent from a replay: the live signals may repeat them
+    newest = last_id or 0  # the highest signal id gone through
+    pending, from_replay, ready = replay, True, b""
+    cursor = position
+    reachable = hub.reachable
+    last_resync = started
+    if not reachable:
+        yield _live_status(False).encode()
+    if resync:
+        yield _resync().encode()
+    while True:
+        chunks = []
+        now = time.monotonic()
+        if hub.reachable != reachable:
+            reachable = hub.reachable
+            # Back: what was missed meanwhile comes as signals; a refresh of every
+            # panel covers what changed before they were written.
+            chunks.append((_live_status(reachable) + ("" if not reachable else _resync())).encode())
+            last_resync = now
+        elif not reachable and now - last_resync >= STALE_REFRESH_SECONDS:
+            chunks.append(_resync().encode())
+            last_resync = now
+        for signal in pending:
+            if signal[0] in replayed:
+                continue
+            if from_replay:
+                replayed.add(signal[0])
+            newest = max(newest, signal[0])
+            if signal[5] == viewer[3] and signal[1] == "account-updated" \
+                    and not _session_still_valid(app, viewer, epoch, token):
+                yield b"".join(chunks) + SESSION_ENDED.encode()
+                return
+            if may_receive(viewer, signal):
+                chunks.append(_wire(signal))
+        if ready:
+            chunks.append(ready)
+        if len(replayed) > 2000:
+            replayed = {i for i in replayed if i > max(replayed) - 1000}
+        now = time.monotonic()
+        if now - last_check >= session_check:
+            last_check = now
+            if not _session_still_valid(app, viewer, epoch, token):
+                yield b"".join(chunks) + SESSION_ENDED.encode()
+                return
+        if chunks:
+            yield b"".join(chunks)
+            last_write = now
+        elif now - last_write >= keepalive:
+            yield b": keep-alive\n\n"
+            last_write = now
+        remaining = max_seconds - (now - started)
+        if remaining <= 0:
+            return
+        wait = min(keepalive - (time.monotonic() - last_write), remaining)
+        if not reachable:
+            wait = min(wait, STALE_REFRESH_SECONDS - (time.monotonic() - last_resync))
+        hub.wait_for(audience, cursor, max(wait, 0))
+        if hub.closing:
+            return
+        cursor, batch = hub.batch_for(audience, cursor)
+        pending, from_replay, ready = (), False, b""
+        if not batch.complete:
+            pending, _ = hub.replay_from_db(newest)
+            from_replay = True
+        elif viewer[3] in batch.accounts or (replayed and not replayed.isdisjoint(s[0] for s in batch.signals)):
+            pending = batch.signals  # gone through one by one, as this viewer
+        else:
+            ready = batch.data_for(viewer[3])
+            if batch.newest is not None:
+                newest = max(newest, batch.newest)
