@@ -13,7 +13,9 @@ by posting day, as on the rest of the page.
 * *Will-call release to pickup*: minutes from the patient marked ready to the crew at the
   pickup (``released_at`` → ``at_pickup_at``), median and 90th percentile.
 * *Delay attribution*: :func:`dashboard.services.returns.waiting` of every request whose crew
-  reached the pickup, summed per hospital and per awarded agency.
+  reached the pickup, summed per hospital and per awarded agency.  On PostgreSQL the same rule
+  is summed in SQL (:func:`_waiting_sums_sql`, one row per hospital and agency); SQLite reads
+  the requests' times and applies ``waiting`` to each.
 """
 from collections import defaultdict
 
@@ -24,6 +26,7 @@ from ...models.hospital import TransportRequest
 from ..returns import waiting
 from .percentiles import percentile_of
 from .period import posted_in, scope_conditions
+from .sqltime import dialect_of
 
 
 def report(period, scope):
@@ -47,17 +50,14 @@ def report(period, scope):
             *where, T.will_call.is_(True), T.released_at.is_not(None), T.at_pickup_at.is_not(None)))]
     per_hospital = defaultdict(lambda: [0, 0.0, 0.0])
     per_agency = defaultdict(lambda: [0, 0.0, 0.0])
-    rows = db.session.execute(sa.select(
-        T.hospital_id, T.awarded_agency_id, T.window_start, T.at_pickup_at, T.transporting_at,
-        T.patient_ready_at, T.not_ready_at).where(*where, T.at_pickup_at.is_not(None)))
-    for row in rows:
-        split = waiting(row)
-        for target, key in ((per_hospital, row.hospital_id), (per_agency, row.awarded_agency_id)):
+    sums = _waiting_sums_sql if dialect_of("hospital") == "postgresql" else _waiting_sums
+    for (hospital_id, agency_id), (n, late, not_ready) in sums(where).items():
+        for target, key in ((per_hospital, hospital_id), (per_agency, agency_id)):
             if key is None:
                 continue
-            target[key][0] += 1
-            target[key][1] += split.crew_late
-            target[key][2] += split.not_ready
+            target[key][0] += n
+            target[key][1] += late
+            target[key][2] += not_ready
     total = counts[0] + counts[1]
     return {
         "volume": {"scheduled": counts[0], "same_day": counts[1], "series": counts[2], "will_call": counts[3],
@@ -65,3 +65,66 @@ def report(period, scope):
         "will_call": {"n": len(released), "p50": percentile_of(released, 0.5), "p90": percentile_of(released, 0.9)},
         "delay": {"hospitals": dict(per_hospital), "agencies": dict(per_agency)},
     }
+
+
+def _waiting_sums(where):
+    """``{(hospital id, awarded agency id or None): (pickups, crew late, not ready)}``: the
+    :func:`~dashboard.services.returns.waiting` minutes of each request matching ``where`` whose
+    crew reached the pickup, summed per pair (each request's minutes rounded as ``waiting``
+    rounds them), read request by request."""
+    T = TransportRequest
+    sums = defaultdict(lambda: [0, 0.0, 0.0])
+    rows = db.session.execute(sa.select(
+        T.hospital_id, T.awarded_agency_id, T.window_start, T.at_pickup_at, T.transporting_at,
+        T.patient_ready_at, T.not_ready_at).where(*where, T.at_pickup_at.is_not(None)))
+    for row in rows:
+        split = waiting(row)
+        target = sums[row.hospital_id, row.awarded_agency_id]
+        target[0] += 1
+        target[1] += split.crew_late
+        target[2] += split.not_ready
+    return {key: tuple(value) for key, value in sums.items()}
+
+
+def _rounded_sum(seconds):
+    """SQL: the sum over the group of ``round(seconds / 60, 1)`` as :func:`waiting` computes it,
+    less the *ties* (an odd multiple of 3 s, so a minute figure ending in 5 hundredths), and the
+    array of the ties' seconds.
+
+    ``waiting`` rounds a float (Python's ``round``: the binary value, half to even), PostgreSQL's
+    ``round(numeric)`` the exact decimal, half away from zero.  They agree on every value but
+    the ties: timestamps are kept to the microsecond, so any other value is at least 1/60,000,000
+    of a minute from a half-tenth, far more than a float's error.  The ties are returned as they
+    are and rounded in Python (:func:`_add_ties`)."""
+    tie = sa.func.mod(seconds, 6) == 3
+    return (sa.func.coalesce(sa.func.sum(sa.func.round(seconds / 60, 1)).filter(~tie), 0),
+            sa.func.array_agg(seconds).filter(tie))
+
+
+def _add_ties(total, ties):
+    """``total`` (a Decimal sum of tenths) plus each tie's ``round(seconds / 60, 1)`` as
+    :func:`waiting` rounds it; a float."""
+    return float(total) + sum(round(float(seconds) / 60, 1) for seconds in ties or ())
+
+
+def _waiting_sums_sql(where):
+    """:func:`_waiting_sums` on PostgreSQL: the rule of
+    :func:`~dashboard.services.returns.waiting` in SQL, one row per (hospital, awarded agency);
+    the same figures (a test holds the two equal, ties included)."""
+    T = TransportRequest
+    booked, arrival, left = T.window_start, T.at_pickup_at, T.transporting_at
+    ready = sa.func.greatest(sa.case(
+        (T.patient_ready_at.is_not(None), T.patient_ready_at),
+        (sa.and_(T.not_ready_at.is_not(None), left.is_not(None)), left),
+        else_=booked), booked)
+    until = sa.case((left.is_not(None), sa.func.least(ready, left)), else_=ready)
+
+    def seconds(later, earlier):
+        return sa.func.greatest(sa.extract("epoch", later - earlier), 0, type_=sa.Numeric())
+
+    stmt = (sa.select(T.hospital_id, T.awarded_agency_id, sa.func.count(T.id),
+                      *_rounded_sum(seconds(arrival, ready)),
+                      *_rounded_sum(seconds(until, sa.func.greatest(arrival, booked))))
+            .where(*where, arrival.is_not(None)).group_by(T.hospital_id, T.awarded_agency_id))
+    return {(hospital_id, agency_id): (n, _add_ties(late, late_ties), _add_ties(not_ready, not_ready_ties))
+            for hospital_id, agency_id, n, late, late_ties, not_ready, not_ready_ties in db.session.execute(stmt)}
