@@ -7,6 +7,7 @@ periods there see only them.  America/New_York: EST (UTC-5) until 10 March 2024.
 import csv
 import io
 import re
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
@@ -418,6 +419,25 @@ def test_stored_cells_sum_like_live_cells_for_every_filter(app, known):
         assert live[str({"agency": "AEMS"})][1]["agency_bids:" + str(_ids(Agency)["AEMS"].id)] == 3
         assert live[str({"agency": "BCA", "level": "BLS"})][1]["requests"] == 1
 
+
+
+def test_live_figures_equal_the_sums_of_live_cells_for_every_filter(app, known):
+    """Today's figures, aggregated in SQL for the filter, equal the cells' sums for it."""
+    from datetime import date
+
+    from dashboard.services.analytics.cells import cell_metrics, compute_cells, live_metrics
+
+    days = [date(2024, 3, d) for d in (3, 4, 5, 6, 7)]
+    with app.app_context():
+        cells = compute_cells(days)
+        for spec in SCOPES:
+            scope = _scope(spec)
+            expected = {d: counts for d, counts in cell_metrics(cells, days, scope).items() if counts}
+            assert dict(live_metrics(days, scope)) == expected, spec
+        everything = live_metrics(days, _scope({}))
+        assert sum(everything.values(), Counter())["bids"] == 9
+        aems = _ids(Agency)["AEMS"].id
+        assert sum(live_metrics(days, _scope({"agency": "AEMS"})).values(), Counter())[f"agency_bids:{aems}"] == 3
 
 def test_bids_counted_alike_by_id_range_and_by_id_list(app, known, monkeypatch):
     from datetime import date

@@ -14,7 +14,7 @@ by posting day, as on the rest of the page.
   pickup (``released_at`` → ``at_pickup_at``), median and 90th percentile.
 * *Delay attribution*: :func:`dashboard.services.returns.waiting` of every request whose crew
   reached the pickup, summed per hospital and per awarded agency.  On PostgreSQL the same rule
-  is summed in SQL (:func:`_waiting_sums_sql`, one row per hospital and agency); SQLite reads
+  is summed in SQL (:func:`_waiting_sums_sql`, one row per hospital and per agency); SQLite reads
   the requests' times and applies ``waiting`` to each.
 """
 from collections import defaultdict
@@ -48,42 +48,38 @@ def report(period, scope):
         (pickup - release).total_seconds() / 60
         for release, pickup in db.session.execute(sa.select(T.released_at, T.at_pickup_at).where(
             *where, T.will_call.is_(True), T.released_at.is_not(None), T.at_pickup_at.is_not(None)))]
-    per_hospital = defaultdict(lambda: [0, 0.0, 0.0])
-    per_agency = defaultdict(lambda: [0, 0.0, 0.0])
     sums = _waiting_sums_sql if dialect_of("hospital") == "postgresql" else _waiting_sums
-    for (hospital_id, agency_id), (n, late, not_ready) in sums(where).items():
-        for target, key in ((per_hospital, hospital_id), (per_agency, agency_id)):
-            if key is None:
-                continue
-            target[key][0] += n
-            target[key][1] += late
-            target[key][2] += not_ready
+    per_hospital, per_agency = sums(where)
     total = counts[0] + counts[1]
     return {
         "volume": {"scheduled": counts[0], "same_day": counts[1], "series": counts[2], "will_call": counts[3],
                    "scheduled_share": round(100.0 * counts[0] / total, 1) if total else None},
         "will_call": {"n": len(released), "p50": percentile_of(released, 0.5), "p90": percentile_of(released, 0.9)},
-        "delay": {"hospitals": dict(per_hospital), "agencies": dict(per_agency)},
+        "delay": {"hospitals": per_hospital, "agencies": per_agency},
     }
 
 
 def _waiting_sums(where):
-    """``{(hospital id, awarded agency id or None): (pickups, crew late, not ready)}``: the
+    """``({hospital id: [pickups, crew late, not ready]}, {awarded agency id: [...]})``: the
     :func:`~dashboard.services.returns.waiting` minutes of each request matching ``where`` whose
-    crew reached the pickup, summed per pair (each request's minutes rounded as ``waiting``
-    rounds them), read request by request."""
+    crew reached the pickup, summed per hospital and per awarded agency (each request's minutes
+    rounded as ``waiting`` rounds them; requests no agency holds count for their hospital only),
+    read request by request."""
     T = TransportRequest
-    sums = defaultdict(lambda: [0, 0.0, 0.0])
+    per_hospital = defaultdict(lambda: [0, 0.0, 0.0])
+    per_agency = defaultdict(lambda: [0, 0.0, 0.0])
     rows = db.session.execute(sa.select(
         T.hospital_id, T.awarded_agency_id, T.window_start, T.at_pickup_at, T.transporting_at,
         T.patient_ready_at, T.not_ready_at).where(*where, T.at_pickup_at.is_not(None)))
     for row in rows:
         split = waiting(row)
-        target = sums[row.hospital_id, row.awarded_agency_id]
-        target[0] += 1
-        target[1] += split.crew_late
-        target[2] += split.not_ready
-    return {key: tuple(value) for key, value in sums.items()}
+        for target, key in ((per_hospital, row.hospital_id), (per_agency, row.awarded_agency_id)):
+            if key is None:
+                continue
+            target[key][0] += 1
+            target[key][1] += split.crew_late
+            target[key][2] += split.not_ready
+    return dict(per_hospital), dict(per_agency)
 
 
 def _rounded_sum(seconds):
@@ -109,8 +105,8 @@ def _add_ties(total, ties):
 
 def _waiting_sums_sql(where):
     """:func:`_waiting_sums` on PostgreSQL: the rule of
-    :func:`~dashboard.services.returns.waiting` in SQL, one row per (hospital, awarded agency);
-    the same figures (a test holds the two equal, ties included)."""
+    :func:`~dashboard.services.returns.waiting` in SQL, grouped by hospital and, apart, by awarded
+    agency (``GROUPING SETS``); the same figures (a test holds the two equal, ties included)."""
     T = TransportRequest
     booked, arrival, left = T.window_start, T.at_pickup_at, T.transporting_at
     ready = sa.func.greatest(sa.case(
@@ -122,9 +118,14 @@ def _waiting_sums_sql(where):
     def seconds(later, earlier):
         return sa.func.greatest(sa.extract("epoch", later - earlier), 0, type_=sa.Numeric())
 
-    stmt = (sa.select(T.hospital_id, T.awarded_agency_id, sa.func.count(T.id),
+    stmt = (sa.select(sa.func.grouping(T.hospital_id), T.hospital_id, T.awarded_agency_id, sa.func.count(T.id),
                       *_rounded_sum(seconds(arrival, ready)),
                       *_rounded_sum(seconds(until, sa.func.greatest(arrival, booked))))
-            .where(*where, arrival.is_not(None)).group_by(T.hospital_id, T.awarded_agency_id))
-    return {(hospital_id, agency_id): (n, _add_ties(late, late_ties), _add_ties(not_ready, not_ready_ties))
-            for hospital_id, agency_id, n, late, late_ties, not_ready, not_ready_ties in db.session.execute(stmt)}
+            .where(*where, arrival.is_not(None))
+            .group_by(sa.func.grouping_sets(sa.tuple_(T.hospital_id), sa.tuple_(T.awarded_agency_id))))
+    per_hospital, per_agency = {}, {}
+    for by_agency, hospital_id, agency_id, n, late, late_ties, not_ready, not_ready_ties in db.session.execute(stmt):
+        target, key = (per_agency, agency_id) if by_agency else (per_hospital, hospital_id)
+        if key is not None:
+            target[key] = [n, _add_ties(late, late_ties), _add_ties(not_ready, not_ready_ties)]
+    return per_hospital, per_agency

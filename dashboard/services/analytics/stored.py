@@ -21,7 +21,7 @@ from ...extensions import db, engine
 from ...localtime import local_midnight, local_today
 from ...models.base import utcnow
 from ...models.center import AnalyticsBidCell, AnalyticsCell, AnalyticsDay, AnalyticsUnitCell
-from .cells import CELL_METRICS, add, cell_metrics, compute_cells
+from .cells import CELL_METRICS, add, cell_metrics, compute_cells, live_metrics
 from .period import day_runs
 from .sqltime import as_date, dialect_of
 
@@ -194,8 +194,8 @@ def day_metrics(period, scope, now=None):
     Closed days come from the stored cells (summed in SQL); a closed day not
     stored yet is computed for every scope at once and staged (the caller
     commits; a concurrent page that stored it first wins, nothing doubles).
-    Today, and a past day with a request still running, are computed live for
-    the scope.
+    Today is computed live for the scope (:func:`.cells.live_metrics`), and so
+    is a past day with a request still running (from the cells computed for it).
     """
     now = now or utcnow()
     today = local_today(now)
@@ -212,7 +212,7 @@ def day_metrics(period, scope, now=None):
     current = [d for d in reachable if d >= today]
     today_metrics = None
     if current:  # today reads the hospital and EMS silos while the stored cells are summed
-        today_metrics = _meanwhile(lambda: cell_metrics(compute_cells(current, scope), current, scope))
+        today_metrics = _meanwhile(lambda: live_metrics(current, scope))
     done = [d for d in reachable if d < today and d not in missing]
     per_day, overall = stored_metrics(done, scope)
     if today_metrics is not None:
