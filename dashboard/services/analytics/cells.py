@@ -31,7 +31,15 @@ from ...localtime import local_midnight
 from ...models.center import ANALYTICS_CELL_COUNTS
 from ...models.ems import TransportBid
 from ...models.hospital import CANCEL_REASONS, HospitalAgencyPreference, TransportRequest
-from .period import Scope, posted_on, scope_conditions
+from .period import (
+    Scope,
+    bound_conditions,
+    bound_values,
+    filter_shape,
+    posted_on,
+    scope_conditions,
+    statement,
+)
 from .sqltime import Clock, as_date, dialect_of, minutes_between
 
 UNFINISHED_STATUSES = ("open", "awarded", "en_route", "at_pickup", "transporting", "at_destination")
@@ -275,62 +283,34 @@ def live_metrics(days, scope):
     equal for every filter), for days read live (today, a day still running a request): the
     scope, its agency included, is a condition of each statement, and the statements group by
     what the page shows (day and hour; hospital, agency, level and urgency for four counts; unit;
-    request for its bids) rather than by cell, so few rows come back.
+    request for its bids) rather than by cell, so few rows come back.  The statements are built
+    once per shape of filter (:func:`.period.statement`), the values bound per call.
     """
-    T = TransportRequest
     dialect, clock = _clock(days)
-    day = clock.day(T.created_at).label("day")
-    agency = sa.func.coalesce(T.awarded_agency_id, 0)
-    scoped = [posted_on(days), *scope_conditions(scope)]
-    columns, preference = _count_columns(dialect)
-    columns["ended_unfilled"] = _count(T.unfilled_at.isnot(None), agency == 0)
+    shape = filter_shape(scope, days)
+    hours, names, breakdowns, units, trips = statement(
+        ("live", clock.key, shape), lambda: _live_statements(dialect, clock, shape))
+    values = bound_values(scope, days)
     metrics = defaultdict(Counter)
-    hour = clock.hour(T.created_at)
-    stmt = (sa.select(day, hour, *columns.values()).select_from(T)
-            .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
-                                           preference.agency_id == T.awarded_agency_id))
-            .where(*scoped).group_by(day, hour))
-    names = [CELL_METRICS.get(name, name) for name in columns]
-    for row_day, row_hour, *counts in db.session.execute(stmt):
+    for row_day, row_hour, *counts in db.session.execute(hours, values):
         target = metrics[as_date(row_day)]
         for metric, value in zip(names, counts, strict=True):
             add(target, metric, value)
         add(target, f"hour:{int(row_hour)}", counts[0])
-
-    def breakdown(prefixes, group, first, second, *conditions):
-        """One GROUP BY of the day and ``group`` giving two metrics (``prefixes``)."""
-        return (sa.select(sa.literal_column(f"'{prefixes}'"), day, sa.cast(group, sa.String), first, second)
-                .where(*scoped, *conditions).group_by(day, group))
-
-    requests, zero = sa.func.count(T.id), sa.literal(0)
-    stmt = sa.union_all(
-        breakdown("level,", T.level_of_care, requests, zero),
-        breakdown("urgency,", T.urgency, requests, zero),
-        breakdown("hospital_requests,hospital_unfilled", T.hospital_id, requests, columns["unfilled"]),
-        breakdown("agency_wins,agency_completed", T.awarded_agency_id, columns["bid_awards"],
-                  columns["completed"], T.awarded_agency_id.isnot(None), T.awarded_agency_id != 0),
-    )
     hospital = engine("hospital")  # a UNION names no table the session could route by
-    for prefixes, row_day, key, *amounts in db.session.execute(stmt, bind_arguments={"bind": hospital}):
+    for prefixes, row_day, key, *amounts in db.session.execute(breakdowns, values, bind_arguments={"bind": hospital}):
         target = metrics[as_date(row_day)]
         for prefix, amount in zip(prefixes.split(","), amounts, strict=True):
             if prefix:
                 add(target, f"{prefix}:{key}", amount)
-
-    stmt = (sa.select(day, T.awarded_unit_id, sa.func.count(T.id),
-                      sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at)))
-            .where(*scoped, T.status == "completed", T.awarded_unit_id.isnot(None))
-            .group_by(day, T.awarded_unit_id))
-    for row_day, unit_id, trips, busy in db.session.execute(stmt):
-        add(metrics[as_date(row_day)], f"unit_trips:{unit_id}", trips)
+    for row_day, unit_id, count, busy in db.session.execute(units, values):
+        add(metrics[as_date(row_day)], f"unit_trips:{unit_id}", count)
         add(metrics[as_date(row_day)], f"unit_busy_min:{unit_id}", float(busy or 0.0))
 
     # Bids: an agency's count on every request of the scope but its agency (it bid on requests
     # it did not win); the bids per request on those of the scope, its agency included.
     trips = {trip_id: (as_date(row_day), scope.agency_id is None or awarded == scope.agency_id)
-             for trip_id, row_day, awarded in db.session.execute(
-                 sa.select(T.id, day, T.awarded_agency_id)
-                 .where(posted_on(days), *scope_conditions(scope, include_agency=False)))}
+             for trip_id, row_day, awarded in db.session.execute(trips, values)}
     per_trip = Counter()
     for trip_id, agency_id, amount in _bids_on(trips):
         row_day, in_scope = trips[trip_id]
@@ -343,3 +323,40 @@ def live_metrics(days, scope):
         add(target, "bids", amount)
         add(target, "bids_trips:" + ("5+" if amount >= 5 else str(amount)), 1)
     return metrics
+
+
+def _live_statements(dialect, clock, shape):
+    """The statements of :func:`live_metrics` for a :func:`.period.filter_shape`: by day and
+    hour (and the metric names of its counts), the breakdowns (a UNION), by unit, and the
+    requests whose bids are counted (the scope but its agency)."""
+    T = TransportRequest
+    day = clock.day(T.created_at).label("day")
+    agency = sa.func.coalesce(T.awarded_agency_id, 0)
+    scoped = bound_conditions(shape)
+    columns, preference = _count_columns(dialect)
+    columns["ended_unfilled"] = _count(T.unfilled_at.isnot(None), agency == 0)
+    hour = clock.hour(T.created_at)
+    hours = (sa.select(day, hour, *columns.values()).select_from(T)
+             .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
+                                            preference.agency_id == T.awarded_agency_id))
+             .where(*scoped).group_by(day, hour))
+
+    def breakdown(prefixes, group, first, second, *conditions):
+        """One GROUP BY of the day and ``group`` giving two metrics (``prefixes``)."""
+        return (sa.select(sa.literal_column(f"'{prefixes}'"), day, sa.cast(group, sa.String), first, second)
+                .where(*scoped, *conditions).group_by(day, group))
+
+    requests, zero = sa.func.count(T.id), sa.literal(0)
+    breakdowns = sa.union_all(
+        breakdown("level,", T.level_of_care, requests, zero),
+        breakdown("urgency,", T.urgency, requests, zero),
+        breakdown("hospital_requests,hospital_unfilled", T.hospital_id, requests, columns["unfilled"]),
+        breakdown("agency_wins,agency_completed", T.awarded_agency_id, columns["bid_awards"],
+                  columns["completed"], T.awarded_agency_id.isnot(None), T.awarded_agency_id != 0),
+    )
+    units = (sa.select(day, T.awarded_unit_id, sa.func.count(T.id),
+                       sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at)))
+             .where(*scoped, T.status == "completed", T.awarded_unit_id.isnot(None))
+             .group_by(day, T.awarded_unit_id))
+    trips = sa.select(T.id, day, T.awarded_agency_id).where(*bound_conditions(shape, include_agency=False))
+    return hours, [CELL_METRICS.get(name, name) for name in columns], breakdowns, units, trips
