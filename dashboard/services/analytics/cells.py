@@ -291,26 +291,26 @@ def live_metrics(days, scope):
     hours, names, breakdowns, units, trips = statement(
         ("live", clock.key, shape), lambda: _live_statements(dialect, clock, shape))
     values = bound_values(scope, days)
+    hospital = {"bind": engine("hospital")}  # cached statements: routed by name, not by their columns
     metrics = defaultdict(Counter)
-    for row_day, row_hour, *counts in db.session.execute(hours, values):
+    for row_day, row_hour, *counts in db.session.execute(hours, values, bind_arguments=hospital):
         target = metrics[as_date(row_day)]
         for metric, value in zip(names, counts, strict=True):
             add(target, metric, value)
         add(target, f"hour:{int(row_hour)}", counts[0])
-    hospital = engine("hospital")  # a UNION names no table the session could route by
-    for prefixes, row_day, key, *amounts in db.session.execute(breakdowns, values, bind_arguments={"bind": hospital}):
+    for prefixes, row_day, key, *amounts in db.session.execute(breakdowns, values, bind_arguments=hospital):
         target = metrics[as_date(row_day)]
         for prefix, amount in zip(prefixes.split(","), amounts, strict=True):
             if prefix:
                 add(target, f"{prefix}:{key}", amount)
-    for row_day, unit_id, count, busy in db.session.execute(units, values):
+    for row_day, unit_id, count, busy in db.session.execute(units, values, bind_arguments=hospital):
         add(metrics[as_date(row_day)], f"unit_trips:{unit_id}", count)
         add(metrics[as_date(row_day)], f"unit_busy_min:{unit_id}", float(busy or 0.0))
 
     # Bids: an agency's count on every request of the scope but its agency (it bid on requests
     # it did not win); the bids per request on those of the scope, its agency included.
     trips = {trip_id: (as_date(row_day), scope.agency_id is None or awarded == scope.agency_id)
-             for trip_id, row_day, awarded in db.session.execute(trips, values)}
+             for trip_id, row_day, awarded in db.session.execute(trips, values, bind_arguments=hospital)}
     per_trip = Counter()
     for trip_id, agency_id, amount in _bids_on(trips):
         row_day, in_scope = trips[trip_id]

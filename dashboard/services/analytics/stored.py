@@ -71,13 +71,13 @@ def stored_metrics(days, scope):
     totals, parts = statement(("stored", filter_shape(scope, days)), lambda: _stored_statements(scope, days))
     values = bound_values(scope, days)
     names = list(CELL_METRICS)
-    for row in db.session.execute(totals, values):
+    center = {"bind": engine("center")}  # a UNION names no table the session could route by
+    for row in db.session.execute(totals, values, bind_arguments=center):
         target = per_day[as_date(row[0])]
         add(target, "ended_unfilled", row[1])
         for name, value in zip(names, row[2:], strict=True):
             add(target, CELL_METRICS[name], value)
-    center = engine("center")  # a UNION names no table the session could route by
-    for prefixes, row_day, key, *amounts in db.session.execute(parts, values, bind_arguments={"bind": center}):
+    for prefixes, row_day, key, *amounts in db.session.execute(parts, values, bind_arguments=center):
         if key is None:
             continue
         target = per_day[as_date(row_day)] if row_day is not None else overall
