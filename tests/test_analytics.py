@@ -493,3 +493,17 @@ def test_relay_timer_stores_closed_days(app, client, auth, known):
     assert table(client, PERIOD, "competition")["Bids"] == ["9"]
     with app.app_context():
         assert sorted(_rollups()) == rows_before
+
+
+def test_table_rows_escape_text_and_format_numbers():
+    """The rows the page shows: a row header, numbers formatted, any text escaped, "—" for none."""
+    from dashboard.analytics.presentation import Table
+
+    table = Table("t", "T", [("Name", "text"), ("Count", "int"), ("Code", "text"), ("Share", "pct")],
+                  [["<script>", "<b>", "A&B", None], ["Medic 11", 1234, "AEMS", 12.25]])
+    assert table.body_html() == (
+        '<tr><th scope="row">&lt;script&gt;</th><td class="num">&lt;b&gt;</td><td>A&amp;B</td>'
+        '<td class="num"><span class="muted" title="Not enough data">—</span></td></tr>\n'
+        '<tr><th scope="row">Medic 11</th><td class="num">1,234</td><td>AEMS</td><td class="num">12.2 %</td></tr>')
+    assert Table("t", "T", [("Name", "text"), ("Count", "int")], []).body_html() == (
+        '<tr><td colspan="2" class="empty">Nothing in this period.</td></tr>')

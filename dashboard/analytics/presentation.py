@@ -51,13 +51,18 @@ class Table:
             return Markup('<tr><td colspan="{}" class="empty">Nothing in this period.</td></tr>').format(
                 len(self.columns))
         kinds = [kind for _label, kind in self.columns[1:]]
-        opening = ['<td class="num">' if kind != "text" else "<td>" for kind in kinds]
         lines = []
         for first, *values in self.rows:
-            cells = "".join(f"{td}{escape(analytics_cell(value, kind))}</td>"
-                            for td, kind, value in zip(opening, kinds, values, strict=True))
+            # A number's text is analytics_cell's own (digits, separators, "%") and None its
+            # "—" markup: neither needs escaping; anything else is escaped.
+            cells = "".join(
+                f'<td class="num">{analytics_cell(value, kind)}</td>'
+                if kind != "text" and (value is None or isinstance(value, int | float))
+                else f'<td class="num">{escape(analytics_cell(value, kind))}</td>' if kind != "text"
+                else f"<td>{escape(value)}</td>"
+                for kind, value in zip(kinds, values, strict=True))
             lines.append(f'<tr><th scope="row">{escape(first)}</th>{cells}</tr>')
-        return Markup("\n".join(lines))  # nosec B704 - every value in it went through escape() above
+        return Markup("\n".join(lines))  # nosec B704 - numbers formatted, the rest escaped above
 
 
 TABLE_NAMES = ("volume_by_day", "volume_by_hour", "speed", "fill", "cancel_reasons", "on_time",
