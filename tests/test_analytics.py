@@ -7,6 +7,7 @@ periods there see only them.  America/New_York: EST (UTC-5) until 10 March 2024.
 import csv
 import io
 import re
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
@@ -419,6 +420,25 @@ def test_stored_cells_sum_like_live_cells_for_every_filter(app, known):
         assert live[str({"agency": "BCA", "level": "BLS"})][1]["requests"] == 1
 
 
+
+def test_live_figures_equal_the_sums_of_live_cells_for_every_filter(app, known):
+    """Today's figures, aggregated in SQL for the filter, equal the cells' sums for it."""
+    from datetime import date
+
+    from dashboard.services.analytics.cells import cell_metrics, compute_cells, live_metrics
+
+    days = [date(2024, 3, d) for d in (3, 4, 5, 6, 7)]
+    with app.app_context():
+        cells = compute_cells(days)
+        for spec in SCOPES:
+            scope = _scope(spec)
+            expected = {d: counts for d, counts in cell_metrics(cells, days, scope).items() if counts}
+            assert dict(live_metrics(days, scope)) == expected, spec
+        everything = live_metrics(days, _scope({}))
+        assert sum(everything.values(), Counter())["bids"] == 9
+        aems = _ids(Agency)["AEMS"].id
+        assert sum(live_metrics(days, _scope({"agency": "AEMS"})).values(), Counter())[f"agency_bids:{aems}"] == 3
+
 def test_bids_counted_alike_by_id_range_and_by_id_list(app, known, monkeypatch):
     from datetime import date
 
@@ -473,3 +493,17 @@ def test_relay_timer_stores_closed_days(app, client, auth, known):
     assert table(client, PERIOD, "competition")["Bids"] == ["9"]
     with app.app_context():
         assert sorted(_rollups()) == rows_before
+
+
+def test_table_rows_escape_text_and_format_numbers():
+    """The rows the page shows: a row header, numbers formatted, any text escaped, "—" for none."""
+    from dashboard.analytics.presentation import Table
+
+    table = Table("t", "T", [("Name", "text"), ("Count", "int"), ("Code", "text"), ("Share", "pct")],
+                  [["<script>", "<b>", "A&B", None], ["Medic 11", 1234, "AEMS", 12.25]])
+    assert table.body_html() == (
+        '<tr><th scope="row">&lt;script&gt;</th><td class="num">&lt;b&gt;</td><td>A&amp;B</td>'
+        '<td class="num"><span class="muted" title="Not enough data">—</span></td></tr>\n'
+        '<tr><th scope="row">Medic 11</th><td class="num">1,234</td><td>AEMS</td><td class="num">12.2 %</td></tr>')
+    assert Table("t", "T", [("Name", "text"), ("Count", "int")], []).body_html() == (
+        '<tr><td colspan="2" class="empty">Nothing in this period.</td></tr>')

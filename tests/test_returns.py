@@ -257,3 +257,45 @@ def test_analytics_show_scheduled_volume_will_call_release_to_pickup_and_delay_a
     assert "Scheduled work" in page and "Waiting at pickup by agency" in page
     export = client.get("/hospital/analytics?format=csv&table=will_call")
     assert export.status_code == 200 and "Release to pickup" in export.get_data(as_text=True)
+
+
+def test_waiting_at_pickup_sums_round_each_request_as_waiting_does(app, demo):
+    """The delay table's sums: each request's minutes rounded as ``waiting`` rounds them (Python's
+    ``round`` of a float), ties of the SQL sum on PostgreSQL included: 9 s is 0.15 min, rounded
+    to 0.1 (the float is just under 0.15), 15 s is 0.25, rounded to 0.2 (half to even)."""
+    from datetime import datetime
+
+    from dashboard.services.analytics import period as analytics
+    from dashboard.services.analytics import scheduled as scheduled_analytics
+    from dashboard.services.analytics.sqltime import dialect_of
+
+    day = datetime(2024, 3, 5, 17, 0)  # noon in Altoona, far from the demo's trips
+    late_seconds = (9, 15, 21, 45, 100.5)
+    with app.app_context():
+        alt = db.session.scalar(sa.select(Hospital).where(Hospital.short_code == "ALT"))
+        aems = db.session.scalar(sa.select(Agency).where(Agency.short_code == "AEMS"))
+        ids = [post_trip("ALT") for _ in range(len(late_seconds) + 1)]
+        for trip_id, late in zip(ids, late_seconds, strict=False):
+            db.session.execute(sa.update(TransportRequest).where(TransportRequest.id == trip_id).values(
+                status="completed", created_at=day, awarded_agency_id=aems.id, window_start=day,
+                at_pickup_at=day + timedelta(seconds=late), transporting_at=day + timedelta(minutes=10)))
+        # Crew on time, the patient ready 33 s later: 0.55 min not ready, rounded to 0.6.
+        db.session.execute(sa.update(TransportRequest).where(TransportRequest.id == ids[-1]).values(
+            status="completed", created_at=day, awarded_agency_id=aems.id, window_start=day, at_pickup_at=day,
+            not_ready_at=day, patient_ready_at=day + timedelta(seconds=33),
+            transporting_at=day + timedelta(minutes=10)))
+        db.session.commit()
+        period = analytics.resolve_period("custom", day.date(), day.date())
+        where = analytics.posted_in(period)
+        row_by_row = scheduled_analytics._waiting_sums(where)
+        n, late, not_ready = row_by_row[0][alt.id]
+        assert (n, round(late, 1), round(not_ready, 1)) == (6, 3.1, 0.6)  # 0.1 + 0.2 + 0.3 + 0.8 + 1.7
+        if dialect_of("hospital") == "postgresql":
+            for in_sql, expected in zip(scheduled_analytics._waiting_sums_sql(where), row_by_row, strict=True):
+                assert in_sql.keys() == expected.keys()
+                for key, (count, crew_late, waited) in in_sql.items():
+                    assert (count, round(crew_late, 1), round(waited, 1)) == (
+                        expected[key][0], round(expected[key][1], 1), round(expected[key][2], 1))
+        figures = scheduled_analytics.report(period, analytics.Scope(hospital_id=alt.id))["delay"]
+        for per in (figures["hospitals"][alt.id], figures["agencies"][aems.id]):
+            assert (per[0], round(per[1], 1), round(per[2], 1)) == (6, 3.1, 0.6)

@@ -83,9 +83,9 @@ def _analytics(view, hospital=None, agency=None):
     names = _names(hospitals), _names(agencies)
     if wants_csv:
         return _export(view, period, scope, args.get("table", ""), form, hospital, agency, names)
-    data = report.report(period, scope)
-    keep()  # closed days computed for this page are kept for the next
     include_units = view != "hospital"
+    data = report.report(period, scope, units=include_units)
+    keep()  # closed days computed for this page are kept for the next
     return render_template(
         "analytics/page.html", form=form, view=view, title=presentation.TITLES[view], data=data,
         tables={t.name: t for t in presentation.tables(data, include_units=include_units)
@@ -131,7 +131,7 @@ def _export(view, period, scope, table_name, form, hospital, agency, names):
     if table_name in presentation.SCHEDULED_TABLE_NAMES:
         table = next(t for t in _scheduled_tables(period, scope, names) if t.name == table_name)
         return csvout.response(export.csv_text(table), f"{stem}.csv")
-    data = report.report(period, scope)
+    data = report.report(period, scope, units=include_units)
     keep()  # closed days computed for this export are kept
     table = next(t for t in presentation.tables(data, include_units=include_units) if t.name == table_name)
     return csvout.response(export.csv_text(table), f"{stem}.csv")

@@ -10,8 +10,8 @@ from ..models.center import Agency, Hospital
 
 def _registry(model):
     """``[(public_id, name, registry id)]`` of ``model``, by name."""
-    return [(row.public_id, row.name, row.id)
-            for row in db.session.execute(sa.select(model).order_by(model.name)).scalars()]
+    return [tuple(row) for row in db.session.execute(
+        sa.select(model.public_id, model.name, model.id).order_by(model.name))]
 
 
 def hospitals():

@@ -26,12 +26,20 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
-from ...extensions import db
+from ...extensions import db, engine
 from ...localtime import local_midnight
 from ...models.center import ANALYTICS_CELL_COUNTS
 from ...models.ems import TransportBid
 from ...models.hospital import CANCEL_REASONS, HospitalAgencyPreference, TransportRequest
-from .period import Scope, posted_on, scope_conditions
+from .period import (
+    Scope,
+    bound_conditions,
+    bound_values,
+    filter_shape,
+    posted_on,
+    scope_conditions,
+    statement,
+)
 from .sqltime import Clock, as_date, dialect_of, minutes_between
 
 UNFINISHED_STATUSES = ("open", "awarded", "en_route", "at_pickup", "transporting", "at_destination")
@@ -86,29 +94,26 @@ class Cells:
         return sum(counts["requests"] for key, counts in self.cells.items() if key[0] == day)
 
 
-def compute_cells(days, scope=None):
-    """Aggregate the given local days into cells, in SQL, from the hospital and EMS silos.
-
-    ``scope``'s hospital, level and urgency narrow what is read (its agency does
-    not: an agency's bids count on requests it did not win); without a scope the
-    cells cover every request and can be stored.
-    """
-    T = TransportRequest
-    scope = scope or Scope()
+def _clock(days):
+    """The hospital silo's dialect and a :class:`Clock` spanning the local ``days``."""
     dialect = dialect_of("hospital")
-    clock = Clock(dialect, local_midnight(min(days)), local_midnight(max(days) + timedelta(days=1)))
-    day = clock.day(T.created_at).label("day")
-    agency = sa.func.coalesce(T.awarded_agency_id, 0)
-    key = (day, T.hospital_id, agency, T.level_of_care, T.urgency)
-    where = [posted_on(days), *scope_conditions(scope, include_agency=False)]
+    return dialect, Clock(dialect, local_midnight(min(days)), local_midnight(max(days) + timedelta(days=1)))
 
-    def count(*conditions):
-        return sa.func.count(T.id).filter(*conditions)
 
+def _count(*conditions):
+    """SQL: the number of requests of the group meeting every condition."""
+    return sa.func.count(TransportRequest.id).filter(*conditions)
+
+
+def _count_columns(dialect):
+    """The counted columns of a cell (``{AnalyticsCell column: SQL count}``, the bid columns left
+    out: bids are in the EMS silo) and the aliased preference the statement must outer-join
+    (``preferred_awards``)."""
+    T = TransportRequest
+    count = _count
     picked_up = T.at_pickup_at.isnot(None)
     completed = T.status == "completed"
     late = minutes_between(dialect, T.at_pickup_at, T.window_end)
-    hour = clock.hour(T.created_at)
     preference = aliased(HospitalAgencyPreference)
     columns = {
         "requests": sa.func.count(T.id),
@@ -132,10 +137,30 @@ def compute_cells(days, scope=None):
         lower = upper
     for reason in CANCEL_REASONS:
         columns[f"cancel_{reason}"] = count(T.status == "cancelled", T.cancel_reason == reason)
+    return columns, preference
+
+
+def compute_cells(days, scope=None):
+    """Aggregate the given local days into cells, in SQL, from the hospital and EMS silos.
+
+    ``scope``'s hospital, level and urgency narrow what is read (its agency does
+    not: an agency's bids count on requests it did not win); without a scope the
+    cells cover every request and can be stored.
+    """
+    T = TransportRequest
+    scope = scope or Scope()
+    dialect, clock = _clock(days)
+    day = clock.day(T.created_at).label("day")
+    agency = sa.func.coalesce(T.awarded_agency_id, 0)
+    key = (day, T.hospital_id, agency, T.level_of_care, T.urgency)
+    where = [posted_on(days), *scope_conditions(scope, include_agency=False)]
+    hour = clock.hour(T.created_at)
+    columns, preference = _count_columns(dialect)
+    completed = T.status == "completed"
     # Grouped by the hour too (the local time is converted once per row, not once per hour),
     # then folded into the cell's hour_00 ... hour_23.
     stmt = (
-        sa.select(*key, hour, count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
+        sa.select(*key, hour, _count(T.status.in_(UNFINISHED_STATUSES)), *columns.values())
         .select_from(T)
         .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
                                        preference.agency_id == T.awarded_agency_id))
@@ -176,7 +201,22 @@ def _bid_cells(trips, cells):
     where = {}
     for trip_id, row_day, hospital_id, agency_id, level, urgency in trips:
         where[trip_id] = (as_date(row_day), hospital_id, agency_id, level, urgency)
-    ids = sorted(where)
+    per_trip, bids = Counter(), Counter()
+    for trip_id, agency_id, amount in _bids_on(where):
+        per_trip[trip_id] += amount
+        row_day, hospital_id, _awarded, level, urgency = where[trip_id]
+        bids[row_day, hospital_id, level, urgency, agency_id] += amount
+    for trip_id, amount in per_trip.items():
+        counts = cells[where[trip_id]]
+        counts["bids"] += amount
+        counts[BID_COLUMNS["5+" if amount >= 5 else str(amount)]] += 1
+    return dict(bids)
+
+
+def _bids_on(trips):
+    """``(trip id, bidding agency id, bids)`` for each agency that bid on one of ``trips`` (a
+    container of trip ids), read from the EMS silo by id range or in chunks of ids."""
+    ids = sorted(trips)
     chunk = ID_CHUNK.get(dialect_of("ems"), ID_CHUNK_DEFAULT)
     B = TransportBid
     if ids and ids[-1] - ids[0] < DENSE_IDS * len(ids):
@@ -185,21 +225,12 @@ def _bid_cells(trips, cells):
         ranges = [B.trip_id.between(ids[0], ids[-1])]
     else:
         ranges = [B.trip_id.in_(ids[start:start + chunk]) for start in range(0, len(ids), chunk)]
-    per_trip, bids = Counter(), Counter()
     for condition in ranges:
         stmt = (sa.select(B.trip_id, B.agency_id, sa.func.count(B.id))
                 .where(condition).group_by(B.trip_id, B.agency_id))
         for trip_id, agency_id, amount in db.session.execute(stmt):
-            if trip_id not in where:
-                continue
-            per_trip[trip_id] += amount
-            row_day, hospital_id, _awarded, level, urgency = where[trip_id]
-            bids[row_day, hospital_id, level, urgency, agency_id] += amount
-    for trip_id, amount in per_trip.items():
-        counts = cells[where[trip_id]]
-        counts["bids"] += amount
-        counts[BID_COLUMNS["5+" if amount >= 5 else str(amount)]] += 1
-    return dict(bids)
+            if trip_id in trips:
+                yield trip_id, agency_id, amount
 
 
 def _matches(scope, hospital_id, agency_id, level, urgency):
@@ -243,3 +274,89 @@ def cell_metrics(cells, days, scope):
         if row_day in days and _matches(scope, hospital_id, scope.agency_id and agency_id, level, urgency):
             add(metrics[row_day], f"agency_bids:{agency_id}", amount)
     return metrics
+
+
+def live_metrics(days, scope):
+    """{day: Counter} of ``scope`` for the local ``days``, aggregated in SQL to the page's figures.
+
+    The same figures as ``cell_metrics(compute_cells(days), days, scope)`` (a test holds them
+    equal for every filter), for days read live (today, a day still running a request): the
+    scope, its agency included, is a condition of each statement, and the statements group by
+    what the page shows (day and hour; hospital, agency, level and urgency for four counts; unit;
+    request for its bids) rather than by cell, so few rows come back.  The statements are built
+    once per shape of filter (:func:`.period.statement`), the values bound per call.
+    """
+    dialect, clock = _clock(days)
+    shape = filter_shape(scope, days)
+    hours, names, breakdowns, units, trips = statement(
+        ("live", clock.key, shape), lambda: _live_statements(dialect, clock, shape))
+    values = bound_values(scope, days)
+    hospital = {"bind": engine("hospital")}  # cached statements: routed by name, not by their columns
+    metrics = defaultdict(Counter)
+    for row_day, row_hour, *counts in db.session.execute(hours, values, bind_arguments=hospital):
+        target = metrics[as_date(row_day)]
+        for metric, value in zip(names, counts, strict=True):
+            add(target, metric, value)
+        add(target, f"hour:{int(row_hour)}", counts[0])
+    for prefixes, row_day, key, *amounts in db.session.execute(breakdowns, values, bind_arguments=hospital):
+        target = metrics[as_date(row_day)]
+        for prefix, amount in zip(prefixes.split(","), amounts, strict=True):
+            if prefix:
+                add(target, f"{prefix}:{key}", amount)
+    for row_day, unit_id, count, busy in db.session.execute(units, values, bind_arguments=hospital):
+        add(metrics[as_date(row_day)], f"unit_trips:{unit_id}", count)
+        add(metrics[as_date(row_day)], f"unit_busy_min:{unit_id}", float(busy or 0.0))
+
+    # Bids: an agency's count on every request of the scope but its agency (it bid on requests
+    # it did not win); the bids per request on those of the scope, its agency included.
+    trips = {trip_id: (as_date(row_day), scope.agency_id is None or awarded == scope.agency_id)
+             for trip_id, row_day, awarded in db.session.execute(trips, values, bind_arguments=hospital)}
+    per_trip = Counter()
+    for trip_id, agency_id, amount in _bids_on(trips):
+        row_day, in_scope = trips[trip_id]
+        if in_scope:
+            per_trip[trip_id] += amount
+        if scope.agency_id is None or agency_id == scope.agency_id:
+            add(metrics[row_day], f"agency_bids:{agency_id}", amount)
+    for trip_id, amount in per_trip.items():
+        target = metrics[trips[trip_id][0]]
+        add(target, "bids", amount)
+        add(target, "bids_trips:" + ("5+" if amount >= 5 else str(amount)), 1)
+    return metrics
+
+
+def _live_statements(dialect, clock, shape):
+    """The statements of :func:`live_metrics` for a :func:`.period.filter_shape`: by day and
+    hour (and the metric names of its counts), the breakdowns (a UNION), by unit, and the
+    requests whose bids are counted (the scope but its agency)."""
+    T = TransportRequest
+    day = clock.day(T.created_at).label("day")
+    agency = sa.func.coalesce(T.awarded_agency_id, 0)
+    scoped = bound_conditions(shape)
+    columns, preference = _count_columns(dialect)
+    columns["ended_unfilled"] = _count(T.unfilled_at.isnot(None), agency == 0)
+    hour = clock.hour(T.created_at)
+    hours = (sa.select(day, hour, *columns.values()).select_from(T)
+             .outerjoin(preference, sa.and_(preference.hospital_id == T.hospital_id,
+                                            preference.agency_id == T.awarded_agency_id))
+             .where(*scoped).group_by(day, hour))
+
+    def breakdown(prefixes, group, first, second, *conditions):
+        """One GROUP BY of the day and ``group`` giving two metrics (``prefixes``)."""
+        return (sa.select(sa.literal_column(f"'{prefixes}'"), day, sa.cast(group, sa.String), first, second)
+                .where(*scoped, *conditions).group_by(day, group))
+
+    requests, zero = sa.func.count(T.id), sa.literal(0)
+    breakdowns = sa.union_all(
+        breakdown("level,", T.level_of_care, requests, zero),
+        breakdown("urgency,", T.urgency, requests, zero),
+        breakdown("hospital_requests,hospital_unfilled", T.hospital_id, requests, columns["unfilled"]),
+        breakdown("agency_wins,agency_completed", T.awarded_agency_id, columns["bid_awards"],
+                  columns["completed"], T.awarded_agency_id.isnot(None), T.awarded_agency_id != 0),
+    )
+    units = (sa.select(day, T.awarded_unit_id, sa.func.count(T.id),
+                       sa.func.sum(minutes_between(dialect, T.completed_at, T.awarded_at)))
+             .where(*scoped, T.status == "completed", T.awarded_unit_id.isnot(None))
+             .group_by(day, T.awarded_unit_id))
+    trips = sa.select(T.id, day, T.awarded_agency_id).where(*bound_conditions(shape, include_agency=False))
+    return hours, [CELL_METRICS.get(name, name) for name in columns], breakdowns, units, trips

@@ -9,6 +9,7 @@ read row by row.
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -27,9 +28,16 @@ class PercentileQuery:
     group: object = None
     fractions: tuple = (0.5, 0.9)
 
+    @cached_property
+    def postgresql_statement(self):
+        """The query's PostgreSQL statement (:func:`_percentile_statement`), built once."""
+        return _percentile_statement(self)
 
-def start_percentiles(silo, queries):
+
+def start_percentiles(silo, queries, params=None):
     """Start :class:`PercentileQuery` s; returns a function that waits for and returns their results.
+
+    ``params``: the values of the queries' bind parameters, if any (a dict).
 
     Each result is ``{group value: {name: {"n": count, fraction: value}}}``
     (``percentile_cont`` semantics, NULLs left out, group value ``None`` when
@@ -38,16 +46,17 @@ def start_percentiles(silo, queries):
     connection, so the caller's other queries overlap with them; on SQLite the
     ordered values are read with ``ORDER BY ... LIMIT/OFFSET`` when asked for.
     """
+    params = params or {}
     if dialect_of(silo) != "postgresql":
-        return lambda: [_sqlite_percentiles(query) for query in queries]
+        return lambda: [_sqlite_percentiles(query, params) for query in queries]
     silo_engine = engine(silo)
 
     def read(stmt):
         with silo_engine.connect() as conn:
-            return conn.execute(stmt).all()
+            return conn.execute(stmt, params).all()
 
     pool = ThreadPoolExecutor(max_workers=len(queries))
-    futures = [pool.submit(server_timing.carry(read), _percentile_statement(query)) for query in queries]
+    futures = [pool.submit(server_timing.carry(read), query.postgresql_statement) for query in queries]
     pool.shutdown(wait=False)  # the threads end when their statement has answered
 
     def results():
@@ -80,7 +89,7 @@ def _percentile_rows(query, rows):
     return result
 
 
-def _sqlite_percentiles(query):
+def _sqlite_percentiles(query, params):
     """Counts in one statement, then two ordered values per percentile (LIMIT 2 OFFSET k)."""
     group = query.group
     stmt = sa.select(*([group] if group is not None else []),
@@ -88,7 +97,7 @@ def _sqlite_percentiles(query):
     if group is not None:
         stmt = stmt.group_by(group)
     result = {}
-    for row in db.session.execute(stmt).all():
+    for row in db.session.execute(stmt, params).all():
         key, counts = (row[0], row[1:]) if group is not None else (None, row)
         entry = {}
         for (name, expr), n in zip(query.measures.items(), counts, strict=True):
@@ -97,19 +106,19 @@ def _sqlite_percentiles(query):
             if group is not None:
                 conditions.append(group == key)
             for f in query.fractions:
-                entry[name][f] = _sqlite_percentile(expr, conditions, n, f)
+                entry[name][f] = _sqlite_percentile(expr, conditions, n, f, params)
         result[key] = entry
     return result
 
 
-def _sqlite_percentile(expr, conditions, n, fraction):
+def _sqlite_percentile(expr, conditions, n, fraction, params):
     """Linear interpolation between the two ordered values around ``fraction * (n - 1)``."""
     if not n:
         return None
     position = fraction * (n - 1)
     low = math.floor(position)
     values = db.session.execute(
-        sa.select(expr).where(*conditions).order_by(expr).limit(2).offset(low)
+        sa.select(expr).where(*conditions).order_by(expr).limit(2).offset(low), params
     ).scalars().all()
     if not values:
         return None

@@ -4,7 +4,9 @@ A request belongs to the local day it was posted (the region's time zone), so a 
 of local dates; a :class:`Scope` narrows it to a hospital, an awarded agency, a level of care
 and an urgency.  :func:`resolve_period` refuses a period the page cannot show
 (:class:`AnalyticsInputError`, one message per form field); :func:`scope_conditions` and
-:func:`posted_on` are the SQL conditions on ``transport_requests`` that every figure shares.
+:func:`posted_on` are the SQL conditions on ``transport_requests`` that every figure shares;
+:func:`bound_conditions` the same with bind parameters (:func:`bound_values`), for statements
+built once per shape of filter (:func:`statement`) and only executed per page.
 """
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -148,3 +150,65 @@ def posted_on(days):
     ranges = [sa.and_(T.created_at >= local_midnight(first), T.created_at < local_midnight(last + timedelta(days=1)))
               for first, last in day_runs(days)]
     return ranges[0] if len(ranges) == 1 else sa.or_(*ranges)
+
+
+#: The scope's fields (see :class:`Scope`) and the request column each one filters.
+SCOPE_COLUMNS = {"hospital_id": TransportRequest.hospital_id, "agency_id": TransportRequest.awarded_agency_id,
+                 "level": TransportRequest.level_of_care, "urgency": TransportRequest.urgency}
+
+
+def filter_shape(scope, days):
+    """What a statement filtering on ``scope`` and the local ``days`` is shaped by: ``(runs of
+    consecutive days, the names of the scope's fields that are set)``; hashable."""
+    return len(day_runs(days)), tuple(name for name in SCOPE_COLUMNS if getattr(scope, name) is not None)
+
+
+def bound_conditions(shape, include_agency=True, columns=None):
+    """:func:`posted_on` and :func:`scope_conditions` for a :func:`filter_shape`, with bind
+    parameters for the values (:func:`bound_values`).
+
+    ``columns`` maps the scope's fields and ``"day"`` to another table's columns (the stored
+    cells: then the days are compared as dates, not posting times)."""
+    runs, fields = shape
+    if columns is None:
+        T = TransportRequest
+        ranges = [sa.and_(T.created_at >= sa.bindparam(f"posted_from_{i}", type_=sa.DateTime()),
+                          T.created_at < sa.bindparam(f"posted_until_{i}", type_=sa.DateTime()))
+                  for i in range(runs)]
+        columns = SCOPE_COLUMNS
+    else:
+        ranges = [sa.and_(columns["day"] >= sa.bindparam(f"first_day_{i}", type_=sa.Date()),
+                          columns["day"] <= sa.bindparam(f"last_day_{i}", type_=sa.Date()))
+                  for i in range(runs)]
+    conditions = [ranges[0] if runs == 1 else sa.or_(*ranges)]
+    conditions += [columns[name] == sa.bindparam(name) for name in fields
+                   if include_agency or name != "agency_id"]
+    return conditions
+
+
+def bound_values(scope, days):
+    """The values of :func:`bound_conditions`' parameters for ``scope`` and the local ``days``
+    (a dict; a statement ignores those it does not name)."""
+    values = {name: getattr(scope, name) for name in SCOPE_COLUMNS}
+    for i, (first, last) in enumerate(day_runs(days)):
+        values.update({f"posted_from_{i}": local_midnight(first),
+                       f"posted_until_{i}": local_midnight(last + timedelta(days=1)),
+                       f"first_day_{i}": first, f"last_day_{i}": last})
+    return values
+
+
+_STATEMENTS = {}
+#: Shapes kept: filters and runs of days combine into a few dozen in practice.
+MAX_STATEMENTS = 512
+
+
+def statement(key, build):
+    """``build()`` (a statement, or any SQL constructs), built once per hashable ``key`` and
+    kept: building a statement costs more CPU than SQLAlchemy's cached compilation of it.
+    The cache is bounded (emptied when full)."""
+    built = _STATEMENTS.get(key)
+    if built is None:
+        if len(_STATEMENTS) >= MAX_STATEMENTS:
+            _STATEMENTS.clear()
+        built = _STATEMENTS[key] = build()
+    return built

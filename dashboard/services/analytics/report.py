@@ -23,7 +23,7 @@ from ...models.hospital import CANCEL_REASONS, TransportRequest
 from ...models.vocabulary import LEVELS, URGENCIES
 from .cells import BID_BUCKETS, LATE_BUCKETS
 from .percentiles import PercentileQuery, start_percentiles
-from .period import posted_in, scope_conditions
+from .period import bound_conditions, bound_values, filter_shape, statement
 from .sqltime import dialect_of, minutes_between
 from .stored import day_metrics
 
@@ -60,10 +60,12 @@ def _shift_minutes(shift_start, shift_end, period, now):
     return total
 
 
-def report(period, scope, now=None):
+def report(period, scope, now=None, units=True):
     """Every figure of the analytics page for ``period`` and ``scope``, as plain data.
 
-    ``now`` (naive UTC, default the clock) ends today's figures and the units' shift time.
+    ``now`` (naive UTC, default the clock) ends today's figures and the units' shift time;
+    ``units=False`` leaves unit utilisation out (``units`` is then None: the hospital's view
+    does not show it).
     Returns a dict: ``period``, ``scope``, ``requests`` (int); ``volume`` (``by_day``: per day
     ``{"day", "total", "levels", "urgencies"}``, ``by_hour``: 24 counts, ``by_level``,
     ``by_urgency``); ``speed`` (``[{"key", "label", "n", "p50", "p90"}]``, minutes); ``fill``
@@ -75,31 +77,16 @@ def report(period, scope, now=None):
     for it are staged in the center silo: the caller commits (``views.keep()``).
     """
     now = now or utcnow()
-    T = TransportRequest
-    dialect = dialect_of("hospital")
-    where = [*posted_in(period), *scope_conditions(scope)]
-    # Speeds count from when bidding opened: posting, or the opening of a request booked ahead.
-    bidding_start = sa.func.coalesce(T.bidding_opens_at, T.created_at)
-    pending = start_percentiles("hospital", [
-        PercentileQuery({
-            "first_bid": minutes_between(dialect, T.first_bid_at, bidding_start),
-            "award": minutes_between(dialect, T.awarded_at, bidding_start),
-            "pickup": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
-        }, where),
-        PercentileQuery({
-            "eta": T.awarded_eta_minutes,
-            "actual": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
-        }, where + [T.awarded_agency_id.isnot(None), T.at_pickup_at.isnot(None), T.awarded_at.isnot(None)],
-            group=T.awarded_agency_id, fractions=(0.5,)),
-        PercentileQuery({"award": minutes_between(dialect, T.awarded_at, bidding_start)},
-                        where + [T.awarded_at.isnot(None)], group=T.hospital_id, fractions=(0.5,)),
-    ])
+    dialect, shape = dialect_of("hospital"), filter_shape(scope, period.days)
+    queries = statement(("percentiles", dialect, shape), lambda: _percentile_queries(dialect, shape))
+    pending = start_percentiles("hospital", queries, bound_values(scope, period.days))
     per_day, total = day_metrics(period, scope, now)
     total = Counter(total)
     for counts in per_day.values():
         total.update(counts)
-    hospitals = {h.id: h for h in db.session.execute(sa.select(Hospital)).scalars()}
-    agencies = {a.id: a for a in db.session.execute(sa.select(Agency)).scalars()}
+    # Rows of the columns shown (``.name``, ``.short_code``), not whole registry entities.
+    hospitals = {h.id: h for h in db.session.execute(sa.select(Hospital.id, Hospital.name, Hospital.short_code))}
+    agencies = {a.id: a for a in db.session.execute(sa.select(Agency.id, Agency.name, Agency.short_code))}
     speed, by_agency, by_hospital = pending()
     speed = speed.get(None, {})
     requests = int(total["requests"])
@@ -119,10 +106,33 @@ def report(period, scope, now=None):
         ],
         "competition": _competition(total, requests),
         "agencies": _agencies(total, by_agency, agencies, scope),
-        "units": _units(total, period, scope, now, agencies),
+        "units": _units(total, period, scope, now, agencies) if units else None,
         "hospitals": _hospitals(total, by_hospital, hospitals, scope),
     }
 
+
+
+def _percentile_queries(dialect, shape):
+    """The page's :class:`PercentileQuery` s for a :func:`.period.filter_shape` (the period's
+    and the filter's values bound): speeds, per agency, per hospital."""
+    T = TransportRequest
+    where = bound_conditions(shape)
+    # Speeds count from when bidding opened: posting, or the opening of a request booked ahead.
+    bidding_start = sa.func.coalesce(T.bidding_opens_at, T.created_at)
+    return [
+        PercentileQuery({
+            "first_bid": minutes_between(dialect, T.first_bid_at, bidding_start),
+            "award": minutes_between(dialect, T.awarded_at, bidding_start),
+            "pickup": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
+        }, where),
+        PercentileQuery({
+            "eta": T.awarded_eta_minutes,
+            "actual": minutes_between(dialect, T.at_pickup_at, T.awarded_at),
+        }, where + [T.awarded_agency_id.isnot(None), T.at_pickup_at.isnot(None), T.awarded_at.isnot(None)],
+            group=T.awarded_agency_id, fractions=(0.5,)),
+        PercentileQuery({"award": minutes_between(dialect, T.awarded_at, bidding_start)},
+                        where + [T.awarded_at.isnot(None)], group=T.hospital_id, fractions=(0.5,)),
+    ]
 
 def _volume(period, per_day, total):
     return {

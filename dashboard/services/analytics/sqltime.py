@@ -65,6 +65,14 @@ class Clock:
         self.first_offset = _offset_minutes(zone, start_utc)
         self.changes = _transitions(zone, start_utc, end_utc)
 
+    @property
+    def key(self):
+        """What the SQL of this clock depends on (hashable): the dialect and zone, and on
+        SQLite the offsets inside the period."""
+        if self.dialect == "postgresql":
+            return self.dialect, self.zone
+        return self.dialect, self.zone, self.first_offset, tuple(self.changes)
+
     def local(self, column):
         """The local wall-clock time of ``column`` (a timestamp expression)."""
         if self.dialect == "postgresql":

@@ -21,8 +21,8 @@ from ...extensions import db, engine
 from ...localtime import local_midnight, local_today
 from ...models.base import utcnow
 from ...models.center import AnalyticsBidCell, AnalyticsCell, AnalyticsDay, AnalyticsUnitCell
-from .cells import CELL_METRICS, add, cell_metrics, compute_cells
-from .period import day_runs
+from .cells import CELL_METRICS, add, cell_metrics, compute_cells, live_metrics
+from .period import bound_conditions, bound_values, filter_shape, statement
 from .sqltime import as_date, dialect_of
 
 #: Past local days the relay's timer rolls up (older days: ``flask medport rollup``).
@@ -68,48 +68,16 @@ def stored_metrics(days, scope):
     per_day, overall = defaultdict(Counter), Counter()
     if not days:
         return per_day, overall
-    C, U, B = AnalyticsCell.__table__.c, AnalyticsUnitCell.__table__.c, AnalyticsBidCell.__table__.c
-
-    def where(columns, include_agency=True):
-        runs = [sa.and_(columns.day >= first, columns.day <= last) for first, last in day_runs(days)]
-        conditions = [runs[0] if len(runs) == 1 else sa.or_(*runs)]
-        for name in ("hospital_id", "agency_id", "level_of_care", "urgency"):
-            value = getattr(scope, {"level_of_care": "level"}.get(name, name))
-            if value is not None and (include_agency or name != "agency_id"):
-                conditions.append(columns[name] == value)
-        return conditions
-
+    totals, parts = statement(("stored", filter_shape(scope, days)), lambda: _stored_statements(scope, days))
+    values = bound_values(scope, days)
     names = list(CELL_METRICS)
-    ended_unfilled = sa.func.sum(sa.case((C.agency_id == 0, C.unfilled), else_=0))
-    stmt = (sa.select(C.day, ended_unfilled, *[sa.func.sum(C[name]) for name in names])
-            .where(*where(C)).group_by(C.day))
-    for row in db.session.execute(stmt):
+    center = {"bind": engine("center")}  # a UNION names no table the session could route by
+    for row in db.session.execute(totals, values, bind_arguments=center):
         target = per_day[as_date(row[0])]
         add(target, "ended_unfilled", row[1])
         for name, value in zip(names, row[2:], strict=True):
             add(target, CELL_METRICS[name], value)
-
-    def part(prefixes, group, amounts, columns, *conditions, by_day=False, include_agency=True):
-        """One GROUP BY giving two metrics (``prefixes``) summed from two columns (``amounts``)."""
-        keys = ([columns.day] if by_day else [])
-        return (sa.select(sa.literal_column(f"'{prefixes}'").label("prefixes"),
-                          (columns.day if by_day else sa.null()).label("day"),
-                          sa.cast(group, sa.String).label("key"),
-                          *[sa.cast(sa.func.sum(amount), sa.Float) for amount in amounts])
-                .where(*where(columns, include_agency), *conditions).group_by(*keys, group))
-
-    parts = [
-        part("level,", C.level_of_care, (C.requests, sa.literal(0)), C, by_day=True),
-        part("urgency,", C.urgency, (C.requests, sa.literal(0)), C, by_day=True),
-        part("hospital_requests,hospital_unfilled", C.hospital_id, (C.requests, C.unfilled), C),
-        part("agency_wins,agency_completed", C.agency_id, (C.bid_awards, C.completed), C, C.agency_id != 0),
-        part("unit_trips,unit_busy_min", U.unit_id, (U.trips, U.busy_minutes), U),
-        part("agency_bids,", B.agency_id, (B.bids, sa.literal(0)), B,
-             *([B.agency_id == scope.agency_id] if scope.agency_id is not None else []), include_agency=False),
-    ]
-    center = engine("center")  # a UNION names no table the session could route by
-    for prefixes, row_day, key, *amounts in db.session.execute(sa.union_all(*parts),
-                                                                bind_arguments={"bind": center}):
+    for prefixes, row_day, key, *amounts in db.session.execute(parts, values, bind_arguments=center):
         if key is None:
             continue
         target = per_day[as_date(row_day)] if row_day is not None else overall
@@ -118,6 +86,42 @@ def stored_metrics(days, scope):
                 add(target, f"{prefix}:{key}", int(amount) if prefix == "unit_trips" else amount)
     return per_day, overall
 
+
+def _stored_statements(scope, days):
+    """The statements of :func:`stored_metrics` for the shape of ``scope`` and ``days``
+    (:func:`.period.filter_shape`; the values are bound): the per-day sums, and the breakdowns
+    by day and level or urgency, by hospital, agency and unit (a UNION)."""
+    shape = filter_shape(scope, days)
+    C, U, B = AnalyticsCell.__table__.c, AnalyticsUnitCell.__table__.c, AnalyticsBidCell.__table__.c
+
+    def where(columns):
+        return bound_conditions(shape, columns={"day": columns.day, "hospital_id": columns.hospital_id,
+                                                "agency_id": columns.agency_id,
+                                                "level": columns.level_of_care, "urgency": columns.urgency})
+
+    ended_unfilled = sa.func.sum(sa.case((C.agency_id == 0, C.unfilled), else_=0))
+    totals = (sa.select(C.day, ended_unfilled, *[sa.func.sum(C[name]) for name in CELL_METRICS])
+              .where(*where(C)).group_by(C.day))
+
+    def part(prefixes, group, amounts, columns, *conditions, by_day=False):
+        """One GROUP BY giving two metrics (``prefixes``) summed from two columns (``amounts``)."""
+        keys = ([columns.day] if by_day else [])
+        return (sa.select(sa.literal_column(f"'{prefixes}'").label("prefixes"),
+                          (columns.day if by_day else sa.null()).label("day"),
+                          sa.cast(group, sa.String).label("key"),
+                          *[sa.cast(sa.func.sum(amount), sa.Float) for amount in amounts])
+                .where(*where(columns), *conditions).group_by(*keys, group))
+
+    parts = sa.union_all(
+        part("level,", C.level_of_care, (C.requests, sa.literal(0)), C, by_day=True),
+        part("urgency,", C.urgency, (C.requests, sa.literal(0)), C, by_day=True),
+        part("hospital_requests,hospital_unfilled", C.hospital_id, (C.requests, C.unfilled), C),
+        part("agency_wins,agency_completed", C.agency_id, (C.bid_awards, C.completed), C, C.agency_id != 0),
+        part("unit_trips,unit_busy_min", U.unit_id, (U.trips, U.busy_minutes), U),
+        # Bid cells are keyed by the bidding agency: the scope's agency filters the bidder.
+        part("agency_bids,", B.agency_id, (B.bids, sa.literal(0)), B),
+    )
+    return totals, parts
 
 def _closed_candidates(days, now):
     """Those of ``days`` that are past (before today) and not stored yet.
@@ -194,8 +198,8 @@ def day_metrics(period, scope, now=None):
     Closed days come from the stored cells (summed in SQL); a closed day not
     stored yet is computed for every scope at once and staged (the caller
     commits; a concurrent page that stored it first wins, nothing doubles).
-    Today, and a past day with a request still running, are computed live for
-    the scope.
+    Today is computed live for the scope (:func:`.cells.live_metrics`), and so
+    is a past day with a request still running (from the cells computed for it).
     """
     now = now or utcnow()
     today = local_today(now)
@@ -212,7 +216,7 @@ def day_metrics(period, scope, now=None):
     current = [d for d in reachable if d >= today]
     today_metrics = None
     if current:  # today reads the hospital and EMS silos while the stored cells are summed
-        today_metrics = _meanwhile(lambda: cell_metrics(compute_cells(current, scope), current, scope))
+        today_metrics = _meanwhile(lambda: live_metrics(current, scope))
     done = [d for d in reachable if d < today and d not in missing]
     per_day, overall = stored_metrics(done, scope)
     if today_metrics is not None:
