@@ -118,7 +118,8 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
               help="Store the analytics cells of the closed days afterwards (as flask medport rollup).")
 @click.option("--existing-region", is_flag=True,
               help="Closed history only, over the hospitals, facilities, agencies and units already "
-                   "registered: no organisation or unit added, nothing live, nothing in the last 30 hours.")
+                   "registered: no organisation or unit added, nothing live, nothing in the last 30 hours "
+                   "nor on or after the day before the oldest request still running.")
 @with_appcontext
 def seed_scale_command(trips, years, live, rollup, existing_region):
     """Fill the three silos with a region's years of history (2-5 bids per trip), fast.

@@ -34,6 +34,10 @@ STATES_RECENT = ("open", "awarded", "en_route", "at_pickup", "transporting")
 #: last step (at most about 3 h 10 min after posting) is then more than 24 hours old, so the
 #: region's present (the boards' last 24 hours, today's counts) is the same with or without it.
 HISTORY_ENDS_BEFORE = timedelta(hours=30)
+#: ... and at least this long before the oldest request of the region still running (not
+#: completed or cancelled), so every day the history touches is a closed day for analytics
+#: (the days with a request running are computed live, and would hold the history too).
+BEFORE_RUNNING = timedelta(days=1)
 #: Patient reference of every generated request (benchmarks count and find them by it).
 PATIENT_REF = "P-SCALE1"
 
@@ -299,6 +303,19 @@ def _existing_region():
     return hospitals, agencies
 
 
+def history_end(now):
+    """When generated history over the existing region ends (naive UTC): ``HISTORY_ENDS_BEFORE``
+    before ``now``, and ``BEFORE_RUNNING`` before the oldest request still running, if earlier."""
+    trips = metadata("hospital").tables["transport_requests"]
+    with engine("hospital").connect() as conn:
+        oldest_running = conn.execute(sa.select(sa.func.min(trips.c.created_at)).where(
+            trips.c.status.not_in(("completed", "cancelled")))).scalar()
+    end = now - HISTORY_ENDS_BEFORE
+    if oldest_running is not None:
+        end = min(end, oldest_running - BEFORE_RUNNING)
+    return end
+
+
 def generate(trips, years=2.0, rng_seed=7, progress=None, now=None, live=None, existing_region=False,
              copy=None):
     """Add ``trips`` trips (2–5 bids each, fewer where fewer agencies serve the level); return
@@ -312,8 +329,9 @@ def generate(trips, years=2.0, rng_seed=7, progress=None, now=None, live=None, e
 
     With ``existing_region`` the trips are closed history only, over the active hospitals,
     facilities, agencies and units already in the databases; no organisation or unit is added,
-    none is live, and every one is posted between ``years`` years and ``HISTORY_ENDS_BEFORE``
-    (30 h) before ``now``, so its last step is over 24 hours old.  ``live`` must then be None
+    none is live, and every one is posted in the ``years`` years before :func:`history_end`:
+    30 h before ``now`` (its last step is then over 24 hours old) or, if earlier, a day before
+    the region's oldest request still running (every day it touches is closed).  ``live`` must then be None
     or 0 (``ValueError`` otherwise); ``RegionMissing`` when there is no region.
 
     ``copy`` is ``SiloWriter``'s (None: COPY on PostgreSQL).  The same ``rng_seed`` and ``now``
@@ -329,7 +347,7 @@ def generate(trips, years=2.0, rng_seed=7, progress=None, now=None, live=None, e
     if existing_region:
         hospitals, agencies = _existing_region()
         live = 0
-        span_end = now - HISTORY_ENDS_BEFORE
+        span_end = history_end(now)
     else:
         hospitals, agencies = _new_region(center, hospital, ems, rng, now)
         hospitals = [(hid, origin, [destination]) for hid, origin, destination in hospitals]
