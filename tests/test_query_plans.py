@@ -10,6 +10,8 @@ configured (``enable_seqscan`` left on): at this size a sequential scan is
 what the planner picks when no index fits the query (a query an index fits
 gets an index or bitmap scan from a few hundred rows up), so a ``Seq Scan on
 transport_requests`` fails the test and names the page and the statement.
+
+One check is SQLite's own: the agency's live bids are read through their index.
 """
 import json
 import threading
@@ -135,3 +137,17 @@ def test_dashboard_queries_use_an_index_on_the_trips_table(backend, request):
         for conn in connections.values():
             conn.close()
     assert not scanned, "sequential scan of transport_requests:\n" + "\n".join(scanned)
+
+
+def test_an_agencys_live_bids_are_read_by_index_on_sqlite(backend, request):
+    """The EMS board's "bid on" marks read the agency's live bids.  SQLite cannot use the partial
+    index of live bids for a status given as a parameter; without ``ix_transport_bids_agency_status``
+    it read every bid the agency ever placed (PostgreSQL uses the partial index)."""
+    if backend != "sqlite":
+        pytest.skip("the plan checked here is SQLite's")
+    app = request.getfixturevalue("app")
+    with app.app_context(), db.engines["ems"].connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT trip_id FROM transport_bids WHERE agency_id = ? AND status = ?",
+            (1, "live")))
+    assert "ix_transport_bids_agency_status (agency_id=? AND status=?)" in plan, plan
