@@ -151,3 +151,18 @@ def test_an_agencys_live_bids_are_read_by_index_on_sqlite(backend, request):
             "EXPLAIN QUERY PLAN SELECT trip_id FROM transport_bids WHERE agency_id = ? AND status = ?",
             (1, "live")))
     assert "ix_transport_bids_agency_status (agency_id=? AND status=?)" in plan, plan
+
+
+@pytest.mark.parametrize(("column", "index"), [("hospital_id", "ix_transport_requests_hospital_created"),
+                                               ("awarded_agency_id", "ix_transport_requests_agency_created")])
+def test_analytics_read_a_period_of_one_organisation_by_index_on_sqlite(backend, request, column, index):
+    """A hospital's or an agency's analytics over the days computed live: SQLite (no statistics)
+    would otherwise read all the organisation's requests by its equality index."""
+    if backend != "sqlite":
+        pytest.skip("the plan checked here is SQLite's")
+    app = request.getfixturevalue("app")
+    with app.app_context(), db.engines["hospital"].connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN SELECT awarded_eta_minutes FROM transport_requests WHERE created_at >= ? "
+            f"AND created_at < ? AND {column} = ? AND at_pickup_at IS NOT NULL", ("2026-12-01", "2026-12-02", 1)))
+    assert f"{index} ({column}=? AND created_at>? AND created_at<?)" in plan, plan
