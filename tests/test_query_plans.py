@@ -166,3 +166,16 @@ def test_analytics_read_a_period_of_one_organisation_by_index_on_sqlite(backend,
             f"EXPLAIN QUERY PLAN SELECT awarded_eta_minutes FROM transport_requests WHERE created_at >= ? "
             f"AND created_at < ? AND {column} = ? AND at_pickup_at IS NOT NULL", ("2026-12-01", "2026-12-02", 1)))
     assert f"{index} ({column}=? AND created_at>? AND created_at<?)" in plan, plan
+
+
+def test_an_agencys_bids_on_one_request_are_read_by_index_on_sqlite(backend, request):
+    """The EMS request page's bids of the agency, newest first: SQLite would take the agency's
+    index for the order and read every bid the agency ever placed."""
+    if backend != "sqlite":
+        pytest.skip("the plan checked here is SQLite's")
+    app = request.getfixturevalue("app")
+    with app.app_context(), db.engines["ems"].connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM transport_bids WHERE trip_id = ? AND agency_id = ? "
+            "AND status != ? ORDER BY created_at DESC", (1, 1, "withdrawn")))
+    assert "ix_transport_bids_trip_agency_created (trip_id=? AND agency_id=?)" in plan, plan
