@@ -6,8 +6,8 @@
 Two copies of the same region are served side by side: the demo region as ``flask medport
 seed-demo`` leaves it ("fresh"), and a copy of it to which ``flask medport seed-scale
 --existing-region --trips N --years Y`` added N closed trips of history (with their bids,
-routes and history lines) over the same hospitals, agencies and units, none live and none in
-the last 30 hours.  The copies differ in history alone: same organisations, units, users,
+routes and history lines) over the same hospitals, agencies and units, none live, none in
+the last 30 hours nor on the days of the region's requests still running.  The copies differ in history alone: same organisations, units, users,
 public ids and live requests.  Both then get their closed days' analytics cells
 (``flask medport rollup``), as a deployment's timer would have stored them.
 
