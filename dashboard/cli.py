@@ -116,12 +116,26 @@ def create_user_command(email, display_name, role, hospital_code, agency_code, p
               help="Exactly this many trips posted in the last 4 hours (default: about 0.2 %).")
 @click.option("--rollup/--no-rollup", default=True, show_default=True,
               help="Store the analytics cells of the closed days afterwards (as flask medport rollup).")
+@click.option("--existing-region", is_flag=True,
+              help="Closed history only, over the hospitals, facilities, agencies and units already "
+                   "registered: no organisation or unit added, nothing live, nothing in the last 30 hours "
+                   "nor on or after the day before the oldest request still running.")
 @with_appcontext
-def seed_scale_command(trips, years, live, rollup):
-    """Fill the three silos with a region's years of history (2-5 bids per trip), fast."""
+def seed_scale_command(trips, years, live, rollup, existing_region):
+    """Fill the three silos with a region's years of history (2-5 bids per trip), fast.
+
+    Without ``--existing-region`` a generated region (30 hospitals, 40 agencies, 320 units)
+    comes with the history; with it the history is the existing region's.
+    """
+    if existing_region and live:
+        raise click.UsageError("--existing-region adds closed history only: --live must be 0 or left out.")
     started = time.perf_counter()
     with click.progressbar(length=trips, label="trips") as bar:
-        counts = scale.generate(trips, years=years, progress=bar.update, live=live)
+        try:
+            counts = scale.generate(trips, years=years, progress=bar.update, live=live,
+                                    existing_region=existing_region)
+        except scale.RegionMissing as exc:
+            raise click.ClickException(str(exc)) from exc
     elapsed = time.perf_counter() - started
     click.echo(
         f"added {counts['trips']} trips, {counts['bids']} bids, {counts['history']} history rows, "

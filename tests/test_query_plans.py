@@ -10,6 +10,8 @@ configured (``enable_seqscan`` left on): at this size a sequential scan is
 what the planner picks when no index fits the query (a query an index fits
 gets an index or bitmap scan from a few hundred rows up), so a ``Seq Scan on
 transport_requests`` fails the test and names the page and the statement.
+
+One check is SQLite's own: the agency's live bids are read through their index.
 """
 import json
 import threading
@@ -135,3 +137,45 @@ def test_dashboard_queries_use_an_index_on_the_trips_table(backend, request):
         for conn in connections.values():
             conn.close()
     assert not scanned, "sequential scan of transport_requests:\n" + "\n".join(scanned)
+
+
+def test_an_agencys_live_bids_are_read_by_index_on_sqlite(backend, request):
+    """The EMS board's "bid on" marks read the agency's live bids.  SQLite cannot use the partial
+    index of live bids for a status given as a parameter; without ``ix_transport_bids_agency_status``
+    it read every bid the agency ever placed (PostgreSQL uses the partial index)."""
+    if backend != "sqlite":
+        pytest.skip("the plan checked here is SQLite's")
+    app = request.getfixturevalue("app")
+    with app.app_context(), db.engines["ems"].connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT trip_id FROM transport_bids WHERE agency_id = ? AND status = ?",
+            (1, "live")))
+    assert "ix_transport_bids_agency_status (agency_id=? AND status=?)" in plan, plan
+
+
+@pytest.mark.parametrize(("column", "index"), [("hospital_id", "ix_transport_requests_hospital_created"),
+                                               ("awarded_agency_id", "ix_transport_requests_agency_created")])
+def test_analytics_read_a_period_of_one_organisation_by_index_on_sqlite(backend, request, column, index):
+    """A hospital's or an agency's analytics over the days computed live: SQLite (no statistics)
+    would otherwise read all the organisation's requests by its equality index."""
+    if backend != "sqlite":
+        pytest.skip("the plan checked here is SQLite's")
+    app = request.getfixturevalue("app")
+    with app.app_context(), db.engines["hospital"].connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN SELECT awarded_eta_minutes FROM transport_requests WHERE created_at >= ? "
+            f"AND created_at < ? AND {column} = ? AND at_pickup_at IS NOT NULL", ("2026-12-01", "2026-12-02", 1)))
+    assert f"{index} ({column}=? AND created_at>? AND created_at<?)" in plan, plan
+
+
+def test_an_agencys_bids_on_one_request_are_read_by_index_on_sqlite(backend, request):
+    """The EMS request page's bids of the agency, newest first: SQLite would take the agency's
+    index for the order and read every bid the agency ever placed."""
+    if backend != "sqlite":
+        pytest.skip("the plan checked here is SQLite's")
+    app = request.getfixturevalue("app")
+    with app.app_context(), db.engines["ems"].connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id FROM transport_bids WHERE trip_id = ? AND agency_id = ? "
+            "AND status != ? ORDER BY created_at DESC", (1, 1, "withdrawn")))
+    assert "ix_transport_bids_trip_agency_created (trip_id=? AND agency_id=?)" in plan, plan

@@ -112,6 +112,12 @@ class TransportBid(db.Model):
         ),
         sa.Index("ix_transport_bids_trip_status", "trip_id", "status"),
         sa.Index("ix_transport_bids_agency_created", "agency_id", "created_at"),
+        # An agency's live bids (its board): SQLite cannot use the partial index above for a
+        # status given as a parameter, and would otherwise read all the agency's bids.
+        sa.Index("ix_transport_bids_agency_status", "agency_id", "status"),
+        # An agency's bids on one request, newest first (its request page): without it SQLite
+        # (no statistics) takes the agency's index for the order and reads all its bids.
+        sa.Index("ix_transport_bids_trip_agency_created", "trip_id", "agency_id", "created_at"),
         # A unit's bids by status; with the window's end, the overlap check of a new bid reads
         # only the unit's bids still ahead, not its years of accepted ones.
         sa.Index("ix_transport_bids_unit_status_window", "unit_id", "status", "window_end"),

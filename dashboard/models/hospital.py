@@ -144,6 +144,11 @@ class TransportRequest(db.Model):
         sa.Index("ix_transport_requests_status_window", "status", "window_start"),
         sa.Index("ix_transport_requests_agency_status", "awarded_agency_id", "status"),
         sa.Index("ix_transport_requests_created", "created_at"),
+        # Analytics of one hospital or one agency over the days computed live: SQLite (no
+        # statistics) otherwise reads all of the hospital's or agency's requests by the
+        # equality indexes above and keeps the period's.
+        sa.Index("ix_transport_requests_hospital_created", "hospital_id", "created_at"),
+        sa.Index("ix_transport_requests_agency_created", "awarded_agency_id", "created_at"),
         # Analytics medians: a period's requests read from the index alone (PostgreSQL).
         sa.Index("ix_transport_requests_created_timings", "created_at",
                  postgresql_include=["hospital_id", "awarded_agency_id", "level_of_care", "urgency",
