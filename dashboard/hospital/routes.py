@@ -12,7 +12,7 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..models.base import utcnow
 from ..models.vocabulary import trip_dispatch_state
-from ..services import boards, degraded, hospital_reads, oversight, trip_posting, trips
+from ..services import boards, degraded, hospital_reads, oversight, trip_posting
 
 bp = Blueprint("hospital", __name__, url_prefix="/hospital")
 
@@ -41,9 +41,10 @@ def _hospital_id():
     return current_user.hospital_id
 
 
-def _trip_or_404(public_id):
-    """The user's hospital's trip, or 404 (another hospital's trip does not exist for them)."""
-    trip = trips.get_for_hospital(public_id, _hospital_id())
+def _trip_or_404(public_id, detail=False):
+    """The user's hospital's trip, or 404 (another hospital's trip does not exist for them);
+    ``detail`` reads what the request page shows of its relatives with it."""
+    trip = hospital_reads.request_for_hospital(public_id, _hospital_id(), detail)
     if trip is None:
         abort(404)
     return trip
@@ -187,7 +188,7 @@ def request_detail(public_id):
     """One request: details, bids received and status timeline, refreshed live.
 
     Refuses: 404 another hospital's request (or none)."""
-    return _render_request(_trip_or_404(public_id))
+    return _render_request(_trip_or_404(public_id, detail=True))
 
 
 @bp.route("/requests/<public_id>/summary")
@@ -196,7 +197,8 @@ def request_summary(public_id):
     """The request summary panel alone, for live refreshes.
 
     Refuses: 404 another hospital's request (or none)."""
-    return render_template("hospital/_request_summary_panel.html", **_summary_context(_trip_or_404(public_id)))
+    return render_template("hospital/_request_summary_panel.html",
+                           **_summary_context(_trip_or_404(public_id, detail=True)))
 
 
 @bp.route("/requests/<public_id>/bids")
