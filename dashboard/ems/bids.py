@@ -47,7 +47,7 @@ def _request_context(trip, form=None):
     bid form with the units it may offer."""
     agency = _agency()
     now = utcnow()
-    bid = bidding.live_bid(trip.id, agency.id)
+    bid, earlier = ems_reads.bids_on_trip(trip.id, agency.id)
     if form is None:
         form = BidForm(formdata=None)
         if bid is not None:
@@ -59,7 +59,7 @@ def _request_context(trip, form=None):
     route = route_steps.route_for(trip.id, agency.id) if ours else None
     return dict(
         trip=trip, bid=bid, form=form, units=units, booked_units=booked,
-        earlier_bids=ems_reads.earlier_bids(trip.id, agency.id), outcomes=BID_OUTCOMES,
+        earlier_bids=earlier, outcomes=BID_OUTCOMES,
         distance_km=trip_distance(trip), route=route, ours=ours, now=now,
         bidding_open=trip_dispatch_state(trip, now) == "bidding",
         pair=_pair_context(trip, agency.id, bid, now),
