@@ -108,6 +108,23 @@ def live_bids_by_trip(agency_id, trip_ids):
         _live_bids_statement(), {"agency_id": agency_id, "trip_ids": list(trip_ids)})}
 
 
+@built_once
+def _agency_live_bids_statement():
+    """:func:`agency_live_bids`' statement; bound: ``agency_id``."""
+    return (sa.select(TransportBid.trip_id, TransportBid.eta_minutes, Unit.number.label("unit_number"))
+            .join(Unit, Unit.id == TransportBid.unit_id)
+            .where(TransportBid.agency_id == sa.bindparam("agency_id", type_=sa.Integer),
+                   TransportBid.status == "live"))
+
+
+def agency_live_bids(agency_id):
+    """Every live bid of the agency, as the board shows it: ``{trip id: row}``, a row with
+    ``trip_id``, ``eta_minutes`` and ``unit_number`` (columns, not bid objects); one read for
+    both the board's conditions (:func:`open_requests_page`'s ``live_bid_trip_ids``) and its
+    "Your bid" column."""
+    return {row.trip_id: row for row in db.session.execute(_agency_live_bids_statement(), {"agency_id": agency_id})}
+
+
 def _invited(pattern, now, dialect):
     """SQL: the request invites the agency whose invitation ``pattern`` is given (``",<agency
     id>,"``, or a bound parameter) at ``now`` (:func:`trips.agency_may_serve`'s invitation
@@ -171,16 +188,18 @@ class _OpenQuery(NamedTuple):
                                 v["pickup_before"] if self.by_pickup else None, self.dialect)
 
 
-def _open_query(agency_id, agency_levels, level, urgency, pickup_before, now):
+def _open_query(agency_id, agency_levels, level, urgency, pickup_before, now, my_bid_trip_ids=None):
     """The :class:`_OpenQuery` of an agency's open requests, or None when it serves no level
-    asked for (reads the agency's live bids: past its deadline a request stays on the board of
-    an agency holding a live bid on it)."""
+    asked for.  ``my_bid_trip_ids`` are the trips of the agency's live bids (past its deadline
+    a request stays on the board of an agency holding a live bid on it); read when None."""
     levels = servable_levels(agency_levels)
     if level:
         levels = [lv for lv in levels if lv == level]
     if not levels:
         return None
-    my_bid_trip_ids = list(db.session.scalars(_my_live_bid_trips_statement(), {"agency_id": agency_id}))
+    if my_bid_trip_ids is None:
+        my_bid_trip_ids = list(db.session.scalars(_my_live_bid_trips_statement(), {"agency_id": agency_id}))
+    my_bid_trip_ids = list(my_bid_trip_ids)
     values = {"now": now or utcnow(), "levels": levels, "invited_pattern": f",{agency_id},",
               "my_bid_trip_ids": my_bid_trip_ids, "urgency": urgency, "pickup_before": pickup_before}
     return _OpenQuery(values, bool(my_bid_trip_ids), bool(urgency), pickup_before is not None,
@@ -242,14 +261,16 @@ def _open_statements(holds_bids, by_urgency, by_pickup, dialect, sort):
 
 
 def open_requests_page(agency_id, agency_levels, sort, page, risk, level=None, urgency=None,
-                       pickup_before=None, now=None):
+                       pickup_before=None, now=None, live_bid_trip_ids=None):
     """One page of the agency's board: ``(rows, boards.Page)``.
 
     ``sort`` is a :data:`boards.SORTS` key (``risk`` needs ``risk``, the SQL at-risk condition),
     ``page`` the page number asked for (moved within the pages there are); counted, ordered
-    and cut in SQL.  The statements of each sort and shape of filters are built once
-    (:func:`_open_statements`); the at-risk sort's per request."""
-    query = _open_query(agency_id, agency_levels, level, urgency, pickup_before, now)
+    and cut in SQL.  ``live_bid_trip_ids``: the trips of the agency's live bids, when the
+    caller has read them (:func:`agency_live_bids`), else read here.  The statements of each
+    sort and shape of filters are built once (:func:`_open_statements`); the at-risk sort's
+    per request."""
+    query = _open_query(agency_id, agency_levels, level, urgency, pickup_before, now, live_bid_trip_ids)
     if query is None:
         return [], boards.page_of(1, 0)
     if sort.removeprefix("-") == "risk":
