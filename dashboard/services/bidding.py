@@ -332,9 +332,11 @@ def _check_trip_open(trip, agency_id, agency_levels, now):
 
 
 @built_once
-def _booked_statements(excluding_bid):
-    """``(by bid, by route)``: :func:`booked_unit_ids`' two statements; bound: ``unit_ids`` (a
-    list), ``trip_id``, ``window_start``, ``window_end`` and, ``excluding_bid``, ``bid_id``."""
+def _booked_statement(excluding_bid):
+    """:func:`booked_unit_ids`' statement: the units bid on (live or accepted) and the units
+    with an active route, for another trip in an overlapping window, in one ``UNION``; bound:
+    ``unit_ids`` (a list), ``trip_id``, ``window_start``, ``window_end`` and, ``excluding_bid``,
+    ``bid_id``."""
     unit_ids = sa.bindparam("unit_ids", expanding=True)
     trip_id = sa.bindparam("trip_id", type_=sa.Integer)
     starts, ends = sa.bindparam("window_start", type_=sa.DateTime), sa.bindparam("window_end", type_=sa.DateTime)
@@ -345,15 +347,15 @@ def _booked_statements(excluding_bid):
         TransportBid.window_start < ends,
         TransportBid.window_end > starts,
         *([TransportBid.id != sa.bindparam("bid_id", type_=sa.Integer)] if excluding_bid else []),
-    ).distinct()
+    )
     by_route = sa.select(EmsRoute.unit_id).where(
         EmsRoute.unit_id.in_(unit_ids),
         EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
         EmsRoute.trip_id != trip_id,
         EmsRoute.window_start < ends,
         EmsRoute.window_end > starts,
-    ).distinct()
-    return by_bid, by_route
+    )
+    return sa.union(by_bid, by_route)
 
 
 def booked_unit_ids(unit_ids, trip, exclude_bid_id=None):
@@ -363,19 +365,15 @@ def booked_unit_ids(unit_ids, trip, exclude_bid_id=None):
 
     Windows overlap when each starts before the other ends (touching windows do not).  The one
     rule both for refusing a bid (:func:`place`, :func:`change`) and for the units a bid form
-    offers.  Returns a set of unit ids; two queries whatever the number of units (statements
+    offers.  Returns a set of unit ids; one query whatever the number of units (a statement
     built once, :mod:`.statements`).
     """
     unit_ids = list(unit_ids)
     if not unit_ids:
         return set()
-    by_bid_statement, by_route_statement = _booked_statements(bool(exclude_bid_id))
-    values = {"unit_ids": unit_ids, "trip_id": trip.id, "window_start": trip.window_start,
-              "window_end": trip.window_end, "bid_id": exclude_bid_id}
-    by_bid = set(db.session.scalars(by_bid_statement, values))
-    rest = [unit_id for unit_id in unit_ids if unit_id not in by_bid]
-    by_route = set(db.session.scalars(by_route_statement, dict(values, unit_ids=rest))) if rest else set()
-    return by_bid | by_route
+    return set(db.session.scalars(_booked_statement(bool(exclude_bid_id)), {
+        "unit_ids": unit_ids, "trip_id": trip.id, "window_start": trip.window_start,
+        "window_end": trip.window_end, "bid_id": exclude_bid_id}, bind_arguments={"mapper": TransportBid}))
 
 
 def _check_unit(unit, agency_id, trip, exclude_bid_id=None):
