@@ -118,15 +118,16 @@ def _requests_view():
     """Everything the requests panel shows, for the current query string."""
     view = _view_args()
     hospital_id = _hospital_id()
+    now = utcnow()
+    counts = hospital_reads.tab_counts(hospital_id, now)
     board = hospital_reads.requests_page(hospital_id, view["tab"], view["sort"], view["q"], view["page"],
-                                         PAGE_SIZE)
+                                         PAGE_SIZE, now, counts)
     shown = board.page
     view["page"] = shown.number
 
     def link_args(**changes):
         return _link_args(view, **changes)
 
-    counts = hospital_reads.tab_counts(hospital_id)
     counts["upcoming"] = boards.count_label(counts["upcoming"], hospital_reads.UPCOMING_COUNT_CAP)
     return dict(view=view, rows=board.rows, total=shown.total, pages=shown.pages, page=shown,
                 counts=counts, tabs=TABS, sorts=SORTS,
@@ -157,7 +158,8 @@ def requests_panel():
 def _bids_context(trip):
     """What the bids panel shows; ``bids`` is None while the EMS silo cannot be reached."""
     bids = degraded.optional("ems", lambda: hospital_reads.shown_bids(trip))
-    preferred = set(trip_posting.preferred_agency_ids(trip.hospital_id))
+    # Which bidders are preferred agencies (read only when there are bids to mark).
+    preferred = set(trip_posting.preferred_agency_ids(trip.hospital_id)) if bids else set()
     return dict(trip=trip, bids=bids, agency_names=_agency_names(b.agency_id for b in bids or ()),
                 preferred=preferred, now=utcnow())
 

@@ -180,14 +180,17 @@ def _board_statements(tab, sort):
     return sa.select(sa.func.count()).where(*conditions), rows
 
 
-def requests_page(hospital_id, tab, sort, q, number, size):
+def requests_page(hospital_id, tab, sort, q, number, size, now=None, counts=None):
     """Page ``number`` (moved within the pages there are) of the hospital's requests in ``tab``,
     sorted by ``sort`` (a board sort or one of :data:`OWN_SORTS`, ``-`` for descending) and
-    filtered by the search ``q`` (may be empty), ``size`` rows a page.
+    filtered by the search ``q`` (may be empty), ``size`` rows a page, at ``now`` (naive UTC,
+    default the clock).
 
-    The statements of a tab and sort are built once (:func:`_board_statements`); a search or
-    the at-risk sort builds its own."""
-    now = utcnow()
+    ``counts``: :func:`tab_counts` read at the same ``now``, when the caller has them: without
+    a search they are the tab's total (for every tab but "upcoming", whose count stops at its
+    cap), so the rows are not counted again.  The statements of a tab and sort are built once
+    (:func:`_board_statements`); a search or the at-risk sort builds its own."""
+    now = now or utcnow()
     start, end = _today_utc() if tab == "completed" else (None, None)
     values = {"hospital_id": hospital_id, "now": now, "day_start": start, "day_end": end}
     if q or sort.removeprefix("-") == "risk":
@@ -199,7 +202,10 @@ def requests_page(hospital_id, tab, sort, q, number, size):
                 .offset(sa.bindparam("offset", type_=sa.Integer)).limit(sa.bindparam("limit", type_=sa.Integer)))
     else:
         count, rows = _board_statements(tab, sort)
-    total = db.session.scalar(count, values)
+    if counts is not None and not q and tab != "upcoming":
+        total = counts[tab]
+    else:
+        total = db.session.scalar(count, values)
     shown = boards.page_of(number, total, size)
     return BoardPage(list(db.session.scalars(rows, dict(values, offset=shown.offset, limit=size))), shown, now)
 
