@@ -40,11 +40,11 @@ def trips_by_id(trip_ids):
 
 @built_once
 def _visible_trip_statement():
-    """A request by public id, with its facilities and its outbound and return legs (the
-    request page shows them); bound: ``public_id``."""
+    """A request by public id, with its facilities and its return leg (the request page shows
+    them; its outbound leg, rarer, is read by its id when there is one); bound: ``public_id``."""
     T = TransportRequest
     return sa.select(T).where(T.public_id == sa.bindparam("public_id", type_=sa.String)).options(
-        joinedload(T.origin), joinedload(T.destination), joinedload(T.return_of), joinedload(T.return_leg))
+        joinedload(T.origin), joinedload(T.destination), joinedload(T.return_leg))
 
 
 @built_once
@@ -58,7 +58,7 @@ def _has_bid_statement():
 def visible_trip(public_id, agency_id, agency_levels):
     """The request ``public_id`` if agency ``agency_id`` may see it (invited at one of
     ``agency_levels``, awarded to it, or bid on by it), else None.  Its pickup and destination
-    facilities and its outbound and return legs are read with it."""
+    facilities and its return leg are read with it."""
     trip = db.session.scalar(_visible_trip_statement(), {"public_id": public_id})
     if trip is None:
         return None

@@ -215,22 +215,21 @@ def requests_page(hospital_id, tab, sort, q, number, size, now=None, counts=None
 @built_once
 def _request_statement(detail):
     """The hospital's request by public id; bound: ``public_id``, ``hospital_id``.  ``detail``
-    loads what the request page shows of its relatives too (facilities, outbound and return
-    leg) in the same statement."""
+    loads what the request page shows of its relatives too (its facilities and its return leg;
+    its outbound leg, rarer, is read by its id when there is one) in the same statement."""
     query = sa.select(TransportRequest).where(
         TransportRequest.public_id == sa.bindparam("public_id", type_=sa.String),
         TransportRequest.hospital_id == _HOSPITAL)
     if detail:
         query = query.options(joinedload(TransportRequest.origin), joinedload(TransportRequest.destination),
-                              joinedload(TransportRequest.return_of), joinedload(TransportRequest.return_leg))
+                              joinedload(TransportRequest.return_leg))
     return query
 
 
 def request_for_hospital(public_id, hospital_id, detail=False):
     """The hospital's request ``public_id`` (a str), or None: another hospital's request is
     not found (as ``trips.get_for_hospital``).  With ``detail`` its pickup and destination
-    facilities and its outbound and return legs come in the same read (the request page
-    shows them)."""
+    facilities and its return leg come in the same read (the request page shows them)."""
     return db.session.scalar(_request_statement(bool(detail)), {"public_id": public_id, "hospital_id": hospital_id})
 
 
