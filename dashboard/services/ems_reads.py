@@ -80,16 +80,10 @@ def _agency_bids_statement():
 
 def bids_on_trip(trip_id, agency_id):
     """``(live bid or None, [earlier bids])`` of the agency on a trip, in one read: its live
-    bid (:func:`bidding.live_bid`) and the bids no longer live, newest first
-    (:func:`earlier_bids`), units loaded."""
+    bid (:func:`bidding.live_bid`) and its bids no longer live, newest first, units loaded."""
     bids = list(db.session.scalars(_agency_bids_statement(), {"trip_id": trip_id, "agency_id": agency_id}))
     live = next((bid for bid in bids if bid.status == "live"), None)
     return live, [bid for bid in bids if bid.status != "live"]
-
-
-def earlier_bids(trip_id, agency_id):
-    """The agency's bids on a trip that are no longer live, newest first, units loaded."""
-    return bids_on_trip(trip_id, agency_id)[1]
 
 
 def agency_bid(bid_public_id, agency_id):
