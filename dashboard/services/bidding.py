@@ -21,7 +21,7 @@ from ..models.base import utcnow
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from ..models.vocabulary import IN_PROGRESS_ROUTE_STATUSES, LEVEL_RANK, URGENCY_RANK, servable_levels
-from . import boards, center_reads
+from . import boards, center_reads, scheduling
 from .refusals import Refused
 from .statements import NOW, Bound, built_once
 from .trips import agency_may_serve
@@ -162,13 +162,6 @@ def _open_conditions(now, levels, pattern, my_bid_trip_ids, urgency, pickup_befo
     return conditions
 
 
-@built_once
-def _my_live_bid_trips_statement():
-    """The trip ids of an agency's live bids; bound: ``agency_id``."""
-    return sa.select(TransportBid.trip_id).where(
-        TransportBid.agency_id == sa.bindparam("agency_id", type_=sa.Integer), TransportBid.status == "live")
-
-
 class _OpenQuery(NamedTuple):
     """What an agency's open requests are read with: ``values`` (the bound parameters of
     :func:`_open_statements`) and the shape of their conditions."""
@@ -197,9 +190,7 @@ def _open_query(agency_id, agency_levels, level, urgency, pickup_before, now, my
         levels = [lv for lv in levels if lv == level]
     if not levels:
         return None
-    if my_bid_trip_ids is None:
-        my_bid_trip_ids = list(db.session.scalars(_my_live_bid_trips_statement(), {"agency_id": agency_id}))
-    my_bid_trip_ids = list(my_bid_trip_ids)
+    my_bid_trip_ids = list(agency_live_bids(agency_id) if my_bid_trip_ids is None else my_bid_trip_ids)
     values = {"now": now or utcnow(), "levels": levels, "invited_pattern": f",{agency_id},",
               "my_bid_trip_ids": my_bid_trip_ids, "urgency": urgency, "pickup_before": pickup_before}
     return _OpenQuery(values, bool(my_bid_trip_ids), bool(urgency), pickup_before is not None,
@@ -239,8 +230,11 @@ def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_bef
 
 
 def _open_page_statements(conditions, order):
-    """``(count, rows)`` of one board page; rows bound: ``offset``, ``limit``."""
-    count = sa.select(sa.func.count()).select_from(TransportRequest).where(*conditions)
+    """``(count, rows)`` of one board page: the count reads the agency's upcoming requests'
+    bounded count too (:func:`scheduling.upcoming_count_column`, bound ``upcoming_cap``);
+    rows bound: ``offset``, ``limit``."""
+    count = (sa.select(sa.func.count(), scheduling.upcoming_count_column())
+             .select_from(TransportRequest).where(*conditions))
     rows = (_with_places(sa.select(TransportRequest)).where(*conditions).order_by(*order)
             .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer)))
     return count, rows
@@ -260,26 +254,36 @@ def _open_statements(holds_bids, by_urgency, by_pickup, dialect, sort):
     return _open_page_statements(conditions, boards.order_by(sort))
 
 
-def open_requests_page(agency_id, agency_levels, sort, page, risk, level=None, urgency=None,
-                       pickup_before=None, now=None, live_bid_trip_ids=None):
-    """One page of the agency's board: ``(rows, boards.Page)``.
+def board_page(agency_id, agency_levels, sort, page, risk, upcoming_cap, level=None, urgency=None,
+               pickup_before=None, now=None, live_bid_trip_ids=None):
+    """One page of the agency's board and its upcoming count: ``(rows, boards.Page, upcoming)``.
 
     ``sort`` is a :data:`boards.SORTS` key (``risk`` needs ``risk``, the SQL at-risk condition),
     ``page`` the page number asked for (moved within the pages there are); counted, ordered
-    and cut in SQL.  ``live_bid_trip_ids``: the trips of the agency's live bids, when the
-    caller has read them (:func:`agency_live_bids`), else read here.  The statements of each
-    sort and shape of filters are built once (:func:`_open_statements`); the at-risk sort's
-    per request."""
+    and cut in SQL.  ``upcoming`` is :func:`scheduling.upcoming_count` at ``upcoming_cap`` (an
+    int up to ``upcoming_cap + 1``), read in the same statement as the count.
+    ``live_bid_trip_ids``: the trips of the agency's live bids, when the caller has read them
+    (:func:`agency_live_bids`), else read here.  The statements of each sort and shape of
+    filters are built once (:func:`_open_statements`); the at-risk sort's per request."""
     query = _open_query(agency_id, agency_levels, level, urgency, pickup_before, now, live_bid_trip_ids)
     if query is None:
-        return [], boards.page_of(1, 0)
+        return [], boards.page_of(1, 0), 0
     if sort.removeprefix("-") == "risk":
         count, rows = _open_page_statements(query.conditions(), boards.order_by(sort, risk))
     else:
         count, rows = _open_statements(query.holds_bids, query.by_urgency, query.by_pickup, query.dialect, sort)
-    total = db.session.scalar(count, query.values)
+    total, upcoming = db.session.execute(count, dict(query.values, upcoming_cap=upcoming_cap + 1)).one()
     shown = boards.page_of(page, total)
-    return list(db.session.scalars(rows, dict(query.values, limit=shown.size, offset=shown.offset))), shown
+    return list(db.session.scalars(rows, dict(query.values, limit=shown.size, offset=shown.offset))), shown, upcoming
+
+
+def open_requests_page(agency_id, agency_levels, sort, page, risk, level=None, urgency=None,
+                       pickup_before=None, now=None, live_bid_trip_ids=None):
+    """One page of the agency's board: ``(rows, boards.Page)`` (:func:`board_page` without the
+    upcoming count)."""
+    rows, shown, _upcoming = board_page(agency_id, agency_levels, sort, page, risk, 0, level, urgency,
+                                        pickup_before, now, live_bid_trip_ids)
+    return rows, shown
 
 
 def validate_eta(raw):

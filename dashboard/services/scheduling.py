@@ -136,25 +136,33 @@ def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None)
 
 
 @built_once
-def _upcoming_count_statement():
-    """:func:`upcoming_count`'s statement; bound: ``levels`` (a list), ``invited_pattern``,
-    ``now`` and ``cap`` (the rows counted at most)."""
+def upcoming_count_column():
+    """:func:`upcoming_count` as a scalar subquery, to be read in the statement that counts a
+    board's rows; bound: ``levels`` (a list), ``invited_pattern``, ``now`` and
+    ``upcoming_cap`` (the rows counted at most)."""
     where = _upcoming_where(sa.bindparam("levels", expanding=True), Bound("invited_pattern", sa.String), NOW)
     found = (sa.select(TransportRequest.id).where(*where)
-             .limit(sa.bindparam("cap", type_=sa.Integer)).subquery())
-    return sa.select(sa.func.count()).select_from(found)
+             .limit(sa.bindparam("upcoming_cap", type_=sa.Integer)).subquery())
+    return sa.select(sa.func.count()).select_from(found).scalar_subquery()
+
+
+@built_once
+def _upcoming_count_statement():
+    """:func:`upcoming_count`'s statement (:func:`upcoming_count_column` alone)."""
+    return sa.select(upcoming_count_column())
 
 
 def upcoming_count(agency_id, agency_levels, cap, level=None, now=None):
     """How many requests :func:`upcoming_requests` would list for the agency, counted up to
     ``cap + 1`` (an int; more than ``cap`` means "cap+" on the board): one statement over at
     most ``cap + 1`` rows of the opening index, however many series lie ahead.  The statement
-    is built once (:mod:`.statements`)."""
+    is built once (:mod:`.statements`); the EMS board reads the same count with its own
+    (``bidding.board_page``)."""
     levels = _levels_asked(agency_levels, level)
     if not levels:
         return 0
     return db.session.scalar(_upcoming_count_statement(), {
-        "levels": levels, "invited_pattern": f",{agency_id},", "now": now or utcnow(), "cap": cap + 1})
+        "levels": levels, "invited_pattern": f",{agency_id},", "now": now or utcnow(), "upcoming_cap": cap + 1})
 
 
 def booking_hint(settings=None):
