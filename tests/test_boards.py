@@ -15,7 +15,7 @@ from dashboard.models.center import Agency, Hospital
 from dashboard.models.ems import TransportBid
 from dashboard.models.hospital import HospitalFacility, TransportRequest
 from dashboard.models.vocabulary import URGENCY_RANK
-from dashboard.services import bidding, boards, configuration, oversight, trip_posting, trips
+from dashboard.services import bidding, boards, configuration, hospital_reads, oversight, trip_posting, trips
 from tests.helpers import signed_in
 
 NURSE = "nurse@altoona.medport.test"
@@ -144,6 +144,43 @@ def test_the_sql_invitation_rule_is_agency_may_serve(app, demo):
         cll = db.session.scalar(sa.select(Agency).where(Agency.short_code == "CLL"))  # not preferred by ALT
         listed = {t.id for t in bidding.open_requests(cll.id, cll.level_list, now=now)}
     assert widened in listed and later not in listed and preferred not in listed
+
+
+def test_statements_built_once_read_each_calls_time_and_values(app, demo, monkeypatch):
+    """The boards' statements are built once a process (``services/statements.py``) and run
+    with each call's values: at two times (and back), for two hospitals and two agencies, each
+    read finds what the same rule written with that call's values finds."""
+    now = utcnow()
+    later = now + timedelta(hours=2)
+    closing = post(app, deadline_in=30)  # taking bids now, past its deadline later
+    opening = post(app, window_in=600, bidding_opens_at=now + timedelta(hours=1),
+                   bid_deadline=now + timedelta(minutes=90))  # upcoming now, open (unfilled) later
+    clock = [now]
+    monkeypatch.setattr(hospital_reads, "utcnow", lambda: clock[0])
+    T = TransportRequest
+    with app.app_context():
+        for moment in (now, later, now):
+            clock[0] = moment
+            for code in ("ALT", "JMH"):
+                hospital_id = db.session.scalar(sa.select(Hospital.id).where(Hospital.short_code == code))
+                counts = hospital_reads.tab_counts(hospital_id, now=moment)
+                for tab in ("open", "upcoming", "active", "cancelled"):
+                    written = [T.hospital_id == hospital_id, hospital_reads.tab_filter(tab, moment)]
+                    assert counts[tab] == db.session.scalar(sa.select(sa.func.count()).where(*written)), (code, tab)
+                    listed = hospital_reads.requests_page(hospital_id, tab, "window", "", 1, 500).rows
+                    expected = db.session.scalars(sa.select(T.id).where(*written).order_by(T.window_start, T.id))
+                    assert [t.id for t in listed] == list(expected), (code, tab)
+            upcoming = {t.id for t in hospital_reads.requests_page(_altoona(), "upcoming", "window", "", 1, 500).rows}
+            taking = {t.id for t in hospital_reads.requests_page(_altoona(), "open", "window", "", 1, 500).rows}
+            assert (opening in upcoming, opening in taking) == ((True, False) if moment == now else (False, True))
+            for short_code in ("AEMS", "HCR"):
+                agency = db.session.scalar(sa.select(Agency).where(Agency.short_code == short_code))
+                rows, page = bidding.open_requests_page(agency.id, agency.level_list, "deadline", 1, None, now=moment)
+                expected = sorted(bidding.open_requests(agency.id, agency.level_list, now=moment),
+                                  key=lambda t: (t.bid_deadline, t.id))
+                assert page.total == len(expected), short_code
+                assert [t.id for t in rows] == [t.id for t in expected][:boards.PAGE_SIZE], short_code
+                assert (closing in {t.id for t in rows}) == (moment == now), short_code
 
 
 # --- the three boards ---------------------------------------------------------------------

@@ -44,24 +44,28 @@ def _fill_unit_choices(form, trip, agency_id, bid=None):
 
 def _request_context(trip, form=None):
     """What the request page and its live panel show: the trip, this agency's bid on it, the
-    bid form with the units it may offer."""
+    bid form with the units it may offer.  The form and its units are made only while the
+    agency may bid (bidding open, not awarded to it): the page shows them then alone."""
     agency = _agency()
     now = utcnow()
-    bid = bidding.live_bid(trip.id, agency.id)
-    if form is None:
-        form = BidForm(formdata=None)
-        if bid is not None:
-            form.unit.data = bid.unit.public_id
-            form.eta_minutes.data = str(bid.eta_minutes)
-            form.note.data = bid.note
-    units, booked = _fill_unit_choices(form, trip, agency.id, bid)
+    bid, earlier = ems_reads.bids_on_trip(trip.id, agency.id)
     ours = trip.awarded_agency_id == agency.id
+    bidding_open = trip_dispatch_state(trip, now) == "bidding"
+    units, booked = [], []
+    if bidding_open and not ours:
+        if form is None:
+            form = BidForm(formdata=None)
+            if bid is not None:
+                form.unit.data = bid.unit.public_id
+                form.eta_minutes.data = str(bid.eta_minutes)
+                form.note.data = bid.note
+        units, booked = _fill_unit_choices(form, trip, agency.id, bid)
     route = route_steps.route_for(trip.id, agency.id) if ours else None
     return dict(
         trip=trip, bid=bid, form=form, units=units, booked_units=booked,
-        earlier_bids=ems_reads.earlier_bids(trip.id, agency.id), outcomes=BID_OUTCOMES,
+        earlier_bids=earlier, outcomes=BID_OUTCOMES,
         distance_km=trip_distance(trip), route=route, ours=ours, now=now,
-        bidding_open=trip_dispatch_state(trip, now) == "bidding",
+        bidding_open=bidding_open,
         pair=_pair_context(trip, agency.id, bid, now),
         upcoming=trip.status == "open" and trip.bidding_opens_at is not None and trip.bidding_opens_at > now,
         route_status_labels=ROUTE_STATUS_LABELS,

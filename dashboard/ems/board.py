@@ -71,15 +71,13 @@ def _board_context():
     risk = None
     if sort.removeprefix("-") == "risk":
         risk = oversight.risk_condition(now, configuration.get_all())
-    open_trips, shown = bidding.open_requests_page(
-        agency.id, agency.level_list, sort, page, risk, level=filters["level"] or None,
+    bids = bidding.agency_live_bids(agency.id)
+    open_trips, shown, upcoming = bidding.board_page(
+        agency.id, agency.level_list, sort, page, risk, UPCOMING_SHOWN, level=filters["level"] or None,
         urgency=filters["urgency"] or None, pickup_before=_pickup_before(filters["within"], now),
-        now=now)
-    bids = bidding.live_bids_by_trip(agency.id, [trip.id for trip in open_trips])
+        now=now, live_bid_trip_ids=bids.keys())
     rows = [{"trip": trip, "distance_km": trip_distance(trip), "bid": bids.get(trip.id),
              "bidding_open": trip.bid_deadline > now} for trip in open_trips]
-    upcoming = scheduling.upcoming_count(agency.id, agency.level_list, UPCOMING_SHOWN,
-                                         level=filters["level"] or None, now=now)
     view = dict(filters, sort=sort, page=shown.number)
 
     def link_args(**changes):

@@ -12,7 +12,7 @@ from flask_login import current_user
 from ..auth.routes import roles_required
 from ..models.base import utcnow
 from ..models.vocabulary import trip_dispatch_state
-from ..services import boards, degraded, hospital_reads, oversight, trip_posting, trips
+from ..services import boards, degraded, hospital_reads, oversight, trip_posting
 
 bp = Blueprint("hospital", __name__, url_prefix="/hospital")
 
@@ -41,9 +41,10 @@ def _hospital_id():
     return current_user.hospital_id
 
 
-def _trip_or_404(public_id):
-    """The user's hospital's trip, or 404 (another hospital's trip does not exist for them)."""
-    trip = trips.get_for_hospital(public_id, _hospital_id())
+def _trip_or_404(public_id, detail=False):
+    """The user's hospital's trip, or 404 (another hospital's trip does not exist for them);
+    ``detail`` reads what the request page shows of its relatives with it."""
+    trip = hospital_reads.request_for_hospital(public_id, _hospital_id(), detail)
     if trip is None:
         abort(404)
     return trip
@@ -117,15 +118,16 @@ def _requests_view():
     """Everything the requests panel shows, for the current query string."""
     view = _view_args()
     hospital_id = _hospital_id()
+    now = utcnow()
+    counts = hospital_reads.tab_counts(hospital_id, now)
     board = hospital_reads.requests_page(hospital_id, view["tab"], view["sort"], view["q"], view["page"],
-                                         PAGE_SIZE)
+                                         PAGE_SIZE, now, counts)
     shown = board.page
     view["page"] = shown.number
 
     def link_args(**changes):
         return _link_args(view, **changes)
 
-    counts = hospital_reads.tab_counts(hospital_id)
     counts["upcoming"] = boards.count_label(counts["upcoming"], hospital_reads.UPCOMING_COUNT_CAP)
     return dict(view=view, rows=board.rows, total=shown.total, pages=shown.pages, page=shown,
                 counts=counts, tabs=TABS, sorts=SORTS,
@@ -156,7 +158,8 @@ def requests_panel():
 def _bids_context(trip):
     """What the bids panel shows; ``bids`` is None while the EMS silo cannot be reached."""
     bids = degraded.optional("ems", lambda: hospital_reads.shown_bids(trip))
-    preferred = set(trip_posting.preferred_agency_ids(trip.hospital_id))
+    # Which bidders are preferred agencies (read only when there are bids to mark).
+    preferred = set(trip_posting.preferred_agency_ids(trip.hospital_id)) if bids else set()
     return dict(trip=trip, bids=bids, agency_names=_agency_names(b.agency_id for b in bids or ()),
                 preferred=preferred, now=utcnow())
 
@@ -187,7 +190,7 @@ def request_detail(public_id):
     """One request: details, bids received and status timeline, refreshed live.
 
     Refuses: 404 another hospital's request (or none)."""
-    return _render_request(_trip_or_404(public_id))
+    return _render_request(_trip_or_404(public_id, detail=True))
 
 
 @bp.route("/requests/<public_id>/summary")
@@ -196,7 +199,8 @@ def request_summary(public_id):
     """The request summary panel alone, for live refreshes.
 
     Refuses: 404 another hospital's request (or none)."""
-    return render_template("hospital/_request_summary_panel.html", **_summary_context(_trip_or_404(public_id)))
+    return render_template("hospital/_request_summary_panel.html",
+                           **_summary_context(_trip_or_404(public_id, detail=True)))
 
 
 @bp.route("/requests/<public_id>/bids")

@@ -8,10 +8,11 @@ Functions here do not commit.  ``actor`` (keyword, a :class:`dashboard.events.ou
 and ``ip`` go on the outbox event.
 """
 from datetime import timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from ..events.outbox import emit
 from ..extensions import db, engine
@@ -20,8 +21,9 @@ from ..models.base import utcnow
 from ..models.ems import EmsAgency, EmsRoute, TransportBid, Unit
 from ..models.hospital import TransportRequest
 from ..models.vocabulary import IN_PROGRESS_ROUTE_STATUSES, LEVEL_RANK, URGENCY_RANK, servable_levels
-from . import boards, center_reads
+from . import boards, center_reads, scheduling
 from .refusals import Refused
+from .statements import NOW, Bound, built_once
 from .trips import agency_may_serve
 
 MAX_ETA_MINUTES = 24 * 60
@@ -87,37 +89,112 @@ def invites_preferred_only(p, at):
     return trip is not None and at < trip.bidding_start + timedelta(minutes=trip.invite_all_after_minutes or 0)
 
 
+@built_once
+def _live_bids_statement():
+    """:func:`live_bids_by_trip`'s statement; bound: ``agency_id``, ``trip_ids`` (a list)."""
+    return (sa.select(TransportBid)
+            .where(TransportBid.agency_id == sa.bindparam("agency_id", type_=sa.Integer),
+                   TransportBid.status == "live",
+                   TransportBid.trip_id.in_(sa.bindparam("trip_ids", expanding=True)))
+            .options(joinedload(TransportBid.unit)))
+
+
 def live_bids_by_trip(agency_id, trip_ids):
-    """This agency's live bids on the given trips, by trip id."""
+    """This agency's live bids on the given trips (ids), by trip id, units loaded: ``{trip
+    id: TransportBid}``; ``{}`` for no trips."""
     if not trip_ids:
         return {}
-    return {
-        bid.trip_id: bid
-        for bid in db.session.scalars(
-            sa.select(TransportBid).where(TransportBid.agency_id == agency_id,
-                                          TransportBid.status == "live",
-                                          TransportBid.trip_id.in_(list(trip_ids)))
-            .options(selectinload(TransportBid.unit))
-        )
-    }
+    return {bid.trip_id: bid for bid in db.session.scalars(
+        _live_bids_statement(), {"agency_id": agency_id, "trip_ids": list(trip_ids)})}
 
 
-def _invited(agency_id, now):
-    """SQL: the request invites this agency at ``now`` (:func:`trips.agency_may_serve`'s
-    invitation rule): everyone, this agency by name, or everyone once a preferred-then-all
-    request's head start (``invite_all_after_minutes`` after bidding opened: posting, the
-    opening of one booked ahead or the release of a will-call return) has run out."""
+@built_once
+def _agency_live_bids_statement():
+    """:func:`agency_live_bids`' statement; bound: ``agency_id``."""
+    return (sa.select(TransportBid.trip_id, TransportBid.eta_minutes, Unit.number.label("unit_number"))
+            .join(Unit, Unit.id == TransportBid.unit_id)
+            .where(TransportBid.agency_id == sa.bindparam("agency_id", type_=sa.Integer),
+                   TransportBid.status == "live"))
+
+
+def agency_live_bids(agency_id):
+    """Every live bid of the agency, as the board shows it: ``{trip id: row}``, a row with
+    ``trip_id``, ``eta_minutes`` and ``unit_number`` (columns, not bid objects); one read for
+    both the board's conditions (:func:`open_requests_page`'s ``live_bid_trip_ids``) and its
+    "Your bid" column."""
+    return {row.trip_id: row for row in db.session.execute(_agency_live_bids_statement(), {"agency_id": agency_id})}
+
+
+def _invited(pattern, now, dialect):
+    """SQL: the request invites the agency whose invitation ``pattern`` is given (``",<agency
+    id>,"``, or a bound parameter) at ``now`` (:func:`trips.agency_may_serve`'s invitation
+    rule): everyone, this agency by name, or everyone once a preferred-then-all request's head
+    start (``invite_all_after_minutes`` after bidding opened: posting, the opening of one
+    booked ahead or the release of a will-call return) has run out.  ``dialect`` is the
+    hospital silo's dialect name (the interval arithmetic differs)."""
     T = TransportRequest
     minutes = sa.func.coalesce(T.invite_all_after_minutes, 0)
     start = sa.func.coalesce(T.bidding_opens_at, T.released_at, T.created_at)
-    if engine("hospital").dialect.name == "postgresql":
+    if dialect == "postgresql":
         widened = start + sa.func.make_interval(0, 0, 0, 0, 0, minutes) <= now
     else:
-        widened = (sa.func.julianday(start) + minutes / 1440.0
-                   <= sa.func.julianday(sa.literal(now, sa.DateTime)))
+        moment = now if isinstance(now, Bound) else sa.literal(now, sa.DateTime)
+        widened = sa.func.julianday(start) + minutes / 1440.0 <= sa.func.julianday(moment)
     return sa.or_(T.invite_mode == "all",
-                  T.invited_agency_ids.contains(f",{agency_id},"),
+                  T.invited_agency_ids.contains(pattern),
                   sa.and_(T.invite_mode == "preferred_then_all", widened))
+
+
+def _open_conditions(now, levels, pattern, my_bid_trip_ids, urgency, pickup_before, dialect):
+    """The conditions of :func:`open_requests_conditions` from their values (each a value or a
+    bound parameter; ``my_bid_trip_ids``, ``urgency``, ``pickup_before`` None to leave out)."""
+    T = TransportRequest
+    deadline_ok = T.bid_deadline > now
+    if my_bid_trip_ids is not None:
+        deadline_ok = sa.or_(deadline_ok, T.id.in_(my_bid_trip_ids))
+    conditions = [T.status == "open", T.level_of_care.in_(levels), _invited(pattern, now, dialect), deadline_ok,
+                  sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now),
+                  sa.or_(T.will_call.is_(False), T.released_at.is_not(None))]
+    if urgency is not None:
+        conditions.append(T.urgency == urgency)
+    if pickup_before is not None:
+        conditions.append(T.window_start < pickup_before)
+    return conditions
+
+
+class _OpenQuery(NamedTuple):
+    """What an agency's open requests are read with: ``values`` (the bound parameters of
+    :func:`_open_statements`) and the shape of their conditions."""
+
+    values: dict
+    holds_bids: bool
+    by_urgency: bool
+    by_pickup: bool
+    dialect: str
+
+    def conditions(self):
+        """The conditions with the values written in (for a statement built per request)."""
+        v = self.values
+        return _open_conditions(v["now"], v["levels"], v["invited_pattern"],
+                                v["my_bid_trip_ids"] if self.holds_bids else None,
+                                v["urgency"] if self.by_urgency else None,
+                                v["pickup_before"] if self.by_pickup else None, self.dialect)
+
+
+def _open_query(agency_id, agency_levels, level, urgency, pickup_before, now, my_bid_trip_ids=None):
+    """The :class:`_OpenQuery` of an agency's open requests, or None when it serves no level
+    asked for.  ``my_bid_trip_ids`` are the trips of the agency's live bids (past its deadline
+    a request stays on the board of an agency holding a live bid on it); read when None."""
+    levels = servable_levels(agency_levels)
+    if level:
+        levels = [lv for lv in levels if lv == level]
+    if not levels:
+        return None
+    my_bid_trip_ids = list(agency_live_bids(agency_id) if my_bid_trip_ids is None else my_bid_trip_ids)
+    values = {"now": now or utcnow(), "levels": levels, "invited_pattern": f",{agency_id},",
+              "my_bid_trip_ids": my_bid_trip_ids, "urgency": urgency, "pickup_before": pickup_before}
+    return _OpenQuery(values, bool(my_bid_trip_ids), bool(urgency), pickup_before is not None,
+                      engine("hospital").dialect.name)
 
 
 def open_requests_conditions(agency_id, agency_levels, level=None, urgency=None, pickup_before=None,
@@ -131,27 +208,13 @@ def open_requests_conditions(agency_id, agency_levels, level=None, urgency=None,
     before it) narrow them.  One booked ahead whose bidding has not opened, or a will-call
     return still waiting for its patient, is not among them (``scheduling.upcoming_requests``
     lists the former)."""
-    now = now or utcnow()
-    levels = servable_levels(agency_levels)
-    if level:
-        levels = [lv for lv in levels if lv == level]
-    if not levels:
-        return None
-    my_bids = (sa.select(TransportBid.trip_id)
-               .where(TransportBid.agency_id == agency_id, TransportBid.status == "live"))
-    my_bid_trip_ids = list(db.session.scalars(my_bids))
-    deadline_ok = TransportRequest.bid_deadline > now
-    if my_bid_trip_ids:
-        deadline_ok = sa.or_(deadline_ok, TransportRequest.id.in_(my_bid_trip_ids))
-    conditions = [TransportRequest.status == "open", TransportRequest.level_of_care.in_(levels),
-                  _invited(agency_id, now), deadline_ok,
-                  sa.or_(TransportRequest.bidding_opens_at.is_(None), TransportRequest.bidding_opens_at <= now),
-                  sa.or_(TransportRequest.will_call.is_(False), TransportRequest.released_at.is_not(None))]
-    if urgency:
-        conditions.append(TransportRequest.urgency == urgency)
-    if pickup_before is not None:
-        conditions.append(TransportRequest.window_start < pickup_before)
-    return conditions
+    query = _open_query(agency_id, agency_levels, level, urgency, pickup_before, now)
+    return None if query is None else query.conditions()
+
+
+def _with_places(query):
+    """``query`` loading the requests' pickup and destination facilities."""
+    return query.options(joinedload(TransportRequest.origin), joinedload(TransportRequest.destination))
 
 
 def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_before=None, now=None):
@@ -161,28 +224,65 @@ def open_requests(agency_id, agency_levels, level=None, urgency=None, pickup_bef
     if conditions is None:
         return []
     return list(db.session.scalars(
-        sa.select(TransportRequest).where(*conditions)
-        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
+        _with_places(sa.select(TransportRequest)).where(*conditions)
         .order_by(sa.case(URGENCY_RANK, value=TransportRequest.urgency, else_=len(URGENCY_RANK)),
                   TransportRequest.created_at.desc(), TransportRequest.id.desc())))
 
 
-def open_requests_page(agency_id, agency_levels, sort, page, risk, level=None, urgency=None,
-                       pickup_before=None, now=None):
-    """One page of the agency's board: ``(rows, boards.Page)``.
+def _open_page_statements(conditions, order):
+    """``(count, rows)`` of one board page: the count reads the agency's upcoming requests'
+    bounded count too (:func:`scheduling.upcoming_count_column`, bound ``upcoming_cap``);
+    rows bound: ``offset``, ``limit``."""
+    count = (sa.select(sa.func.count(), scheduling.upcoming_count_column())
+             .select_from(TransportRequest).where(*conditions))
+    rows = (_with_places(sa.select(TransportRequest)).where(*conditions).order_by(*order)
+            .limit(sa.bindparam("limit", type_=sa.Integer)).offset(sa.bindparam("offset", type_=sa.Integer)))
+    return count, rows
+
+
+@built_once
+def _open_statements(holds_bids, by_urgency, by_pickup, dialect, sort):
+    """:func:`_open_page_statements` of one shape of conditions and one sort (not the at-risk
+    sort, whose condition is built per request), with bound parameters: ``now``, ``levels``
+    (a list), ``invited_pattern``, ``my_bid_trip_ids`` (a list), ``urgency``,
+    ``pickup_before``, ``offset`` and ``limit``."""
+    conditions = _open_conditions(
+        NOW, sa.bindparam("levels", expanding=True), Bound("invited_pattern", sa.String),
+        sa.bindparam("my_bid_trip_ids", expanding=True) if holds_bids else None,
+        Bound("urgency", sa.String) if by_urgency else None,
+        Bound("pickup_before", sa.DateTime) if by_pickup else None, dialect)
+    return _open_page_statements(conditions, boards.order_by(sort))
+
+
+def board_page(agency_id, agency_levels, sort, page, risk, upcoming_cap, level=None, urgency=None,
+               pickup_before=None, now=None, live_bid_trip_ids=None):
+    """One page of the agency's board and its upcoming count: ``(rows, boards.Page, upcoming)``.
 
     ``sort`` is a :data:`boards.SORTS` key (``risk`` needs ``risk``, the SQL at-risk condition),
     ``page`` the page number asked for (moved within the pages there are); counted, ordered
-    and cut in SQL."""
-    conditions = open_requests_conditions(agency_id, agency_levels, level, urgency, pickup_before, now)
-    if conditions is None:
-        return [], boards.page_of(1, 0)
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(TransportRequest).where(*conditions))
+    and cut in SQL.  ``upcoming`` is :func:`scheduling.upcoming_count` at ``upcoming_cap`` (an
+    int up to ``upcoming_cap + 1``), read in the same statement as the count.
+    ``live_bid_trip_ids``: the trips of the agency's live bids, when the caller has read them
+    (:func:`agency_live_bids`), else read here.  The statements of each sort and shape of
+    filters are built once (:func:`_open_statements`); the at-risk sort's per request."""
+    query = _open_query(agency_id, agency_levels, level, urgency, pickup_before, now, live_bid_trip_ids)
+    if query is None:
+        return [], boards.page_of(1, 0), 0
+    if sort.removeprefix("-") == "risk":
+        count, rows = _open_page_statements(query.conditions(), boards.order_by(sort, risk))
+    else:
+        count, rows = _open_statements(query.holds_bids, query.by_urgency, query.by_pickup, query.dialect, sort)
+    total, upcoming = db.session.execute(count, dict(query.values, upcoming_cap=upcoming_cap + 1)).one()
     shown = boards.page_of(page, total)
-    rows = list(db.session.scalars(
-        sa.select(TransportRequest).where(*conditions)
-        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-        .order_by(*boards.order_by(sort, risk)).limit(shown.size).offset(shown.offset)))
+    return list(db.session.scalars(rows, dict(query.values, limit=shown.size, offset=shown.offset))), shown, upcoming
+
+
+def open_requests_page(agency_id, agency_levels, sort, page, risk, level=None, urgency=None,
+                       pickup_before=None, now=None, live_bid_trip_ids=None):
+    """One page of the agency's board: ``(rows, boards.Page)`` (:func:`board_page` without the
+    upcoming count)."""
+    rows, shown, _upcoming = board_page(agency_id, agency_levels, sort, page, risk, 0, level, urgency,
+                                        pickup_before, now, live_bid_trip_ids)
     return rows, shown
 
 
@@ -235,6 +335,33 @@ def _check_trip_open(trip, agency_id, agency_levels, now):
         raise BidRefused("The bidding deadline for this request has passed.")
 
 
+@built_once
+def _booked_statement(excluding_bid):
+    """:func:`booked_unit_ids`' statement: the units bid on (live or accepted) and the units
+    with an active route, for another trip in an overlapping window, in one ``UNION``; bound:
+    ``unit_ids`` (a list), ``trip_id``, ``window_start``, ``window_end`` and, ``excluding_bid``,
+    ``bid_id``."""
+    unit_ids = sa.bindparam("unit_ids", expanding=True)
+    trip_id = sa.bindparam("trip_id", type_=sa.Integer)
+    starts, ends = sa.bindparam("window_start", type_=sa.DateTime), sa.bindparam("window_end", type_=sa.DateTime)
+    by_bid = sa.select(TransportBid.unit_id).where(
+        TransportBid.unit_id.in_(unit_ids),
+        TransportBid.status.in_(("live", "accepted")),
+        TransportBid.trip_id != trip_id,
+        TransportBid.window_start < ends,
+        TransportBid.window_end > starts,
+        *([TransportBid.id != sa.bindparam("bid_id", type_=sa.Integer)] if excluding_bid else []),
+    )
+    by_route = sa.select(EmsRoute.unit_id).where(
+        EmsRoute.unit_id.in_(unit_ids),
+        EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
+        EmsRoute.trip_id != trip_id,
+        EmsRoute.window_start < ends,
+        EmsRoute.window_end > starts,
+    )
+    return sa.union(by_bid, by_route)
+
+
 def booked_unit_ids(unit_ids, trip, exclude_bid_id=None):
     """The ids among ``unit_ids`` already bid or booked for a pickup window overlapping
     ``trip``'s: a live or accepted bid on another trip (other than ``exclude_bid_id``), or an
@@ -242,30 +369,15 @@ def booked_unit_ids(unit_ids, trip, exclude_bid_id=None):
 
     Windows overlap when each starts before the other ends (touching windows do not).  The one
     rule both for refusing a bid (:func:`place`, :func:`change`) and for the units a bid form
-    offers.  Returns a set of unit ids; two queries whatever the number of units.
+    offers.  Returns a set of unit ids; one query whatever the number of units (a statement
+    built once, :mod:`.statements`).
     """
     unit_ids = list(unit_ids)
     if not unit_ids:
         return set()
-    by_bid = set(db.session.scalars(
-        sa.select(TransportBid.unit_id).where(
-            TransportBid.unit_id.in_(unit_ids),
-            TransportBid.status.in_(("live", "accepted")),
-            TransportBid.trip_id != trip.id,
-            TransportBid.window_start < trip.window_end,
-            TransportBid.window_end > trip.window_start,
-            *([TransportBid.id != exclude_bid_id] if exclude_bid_id else []),
-        ).distinct()))
-    rest = [unit_id for unit_id in unit_ids if unit_id not in by_bid]
-    by_route = set(db.session.scalars(
-        sa.select(EmsRoute.unit_id).where(
-            EmsRoute.unit_id.in_(rest),
-            EmsRoute.status.in_(ACTIVE_ROUTE_STATUSES),
-            EmsRoute.trip_id != trip.id,
-            EmsRoute.window_start < trip.window_end,
-            EmsRoute.window_end > trip.window_start,
-        ).distinct())) if rest else set()
-    return by_bid | by_route
+    return set(db.session.scalars(_booked_statement(bool(exclude_bid_id)), {
+        "unit_ids": unit_ids, "trip_id": trip.id, "window_start": trip.window_start,
+        "window_end": trip.window_end, "bid_id": exclude_bid_id}, bind_arguments={"mapper": TransportBid}))
 
 
 def _check_unit(unit, agency_id, trip, exclude_bid_id=None):

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, joinedload
 
 from ..extensions import db
 from ..localtime import local_midnight, local_today
@@ -22,6 +22,7 @@ from ..models.hospital import (
 )
 from ..models.vocabulary import ACTIVE_STATUSES, BIDDING_OPENED, dispatch_condition
 from . import boards, configuration, oversight
+from .statements import NOW, Bound, built_once
 from .text_search import like_contains
 
 #: Bid statuses the request page shows, in the order it shows them.
@@ -67,22 +68,30 @@ def _today_utc():
 
 def _not_bidding_yet(T=TransportRequest, now=None):
     """Open requests no agency can bid on yet: booked ahead (upcoming) or will-call waiting
-    (``T`` the requests table or an alias of it; ``now`` naive UTC, default the clock)."""
+    (``T`` the requests table or an alias of it; ``now`` naive UTC or a bound parameter,
+    default the clock)."""
     return dispatch_condition(T, ("will_call_waiting", "upcoming"), now)
 
 
-def tab_filter(tab):
+#: The completed tab's day as bound parameters (naive UTC, [start, end)).
+_DAY_START, _DAY_END = Bound("day_start", sa.DateTime), Bound("day_end", sa.DateTime)
+_HOSPITAL = Bound("hospital_id", sa.Integer)
+
+
+def tab_filter(tab, now=None, day=None):
     """The condition that puts a request in a dashboard tab: "upcoming" holds the open requests
     not taking bids yet (booked ahead, will-call waiting), "open" the others; then "active",
-    "completed" (today, local) and "cancelled"."""
+    "completed" (today, local) and "cancelled".  ``now`` (naive UTC or a bound parameter,
+    default the clock) and ``day`` (the completed tab's ``(start, end)``, default today's local
+    day) may be bound parameters of a statement built once."""
     if tab == "open":
-        return dispatch_condition(TransportRequest, BIDDING_OPENED)
+        return dispatch_condition(TransportRequest, BIDDING_OPENED, now)
     if tab == "upcoming":
-        return _not_bidding_yet()
+        return _not_bidding_yet(now=now)
     if tab == "active":
         return TransportRequest.status.in_(ACTIVE_STATUSES)
     if tab == "completed":
-        start, end = _today_utc()
+        start, end = day or _today_utc()
         return sa.and_(TransportRequest.status == "completed", TransportRequest.completed_at >= start,
                        TransportRequest.completed_at < end)
     return TransportRequest.status == "cancelled"
@@ -96,7 +105,8 @@ def _search_filter(q):
 
 def _order(sort, now):
     """``ORDER BY`` of a dashboard sort: the boards' shared sorts (``services.boards``), or by
-    reference or posting time (:data:`OWN_SORTS`), then the pickup window."""
+    reference or posting time (:data:`OWN_SORTS`), then the pickup window.  ``now`` (naive UTC)
+    is read by the at-risk sort alone."""
     key, descending = sort.removeprefix("-"), sort.startswith("-")
     if key in boards.SORTS:
         risk = None
@@ -109,30 +119,38 @@ def _order(sort, now):
             TransportRequest.id.desc() if descending else TransportRequest.id.asc()]
 
 
+@built_once
+def _tab_counts_statement():
+    """:func:`tab_counts`' statement; bound: ``hospital_id``, ``now``, ``day_start``,
+    ``day_end``, ``cap`` (the upcoming count's limit)."""
+    T = TransportRequest
+    ahead = aliased(TransportRequest)
+    upcoming = (sa.select(ahead.id).where(ahead.hospital_id == _HOSPITAL, _not_bidding_yet(ahead, NOW))
+                .limit(sa.bindparam("cap", type_=sa.Integer)).subquery())
+    # The rows of every tab but the upcoming one (counted apart, capped).
+    taking_bids = sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= NOW))
+    return (
+        sa.select(
+            sa.func.count().filter(dispatch_condition(T, BIDDING_OPENED, NOW)),
+            sa.func.count().filter(T.status.in_(ACTIVE_STATUSES)),
+            sa.func.count().filter(T.status == "completed"),
+            sa.func.count().filter(T.status == "cancelled"),
+            sa.select(sa.func.count()).select_from(upcoming).scalar_subquery())
+        .where(T.hospital_id == _HOSPITAL,
+               sa.or_(taking_bids, T.status.in_(ACTIVE_STATUSES + ("cancelled",)),
+                      sa.and_(T.status == "completed", T.completed_at >= _DAY_START, T.completed_at < _DAY_END)))
+    )
+
+
 def tab_counts(hospital_id, now=None):
     """How many requests each tab holds (before any search): ``{tab: count}`` (ints), read in
     one statement.  The upcoming count stops at ``UPCOMING_COUNT_CAP + 1`` (shown "99+"): a
     hospital's series may hold thousands of occurrences ahead, and the tab says only that there
     are many; the others are counted from the rows that are not upcoming."""
-    T = TransportRequest
-    now = now or utcnow()
     start, end = _today_utc()
-    ahead = aliased(TransportRequest)
-    upcoming = (sa.select(ahead.id).where(ahead.hospital_id == hospital_id, _not_bidding_yet(ahead, now))
-                .limit(UPCOMING_COUNT_CAP + 1).subquery())
-    # The rows of every tab but the upcoming one (counted apart, capped).
-    taking_bids = sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= now))
-    row = db.session.execute(
-        sa.select(
-            sa.func.count().filter(dispatch_condition(T, BIDDING_OPENED, now)),
-            sa.func.count().filter(T.status.in_(ACTIVE_STATUSES)),
-            sa.func.count().filter(T.status == "completed"),
-            sa.func.count().filter(T.status == "cancelled"),
-            sa.select(sa.func.count()).select_from(upcoming).scalar_subquery())
-        .where(T.hospital_id == hospital_id,
-               sa.or_(taking_bids, T.status.in_(ACTIVE_STATUSES + ("cancelled",)),
-                      sa.and_(T.status == "completed", T.completed_at >= start, T.completed_at < end)))
-    ).one()
+    row = db.session.execute(_tab_counts_statement(), {
+        "hospital_id": hospital_id, "now": now or utcnow(), "day_start": start, "day_end": end,
+        "cap": UPCOMING_COUNT_CAP + 1}).one()
     return dict(zip(("open", "active", "completed", "cancelled", "upcoming"), row, strict=True))
 
 
@@ -145,54 +163,118 @@ class BoardPage(NamedTuple):
     now: object
 
 
-def requests_page(hospital_id, tab, sort, q, number, size):
+def _rows_of(query):
+    """The board's rows statement from its filtered ``query``: requests with their pickup and
+    destination facilities."""
+    return query.options(joinedload(TransportRequest.origin), joinedload(TransportRequest.destination))
+
+
+@built_once
+def _board_statements(tab, sort):
+    """``(count, rows)``: the statements of one tab in one sort (not the at-risk sort, whose
+    condition is built per request) without a search; bound: ``hospital_id``, ``now``,
+    ``day_start``, ``day_end``, ``offset``, ``limit``."""
+    conditions = [TransportRequest.hospital_id == _HOSPITAL, tab_filter(tab, NOW, (_DAY_START, _DAY_END))]
+    rows = (_rows_of(sa.select(TransportRequest)).where(*conditions).order_by(*_order(sort, None))
+            .offset(sa.bindparam("offset", type_=sa.Integer)).limit(sa.bindparam("limit", type_=sa.Integer)))
+    return sa.select(sa.func.count()).where(*conditions), rows
+
+
+def requests_page(hospital_id, tab, sort, q, number, size, now=None, counts=None):
     """Page ``number`` (moved within the pages there are) of the hospital's requests in ``tab``,
     sorted by ``sort`` (a board sort or one of :data:`OWN_SORTS`, ``-`` for descending) and
-    filtered by the search ``q`` (may be empty), ``size`` rows a page."""
-    conditions = [TransportRequest.hospital_id == hospital_id, tab_filter(tab)]
-    if q:
-        conditions.append(_search_filter(q))
-    total = db.session.scalar(sa.select(sa.func.count()).where(*conditions))
+    filtered by the search ``q`` (may be empty), ``size`` rows a page, at ``now`` (naive UTC,
+    default the clock).
+
+    ``counts``: :func:`tab_counts` read at the same ``now``, when the caller has them: without
+    a search they are the tab's total (for every tab but "upcoming", whose count stops at its
+    cap), so the rows are not counted again.  The statements of a tab and sort are built once
+    (:func:`_board_statements`); a search or the at-risk sort builds its own."""
+    now = now or utcnow()
+    start, end = _today_utc() if tab == "completed" else (None, None)
+    values = {"hospital_id": hospital_id, "now": now, "day_start": start, "day_end": end}
+    if q or sort.removeprefix("-") == "risk":
+        conditions = [TransportRequest.hospital_id == hospital_id, tab_filter(tab, now, (start, end))]
+        if q:
+            conditions.append(_search_filter(q))
+        count = sa.select(sa.func.count()).where(*conditions)
+        rows = (_rows_of(sa.select(TransportRequest)).where(*conditions).order_by(*_order(sort, now))
+                .offset(sa.bindparam("offset", type_=sa.Integer)).limit(sa.bindparam("limit", type_=sa.Integer)))
+    else:
+        count, rows = _board_statements(tab, sort)
+    if counts is not None and not q and tab != "upcoming":
+        total = counts[tab]
+    else:
+        total = db.session.scalar(count, values)
     shown = boards.page_of(number, total, size)
-    now = utcnow()
-    rows = list(db.session.scalars(
-        sa.select(TransportRequest)
-        .options(selectinload(TransportRequest.origin), selectinload(TransportRequest.destination))
-        .where(*conditions).order_by(*_order(sort, now))
-        .offset(shown.offset).limit(size)
-    ))
-    return BoardPage(rows, shown, now)
+    return BoardPage(list(db.session.scalars(rows, dict(values, offset=shown.offset, limit=size))), shown, now)
 
 
 # --- one request ------------------------------------------------------------------------------
 
+@built_once
+def _request_statement(detail):
+    """The hospital's request by public id; bound: ``public_id``, ``hospital_id``.  ``detail``
+    loads what the request page shows of its relatives too (its facilities and its return leg;
+    its outbound leg, rarer, is read by its id when there is one) in the same statement."""
+    query = sa.select(TransportRequest).where(
+        TransportRequest.public_id == sa.bindparam("public_id", type_=sa.String),
+        TransportRequest.hospital_id == _HOSPITAL)
+    if detail:
+        query = query.options(joinedload(TransportRequest.origin), joinedload(TransportRequest.destination),
+                              joinedload(TransportRequest.return_leg))
+    return query
+
+
+def request_for_hospital(public_id, hospital_id, detail=False):
+    """The hospital's request ``public_id`` (a str), or None: another hospital's request is
+    not found (as ``trips.get_for_hospital``).  With ``detail`` its pickup and destination
+    facilities and its return leg come in the same read (the request page shows them)."""
+    return db.session.scalar(_request_statement(bool(detail)), {"public_id": public_id, "hospital_id": hospital_id})
+
+
+@built_once
+def _bids_statement():
+    """:func:`shown_bids`' statement; bound: ``trip_id``."""
+    return (sa.select(TransportBid).options(joinedload(TransportBid.unit))
+            .where(TransportBid.trip_id == sa.bindparam("trip_id", type_=sa.Integer),
+                   TransportBid.status.in_(SHOWN_BID_STATUSES)))
+
+
 def shown_bids(trip):
-    """Bids received for the trip (EMS silo), live ones first, best ETA first."""
-    bids = list(db.session.scalars(
-        sa.select(TransportBid).options(selectinload(TransportBid.unit))
-        .where(TransportBid.trip_id == trip.id, TransportBid.status.in_(SHOWN_BID_STATUSES))
-    ))
+    """Bids received for the trip (EMS silo), live ones first, best ETA first, units loaded."""
+    bids = list(db.session.scalars(_bids_statement(), {"trip_id": trip.id}))
     rank = {status: i for i, status in enumerate(SHOWN_BID_STATUSES)}
     bids.sort(key=lambda b: (rank[b.status], b.eta_minutes, b.created_at, b.id))
     return bids
 
 
+@built_once
+def _timeline_statement():
+    """:func:`timeline`'s statement; bound: ``trip_id``."""
+    return (sa.select(TransportRequestEvent)
+            .where(TransportRequestEvent.trip_id == sa.bindparam("trip_id", type_=sa.Integer))
+            .order_by(TransportRequestEvent.at, TransportRequestEvent.id))
+
+
 def timeline(trip):
     """Every status change of the trip (:class:`TransportRequestEvent`), oldest first."""
-    return list(db.session.scalars(
-        sa.select(TransportRequestEvent).where(TransportRequestEvent.trip_id == trip.id)
-        .order_by(TransportRequestEvent.at, TransportRequestEvent.id)
-    ))
+    return list(db.session.scalars(_timeline_statement(), {"trip_id": trip.id}))
+
+
+@built_once
+def _relatives_statement():
+    """:func:`repost_relatives`' statement; bound: ``hospital_id``, ``trip_id``, ``source_id``."""
+    return sa.select(TransportRequest).where(
+        TransportRequest.hospital_id == _HOSPITAL,
+        sa.or_(TransportRequest.id == sa.bindparam("source_id", type_=sa.Integer),
+               TransportRequest.reposted_from_id == sa.bindparam("trip_id", type_=sa.Integer)))
 
 
 def repost_relatives(trip):
     """The request ``trip`` re-posts and those re-posting it (the same hospital's)."""
-    return list(db.session.scalars(
-        sa.select(TransportRequest).where(
-            TransportRequest.hospital_id == trip.hospital_id,
-            sa.or_(TransportRequest.id == trip.reposted_from_id, TransportRequest.reposted_from_id == trip.id),
-        )
-    ))
+    return list(db.session.scalars(_relatives_statement(), {
+        "hospital_id": trip.hospital_id, "trip_id": trip.id, "source_id": trip.reposted_from_id}))
 
 
 def same_patient_references(trip, source=None, limit=5):

@@ -27,7 +27,7 @@ from ..models.vocabulary import (
     dispatch_condition,
     trip_dispatch_state,
 )
-from . import boards, center_reads, configuration, degraded, lateness
+from . import boards, center_reads, configuration, degraded, lateness, statements
 from .bidding import ACTIVE_ROUTE_STATUSES
 
 BOARD_STATES = {
@@ -247,18 +247,9 @@ def _group_order(state):
     return (sa.func.coalesce(TransportRequest.completed_at, TransportRequest.cancelled_at).desc(),)
 
 
-class _Given:
-    """A value given when a cached statement runs: its bind parameter, accepted wherever a rule
-    builder compares a column with a value (SQLAlchemy reads ``__clause_element__``), e.g.
-    ``dispatch_condition(T, states, now)`` with ``now`` given at each run."""
-
-    __slots__ = ("bind",)
-
-    def __init__(self, key, type_=sa.DateTime):
-        self.bind = sa.bindparam(key, type_=type_)
-
-    def __clause_element__(self):
-        return self.bind
+def _Given(key):
+    """A time given when a cached statement runs (a :class:`statements.Bound` named ``key``)."""
+    return statements.Bound(key, sa.DateTime)
 
 
 _Origin = aliased(HospitalFacility, name="origin_facility")

@@ -77,13 +77,15 @@ def _decode(token, columns):
     return tuple(typed)
 
 
-def keyset(query, columns, *, after=None, newest_first=True, size=PAGE_SIZE, key=None):
+def keyset(query, columns, *, after=None, newest_first=True, size=PAGE_SIZE, key=None, params=None):
     """One page of ``query`` (a ``select`` of one entity) ordered by ``columns``.
 
     - ``columns``: the sort key, most significant first, ending in a unique column.
     - ``after``: the cursor of the page before (``Page.after``), or None for the first page.
     - ``newest_first``: all columns descending (True) or all ascending.
     - ``key(row)``: the row's key values; default, the columns' attributes of the entity.
+    - ``params``: values of ``query``'s bound parameters (a query built once, with
+      ``bindparam()`` where it varies: :mod:`.statements`).
 
     Returns a :class:`Page`.  Raises :class:`CursorRefused` (400) for a cursor it did not make.
     """
@@ -92,7 +94,7 @@ def keyset(query, columns, *, after=None, newest_first=True, size=PAGE_SIZE, key
         row_key = sa.tuple_(*columns)
         query = query.where(row_key < sa.tuple_(*values) if newest_first else row_key > sa.tuple_(*values))
     order = [column.desc() if newest_first else column.asc() for column in columns]
-    rows = list(db.session.scalars(query.order_by(*order).limit(size + 1)))
+    rows = list(db.session.scalars(query.order_by(*order).limit(size + 1), params))
     more = len(rows) > size
     rows = rows[:size]
     if not more or not rows:

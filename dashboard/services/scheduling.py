@@ -24,6 +24,7 @@ from ..models.base import utcnow
 from ..models.hospital import TransportRequest
 from ..models.vocabulary import servable_levels
 from . import configuration
+from .statements import NOW, Bound, built_once
 
 
 def horizon(settings=None):
@@ -89,21 +90,32 @@ def replan(trip, window_start, now=None, settings=None):
     return {"bidding_opens_at": opens, "bid_deadline": opens + duration}
 
 
-def _upcoming_conditions(agency_id, agency_levels, level, now):
-    """The WHERE of the agency's upcoming requests (:func:`upcoming_requests`), or None when
-    the agency serves no level asked for (nothing to read)."""
+def _levels_asked(agency_levels, level):
+    """The levels the agency serves (``level`` alone when given), a list; empty: nothing to read."""
     levels = servable_levels(agency_levels)
-    if level:
-        levels = [lv for lv in levels if lv == level]
-    if not levels:
-        return None
+    return [lv for lv in levels if lv == level] if level else levels
+
+
+def _upcoming_where(levels, pattern, now):
+    """The WHERE of an agency's upcoming requests (:func:`upcoming_requests`): ``levels`` it
+    serves, its invitation ``pattern`` (``",<agency id>,"``), ``now``; each a value or a bound
+    parameter."""
     T = TransportRequest
     return (
         # Not announced yet (an upcoming request never is): the partial opening index serves it.
         T.opening_announced_at.is_(None), T.bidding_opens_at.is_not(None),
         T.status == "open", T.bidding_opens_at > now, T.level_of_care.in_(levels), T.will_call.is_(False),
         sa.or_(T.invite_mode.in_(("all", "preferred_then_all")),
-               T.invited_agency_ids.contains(f",{agency_id},")))
+               T.invited_agency_ids.contains(pattern)))
+
+
+def _upcoming_conditions(agency_id, agency_levels, level, now):
+    """The WHERE of the agency's upcoming requests (:func:`upcoming_requests`), or None when
+    the agency serves no level asked for (nothing to read)."""
+    levels = _levels_asked(agency_levels, level)
+    if not levels:
+        return None
+    return _upcoming_where(levels, f",{agency_id},", now)
 
 
 def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None):
@@ -123,15 +135,34 @@ def upcoming_requests(agency_id, agency_levels, limit=200, level=None, now=None)
         .order_by(T.bidding_opens_at, T.id).limit(limit)))
 
 
+@built_once
+def upcoming_count_column():
+    """:func:`upcoming_count` as a scalar subquery, to be read in the statement that counts a
+    board's rows; bound: ``levels`` (a list), ``invited_pattern``, ``now`` and
+    ``upcoming_cap`` (the rows counted at most)."""
+    where = _upcoming_where(sa.bindparam("levels", expanding=True), Bound("invited_pattern", sa.String), NOW)
+    found = (sa.select(TransportRequest.id).where(*where)
+             .limit(sa.bindparam("upcoming_cap", type_=sa.Integer)).subquery())
+    return sa.select(sa.func.count()).select_from(found).scalar_subquery()
+
+
+@built_once
+def _upcoming_count_statement():
+    """:func:`upcoming_count`'s statement (:func:`upcoming_count_column` alone)."""
+    return sa.select(upcoming_count_column())
+
+
 def upcoming_count(agency_id, agency_levels, cap, level=None, now=None):
     """How many requests :func:`upcoming_requests` would list for the agency, counted up to
     ``cap + 1`` (an int; more than ``cap`` means "cap+" on the board): one statement over at
-    most ``cap + 1`` rows of the opening index, however many series lie ahead."""
-    conditions = _upcoming_conditions(agency_id, agency_levels, level, now or utcnow())
-    if conditions is None:
+    most ``cap + 1`` rows of the opening index, however many series lie ahead.  The statement
+    is built once (:mod:`.statements`); the EMS board reads the same count with its own
+    (``bidding.board_page``)."""
+    levels = _levels_asked(agency_levels, level)
+    if not levels:
         return 0
-    found = sa.select(TransportRequest.id).where(*conditions).limit(cap + 1).subquery()
-    return db.session.scalar(sa.select(sa.func.count()).select_from(found))
+    return db.session.scalar(_upcoming_count_statement(), {
+        "levels": levels, "invited_pattern": f",{agency_id},", "now": now or utcnow(), "upcoming_cap": cap + 1})
 
 
 def booking_hint(settings=None):
