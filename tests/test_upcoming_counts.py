@@ -1,6 +1,6 @@
 """Upcoming requests cost the boards a bounded count: the EMS board shows how many (up to
 "50+") and fetches the list only when its fold opens (``/ems/board/upcoming``); the hospital's
-tabs are counted in one statement, the Upcoming tab up to "99+"."""
+tabs are counted in one statement, the Upcoming and Cancelled tabs up to "99+"."""
 import re
 
 import sqlalchemy as sa
@@ -105,6 +105,30 @@ def test_the_hospital_tabs_count_upcoming_exactly_up_to_99_then_99_plus(app, dem
     assert hospital_upcoming_tab(nurse) == "99+"
 
 
+def test_the_cancelled_tab_counts_up_to_99_then_99_plus_and_its_list_counts_every_row(app, demo):
+    """Years of cancelled requests are counted apart and capped (the statement over the day's
+    rows never reads them); the cancelled tab itself still says how many it holds."""
+    nurse = signed_in(app, ALT_NURSE)
+    with app.app_context():
+        alt = hospital("ALT").id
+        before = hospital_reads.tab_counts(alt)
+        for day in range(101 - before["cancelled"]):
+            post_ahead("BLS", days=4 + day % 30)
+        db.session.execute(sa.update(TransportRequest).where(
+            TransportRequest.hospital_id == alt, TransportRequest.status == "open",
+            TransportRequest.bidding_opens_at.is_not(None)).values(status="cancelled",
+                                                                   cancelled_at=sa.func.current_timestamp()))
+        db.session.commit()
+        total = db.session.scalar(sa.select(sa.func.count()).where(
+            TransportRequest.hospital_id == alt, TransportRequest.status == "cancelled"))
+        assert total > 100
+        counts = hospital_reads.tab_counts(alt)
+        assert counts["cancelled"] == 100  # read up to the cap and one more
+    assert re.search(r'Cancelled <span class="count">99\+</span>', text(nurse.get("/hospital/")))
+    listed = text(nurse.get("/hospital/requests/panel?tab=cancelled", headers=HX))
+    assert f"of {total:,} requests" in listed
+
+
 def test_the_one_statement_tab_counts_agree_with_each_tab(app, demo):
     """Each tab's count is the number of rows its list holds (the demo has requests in every
     state, a few booked ahead among them)."""
@@ -116,5 +140,5 @@ def test_the_one_statement_tab_counts_agree_with_each_tab(app, demo):
             for tab, count in counts.items():
                 rows = db.session.scalar(sa.select(sa.func.count()).where(
                     TransportRequest.hospital_id == hospital_id, hospital_reads.tab_filter(tab)))
-                assert count == rows, (code, tab)
+                assert count == rows, (code, tab)  # the demo's upcoming and cancelled are under the cap
             assert counts["upcoming"] >= (1 if code == "ALT" else 0)

@@ -128,7 +128,8 @@ def _requests_view():
     def link_args(**changes):
         return _link_args(view, **changes)
 
-    counts["upcoming"] = boards.count_label(counts["upcoming"], hospital_reads.UPCOMING_COUNT_CAP)
+    for capped in ("upcoming", "cancelled"):
+        counts[capped] = boards.count_label(counts[capped], hospital_reads.UPCOMING_COUNT_CAP)
     return dict(view=view, rows=board.rows, total=shown.total, pages=shown.pages, page=shown,
                 counts=counts, tabs=TABS, sorts=SORTS,
                 board_sorts=boards.SORTS, default_sort=DEFAULT_SORT, link_args=_link_args,

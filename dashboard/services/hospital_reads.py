@@ -29,7 +29,7 @@ from .text_search import like_contains
 SHOWN_BID_STATUSES = ("live", "accepted", "declined")
 #: Sort keys of the hospital's own (besides the boards' shared sorts).
 OWN_SORTS = ("reference", "created")
-#: The upcoming tab's count shows at most this many, then "99+" (:func:`tab_counts`).
+#: The upcoming and cancelled tabs' counts show at most this many, then "99+" (:func:`tab_counts`).
 UPCOMING_COUNT_CAP = 99
 
 
@@ -122,31 +122,39 @@ def _order(sort, now):
 @built_once
 def _tab_counts_statement():
     """:func:`tab_counts`' statement; bound: ``hospital_id``, ``now``, ``day_start``,
-    ``day_end``, ``cap`` (the upcoming count's limit)."""
+    ``day_end``, ``cap`` (the upcoming and cancelled counts' limit)."""
     T = TransportRequest
-    ahead = aliased(TransportRequest)
+    ahead, dropped = aliased(TransportRequest), aliased(TransportRequest)
+    cap = sa.bindparam("cap", type_=sa.Integer)
     upcoming = (sa.select(ahead.id).where(ahead.hospital_id == _HOSPITAL, _not_bidding_yet(ahead, NOW))
-                .limit(sa.bindparam("cap", type_=sa.Integer)).subquery())
-    # The rows of every tab but the upcoming one (counted apart, capped).
+                .limit(cap).subquery())
+    # Every request a hospital ever cancelled stays in the cancelled tab: years of them, so they
+    # are counted apart and capped like the upcoming ones (the hospital/status index, at most
+    # ``cap`` entries), never in the statement over the rows of the day.
+    cancelled = (sa.select(dropped.id).where(dropped.hospital_id == _HOSPITAL, dropped.status == "cancelled")
+                 .limit(cap).subquery())
+    # The rows of the other tabs: open, active, completed today.
     taking_bids = sa.and_(T.status == "open", sa.or_(T.bidding_opens_at.is_(None), T.bidding_opens_at <= NOW))
     return (
         sa.select(
             sa.func.count().filter(dispatch_condition(T, BIDDING_OPENED, NOW)),
             sa.func.count().filter(T.status.in_(ACTIVE_STATUSES)),
             sa.func.count().filter(T.status == "completed"),
-            sa.func.count().filter(T.status == "cancelled"),
+            sa.select(sa.func.count()).select_from(cancelled).scalar_subquery(),
             sa.select(sa.func.count()).select_from(upcoming).scalar_subquery())
         .where(T.hospital_id == _HOSPITAL,
-               sa.or_(taking_bids, T.status.in_(ACTIVE_STATUSES + ("cancelled",)),
+               sa.or_(taking_bids, T.status.in_(ACTIVE_STATUSES),
                       sa.and_(T.status == "completed", T.completed_at >= _DAY_START, T.completed_at < _DAY_END)))
     )
 
 
 def tab_counts(hospital_id, now=None):
     """How many requests each tab holds (before any search): ``{tab: count}`` (ints), read in
-    one statement.  The upcoming count stops at ``UPCOMING_COUNT_CAP + 1`` (shown "99+"): a
-    hospital's series may hold thousands of occurrences ahead, and the tab says only that there
-    are many; the others are counted from the rows that are not upcoming."""
+    one statement.  The upcoming and cancelled counts stop at ``UPCOMING_COUNT_CAP + 1`` (shown
+    "99+"): a hospital's series may hold thousands of occurrences ahead, and years of history
+    thousands of cancelled requests; the tab says only that there are many, and the cancelled
+    tab, when shown, counts its own rows.  The others are counted over the open, active and
+    today's completed rows alone, so the cost does not grow with the history."""
     start, end = _today_utc()
     row = db.session.execute(_tab_counts_statement(), {
         "hospital_id": hospital_id, "now": now or utcnow(), "day_start": start, "day_end": end,
@@ -187,8 +195,8 @@ def requests_page(hospital_id, tab, sort, q, number, size, now=None, counts=None
     default the clock).
 
     ``counts``: :func:`tab_counts` read at the same ``now``, when the caller has them: without
-    a search they are the tab's total (for every tab but "upcoming", whose count stops at its
-    cap), so the rows are not counted again.  The statements of a tab and sort are built once
+    a search they are the tab's total (for every tab but "upcoming" and "cancelled", whose
+    counts stop at their cap), so the rows are not counted again.  The statements of a tab and sort are built once
     (:func:`_board_statements`); a search or the at-risk sort builds its own."""
     now = now or utcnow()
     start, end = _today_utc() if tab == "completed" else (None, None)
@@ -202,7 +210,7 @@ def requests_page(hospital_id, tab, sort, q, number, size, now=None, counts=None
                 .offset(sa.bindparam("offset", type_=sa.Integer)).limit(sa.bindparam("limit", type_=sa.Integer)))
     else:
         count, rows = _board_statements(tab, sort)
-    if counts is not None and not q and tab != "upcoming":
+    if counts is not None and not q and tab not in ("upcoming", "cancelled"):
         total = counts[tab]
     else:
         total = db.session.scalar(count, values)
@@ -264,17 +272,19 @@ def timeline(trip):
 
 @built_once
 def _relatives_statement():
-    """:func:`repost_relatives`' statement; bound: ``hospital_id``, ``trip_id``, ``source_id``."""
+    """:func:`repost_relatives`' statement; bound: ``trip_id``, ``source_id``.  It names no
+    hospital: with one, SQLite's planner took the hospital's index and read every request the
+    hospital ever posted, where the two keys alone are one primary-key and one partial-index
+    lookup; the hospital is checked on the rows found."""
     return sa.select(TransportRequest).where(
-        TransportRequest.hospital_id == _HOSPITAL,
         sa.or_(TransportRequest.id == sa.bindparam("source_id", type_=sa.Integer),
                TransportRequest.reposted_from_id == sa.bindparam("trip_id", type_=sa.Integer)))
 
 
 def repost_relatives(trip):
-    """The request ``trip`` re-posts and those re-posting it (the same hospital's)."""
-    return list(db.session.scalars(_relatives_statement(), {
-        "hospital_id": trip.hospital_id, "trip_id": trip.id, "source_id": trip.reposted_from_id}))
+    """The request ``trip`` re-posts and those re-posting it (the same hospital's only)."""
+    found = db.session.scalars(_relatives_statement(), {"trip_id": trip.id, "source_id": trip.reposted_from_id})
+    return [relative for relative in found if relative.hospital_id == trip.hospital_id]
 
 
 def same_patient_references(trip, source=None, limit=5):
