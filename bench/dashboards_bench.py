@@ -480,8 +480,11 @@ def writes(sessions, watcher, urls, hospital_code, agency_code, count):
     visible_ms = []
     now = datetime.now(UTC).replace(tzinfo=None)
     for i in range(count):
-        # Windows three hours apart: a unit never has two overlapping bids.
-        starts = now + timedelta(hours=26 + 3 * i)
+        # Pickups 26 to 44 hours ahead, inside every level's bidding lead time (48 h), so each
+        # request takes bids at once: seven windows three hours apart. The units bid in turn and
+        # each unit's next bid takes the next window, so a unit never has two overlapping bids
+        # (for up to seven bids per unit).
+        starts = now + timedelta(hours=26 + 3 * ((i // len(units)) % 7))
         form = dict(
             csrf_token=token, origin_facility=origin, pickup_location=BENCH_PICKUP,
             destination_facility=destination, destination_address="", level_of_care="BLS",
@@ -539,6 +542,19 @@ def read_server_timing(response):
     return found
 
 
+def _reset_to_werkzeug_hashes(urls):
+    """Give the bench's three accounts werkzeug's default hash (scrypt) of their passwords."""
+    import sqlalchemy as sa
+    from werkzeug.security import generate_password_hash
+
+    engine = _engine(urls["center"])
+    with engine.begin() as connection:
+        for email, password in ((NURSE, PASSWORD), (DISPATCHER, PASSWORD), (COORDINATOR, DEMO_PASSWORD)):
+            connection.execute(sa.text("UPDATE users SET password_hash = :h WHERE email = :e"),
+                               {"h": generate_password_hash(password), "e": email})
+    engine.dispose()
+
+
 def _percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -583,14 +599,18 @@ def run_size(server, trips, args):
     try:
         wait_until_up(f"http://127.0.0.1:{port}", server_process, timeout=60)
         workers = _children(server_process.pid)
-        sessions = {"hospital": Session(port, NURSE, PASSWORD), "ems": Session(port, DISPATCHER, PASSWORD),
-                    "center": Session(port, COORDINATOR, DEMO_PASSWORD), None: Session(port)}
         before_sessions = None
         if before_process is not None:
+            # The code before may know only werkzeug's hashes, and this code replaces them at
+            # sign-in: the three accounts get a werkzeug hash and sign in to the code before
+            # first (sessions live on the server, so an upgrade afterwards does not end them).
+            _reset_to_werkzeug_hashes(urls)
             wait_until_up(f"http://127.0.0.1:{before_port}", before_process, timeout=60)
             before_sessions = {"hospital": Session(before_port, NURSE, PASSWORD),
                                "ems": Session(before_port, DISPATCHER, PASSWORD),
                                "center": Session(before_port, COORDINATOR, DEMO_PASSWORD), None: Session(before_port)}
+        sessions = {"hospital": Session(port, NURSE, PASSWORD), "ems": Session(port, DISPATCHER, PASSWORD),
+                    "center": Session(port, COORDINATOR, DEMO_PASSWORD), None: Session(port)}
         measured = pages(urls, hospital_code, agency_code)
 
         def fetch(page_label, role, path, tag):
