@@ -409,20 +409,10 @@ def _sql(url, query, **params):
         return conn.execute(sa.text(query), params).all()
 
 
-def pages(urls, hospital_code, agency_code):
-    """``[(label, role, path)]``: every page measured, with the trips its request pages show."""
-    hospital_id = _sql(urls["center"], "SELECT id FROM hospitals WHERE short_code = :c", c=hospital_code)[0][0]
-    agency_id = _sql(urls["center"], "SELECT id FROM agencies WHERE short_code = :c", c=agency_code)[0][0]
-    # The nurse's open request with the most bids; the dispatcher has bid on it if any such exists.
-    trip = _sql(urls["hospital"], "SELECT public_id, id FROM transport_requests WHERE hospital_id = :h "
-                "AND status = 'open' ORDER BY bid_count DESC, id LIMIT 1", h=hospital_id)[0]
-    bid_on = {row[0] for row in _sql(urls["ems"], "SELECT trip_id FROM transport_bids WHERE agency_id = :a "
-                                     "AND status = 'live'", a=agency_id)}
-    ems_trip = trip[0]
-    if bid_on:
-        ems_trip = _sql(urls["hospital"], "SELECT public_id FROM transport_requests WHERE id = ANY(:ids) "
-                        "ORDER BY id LIMIT 1", ids=list(bid_on))[0][0]
-    t = trip[0]
+def page_list(trip, ems_trip):
+    """``[(label, role, path)]``: every page and partial measured, the request pages showing
+    ``trip`` (the hospital's and the center's) and ``ems_trip`` (the agency's), public ids."""
+    t = trip
     return [
         (CEILING, None, "/bench/ping"),
         ("hospital dashboard", "hospital", "/hospital/"),
@@ -445,6 +435,22 @@ def pages(urls, hospital_code, agency_code):
         ("audit log", "center", "/center/audit"),
         ("regional analytics", "center", "/center/analytics"),
     ]
+
+
+def pages(urls, hospital_code, agency_code):
+    """``[(label, role, path)]``: every page measured, with the trips its request pages show."""
+    hospital_id = _sql(urls["center"], "SELECT id FROM hospitals WHERE short_code = :c", c=hospital_code)[0][0]
+    agency_id = _sql(urls["center"], "SELECT id FROM agencies WHERE short_code = :c", c=agency_code)[0][0]
+    # The nurse's open request with the most bids; the dispatcher has bid on it if any such exists.
+    trip = _sql(urls["hospital"], "SELECT public_id, id FROM transport_requests WHERE hospital_id = :h "
+                "AND status = 'open' ORDER BY bid_count DESC, id LIMIT 1", h=hospital_id)[0]
+    bid_on = {row[0] for row in _sql(urls["ems"], "SELECT trip_id FROM transport_bids WHERE agency_id = :a "
+                                     "AND status = 'live'", a=agency_id)}
+    ems_trip = trip[0]
+    if bid_on:
+        ems_trip = _sql(urls["hospital"], "SELECT public_id FROM transport_requests WHERE id = ANY(:ids) "
+                        "ORDER BY id LIMIT 1", ids=list(bid_on))[0][0]
+    return page_list(trip[0], ems_trip)
 
 
 def _local_input(moment):

@@ -44,10 +44,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboards_bench import (  # noqa: E402
-    CEILING,
     TIMINGS_ENV,
     Session,
     _read_timings,
+    page_list,
     read_server_timing,
     size_label,
 )
@@ -200,28 +200,7 @@ def pages(urls):
     if bid_on:
         ems_trip = _rows(urls["hospital"], "SELECT public_id FROM transport_requests WHERE id IN :ids "
                          "ORDER BY id LIMIT 1", ids=bid_on)[0][0]
-    return [
-        (CEILING, None, "/bench/ping"),
-        ("hospital dashboard", "hospital", "/hospital/"),
-        ("hospital requests partial", "hospital", "/hospital/requests/panel"),
-        ("hospital requests partial, cancelled tab", "hospital", "/hospital/requests/panel?tab=cancelled"),
-        ("hospital request page", "hospital", f"/hospital/requests/{trip}"),
-        ("hospital request bids partial", "hospital", f"/hospital/requests/{trip}/bids"),
-        ("hospital analytics", "hospital", "/hospital/analytics"),
-        ("EMS board", "ems", "/ems/"),
-        ("EMS board partial", "ems", "/ems/board/panel"),
-        ("EMS my trips", "ems", "/ems/trips"),
-        ("EMS my trips partial, completed tab", "ems", "/ems/trips/panel?tab=completed"),
-        ("EMS request page", "ems", f"/ems/requests/{ems_trip}"),
-        ("EMS bid history", "ems", "/ems/history"),
-        ("EMS analytics", "ems", "/ems/analytics"),
-        ("regional board", "center", "/center/"),
-        ("regional board partial", "center", "/center/board/panel"),
-        ("center request page", "center", f"/center/requests/{trip}"),
-        ("center units", "center", "/center/units"),
-        ("audit log", "center", "/center/audit"),
-        ("regional analytics", "center", "/center/analytics"),
-    ]
+    return page_list(trip, ems_trip)
 
 
 def serve(urls, timings, log):

@@ -180,12 +180,9 @@ class CountingHasher:
         return self.real.check_needs_rehash(stored)
 
 
-def test_every_hash_and_check_is_made_in_a_slot_of_the_pool(app, runner, monkeypatch):
-    """Seeding, sign-in (right, wrong, unknown email, a hash made before), a password change, a
-    reset, a crew account and ``create-user``: each hash or check is made while the pool counts
-    it as running, so the bound holds for all of them (a call made beside the pool counts 0)."""
-    from dashboard.seed import demo as demo_seed
-
+def count_hashing(monkeypatch):
+    """Note every Argon2 hash or check and every werkzeug check the module makes from now on
+    (``[(what, slots running)]``, the list returned)."""
     seen = []
     monkeypatch.setattr(hashing, "HASHER", CountingHasher(hashing.HASHER, seen))
     real_werkzeug = hashing._check_werkzeug_hash
@@ -195,6 +192,16 @@ def test_every_hash_and_check_is_made_in_a_slot_of_the_pool(app, runner, monkeyp
         return real_werkzeug(stored, password)
 
     monkeypatch.setattr(hashing, "_check_werkzeug_hash", werkzeug_check)
+    return seen
+
+
+def test_every_hash_and_check_is_made_in_a_slot_of_the_pool(app, runner, monkeypatch):
+    """Seeding, sign-in (right, wrong, unknown email, a hash made before), a password change, a
+    reset, a crew account and ``create-user``: each hash or check is made while the pool counts
+    it as running, so the bound holds for all of them (a call made beside the pool counts 0)."""
+    from dashboard.seed import demo as demo_seed
+
+    seen = count_hashing(monkeypatch)
     demo_seed._demo_password_hash.cache_clear()
     hashing._dummy_hash.cache_clear()
     hashing._legacy_dummy_hash()  # made before counting: it is werkzeug's make, not a check
@@ -252,15 +259,7 @@ def test_a_failed_check_costs_one_check_of_each_scheme(app, monkeypatch, case):
             "unknown email": lambda password: None, **LEGACY}
     stored = made[case](DEMO_PASSWORD)
     hashing._legacy_dummy_hash(), hashing._argon2_dummy_hash()  # made (not checked) before counting
-    seen = []
-    monkeypatch.setattr(hashing, "HASHER", CountingHasher(hashing.HASHER, seen))
-    real_werkzeug = hashing._check_werkzeug_hash
-
-    def werkzeug_check(stored_hash, password):
-        seen.append(("werkzeug", hashing.pool().running))
-        return real_werkzeug(stored_hash, password)
-
-    monkeypatch.setattr(hashing, "_check_werkzeug_hash", werkzeug_check)
+    seen = count_hashing(monkeypatch)
     with app.app_context():
         hashing._dummy_hash()
         seen.clear()
