@@ -271,11 +271,6 @@ _BOARD_COLUMNS = (
     sa.case((_Destination.id.is_not(None), _Destination.name),
             else_=TransportRequest.destination_address).label("destination_label"),
 )
-#: The board's statements by shape (:func:`_board_shape`), built once each; the values of a
-#: view (its time, filters, settings, page) are bound when they run.  The shapes are few and
-#: bounded (the states, which filters are set, the sort offered, which crew bounds are on,
-#: whether any agency is deactivated), so this never grows past a few thousand entries.
-_board_statements = {}
 
 
 def _board_shape(filters, states, at, deactivated):
@@ -285,11 +280,12 @@ def _board_shape(filters, states, at, deactivated):
             at["at_pickup_before"] is not None, at["transport_before"] is not None, bool(deactivated))
 
 
+@statements.built_once
 def _board_statements_of(shape):
-    """``(counts, {state: rows})``: the board's statements of ``shape`` (see :func:`board`)."""
-    found = _board_statements.get(shape)
-    if found is not None:
-        return found
+    """``(counts, {state: rows})``: the board's statements of ``shape`` (see :func:`board`),
+    built once per shape.  The shapes are few and bounded (the states, which filters are set,
+    the sort offered, which crew bounds are on, whether any agency is deactivated); the values
+    of a view (its time, filters, settings, page) are bound when the statements run."""
     (states, by_hospital, by_agency, by_level, by_urgency, risk_only, sort,
      at_pickup_rule, transport_rule, any_deactivated) = shape
     T = TransportRequest
@@ -328,8 +324,7 @@ def _board_statements_of(shape):
             .where(condition, *conditions).order_by(*order)
             .limit(sa.bindparam("row_limit", type_=sa.Integer))
             .offset(sa.bindparam("row_offset", type_=sa.Integer)))
-    found = _board_statements[shape] = (counts, rows)
-    return found
+    return counts, rows
 
 
 def board(filters, now=None):
@@ -347,7 +342,7 @@ def board(filters, now=None):
 
     Statements: one counting the groups, one per group for its rows (the origin and destination
     names joined), whatever the number of rows; each is built once per shape of the filters and
-    run with this view's values bound (:data:`_board_statements`).
+    run with this view's values bound (:func:`_board_statements_of`).
     """
     now = now or utcnow()
     settings = configuration.get_all()
