@@ -228,6 +228,97 @@
   document.addEventListener("htmx:afterSettle", function (event) { updateClocks(event.target); });
   window.setInterval(updateClocks, 15000);
 
+  // A live refresh never takes a form from under the person filling it in.  A panel refreshed by
+  // the stream (or its timer) whose form someone is using -- focus in one of its fields, or a
+  // field changed from what the page showed -- keeps its content: the refresh is held, the panel
+  // says newer information is waiting, and it is shown as soon as the form is sent, put back as
+  // it was or left untouched (or at once with the panel's "Show it now", which drops the change).
+  // Forms marked hx-preserve (a bid being typed, a hand-back reason) survive a refresh anyway and
+  // never hold one.  The panel's own answer to a user's action is never held.
+  var HELD = "data-refresh-held";
+
+  function changed(field) {
+    var type = (field.type || "").toLowerCase();
+    if (type === "hidden" || type === "submit" || type === "button" || type === "reset") return false;
+    if (type === "checkbox" || type === "radio") return field.checked !== field.defaultChecked;
+    if (field.tagName === "SELECT") {
+      for (var i = 0; i < field.options.length; i++) {
+        if (field.options[i].selected !== field.options[i].defaultSelected) return true;
+      }
+      return false;
+    }
+    return field.value !== field.defaultValue;
+  }
+
+  function formInUse(panel) {
+    var fields = panel.querySelectorAll("input, select, textarea");
+    var active = document.activeElement;
+    for (var i = 0; i < fields.length; i++) {
+      var field = fields[i];
+      if (field.closest("[hx-preserve], [data-hx-preserve]")) continue;
+      if (field === active || changed(field)) return true;
+    }
+    return false;
+  }
+
+  function livePanel(target, detail) {
+    var trigger = target.getAttribute && target.getAttribute("hx-trigger");
+    var config = detail.requestConfig || {};
+    return !!trigger && /sse:|every /.test(trigger) && config.elt === target && config.verb === "get";
+  }
+
+  function holdNote(panel) {
+    if (panel.querySelector(":scope > .refresh-held")) return;
+    var note = document.createElement("p");
+    note.className = "flash flash-info refresh-held";
+    note.setAttribute("role", "status");
+    note.appendChild(document.createTextNode("Newer information is waiting. It appears when you send or " +
+                                             "clear this form. "));
+    var now = document.createElement("button");
+    now.type = "button";
+    now.className = "link-button refresh-now";
+    now.textContent = "Show it now";
+    note.appendChild(now);
+    panel.insertBefore(note, panel.firstChild);
+  }
+
+  function refresh(panel, force) {
+    panel.removeAttribute(HELD);
+    if (force) panel.setAttribute("data-refresh-forced", "");
+    if (window.htmx) {
+      window.htmx.ajax("GET", panel.getAttribute("hx-get"), { source: panel, target: panel, swap: "innerHTML" });
+    }
+  }
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    if (!target || !livePanel(target, event.detail)) return;
+    if (target.hasAttribute("data-refresh-forced")) {
+      target.removeAttribute("data-refresh-forced");
+      return;
+    }
+    if (!formInUse(target)) return;
+    event.detail.shouldSwap = false;
+    target.setAttribute(HELD, "");
+    holdNote(target);
+  });
+
+  // A held panel is refreshed once its form is no longer in use (focus moved elsewhere and
+  // nothing left changed, or the field put back as the page showed it).
+  function releaseHeld() {
+    var held = document.querySelectorAll("[" + HELD + "]");
+    for (var i = 0; i < held.length; i++) {
+      if (!formInUse(held[i])) refresh(held[i]);
+    }
+  }
+  document.addEventListener("focusout", function () { window.setTimeout(releaseHeld, 0); });
+  document.addEventListener("change", releaseHeld);
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest(".refresh-now");
+    var panel = button && button.closest("[" + HELD + "]");
+    if (panel) refresh(panel, true);
+  });
+
   // A form with data-confirm asks before it submits (used for award and cancel).
   document.addEventListener("submit", function (event) {
     var form = event.target;

@@ -145,3 +145,46 @@ def test_a_crew_late_flag_appears_when_the_window_starts_with_no_event(open_sess
     expect(badge).to_contain_text("Late: not en route")
     assert badge.evaluate("element => element.dataset.probe") == "kept", "the card was re-rendered"
     assert nurse.errors == [] and crew.errors == []
+
+
+COUNT_REFRESHES = """panel => { window.refreshes = 0;
+  document.addEventListener('htmx:beforeSwap', e => { if (e.detail.target.id === panel) window.refreshes++; }); }"""
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_live_refresh_waits_while_a_form_of_the_panel_is_in_use(open_session, live_server):
+    """A unit's new status chosen but not yet set survives live refreshes of the units panel:
+    the refresh is held with a note, shown once the choice is put back and the field left, or
+    at once with "Show it now" (which drops the choice)."""
+    nurse, altoona = open_session(NURSE), open_session(ALTOONA)
+    altoona.goto("/ems/units")
+    page = altoona.page
+    wait_live(page)
+    page.evaluate(COUNT_REFRESHES, "units-panel")
+    status = page.locator("#units-panel select[name=status]").first
+    shown = status.input_value()
+    other = next(value for value in status.locator("option").evaluate_all("os => os.map(o => o.value)")
+                 if value != shown)
+    held = page.locator("#units-panel .refresh-held")
+
+    status.select_option(other)
+    post_request(nurse, note="Refresh one")  # a live signal for every EMS page
+    held.wait_for(timeout=LIVE)
+    assert page.evaluate("window.refreshes") >= 1
+    assert status.input_value() == other, "the live refresh undid the chosen status"
+    expect(held).to_contain_text("Newer information is waiting")
+
+    held.locator("button:has-text('Show it now')").click()
+    expect(held).to_have_count(0, timeout=LIVE)
+    status = page.locator("#units-panel select[name=status]").first
+    assert status.input_value() == shown  # the panel as the server shows it now
+
+    status.select_option(other)
+    post_request(nurse, note="Refresh two")
+    held.wait_for(timeout=LIVE)
+    before = page.evaluate("window.refreshes")
+    status.select_option(shown)  # put back as the page showed it, then the field is left
+    page.locator("h1").click()
+    expect(held).to_have_count(0, timeout=LIVE)
+    page.wait_for_function("n => window.refreshes > n", arg=before, timeout=LIVE)
+    assert nurse.errors == [] and altoona.errors == []
