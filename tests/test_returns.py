@@ -4,6 +4,7 @@ The state machine of an open request gains ``will_call_waiting`` (not biddable, 
 unfilled) and *released* (bidding opens at once, with the urgency chosen then).  Waiting at
 pickup is split between "crew late" and "patient not ready" from the times kept.
 """
+import re
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -138,6 +139,12 @@ def test_a_fixed_return_and_a_pair_bid(app, demo, client, auth):
     response = client.post(f"/ems/requests/{outbound_id}/bid-pair", data={
         "pair-unit": unit, "pair-eta_minutes": "20", "pair-return_unit": unit, "pair-return_eta_minutes": "0"})
     assert response.status_code == 400
+    # The pair bid form comes back as sent: what was typed, and the error at the return's ETA.
+    pair_form = text(response).split('id="pair-bid-form"', 1)[1].split("</form>", 1)[0]
+    assert re.search(r'id="pair-eta_minutes"[^>]*value="20"', pair_form), pair_form
+    assert re.search(r'<option selected value="%s">' % unit, pair_form), pair_form
+    assert re.search(r'aria-invalid="true"[^>]*id="pair-return_eta_minutes"[^>]*value="0"', pair_form), pair_form
+    assert "pair-return_eta_minutes-msg" in pair_form and 'class="error"' in pair_form
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(TransportBid.id)).where(
             TransportBid.agency_id == aems.id, TransportBid.status == "live",

@@ -42,10 +42,12 @@ def _fill_unit_choices(form, trip, agency_id, bid=None):
     return units, [unit for unit in fit if unit.id in booked and unit.id != keep]
 
 
-def _request_context(trip, form=None):
+def _request_context(trip, form=None, pair_form=None):
     """What the request page and its live panel show: the trip, this agency's bid on it, the
     bid form with the units it may offer.  The form and its units are made only while the
-    agency may bid (bidding open, not awarded to it): the page shows them then alone."""
+    agency may bid (bidding open, not awarded to it): the page shows them then alone.
+    ``form`` and ``pair_form`` are forms as sent (their values and errors shown again), else
+    fresh ones are made."""
     agency = _agency()
     now = utcnow()
     bid, earlier = ems_reads.bids_on_trip(trip.id, agency.id)
@@ -66,15 +68,26 @@ def _request_context(trip, form=None):
         earlier_bids=earlier, outcomes=BID_OUTCOMES,
         distance_km=trip_distance(trip), route=route, ours=ours, now=now,
         bidding_open=bidding_open,
-        pair=_pair_context(trip, agency.id, bid, now),
+        pair=_pair_context(trip, agency.id, bid, now, pair_form),
         upcoming=trip.status == "open" and trip.bidding_opens_at is not None and trip.bidding_opens_at > now,
         route_status_labels=ROUTE_STATUS_LABELS,
     )
 
 
-def _pair_context(trip, agency_id, bid, now):
+def _fill_pair_choices(form, trip, leg, agency_id):
+    """Offer each leg's units on the pair bid ``form`` (as :func:`_fill_unit_choices` does for
+    one); returns (outbound units, return units)."""
+    units, _booked = _fill_unit_choices(form, trip, agency_id)
+    leg_units, _booked = _fill_unit_choices(BidForm(formdata=None), leg, agency_id)
+    form.return_unit.choices = [SelectChoice("", "Choose a unit")] + [
+        SelectChoice(u.public_id, f"{u.number} ({u.level})") for u in leg_units]
+    return units, leg_units
+
+
+def _pair_context(trip, agency_id, bid, now, form=None):
     """The pair bid offer: the return leg and the units for each, when both legs take bids and
-    the agency has a bid on neither; else None."""
+    the agency has a bid on neither; else None.  ``form`` is the pair bid form as sent (shown
+    again with its values and errors), else a fresh one is made."""
     leg = trip.return_leg
     if leg is None or bid is not None or trip.status != "open" or leg.status != "open":
         return None
@@ -82,23 +95,21 @@ def _pair_context(trip, agency_id, bid, now):
         return None
     if bidding.live_bid(leg.id, agency_id) is not None:
         return None
-    form = PairBidForm(formdata=None, prefix="pair")
-    units, _booked = _fill_unit_choices(form, trip, agency_id)
-    leg_units, _booked = _fill_unit_choices(BidForm(formdata=None), leg, agency_id)
-    form.return_unit.choices = [SelectChoice("", "Choose a unit")] + [
-        SelectChoice(u.public_id, f"{u.number} ({u.level})") for u in leg_units]
+    form = form if form is not None else PairBidForm(formdata=None, prefix="pair")
+    units, leg_units = _fill_pair_choices(form, trip, leg, agency_id)
     return {"leg": leg, "form": form} if units and leg_units else None
 
 
-def _render_request(trip, form=None, message=None, status=200):
+def _render_request(trip, form=None, message=None, status=200, pair_form=None):
     return render_template("ems/request.html", live=True, message=message,
-                           **_request_context(trip, form)), status
+                           **_request_context(trip, form, pair_form)), status
 
 
-def _render_refused(public_id, form=None):
+def _render_refused(public_id, form=None, pair_form=None):
     """``refused(message, status)`` for a bid form: the request page read again (the refusal
-    rolled the session back) with the form and the message."""
-    return lambda message, status: _render_request(trips.get_by_public_id(public_id), form, message, status)
+    rolled the session back) with the form as sent and the message."""
+    return lambda message, status: _render_request(trips.get_by_public_id(public_id), form, message, status,
+                                                   pair_form)
 
 
 @bp.route("/requests/<public_id>")
@@ -170,16 +181,16 @@ def place_pair_bid(public_id):
     agency_id, agency_name, levels = agency.id, agency.name, agency.level_list
     leg = trip.return_leg
     form = PairBidForm(prefix="pair")
-    _fill_unit_choices(form, trip, agency_id)
     if leg is not None:
-        leg_units, _booked = _fill_unit_choices(BidForm(formdata=None), leg, agency_id)
-        form.return_unit.choices = [SelectChoice(u.public_id, u.number) for u in leg_units]
+        _fill_pair_choices(form, trip, leg, agency_id)
+    else:
+        _fill_unit_choices(form, trip, agency_id)
     user_id = current_user.id
     again = "These bids were already placed; here they are."
     if submissions.previous("ems", form.submission_id.data, "bid", user_id) is not None:
         return _already_done(again, "ems.request_detail", public_id=public_id)
     if not form.validate_on_submit():
-        return _render_request(trip, None, "Check the pair bid's fields; no bid was placed.", 400)
+        return _render_request(trip, None, "Check the pair bid's fields; no bid was placed.", 400, pair_form=form)
 
     def place():
         claim = submissions.claim("ems", form.submission_id.data, "bid", user_id)
@@ -197,7 +208,7 @@ def place_pair_bid(public_id):
                done=lambda placed: found("ems.request_detail", "Bids placed on the request and its return.",
                                          public_id=public_id) if placed
                else _already_done(again, "ems.request_detail", public_id=public_id),
-               refused=_render_refused(public_id))
+               refused=_render_refused(public_id, pair_form=form))
 
 
 @bp.route("/bids/<bid_public_id>/change", methods=["POST"])
