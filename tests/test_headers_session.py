@@ -464,11 +464,17 @@ def test_a_pool_with_no_free_connection_answers_busy_not_an_error(migrated_confi
     from dashboard import create_app
     from dashboard.extensions import db
 
+    # Whole seconds: Flask-SQLAlchemy builds engines with SQLAlchemy's engine_from_config, which
+    # reads pool_timeout as an int (0.2 would be 0: no wait at all, even for the test's own
+    # checkout below, which then failed whenever the process's signal listener, started by an
+    # earlier test, was reading through this newest app's pool at that moment); the
+    # environment's MEDPORT_DB_POOL_TIMEOUT_SECONDS is whole seconds too.
     config = dict(migrated_config, SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
-                                                              "pool_timeout": 0.2})
+                                                              "pool_timeout": 1})
     app = create_app(config)
     client = app.test_client()
     with app.app_context():
+        assert db.engine.pool.timeout() == 1
         held = db.engine.connect()  # the center pool's only connection
         try:
             response = client.post("/login", data={"email": "nobody@medport.test", "password": "x" * 12})
