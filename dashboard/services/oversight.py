@@ -375,8 +375,8 @@ def board(filters, now=None):
             limit, offset = (CLOSED_PREVIEW if state == "closed" and not filters.state else GROUP_LIMIT), 0
         # A group but the open one reads one row more than it shows: whether it was cut.
         read = limit if state == "open" else limit + 1
-        rows = connection.execute(row_statements[state],
-                                  {**values, "row_limit": read, "row_offset": offset}).all()
+        rows = statements.plain_rows(connection.execute(row_statements[state],
+                                                        {**values, "row_limit": read, "row_offset": offset}))
         if state != "open":
             truncated[state] = len(rows) > limit
             rows = rows[:limit]
@@ -396,10 +396,18 @@ def board(filters, now=None):
             "sorts": boards.SORTS}
 
 
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
 def _window_text(start, end, zone):
-    """A pickup window (naive UTC) as the board shows it in ``zone``: ``"Wed 04:06–05:06"``."""
-    return (f"{start.replace(tzinfo=UTC).astimezone(zone):%a %H:%M}–"
-            f"{end.replace(tzinfo=UTC).astimezone(zone):%H:%M}")
+    """A pickup window (naive UTC) as the board shows it in ``zone``: ``"Wed 04:06–05:06"``.
+
+    Formatted from the local times' fields (a board formats one per row; ``strftime`` took
+    twice as long, and its ``%a`` would follow the server's locale)."""
+    first = start.replace(tzinfo=UTC).astimezone(zone)
+    last = end.replace(tzinfo=UTC).astimezone(zone)
+    return (f"{_WEEKDAYS[first.weekday()]} {first.hour:02d}:{first.minute:02d}–"
+            f"{last.hour:02d}:{last.minute:02d}")
 
 
 # --- one request -------------------------------------------------------------------------

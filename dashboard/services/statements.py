@@ -12,6 +12,7 @@ cache then finds its SQL too.
 The vocabulary's condition builders (``dispatch_condition``, the invitation rule) take a time as
 a value; :class:`Bound` stands in for one, so the one rule is still the one that writes the SQL.
 """
+import collections
 import functools
 
 import sqlalchemy as sa
@@ -48,3 +49,19 @@ def built_once(build):
     """Decorate a function returning a statement: it is built on the first call with given
     (hashable) arguments and the same object returned after (kept for the process's life)."""
     return functools.cache(build)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_type(keys):
+    return collections.namedtuple("ReadRow", keys, rename=True)
+
+
+def plain_rows(result):
+    """The rows of ``result`` (a SQLAlchemy ``Result``) as named tuples, for a list that reads
+    many columns of many rows (a board): ``row.reference`` on a named tuple is a plain attribute,
+    several times cheaper than on SQLAlchemy's ``Row`` (whose attribute access searches its
+    class hierarchy, then asks ``__getattr__``); a board of 250 rows read some 25 columns each.
+    The rows keep their order; the tuple type is made once per list of column names (at most
+    256 kept).  A column name that is not a Python identifier would be renamed (``_3``): the
+    statements read this way label their columns."""
+    return list(map(_row_type(tuple(result.keys()))._make, result))

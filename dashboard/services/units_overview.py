@@ -5,8 +5,8 @@ Reads only: units from the EMS silo, agencies from the center registry, current 
 hospital silo (or, while it is down, from the units' routes in the EMS silo); three queries
 whatever the number of units.
 """
-from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -16,15 +16,16 @@ from ..models.center import Agency
 from ..models.ems import EmsRoute, Unit
 from ..models.hospital import TransportRequest
 from ..models.vocabulary import LEVELS
-from . import degraded
+from . import degraded, statements
 from .center_reads import registry_names
 
 
-@dataclass
-class UnitRow:
-    unit: object  # the columns of :data:`_UNIT_COLUMNS` (a row, read like a Unit)
+class UnitRow(NamedTuple):
+    """One unit of the overview (a named tuple: the page reads it hundreds of times)."""
+
+    unit: object  # the columns of :data:`_UNIT_COLUMNS` (a named tuple, read like a Unit)
     agency: Agency | None
-    trip: object = None  # (public_id, reference, status, hospital_id) of its current trip
+    trip: object = None  # (public_id, reference, status, hospital_id, ...) of its current trip
 
 
 #: What the units overview reads of each unit.
@@ -51,17 +52,17 @@ def units_overview(agency_id=None, level=None, status=None):
         query = query.where(Unit.level == level)
     if status:
         query = query.where(Unit.status == status)
-    units = list(db.session.execute(query.order_by(Unit.agency_id, Unit.number)))
+    units = statements.plain_rows(db.session.execute(query.order_by(Unit.agency_id, Unit.number)))
     trip_ids = {u.current_trip_id for u in units if u.current_trip_id}
     trips = {}
     if trip_ids:
-        trips = degraded.optional("hospital", lambda: {row.id: row for row in db.session.execute(
+        trips = degraded.optional("hospital", lambda: {row.id: row for row in statements.plain_rows(db.session.execute(
             sa.select(TransportRequest.id, TransportRequest.public_id, TransportRequest.reference,
                       TransportRequest.status, TransportRequest.hospital_id,
                       TransportRequest.window_start, TransportRequest.window_end,  # the late flag
                       TransportRequest.at_pickup_at, TransportRequest.transporting_at)
             .where(TransportRequest.id.in_(trip_ids))
-        )})
+        ))})
         if trips is None:  # the hospital silo is down: the trips as the units' routes know them
             trips = _trips_from_routes(trip_ids)
     rows = [UnitRow(u, agencies.get(u.agency_id), trips.get(u.current_trip_id)) for u in units]
