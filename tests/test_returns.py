@@ -142,7 +142,7 @@ def test_a_fixed_return_and_a_pair_bid(app, demo, client, auth):
     # The pair bid form comes back as sent: what was typed, and the error at the return's ETA.
     pair_form = text(response).split('id="pair-bid-form"', 1)[1].split("</form>", 1)[0]
     assert re.search(r'id="pair-eta_minutes"[^>]*value="20"', pair_form), pair_form
-    assert re.search(r'<option selected value="%s">' % unit, pair_form), pair_form
+    assert re.search(rf'<option selected value="{unit}">', pair_form), pair_form
     assert re.search(r'aria-invalid="true"[^>]*id="pair-return_eta_minutes"[^>]*value="0"', pair_form), pair_form
     assert "pair-return_eta_minutes-msg" in pair_form and 'class="error"' in pair_form
     with app.app_context():
