@@ -53,7 +53,7 @@ def built_once(build):
 
 @functools.lru_cache(maxsize=256)
 def _row_type(keys):
-    return collections.namedtuple("ReadRow", keys, rename=True)
+    return collections.namedtuple("ReadRow", keys)
 
 
 def plain_rows(result):
@@ -61,7 +61,8 @@ def plain_rows(result):
     many columns of many rows (a board): ``row.reference`` on a named tuple is a plain attribute,
     several times cheaper than on SQLAlchemy's ``Row`` (whose attribute access searches its
     class hierarchy, then asks ``__getattr__``); a board of 250 rows read some 25 columns each.
-    The rows keep their order; the tuple type is made once per list of column names (at most
-    256 kept).  A column name that is not a Python identifier would be renamed (``_3``): the
-    statements read this way label their columns."""
+    Returns ``[row]``, in the result's order; the tuple type is made once per list of column
+    names (at most 256 kept).  Raises ``ValueError`` when a column's name is not an identifier
+    (an unlabelled expression, a name with a leading underscore): the statements read this way
+    label their columns, and a name silently changed would show as nothing on the page."""
     return list(map(_row_type(tuple(result.keys()))._make, result))
