@@ -69,6 +69,16 @@ def child(code, role, path, warmup, requests, ready, go, done):
         time.sleep(0.02)  # instrumentation is switched off before the child ends
 
 
+def _wait_for_file(name, process, deadline, failure):
+    """Wait until the child makes the file ``name``; stop it and exit with ``failure`` and its
+    error output if it ends first or ``deadline`` (``time.monotonic()``) passes."""
+    while not os.path.exists(name):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"{failure}:\n{process.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+
+
 def count(code, role, path, env, args):
     """Instructions per request of ``path`` served by checkout ``code``."""
     with tempfile.TemporaryDirectory(prefix="medport-cg-") as folder:
@@ -80,18 +90,10 @@ def count(code, role, path, env, args):
              ready, go, done],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + args.timeout
-        while not os.path.exists(ready):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"{path}: the child did not get ready:\n{process.stderr.read()[-2000:]}")
-            time.sleep(0.1)
+        _wait_for_file(ready, process, deadline, f"{path}: the child did not get ready")
         subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)
         Path(go).touch()
-        while not os.path.exists(done):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"{path}: the child stopped:\n{process.stderr.read()[-2000:]}")
-            time.sleep(0.05)
+        _wait_for_file(done, process, deadline, f"{path}: the child stopped")
         subprocess.run(["callgrind_control", "-i", "off", str(process.pid)], check=True, capture_output=True)
         os.unlink(go)
         process.wait(timeout=args.timeout)

@@ -18,7 +18,7 @@ from ..localtime import local_zone
 from ..models.base import utcnow
 from ..models.center import Hospital
 from ..models.ems import EmsRoute, TransportBid, Unit
-from ..models.hospital import HospitalFacility, TransportRequest
+from ..models.hospital import WEEKDAYS, HospitalFacility, TransportRequest
 from ..models.vocabulary import (
     ACTIVE_STATUSES,
     BIDDING_OPENED,
@@ -396,9 +396,6 @@ def board(filters, now=None):
             "sorts": boards.SORTS}
 
 
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
 def _window_text(start, end, zone):
     """A pickup window (naive UTC) as the board shows it in ``zone``: ``"Wed 04:06–05:06"``.
 
@@ -406,7 +403,7 @@ def _window_text(start, end, zone):
     twice as long, and its ``%a`` would follow the server's locale)."""
     first = start.replace(tzinfo=UTC).astimezone(zone)
     last = end.replace(tzinfo=UTC).astimezone(zone)
-    return (f"{_WEEKDAYS[first.weekday()]} {first.hour:02d}:{first.minute:02d}–"
+    return (f"{WEEKDAYS[first.weekday()]} {first.hour:02d}:{first.minute:02d}–"
             f"{last.hour:02d}:{last.minute:02d}")
 
 
